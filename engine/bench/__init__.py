@@ -1,0 +1,1 @@
+"""Benchmarks and measurements: scaling sweeps, doctor, scaling model."""

@@ -1,0 +1,49 @@
+"""The headless `imgscale` command: one subcommand per engine action, registered by each area."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from engine.errors import UserError
+
+# Each module defines register(subparsers); a subcommand sets func(args) -> exit status.
+COMMAND_MODULES = (
+    "engine.prep.commands",
+    "engine.cluster.commands",
+    "engine.train.commands",
+    "engine.bench.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgscale",
+        description="Prepare ImageNet-sized data, launch and watch distributed training.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"imgscale {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"imgscale {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

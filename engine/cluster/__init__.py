@@ -1,0 +1,1 @@
+"""Hosts, transports (local, SSH), probes, launcher and supervision."""

@@ -1,0 +1,1 @@
+"""Data preparation stages: disk, extract, filter, split, list, pack, place."""

@@ -1,0 +1,1 @@
+"""Training: train_imagenet-compatible options, trainers, log parsing, checkpoints."""

@@ -1,0 +1,46 @@
+"""The engine stays headless and light: importing it (and its CLI) loads no UI and no heavy framework."""
+
+import ast
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FORBIDDEN_EVERYWHERE = ("textual", "rich", "tui")
+HEAVY = ("mxnet", "cv2", "torch", "textual", "rich", "tui", "matplotlib")
+
+
+def _loaded_after(statement: str) -> set[str]:
+    code = f"import sys, json; {statement}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return {name.split(".")[0] for name in json.loads(out.stdout)}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["import engine", "import engine.events", "import engine.cli; engine.cli.build_parser()"],
+)
+def test_engine_import_loads_nothing_heavy(statement):
+    assert _loaded_after(statement).isdisjoint(HEAVY)
+
+
+def _imported_modules(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_engine_module_imports_ui_anywhere():
+    """Even lazily, inside a function: the engine never draws."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_imported_modules(path) & set(FORBIDDEN_EVERYWHERE))
+        for path in (ROOT / "engine").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}

@@ -1,0 +1,1 @@
+"""imgscale-tui: the Textual console over the engine."""
