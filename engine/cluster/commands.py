@@ -1,9 +1,0 @@
-"""`imgscale` subcommands of engine.cluster."""
-
-from __future__ import annotations
-
-import argparse
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands to the `imgscale` parser."""
