@@ -35,7 +35,8 @@ def human_duration(seconds: float | None) -> str:
 
 def progress_line(event: StageProgress, elapsed_s: float) -> str:
     """One line: stage, bar, count, bytes, rate, ETA, skipped."""
-    rate = event.done / elapsed_s if elapsed_s > 0 else 0.0
+    # Below half a second a rate is noise (a stage that finishes at once would show millions/s).
+    rate = event.done / elapsed_s if elapsed_s >= 0.5 else 0.0
     if event.total:
         frac = min(1.0, event.done / event.total)
         filled = int(frac * BAR_WIDTH)
@@ -43,8 +44,9 @@ def progress_line(event: StageProgress, elapsed_s: float) -> str:
         count = f"{event.done}/{event.total} {event.unit}"
         eta = human_duration((event.total - event.done) / rate) if rate > 0 else "--:--"
     else:
-        bar, count, eta = "?" * 0 + "." * BAR_WIDTH, f"{event.done} {event.unit}", "--:--"
-    parts = [f"{event.stage:<7}", f"[{bar}]", count, f"{rate:,.1f}/s", f"ETA {eta}"]
+        bar, count, eta = "." * BAR_WIDTH, f"{event.done} {event.unit}", "--:--"
+    shown_rate = f"{rate:,.1f}/s" if rate else "--/s"
+    parts = [f"{event.stage:<7}", f"[{bar}]", count, shown_rate, f"ETA {eta}"]
     if event.bytes_done:
         parts.insert(3, human_bytes(event.bytes_done))
     if event.skipped:
@@ -64,6 +66,7 @@ class CliProgress:
         self.started: dict[str, float] = {}
         self.last_plain = 0.0
         self.last_line = ""
+        self.finished: set[tuple[str, str, int]] = set()  # (stage, part, total) already shown complete
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StageProgress):
@@ -84,9 +87,19 @@ class CliProgress:
             self.stream.write("\r" + line[:200].ljust(len(self.last_line)))
             self.stream.flush()
             self.last_line = line
-        elif time.monotonic() - self.last_plain >= PLAIN_INTERVAL_S or event.done == event.total:
+        elif self._plain_due(event):
             self.last_plain = time.monotonic()
             self.stream.write(line + "\n")
+
+    def _plain_due(self, event: StageProgress) -> bool:
+        """In a log file: a line every few seconds, and each part's completion once."""
+        if event.total is not None and event.done >= event.total:
+            key = (event.stage, event.part, event.total)
+            if key in self.finished:
+                return False
+            self.finished.add(key)
+            return True
+        return time.monotonic() - self.last_plain >= PLAIN_INTERVAL_S
 
     def _print(self, text: str) -> None:
         if self.tty and self.last_line:

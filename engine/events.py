@@ -201,3 +201,47 @@ EventSink = Callable[[Event], None]
 
 def ignore(_event: Event) -> None:
     """The default sink: drop events (used when nobody is watching)."""
+
+
+@dataclass(frozen=True)
+class ClusterRate:
+    """A job's images/s summed over its workers, per host, the speedup against ideal and its stragglers."""
+
+    job: str
+    images_per_sec: float
+    workers: int
+    hosts: tuple[tuple[str, float], ...] = ()  # (host, images/s of its workers together)
+    median_worker: float | None = None
+    baseline: float | None = None  # one worker's rate the speedup is measured against
+    speedup: float | None = None  # images_per_sec / baseline; ideal is `workers`
+    stragglers: tuple[str, ...] = ()  # "host#rank" of workers below k x the median
+    time: float = field(default_factory=_now)
+
+
+Event = Union[Event, ClusterRate]  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class ScalingPoint:
+    """One cell of a scaling sweep: a network at one cluster size, its steady-state images/s.
+
+    ``speedup`` is against the sweep's smallest size scaled to it (ideal speedup = ``gpus``);
+    ``images_per_sec`` is None when the run failed, and ``message`` says why.
+    """
+
+    network: str
+    batch_per_gpu: int
+    gpus: int  # devices in all (workers × devices per worker; a CPU worker counts as one)
+    workers: int
+    images_per_sec: float | None
+    per_worker: tuple[float, ...] = ()  # steady-state median images/s of each worker, by rank
+    readings: int = 0  # Speedometer readings used, after the warm-up ones were dropped
+    speedup: float | None = None
+    efficiency: float | None = None
+    predicted_efficiency: float | None = None  # the scaling model's, when it could be computed
+    message: str = ""
+    job: str = ""
+    time: float = field(default_factory=_now)
+
+
+Event = Union[Event, ScalingPoint]  # type: ignore[misc]

@@ -1,20 +1,437 @@
-"""The imgscale console (minimal until the console issue lands)."""
+"""The imgscale console: panes for stages, hosts, log and actions over one engine-event bridge worker."""
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Static
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, OptionList, Static, TabbedContent, TabPane
+from textual.widgets.option_list import Option
+from textual.worker import Worker, WorkerState
+
+from engine import api
+from engine.errors import UserError
+from engine.events import ClusterRate, EpochSummary, Failure, JobState
+from tui import messages as msg
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.form import OptionsForm
+from tui.screens.help import HelpScreen
+from tui.screens.prompt import PromptScreen
+from tui.widgets.hostgrid import HostGrid
+from tui.widgets.logview import LogView
+from tui.widgets.panels import JobSummary, StageDetails, StatusBar
+from tui.widgets.stagetable import StageTable
+
+PANES = ("stages", "hosts", "log", "actions")
+
+# (key, action, description): the app-wide keys, shown by `?`, the footer and the command palette.
+GLOBAL_KEYS = [
+    ("1", "pane('stages')", "Stages pane"),
+    ("2", "pane('hosts')", "Hosts pane"),
+    ("3", "pane('log')", "Training log pane"),
+    ("4", "pane('actions')", "Actions pane"),
+    ("l", "launch('train')", "Launch training (shows the plan first)"),
+    ("t", "stop_job", "Stop the job on every host"),
+    ("R", "relaunch", "Relaunch the failed job from its newest checkpoint"),
+    ("K", "kill_leftovers", "Kill leftover processes on every host"),
+    ("m", "toggle_mirror", "Toggle MXNET_BACKWARD_DO_MIRROR for the next launch"),
+    ("b", "launch('benchmark')", "Run --benchmark (synthetic data)"),
+    ("i", "launch('test-io')", "Run --test-io (data only)"),
+    ("n", "data_nthreads", "Change --data-nthreads"),
+    ("T", "edit_train", "Edit training options"),
+    ("d", "doctor", "Doctor: IO-, compute- or network-bound?"),
+    ("question_mark", "help", "Help: every key"),
+    ("q", "quit", "Quit (jobs keep running)"),
+]
+PANE_KEYS = [
+    ("Stages pane", [("↑/↓ j/k", "select a stage"), ("s, enter", "start the stage"), ("r", "resume it"),
+                     ("x", "stop it (resumable)"), ("u", "undo it (filter, split)"), ("e", "edit its options"),
+                     ("a", "run every stage that is not done")]),
+    ("Hosts pane", [("o", "sort: name, rate, util, state"), ("/", "filter hosts (name, down, failed, straggler)"),
+                    ("c", "compact / full rows"), ("↑/↓ pgup/pgdn", "scroll")]),
+    ("Log pane", [("f", "follow / pause"), ("/", "filter: host:X rank:N role:R level:L words"),
+                  ("v", "minimum level"), ("g / G", "top / bottom (G follows)")]),
+]
+SHOWN_IN_FOOTER = {"1", "2", "3", "4", "l", "question_mark", "q"}
+ACTIONS = [
+    ("launch('train')", "l", "Launch training"),
+    ("stop_job", "t", "Stop the job"),
+    ("relaunch", "R", "Relaunch failed job"),
+    ("kill_leftovers", "K", "Kill leftovers on every host"),
+    ("toggle_mirror", "m", "Toggle MXNET_BACKWARD_DO_MIRROR"),
+    ("launch('benchmark')", "b", "Run --benchmark"),
+    ("launch('test-io')", "i", "Run --test-io"),
+    ("data_nthreads", "n", "Change --data-nthreads"),
+    ("edit_train", "T", "Edit training options"),
+    ("doctor", "d", "Doctor"),
+]
 
 
 class ImgscaleApp(App):
-    TITLE = "imgscale"
-    BINDINGS = [("q", "quit", "Quit")]
+    """One workspace's console; quitting leaves its jobs running."""
 
+    TITLE = "imgscale"
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    BINDINGS = [Binding(k, a, d, show=k in SHOWN_IN_FOOTER) for k, a, d in GLOBAL_KEYS]
+
+    def __init__(self, workspace: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True) -> None:
+        super().__init__()
+        self.workspace_path = Path(workspace)
+        self.hosts_file = hosts_file
+        self.telemetry = telemetry
+        self.session: api.Session | None = None
+        self.train_options: dict[str, Any] = {}
+        self.last_result = ""
+
+    # ---- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("imgscale console", id="body")
+        yield StatusBar(id="status")
+        with TabbedContent(initial="stages", id="panes"):
+            with TabPane("1 Stages", id="stages"):
+                yield StageTable(id="stage-table")
+                yield StageDetails(id="stage-details")
+            with TabPane("2 Hosts", id="hosts"):
+                yield HostGrid(id="host-grid")
+            with TabPane("3 Log", id="log"):
+                yield JobSummary(id="job-summary")
+                yield LogView(id="log-view")
+            with TabPane("4 Actions", id="actions"):
+                yield OptionList(*(Option(f"{key:>2}  {text}", id=a) for a, key, text in ACTIONS), id="action-list")
+                yield Static("", id="action-result", markup=False)
         yield Footer()
 
+    def on_mount(self) -> None:
+        self.query_one(StatusBar).workspace = self.workspace_path.name
+        self.query_one(StageTable).focus()
+        self.bridge()
 
-def main() -> None:
-    ImgscaleApp().run()
+    # ---- the one bridge from engine events to messages -----------------------------------
+    @work(exclusive=True, group="engine", exit_on_error=False)
+    async def bridge(self) -> None:
+        """Open the workspace, draw its snapshot, then turn the engine's events into messages."""
+        self.session = await api.open_workspace(self.workspace_path, self.hosts_file, self.telemetry)
+        self.apply_snapshot()
+        async for batch in self.session.batches():
+            for message in msg.split_batch(batch):
+                self.post_message(message)
+
+    def apply_snapshot(self) -> None:
+        assert self.session is not None
+        snap = self.session.snapshot()
+        self.train_options = dict(snap.train)
+        status = self.query_one(StatusBar)
+        status.workspace, status.hosts = snap.name, len(snap.hosts)
+        status.job, status.job_state = snap.job, snap.job_state
+        status.mirror = bool(self.train_options.get("mirror"))
+        status.nthreads = self.train_options.get("data_nthreads")
+        self.query_one(StageTable).set_stages(snap.stages)
+        self.query_one(HostGrid).set_hosts(snap.hosts)
+        self.show_stage_details()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place errors from engine calls land: a notice, never an exit."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+        if event.worker.group == "engine":
+            text = f"engine stream stopped: {text}"
+        self.notify(text, severity="error", timeout=8)
+        self.last_result = text
+        self.query_one("#action-result", Static).update(text)
+
+    # ---- engine events → widgets -----------------------------------------------------------
+    def on_telemetry(self, message: msg.Telemetry) -> None:
+        self.query_one(HostGrid).ingest(message.samples.values())
+
+    def on_log_batch(self, message: msg.LogBatch) -> None:
+        self.query_one(LogView).append(message.lines)
+
+    def on_stage_event(self, message: msg.StageEvent) -> None:
+        table = self.query_one(StageTable)
+        table.ingest(message.event)
+        self.show_stage_details()
+
+    def on_job_event(self, message: msg.JobEvent) -> None:
+        event = message.event
+        if isinstance(event, ClusterRate):
+            self.query_one(JobSummary).rate = event
+            self.query_one(StatusBar).rate = event.images_per_sec
+            self.query_one(HostGrid).set_cluster(event.hosts, event.stragglers)
+        elif isinstance(event, EpochSummary):
+            summary = self.query_one(JobSummary)
+            summary.epochs = {**summary.epochs, (event.host, event.rank): event}
+        elif isinstance(event, JobState):
+            self.show_job_state(event)
+        elif isinstance(event, Failure):
+            self.notify(f"{event.source}: {event.message}" + (f" — {event.diagnosis}" if event.diagnosis else ""),
+                        severity="error", timeout=10)
+
+    def show_job_state(self, event: JobState) -> None:
+        status = self.query_one(StatusBar)
+        status.job, status.job_state = event.job, event.state
+        failed = {p.host for p in event.processes if p.state in ("failed", "lost")}
+        self.query_one(HostGrid).mark_failed(failed)
+
+    def show_stage_details(self) -> None:
+        table = self.query_one(StageTable)
+        details = self.query_one(StageDetails)
+        view = table.selected
+        details.view = view
+        if view is not None and self.session is not None:
+            details.options = self.session.stage_options(view.status.name)
+
+    # ---- requests from widgets -------------------------------------------------------------
+    def on_act(self, message: msg.Act) -> None:
+        handler = getattr(self, f"request_{message.action}")
+        handler(**message.args)
+
+    def request_stage_start(self, stage: str) -> None:
+        if stage == "train":
+            self.action_launch("train")
+        else:
+            self.engine_call(lambda s: s.start_stage(stage), f"start {stage}")
+
+    def request_stage_resume(self, stage: str) -> None:
+        self.engine_call(lambda s: s.resume_stage(stage), f"resume {stage}")
+
+    def request_stage_stop(self, stage: str) -> None:
+        self.engine_call(lambda s: s.stop_stage(stage), f"stop {stage}")
+
+    def request_stage_undo(self, stage: str) -> None:
+        self.engine_call(lambda s: s.undo_stage(stage), f"undo {stage}")
+
+    def request_stage_all(self, stage: str) -> None:
+        self.engine_call(lambda s: s.start_all(), "run all stages")
+
+    def request_stage_edit(self, stage: str) -> None:
+        if self.session is None:
+            return
+        if stage == "train":
+            self.action_edit_train()
+            return
+        options = self.session.stage_options(stage)
+        if not options:
+            self.notify(f"stage {stage} has no options")
+            return
+
+        def save(values: dict[str, str] | None) -> None:
+            if values:
+                self.engine_call(lambda s: s.set_stage_options(stage, values), f"save {stage} options",
+                                 then=lambda _: self.show_stage_details())
+
+        self.push_screen(OptionsForm(f"{stage} options", options), save)
+
+    def request_prompt_host_filter(self) -> None:
+        grid = self.query_one(HostGrid)
+        self.push_screen(PromptScreen("Filter hosts (name, down, failed, straggler; empty: all)", grid.name_filter),
+                         lambda text: setattr(grid, "name_filter", text) if text is not None else None)
+
+    def request_prompt_log_filter(self) -> None:
+        log = self.query_one(LogView)
+        self.push_screen(PromptScreen("Filter log: host:X rank:N role:R level:L and words", log.filter_text),
+                         lambda text: setattr(log, "filter_text", text) if text is not None else None)
+
+    @on(StageTable.Changed)
+    def _stage_cursor(self) -> None:
+        self.show_stage_details()
+
+    # ---- engine calls: each a worker; errors go to on_worker_state_changed ---------------------
+    def engine_call(
+        self,
+        call: Callable[[api.Session], Awaitable[Any]],
+        what: str,
+        then: Callable[[Any], None] | None = None,
+    ) -> None:
+        async def run() -> Any:
+            if self.session is None:
+                raise UserError("the workspace is still opening; try again in a moment")
+            result = await call(self.session)
+            if then is not None:
+                then(result)
+            return result
+
+        self.run_worker(run(), name=what, group="actions", exit_on_error=False)
+
+    # ---- app-wide actions --------------------------------------------------------------------
+    def action_pane(self, pane: str) -> None:
+        self.query_one(TabbedContent).active = pane
+        target = {"stages": StageTable, "hosts": HostGrid, "log": LogView, "actions": OptionList}[pane]
+        self.query_one(target).focus()
+
+    def action_help(self) -> None:
+        keys = [(_key_label(k), d) for k, _, d in GLOBAL_KEYS]
+        self.push_screen(HelpScreen([("Everywhere", keys), *PANE_KEYS]))
+
+    def action_launch(self, mode: str) -> None:
+        def confirmed(plan: api.LaunchPlan, yes: bool | None) -> None:
+            if yes:
+                self.engine_call(lambda s: s.launch(mode), f"launch {mode}",
+                                 then=lambda job: self.notify(f"{mode} job {job} launched"))
+
+        async def show(session: api.Session) -> None:
+            plan = await session.plan_launch(mode)
+            self.push_screen(ConfirmScreen(f"Launch {mode}?", plan_text(plan), danger=plan.blocking),
+                             lambda yes: confirmed(plan, yes))
+
+        self.engine_call(show, f"plan {mode}")
+
+    def action_stop_job(self) -> None:
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.engine_call(lambda s: s.stop_job(), "stop job")
+
+        self.push_screen(ConfirmScreen("Stop the job?", "Stops every process of the job on every host.\n"
+                                       "Checkpoints stay; relaunch (R) resumes from the newest."), confirmed)
+
+    def action_relaunch(self) -> None:
+        self.engine_call(lambda s: s.relaunch(), "relaunch")
+
+    def action_kill_leftovers(self) -> None:
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.engine_call(lambda s: s.kill_leftovers(), "kill leftovers",
+                                 then=lambda n: self.show_result(f"killed {n} leftover process(es)"))
+
+        self.push_screen(ConfirmScreen("Kill leftovers?", "Ends every process imgscale launched, on every host,\n"
+                                       "including a running job.", danger=True), confirmed)
+
+    def action_toggle_mirror(self) -> None:
+        value = not bool(self.train_options.get("mirror"))
+
+        def done(_: Any) -> None:
+            self.train_options["mirror"] = value
+            self.query_one(StatusBar).mirror = value
+            self.show_result(f"MXNET_BACKWARD_DO_MIRROR={int(value)} for the next launch")
+
+        self.engine_call(lambda s: s.set_train_options({"mirror": value}), "toggle mirror", then=done)
+
+    def action_data_nthreads(self) -> None:
+        def chosen(text: str | None) -> None:
+            if text is None:
+                return
+
+            def done(_: Any) -> None:
+                self.train_options["data_nthreads"] = int(text)
+                self.query_one(StatusBar).nthreads = int(text)
+                self.show_result(f"--data-nthreads {text} for the next launch")
+
+            self.engine_call(lambda s: s.set_train_options({"data_nthreads": text}), "data-nthreads", then=done)
+
+        current = str(self.train_options.get("data_nthreads", ""))
+        self.push_screen(PromptScreen("--data-nthreads (decoding threads per worker)", current), chosen)
+
+    def action_edit_train(self) -> None:
+        def save(values: dict[str, str] | None) -> None:
+            if values:
+                self.engine_call(lambda s: s.set_train_options(values), "save training options",
+                                 then=lambda _: self.apply_snapshot())
+
+        options = {k: v for k, v in self.train_options.items()}
+        self.push_screen(OptionsForm("training options", options), save)
+
+    def action_doctor(self) -> None:
+        async def show(session: api.Session) -> None:
+            diagnosis = await session.doctor()
+            text = diagnosis_text(diagnosis)
+            self.show_result(text)
+            self.push_screen(ConfirmScreen(f"Doctor: {diagnosis.verdict}", text, ask=False))
+
+        self.engine_call(show, "doctor")
+
+    def show_result(self, text: str) -> None:
+        self.last_result = text
+        self.query_one("#action-result", Static).update(text)
+        self.notify(text.splitlines()[0])
+
+    @on(OptionList.OptionSelected, "#action-list")
+    async def _action_chosen(self, event: OptionList.OptionSelected) -> None:
+        await self.run_action(str(event.option.id))
+
+    # ---- command palette ---------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for key, action, description in GLOBAL_KEYS:
+            if action not in ("help",):
+                yield SystemCommand(description, f"key {_key_label(key)}", _runner(self, action))
+        for stage in ("disk", "extract", "filter", "split", "list", "pack", "place"):
+            yield SystemCommand(f"Start stage {stage}", "runs (or resumes) the stage",
+                                lambda stage=stage: self.request_stage_start(stage))
+        yield SystemCommand("Run all stages", "every preparation stage that is not done",
+                            lambda: self.request_stage_all(""))
+
+    async def on_unmount(self) -> None:
+        if self.session is not None and not self.session.closed:
+            await self.session.close()
+
+    async def action_quit(self) -> None:
+        """Leave: stages stop (they resume later), jobs keep running on their hosts."""
+        if self.session is not None:
+            await self.session.close()
+        self.exit()
+
+
+def _runner(app: App, action: str) -> Callable[[], Any]:
+    return lambda: app.run_action(action)
+
+
+def _key_label(key: str) -> str:
+    return {"question_mark": "?"}.get(key, key)
+
+
+def plan_text(plan: api.LaunchPlan) -> str:
+    """The launch confirmation: hosts, roles, batch sizes, settings and pre-flight findings."""
+    roles = "\n".join(f"  {host:<20} {role:<10} {'' if rank is None else rank}" for host, role, rank in plan.roles)
+    lines = [
+        f"mode: {plan.mode}    hosts: {len(plan.hosts)}    processes: {len(plan.roles)}",
+        roles,
+        f"batch: {plan.batch_per_gpu:g} per GPU · {plan.batch_per_worker} per worker"
+        f" ({plan.gpus_per_worker or 'CPU'} GPU) · {plan.global_batch} global",
+        f"MXNET_BACKWARD_DO_MIRROR={int(plan.mirror)}    --data-nthreads {plan.data_nthreads}",
+        "command: " + " ".join(plan.command),
+        "",
+        "pre-flight:" if plan.findings else "pre-flight: no findings",
+        *(f"  • {finding}" for finding in plan.findings),
+    ]
+    return "\n".join(lines)
+
+
+def diagnosis_text(d: api.Diagnosis) -> str:
+    def cell(v: float | None) -> str:
+        return "N/A" if v is None else f"{v:,.0f}"
+
+    head = f"{'host':<20}{'test-io':>10}{'benchmark':>11}{'real':>10}   (images/s)"
+    rows = [f"{h:<20}{cell(t):>10}{cell(b):>11}{cell(r):>10}" for h, t, b, r in d.rows]
+    return "\n".join([f"verdict: {d.verdict}", head, *rows, "", *(f"• {a}" for a in d.advice)])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="imgscale-tui", description="The imgscale console over one workspace.")
+    parser.add_argument("workspace", nargs="?", default=".", help="workspace folder (holds workspace.toml)")
+    parser.add_argument("--hosts", metavar="FILE", help="hosts file (saved in the workspace)")
+    parser.add_argument("--demo", nargs="?", const="imgscale-demo", metavar="DIR",
+                        help="create a demo workspace in DIR (default ./imgscale-demo) and open it")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        workspace = Path(args.workspace)
+        if args.demo is not None:
+            workspace = Path(args.demo)
+            if not (workspace / "workspace.toml").exists():
+                print(f"creating the demo workspace in {workspace} …", file=sys.stderr)
+                api.create_demo_workspace(workspace)
+        api.check_workspace(workspace)
+    except UserError as exc:
+        print(f"imgscale-tui: {exc}", file=sys.stderr)
+        return 2
+    ImgscaleApp(workspace, args.hosts).run()
+    return 0

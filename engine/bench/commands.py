@@ -1,9 +1,436 @@
-"""`imgscale` subcommands of engine.bench."""
+"""`imgscale bench …`: scaling sweeps, kvstore bandwidth, and the scaling model against the published table."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+
+from engine.errors import UserError
+
+KV_STORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
+SCALING_HELP = (
+    "images/s against the number of GPUs (workers): the tutorial's table, CSV, JSON and plot"
+)
+BANDWIDTH_HELP = (
+    "kvstore push/pull bandwidth with a network's arrays (as MXNet's tools/bandwidth/measure.py)"
+)
+MODEL_HELP = (
+    "the scaling model: predicted against the tutorial's published table, or for your cluster"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands to the `imgscale` parser."""
+    """Add `bench scaling|bandwidth|model` to the `imgscale` parser."""
+    bench = sub.add_parser(
+        "bench", help="benchmarks: scaling sweep, kvstore bandwidth, scaling model"
+    )
+    inner = bench.add_subparsers(dest="bench_command", metavar="BENCH")
+    bench.set_defaults(func=lambda args: _help(bench))
+    _add_scaling(inner.add_parser("scaling", help=SCALING_HELP, description=SCALING_HELP))
+    _add_bandwidth(inner.add_parser("bandwidth", help=BANDWIDTH_HELP, description=BANDWIDTH_HELP))
+    _add_model(inner.add_parser("model", help=MODEL_HELP, description=MODEL_HELP))
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+# --- bench scaling ---------------------------------------------------------------------------
+
+
+def _add_scaling(p: argparse.ArgumentParser) -> None:
+    from engine.bench.scaling import DEFAULT_NETWORKS
+
+    p.add_argument(
+        "--networks",
+        default=DEFAULT_NETWORKS,
+        help=f"network:batch-per-GPU list (default {DEFAULT_NETWORKS})",
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--workers", help="worker counts, e.g. 1,2,4,8 (CPU or one device each)")
+    size.add_argument("--gpus", help="GPU counts, e.g. 1,2,4,…,256 (with --gpus-per-host)")
+    p.add_argument(
+        "--gpus-per-host",
+        type=int,
+        default=0,
+        help="GPUs each worker drives (one worker per host, as the tutorial)",
+    )
+    p.add_argument("-H", "--hosts", default=None, help="hosts file (default: all on this machine)")
+    p.add_argument("--kv-store", default="dist_sync", choices=KV_STORES)
+    p.add_argument(
+        "-s", "--servers", type=int, default=None, help="servers per run (default: = workers)"
+    )
+    p.add_argument("--warmup", type=int, default=2, help="Speedometer readings dropped per worker")
+    p.add_argument("--readings", type=int, default=3, help="readings kept per worker (median)")
+    p.add_argument("--disp-batches", type=int, default=5, help="batches per Speedometer reading")
+    p.add_argument(
+        "--image-shape", default=None, help="C,H,W (default 3,224,224; 3,299,299 for Inception)"
+    )
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument(
+        "--command",
+        default=None,
+        help="worker command template instead of `imgscale train --benchmark`; "
+        "placeholders {python} {network} {num_layers} {batch_size} {gpus} {kv_store} "
+        "{disp_batches} {num_batches} {image_shape} {num_classes} {name}",
+    )
+    p.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="environment for every process"
+    )
+    p.add_argument(
+        "--run-timeout", type=float, default=900.0, help="seconds per run before giving up"
+    )
+    p.add_argument(
+        "--network-gbits",
+        type=float,
+        default=None,
+        help="network bandwidth for the model column (e.g. from `imgscale bench bandwidth`)",
+    )
+    p.add_argument("--out", default=None, help="output directory (default ./bench-scaling-TIME)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every worker log line")
+    p.set_defaults(func=_scaling)
+
+
+def scaling_config(args: argparse.Namespace):
+    """The SweepConfig an `imgscale bench scaling` command line describes."""
+    from pathlib import Path
+
+    from engine.bench import scaling
+
+    return scaling.sweep_config(
+        args.networks,
+        workers=args.workers or "",
+        gpus=args.gpus or "",
+        gpus_per_host=args.gpus_per_host,
+        hosts_file=args.hosts,
+        kv_store=args.kv_store,
+        servers=args.servers,
+        warmup=args.warmup,
+        readings=args.readings,
+        disp_batches=args.disp_batches,
+        image_shape=args.image_shape,
+        num_classes=args.num_classes,
+        command=args.command,
+        env=tuple(_env(args.env)),
+        run_timeout_s=args.run_timeout,
+        out_dir=Path(args.out or time.strftime("bench-scaling-%Y%m%d-%H%M%S")),
+    )
+
+
+def _env(items: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UserError(f"--env {item!r}: write NAME=value")
+        pairs.append((key, value))
+    return pairs
+
+
+def _scaling(args: argparse.Namespace) -> int:
+    from engine.bench import report, scaling
+
+    config = scaling_config(args)
+    result = scaling.run_sweep(config, SweepPrinter(verbose=args.verbose))
+    points = result.points
+    if args.network_gbits:
+        points = predicted_points(config, points, args.network_gbits)
+        result = scaling.SweepResult(
+            tuple(points),
+            scaling.write_outputs(
+                points,
+                config.out_dir,
+                {**scaling.sweep_meta(config), "network_gbits": args.network_gbits},
+            ),
+        )
+    print(report.format_report(points, f"Scaling, kv-store {config.kv_store}, synthetic data"))
+    print()
+    print(report.speedup_plot(report.speedup_series(points)).text)
+    print()
+    print(time_breakdown(config, points))
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    return 0 if any(p.images_per_sec for p in points) else 1
+
+
+class SweepPrinter:
+    """The CLI's sink for sweep events: progress, each measured cell, failures (and logs with -v)."""
+
+    def __init__(self, verbose: bool = False, stream=None) -> None:
+        from engine.cli_progress import CliProgress
+
+        self.stream = stream or sys.stderr
+        self.verbose = verbose
+        self.progress = CliProgress(self.stream)
+
+    def __call__(self, event) -> None:
+        from engine.events import Failure, LogLine, ScalingPoint, StageProgress, StageState
+
+        if isinstance(event, StageProgress):
+            self._line(f"[{event.done}/{event.total}] {event.part}: {event.message}")
+        elif isinstance(event, ScalingPoint):
+            self._line(_point_line(event))
+        elif isinstance(event, (StageState, Failure)):
+            self.progress(event)
+        elif self.verbose and isinstance(event, LogLine):
+            rank = "" if event.rank is None else f" {event.rank}"
+            self._line(f"{event.host} {event.role}{rank}: {event.text}")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _point_line(p) -> str:
+    if p.images_per_sec is None:
+        return f"  {p.network} on {p.gpus}: no figure - {p.message}"
+    extra = (
+        ""
+        if p.speedup is None
+        else f", speedup {p.speedup:.2f} of ideal {p.gpus} ({p.efficiency:.0%})"
+    )
+    return f"  {p.network} on {p.gpus}: {p.images_per_sec:,.1f} images/s{extra}"
+
+
+def network_facts(network: str, image_shape: str, num_classes: int):
+    """The model's facts for a network as our trainer builds it (a subprocess: no mxnet here)."""
+    import json
+    import subprocess
+
+    from engine.bench.model import NetworkFacts
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.bench.bandwidth",
+            "describe",
+            "--network",
+            network,
+            "--image-shape",
+            image_shape,
+            "--num-classes",
+            str(num_classes),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode != 0:
+        raise UserError(f"cannot describe {network}: {out.stderr.strip().splitlines()[-1:]}")
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return NetworkFacts(network, data["params"], data["largest_array"])
+
+
+def predicted_points(config, points, network_gbits: float) -> list:
+    """Attach the model's efficiency to every point, calibrated on each network's smallest run."""
+    from engine.bench import model, scaling
+
+    predicted = {}
+    for run in config.runs:
+        base = min(
+            (p for p in points if p.network == run.network.name and p.images_per_sec),
+            key=lambda p: p.gpus,
+            default=None,
+        )
+        if base is None:
+            continue
+        facts = network_facts(
+            run.network.name, scaling.image_shape_for(config, run.network), config.num_classes
+        )
+        cluster = model.Cluster(
+            gpus_per_machine=max(1, run.gpus_per_worker),
+            servers=config.servers,
+            network_gbits_s=network_gbits,
+        )
+        one = base.images_per_sec / base.gpus  # per-device rate at the smallest size
+        p = model.predict(facts, run.network.batch_per_gpu, one, run.devices, cluster)
+        predicted[(run.network.name, run.devices)] = p.efficiency
+    return scaling.with_predictions(points, predicted)
+
+
+def time_breakdown(config, points) -> str:
+    """Where the time goes: compute per batch (smallest run) and the rest at each size."""
+    lines = ["Where the time goes (per batch, per device):"]
+    for name in dict.fromkeys(p.network for p in points):
+        mine = sorted(
+            (p for p in points if p.network == name and p.images_per_sec), key=lambda p: p.gpus
+        )
+        if not mine:
+            continue
+        batch = mine[0].batch_per_gpu
+        compute = batch / (mine[0].images_per_sec / mine[0].gpus)
+        for p in mine:
+            step = batch / (p.images_per_sec / p.gpus)
+            lines.append(
+                f"  {name} on {p.gpus}: {1000 * step:.1f} ms = compute {1000 * compute:.1f} ms "
+                f"+ communication/waiting {1000 * max(0.0, step - compute):.1f} ms"
+            )
+    return "\n".join(lines)
+
+
+# --- bench bandwidth ------------------------------------------------------------------------
+
+
+def _add_bandwidth(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--network",
+        default="resnet-50",
+        help="whose parameter arrays to move (resnet-50, alexnet …)",
+    )
+    p.add_argument("--image-shape", default="3,224,224")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument(
+        "--size-mb", type=float, default=0.0, help="move N MB of equal arrays instead of a network"
+    )
+    p.add_argument("--kv-store", default="dist_sync", choices=KV_STORES)
+    p.add_argument("-n", "--workers", type=int, default=2, help="workers (dist kvstores)")
+    p.add_argument("-s", "--servers", type=int, default=None, help="servers (default: = workers)")
+    p.add_argument("-H", "--hosts", default=None, help="hosts file (default: all on this machine)")
+    p.add_argument("--devices", type=int, default=1, help="CPU devices per worker (when no --gpus)")
+    p.add_argument("--gpus", default="", help="GPU ids per worker, e.g. 0,1,2,3")
+    p.add_argument(
+        "--rounds", type=int, default=5, help="timed push+pull rounds (after one warm-up)"
+    )
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_bandwidth)
+
+
+def _bandwidth(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from engine.bench import bandwidth
+
+    if args.rounds < 1:
+        raise UserError("--rounds: must be 1 or more")
+    result = bandwidth.measure(
+        network=args.network,
+        kv_store=args.kv_store,
+        workers=args.workers,
+        servers=args.servers,
+        hosts_file=args.hosts,
+        image_shape=args.image_shape,
+        num_classes=args.num_classes,
+        gpus=args.gpus,
+        devices=args.devices,
+        rounds=args.rounds,
+        size_mb=args.size_mb,
+        timeout_s=args.timeout,
+    )
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result), indent=2))
+    else:
+        print(bandwidth.format_result(result))
+        if args.kv_store.startswith("dist"):
+            print(
+                f"implied usable network bandwidth: {bandwidth.network_gbits_from(result):.2f} Gbit/s "
+                "per direction (use with --network-gbits)"
+            )
+    return 0 if result.max_error <= 1e-6 else 1
+
+
+# --- bench model ----------------------------------------------------------------------------
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--network",
+        default=None,
+        help="predict this network (alexnet, inception-v3, resnet-152 …); default: the published table",
+    )
+    p.add_argument("--batch-per-gpu", type=int, default=32)
+    p.add_argument(
+        "--images-per-sec-1gpu", type=float, default=None, help="measured images/s on one GPU"
+    )
+    p.add_argument(
+        "--params", type=float, default=None, help="parameters (default: known for the network)"
+    )
+    p.add_argument(
+        "--largest-array", type=float, default=None, help="parameters in the largest array"
+    )
+    p.add_argument("--gpus", default="1,2,4,8,16,32,64,128,256", help="GPU counts to predict")
+    p.add_argument("--gpus-per-machine", type=int, default=16)
+    p.add_argument(
+        "--servers", type=int, default=None, help="servers in all (default: one per machine)"
+    )
+    p.add_argument(
+        "--link-gbytes", type=float, default=6.0, help="PCIe GB/s per GPU for the device reduce"
+    )
+    p.add_argument("--network-gbits", type=float, default=20.0, help="Ethernet line rate, Gbit/s")
+    p.add_argument(
+        "--overlap", type=float, default=0.0, help="share of compute that hides network time"
+    )
+    p.set_defaults(func=_model)
+
+
+def _model(args: argparse.Namespace) -> int:
+    from engine.bench import model, published, report
+
+    if args.network is None:
+        rows = model.compare_published()
+        worst = max(abs(r.error_points) for r in rows)
+        print(report.format_comparison(rows, f"Scaling model against {published.SOURCE}:"))
+        print(
+            f"calibrated on the 1-GPU row only; largest efficiency error {worst:.1f} points "
+            f"({published.MACHINES} machines × {published.GPUS_PER_MACHINE} {published.GPU}, "
+            f"{published.NETWORK_GBITS_S:g} Gbps)"
+        )
+        return 0
+    print(_prediction_table(args, model))
+    return 0
+
+
+def _prediction_table(args: argparse.Namespace, model) -> str:
+    from engine.bench import report, scaling
+
+    facts = model.KNOWN_NETWORKS.get(args.network)
+    if args.params:
+        facts = model.NetworkFacts(args.network, args.params, args.largest_array or args.params)
+    if facts is None:
+        known = ", ".join(model.KNOWN_NETWORKS)
+        raise UserError(
+            f"--network {args.network}: give --params and --largest-array (known: {known})"
+        )
+    if not args.images_per_sec_1gpu:
+        raise UserError(
+            "--images-per-sec-1gpu: give the measured images/s of one GPU (the compute time)"
+        )
+    cluster = model.Cluster(
+        gpus_per_machine=args.gpus_per_machine,
+        servers=args.servers,
+        link_gbytes_s=args.link_gbytes,
+        network_gbits_s=args.network_gbits,
+        overlap=args.overlap,
+    )
+    gpus = scaling.parse_sizes(args.gpus, "--gpus")
+    rows = [
+        (
+            str(p.gpus),
+            str(p.machines),
+            f"{1000 * p.compute_s:.1f}",
+            f"{1000 * p.device_s:.1f}",
+            f"{1000 * p.network_s:.1f}",
+            f"{p.images_per_s:,.1f}",
+            f"{p.speedup:.2f}",
+            f"{100 * p.efficiency:.1f}%",
+        )
+        for p in model.predict_series(
+            facts, args.batch_per_gpu, args.images_per_sec_1gpu, tuple(gpus), cluster
+        )
+    ]
+    header = (
+        "GPUs",
+        "machines",
+        "compute ms",
+        "device ms",
+        "network ms",
+        "images/s",
+        "speedup",
+        "efficiency",
+    )
+    return report.format_columns(header, rows)

@@ -1,0 +1,533 @@
+"""The small async API the console uses: open a workspace, read a snapshot, iterate events, start/stop things.
+
+Everything the console does goes through a ``Session``; it never touches asyncssh, OpenCV or MXNet.
+Synchronous engine stages run in threads and their events reach the session's asyncio queue through
+``loop.call_soon_threadsafe``. Jobs run detached (engine.cluster.launcher), so closing a session never
+stops one; opening the workspace again re-attaches to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from engine import workspace as wsmod
+from engine.errors import UserError
+from engine.events import (
+    ClusterRate,
+    Event,
+    Failure,
+    HostState,
+    JobState,
+    LogLine,
+    StageProgress,
+    StageState,
+    Throughput,
+)
+
+QUEUE_LIMIT = 100_000  # events waiting for the console; beyond that the oldest telemetry is dropped
+STRAGGLER_K = 0.8
+RATE_WINDOW_S = 30.0
+TRAIN_STAGE_STATES = {
+    "starting": "running", "running": "running", "relaunching": "running", "stopping": "running",
+    "done": "done", "failed": "failed", "stopped": "stopped",
+}
+
+
+class StageStopped(Exception):
+    """Raised inside a stage's thread (from its event sink) when the user asked it to stop."""
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What a launch would do, shown for confirmation: hosts, roles, batches and pre-flight findings."""
+
+    mode: str  # train | benchmark | test-io
+    hosts: tuple[str, ...]
+    roles: tuple[tuple[str, str, int | None], ...]  # (host, role, rank)
+    gpus_per_worker: int
+    batch_per_gpu: float
+    batch_per_worker: int
+    global_batch: int
+    mirror: bool
+    data_nthreads: int
+    command: tuple[str, ...]
+    findings: tuple[str, ...] = ()
+    blocking: bool = False  # a finding that makes the launch pointless
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The doctor's verdict: which of IO, compute or network bounds the job, per host, and what to try."""
+
+    verdict: str  # io-bound | compute-bound | network-bound | unknown
+    rows: tuple[tuple[str, float | None, float | None, float | None], ...]  # host, test-io, benchmark, real
+    advice: tuple[str, ...] = ()
+
+
+@dataclass
+class _RunningStage:
+    thread: threading.Thread
+    stop: threading.Event = field(default_factory=threading.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = field(default_factory=time.monotonic)
+
+
+class Session:
+    """One open workspace: its config and state, its hosts, its stages and its job."""
+
+    def __init__(self, ws: wsmod.Workspace, loop: asyncio.AbstractEventLoop) -> None:
+        self.workspace = ws
+        self.loop = loop
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.running: dict[str, _RunningStage] = {}
+        self.hosts: tuple[str, ...] = ()
+        self.job: Any = None  # engine.cluster.launcher job object when one is attached
+        self.rates = RateBoard()
+        self.speeds: dict[str, dict[str, float]] = {}  # mode -> host -> images/s (for the doctor)
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.closed = False
+
+    # ---- open / close ------------------------------------------------------------------
+    @classmethod
+    async def open(
+        cls, workspace: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True
+    ) -> "Session":
+        ws = await asyncio.to_thread(wsmod.load, workspace)
+        if hosts_file is not None:
+            ws.config["hosts"] = str(Path(hosts_file).expanduser().resolve())
+            wsmod.save_config(ws.path, ws.config)
+        session = cls(ws, asyncio.get_running_loop())
+        session._recover_interrupted_stages()
+        session.hosts = await asyncio.to_thread(_host_names, ws)
+        if telemetry:
+            session._start_probes()
+        await session._reattach()
+        return session
+
+    async def close(self) -> None:
+        """Stop probes and stages; a running job is left running on its hosts."""
+        self.closed = True
+        for run in self.running.values():
+            run.stop.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for run in list(self.running.values()):
+            await asyncio.to_thread(run.thread.join, 10.0)
+        if self.job is not None and hasattr(self.job, "detach"):
+            await _maybe_await(self.job.detach())
+
+    # ---- reading -----------------------------------------------------------------------
+    def snapshot(self) -> wsmod.WorkspaceSnapshot:
+        snap = self.workspace.snapshot(self.hosts)
+        stages = tuple(self._live_status(s) for s in snap.stages)
+        return wsmod.WorkspaceSnapshot(**{**snap.__dict__, "stages": stages})
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event of this session, in order, until it closes."""
+        while not self.closed:
+            yield await self.queue.get()
+
+    async def batches(self, limit: int = 5000) -> AsyncIterator[list[Event]]:
+        """Events grouped as they arrive: wait for one, then take whatever else is already queued."""
+        while not self.closed:
+            batch = [await self.queue.get()]
+            while len(batch) < limit and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            yield batch
+
+    def emit(self, event: Event) -> None:
+        """Hand an event to the console (any thread). Engine sources and replays use this."""
+        if threading.get_ident() == getattr(self.loop, "_thread_id", None):
+            self._put(event)
+        elif not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self._put, event)
+            except RuntimeError:  # the loop closed meanwhile: nobody is listening any more
+                pass
+
+    def _put(self, event: Event) -> None:
+        if self.queue.qsize() >= QUEUE_LIMIT and not isinstance(event, (StageState, JobState, Failure)):
+            return  # the console is far behind: dropping a sample is better than unbounded memory
+        self.queue.put_nowait(event)
+        if isinstance(event, Throughput):
+            rate = self.rates.add(event)
+            if rate is not None:
+                self.queue.put_nowait(rate)
+
+    # ---- stages ------------------------------------------------------------------------
+    async def start_stage(self, stage: str, undo: bool = False) -> None:
+        """Run a preparation stage in a thread (resuming where it stopped); 'train' launches the job."""
+        if stage == "train":
+            await self.launch("train")
+            return
+        self._check_stage(stage)
+        if stage in self.running:
+            raise UserError(f"stage {stage} is already running; stop it first (x)")
+        if undo and stage not in wsmod.UNDOABLE:
+            raise UserError(f"stage {stage} cannot be undone (only {', '.join(wsmod.UNDOABLE)})")
+        run = _RunningStage(threading.Thread(target=self._stage_thread, args=(stage, undo), daemon=True))
+        self.running[stage] = run
+        self.workspace.update_stage(stage, state="running", message="undo" if undo else "", done=0, skipped=0)
+        self.emit(StageState(stage, "running", "undoing" if undo else ""))
+        run.thread.start()
+
+    async def start_all(self) -> None:
+        """Run every preparation stage that is not done, in order, stopping at the first that fails."""
+        if any(name in self.running for name in wsmod.STAGES):
+            raise UserError("a stage is already running; wait for it or stop it (x)")
+        self.tasks.append(asyncio.create_task(self._run_all()))
+
+    async def _run_all(self) -> None:
+        for status in self.workspace.stage_statuses():
+            if status.name == "train" or status.state == "done":
+                continue
+            await self.start_stage(status.name)
+            await self.wait_stage(status.name)
+            if self.workspace.stage_record(status.name).get("state") != "done":
+                return
+
+    async def resume_stage(self, stage: str) -> None:
+        await self.start_stage(stage)
+
+    async def undo_stage(self, stage: str) -> None:
+        await self.start_stage(stage, undo=True)
+
+    async def stop_stage(self, stage: str) -> None:
+        """Ask a running stage to stop at its next progress report; it resumes later from there."""
+        if stage == "train":
+            await self.stop_job()
+            return
+        run = self.running.get(stage)
+        if run is None:
+            raise UserError(f"stage {stage} is not running")
+        run.stop.set()
+
+    async def wait_stage(self, stage: str, timeout: float | None = None) -> None:
+        """Until the stage's thread ended and its final state is saved."""
+        run = self.running.get(stage)
+        if run is not None:
+            await asyncio.wait_for(run.finished.wait(), timeout)
+
+    async def set_stage_options(self, stage: str, values: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.workspace.set_stage_options, stage, values)
+        for status in self.workspace.stage_statuses():
+            if status.state == "stale":
+                self.emit(StageState(status.name, "stale", f"{stage} options changed"))
+
+    async def set_train_options(self, values: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.workspace.set_train_options, values)
+
+    def stage_options(self, stage: str) -> dict[str, Any]:
+        return self.workspace.train_options() if stage == "train" else self.workspace.stage_options(stage)
+
+    def _check_stage(self, stage: str) -> None:
+        if stage not in wsmod.STAGES:
+            raise UserError(f"unknown stage {stage!r}; stages: {', '.join(wsmod.STAGES)}")
+
+    def _stage_thread(self, stage: str, undo: bool) -> None:
+        run = self.running[stage]
+        sink = _StageSink(self, stage, run.stop)
+        try:
+            from engine import api_stages as stage_runner
+
+            stage_runner.run_stage(self.workspace, stage, sink, undo=undo)
+            final = ("pending" if undo else "done"), sink.message
+        except StageStopped:
+            final = "stopped", "stopped; start again to resume"
+        except UserError as exc:
+            final = "failed", str(exc)
+        except Exception as exc:  # a bug in a stage must reach the console, not kill it
+            final = "failed", f"{type(exc).__name__}: {exc}"
+            self.emit(Failure(source=f"stage {stage}", message=final[1]))
+        try:
+            self.loop.call_soon_threadsafe(self._stage_finished, stage, final[0], final[1], sink)
+        except RuntimeError:  # the console's loop is gone: save the outcome from here
+            self.workspace.update_stage(stage, state=final[0], message=final[1], **sink.counts())
+
+    def _stage_finished(self, stage: str, state: str, message: str, sink: "_StageSink") -> None:
+        run = self.running.pop(stage, None)
+        self.workspace.update_stage(stage, state=state, message=message, **sink.counts())
+        if state in ("done", "pending"):
+            self.workspace.mark_stale_from(stage, include_self=False)
+        self._put(StageState(stage, state, message))
+        if run is not None:
+            run.finished.set()
+
+    def _live_status(self, status: wsmod.StageStatus) -> wsmod.StageStatus:
+        return status
+
+    def _recover_interrupted_stages(self) -> None:
+        """A stage marked running by a console that died is resumable, not running."""
+        for status in self.workspace.stage_statuses():
+            if status.state == "running" and status.name != "train":
+                self.workspace.update_stage(status.name, state="stopped", message="interrupted; start to resume")
+
+    # ---- jobs --------------------------------------------------------------------------
+    async def plan_launch(self, mode: str = "train") -> LaunchPlan:
+        from engine import api_jobs as jobs
+
+        return await asyncio.to_thread(jobs.plan, self.workspace, mode)
+
+    async def launch(self, mode: str = "train") -> str:
+        """Start a detached job (train | benchmark | test-io) on the workspace's hosts; returns its id."""
+        from engine import api_jobs as jobs
+
+        if self.job is not None and getattr(self.job, "active", False):
+            raise UserError(f"job {self.job.id} is still running; stop it (t) or kill leftovers (K) first")
+        self.rates = RateBoard(baseline=self._baseline())
+        if self.job is not None:
+            await _maybe_await(self.job.detach())
+        self.job = await jobs.launch(self.workspace, mode, self.emit)
+        self.workspace.set_job(self.job.id, "starting")
+        self._follow_job()
+        return self.job.id
+
+    async def stop_job(self) -> None:
+        if self.job is None:
+            raise UserError("no job to stop")
+        await _maybe_await(self.job.stop())
+
+    async def relaunch(self) -> None:
+        """Relaunch the failed job (resuming from its newest checkpoint)."""
+        if self.job is None:
+            raise UserError("no job to relaunch; launch one with l")
+        await _maybe_await(self.job.relaunch())
+        self._follow_job()
+
+    async def kill_leftovers(self) -> int:
+        """End every process this tool launched on every host; returns how many were ended."""
+        from engine import api_jobs as jobs
+
+        return await jobs.kill_all(self.workspace, self.emit)
+
+    async def doctor(self) -> Diagnosis:
+        return diagnose(self.speeds)
+
+    def _follow_job(self) -> None:
+        self.tasks.append(asyncio.create_task(self._pump_job(self.job)))
+
+    async def _pump_job(self, job: Any) -> None:
+        async for event in job.events():
+            if isinstance(event, JobState):
+                self._job_changed(job, event)
+            self._put(event)
+
+    def _job_changed(self, job: Any, event: JobState) -> None:
+        """Remember the job for re-attaching; a training job is the 'train' stage."""
+        self.workspace.set_job(event.job, event.state)
+        if event.state in ("done", "stopped", "failed"):
+            self._record_speed(job)
+        stage_state = TRAIN_STAGE_STATES.get(event.state)
+        if getattr(job, "mode", "train") == "train" and stage_state:
+            message = f"job {event.job}: {event.state}" + (f" - {event.message}" if event.message else "")
+            self.workspace.update_stage("train", state=stage_state, message=message)
+            self._put(StageState("train", stage_state, message))
+
+    def _record_speed(self, job: Any) -> None:
+        mode = getattr(job, "mode", "train")
+        per_host = dict(self.rates.host_rates())
+        if per_host:
+            self.speeds[mode] = per_host
+            self.workspace.state.setdefault("speeds", {})[mode] = per_host
+            wsmod.save_state(self.workspace.path, self.workspace.state)
+
+    def _baseline(self) -> float | None:
+        bench = self.workspace.state.get("speeds", {}).get("benchmark", {})
+        return min(bench.values()) if bench else None
+
+    async def _reattach(self) -> None:
+        from engine import api_jobs as jobs
+
+        self.speeds = {k: dict(v) for k, v in self.workspace.state.get("speeds", {}).items()}
+        job_id = self.workspace.state.get("job", {}).get("id")
+        if not job_id:
+            return
+        self.job = await jobs.attach(self.workspace, job_id, self.emit)
+        if self.job is not None:
+            self._follow_job()
+
+    def _start_probes(self) -> None:
+        from engine import api_jobs as jobs
+
+        self.tasks.append(asyncio.create_task(jobs.watch_hosts(self.workspace, self.emit)))
+
+
+class _StageSink:
+    """The on_event callback a stage thread calls: forwards events, keeps counts, raises on stop."""
+
+    def __init__(self, session: Session, stage: str, stop: threading.Event) -> None:
+        self.session = session
+        self.stage = stage
+        self.stop = stop
+        self.last: StageProgress | None = None
+        self.message = ""  # the stage's own last word ("kept 4 classes, moved 2 …")
+        self.skipped = 0
+        self.last_save = 0.0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StageProgress):
+            self.last = event
+            self._save_now_and_then()
+        elif type(event).__name__ == "SkippedItem":
+            self.skipped += 1
+        elif isinstance(event, StageState) and event.stage == self.stage:
+            self.message = event.message
+        self.session.emit(event)
+        if self.stop.is_set():
+            raise StageStopped(self.stage)
+
+    def counts(self) -> dict[str, Any]:
+        if self.last is None:
+            return {"skipped": self.skipped}
+        return {
+            "done": self.last.done,
+            "total": self.last.total,
+            "unit": self.last.unit,
+            "skipped": max(self.skipped, self.last.skipped),
+        }
+
+    def _save_now_and_then(self) -> None:
+        # State on disk lets a reopened console show how far a stage got; once a second is enough.
+        now = time.monotonic()
+        if now - self.last_save >= 1.0:
+            self.last_save = now
+            counts = self.counts()
+            self.session.workspace.update_stage(self.stage, **counts)
+
+
+class RateBoard:
+    """Newest images/s per worker → cluster rate, per-host rates, speedup and stragglers."""
+
+    def __init__(self, baseline: float | None = None, k: float = STRAGGLER_K) -> None:
+        self.baseline = baseline
+        self.k = k
+        self.latest: dict[tuple[str, int | None], Throughput] = {}
+        self.history: deque[tuple[float, float]] = deque(maxlen=600)
+
+    def add(self, event: Throughput) -> ClusterRate | None:
+        self.latest[(event.host, event.rank)] = event
+        fresh = [t for t in self.latest.values() if event.time - t.time <= RATE_WINDOW_S]
+        if not fresh:
+            return None
+        rates = [t.samples_per_sec for t in fresh]
+        total = sum(rates)
+        median = statistics.median(rates)
+        baseline = self.baseline or max(rates)
+        stragglers = tuple(
+            f"{t.host}#{t.rank}" for t in fresh if len(fresh) > 1 and t.samples_per_sec < self.k * median
+        )
+        self.history.append((event.time, total))
+        return ClusterRate(
+            job=event.job,
+            images_per_sec=total,
+            workers=len(fresh),
+            hosts=self.host_rates(fresh),
+            median_worker=median,
+            baseline=baseline,
+            speedup=total / baseline if baseline else None,
+            stragglers=stragglers,
+            time=event.time,
+        )
+
+    def host_rates(self, fresh: list[Throughput] | None = None) -> tuple[tuple[str, float], ...]:
+        per_host: dict[str, float] = {}
+        for t in fresh if fresh is not None else self.latest.values():
+            per_host[t.host] = per_host.get(t.host, 0.0) + t.samples_per_sec
+        return tuple(sorted(per_host.items()))
+
+
+def diagnose(speeds: dict[str, dict[str, float]]) -> Diagnosis:
+    """Compare per-host images/s of --test-io (data only), --benchmark (no data) and the real job.
+
+    Real speed near the test-io speed and well below benchmark: reading/decoding bounds it (IO).
+    Real near benchmark: the GPUs (compute) bound it. Benchmark itself far below a one-host
+    benchmark, or real well below both: communication (network) bounds it.
+    """
+    test_io, bench, real = (speeds.get(k, {}) for k in ("test-io", "benchmark", "train"))
+    hosts = sorted(set(test_io) | set(bench) | set(real))
+    rows = tuple((h, test_io.get(h), bench.get(h), real.get(h)) for h in hosts)
+    if not hosts:
+        return Diagnosis("unknown", rows, ("run --test-io (i), --benchmark (b) and a training job (l) first",))
+    t = _median_of(test_io)
+    b = _median_of(bench)
+    r = _median_of(real)
+    if r is None or (t is None and b is None):
+        missing = [name for name, v in (("--test-io (i)", t), ("--benchmark (b)", b), ("training (l)", r)) if v is None]
+        return Diagnosis("unknown", rows, (f"measure {', '.join(missing)} to compare",))
+    if t is not None and t < (b or float("inf")) and r >= 0.8 * t:
+        return Diagnosis(
+            "io-bound",
+            rows,
+            (
+                "raise --data-nthreads (n) so decoding keeps up",
+                "pack with a smaller --resize or use --no-upscale so each image decodes faster",
+                "put the .rec files on a local disk or faster shared filesystem",
+            ),
+        )
+    if b is not None and r >= 0.8 * b:
+        return Diagnosis(
+            "compute-bound",
+            rows,
+            ("the GPUs are the limit: a larger batch per GPU, --dtype float16, or more GPUs",),
+        )
+    return Diagnosis(
+        "network-bound",
+        rows,
+        (
+            "gradients exchange is the limit: add servers (one per worker host), use dist_device_sync",
+            "a larger batch per GPU sends fewer updates per image; check the hosts' link speed",
+        ),
+    )
+
+
+def _median_of(values: dict[str, float]) -> float | None:
+    return statistics.median(values.values()) if values else None
+
+
+def _host_names(ws: wsmod.Workspace) -> tuple[str, ...]:
+    from engine import api_jobs as jobs
+
+    return jobs.host_names(ws)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
+
+
+async def open_workspace(path: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True) -> Session:
+    """Open a workspace folder and attach to its running job, if any."""
+    return await Session.open(path, hosts_file, telemetry)
+
+
+def check_workspace(path: str | Path) -> None:
+    """Raise UserError (one line) if `path` is not a workspace the console can open."""
+    wsmod.load(path)
+
+
+def create_demo_workspace(path: str | Path, classes: int = 6, images: int = 40) -> Path:
+    """A demo workspace: a generated ImageNet-shaped tarball, this machine as the only host, small thresholds."""
+    from engine import api_stages as stage_runner
+
+    return stage_runner.create_demo(Path(path), classes=classes, images=images)
+
+
+__all__ = [
+    "Session",
+    "LaunchPlan",
+    "Diagnosis",
+    "open_workspace",
+    "create_demo_workspace",
+    "diagnose",
+    "HostState",
+    "LogLine",
+]

@@ -1,0 +1,164 @@
+"""How the console's Session runs each preparation stage on a workspace (paths and options from workspace.toml).
+
+Each function calls the engine.prep stage with the workspace's folders and options and passes the
+event sink through; stages are synchronous and run in a thread of the Session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from engine import workspace as wsmod
+from engine.errors import StageRefused, UserError
+from engine.events import EventSink, StageProgress, StageState
+
+DEMO_OPTIONS = {
+    "filter": {"min_images": 20},
+    "split": {"val_per_class": 5, "seed": 1},
+    "list": {"chunks": 2},
+    "pack": {"resize": 64, "quality": 90, "num_thread": 1},
+}
+DEMO_TRAIN = {
+    "network": "resnet",
+    "num_layers": 18,
+    "batch_size": 8,
+    "kv_store": "local",
+    "num_epochs": 1,
+    "image_shape": "3,32,32",
+    "data_nthreads": 1,
+    "disp_batches": 2,
+    "num_servers": 0,
+    "workers": 1,
+}
+
+
+def run_stage(ws: wsmod.Workspace, stage: str, on_event: EventSink, undo: bool = False) -> Any:
+    """Run (or undo) one stage of the workspace; raises UserError with a clear line when it cannot."""
+    if undo:
+        return UNDO[stage](ws, on_event)
+    return RUN[stage](ws, ws.stage_options(stage), on_event)
+
+
+def _disk(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+    from engine.prep import disk
+
+    on_event(StageProgress("disk", 0, 1, unit="checks"))
+    source = ws.tarball if ws.tarball.exists() else ws.root
+    settings = disk.PackSettings(resize=int(ws.stage_options("pack")["resize"]), quality=int(ws.stage_options("pack")["quality"]))
+    rows = disk.estimate_space(source, ws.path, settings, extract_root=ws.root)
+    for mount, (need, free) in disk.totals_by_mount(rows).items():
+        if need > free:
+            raise StageRefused(f"the stages need {need:,} bytes on {mount} but {free:,} are free; free space or move the workspace")
+    on_event(StageProgress("disk", 1, 1, unit="checks", message=disk.format_table(rows).splitlines()[-1]))
+
+
+def _extract(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+    from engine.prep import extract
+
+    if not ws.tarball.exists():
+        if ws.root.is_dir():
+            on_event(StageState("extract", "done", f"no {ws.tarball.name}; {ws.root} already holds class folders"))
+            return
+        raise UserError(f"{ws.tarball} does not exist; set `tarball` in {ws.path / wsmod.CONFIG_NAME}")
+    extract.extract_archive(ws.tarball, ws.root, on_event=on_event)
+
+
+def _filter(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+    from engine.prep import filter as filter_stage
+
+    filter_stage.filter_classes(ws.root, min_images=int(opts["min_images"]), on_event=on_event)
+
+
+def _undo_filter(ws: wsmod.Workspace, on_event: EventSink) -> None:
+    from engine.prep import filter as filter_stage
+
+    filter_stage.undo_filter(ws.root, on_event=on_event)
+
+
+def _split(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+    from engine.prep import split
+
+    split.split_validation(
+        ws.root, ws.val_root, per_class=int(opts["val_per_class"]), seed=int(opts["seed"]), on_event=on_event
+    )
+
+
+def _undo_split(ws: wsmod.Workspace, on_event: EventSink) -> None:
+    from engine.prep import split
+
+    split.undo_split(ws.root, on_event=on_event)
+
+
+def list_prefixes(ws: wsmod.Workspace) -> dict[str, Path]:
+    """The .lst prefixes of the training and validation sets."""
+    return {"train": ws.lists_dir / "train", "val": ws.lists_dir / "val"}
+
+
+def _list(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+    from engine.prep import lst
+
+    exts = tuple(e.strip() for e in str(opts["exts"]).split(",") if e.strip())
+    prefixes = list_prefixes(ws)
+    lst.write_lists(prefixes["train"], ws.root, recursive=True, chunks=int(opts["chunks"]), exts=exts, on_event=on_event)
+    lst.write_lists(prefixes["val"], ws.val_root, recursive=True, chunks=1, exts=exts, on_event=on_event)
+    from engine.prep.pipeline import check_labels
+
+    check_labels(ws)  # train and val must number the same classes the same way
+
+
+def _pack(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+    from engine.prep import pack
+
+    lists = sorted(ws.lists_dir.glob("*.lst"))
+    if not lists:
+        raise UserError(f"no .lst files in {ws.lists_dir}; run the list stage first")
+    options = pack.PackOptions(resize=int(opts["resize"]), quality=int(opts["quality"]), num_thread=int(opts["num_thread"]))
+    train = [p for p in lists if p.name.startswith("train")]
+    val = [p for p in lists if p.name.startswith("val")]
+    pack.pack_lists(train, ws.root, options, on_event=on_event)
+    pack.pack_lists(val, ws.val_root, options, on_event=on_event)
+
+
+def _place(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+    from engine.prep import place
+
+    place.place_records(ws.lists_dir, ws.train_dir, ws.val_dir, on_event=on_event)
+
+
+RUN: dict[str, Callable[[wsmod.Workspace, dict, EventSink], Any]] = {
+    "disk": _disk,
+    "extract": _extract,
+    "filter": _filter,
+    "split": _split,
+    "list": _list,
+    "pack": _pack,
+    "place": _place,
+}
+UNDO: dict[str, Callable[[wsmod.Workspace, EventSink], Any]] = {"filter": _undo_filter, "split": _undo_split}
+
+
+def create_demo(path: Path, classes: int = 6, images: int = 40) -> Path:
+    """A demo workspace: a generated ImageNet-shaped tarball, this machine as the only host, small thresholds."""
+    from engine.prep import demo
+
+    folder = Path(path).expanduser().resolve()
+    if (folder / wsmod.CONFIG_NAME).exists():
+        return folder
+    config = {
+        "name": folder.name,
+        "root": "data/images",
+        "tarball": "data/imagenet_demo.tar",
+        "val_root": "data/images_val",
+        "lists_dir": "data/lists",
+        "train_dir": "data/train",
+        "val_dir": "data/val",
+        "hosts": "",
+        "stages": DEMO_OPTIONS,
+        "train": DEMO_TRAIN,
+    }
+    ws = wsmod.create(folder, config)
+    # Uneven class sizes around the filter's threshold, so the filter has classes to move aside.
+    demo.make_demo_tar(ws.tarball, classes=classes, images_per_class=(images // 3, images), seed=0,
+                       size_scale=0.25, corrupt=1)
+    return folder

@@ -1,0 +1,337 @@
+"""`imgscale launch`, `attach`, `kill` and `jobs`: distributed jobs from the shell, same engine as the console.
+
+``launch`` supervises in the foreground: every line is printed with its host, role and rank; Ctrl-C
+stops the job on every host. ``--detach`` (or closing the terminal) hands supervision to a
+background ``imgscale attach --supervise`` on this machine and returns; the job never depends on
+the terminal. ``attach`` re-attaches (tails every log, shows state); Ctrl-C there only detaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from engine.errors import UserError
+from engine.events import Event, Failure, HostState, JobState, LogLine
+
+from . import jobs
+
+FINAL = ("done", "failed", "stopped")
+LAUNCH_HELP = "start a distributed MXNet job on the hosts (tools/launch.py semantics), supervised"
+
+
+def register(sub) -> None:
+    """Add `launch`, `attach`, `kill` and `jobs` to the `imgscale` parser."""
+    _add_launch(sub)
+    parser = sub.add_parser("attach", help="re-attach to a job: its logs and state")
+    parser.add_argument("job", nargs="?", help="job id (default: the newest running job)")
+    parser.add_argument(
+        "--lines", type=int, default=20, help="log lines to show first (default 20)"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="print only state changes and failures"
+    )
+    parser.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)
+    parser.set_defaults(func=run_attach)
+    parser = sub.add_parser(
+        "kill", help="end the processes of a job (or of all jobs) on every host"
+    )
+    parser.add_argument("job", nargs="?", help="job id")
+    parser.add_argument("--all", action="store_true", help="every job imgscale launched from here")
+    parser.add_argument(
+        "--grace", type=int, default=5, help="seconds between TERM and KILL (default 5)"
+    )
+    parser.set_defaults(func=run_kill)
+    parser = sub.add_parser("jobs", help="list the jobs launched from this machine")
+    parser.set_defaults(func=run_jobs)
+
+
+def _add_launch(sub) -> None:
+    p = sub.add_parser("launch", help=LAUNCH_HELP, description=LAUNCH_HELP)
+    p.add_argument("-n", "--num-workers", type=int, required=True, help="number of workers")
+    p.add_argument("-s", "--num-servers", type=int, help="number of servers (default: as -n)")
+    p.add_argument(
+        "-H", "--hostfile", "--hosts", dest="hosts", help="hosts file (see hosts.example)"
+    )
+    p.add_argument("--launcher", choices=("ssh", "local"), help="default: ssh with -H, else local")
+    p.add_argument("--sync-dst-dir", help="copy this directory to DIR on every host and run there")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="environment for every process (repeat; a bare K copies this shell's value)",
+    )
+    p.add_argument("--servers-per-host", type=int, help="exactly this many servers on every host")
+    p.add_argument("--interface", help="DMLC_INTERFACE: the network interface ps-lite uses")
+    p.add_argument("--root-port", type=int, help="scheduler port (default: a free one)")
+    p.add_argument("--heartbeat-interval", type=int, help="PS_HEARTBEAT_INTERVAL seconds")
+    p.add_argument("--heartbeat-timeout", type=int, help="PS_HEARTBEAT_TIMEOUT seconds")
+    p.add_argument(
+        "--max-restarts", type=int, default=0, help="relaunch after a fault up to K times"
+    )
+    p.add_argument("--stall-timeout", type=float, help="no new log line for SEC seconds is a fault")
+    p.add_argument(
+        "--exclude-after",
+        type=int,
+        default=0,
+        help="leave out a host after it caused this many faults (0: never)",
+    )
+    p.add_argument("--resume-prefix", help="checkpoint prefix: relaunches add --load-epoch N")
+    p.add_argument(
+        "--grace", type=int, default=5, help="seconds between TERM and KILL when stopping"
+    )
+    p.add_argument(
+        "--run-dir",
+        default=jobs.DEFAULT_RUN_ROOT,
+        help="logs and pid records on each host (default ~/.imgscale/runs)",
+    )
+    p.add_argument("--job", help="job name (default: train-DATE-TIME-XXXX)")
+    p.add_argument(
+        "--detach", action="store_true", help="return once started; supervise in the background"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print where each process would run")
+    p.add_argument("--quiet", action="store_true", help="print only state changes and failures")
+    p.add_argument(
+        "argv", nargs=argparse.REMAINDER, metavar="-- command", help="the command every process runs"
+    )
+    p.set_defaults(func=run_launch)
+
+
+def spec_from_args(args: argparse.Namespace):
+    from .dmlc_env import parse_env_args
+    from .launcher import LaunchSpec
+
+    command = list(args.argv)
+    if command and command[0] == "--":
+        command = command[1:]
+    return LaunchSpec(
+        command=tuple(command),
+        num_workers=args.num_workers,
+        num_servers=args.num_servers,
+        hosts_file=args.hosts,
+        launcher=args.launcher or ("ssh" if args.hosts else "local"),
+        servers_per_host=args.servers_per_host,
+        env=parse_env_args(args.env),
+        sync_dst_dir=args.sync_dst_dir,
+        cwd=os.getcwd(),
+        interface=args.interface,
+        root_port=args.root_port,
+        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_timeout=args.heartbeat_timeout,
+        run_root=args.run_dir,
+        job=args.job,
+        resume_prefix=args.resume_prefix,
+        max_restarts=args.max_restarts,
+        stall_timeout_s=args.stall_timeout,
+        exclude_after=args.exclude_after,
+        grace_s=args.grace,
+    )
+
+
+# ---- printing ---------------------------------------------------------------------------------------
+class Printer:
+    """An EventSink for the terminal: attributed log lines, state changes, failures."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.last_state: tuple | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, LogLine) and not self.quiet:
+            rank = "" if event.rank is None else f" {event.rank}"
+            _out(f"{event.host} {event.role}{rank} | {event.text}")
+        elif isinstance(event, JobState):
+            self._state(event)
+        elif isinstance(event, Failure):
+            _err(
+                f"FAILED {event.source}: {event.message}"
+                + (f" ({event.diagnosis})" if event.diagnosis else "")
+            )
+            for line in event.last_lines:
+                _err(f"    | {line}")
+            for advice in event.advice:
+                _err(f"    -> {advice}")
+        elif isinstance(event, HostState):
+            _err(
+                f"host {event.host}: "
+                + ("reachable again" if event.reachable else f"unreachable: {event.reason}")
+            )
+
+    def _state(self, event: JobState) -> None:
+        key = (event.state, event.restarts, event.message)
+        if key != self.last_state:
+            self.last_state = key
+            running = sum(1 for p in event.processes if p.state == "running")
+            _err(
+                f"job {event.job}: {event.state}"
+                + (f" - {event.message}" if event.message else "")
+                + f" ({running}/{len(event.processes)} processes running, restarts {event.restarts})"
+            )
+
+
+def _out(text: str) -> None:
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, OSError):  # the terminal went away; the job does not care
+        pass
+
+
+def _err(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def exit_status(state: JobState) -> int:
+    return 0 if state.state == "done" else 1
+
+
+# ---- commands ---------------------------------------------------------------------------------------
+def run_launch(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    if args.dry_run:
+        return _dry_run(spec)
+    return asyncio.run(_launch(spec, args))
+
+
+def _dry_run(spec) -> int:
+    from .launcher import check_spec, load_hosts
+    from .placement import describe, place
+
+    check_spec(spec)
+    hosts = load_hosts(spec.hosts_file, spec.launcher)
+    plan = place(
+        spec.num_workers,
+        spec.num_servers,
+        [h.slots for h in hosts],
+        servers_per_host=spec.servers_per_host,
+    )
+    for line in describe(plan, [h.name for h in hosts]):
+        print(line)
+    return 0
+
+
+async def _launch(spec, args: argparse.Namespace) -> int:
+    from .launcher import launch
+
+    printer = Printer(args.quiet)
+    job = await launch(spec, sink=printer)
+    _err(
+        f"job {job.job_id} started; `imgscale attach {job.job_id}` re-attaches, "
+        f"`imgscale kill {job.job_id}` ends it"
+    )
+    if args.detach:
+        await job.close()
+        _hand_over(job.job_id)
+        return 0
+    outcome = await _wait_or_signal(job, {signal.SIGINT: "stop", signal.SIGHUP: "detach"})
+    if outcome == "stop":
+        _err("interrupted: stopping the job on every host")
+        state = await job.stop("interrupted (Ctrl-C)")
+        await job.close()
+        return 130 if state.state == "stopped" else 1
+    if outcome == "detach":
+        await job.close()
+        _hand_over(job.job_id)
+        return 0
+    await job.close()
+    return exit_status(job.status())
+
+
+async def _wait_or_signal(job, actions: dict) -> str:
+    """Wait for the job's end or one of ``actions``' signals; returns "final" or the action."""
+    loop = asyncio.get_running_loop()
+    chosen: asyncio.Future = loop.create_future()
+    for sig, action in actions.items():
+        loop.add_signal_handler(sig, lambda a=action: chosen.done() or chosen.set_result(a))
+    waiter = asyncio.ensure_future(job.wait())
+    try:
+        await asyncio.wait({waiter, chosen}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in actions:
+            loop.remove_signal_handler(sig)
+        waiter.cancel()
+    return chosen.result() if chosen.done() else "final"
+
+
+def _hand_over(job_id: str) -> None:
+    """Start a background supervisor for the job on this machine (it survives this terminal)."""
+    log = jobs.jobs_dir() / job_id / "supervisor.log"
+    with open(log, "ab") as out:
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "attach",
+                job_id,
+                "--supervise",
+                "--quiet",
+                "--lines",
+                "0",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
+    _err(f"job {job_id} supervised in the background (log: {log})")
+
+
+def run_attach(args: argparse.Namespace) -> int:
+    return asyncio.run(_attach(args))
+
+
+async def _attach(args: argparse.Namespace) -> int:
+    from .launcher import open_job
+
+    job = open_job(args.job, sink=Printer(args.quiet), tail_lines=args.lines)
+    await job.attach()
+    if not job.supervising:
+        _err(f"job {job.job_id}: watching (another imgscale process supervises it)")
+    actions = {signal.SIGINT: "detach", signal.SIGHUP: "detach"}
+    if args.supervise:  # the background supervisor has no terminal; only kill/stop end it
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        actions = {}
+    outcome = await _wait_or_signal(job, actions)
+    await job.close()
+    if outcome == "detach":
+        _err(f"detached; job {job.job_id} keeps running")
+        return 130
+    return exit_status(job.status())
+
+
+def run_kill(args: argparse.Namespace) -> int:
+    from .kill import ended, kill_everywhere, kill_job
+
+    if args.all == bool(args.job):
+        raise UserError("name one job, or give --all (see `imgscale jobs`)")
+    printer = Printer()
+    if args.all:
+        count = asyncio.run(kill_everywhere(grace_s=args.grace, emit=printer))
+    else:
+        count = ended(asyncio.run(kill_job(args.job, grace_s=args.grace, emit=printer)))
+    print(f"ended {count} process group(s)")
+    return 0
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    records = jobs.all_jobs()
+    if not records:
+        print(f"no jobs recorded in {jobs.jobs_dir()}")
+        return 0
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
+        hosts = ",".join(r.host_names)
+        print(
+            f"{r.job:<36} {r.state:<11} attempt {r.attempt}  {len(r.processes)} procs  {when}  {hosts}"
+        )
+    return 0

@@ -1,0 +1,253 @@
+"""Pure builders of the shell lines that start, watch, tail and kill detached processes on a host.
+
+A detached process is started as ``setsid sh -c WRAPPER``: the wrapper shell leads a new session and
+process group (so a lost SSH session or a closed console never reaches it, and the whole group can
+be signalled at once), runs the command with stdout+stderr appended to ``PREFIX.log``, writes
+``PREFIX.pid`` ("wrapper_pid pgid child_pid") as soon as the command runs, and writes the command's
+exit status (128+N when killed by signal N) to ``PREFIX.status`` when it ends. Files are written to a
+temporary name and renamed, so a reader never sees half a record. Only POSIX sh, setsid, tail and
+kill are needed on the host; the host's ``python=`` runs the user's command, not our bookkeeping.
+
+``PREFIX`` is a path without extension such as ``~/.imgscale/runs/JOB/a0/worker-1``; a leading ``~/``
+is expanded by the host's shell (``"$HOME"/…``), everything else is ``shlex.quote``d.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+# $1 prefix, $2 working directory, $3… the command. Runs under dash as well as bash.
+WRAPPER = r"""p=$1; d=$2; shift 2
+if ! cd "$d" 2>>"$p.log"; then
+  echo "imgscale: cannot enter working directory $d" >>"$p.log"
+  echo 126 >"$p.status.tmp" && mv -f "$p.status.tmp" "$p.status"; exit 126
+fi
+"$@" >>"$p.log" 2>&1 </dev/null &
+c=$!
+trap 'kill -s TERM "$c" 2>/dev/null' TERM HUP INT
+echo "$$ $$ $c" >"$p.pid.tmp" && mv -f "$p.pid.tmp" "$p.pid"
+while :; do wait "$c"; r=$?; kill -s 0 "$c" 2>/dev/null || break; done
+echo "$r" >"$p.status.tmp" && mv -f "$p.status.tmp" "$p.status"
+"""
+
+# $1 seconds between rounds, $2… prefixes. One line per process per round, then ".".
+# A round costs no fork besides sleep; the loop ends with the channel (SIGPIPE on the next echo).
+STATUS_LOOP = r"""iv=$1; shift
+while :; do
+  i=0
+  for p in "$@"; do
+    s=pending; w=-; g=-; c=-
+    if [ -f "$p.pid" ]; then read w g c <"$p.pid"; s=gone
+      if kill -s 0 "$c" 2>/dev/null || kill -s 0 "$w" 2>/dev/null; then s=alive; fi
+    fi
+    if [ -f "$p.status" ]; then read r <"$p.status"; s="exit:$r"; fi
+    echo "$i $s $w $g $c"
+    i=$((i+1))
+  done
+  echo .
+  sleep "$iv"
+done
+"""
+
+# $1 job id, $2 grace seconds, $3… prefixes. Signals the process group of every recorded process
+# that is provably ours (IMGSCALE_JOB=<job> in its environment and still in the recorded group):
+# TERM, then KILL after the grace period. Prints "term PGID", "kill PGID", "gone PGID", "foreign PID".
+KILL = r"""job=$1; grace=$2; shift 2
+groups=
+for p in "$@"; do
+  [ -f "$p.pid" ] || continue
+  read w g c <"$p.pid"
+  found=
+  for q in "$w" "$c"; do
+    if [ -d "/proc/$q" ]; then
+      st=$(cat "/proc/$q/stat" 2>/dev/null); set -- ${st##*) }
+      [ "$1" = Z ] && continue  # exited, not yet reaped: nothing to signal
+      if [ "$3" = "$g" ] && tr '\0' '\n' <"/proc/$q/environ" 2>/dev/null | grep -qxF "IMGSCALE_JOB=$job"; then
+        found=1
+      else echo "foreign $q"; fi
+    fi
+  done
+  if [ -n "$found" ]; then groups="$groups $g"; kill -s TERM -- "-$g" 2>/dev/null; echo "term $g"
+  else echo "gone $g"; fi
+done
+n=0
+while [ -n "$groups" ]; do
+  left=
+  for g in $groups; do kill -s 0 -- "-$g" 2>/dev/null && left="$left $g"; done
+  groups=$left
+  [ -z "$groups" ] && break
+  if [ "$n" -ge "$((grace*10))" ]; then
+    for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; echo "kill $g"; done
+    groups=
+  fi
+  n=$((n+1)); sleep 0.1
+done
+echo done
+"""
+
+
+def shell_path(path: str) -> str:
+    """Quote a host path for the shell; a leading ``~/`` becomes ``"$HOME"/`` so the host expands it."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def env_assignments(env: Mapping[str, str]) -> str:
+    """``K='v' …`` prefix assignments (names are checked by the caller: dmlc_env.check_user_key)."""
+    return " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items())
+
+
+@dataclass(frozen=True)
+class DetachedProcess:
+    """One process to start detached: its file prefix on the host, working directory, argv and env."""
+
+    prefix: str
+    cwd: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def log_path(self) -> str:
+        return self.prefix + ".log"
+
+    @property
+    def pid_path(self) -> str:
+        return self.prefix + ".pid"
+
+    @property
+    def status_path(self) -> str:
+        return self.prefix + ".status"
+
+
+def start_one(proc: DetachedProcess) -> str:
+    """The line that starts one process detached and returns at once (no fd left to the channel)."""
+    words = [
+        "setsid",
+        "sh",
+        "-c",
+        shlex.quote(WRAPPER),
+        "imgscale-run",
+        shell_path(proc.prefix),
+        shell_path(proc.cwd),
+    ] + [shlex.quote(a) for a in proc.argv]
+    assign = env_assignments(proc.env)
+    line = (assign + " " if assign else "") + " ".join(words)
+    return line + " </dev/null >/dev/null 2>&1 &"
+
+
+def start_command(procs: Sequence[DetachedProcess]) -> str:
+    """One command line starting every process of one host, after creating their directories."""
+    dirs = sorted({_dirname(p.prefix) for p in procs})
+    mkdir = "mkdir -p " + " ".join(shell_path(d) for d in dirs)
+    stale = "rm -f " + " ".join(
+        shell_path(p.prefix) + suffix for p in procs for suffix in (".pid", ".status")
+    )
+    starts = "\n".join(start_one(p) for p in procs)
+    return f"{mkdir} && {stale} || exit 1\n{starts}\necho started"
+
+
+def _dirname(prefix: str) -> str:
+    head, _sep, _tail = prefix.rpartition("/")
+    return head or "."
+
+
+def status_loop_command(prefixes: Sequence[str], interval_s: float = 0.5) -> str:
+    """A long-lived command printing every process's state every ``interval_s`` (see parse_status)."""
+    args = " ".join(shell_path(p) for p in prefixes)
+    return f"sh -c {shlex.quote(STATUS_LOOP)} imgscale-status {interval_s:g} {args}"
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    """What the status loop saw for one process."""
+
+    index: int
+    state: str  # pending | alive | gone | exited
+    exit_status: int | None = None
+    wrapper_pid: int | None = None
+    pgid: int | None = None
+    pid: int | None = None
+
+
+def parse_status(line: str) -> RemoteStatus | None:
+    """Parse one status-loop line (``None`` for the round marker or noise)."""
+    parts = line.split()
+    if len(parts) != 5 or not parts[0].isdigit():
+        return None
+    index, state = int(parts[0]), parts[1]
+    code = None
+    if state.startswith("exit:"):
+        code = _int(state[5:])
+        state = "exited"
+    w, g, c = (_int(x) for x in parts[2:])
+    return RemoteStatus(index, state, code, w, g, c)
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def watch_command(
+    prefixes: Sequence[str], interval_s: float = 0.5, lines: int | None = None
+) -> str:
+    """One long-lived command per host: process states on stderr, every log followed on stdout.
+
+    Each log is followed by its own ``tail -F`` (which also waits for a log not created yet) and
+    every line is tagged with the log's index (``"3 text"``, see split_tagged), so attribution
+    never depends on tail's file headers. ``lines=None`` starts each log at its beginning, else at
+    its last ``lines`` lines. ``--pid`` ends every tail soon after the status loop, which ends on its
+    first write after the channel closes: nothing lingers on the host.
+    """
+    start = "+1" if lines is None else str(int(lines))
+    follows = [
+        f"tail --pid=\"$s\" -s 0.5 -n {start} -F -- {shell_path(p + '.log')} 2>/dev/null"
+        f" | sed -u 's/^/{i} /' &"  # GNU sed: a line out per line in (mawk would buffer)
+        for i, p in enumerate(prefixes)
+    ]
+    return "\n".join(
+        [f"{status_loop_command(prefixes, interval_s)} >&2 &", "s=$!", *follows, "wait"]
+    )
+
+
+def split_tagged(text: str) -> tuple[int, str] | None:
+    """``"3 some text"`` -> ``(3, "some text")``; None for anything else."""
+    tag, sep, rest = text.partition(" ")
+    if not sep or not tag.isdigit():
+        return None
+    return int(tag), rest
+
+
+def kill_command(job: str, prefixes: Sequence[str], grace_s: int = 5) -> str:
+    """A command ending the recorded process groups of ``job`` (see KILL); prints what it did."""
+    args = " ".join(shell_path(p) for p in prefixes)
+    return f"sh -c {shlex.quote(KILL)} imgscale-kill {shlex.quote(job)} {int(grace_s)} {args}"
+
+
+@dataclass(frozen=True)
+class KillReport:
+    """What the kill script did on one host."""
+
+    terminated: tuple[int, ...] = ()  # groups sent TERM
+    killed: tuple[int, ...] = ()  # groups that needed KILL after the grace period
+    gone: tuple[int, ...] = ()  # recorded groups with no process of ours left
+    foreign: tuple[int, ...] = ()  # recorded pids now used by someone else: left alone
+    complete: bool = False  # the script reached its end
+
+
+def parse_kill(output: str) -> KillReport:
+    seen: dict[str, list[int]] = {"term": [], "kill": [], "gone": [], "foreign": []}
+    complete = False
+    for line in output.splitlines():
+        word, _sep, rest = line.partition(" ")
+        if word in seen and _int(rest) is not None:
+            seen[word].append(int(rest))
+        complete = complete or line == "done"
+    return KillReport(*(tuple(seen[k]) for k in ("term", "kill", "gone", "foreign")), complete)

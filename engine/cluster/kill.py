@@ -1,0 +1,98 @@
+"""`imgscale kill`: end exactly the processes of one job, or of every job imgscale launched, on every host.
+
+What MXNet's kill-mxnet.py did with ``ps | grep NAME | kill -9`` (which also kills other people's
+jobs), done from the job records: each recorded process group is signalled only after the host
+proves the recorded pid is still ours (``IMGSCALE_JOB=<job>`` in /proc/PID/environ and still in the
+recorded group), TERM first and KILL after the grace period (detach.KILL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import replace
+
+from engine.events import EventSink, Failure
+
+from . import jobs
+from .detach import KillReport, kill_command, parse_kill
+from .hostpool import TransportPool, make_transport
+from .transport import TransportError
+
+
+async def kill_job(
+    job: str | jobs.JobRecord,
+    *,
+    grace_s: int = 5,
+    emit: EventSink | None = None,
+    factory=make_transport,
+) -> dict[str, KillReport | None]:
+    """End one job's processes on every host; per host its report (None: host unreachable)."""
+    record = job if isinstance(job, jobs.JobRecord) else jobs.load(job)
+    jobs.stop_marker(record.job).parent.mkdir(parents=True, exist_ok=True)
+    jobs.stop_marker(record.job).touch()  # a running supervisor must not relaunch it
+    from .launcher import record_hosts
+
+    pool = TransportPool(record_hosts(record), factory)
+    try:
+        reports = await _kill_hosts(record, pool, grace_s, emit)
+    finally:
+        await pool.close()
+    _mark(record, reports)
+    return reports
+
+
+async def _kill_hosts(record: jobs.JobRecord, pool: TransportPool, grace_s: int, emit) -> dict:
+    by_host: dict[str, list[str]] = collections.defaultdict(list)
+    for proc in record.processes + record.past_processes:
+        by_host[proc.host].append(proc.prefix)
+    hosts = list(by_host)
+    results = await asyncio.gather(
+        *(_kill_on(pool, record.job, h, by_host[h], grace_s, emit) for h in hosts)
+    )
+    return dict(zip(hosts, results))
+
+
+async def _kill_on(
+    pool, job: str, host: str, prefixes: list[str], grace_s: int, emit
+) -> KillReport | None:
+    try:
+        transport = await pool.get(host)
+        result = await transport.run(kill_command(job, prefixes, grace_s), timeout=grace_s + 30)
+    except TransportError as exc:
+        if emit is not None:
+            emit(
+                Failure(
+                    f"host {host}",
+                    f"could not end job {job} there: {exc.reason}",
+                    job=job,
+                    advice=(f"run `imgscale kill {job}` again when the host is back",),
+                )
+            )
+        return None
+    return parse_kill(result.stdout)
+
+
+def _mark(record: jobs.JobRecord, reports: dict[str, KillReport | None]) -> None:
+    clean = all(r is not None and r.complete for r in reports.values())
+    current = jobs.load(record.job) if jobs.exists(record.job) else record
+    state = "stopped" if current.active else current.state
+    message = "killed by imgscale kill" if current.active else current.message
+    jobs.save(replace(current, state=state, message=message, clean=clean or current.clean))
+
+
+def ended(reports: dict[str, KillReport | None]) -> int:
+    """How many process groups were signalled."""
+    return sum(len(r.terminated) for r in reports.values() if r is not None)
+
+
+async def kill_everywhere(
+    *, grace_s: int = 5, emit: EventSink | None = None, factory=make_transport
+) -> int:
+    """End every job imgscale launched from here that may still have processes; returns the groups ended."""
+    count = 0
+    for record in jobs.all_jobs():
+        if record.clean and not record.active:
+            continue
+        count += ended(await kill_job(record, grace_s=grace_s, emit=emit, factory=factory))
+    return count

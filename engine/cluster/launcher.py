@@ -1,0 +1,326 @@
+"""`imgscale launch`: MXNet's tools/launch.py done right - detached, attributed, supervised, relaunchable.
+
+``launch(spec)`` places a scheduler, servers and workers on the hosts (placement.py), gives each its
+DMLC_* and user environment (dmlc_env.py), starts each detached with a log and pid record
+(detach.py), records the job (jobs.py) and returns a supervised ``Job`` (supervisor.py).
+``open_job(job_id)`` rebuilds the ``Job`` of a recorded job for ``attach``, ``relaunch`` or ``stop``.
+
+The command runs in ``--sync-dst-dir`` if given (this directory is copied there first, as
+launch.py does), else in the host's ``workdir=``, else in this machine's current directory.
+A leading ``python``/``python3`` word is replaced by the host's ``python=`` interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+from engine.errors import UserError
+from engine.events import EventSink
+
+from . import jobs
+from .detach import DetachedProcess
+from .dmlc_env import ClusterEnv, forwarded_env, process_env
+from .hostpool import TransportPool, make_transport
+from .hosts import HostSpec, local_host, read_hosts
+from .placement import place
+from .supervisor import Job, Planned, SuperviseOptions
+from .transport import Transport, TransportError
+
+PYTHON_WORDS = ("python", "python3")
+# (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
+ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What `imgscale launch` was asked for (JSON-able: it is kept in the job record)."""
+
+    command: tuple[str, ...]
+    num_workers: int
+    num_servers: int | None = None  # None: as many as workers (launch.py)
+    hosts_file: str | None = None  # None: this machine only
+    launcher: str = "ssh"  # ssh | local
+    servers_per_host: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    sync_dst_dir: str | None = None
+    cwd: str | None = None  # default: the launching process's current directory
+    interface: str | None = None
+    root_uri: str | None = None  # default: the first host's address
+    root_port: int | None = None  # default: a free port on the first host
+    heartbeat_interval: int | None = None
+    heartbeat_timeout: int | None = None
+    run_root: str = jobs.DEFAULT_RUN_ROOT
+    job: str | None = None
+    resume_prefix: str | None = None  # checkpoint prefix: relaunches add --load-epoch N
+    max_restarts: int = 0
+    stall_timeout_s: float | None = None
+    exclude_after: int = 0
+    grace_s: int = 5
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["command"] = list(self.command)
+        data["env"] = dict(self.env)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> LaunchSpec:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["command"] = tuple(values.get("command", ()))
+        return cls(**values)
+
+    def supervise_options(self, **overrides) -> SuperviseOptions:
+        options = SuperviseOptions(
+            max_restarts=self.max_restarts,
+            stall_timeout_s=self.stall_timeout_s,
+            exclude_after=self.exclude_after,
+            grace_s=self.grace_s,
+        )
+        return SuperviseOptions(**{**asdict(options), **overrides})
+
+
+# ---- hosts --------------------------------------------------------------------------------------
+def load_hosts(hosts_file: str | None, launcher: str = "ssh") -> list[HostSpec]:
+    """The job's hosts: the hosts file's, or this machine alone (the local launcher)."""
+    if launcher == "local" or not hosts_file:
+        return [local_host("localhost")]
+    return read_hosts(hosts_file)
+
+
+def node_address(host: HostSpec) -> str:
+    """The address other hosts reach ``host`` at (what DMLC_NODE_HOST / DMLC_PS_ROOT_URI carry)."""
+    if host.is_local and host.address == "localhost":
+        return "127.0.0.1"
+    return host.address
+
+
+def with_python(argv: Sequence[str], python: str) -> tuple[str, ...]:
+    """Replace a leading ``python`` word by the host's interpreter."""
+    if argv and (argv[0] in PYTHON_WORDS or argv[0] == sys.executable):
+        return (python, *argv[1:])
+    return tuple(argv)
+
+
+def work_dir(spec: LaunchSpec, host: HostSpec) -> str:
+    return spec.sync_dst_dir or host.option("workdir") or spec.cwd or os.getcwd()
+
+
+FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
+
+
+async def free_port(transport: Transport, python: str) -> int:
+    """A TCP port free on the host right now (its kernel picks it), for DMLC_PS_ROOT_PORT."""
+    result = await transport.run(f"{shlex.quote(python)} -c {shlex.quote(FREE_PORT)}", timeout=30)
+    try:
+        return int(result.stdout.strip())
+    except ValueError:
+        raise TransportError(
+            transport.host, f"cannot run python= {python}: {result.stderr.strip()[-200:]}"
+        ) from None
+
+
+# ---- planning -------------------------------------------------------------------------------------
+def training_planner(
+    spec: LaunchSpec, job: str, pool: TransportPool, resume: ResumeHook | None = None
+) -> Callable:
+    """The Planner of a DMLC job: placement, a free scheduler port, per-process env and argv."""
+
+    async def plan(attempt: int, host_names: Sequence[str]) -> list[Planned]:
+        hosts = [pool.spec(name) for name in host_names]
+        placement = place(
+            spec.num_workers,
+            spec.num_servers,
+            [h.slots for h in hosts],
+            servers_per_host=spec.servers_per_host,
+        )
+        master = hosts[0]
+        port = spec.root_port or await free_port(await pool.get(master.name), master.python)
+        num_servers = sum(1 for p in placement if p.role == "server")
+        cluster = ClusterEnv(
+            job,
+            spec.root_uri or node_address(master),
+            port,
+            spec.num_workers,
+            num_servers,
+            spec.interface,
+            spec.heartbeat_interval,
+            spec.heartbeat_timeout,
+            attempt,
+        )
+        command = spec.command
+        if attempt and resume is not None:
+            command = tuple(resume(command, attempt))
+        user_env = {**forwarded_env(spec.env), **spec.env}
+        planned = []
+        for proc in placement:
+            host = hosts[proc.host]
+            env = process_env(cluster, proc, node_address(host), host.name, user_env)
+            prefix = jobs.run_prefix(spec.run_root, job, attempt, proc.name)
+            argv = with_python(command, host.python)
+            record = jobs.ProcRecord(host.name, proc.role, proc.rank, prefix)
+            planned.append(
+                Planned(record, DetachedProcess(prefix, work_dir(spec, host), argv, env))
+            )
+        return planned
+
+    return plan
+
+
+def checkpoint_resume(prefix: str) -> ResumeHook:
+    """Relaunches continue from the newest complete checkpoint ``prefix-NNNN.params``."""
+
+    def hook(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
+        epoch = newest_epoch(prefix)
+        return command if epoch is None else set_option(command, "--load-epoch", str(epoch))
+
+    return hook
+
+
+def newest_epoch(prefix: str) -> int | None:
+    try:  # supplied by the training area
+        from engine.train.checkpoints import newest_checkpoint  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    found = newest_checkpoint(prefix)
+    if found is None or isinstance(found, int):
+        return found
+    return getattr(found, "epoch", None)
+
+
+def set_option(command: Sequence[str], flag: str, value: str) -> tuple[str, ...]:
+    """``command`` with ``flag value`` set: replaced where present, else appended."""
+    argv = list(command)
+    for i, word in enumerate(argv):
+        if word == flag and i + 1 < len(argv):
+            argv[i + 1] = value
+            return tuple(argv)
+        if word.startswith(flag + "="):
+            argv[i] = f"{flag}={value}"
+            return tuple(argv)
+    return (*argv, flag, value)
+
+
+# ---- launching ------------------------------------------------------------------------------------
+def check_spec(spec: LaunchSpec) -> None:
+    if not spec.command:
+        raise UserError(
+            "give the command to run after --, e.g. -- python train.py --kv-store dist_sync"
+        )
+    if spec.launcher not in ("ssh", "local"):
+        raise UserError(f"--launcher {spec.launcher}: use ssh or local")
+    if spec.launcher == "ssh" and not spec.hosts_file:
+        raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")
+    if spec.max_restarts < 0:
+        raise UserError(f"--max-restarts {spec.max_restarts}: must be 0 or more")
+
+
+def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "train") -> jobs.JobRecord:
+    if spec.job:
+        job = jobs.check_job_name(spec.job)
+        if jobs.exists(job):
+            raise UserError(f"--job {job}: a job of that name exists; pick another name")
+    else:
+        job = jobs.new_job_id(kind)
+    hosts_file = (
+        os.path.abspath(spec.hosts_file) if spec.hosts_file and spec.launcher != "local" else None
+    )
+    return jobs.JobRecord(
+        job,
+        kind,
+        tuple(spec.command),
+        hosts_file,
+        tuple(h.name for h in hosts),
+        launch_args=spec.to_dict(),
+    )
+
+
+async def sync_work_dir(
+    pool: TransportPool, hosts: Sequence[HostSpec], source: str, target: str
+) -> None:
+    """Copy the contents of ``source`` into ``target`` on every host (launch.py's --sync-dst-dir)."""
+    entries = sorted(os.listdir(source))
+    for host in hosts:  # one host at a time: hosts may share the target filesystem
+        transport = await pool.get(host.name)
+        result = await transport.run(f"mkdir -p -- {shlex.quote(target)}", timeout=30)
+        if result.exit_status != 0:
+            raise UserError(
+                f"--sync-dst-dir {target}: cannot create it on {host.name}: {result.stderr.strip()}"
+            )
+        for entry in entries:
+            await transport.put(os.path.join(source, entry), target, recurse=True)
+
+
+async def launch(
+    spec: LaunchSpec,
+    *,
+    sink: EventSink | None = None,
+    resume: ResumeHook | None = None,
+    factory: Callable[[HostSpec], Transport] = make_transport,
+) -> Job:
+    """Start a distributed job detached on its hosts and return it, supervised by this process."""
+    check_spec(spec)
+    if spec.cwd is None:
+        spec = LaunchSpec.from_dict({**spec.to_dict(), "cwd": os.getcwd()})
+    hosts = load_hosts(spec.hosts_file, spec.launcher)
+    place(
+        spec.num_workers,
+        spec.num_servers,
+        [h.slots for h in hosts],
+        servers_per_host=spec.servers_per_host,
+    )
+    record = jobs.save(new_record(spec, hosts))
+    pool = TransportPool(hosts, factory)
+    if spec.sync_dst_dir:
+        try:
+            await sync_work_dir(pool, hosts, spec.cwd or os.getcwd(), spec.sync_dst_dir)
+        except TransportError as exc:
+            raise UserError(f"--sync-dst-dir: {exc}") from None
+    if resume is None and spec.resume_prefix:
+        resume = checkpoint_resume(spec.resume_prefix)
+    planner = training_planner(spec, record.job, pool, resume)
+    job = Job(record, pool, planner=planner, options=spec.supervise_options(), sink=sink)
+    await job.start()
+    return job
+
+
+def open_job(
+    job_id: str | None,
+    *,
+    sink: EventSink | None = None,
+    factory: Callable[[HostSpec], Transport] = make_transport,
+    tail_lines: int | None = 20,
+    resume: ResumeHook | None = None,
+) -> Job:
+    """The recorded job (the newest running one without a name), ready to ``attach()``."""
+    record = jobs.resolve(job_id)
+    hosts = record_hosts(record)
+    pool = TransportPool(hosts, factory)
+    if record.kind == "pack":
+        from .dpack import pack_planner
+
+        planner, options = pack_planner(record, pool), SuperviseOptions(tail_lines=tail_lines)
+    else:
+        spec = LaunchSpec.from_dict(record.launch_args)
+        if resume is None and spec.resume_prefix:
+            resume = checkpoint_resume(spec.resume_prefix)
+        planner = training_planner(spec, record.job, pool, resume)
+        options = spec.supervise_options(tail_lines=tail_lines)
+    return Job(record, pool, planner=planner, options=options, sink=sink)
+
+
+def record_hosts(record: jobs.JobRecord) -> list[HostSpec]:
+    """The HostSpecs of a recorded job (its hosts file is read again)."""
+    if record.hosts_file is None:
+        return [local_host(name) for name in record.host_names]
+    by_name = {h.name: h for h in read_hosts(record.hosts_file)}
+    missing = [n for n in record.host_names if n not in by_name]
+    if missing:
+        raise UserError(
+            f"{record.hosts_file} no longer lists {', '.join(missing)} (job {record.job})"
+        )
+    return [by_name[n] for n in record.host_names]

@@ -1,0 +1,180 @@
+"""This machine as a host: commands run as subprocesses through the same shell line SSH would use."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .remote_cmd import shell_command
+from .transport import (
+    CommandResult,
+    CommandTimedOut,
+    LineSplitter,
+    LineStream,
+    Transport,
+    TransportError,
+)
+
+KILL_GRACE_S = 2.0
+
+
+class LocalTransport(Transport):
+    """Subprocesses via ``/bin/sh -c``; env merges over os.environ; each command in its own session."""
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        *,
+        env: Mapping[str, str] | None = None,
+        path_prepend: Iterable[str] = (),
+    ) -> None:
+        self.host = host
+        self.env = dict(env or {})  # the host's own variables (hosts-file env.NAME=)
+        self.path_prepend = tuple(path_prepend)
+        self._streams: set[LineStream] = set()
+
+    async def connect(self) -> None:
+        return None
+
+    def _line(self, command: str, env: Mapping[str, str] | None, cwd: str | None) -> str:
+        # The same line an SSH host's shell gets, so both transports behave alike (cd errors too).
+        return shell_command(command, env={**self.env, **(env or {})}, cwd=cwd,
+                             path_prepend=self.path_prepend)
+
+    async def _spawn(self, line: str, stdin: int) -> asyncio.subprocess.Process:
+        try:
+            return await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", line, stdin=stdin,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # its own process group: a timeout ends all of it
+            )
+        except OSError as exc:
+            raise TransportError(self.host, f"cannot start /bin/sh: {exc.strerror}") from None
+
+    async def run(self, command, *, env=None, cwd=None, timeout=30.0, input=None) -> CommandResult:
+        stdin = asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL
+        proc = await self._spawn(self._line(command, env, cwd), stdin)
+        data = input.encode() if input is not None else None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(data), timeout)
+        except TimeoutError:
+            await _end_group(proc)
+            raise CommandTimedOut(self.host, timeout) from None
+        except asyncio.CancelledError:
+            await _end_group(proc)
+            raise
+        return _result(proc.returncode, out, err)
+
+    def stream(self, command, *, env=None, cwd=None) -> LineStream:
+        line = self._line(command, env, cwd)
+        holder: dict[str, asyncio.subprocess.Process] = {}
+
+        async def closer() -> None:
+            if "proc" in holder:
+                await _end_group(holder["proc"])
+            else:  # not started yet: stop the start instead
+                await _cancel_start(lines)
+
+        async def signaller(name: str) -> None:
+            if "proc" in holder:
+                _signal_group(holder["proc"], name)
+
+        lines = LineStream(self.host, closer, signaller)
+        task = asyncio.get_running_loop().create_task(self._pump(lines, line, holder))
+        lines._task = task  # type: ignore[attr-defined]  # keep the task referenced
+        return lines
+
+    async def _pump(self, lines: LineStream, line: str, holder: dict) -> None:
+        try:
+            proc = holder["proc"] = await self._spawn(line, asyncio.subprocess.DEVNULL)
+            await asyncio.gather(_read_lines(proc.stdout, "stdout", lines),
+                                 _read_lines(proc.stderr, "stderr", lines))
+            code = await proc.wait()
+        except TransportError as exc:
+            lines.finish(None, error=exc)
+            return
+        except asyncio.CancelledError:  # closed before it got going
+            if "proc" in holder:
+                await _end_group(holder["proc"])
+            lines.finish(None, "TERM")
+            return
+        lines.finish(code if code >= 0 else None, _signal_name(code))
+
+    async def put(self, local_path: str, remote_path: str, *, recurse: bool = False) -> None:
+        await asyncio.to_thread(copy_path, local_path, remote_path, recurse)
+
+    async def get(self, remote_path: str, local_path: str) -> None:
+        await asyncio.to_thread(copy_path, remote_path, local_path, False)
+
+    async def close(self) -> None:
+        return None
+
+
+def copy_path(source: str, target: str, recurse: bool) -> None:
+    """Copy like SFTP put/get: into ``target`` when it is a directory; trees only with recurse."""
+    src, dst = Path(source), Path(target)
+    if dst.is_dir():
+        dst = dst / src.name
+    if src.is_dir():
+        if not recurse:
+            raise IsADirectoryError(f"{src} is a directory (copy it with recurse)")
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, dst)
+
+
+async def _read_lines(reader: asyncio.StreamReader, name: str, lines: LineStream) -> None:
+    splitter = LineSplitter()
+    while chunk := await reader.read(65536):
+        for text in splitter.feed(chunk):
+            lines.put_line(name, text)
+    for text in splitter.flush():
+        lines.put_line(name, text)
+
+
+async def _end_group(proc: asyncio.subprocess.Process) -> None:
+    """TERM the command's process group, then KILL what is left after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
+            return
+        except TimeoutError:
+            continue
+
+
+def _signal_group(proc: asyncio.subprocess.Process, name: str) -> None:
+    try:
+        os.killpg(proc.pid, signal.Signals["SIG" + name.upper().removeprefix("SIG")])
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _result(code: int | None, out: bytes, err: bytes) -> CommandResult:
+    status = code if code is not None and code >= 0 else None
+    return CommandResult(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+                         _signal_name(code))
+
+
+def _signal_name(code: int | None) -> str | None:
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name.removeprefix("SIG")
+    except ValueError:
+        return str(-code)
+
+
+async def _cancel_start(lines: LineStream) -> None:
+    """Close a stream whose command has not started: cancel the start and end the stream."""
+    task = lines._task  # type: ignore[attr-defined]
+    task.cancel()
+    await asyncio.wait([task])  # unlike "await task", never raises the cancellation here
+    lines.finish(None, "TERM")

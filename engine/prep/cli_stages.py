@@ -1,0 +1,381 @@
+"""CLI subcommands demo-data, disk, extract, filter, split, place and prepare (engine.prep underneath)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from engine.cli_progress import CliProgress, human_bytes
+from engine.errors import UserError
+
+
+def register(sub) -> None:
+    _demo_parser(sub)
+    _disk_parser(sub)
+    _extract_parser(sub)
+    _filter_parser(sub)
+    _split_parser(sub)
+    _place_parser(sub)
+    _prepare_parser(sub)
+
+
+def _parser(sub, name: str, text: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=text, description=text)
+    p.set_defaults(func=func)
+    return p
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# -- demo-data ------------------------------------------------------------------------------------
+def _demo_parser(sub) -> None:
+    p = _parser(
+        sub,
+        "demo-data",
+        "write a small ImageNet-shaped demo dataset (tar of per-class tars, or a tree)",
+        _demo,
+    )
+    p.add_argument(
+        "out", metavar="OUT", help="the tar file to write (--tar) or an empty folder (--tree)"
+    )
+    p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    p.add_argument(
+        "--images-per-class",
+        default="50",
+        metavar="M|LO:HI",
+        help="images per class: LO:HI spreads counts evenly, M means M/2:3M/2 (default 50)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--tar", dest="tree", action="store_false", help="write fall11_whole.tar's shape (default)"
+    )
+    kind.add_argument(
+        "--tree", dest="tree", action="store_true", help="write the extracted tree OUT/<wnid>/…"
+    )
+    p.set_defaults(tree=False)  # both flags share a dest; without this --tar's store_false wins
+    p.add_argument(
+        "--corrupt", type=int, default=0, metavar="K", help="add K broken or non-image files"
+    )
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="shrink images to at most PX per side",
+    )
+    p.add_argument(
+        "--size-scale", type=float, default=1.0, help="scale every image size (default 1.0)"
+    )
+
+
+def images_per_class(text: str):
+    try:
+        if ":" in text:
+            lo, hi = text.split(":", 1)
+            return int(lo), int(hi)
+        return int(text)
+    except ValueError:
+        raise UserError(
+            f"--images-per-class {text!r}: give a number M or a range LO:HI, e.g. 20:80"
+        ) from None
+
+
+def _demo(args) -> int:
+    from engine.prep import demo
+
+    if args.classes < 1:
+        raise UserError(f"--classes {args.classes}: give 1 or more")
+    make = demo.make_demo_tree if args.tree else demo.make_demo_tar
+    summary = make(
+        args.out, classes=args.classes, images_per_class=images_per_class(args.images_per_class), seed=args.seed,
+        size_scale=args.size_scale, max_side=args.max_side, corrupt=args.corrupt,
+    )  # fmt: skip
+    counts = ", ".join(str(n) for _, n in summary.classes)
+    _out(f"wrote {summary.path}: {len(summary.classes)} classes, {summary.images} images ({counts} per class), "
+         f"{human_bytes(summary.bytes)}" + (f", {len(summary.corrupt)} broken files" if summary.corrupt else ""))  # fmt: skip
+    return 0
+
+
+# -- disk -----------------------------------------------------------------------------------------
+def _disk_parser(sub) -> None:
+    p = _parser(
+        sub, "disk", "estimate the space extract, list and pack need against free space", _disk
+    )
+    p.add_argument(
+        "source", metavar="SOURCE", help="the ImageNet tar, or a folder of class folders"
+    )
+    p.add_argument(
+        "target",
+        metavar="TARGET",
+        nargs="?",
+        default=None,
+        help="where the outputs go (default: beside SOURCE)",
+    )
+    _pack_size_args(p)
+
+
+def _pack_size_args(p) -> None:
+    p.add_argument(
+        "--resize", type=int, default=480, help="short edge in pixels, 0 keeps sizes (default 480)"
+    )
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    p.add_argument("--center-crop", action="store_true", help="crop to a centred square first")
+    p.add_argument(
+        "--no-upscale", action="store_true", help="store images at or below --resize as they are"
+    )
+    p.add_argument("--pass-through", action="store_true", help="store the files' bytes as they are")
+
+
+def _disk(args) -> int:
+    from engine.prep import disk
+
+    source = Path(args.source)
+    target = Path(args.target) if args.target else source.absolute().parent
+    settings = disk.PackSettings(
+        args.resize, args.quality, args.center_crop, args.no_upscale, args.pass_through
+    )
+    rows = disk.estimate_space(source, target, settings)
+    _out(disk.format_table(rows))
+    return 0 if all(need <= free for need, free in disk.totals_by_mount(rows).values()) else 1
+
+
+# -- extract --------------------------------------------------------------------------------------
+def _extract_parser(sub) -> None:
+    p = _parser(
+        sub,
+        "extract",
+        "extract a tar of per-class tars into ROOT/<class>/ (resumable, streaming)",
+        _extract,
+    )
+    p.add_argument("tar", metavar="TAR", help="the archive, e.g. fall11_whole.tar")
+    p.add_argument("root", metavar="ROOT", help="the folder to extract into")
+
+
+def _extract(args) -> int:
+    from engine.prep.extract import extract_archive
+
+    result = extract_archive(args.tar, args.root, on_event=CliProgress())
+    _out(f"{result.root}: {result.classes} classes extracted now ({result.images} files, {human_bytes(result.bytes)}), "
+         f"{result.already} done before")  # fmt: skip
+    for name, reason in result.skipped:
+        _out(f"  skipped {name}: {reason}")
+    if result.skipped:
+        from engine.prep.extract import report_path
+
+        _out(f"  skipped members are listed in {report_path(result.root)}")
+    return 0
+
+
+# -- filter ---------------------------------------------------------------------------------------
+def _filter_parser(sub) -> None:
+    p = _parser(
+        sub, "filter", "move classes with fewer than N images to ROOT_filtered/ (undoable)", _filter
+    )
+    p.add_argument("root", metavar="ROOT", help="the folder of class folders")
+    p.add_argument(
+        "--min-images", type=int, default=500, help="classes below this move aside (default 500)"
+    )
+    p.add_argument(
+        "--dest", default=None, help="where to move them (default ROOT_filtered beside ROOT)"
+    )
+    p.add_argument("--undo", action="store_true", help="move every filtered class back")
+
+
+def _filter(args) -> int:
+    from engine.prep import filter as stage
+
+    if args.undo:
+        return _report_undo(stage.undo_filter(args.root, on_event=CliProgress()), "classes")
+    result = stage.filter_classes(
+        args.root, min_images=args.min_images, dest=args.dest, on_event=CliProgress()
+    )
+    rows = [("keep", c, n, "") for c, n in result.kept]
+    rows += [("remove", c, n, f"  -> {result.dest / c}") for c, n in result.removed]
+    rows += [
+        ("remove", c, n, f"  (moved by an earlier run to {result.dest / c})")
+        for c, n in result.earlier
+    ]
+    for verdict, cls, n, where in sorted(rows, key=lambda row: row[1]):
+        _out(f"{verdict:<7} {cls}  {n:>6} images{where}")
+    moved = len(result.removed) + len(result.earlier)
+    _out(f"kept {len(result.kept)} classes, {moved} moved aside in {result.dest}; "
+         f"undo with: imgscale filter {result.root} --undo")  # fmt: skip
+    return 0
+
+
+def _report_undo(result, unit: str) -> int:
+    _out(
+        f"moved {result.restored} {unit} back"
+        + (f"; {result.already} were already in place" if result.already else "")
+    )
+    for conflict in result.conflicts:
+        _out(f"  left alone: {conflict}")
+    return 1 if result.conflicts else 0
+
+
+# -- split ----------------------------------------------------------------------------------------
+def _split_parser(sub) -> None:
+    p = _parser(
+        sub,
+        "split",
+        "move K random images per class to VAL_ROOT/<class>/ (seeded, undoable)",
+        _split,
+    )
+    p.add_argument("root", metavar="ROOT", help="the folder of class folders")
+    p.add_argument(
+        "val_root",
+        metavar="VAL_ROOT",
+        nargs="?",
+        default=None,
+        help="the validation tree to fill (outside ROOT)",
+    )
+    p.add_argument(
+        "--per-class", type=int, default=50, help="validation images per class (default 50)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random choice (default 0)")
+    p.add_argument("--undo", action="store_true", help="move every validation image back")
+
+
+def _split(args) -> int:
+    from engine.prep import split
+
+    if args.undo:
+        return _report_undo(
+            split.undo_split(args.root, args.val_root, on_event=CliProgress()), "images"
+        )
+    if args.val_root is None:
+        raise UserError(
+            "missing VAL_ROOT: give the folder for validation images, e.g. imgscale split train val"
+        )
+    result = split.split_validation(args.root, args.val_root, per_class=args.per_class, seed=args.seed,
+                                    on_event=CliProgress())  # fmt: skip
+    moved = sum(n for _, n in result.moved)
+    state = "moved" if result.moved_now or not moved else "already moved"
+    _out(f"{state} {moved} images of {len(result.moved)} classes to {result.val_root}")
+    for cls, n in result.short:
+        _out(f"  left whole: {cls} has only {n} images (need more than {args.per_class})")
+    _out(f"undo with: imgscale split {result.root} --undo")
+    return 0
+
+
+# -- place ----------------------------------------------------------------------------------------
+def _place_parser(sub) -> None:
+    p = _parser(
+        sub,
+        "place",
+        "move packed .rec files into TRAIN_DIR and VAL_DIR (indexes stay put; undoable)",
+        _place,
+    )
+    p.add_argument("prefix_dir", metavar="PREFIX_DIR", help="where pack wrote .rec/.idx/.lst")
+    p.add_argument(
+        "train_dir",
+        metavar="TRAIN_DIR",
+        nargs="?",
+        default=None,
+        help="folder for training .rec files",
+    )
+    p.add_argument(
+        "val_dir",
+        metavar="VAL_DIR",
+        nargs="?",
+        default=None,
+        help="folder for validation .rec files",
+    )
+    p.add_argument(
+        "--train", default="train*.rec", metavar="GLOB", help="training files (default train*.rec)"
+    )
+    p.add_argument(
+        "--val", default="val*.rec", metavar="GLOB", help="validation files (default val*.rec)"
+    )
+    p.add_argument("--undo", action="store_true", help="move the placed files back into PREFIX_DIR")
+
+
+def _place(args) -> int:
+    from engine.prep import place
+
+    if args.undo:
+        return _report_undo(place.undo_place(args.prefix_dir, on_event=CliProgress()), "files")
+    if args.train_dir is None or args.val_dir is None:
+        raise UserError("missing TRAIN_DIR and VAL_DIR: e.g. imgscale place lists train val")
+    result = place.place_records(args.prefix_dir, args.train_dir, args.val_dir, train_glob=args.train,
+                                 val_glob=args.val, on_event=CliProgress())  # fmt: skip
+    _out(
+        f"{result.train_dir}: {len(result.train)} .rec files; {result.val_dir}: {len(result.val)} .rec files"
+    )
+    for stray in result.strays:
+        _out(
+            f"  warning: {stray} is not a .rec file; MXNet's reader would read it as data: move it out"
+        )
+    return 0
+
+
+# -- prepare --------------------------------------------------------------------------------------
+def _prepare_parser(sub) -> None:
+    p = _parser(sub, "prepare", "run every preparation stage on a workspace (resumes; skips finished stages)",
+                _prepare)  # fmt: skip
+    p.add_argument("workspace", metavar="DIR", help="the workspace folder (created when new)")
+    p.add_argument(
+        "--demo", action="store_true", help="generate a small demo tarball in DIR and prepare it"
+    )
+    p.add_argument(
+        "--source",
+        default=None,
+        metavar="TAR|FOLDER",
+        help="the ImageNet tar or a folder of classes",
+    )
+    g = p.add_argument_group(
+        "stage options (a new workspace saves them; default: the tutorial's values)"
+    )
+    g.add_argument(
+        "--min-images", type=int, default=None, help="filter: classes below this move aside (500)"
+    )
+    g.add_argument(
+        "--per-class", type=int, default=None, help="split: validation images per class (50)"
+    )
+    g.add_argument("--seed", type=int, default=None, help="split: seed")
+    g.add_argument("--chunks", type=int, default=None, help="list: training .lst chunks (8)")
+    g.add_argument("--resize", type=int, default=None, help="pack: short edge (480)")
+    g.add_argument("--quality", type=int, default=None, help="pack: JPEG quality (90)")
+    g.add_argument("--num-thread", type=int, default=None, help="pack: processes (2)")
+
+
+def stage_options(args) -> dict[str, dict]:
+    return {
+        "filter": {"min_images": args.min_images},
+        "split": {"val_per_class": args.per_class, "seed": args.seed},
+        "list": {"chunks": args.chunks},
+        "pack": {"resize": args.resize, "quality": args.quality, "num_thread": args.num_thread},
+    }
+
+
+def _prepare(args) -> int:
+    from engine.prep.pipeline import prepare
+
+    start = time.monotonic()
+    result = prepare(args.workspace, source=args.source, demo=args.demo, options=stage_options(args),
+                     on_event=CliProgress())  # fmt: skip
+    for line in summary_lines(result, time.monotonic() - start):
+        _out(line)
+    return 0
+
+
+def summary_lines(result, seconds: float) -> list[str]:
+    new = "ran " + ", ".join(result.ran) if result.ran else "nothing left to do"
+    lines = [
+        "",
+        f"Prepared {result.workspace} in {seconds:.1f} s ({new}).",
+        f"  {result.num_classes} classes, {result.num_examples} training and {result.val_examples} validation images",
+        f"  training data    {result.train_dir}   (only .rec files: give this folder as --data-train)",
+        f"  validation data  {result.val_dir}",
+        f"  lists, indexes and the class->label map: {result.lists_dir}",
+    ]
+    for report in result.reports:
+        lines.append(f"  skipped files are listed in {report}")
+    lines.append(
+        f"Training needs: --num-classes {result.num_classes} --num-examples {result.num_examples}"
+    )
+    return lines

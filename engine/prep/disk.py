@@ -1,0 +1,262 @@
+"""Disk space: estimate what the remaining stages will write, compare with free space, refuse early.
+
+Extraction writes about the archive's size (inner tars are streamed, never stored). Packing is
+estimated from a sample: a few real images are decoded, resized and encoded with the chosen
+settings, and the packed/source byte ratio of the sample is applied to all source bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.cli_progress import human_bytes
+from engine.errors import StageRefused, UserError
+
+IMAGE_EXTS = (".jpeg", ".jpg", ".png")
+MARGIN = 0.05  # estimates are estimates: ask for 5% more than computed
+RECORD_OVERHEAD = 32  # RecordIO framing + image header + .idx line, per image
+LIST_LINE_BYTES = 80  # one .lst line
+SAMPLE_IMAGES = 64  # decoded and re-encoded: about 0.3 s; about +-20% on small, skewed sets
+
+
+@dataclass(frozen=True)
+class SpaceNeed:
+    """What one stage will write, where, and whether it fits."""
+
+    stage: str
+    need_bytes: int
+    target: Path
+    mount: Path
+    free_bytes: int
+    note: str = ""
+
+    @property
+    def fits(self) -> bool:
+        return with_margin(self.need_bytes) <= self.free_bytes
+
+
+@dataclass(frozen=True)
+class PackSettings:
+    """The pack options that change output size (im2rec's meaning)."""
+
+    resize: int = 480
+    quality: int = 90
+    center_crop: bool = False
+    no_upscale: bool = False
+    pass_through: bool = False
+    encoding: str = ".jpg"
+
+
+def with_margin(need: int) -> int:
+    return int(need * (1 + MARGIN)) if need else 0
+
+
+def existing_ancestor(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def mount_point(path: Path) -> Path:
+    path = existing_ancestor(path).resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def free_space(path: Path) -> tuple[int, Path]:
+    """(free bytes for an unprivileged user, mount point) of the file system that holds ``path``."""
+    return shutil.disk_usage(existing_ancestor(path)).free, mount_point(path)
+
+
+def ensure_space(stage: str, need_bytes: int, target: Path) -> None:
+    """Refuse to start a stage that cannot fit, with the numbers a person needs to act."""
+    free, mount = free_space(target)
+    need = with_margin(need_bytes)
+    if need > free:
+        raise StageRefused(
+            f"{stage} needs {human_bytes(need)} for {target} but only {human_bytes(free)} is free on {mount}; "
+            "free some space there or choose a target on another disk"
+        )
+
+
+# -- image sizes ----------------------------------------------------------------------------------
+def image_files(root: Path) -> list[Path]:
+    """Every image (by extension, any case) under ``root``, sorted, without following into hidden folders."""
+    found = []
+    for path, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [
+            Path(path, f) for f in sorted(files) if os.path.splitext(f)[1].lower() in IMAGE_EXTS
+        ]
+    return found
+
+
+def target_size(w: int, h: int, s: PackSettings) -> tuple[int, int] | None:
+    """Stored dimensions, or None when the image is stored as it is (pass-through, no-upscale)."""
+    if s.pass_through:
+        return None
+    if s.center_crop:
+        w = h = min(w, h)
+    if s.resize:
+        short = min(w, h)
+        if s.no_upscale and short <= s.resize:
+            return None
+        scale = s.resize / short
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+    return w, h
+
+
+def packed_size(data: bytes, s: PackSettings) -> int | None:
+    """Bytes one image takes once packed with settings ``s``; None if it does not decode."""
+    import cv2
+    import numpy as np
+
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except cv2.error:
+        return None  # what cv2 cannot read, pack skips: it takes no space
+    if img is None:
+        return None
+    dims = target_size(img.shape[1], img.shape[0], s)
+    if dims is None:
+        return len(data) + RECORD_OVERHEAD
+    img = cv2.resize(img, dims, interpolation=cv2.INTER_AREA)
+    flag = cv2.IMWRITE_JPEG_QUALITY if s.encoding == ".jpg" else cv2.IMWRITE_PNG_COMPRESSION
+    ok, buf = cv2.imencode(s.encoding, img, [flag, s.quality])
+    return len(buf) + RECORD_OVERHEAD if ok else None
+
+
+def packed_ratio(samples: list[bytes], s: PackSettings) -> float:
+    """Packed bytes per source byte over a sample (1.0 when nothing decodes: assume no shrinkage)."""
+    src = out = 0
+    for data in samples:
+        size = packed_size(data, s)
+        if size is not None:
+            src, out = src + len(data), out + size
+    return out / src if src else 1.0
+
+
+def sample_tree(
+    root: Path, files: list[Path], count: int = SAMPLE_IMAGES, seed: int = 0
+) -> list[bytes]:
+    chosen = random.Random(seed).sample(files, min(count, len(files)))
+    return [p.read_bytes() for p in chosen]
+
+
+def sample_tar(path: Path, count: int = SAMPLE_IMAGES) -> list[bytes]:
+    """The first images of the first inner tars (a streaming read of a few MB, not the archive)."""
+    samples: list[bytes] = []
+    try:
+        with tarfile.open(path, "r|*") as outer:
+            for member in outer:
+                if len(samples) >= count:
+                    break
+                if member.isfile() and member.name.endswith(".tar"):
+                    samples += _inner_samples(outer.extractfile(member), count - len(samples))
+                elif member.isfile() and member.name.lower().endswith(IMAGE_EXTS):
+                    samples.append(outer.extractfile(member).read())
+    except (tarfile.TarError, OSError):
+        pass  # a damaged archive is extract's to report; the estimate falls back to ratio 1
+    return samples
+
+
+def _inner_samples(fileobj, count: int) -> list[bytes]:
+    out = []
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|") as inner:
+            for member in inner:
+                if len(out) >= min(count, SAMPLE_IMAGES // 3):
+                    break  # a few per class: classes differ
+                if member.isfile() and member.name.lower().endswith(IMAGE_EXTS):
+                    out.append(inner.extractfile(member).read())
+    except tarfile.TarError:
+        pass
+    return out
+
+
+# -- the estimate ---------------------------------------------------------------------------------
+def estimate_space(
+    source: Path,
+    workspace: Path,
+    settings: PackSettings = PackSettings(),
+    *,
+    extract_root: Path | None = None,
+) -> list[SpaceNeed]:
+    """What extract (for a tar), list and pack will write; ``workspace`` holds their outputs."""
+    source, workspace = Path(source), Path(workspace)
+    if not source.exists():
+        raise UserError(
+            f"{source} does not exist; give the ImageNet tar or an extracted class tree"
+        )
+    rows = []
+    if source.is_dir():
+        files = image_files(source)
+        source_bytes, images = sum(p.stat().st_size for p in files), len(files)
+        ratio, note = (
+            packed_ratio(sample_tree(source, files), settings),
+            f"{images} images in the tree",
+        )
+    else:
+        source_bytes = source.stat().st_size
+        images = source_bytes // 110_000  # ImageNet's mean JPEG size; only sizes the .lst row
+        ratio, note = packed_ratio(sample_tar(source), settings), "from the archive size"
+        target = extract_root or workspace
+        rows.append(_row("extract", source_bytes, target, "about the archive's size"))
+    rows.append(_row("list", images * LIST_LINE_BYTES, workspace, f"about {images} lines"))
+    rows.append(
+        _row("pack", int(source_bytes * ratio), workspace, f"{ratio:.2f} x source bytes ({note})")
+    )
+    return rows
+
+
+def _row(stage: str, need: int, target: Path, note: str) -> SpaceNeed:
+    free, mount = free_space(target)
+    return SpaceNeed(stage, need, Path(target), mount, free, note)
+
+
+def totals_by_mount(rows: list[SpaceNeed]) -> dict[Path, tuple[int, int]]:
+    """Everything planned on one file system must fit at once: mount -> (need with margin, free)."""
+    out: dict[Path, tuple[int, int]] = {}
+    for row in rows:
+        need, _ = out.get(row.mount, (0, row.free_bytes))
+        out[row.mount] = (need + with_margin(row.need_bytes), row.free_bytes)
+    return out
+
+
+def format_table(rows: list[SpaceNeed]) -> str:
+    lines = [f"{'stage':<8} {'needs':>10} {'free':>10}  {'mount':<16} note"]
+    for r in rows:
+        lines.append(
+            f"{r.stage:<8} {human_bytes(r.need_bytes):>10} {human_bytes(r.free_bytes):>10}  {r.mount!s:<16} {r.note}"
+        )
+    for mount, (need, free) in totals_by_mount(rows).items():
+        verdict = "fits" if need <= free else f"DOES NOT FIT: free {human_bytes(need - free)} more"
+        lines.append(
+            f"{'total':<8} {human_bytes(need):>10} {human_bytes(free):>10}  {mount!s:<16} {verdict} (+{MARGIN:.0%} margin)"
+        )
+    return "\n".join(lines)
+
+
+def tree_bytes(path: Path) -> int:
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def ensure_moves_fit(stage: str, moves: list[tuple[Path, Path]]) -> None:
+    """Moves within a file system take no space; those that cross to another one are copies."""
+    need: dict[int, tuple[int, Path]] = {}
+    for src, dst in moves:
+        target_dev = os.stat(existing_ancestor(dst.parent)).st_dev
+        if os.stat(src).st_dev != target_dev:
+            total, _ = need.get(target_dev, (0, dst.parent))
+            need[target_dev] = (total + tree_bytes(src), dst.parent)
+    for total, target in need.values():
+        ensure_space(stage, total, target)

@@ -1,0 +1,322 @@
+"""Extract an ImageNet-style tar of per-class tars into ROOT/<class>/ in one streaming, resumable pass.
+
+Each inner tar is read straight out of the outer archive's stream into a hidden ``.partial-<class>``
+folder, which is renamed to ``<class>`` only when complete and then recorded in a manifest; so the
+inner tars are never written to disk and a restarted run skips finished classes and redoes a
+half-done one from scratch. Members whose paths would land outside ROOT stop the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from engine.errors import UserError
+from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
+from engine.prep.disk import ensure_space
+from engine.prep.journal import default_journal_path, exclusive_lock, fsync_dir
+from engine.prep.report import one_field, printable
+
+PARTIAL = ".partial-"
+PROGRESS_EVERY_S = 0.25
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+@dataclass
+class ExtractResult:
+    root: Path
+    classes: int = 0  # classes extracted by this run
+    already: int = 0  # classes a previous run had finished
+    images: int = 0  # files written by this run
+    bytes: int = 0
+    skipped: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (member, reason), also in the report
+
+
+class UnsafeMember(UserError):
+    """An archive member would be written (or point) outside ROOT."""
+
+
+def safe_target(base: Path, name: str) -> Path:
+    """Where member ``name`` goes under ``base``; refuses absolute paths and '..'."""
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or ".." in posix.parts or (posix.parts and posix.parts[0].endswith(":")):
+        raise UnsafeMember(name)
+    parts = [p for p in posix.parts if p not in ("", ".")]
+    if not parts:
+        raise UnsafeMember(name)
+    return base.joinpath(*parts)
+
+
+def link_escapes(base: Path, member: tarfile.TarInfo) -> bool:
+    """True when a symlink or hard link member points outside ``base``."""
+    link = PurePosixPath(member.linkname.replace("\\", "/"))
+    if link.is_absolute():
+        return True
+    start = PurePosixPath(member.name).parent if member.issym() else PurePosixPath()
+    depth = 0
+    for part in (start / link).parts:
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+        if depth < 0:
+            return True
+    return False
+
+
+class Manifest:
+    """The classes a run has finished, one JSON line each (fsync'ed), beside ROOT."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = default_journal_path("extract", root)
+        self.done: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.done[entry["class"]] = entry
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a torn last line from a crash
+
+    def add(self, cls: str, files: int, nbytes: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"class": cls, "files": files, "bytes": nbytes}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done[cls] = {"class": cls, "files": files, "bytes": nbytes}
+
+
+class Extractor:
+    """One extraction run; holds counters so progress events stay cheap."""
+
+    def __init__(self, tar_path: Path, root: Path, on_event: EventSink) -> None:
+        self.tar_path, self.root, self.on_event = tar_path, root, on_event
+        self.manifest = Manifest(root)
+        self.result = ExtractResult(root)
+        self.total_bytes = tar_path.stat().st_size if tar_path.is_file() else None
+        self.total_classes: int | None = None
+        self.position = 0
+        self.last_event = time.monotonic()
+
+    def run(self) -> ExtractResult:
+        for stale in self.root.glob(PARTIAL + "*"):
+            shutil.rmtree(stale)  # a half-done class from an interrupted run: redo it cleanly
+        outer, streaming = open_outer(self.tar_path)
+        with outer:
+            if not streaming:
+                self.total_classes = sum(1 for m in outer.getmembers() if is_inner_tar(m))
+            self.progress(force=True)
+            for member in outer:
+                self.position = member.offset_data + member.size
+                self.member(outer, member)
+        self.progress(force=True)
+        return self.result
+
+    def member(self, outer: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        if is_inner_tar(member):
+            self.inner(outer, member)
+        elif member.isfile():
+            self.loose_file(outer, member)
+        elif member.issym() or member.islnk():
+            self.link(member, self.root, member.name)
+        elif not member.isdir():
+            self.skip(member.name, "not a regular file (device, fifo …)")
+
+    # -- one class ---------------------------------------------------------------------------
+    def inner(self, outer: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        cls = PurePosixPath(member.name).name[: -len(".tar")]
+        if not cls or cls.startswith(".") or "\\" in cls:
+            self.skip(member.name, "inner tar name is not a usable class folder name")
+            return
+        final = self.root / cls
+        if cls in self.manifest.done or final.is_dir():
+            if cls not in self.manifest.done:  # renamed but not yet recorded when the run stopped
+                self.manifest.add(cls, count_files(final), 0)
+            self.result.already += 1
+            self.progress(part=cls)
+            return
+        partial = self.root / (PARTIAL + cls)
+        partial.mkdir(parents=True)
+        try:
+            files, nbytes = self.unpack(outer.extractfile(member), partial, member.name)
+        except tarfile.TarError as exc:
+            shutil.rmtree(partial)
+            self.skip(member.name, f"inner tar is damaged ({exc}); class not extracted")
+            return
+        fsync_dir(partial)
+        os.rename(partial, final)
+        fsync_dir(self.root)
+        self.manifest.add(cls, files, nbytes)
+        self.result.classes += 1
+        self.progress(part=cls, force=True)
+
+    def unpack(self, fileobj, folder: Path, inner_name: str) -> tuple[int, int]:
+        files = nbytes = 0
+        with tarfile.open(fileobj=fileobj, mode="r|") as inner:
+            for m in inner:
+                shown = f"{inner_name}:{m.name}"
+                if m.isfile():
+                    target = self.checked(folder, m.name, shown)
+                    nbytes += write_member(inner, m, target)
+                    files += 1
+                    self.result.images += 1
+                    self.result.bytes += m.size
+                    self.progress()
+                elif m.issym() or m.islnk():
+                    self.link(m, folder, shown)
+                elif m.isdir():
+                    self.checked(folder, m.name, shown).mkdir(parents=True, exist_ok=True)
+                else:
+                    self.skip(shown, "not a regular file (device, fifo …)")
+        return files, nbytes
+
+    # -- members outside inner tars (an already-flat archive: <class>/<image>) ----------------
+    def loose_file(self, outer: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        target = self.checked(self.root, member.name, member.name)
+        real_root = os.path.realpath(self.root)
+        if os.path.commonpath([real_root, os.path.realpath(target.parent)]) != real_root:
+            raise self.unsafe(member.name, "its folder is a link that leads outside ROOT")
+        if target.is_file() and target.stat().st_size == member.size:
+            return  # written by an earlier run (files are renamed into place only when complete)
+        tmp = target.with_name(f".{target.name}.part")
+        write_member(outer, member, tmp)
+        os.rename(tmp, target)
+        self.result.images += 1
+        self.result.bytes += member.size
+        self.progress()
+
+    def checked(self, base: Path, name: str, shown: str) -> Path:
+        try:
+            return safe_target(base, name)
+        except UnsafeMember:
+            raise self.unsafe(shown, "absolute path or '..'") from None
+
+    def link(self, member: tarfile.TarInfo, base: Path, shown: str) -> None:
+        if link_escapes(base, member):
+            raise self.unsafe(shown, f"a link to {member.linkname!r}")
+        self.skip(shown, "links are not extracted")
+
+    def unsafe(self, shown: str, why: str) -> UnsafeMember:
+        return UnsafeMember(
+            f"{self.tar_path}: member {shown!r} would escape {self.root} ({why}); refusing this archive "
+            "(nothing was written outside ROOT); check where it came from"
+        )
+
+    def skip(self, name: str, reason: str) -> None:
+        self.result.skipped.append((printable(name), reason))
+        self.on_event(SkippedItem("extract", printable(name), reason))
+
+    def progress(self, part: str = "", force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_event < PROGRESS_EVERY_S:
+            return
+        self.last_event = now
+        r = self.result
+        self.on_event(
+            StageProgress(
+                "extract", r.classes + r.already, self.total_classes, bytes_done=self.position,
+                bytes_total=self.total_bytes, skipped=len(r.skipped), unit="classes", part=part,
+                message=f"{r.images} files",
+            )
+        )  # fmt: skip
+
+
+def is_inner_tar(member: tarfile.TarInfo) -> bool:
+    return member.isfile() and member.name.endswith(".tar")
+
+
+def write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tar.extractfile(member) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return member.size
+
+
+def count_files(folder: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
+
+
+def open_outer(path: Path) -> tuple[tarfile.TarFile, bool]:
+    """(archive, streaming). A plain tar file is read seekably, so a restart skips done classes by
+    seeking rather than reading; a pipe or a compressed archive is read as a stream. Neither mode
+    keeps member data in memory."""
+    if path.is_file():
+        with open(path, "rb") as f:
+            compressed = f.read(6).startswith(COMPRESSED_MAGIC)
+        if not compressed:
+            return tarfile.open(path, "r:"), False
+    return tarfile.open(path, "r|*"), True
+
+
+def report_path(root: Path) -> Path:
+    """The skip report, beside ROOT (never inside it, where it would look like a class)."""
+    root = root.absolute()
+    return root.with_name(root.name + "_extract_skipped.tsv")
+
+
+def write_report(path: Path, rows: list[tuple[str, str]]) -> None:
+    """Append this run's skips (earlier runs' rows stay: their classes are not read again)."""
+    new = not path.exists()
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("member\treason\n" if new else "")
+        f.writelines(f"{name}\t{one_field(reason)}\n" for name, reason in rows)
+
+
+def check_paths(tar_path: Path, root: Path) -> None:
+    if not tar_path.exists():
+        raise UserError(
+            f"{tar_path} does not exist; give the path of the ImageNet tar (e.g. fall11_whole.tar)"
+        )
+    if tar_path.is_dir():
+        raise UserError(f"{tar_path} is a folder, not a tar; give the archive itself")
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} exists and is not a folder; choose the folder to extract into")
+
+
+def remaining_bytes(tar_path: Path, root: Path) -> int:
+    """Space extraction still needs: the archive's size less what finished classes already hold."""
+    if not tar_path.is_file():
+        return 0
+    done = sum(int(e.get("bytes", 0)) for e in Manifest(root).done.values())
+    return max(0, tar_path.stat().st_size - done)
+
+
+def extract_archive(
+    tar_path, root, *, on_event: EventSink = ignore, check_space: bool = True
+) -> ExtractResult:
+    """Extract ``tar_path`` (a tar of per-class tars, or of class folders) into ``root``."""
+    tar_path, root = Path(tar_path), Path(root)
+    check_paths(tar_path, root)
+    if check_space:
+        ensure_space("extract", remaining_bytes(tar_path, root), root)
+    root.mkdir(parents=True, exist_ok=True)
+    on_event(StageState("extract", "running", f"{tar_path} -> {root}"))
+    lock = exclusive_lock(default_journal_path("extract", root).with_suffix(".lock"))
+    try:
+        result = Extractor(tar_path, root, on_event).run()
+    except OSError as exc:
+        on_event(StageState("extract", "failed", str(exc)))
+        where = exc.filename or root
+        raise UserError(
+            f"cannot use {where}: {exc.strerror}; fix that and run again to resume"
+        ) from None
+    except tarfile.TarError as exc:
+        on_event(StageState("extract", "failed", str(exc)))
+        raise UserError(
+            f"{tar_path}: not a readable tar archive ({exc}); check the file is complete"
+        ) from None
+    except UserError as exc:
+        on_event(StageState("extract", "failed", str(exc)))
+        raise
+    finally:
+        lock.close()
+    if result.skipped:
+        write_report(report_path(root), result.skipped)
+    summary = f"{result.classes} classes extracted, {result.already} already done, {len(result.skipped)} skipped"
+    on_event(StageState("extract", "done", summary))
+    return result

@@ -1,0 +1,489 @@
+"""The `pack` stage: .lst -> .rec/.idx like im2rec, in worker processes, resumable, with a skip report.
+
+Per chunk ``NAME.lst`` it writes, beside the list, ``NAME.rec`` and ``NAME.idx`` (MXNet RecordIO, records
+in .lst order), ``NAME.skipped.tsv`` (``line, id, path, reason`` for every entry that could not be
+packed: the .idx and the report together account for every .lst line) and ``NAME.pack.json`` (the
+manifest: list checksum, options, counts, and while running the last checkpoint). Data goes to
+``*.part`` files that are renamed when the chunk is complete; after each batch the manifest records
+(in one in-place write) how many list lines and bytes are durable, so a run killed at any point (even
+SIGKILL) truncates the torn tail and resumes, ending with the same bytes as an uninterrupted run.
+After a power loss a torn manifest no longer parses and the chunk simply starts over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import pathlib
+import time
+from dataclasses import dataclass
+
+from engine.errors import UserError
+from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
+from engine.prep.report import one_field, printable
+
+MANIFEST_VERSION = 1
+MANIFEST_BLOCK = 4096
+BATCH_SIZE = 8
+PROGRESS_INTERVAL_S = 0.2
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+REPORT_HEADER = "line\tid\tpath\treason\n"
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """im2rec's record options, plus ``no_upscale`` (store small JPEGs as they are) and
+    ``reduced_decode`` (decode large JPEGs at 1/2, 1/4 or 1/8 scale when that still covers the target;
+    turn off for output byte-identical to im2rec on large images too)."""
+
+    resize: int = 0
+    center_crop: bool = False
+    quality: int = 95
+    encoding: str = ".jpg"
+    color: int = 1
+    pass_through: bool = False
+    pack_label: bool = False
+    num_thread: int = 1
+    no_upscale: bool = False
+    reduced_decode: bool = True
+
+    def record_options(self) -> dict:
+        """The options that decide the output bytes (not how many processes make them)."""
+        opts = dataclasses.asdict(self)
+        del opts["num_thread"]
+        return opts
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    lst: pathlib.Path
+    rec: pathlib.Path
+    idx: pathlib.Path
+    report: pathlib.Path
+    records: int
+    skipped: int
+    rec_bytes: int
+    resumed_at_line: int = 0  # list lines already packed by an earlier, interrupted run
+    already_done: bool = False
+
+
+@dataclass(frozen=True)
+class PackResult:
+    chunks: tuple[ChunkResult, ...]
+    seconds: float
+
+    @property
+    def records(self) -> int:
+        return sum(c.records for c in self.chunks)
+
+    @property
+    def skipped(self) -> int:
+        return sum(c.skipped for c in self.chunks)
+
+
+def validate(options: PackOptions) -> None:
+    """Reject option values im2rec would choke on, naming the flag."""
+    if options.encoding not in (".jpg", ".png"):
+        raise UserError(f"--encoding {options.encoding}: use .jpg or .png")
+    if options.color not in (-1, 0, 1):
+        raise UserError(f"--color {options.color}: use 1 (colour), 0 (greyscale) or -1 (unchanged)")
+    if options.resize < 0:
+        raise UserError(
+            f"--resize {options.resize}: give a short-edge size in pixels, or 0 to keep sizes"
+        )
+    low, high = (1, 100) if options.encoding == ".jpg" else (0, 9)
+    if not low <= options.quality <= high:
+        raise UserError(f"--quality {options.quality}: {options.encoding} takes {low}..{high}")
+    if options.num_thread < 1:
+        raise UserError(f"--num-thread {options.num_thread}: give 1 or more worker processes")
+
+
+def find_lists(prefix: str | os.PathLike) -> list[pathlib.Path]:
+    """The .lst files im2rec would pack for PREFIX: a folder's lists, or those whose path starts with PREFIX."""
+    prefix = os.path.abspath(prefix)
+    folder = prefix if os.path.isdir(prefix) else os.path.dirname(prefix)
+    if not os.path.isdir(folder):
+        raise UserError(f"PREFIX {prefix}: folder {folder} does not exist")
+    names = sorted(os.listdir(folder))
+    found = [pathlib.Path(folder, n) for n in names if os.path.join(folder, n).startswith(prefix)]
+    found = [p for p in found if p.name.endswith(".lst") and p.is_file()]
+    if not found:
+        raise UserError(
+            f"no .lst file matches PREFIX {prefix}; write lists first with `imgscale list`"
+        )
+    return found
+
+
+def parse_line(number: int, raw: bytes) -> tuple | None:
+    """im2rec's read_list for one line: (line, id, path, labels); (line, None, reason, ()) if malformed."""
+    text = raw.decode("utf-8", "surrogateescape")  # undecodable names still reach the file system
+    if not text.strip():
+        return None
+    parts = [p.strip() for p in text.strip().split("\t")]
+    if len(parts) < 3:
+        return (
+            number,
+            None,
+            f"malformed .lst line: {len(parts)} tab-separated fields, need id, label(s), path",
+            (),
+        )
+    try:
+        return (number, int(parts[0]), parts[-1], tuple(float(v) for v in parts[1:-1]))
+    except ValueError as exc:
+        return (number, None, f"malformed .lst line: {exc}", ())
+
+
+def read_entries(lst: pathlib.Path) -> tuple[list[tuple], str]:
+    """All entries of a .lst (blank lines ignored) and the checksum of its bytes."""
+    data = lst.read_bytes()
+    entries = [e for n, raw in enumerate(data.split(b"\n"), 1) if (e := parse_line(n, raw))]
+    return entries, hashlib.sha256(data).hexdigest()
+
+
+def _write_all(handle, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[handle.write(view) :]
+
+
+class Chunk:
+    """One .lst being packed: its files, its resume point and its counters."""
+
+    def __init__(self, lst: pathlib.Path, root: str, options: PackOptions) -> None:
+        self.lst, self.name = lst, lst.stem
+        base = lst.with_suffix("")
+        self.final = {k: pathlib.Path(f"{base}.{k}") for k in ("rec", "idx", "skipped.tsv")}
+        self.part = {k: pathlib.Path(f"{v}.part") for k, v in self.final.items()}
+        self.manifest = pathlib.Path(f"{base}.pack.json")
+        self.entries, checksum = read_entries(lst)
+        self.identity = {"lst_sha256": checksum, "root": root, "options": options.record_options()}
+        self.lines_done = self.records = self.skipped = 0
+        self.sizes = {k: 0 for k in self.final}
+        self.files: dict = {}
+        self.resumed_at = 0
+        self.already_done = False
+        self.manifest_fd: int | None = None
+        self.lock = self._lock()
+
+    def _lock(self):
+        handle = open(self.lst, "rb")  # noqa: SIM115 - held until the chunk is closed
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UserError(
+                f"{self.lst} is being packed by another process; wait for it or stop it"
+            ) from None
+        return handle
+
+    def _load_manifest(self) -> dict:
+        try:
+            state = json.loads(self.manifest.read_text())
+        except (OSError, ValueError):
+            return {}
+        same = (
+            all(state.get(k) == v for k, v in self.identity.items())
+            and state.get("version") == MANIFEST_VERSION
+        )
+        return state if same else {}
+
+    def prepare(self) -> None:
+        """Skip a finished chunk, resume an interrupted one, or start afresh."""
+        state = self._load_manifest()
+        if state.get("complete") and all(p.exists() for p in self.final.values()):
+            if self.final["rec"].stat().st_size == state["sizes"]["rec"]:
+                self._adopt(state)
+                self.already_done = True
+                return
+        if state and not state.get("complete") and self._recover_parts(state):
+            self._adopt(state)
+            self.resumed_at = self.lines_done
+        else:
+            self._start_fresh()
+        self._open_parts()
+
+    def _recover_parts(self, state: dict) -> bool:
+        """Bring back files an interrupted finish had renamed; True if every part holds its recorded bytes."""
+        for key in self.final:
+            if not self.part[key].exists() and self.final[key].exists():
+                os.replace(self.final[key], self.part[key])
+        ok = all(
+            self.part[k].exists() and self.part[k].stat().st_size >= state["sizes"][k]
+            for k in self.final
+        )
+        if ok:
+            for key in self.final:
+                os.truncate(self.part[key], state["sizes"][key])  # drop a torn tail
+        return ok
+
+    def _adopt(self, state: dict) -> None:
+        self.lines_done, self.records, self.skipped = (
+            state["lines_done"],
+            state["records"],
+            state["skipped"],
+        )
+        self.sizes = dict(state["sizes"])
+
+    def _start_fresh(self) -> None:
+        for path in (*self.final.values(), *self.part.values()):
+            path.unlink(missing_ok=True)  # a stale .rec beside a new list would mislead readers
+        self.part["skipped.tsv"].write_text(REPORT_HEADER)
+        self.sizes["skipped.tsv"] = len(REPORT_HEADER)
+        self.part["rec"].touch()
+        self.part["idx"].touch()
+        self.save(complete=False)
+
+    def _open_parts(self) -> None:
+        self.files = {k: open(self.part[k], "r+b", buffering=0) for k in self.final}  # noqa: SIM115
+        for key, handle in self.files.items():
+            handle.seek(self.sizes[key])
+
+    def remaining(self) -> list[tuple]:
+        return [] if self.already_done else self.entries[self.lines_done :]
+
+    def write(self, items: list[tuple], results: list) -> list[tuple]:
+        """Append one batch in list order; return the (item, reason) pairs that were skipped."""
+        rec, idx, report, skipped = [], [], [], []
+        offset = self.sizes["rec"]
+        for item, result in zip(items, results):
+            if isinstance(result, str):
+                skipped.append((item, result))
+                key = "" if item[1] is None else item[1]
+                path = "" if item[1] is None else printable(item[2])
+                report.append(f"{item[0]}\t{key}\t{path}\t{one_field(result)}\n")
+                continue
+            idx.append(f"{item[1]}\t{offset}\n")
+            rec.append(result)
+            offset += len(result)
+        for key, data in (
+            ("rec", b"".join(rec)),
+            ("idx", "".join(idx).encode()),
+            ("skipped.tsv", "".join(report).encode("utf-8", "surrogateescape")),
+        ):
+            _write_all(self.files[key], data)
+            self.sizes[key] += len(data)
+        self.lines_done += len(items)
+        self.records += len(rec)
+        self.skipped += len(skipped)
+        self.save(complete=False)
+        return skipped
+
+    def save(self, complete: bool) -> None:
+        """Record the durable point: one in-place write of a padded manifest, which a kill cannot tear."""
+        state = {"version": MANIFEST_VERSION, **self.identity, "lst": str(self.lst), "lines_total": len(self.entries),
+                 "lines_done": self.lines_done, "records": self.records, "skipped": self.skipped,
+                 "sizes": self.sizes, "complete": complete}
+        data = json.dumps(state, indent=1).encode() + b"\n"
+        if self.manifest_fd is None:
+            self.manifest_fd = os.open(self.manifest, os.O_RDWR | os.O_CREAT, 0o644)
+        size = max(os.fstat(self.manifest_fd).st_size, -(-len(data) // MANIFEST_BLOCK) * MANIFEST_BLOCK)
+        os.pwrite(self.manifest_fd, data.ljust(size), 0)  # spaces after the JSON are still valid JSON
+
+    def finish(self) -> None:
+        """Make the data durable, then give the files their final names: report, index, records last."""
+        for handle in self.files.values():
+            os.fsync(handle.fileno())
+            handle.close()
+        self.files = {}
+        for key in ("skipped.tsv", "idx", "rec"):
+            os.replace(self.part[key], self.final[key])
+        self.save(complete=True)
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+        self.files = {}
+        if self.manifest_fd is not None:
+            os.close(self.manifest_fd)
+            self.manifest_fd = None
+        self.lock.close()
+
+    def result(self) -> ChunkResult:
+        return ChunkResult(
+            self.lst,
+            self.final["rec"],
+            self.final["idx"],
+            self.final["skipped.tsv"],
+            self.records,
+            self.skipped,
+            self.sizes["rec"],
+            self.resumed_at,
+            self.already_done,
+        )
+
+
+class Progress:
+    """Throttled StageProgress events per chunk (part=chunk name) and for the whole run (part="")."""
+
+    def __init__(self, chunks: list[Chunk], on_event: EventSink) -> None:
+        self.chunks, self.on_event, self.last = chunks, on_event, 0.0
+        self.total = sum(len(c.entries) for c in chunks)
+
+    def update(self, chunk: Chunk, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < PROGRESS_INTERVAL_S:
+            return
+        self.last = now
+        self.on_event(
+            StageProgress(
+                stage="pack",
+                done=chunk.lines_done,
+                total=len(chunk.entries),
+                bytes_done=chunk.sizes["rec"],
+                skipped=chunk.skipped,
+                part=chunk.name,
+            )
+        )
+        self.on_event(
+            StageProgress(
+                stage="pack",
+                done=sum(c.lines_done for c in self.chunks),
+                total=self.total,
+                bytes_done=sum(c.sizes["rec"] for c in self.chunks),
+                skipped=sum(c.skipped for c in self.chunks),
+            )
+        )
+
+
+def _batches(chunks: list[Chunk]):
+    """(chunk, items) in list order, chunk after chunk."""
+    for chunk in chunks:
+        todo = chunk.remaining()
+        for start in range(0, len(todo), BATCH_SIZE):
+            yield chunk, todo[start : start + BATCH_SIZE]
+
+
+def _worker_options(root: str, options: PackOptions) -> dict:
+    return {**options.record_options(), "root": root}
+
+
+def _run(
+    chunks: list[Chunk], root: str, options: PackOptions, progress: Progress, on_event: EventSink
+) -> None:
+    """Feed batches to the workers and write results strictly in list order."""
+    from engine.prep.pack_pool import Pool
+
+    pending = {}  # sequence number -> (chunk, items)
+    done: dict[int, list] = {}
+    next_seq = 0
+    batches = enumerate(_batches(chunks))
+    left = {id(c): len(c.remaining()) for c in chunks}
+    for chunk in chunks:
+        if not left[id(chunk)] and not chunk.already_done:
+            chunk.finish()
+    if not any(left.values()):
+        return
+    pool = Pool(options.num_thread, _worker_options(root, options))
+    try:
+        while True:
+            while pool.capacity > 0 and (nxt := next(batches, None)):
+                seq, (chunk, items) = nxt
+                pending[seq] = (chunk, items)
+                pool.submit(seq, items)
+            if not pool.busy():
+                break
+            for seq, results in pool.collect():
+                done[seq] = results
+            while next_seq in done:
+                chunk, items = pending.pop(next_seq)
+                _write_batch(chunk, items, done.pop(next_seq), progress, on_event, left)
+                next_seq += 1
+    finally:
+        pool.close()
+
+
+def _write_batch(
+    chunk: Chunk, items, results, progress: Progress, on_event: EventSink, left: dict
+) -> None:
+    for item, reason in chunk.write(items, results):
+        path = f"{chunk.lst.name}:{item[0]}" if item[1] is None else printable(item[2])
+        on_event(SkippedItem(stage="pack", path=path, reason=reason))
+    left[id(chunk)] -= len(items)
+    if left[id(chunk)] == 0:
+        chunk.finish()
+        on_event(StageState(stage="pack", state="running", message=_summary(chunk)))
+    progress.update(chunk, force=left[id(chunk)] == 0)
+
+
+def _summary(chunk: Chunk) -> str:
+    text = f"{chunk.final['rec'].name}: {chunk.records} records"
+    return text + (
+        f", {chunk.skipped} skipped (see {chunk.final['skipped.tsv'].name})"
+        if chunk.skipped
+        else ""
+    )
+
+
+def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    try:
+        for lst in lst_paths:
+            lst = pathlib.Path(lst).absolute()
+            if not lst.is_file():
+                raise UserError(f"list file {lst} does not exist; write it with `imgscale list`")
+            chunks.append(chunk := Chunk(lst, root, options))
+            chunk.prepare()
+            if chunk.already_done:
+                on_event(
+                    StageState(
+                        stage="pack", state="running", message=f"{chunk.name}: already packed"
+                    )
+                )
+            elif chunk.resumed_at:
+                on_event(
+                    StageState(
+                        stage="pack",
+                        state="running",
+                        message=f"{chunk.name}: resuming at list line {chunk.resumed_at} of {len(chunk.entries)}",
+                    )
+                )
+    except BaseException:
+        for chunk in chunks:
+            chunk.close()
+        raise
+    return chunks
+
+
+def pack_lists(
+    lst_paths, root: str | os.PathLike, options: PackOptions, *, on_event: EventSink = ignore
+) -> PackResult:
+    """Pack each .lst into .rec/.idx beside it (see the module docstring); resumes interrupted chunks."""
+    validate(options)
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        raise UserError(
+            f"ROOT {root} is not a folder; give the folder the .lst paths are relative to"
+        )
+    started = time.monotonic()
+    on_event(StageState(stage="pack", state="running"))
+    chunks: list[Chunk] = []
+    try:
+        chunks = _open_chunks(lst_paths, root, options, on_event)
+        progress = Progress(chunks, on_event)
+        _run(chunks, root, options, progress, on_event)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            where = pathlib.Path(lst_paths[0]).parent if lst_paths else root
+            raise UserError(
+                f"disk full writing records in {where}: free space and run the same command "
+                "again to resume (finished batches are kept in *.part files)"
+            ) from None
+        raise
+    finally:
+        for chunk in chunks:
+            chunk.close()
+    for chunk in chunks:
+        progress.update(chunk, force=True)
+    result = PackResult(tuple(c.result() for c in chunks), time.monotonic() - started)
+    on_event(
+        StageState(
+            stage="pack",
+            state="done",
+            message=f"{result.records} records, {result.skipped} skipped",
+        )
+    )
+    return result

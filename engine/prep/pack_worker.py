@@ -1,0 +1,208 @@
+"""A pack worker process: reads images, resizes and re-encodes them, returns framed RecordIO records.
+
+Run as ``python -m engine.prep.pack_worker``: tasks arrive on stdin and results leave on the
+original stdout as length-prefixed pickles (multiprocessing.connection framing). No framework is
+imported; only OpenCV and numpy. The process ends when its stdin closes, so it never outlives the
+packer, even one killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import sys
+
+from engine import recordio
+from engine.prep.pack_sniff import ImageInfo, sniff
+
+MAX_PIXELS = 1 << 28  # ~268 Mpixel: above this a full decode would need gigabytes
+REDUCE_FACTORS = (8, 4, 2)  # libjpeg can decode at 1/8, 1/4 and 1/2 scale in the DCT domain
+AS_IS_COMPONENTS = (1, 3)  # greyscale or YCbCr: what every JPEG decoder reads
+
+
+class Skip(Exception):
+    """This image cannot be packed; the message is the reason written to the report."""
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except IsADirectoryError:
+        raise Skip("not a file: the path is a folder") from None
+    except FileNotFoundError:
+        reason = (
+            "dangling symlink (target missing)" if os.path.islink(path) else "missing: no such file"
+        )
+        raise Skip(reason) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Skip("symlink loop") from None
+        raise Skip(f"unreadable: {exc.strerror or exc}") from None
+
+
+def make_header(item: tuple, pack_label: bool) -> recordio.IRHeader:
+    """im2rec's header: all labels when --pack-label and there are several, else the first."""
+    _line, key, _path, labels = item
+    label = list(labels) if pack_label and len(labels) > 1 else labels[0]
+    return recordio.IRHeader(0, label, key, 0)
+
+
+def target_size(height: int, width: int, resize: int, center_crop: bool) -> tuple[int, int]:
+    """im2rec's (width, height) after an optional centre crop and a short-edge resize."""
+    if center_crop:
+        height = width = min(height, width)
+    if height > width:
+        return resize, height * resize // width
+    return width * resize // height, resize
+
+
+def reduce_factor(info: ImageInfo, opts: dict) -> int:
+    """Largest DCT scale-down that still leaves at least the target short edge (1 when none applies)."""
+    if (
+        info.format != "jpeg"
+        or not opts["resize"]
+        or opts["color"] == -1
+        or not opts["reduced_decode"]
+    ):
+        return 1
+    short = min(info.width, info.height)
+    return next((f for f in REDUCE_FACTORS if short // f >= opts["resize"]), 1)
+
+
+def can_store_as_is(info: ImageInfo, opts: dict) -> bool:
+    """--no-upscale: a sound JPEG already at or below the target is stored without re-encoding."""
+    if not (opts["no_upscale"] and opts["resize"] and info.format == "jpeg"):
+        return False
+    if opts["encoding"].lower() not in (".jpg", ".jpeg") or info.precision != 8:
+        return False
+    if info.components not in AS_IS_COMPONENTS or (opts["color"] == 0 and info.components != 1):
+        return False
+    if opts["center_crop"] and info.width != info.height:
+        return False
+    return opts["color"] != -1 and min(info.width, info.height) <= opts["resize"]
+
+
+def center_crop(img):
+    height, width = img.shape[:2]
+    if height > width:
+        margin = (height - width) // 2
+        return img[margin : margin + width, :]
+    margin = (width - height) // 2
+    return img[:, margin : margin + height]
+
+
+def decode(cv2, np, data: bytes, info: ImageInfo, opts: dict, factor: int):
+    """Decode at 1/factor scale; None if the decoded shape does not match the header (EXIF rotation)."""
+    flag = opts["color"]
+    if factor > 1:
+        flag = {
+            8: cv2.IMREAD_REDUCED_COLOR_8,
+            4: cv2.IMREAD_REDUCED_COLOR_4,
+            2: cv2.IMREAD_REDUCED_COLOR_2,
+        }[factor]
+        if opts["color"] == 0:
+            flag = {
+                8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+                4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+            }[factor]
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    if img is None:
+        raise Skip(f"not a decodable image ({info.format or 'unknown format'})")
+    expected = (-(-info.height // factor), -(-info.width // factor))
+    if factor > 1 and (
+        img.shape[:2] != expected or expected[0] == expected[1] != 0 and info.height != info.width
+    ):
+        return None  # rotated by EXIF or ambiguous: the full-size path computes im2rec's geometry itself
+    return img
+
+
+def transform(cv2, np, data: bytes, info: ImageInfo, opts: dict) -> bytes:
+    """im2rec's image_encode: decode, centre-crop, resize the short edge, encode."""
+    factor = reduce_factor(info, opts)
+    if (info.width // factor) * (info.height // factor) > MAX_PIXELS:
+        raise Skip(f"too large to decode safely: {info.width}x{info.height} pixels")
+    img = decode(cv2, np, data, info, opts, factor) if factor > 1 else None
+    if img is None:
+        factor = 1
+        img = decode(cv2, np, data, info, opts, 1)
+    height, width = img.shape[:2]
+    if factor > 1:
+        height, width = info.height, info.width  # im2rec's geometry comes from the full-size image
+    if opts["center_crop"]:
+        img = center_crop(img)
+    if opts["resize"]:
+        img = cv2.resize(img, target_size(height, width, opts["resize"], opts["center_crop"]))
+    params = [cv2.IMWRITE_JPEG_QUALITY, opts["quality"]]
+    if opts["encoding"].lower() == ".png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, opts["quality"]]
+    try:
+        ok, buf = cv2.imencode(opts["encoding"], img, params)
+    except cv2.error as exc:
+        raise Skip(
+            f"cannot encode as {opts['encoding']}: {str(exc).strip().splitlines()[-1]}"
+        ) from None
+    if not ok:
+        raise Skip(f"cannot encode as {opts['encoding']}")
+    return buf.tobytes()
+
+
+def encode_item(cv2, np, item: tuple, opts: dict) -> bytes | str:
+    """One .lst entry -> the framed record bytes, or the reason it was skipped."""
+    if item[1] is None:  # a malformed .lst line: the parser already wrote the reason
+        return item[2]
+    path = os.path.join(opts["root"], item[2])
+    try:
+        data = read_bytes(path)
+        info = sniff(data)
+        if info.problem:
+            raise Skip(info.problem)
+        if opts["pass_through"] or can_store_as_is(info, opts):
+            payload = data
+        else:
+            payload = transform(cv2, np, data, info, opts)
+        return recordio.frame(recordio.pack(make_header(item, opts["pack_label"]), payload))
+    except Skip as exc:
+        return str(exc)
+    except recordio.RecordIOError as exc:
+        return str(exc)
+    except MemoryError:
+        return "out of memory while decoding"
+    except Exception as exc:  # an OpenCV or numpy failure on one image must not stop the others
+        return (
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        )
+
+
+def serve(tasks_fd: int, results_fd: int) -> None:
+    from multiprocessing.connection import Connection
+
+    import cv2
+    import numpy as np
+
+    cv2.setNumThreads(1)  # one process per core already; OpenCV threads would only contend
+    tasks, results = Connection(tasks_fd, writable=False), Connection(results_fd, readable=False)
+    opts = pickle.loads(tasks.recv_bytes())
+    while True:
+        try:
+            key, items = pickle.loads(tasks.recv_bytes())
+        except EOFError:
+            return
+        out = [encode_item(cv2, np, item, opts) for item in items]
+        results.send_bytes(pickle.dumps((key, out), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def main() -> None:
+    results_fd = os.dup(1)
+    os.dup2(2, 1)  # stray prints from libraries must not corrupt the result stream
+    try:
+        serve(0, results_fd)
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""`imgscale prepare`: every preparation stage, in order, on a workspace; finished stages are skipped.
+
+The workspace is the console's (engine.workspace: workspace.toml + state.json) and each stage runs
+through engine.api_stages, so the CLI and the console share paths, options, state and code. A stage
+interrupted part-way is started again and resumes by itself (extract's manifest, the move journals,
+pack's per-chunk resume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import workspace as wsmod
+from engine.errors import UserError
+from engine.events import EventSink, StageProgress, StageState, ignore
+
+ORDER = ("disk", "extract", "filter", "split", "list", "pack", "place")
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    workspace: Path
+    ran: tuple[str, ...]
+    already_done: tuple[str, ...]
+    train_dir: Path
+    val_dir: Path
+    lists_dir: Path
+    num_classes: int
+    num_examples: int  # training images packed (what --num-examples must say)
+    val_examples: int
+    reports: tuple[Path, ...]  # skip reports: files a stage could not use, with the reason
+
+
+class _Recorder:
+    """Passes events on and keeps the stage's last counts for state.json."""
+
+    def __init__(self, on_event: EventSink) -> None:
+        self.on_event = on_event
+        self.last: StageProgress | None = None
+
+    def __call__(self, event) -> None:
+        if isinstance(event, StageProgress):
+            self.last = event
+        self.on_event(event)
+
+    def counts(self) -> dict:
+        p = self.last
+        return (
+            {}
+            if p is None
+            else {"done": p.done, "total": p.total, "skipped": p.skipped, "unit": p.unit}
+        )
+
+
+def new_config(folder: Path, source: Path) -> dict:
+    """A workspace for an ImageNet tar (extracted into images/) or an existing class tree (used in place)."""
+    source = source.resolve()
+    config = {
+        "name": folder.name,
+        "lists_dir": "lists",
+        "train_dir": "train",
+        "val_dir": "val",
+        "hosts": "",
+    }
+    if source.is_dir():
+        return dict(
+            config, root=str(source)
+        )  # no tarball: the extract stage sees the tree and passes
+    return dict(config, root="images", tarball=str(source), val_root="images_val")
+
+
+def open_workspace(folder, *, source=None, demo: bool = False) -> wsmod.Workspace:
+    """Open ``folder``'s workspace, creating it from ``source`` or as the demo when it has none yet."""
+    folder = Path(folder).expanduser().resolve()
+    exists = (folder / wsmod.CONFIG_NAME).is_file()
+    if demo and source is not None:
+        raise UserError("give either --demo or --source, not both")
+    if demo and not exists:
+        from engine.api_stages import create_demo
+
+        create_demo(folder)
+    elif source is not None and not exists:
+        source = Path(source).expanduser()
+        if not source.exists():
+            raise UserError(
+                f"--source {source} does not exist; give the ImageNet tar or a folder of class folders"
+            )
+        wsmod.create(folder, new_config(folder, source))
+    elif not exists:
+        raise UserError(
+            f"{folder} is not a workspace yet; add --source TAR_OR_FOLDER (or --demo to try it)"
+        )
+    ws = wsmod.load(folder)
+    used = ws.tarball if ws.config.get("tarball") else ws.root
+    if source is not None and exists and used.resolve() != Path(source).expanduser().resolve():
+        raise UserError(f"{folder} was set up for {used}; use a new folder for {source}")
+    return ws
+
+
+def apply_options(ws: wsmod.Workspace, options: dict[str, dict]) -> None:
+    """Options given on the command line: saved while their stage has not started, else checked."""
+    for stage, values in options.items():
+        current = ws.stage_options(stage)
+        changed = {k: v for k, v in values.items() if v is not None and current.get(k) != v}
+        later = ORDER[ORDER.index(stage) :]
+        if changed and not all(untouched(ws.stage_record(s)) for s in later):
+            key, value = next(iter(changed.items()))
+            raise UserError(
+                f"{ws.path} was prepared with {stage}.{key} = {current.get(key)!r}, not {value!r}; "
+                "use a new folder (or change it in the console, which redoes the later stages)"
+            )
+        if changed:
+            ws.set_stage_options(stage, changed)
+    check_thresholds(ws)
+
+
+def untouched(record: dict) -> bool:
+    """A stage not started, or one that failed before doing anything, can still take new options."""
+    state = record.get("state", "pending")
+    return state == "pending" or (state == "failed" and not record.get("done"))
+
+
+def check_thresholds(ws: wsmod.Workspace) -> None:
+    min_images = int(ws.stage_options("filter")["min_images"])
+    per_class = int(ws.stage_options("split")["val_per_class"])
+    if min_images <= per_class:
+        raise UserError(
+            f"--min-images {min_images} must be above --per-class {per_class}: every kept class must keep "
+            "training images and give validation ones, or train and val labels would not match"
+        )
+
+
+def run_one(ws: wsmod.Workspace, stage: str, on_event: EventSink) -> None:
+    from engine.api_stages import run_stage
+
+    recorder = _Recorder(on_event)
+    ws.update_stage(stage, state="running", message="", done=0, skipped=0)
+    try:
+        run_stage(ws, stage, recorder)
+        if stage == "list":
+            check_labels(ws)
+    except KeyboardInterrupt:
+        ws.update_stage(
+            stage, state="stopped", message="interrupted; run again to resume", **recorder.counts()
+        )
+        raise
+    except Exception as exc:
+        ws.update_stage(stage, state="failed", message=str(exc), **recorder.counts())
+        raise
+    ws.update_stage(stage, state="done", message="", **recorder.counts())
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    return dict(line.split("\t", 1) for line in path.read_text().splitlines() if "\t" in line)
+
+
+def check_labels(ws: wsmod.Workspace) -> None:
+    """im2rec numbers classes by folder order, so val must hold exactly train's classes."""
+    train = read_labels(ws.lists_dir / "train_labels.txt")
+    val = read_labels(ws.lists_dir / "val_labels.txt")
+    if train and val and train != val:
+        missing = sorted(set(train) - set(val))[:3]
+        raise UserError(
+            f"validation classes differ from training classes (e.g. missing in val: {', '.join(missing) or '-'}); "
+            f"every class needs more than split.val_per_class images: check {ws.val_root}"
+        )
+
+
+def count_records(folder: Path, pattern: str) -> int:
+    """Records packed, from the .idx files (one line per record)."""
+    return sum(len(p.read_text().splitlines()) for p in folder.glob(pattern))
+
+
+def has_rows(report: Path) -> bool:
+    """A report lists something beyond its header line."""
+    with open(report, "rb") as f:
+        return len(f.read(1 << 16).splitlines()) > 1
+
+
+def summarize(ws: wsmod.Workspace, ran: list[str], done: list[str]) -> PrepareResult:
+    lists = ws.lists_dir
+    reports = tuple(p for p in sorted(lists.glob("*.tsv")) if has_rows(p)) if lists.is_dir() else ()
+    return PrepareResult(
+        workspace=ws.path,
+        ran=tuple(ran),
+        already_done=tuple(done),
+        train_dir=ws.train_dir,
+        val_dir=ws.val_dir,
+        lists_dir=lists,
+        num_classes=len(read_labels(lists / "train_labels.txt")),
+        num_examples=count_records(lists, "train*.idx"),
+        val_examples=count_records(lists, "val*.idx"),
+        reports=reports,
+    )
+
+
+def prepare(
+    folder,
+    *,
+    source=None,
+    demo: bool = False,
+    options: dict[str, dict] | None = None,
+    on_event: EventSink = ignore,
+) -> PrepareResult:
+    """Run every preparation stage not yet done on the workspace ``folder`` (creating it if needed)."""
+    ws = open_workspace(folder, source=source, demo=demo)
+    apply_options(ws, options or {})
+    ran, done = [], []
+    for stage in ORDER:
+        if ws.stage_record(stage).get("state") == "done":
+            on_event(StageState(stage, "done", "already done"))
+            done.append(stage)
+            continue
+        run_one(ws, stage, on_event)
+        ran.append(stage)
+    return summarize(ws, ran, done)

@@ -1,0 +1,314 @@
+"""The MXNet training loop: Module.fit's steps, equal batches per worker, lr schedule that survives resume, checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+
+from engine.errors import UserError
+from engine.train import checkpoints as ckpt
+from engine.train.options import batch_sizes, epoch_size, save_resolved
+
+log = logging.getLogger("imgscale.train")
+
+
+# --- pure helpers (unit-tested without mxnet) ---
+
+
+def lr_schedule(lr: float, factor: float, step_epochs: list[int], epoch_batches: int, begin_epoch: int = 0,
+                begin_batch: int = 0) -> tuple[float, list[int]]:
+    """The learning rate to start with and the update counts (from the resume point) at which it steps.
+
+    Steps already passed before the resume point are applied to the starting rate, so a resumed run
+    continues the schedule where the first run left it, as common/fit.py does for --load-epoch.
+    """
+    base = lr
+    for step in step_epochs:
+        if begin_epoch >= step:
+            base *= factor
+    done = begin_epoch * epoch_batches + begin_batch
+    steps = [step * epoch_batches - done for step in step_epochs if step * epoch_batches - done > 0]
+    return base, steps
+
+
+def lr_at_epoch(lr: float, factor: float, step_epochs: list[int], epoch: int) -> float:
+    return lr * factor ** sum(1 for step in step_epochs if epoch >= step)
+
+
+def node_label(rank: int, host: str) -> str:
+    """'Node[0]' as common/fit.py logs it, with the host when the launcher told us: 'Node[0@node-a]'."""
+    return f"Node[{rank}@{host}]" if host else f"Node[{rank}]"
+
+
+def setup_logging(rank: int, host: str) -> None:
+    """MXNet's training-log format on stdout; the log parser reads it back."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)-15s {node_label(rank, host)} %(message)s",
+                        handlers=[logging.StreamHandler(__import__("sys").stdout)], force=True)
+
+
+@dataclass
+class Plan:
+    """What this worker will do: its place in the job and the epochs and batches to run."""
+
+    rank: int
+    num_workers: int
+    epoch_batches: int
+    begin_epoch: int
+    begin_batch: int
+    resume: ckpt.ResumePoint | None
+
+
+def resume_point(args) -> ckpt.ResumePoint | None:
+    """--load-epoch N (that epoch's checkpoint) or --resume (the newest complete one, if any)."""
+    if args.load_epoch is not None:
+        params = ckpt.params_path(args.model_prefix, args.load_epoch)
+        if not os.path.isfile(params):
+            raise UserError(f"--load-epoch {args.load_epoch}: {params} does not exist; newest complete checkpoint: "
+                            f"{ckpt.newest_checkpoint(args.model_prefix)}")
+        states = ckpt.states_path(args.model_prefix, args.load_epoch)
+        return ckpt.ResumePoint(args.load_epoch, 0, params, states if os.path.isfile(states) else None)
+    if args.resume:
+        return ckpt.newest_resume_point(args.model_prefix)
+    return None
+
+
+def make_plan(args, rank: int, num_workers: int) -> Plan:
+    batches = epoch_size(args.num_examples, args.batch_size, num_workers)
+    if args.num_batches > 0:
+        batches = min(batches, args.num_batches) if not args.benchmark else args.num_batches
+    point = resume_point(args)
+    begin_epoch, begin_batch = (point.epoch, point.batch) if point else (0, 0)
+    if begin_batch >= batches:  # a batch checkpoint from a longer epoch definition: start the next epoch
+        begin_epoch, begin_batch = begin_epoch + 1, 0
+    return Plan(rank, num_workers, batches, begin_epoch, begin_batch, point)
+
+
+# --- the run ---
+
+
+def train(args) -> int:
+    """Run `imgscale train` with the MXNet engine in this process; returns the exit status."""
+    import mxnet as mx
+
+    if args.mirror:
+        os.environ["MXNET_BACKWARD_DO_MIRROR"] = "1"  # read by MXNet when it builds the executor
+    if args.seed is not None:
+        _seed(args.seed)
+    kv = mx.kvstore.create(args.kv_store) if "dist" in args.kv_store else None
+    rank = kv.rank if kv else int(os.environ.get("IMGSCALE_RANK", "0") or 0)
+    num_workers = kv.num_workers if kv else 1
+    host = os.environ.get("IMGSCALE_HOST", "") or (socket.gethostname() if kv else "")
+    setup_logging(rank, host)
+    plan = make_plan(args, rank, num_workers)
+    _log_start(args, plan)
+    if args.model_prefix and plan.rank == 0:
+        _prepare_prefix(args)
+    data_rank, data_parts = (rank, num_workers) if kv else (0, 1)
+    from engine.train import data
+
+    if args.test_io:
+        it = data.train_iter(args, data_rank, data_parts)
+        data.run_test_io(it, args.batch_size, plan.epoch_batches, args.disp_batches, log)
+        return 0
+    train_it = _train_source(args, data_rank, data_parts)
+    make_val = None
+    if args.data_val and not args.benchmark:
+        data.rec_files(args.data_val, "--data-val")  # a wrong path fails now, not after the first epoch
+
+        def make_val():
+            return data.val_iter(args, data_rank, data_parts)
+
+    module = _build_module(args, train_it, plan, kv)
+    _run_epochs(args, module, train_it, make_val, plan)
+    return 0
+
+
+def _seed(seed: int) -> None:
+    import mxnet as mx
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    mx.random.seed(seed)
+
+
+def _log_start(args, plan: Plan) -> None:
+    sizes = batch_sizes(args.batch_size, args.gpus, plan.num_workers)
+    devices = ",".join(f"gpu{g}" for g in args.gpus) or "cpu"
+    log.info("start: network=%s%s kv-store=%s workers=%d devices=%s", args.network,
+             f"-{args.num_layers}" if args.network == "resnet" else "", args.kv_store, plan.num_workers, devices)
+    log.info("batch: per-gpu=%d per-worker=%d global=%d; %d batches per epoch per worker", sizes["per_gpu"],
+             sizes["per_worker"], sizes["global"], plan.epoch_batches)
+    log.info("MXNET_BACKWARD_DO_MIRROR=%s", os.environ.get("MXNET_BACKWARD_DO_MIRROR", "0"))
+    if plan.resume:
+        log.info("resume: from %s at epoch %d batch %d", plan.resume.params, plan.begin_epoch, plan.begin_batch)
+
+
+def _prepare_prefix(args) -> None:
+    folder = os.path.dirname(os.path.abspath(args.model_prefix))
+    os.makedirs(folder, exist_ok=True)
+    save_resolved(args, f"{args.model_prefix}-args.json")
+
+
+def _train_source(args, rank: int, parts: int):
+    from engine.train import data
+
+    if not args.benchmark:
+        return data.train_iter(args, rank, parts)
+    import mxnet as mx
+
+    ctx = mx.Context("cpu_pinned", 0) if args.gpus else mx.cpu()
+    return data.SyntheticIter(args.num_classes, tuple(args.image_shape), args.batch_size, ctx)
+
+
+def _initializer(name: str):
+    import mxnet as mx
+
+    if name == "msra":
+        return mx.init.MSRAPrelu()
+    # common/fit.py's default: Xavier, gaussian, fan-in, magnitude 2
+    return mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+
+
+def _build_module(args, train_it, plan: Plan, kv):
+    import mxnet as mx
+
+    from engine.train.networks import get_symbol
+
+    symbol = get_symbol(args.network, args.num_classes, args.num_layers, tuple(args.image_shape), args.dtype)
+    contexts = [mx.gpu(g) for g in args.gpus] or [mx.cpu()]
+    module = mx.mod.Module(symbol, context=contexts, logger=log)
+    module.bind(data_shapes=train_it.provide_data, label_shapes=train_it.provide_label, for_training=True)
+    arg_params = aux_params = None
+    if plan.resume:
+        arg_params, aux_params = ckpt.load_params(plan.resume.params)
+    module.init_params(_initializer(args.initializer), arg_params=arg_params, aux_params=aux_params,
+                       allow_missing=False)
+    # One device and no distributed store: pass the name, so Module updates in place without a kvstore,
+    # exactly as Module.fit(kvstore='local') would.
+    module.init_optimizer(kvstore=kv or args.kv_store, optimizer=args.optimizer,
+                          optimizer_params=_optimizer_params(args, plan))
+    if plan.resume and plan.resume.states and not kv:
+        module.load_optimizer_states(plan.resume.states)
+    return module
+
+
+def _optimizer_params(args, plan: Plan) -> dict:
+    import mxnet as mx
+
+    base_lr, steps = lr_schedule(args.lr, args.lr_factor, args.lr_step_epochs, plan.epoch_batches,
+                                 plan.begin_epoch, plan.begin_batch)
+    params = {"learning_rate": base_lr, "wd": args.wd}
+    if steps:
+        params["lr_scheduler"] = mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=args.lr_factor,
+                                                                       base_lr=base_lr)
+    if args.optimizer in ("sgd", "nag", "signum"):
+        params["momentum"] = args.mom
+    if args.dtype == "float16":
+        params["multi_precision"] = True
+    return params
+
+
+def _metrics(args):
+    import mxnet as mx
+
+    metric = mx.metric.CompositeEvalMetric()
+    metric.add(mx.metric.create("accuracy"))
+    if args.top_k > 0:
+        metric.add(mx.metric.create("top_k_accuracy", top_k=args.top_k))
+    if "ce" in args.loss.split(","):
+        metric.add(mx.metric.create("ce"))
+    return metric
+
+
+def _run_epochs(args, module, train_it, make_val, plan: Plan) -> None:
+    import mxnet as mx
+
+    from engine.train.data import fixed_batches
+
+    metric = _metrics(args)
+    # no auto-reset: the Train- line at the epoch end covers the whole epoch, not the batches since the last report
+    speedometer = mx.callback.Speedometer(args.batch_size, args.disp_batches, auto_reset=False)
+    source = iter(train_it)
+    for epoch in range(plan.begin_epoch, args.num_epochs):
+        first = plan.begin_batch if epoch == plan.begin_epoch else 0
+        metric.reset()
+        tic = time.time()
+        log.info("Epoch[%d] Learning-rate=%g", epoch,
+                 lr_at_epoch(args.lr, args.lr_factor, args.lr_step_epochs, epoch))
+        for nbatch, batch in enumerate(fixed_batches(source, plan.epoch_batches - first), start=first):
+            module.forward_backward(batch)
+            module.update()
+            module.update_metric(metric, batch.label)
+            speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric, locals=None))
+            if _due(args.save_batches, nbatch + 1) and nbatch + 1 < plan.epoch_batches:
+                _save(args, module, plan, epoch, nbatch + 1)
+        for name, value in metric.get_name_value():
+            log.info("Epoch[%d] Train-%s=%f", epoch, name, value)
+        log.info("Epoch[%d] Time cost=%.3f", epoch, time.time() - tic)
+        if _due(args.save_period, epoch + 1) or epoch + 1 == args.num_epochs:
+            _save(args, module, plan, epoch + 1, 0)
+        validation = _validate(module, make_val, args, epoch)
+        _append_summary(args, plan, epoch, metric, validation, time.time() - tic)
+
+
+def _due(period: int, count: int) -> bool:
+    return period > 0 and count % period == 0
+
+
+def _validate(module, make_val, args, epoch: int) -> list[tuple[str, float]]:
+    if make_val is None:
+        return []
+    results = score(module, make_val(), _metrics(args))
+    for name, value in results:
+        log.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
+    return results
+
+
+def score(module, it, metric) -> list[tuple[str, float]]:
+    """Module.score, except that the padding of a last partial batch is not counted: every image once."""
+    metric.reset()
+    for batch in it:
+        module.forward(batch, is_train=False)
+        outputs, labels = module.get_outputs(), batch.label
+        if batch.pad:
+            keep = outputs[0].shape[0] - batch.pad
+            outputs, labels = [o[:keep] for o in outputs], [lab[:keep] for lab in labels]
+        metric.update(labels, outputs)
+    return metric.get_name_value()
+
+
+def _save(args, module, plan: Plan, epoch: int, batch: int) -> None:
+    """Rank 0 writes the checkpoint (weights are the same on every worker in dist_sync)."""
+    if not args.model_prefix or plan.rank != 0:
+        return
+    arg_params, aux_params = module.get_params()
+    prefix = args.model_prefix
+    ckpt.save_symbol(prefix, module.symbol)
+    params = ckpt.params_path(prefix, epoch, batch)
+    ckpt.save_params(params, arg_params, aux_params)
+    if "dist" not in args.kv_store:  # with a distributed store the optimizer state lives on the servers
+        ckpt.save_states(ckpt.states_path(prefix, epoch, batch), module)
+    ckpt.remove_batch_checkpoints(prefix, keep=(epoch, batch) if batch else None)
+    log.info('Saved checkpoint to "%s"', params)
+
+
+def _append_summary(args, plan: Plan, epoch: int, metric, validation, seconds: float) -> None:
+    """PREFIX-summary.csv: one row per epoch, for plots and for comparing runs."""
+    if not args.model_prefix or plan.rank != 0:
+        return
+    path = f"{args.model_prefix}-summary.csv"
+    row = {"epoch": epoch, "time_s": f"{seconds:.3f}"}
+    row.update({f"train_{k}": f"{v:.6f}" for k, v in metric.get_name_value()})
+    row.update({f"val_{k}": f"{v:.6f}" for k, v in validation})
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

@@ -1,0 +1,621 @@
+"""The torch DDP training loop: NCCL on GPUs, Gloo on CPU, bf16, channels-last, MXNet-format logs, resume.
+
+Every process is one rank (torchrun semantics: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK)
+and drives one GPU, or the CPU. Log lines are MXNet's Speedometer and epoch lines, so the console's
+parser reads either engine. Checkpoints are PREFIX-NNNN.pt (after N epochs) and
+PREFIX-NNNN.bBBBBBB.pt (N epochs and B batches), each written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from engine.errors import UserError
+from engine.train.torch import data, nets
+
+log = logging.getLogger("imgscale.train")
+CKPT = re.compile(r"-(\d{4,})(?:\.b(\d{6,}))?\.pt$")
+
+
+# ---------------------------------------------------------------- where this process stands
+
+
+@dataclass(frozen=True)
+class Rank:
+    """This process's place in the job and the device it drives."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def env_rank() -> tuple[int, int, int]:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) from the launcher's environment; (0, 1, 0) when run alone."""
+    try:
+        return (
+            int(os.environ.get("RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")),
+        )
+    except ValueError:
+        raise UserError(
+            "RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by the launcher)"
+        ) from None
+
+
+def pick_device(gpus: list[int], local_rank: int) -> torch.device:
+    """GPU ``gpus[LOCAL_RANK]`` (one process per GPU), or the CPU when --gpus is empty."""
+    if not gpus:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError(
+            f"--gpus {','.join(map(str, gpus))}: torch {torch.__version__} sees no CUDA GPU on "
+            f"{socket.gethostname()}; install a CUDA build of torch or pass --gpus '' for the CPU"
+        )
+    if local_rank >= len(gpus):
+        raise UserError(
+            f"LOCAL_RANK {local_rank} but --gpus lists {len(gpus)} GPUs; start one process per listed GPU"
+        )
+    return torch.device("cuda", gpus[local_rank])
+
+
+def init_distributed(gpus: list[int]) -> Rank:
+    """Join the process group (NCCL for GPUs, Gloo for CPU) when WORLD_SIZE > 1."""
+    rank, world, local_rank = env_rank()
+    device = pick_device(gpus, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1:
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if not os.environ.get(name):
+                raise UserError(
+                    f"WORLD_SIZE={world} but {name} is not set; start workers with the launcher"
+                )
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        try:  # device_id (torch >= 2.3) binds NCCL to this GPU at once instead of at the first collective
+            kwargs = {"device_id": device} if device.type == "cuda" else {}
+            dist.init_process_group(backend, rank=rank, world_size=world, **kwargs)
+        except TypeError:
+            dist.init_process_group(backend, rank=rank, world_size=world)
+    return Rank(rank, world, local_rank, device)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def checkpoint_path(prefix: str, epoch: int, batch: int = 0) -> str:
+    return f"{prefix}-{epoch:04d}.b{batch:06d}.pt" if batch else f"{prefix}-{epoch:04d}.pt"
+
+
+def list_checkpoints(prefix: str) -> list[tuple[int, int]]:
+    """(epoch, batch) of every complete checkpoint of ``prefix``, oldest first (temp files never match)."""
+    found = []
+    for path in glob.glob(glob.escape(prefix) + "-*.pt"):
+        match = CKPT.search(path)
+        if match:
+            point = int(match.group(1)), int(match.group(2) or 0)
+            if path == checkpoint_path(prefix, *point):
+                found.append(point)
+    return sorted(found)
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """torch.save to a temporary name, then rename: a file with the final name is always whole."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def resume_checkpoint(args) -> str | None:
+    """--load-epoch N (that file, which must exist) or --resume (the newest, if any)."""
+    prefix = args.model_prefix
+    if getattr(args, "load_epoch", None) is not None:
+        path = checkpoint_path(prefix, args.load_epoch)
+        if not os.path.isfile(path):
+            have = (
+                ", ".join(f"{e}" + (f".b{b}" if b else "") for e, b in list_checkpoints(prefix))
+                or "none"
+            )
+            raise UserError(
+                f"--load-epoch {args.load_epoch}: {path} does not exist (checkpoints: {have})"
+            )
+        return path
+    if getattr(args, "resume", False) and prefix:
+        points = list_checkpoints(prefix)
+        return checkpoint_path(prefix, *points[-1]) if points else None
+    return None
+
+
+# ---------------------------------------------------------------- learning rate
+
+
+def lr_multiplier(
+    step: int, epoch_batches: int, step_epochs, factor: float, warmup_epochs=0
+) -> float:
+    """lr / --lr after ``step`` updates: x factor at each step epoch passed, linear warm-up first."""
+    epoch = step / max(1, epoch_batches)
+    mult = factor ** sum(1 for e in step_epochs if epoch >= e)
+    if warmup_epochs and epoch < warmup_epochs:
+        mult *= (step + 1) / (warmup_epochs * epoch_batches)
+    return mult
+
+
+def make_optimizer(args, model: torch.nn.Module):
+    name = getattr(args, "optimizer", "sgd")
+    lr, wd, mom = args.lr, getattr(args, "wd", 1e-4), getattr(args, "mom", 0.9)
+    if name in ("sgd", "nag"):
+        # fused: one kernel for all parameters' updates on GPUs, instead of a few per tensor
+        kwargs = {"lr": lr, "momentum": mom, "weight_decay": wd, "nesterov": name == "nag"}
+        if next(model.parameters()).is_cuda:
+            try:
+                return torch.optim.SGD(model.parameters(), fused=True, **kwargs)
+            except (TypeError, RuntimeError):  # torch < 2.4 has no fused SGD
+                pass
+        return torch.optim.SGD(model.parameters(), **kwargs)
+    if name == "adam":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(model.parameters(), lr=lr, weight_decay=wd, momentum=mom)
+    raise UserError(f"--optimizer {name}: the torch engine supports sgd, nag, adam and rmsprop")
+
+
+# ---------------------------------------------------------------- metrics and the Speedometer
+
+
+class Metrics:
+    """Accuracy (and top-k, cross-entropy) kept on the device: no GPU sync until a line is logged."""
+
+    def __init__(self, device, top_k: int = 0, ce: bool = False):
+        self.top_k, self.ce = top_k, ce
+        self.sums = torch.zeros(
+            4, device=device, dtype=torch.float64
+        )  # correct, top-k, loss, count
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+        with torch.no_grad():
+            row = [(logits.argmax(1) == labels).sum(), torch.zeros((), device=labels.device)]
+            if self.top_k > 1:
+                top = logits.topk(min(self.top_k, logits.shape[1]), 1).indices
+                row[1] = (top == labels[:, None]).any(1).sum()
+            # new_full is a fill on the device; torch.tensor(n, device=...) would copy from the host each step
+            row += [loss.detach().float() * len(labels), labels.new_full((), len(labels))]
+            self.sums += torch.stack([v.to(torch.float64) for v in row])
+
+    def values(self) -> list[tuple[str, float]]:
+        correct, top, loss, count = self.sums.tolist()
+        count = max(count, 1.0)
+        out = [("accuracy", correct / count)]
+        if self.top_k > 1:
+            out.append((f"top_k_accuracy_{self.top_k}", top / count))
+        if self.ce:
+            out.append(("cross-entropy", loss / count))
+        return out
+
+    def reset(self) -> None:
+        self.sums.zero_()
+
+
+class Speedometer:
+    """MXNet's Speedometer: every ``frequent`` batches, samples/s and the window's metrics, then reset."""
+
+    def __init__(self, batch_size: int, frequent: int):
+        self.batch_size, self.frequent = batch_size, frequent
+        self.tic: float | None = None
+
+    def __call__(self, epoch: int, nbatch: int, metrics: Metrics) -> None:
+        # Same counting as Module.fit: the first call starts the clock, lines at nbatch % frequent == 0.
+        if self.tic is None:
+            self.tic = time.time()
+            return
+        if nbatch % self.frequent:
+            return
+        values = metrics.values()  # syncs the GPU, so the time below covers finished work
+        speed = self.frequent * self.batch_size / max(time.time() - self.tic, 1e-9)
+        msg = "Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec" + "\t%s=%f" * len(values)
+        log.info(
+            msg, epoch, nbatch - self.frequent, nbatch, speed, *[x for kv in values for x in kv]
+        )
+        metrics.reset()
+        self.tic = time.time()
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class Trainer:
+    """Everything one epoch needs; built once by ``build_trainer``."""
+
+    args: object
+    rank: Rank
+    model: torch.nn.Module  # the network itself (for checkpoints and evaluation)
+    step_model: torch.nn.Module  # what the training step calls: DDP-wrapped, maybe compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    batch_size: int
+    epoch_batches: int
+    amp: bool
+    begin_epoch: int = 0
+    begin_batch: int = 0
+
+    def autocast(self):
+        return torch.autocast(self.rank.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def train_epoch(self, epoch: int, batches, start_batch: int) -> Metrics:
+        self.step_model.train()
+        epoch_metrics = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
+        window = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
+        speed = Speedometer(self.batch_size, self.args.disp_batches)
+        for nbatch, batch in enumerate(batches, start_batch):
+            if nbatch >= self.epoch_batches:
+                break
+            self.step(batch, (window, epoch_metrics))
+            speed(epoch, nbatch, window)
+            self.maybe_save_batch(epoch, nbatch + 1)
+        return epoch_metrics
+
+    def step(self, batch, meters) -> None:
+        with self.autocast():
+            logits = self.step_model(batch.data)
+            loss = F.cross_entropy(logits.float(), batch.label)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        for meter in meters:
+            meter.update(logits.detach(), batch.label, loss.detach())
+
+    def state(self, epoch: int, batch: int) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "batch": batch,
+            "arch": arch_of(self.args),
+            "epoch_batches": self.epoch_batches,
+        }
+
+    def maybe_save_batch(self, epoch: int, done: int) -> None:
+        every = getattr(self.args, "save_batches", 0) or 0
+        due = every and done % every == 0 and done < self.epoch_batches
+        if due and self.args.model_prefix and self.rank.main:
+            save_checkpoint(
+                checkpoint_path(self.args.model_prefix, epoch, done), self.state(epoch, done)
+            )
+
+    def save_epoch(self, done_epochs: int) -> None:
+        """PREFIX-NNNN.pt after NNNN complete epochs; batch checkpoints before it are dropped."""
+        prefix = self.args.model_prefix
+        if not (prefix and self.rank.main and done_epochs % max(1, self.args.save_period) == 0):
+            return
+        path = checkpoint_path(prefix, done_epochs)
+        save_checkpoint(path, self.state(done_epochs, 0))
+        log.info('Saved checkpoint to "%s"', path)
+        for e, b in list_checkpoints(prefix):
+            if b and (e, b) < (done_epochs, 0):
+                os.remove(checkpoint_path(prefix, e, b))
+
+    def evaluate(self, loader) -> list[tuple[str, float]]:
+        """Accuracy over the whole validation set: each rank scores its shard, the counts are summed."""
+        metrics = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            for batch in loader:
+                logits = self.model(batch.data)
+                metrics.update(logits, batch.label, F.cross_entropy(logits.float(), batch.label))
+        if self.rank.world > 1:
+            sums = metrics.sums.to(
+                torch.float32 if self.rank.device.type == "cpu" else torch.float64
+            )
+            dist.all_reduce(sums)
+            metrics.sums.copy_(sums)
+        return metrics.values()
+
+
+def arch_of(args) -> dict:
+    return {
+        "network": args.network,
+        "num_layers": args.num_layers,
+        "num_classes": args.num_classes,
+        "width": getattr(args, "width", 64),
+    }
+
+
+def use_amp(args, device: torch.device) -> bool:
+    """bf16 autocast: on by default on GPUs (--amp auto), and for --dtype float16."""
+    amp = getattr(args, "amp", "auto")
+    if amp == "off":
+        return False
+    return amp == "bf16" or device.type == "cuda" or getattr(args, "dtype", "float32") == "float16"
+
+
+def use_mirror(args) -> bool:
+    return bool(getattr(args, "mirror", False)) or os.environ.get("MXNET_BACKWARD_DO_MIRROR") == "1"
+
+
+def build_trainer(args, rank: Rank, epoch_batches: int, batch_size: int) -> Trainer:
+    """Network, optimizer and schedule; loaded from a checkpoint when resuming; wrapped in DDP."""
+    torch.manual_seed(args.seed or 0)
+    model = nets.build(args.network, args.num_layers, args.num_classes, getattr(args, "width", 64))
+    nets.set_mirror(model, use_mirror(args))
+    model = model.to(rank.device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(args, model)
+    steps, factor, warm = (
+        args.lr_step_epochs,
+        args.lr_factor,
+        getattr(args, "warmup_epochs", 0) or 0,
+    )
+
+    def schedule(step: int) -> float:
+        return lr_multiplier(step, epoch_batches, steps, factor, warm)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    trainer = Trainer(
+        args,
+        rank,
+        model,
+        model,
+        optimizer,
+        scheduler,
+        batch_size,
+        epoch_batches,
+        use_amp(args, rank.device),
+    )
+    load_state(trainer, resume_checkpoint(args))
+    step_model = model
+    if rank.world > 1:
+        ids = [rank.device.index] if rank.device.type == "cuda" else None
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, gradient_as_bucket_view=True
+        )
+    if getattr(args, "compile", False):
+        step_model = torch.compile(step_model)
+    trainer.step_model = step_model
+    return trainer
+
+
+def load_state(trainer: Trainer, path: str | None) -> None:
+    if not path:
+        return
+    state = torch.load(path, map_location=trainer.rank.device, weights_only=False)
+    if state.get("arch") != arch_of(trainer.args):
+        raise UserError(
+            f"{path}: saved for {state.get('arch')}, but the options ask for {arch_of(trainer.args)}"
+        )
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.begin_epoch, trainer.begin_batch = state["epoch"], state["batch"]
+    if state.get("epoch_batches") not in (None, trainer.epoch_batches):
+        log.warning(
+            "%s was saved with %d batches per epoch, now %d: the lr schedule's epochs shift",
+            path,
+            state["epoch_batches"],
+            trainer.epoch_batches,
+        )
+    log.info("Resuming from %s: epoch %d, batch %d", path, trainer.begin_epoch, trainer.begin_batch)
+
+
+# ---------------------------------------------------------------- data
+
+
+def augment(args, train: bool) -> data.Augment:
+    """The image pipeline that train_imagenet's augmentation flags describe."""
+    size = args.image_shape[1]
+    mirror = bool(getattr(args, "random_mirror", 1))
+    if not train:
+        return data.Augment(size=size, mode="centre", mirror=False)
+    max_aspect = getattr(args, "max_random_aspect_ratio", 0.0) or 0.0
+    min_aspect = getattr(args, "min_random_aspect_ratio", None)
+    if getattr(args, "random_resized_crop", 0):
+        low, high = (
+            (min_aspect, max_aspect) if min_aspect is not None else (1 - max_aspect, 1 + max_aspect)
+        )
+        if max_aspect == 0 and min_aspect is None:
+            low, high = (
+                3 / 4,
+                4 / 3,
+            )  # ImageRecordIter would keep the aspect; torchvision's default is saner
+        return data.Augment(
+            size=size,
+            mode="resized",
+            min_area=args.min_random_area,
+            max_area=args.max_random_area,
+            min_aspect=max(low, 0.05),
+            max_aspect=high,
+            mirror=mirror,
+        )
+    if getattr(args, "random_crop", 1):
+        return data.Augment(
+            size=size,
+            mode="scale",
+            min_scale=args.min_random_scale,
+            max_scale=args.max_random_scale,
+            mirror=mirror,
+        )
+    return data.Augment(size=size, mode="centre", mirror=mirror)
+
+
+def make_loader(args, rank: Rank, path: str, flag: str, batch_size: int, train: bool):
+    index = data.open_index(path, flag)
+    return data.RecordLoader(
+        index,
+        batch_size,
+        augment(args, train),
+        rank=rank.rank,
+        world=rank.world,
+        seed=args.seed or 0,
+        threads=args.data_nthreads,
+        device=rank.device,
+        mean=args.rgb_mean,
+        std=args.rgb_std,
+        num_classes=args.num_classes,
+        gpu_decode=gpu_decode_choice(args, rank.device),
+    )
+
+
+def gpu_decode_choice(args, device: torch.device) -> bool | None:
+    """--decode: None lets the loader use nvJPEG when it can; cpu forces OpenCV workers."""
+    choice = getattr(args, "decode", "auto")
+    if choice == "gpu" and not data.gpu_decode_available(device):
+        raise UserError(
+            "--decode gpu needs a CUDA device and an importable torchvision; use --decode cpu"
+        )
+    return {"auto": None, "cpu": False, "gpu": True}[choice]
+
+
+class Synthetic:
+    """--benchmark: the same random batch on the device, again and again: compute and network only."""
+
+    def __init__(self, args, rank: Rank, batch_size: int, batches: int):
+        g = torch.Generator().manual_seed(0)
+        c, h, w = args.image_shape
+        x = torch.randn(batch_size, c, h, w, generator=g)
+        y = torch.randint(0, args.num_classes, (batch_size,), generator=g)
+        self.batch = data.Batch(
+            x.to(rank.device).contiguous(memory_format=torch.channels_last), y.to(rank.device)
+        )
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.start = start_batch
+
+    def __iter__(self):
+        return (self.batch for _ in range(self.batches - getattr(self, "start", 0)))
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def per_process_batch(args) -> int:
+    """--batch-size is per worker, split over its --gpus, as MXNet has it: one process per GPU gets a share."""
+    return max(1, args.batch_size // max(1, len(args.gpus)))
+
+
+def fit(args) -> int:
+    """Train (or --test-io / --benchmark) as one rank of the job; returns the exit status."""
+    from engine.train.fit import setup_logging
+
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    rank = init_distributed(args.gpus)
+    host = os.environ.get("IMGSCALE_HOST", "") or (socket.gethostname() if rank.world > 1 else "")
+    setup_logging(rank.rank, host)
+    try:
+        if args.test_io:
+            return run_test_io(args, rank)
+        return train(args, rank)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_test_io(args, rank: Rank) -> int:
+    """Read, decode and augment only, as train_imagenet's --test-io; log images/s."""
+    batch_size = per_process_batch(args)
+    loader = make_loader(args, rank, args.data_train, "--data-train", batch_size, train=True)
+    limit = args.num_batches or len(loader)
+    loader.set_epoch(0)
+    start = tic = time.time()
+    done = 0
+    for i, _batch in enumerate(loader):
+        done = i + 1
+        if done % args.disp_batches == 0:
+            now = time.time()
+            log.info(
+                "test-io: Batch [%d-%d]\tSpeed: %.2f samples/sec",
+                done - args.disp_batches,
+                done,
+                args.disp_batches * batch_size / max(now - tic, 1e-9),
+            )
+            tic = now
+        if done >= limit:
+            break
+    elapsed = time.time() - start
+    log.info(
+        "test-io: %d images in %.3f s: %.2f images/sec",
+        done * batch_size,
+        elapsed,
+        done * batch_size / max(elapsed, 1e-9),
+    )
+    return 0
+
+
+def train(args, rank: Rank) -> int:
+    batch_size = per_process_batch(args)
+    train_data, val_data = training_data(args, rank, batch_size)
+    epoch_batches = min(len(train_data), args.num_batches) if args.num_batches else len(train_data)
+    if epoch_batches < 1:
+        raise UserError(
+            f"--data-train {args.data_train}: fewer records than one batch of {batch_size} per rank"
+        )
+    trainer = build_trainer(args, rank, epoch_batches, batch_size)
+    if rank.main and args.model_prefix:
+        from engine.train.options import save_resolved
+
+        os.makedirs(os.path.dirname(os.path.abspath(args.model_prefix)), exist_ok=True)
+        save_resolved(args, f"{args.model_prefix}-args.json")
+    log.info(
+        "torch engine: rank %d of %d on %s, batch %d per process, %d batches per epoch, bf16 %s, mirror %s",
+        rank.rank,
+        rank.world,
+        rank.device,
+        batch_size,
+        epoch_batches,
+        "on" if trainer.amp else "off",
+        "on" if use_mirror(args) else "off",
+    )
+    for epoch in range(trainer.begin_epoch, args.num_epochs):
+        start_batch = trainer.begin_batch if epoch == trainer.begin_epoch else 0
+        run_epoch(trainer, epoch, start_batch, train_data, val_data)
+    return 0
+
+
+def training_data(args, rank: Rank, batch_size: int):
+    if args.benchmark:
+        batches = args.num_batches or max(1, args.num_examples // (batch_size * rank.world))
+        return Synthetic(args, rank, batch_size, batches), None
+    train_data = make_loader(args, rank, args.data_train, "--data-train", batch_size, train=True)
+    val_data = None
+    if getattr(args, "data_val", None):
+        val_data = make_loader(args, rank, args.data_val, "--data-val", batch_size, train=False)
+    return train_data, val_data
+
+
+def run_epoch(trainer: Trainer, epoch: int, start_batch: int, train_data, val_data) -> None:
+    tic = time.time()
+    train_data.set_epoch(epoch, start_batch)
+    metrics = trainer.train_epoch(epoch, train_data, start_batch)
+    for name, value in metrics.values():
+        log.info("Epoch[%d] Train-%s=%f", epoch, name, value)
+    log.info("Epoch[%d] Time cost=%.3f", epoch, time.time() - tic)
+    trainer.save_epoch(epoch + 1)
+    if val_data is not None:
+        val_data.set_epoch(epoch)
+        for name, value in trainer.evaluate(val_data):
+            log.info("Epoch[%d] Validation-%s=%f", epoch, name, value)

@@ -1,0 +1,318 @@
+"""A workspace folder: workspace.toml (paths, hosts file, stage and training options) and the saved state of every stage and job."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UserError
+
+CONFIG_NAME = "workspace.toml"
+STATE_NAME = "state.json"
+STAGES = ("disk", "extract", "filter", "split", "list", "pack", "place", "train")
+UNDOABLE = ("filter", "split")
+STATES = ("pending", "running", "done", "failed", "stale", "stopped")
+
+# What a new workspace starts with; the tutorial's values, scaled down by --demo.
+DEFAULT_STAGE_OPTIONS: dict[str, dict[str, Any]] = {
+    "disk": {"margin": 1.1},
+    "extract": {},
+    "filter": {"min_images": 500},
+    "split": {"val_per_class": 50, "seed": 1},
+    "list": {"chunks": 8, "exts": ".jpeg,.jpg,.png"},
+    "pack": {"resize": 480, "quality": 90, "num_thread": 2},
+    "place": {},
+}
+DEFAULT_TRAIN: dict[str, Any] = {
+    "network": "resnet",
+    "num_layers": 18,
+    "batch_size": 32,
+    "kv_store": "dist_sync",
+    "num_epochs": 1,
+    "lr": 0.1,
+    "image_shape": "3,224,224",
+    "data_nthreads": 4,
+    "disp_batches": 20,
+    "gpus": "",
+    "num_servers": 1,
+    "mirror": False,
+    "model_prefix": "model/resnet",
+    "extra_args": [],
+}
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """What the console shows for one stage: state, counts, rate and ETA (None where unknown)."""
+
+    name: str
+    state: str = "pending"
+    done: int = 0
+    total: int | None = None
+    skipped: int = 0
+    unit: str = ""
+    rate: float | None = None
+    eta_s: float | None = None
+    message: str = ""
+    undoable: bool = False
+
+
+@dataclass(frozen=True)
+class WorkspaceSnapshot:
+    """Everything the console needs to draw when it opens: no live connection implied."""
+
+    path: str
+    name: str
+    root: str
+    hosts_file: str
+    stages: tuple[StageStatus, ...]
+    train: tuple[tuple[str, Any], ...]
+    job: str = ""  # id of the current or last job ("" if none)
+    job_state: str = ""
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass
+class Workspace:
+    path: Path
+    config: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+    # Stage threads and the console's loop both record state.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    # ---- paths -------------------------------------------------------------------------
+    def resolve(self, value: str) -> Path:
+        """A config path, relative to the workspace folder unless absolute."""
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else self.path / p
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name", self.path.name))
+
+    @property
+    def root(self) -> Path:
+        return self.resolve(self.config["root"])
+
+    @property
+    def tarball(self) -> Path:
+        return self.resolve(self.config.get("tarball", "fall11_whole.tar"))
+
+    @property
+    def train_dir(self) -> Path:
+        return self.resolve(self.config.get("train_dir", "train"))
+
+    @property
+    def val_dir(self) -> Path:
+        return self.resolve(self.config.get("val_dir", "val"))
+
+    @property
+    def val_root(self) -> Path:
+        return self.resolve(self.config.get("val_root", str(self.root) + "_val"))
+
+    @property
+    def lists_dir(self) -> Path:
+        return self.resolve(self.config.get("lists_dir", "lists"))
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.path / "jobs"
+
+    @property
+    def hosts_file(self) -> Path | None:
+        value = self.config.get("hosts", "")
+        return self.resolve(value) if value else None
+
+    # ---- options -----------------------------------------------------------------------
+    def stage_options(self, stage: str) -> dict[str, Any]:
+        merged = dict(DEFAULT_STAGE_OPTIONS.get(stage, {}))
+        merged.update(self.config.get("stages", {}).get(stage, {}))
+        return merged
+
+    def train_options(self) -> dict[str, Any]:
+        merged = dict(DEFAULT_TRAIN)
+        merged.update(self.config.get("train", {}))
+        return merged
+
+    def set_stage_options(self, stage: str, values: dict[str, Any]) -> None:
+        """Save new options; a finished stage (and those after it) become stale."""
+        if stage not in DEFAULT_STAGE_OPTIONS:
+            raise UserError(f"stage {stage!r} has no options (stages: {', '.join(DEFAULT_STAGE_OPTIONS)})")
+        current = self.stage_options(stage)
+        typed = {k: coerce_like(current.get(k), v, f"{stage}.{k}") for k, v in values.items()}
+        self.config.setdefault("stages", {}).setdefault(stage, {}).update(typed)
+        save_config(self.path, self.config)
+        self.mark_stale_from(stage)
+
+    def set_train_options(self, values: dict[str, Any]) -> None:
+        current = self.train_options()
+        typed = {k: coerce_like(current.get(k), v, f"train.{k}") for k, v in values.items()}
+        self.config.setdefault("train", {}).update(typed)
+        save_config(self.path, self.config)
+
+    # ---- stage state -------------------------------------------------------------------
+    def stage_record(self, stage: str) -> dict[str, Any]:
+        return self.state.setdefault("stages", {}).setdefault(stage, {"state": "pending"})
+
+    def update_stage(self, stage: str, **fields: Any) -> None:
+        with self.lock:
+            self.stage_record(stage).update(fields)
+            save_state(self.path, self.state)
+
+    def mark_stale_from(self, stage: str, include_self: bool = True) -> None:
+        """Finished stages at or after `stage` no longer match their inputs."""
+        start = STAGES.index(stage) + (0 if include_self else 1)
+        with self.lock:
+            for name in STAGES[start:]:
+                record = self.stage_record(name)
+                if record.get("state") == "done":
+                    record["state"] = "stale"
+            save_state(self.path, self.state)
+
+    def stage_statuses(self) -> tuple[StageStatus, ...]:
+        return tuple(status_from_record(name, self.stage_record(name)) for name in STAGES)
+
+    def set_job(self, job_id: str, state: str) -> None:
+        with self.lock:
+            self.state["job"] = {"id": job_id, "state": state}
+            save_state(self.path, self.state)
+
+    def snapshot(self, hosts: tuple[str, ...] = ()) -> WorkspaceSnapshot:
+        job = self.state.get("job", {})
+        return WorkspaceSnapshot(
+            path=str(self.path),
+            name=self.name,
+            root=str(self.root),
+            hosts_file=str(self.hosts_file or ""),
+            stages=self.stage_statuses(),
+            train=tuple(sorted(self.train_options().items())),
+            job=job.get("id", ""),
+            job_state=job.get("state", ""),
+            hosts=hosts,
+        )
+
+
+def status_from_record(name: str, record: dict[str, Any]) -> StageStatus:
+    return StageStatus(
+        name=name,
+        state=record.get("state", "pending"),
+        done=int(record.get("done", 0)),
+        total=record.get("total"),
+        skipped=int(record.get("skipped", 0)),
+        unit=record.get("unit", ""),
+        message=record.get("message", ""),
+        undoable=name in UNDOABLE,
+    )
+
+
+def coerce_like(current: Any, value: Any, name: str) -> Any:
+    """Turn text typed in a form into the type the option already has; a bad value names the option."""
+    if not isinstance(value, str) or current is None or isinstance(current, str):
+        return value
+    text = value.strip()
+    try:
+        if isinstance(current, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, list):
+            return text.split()
+    except ValueError:
+        raise UserError(f"{name}: {value!r} is not a valid {type(current).__name__}") from None
+    return value
+
+
+# ---- files ---------------------------------------------------------------------------------
+def load(path: str | os.PathLike[str]) -> Workspace:
+    """Open an existing workspace folder."""
+    folder = Path(path).expanduser().resolve()
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise UserError(f"{folder}: no {CONFIG_NAME} here; create one with `imgscale-tui --demo {folder}` or write it by hand")
+    try:
+        config = tomllib.loads(config_path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{config_path}: {exc}; fix the file and reopen") from None
+    if "root" not in config:
+        raise UserError(f"{config_path}: missing `root = \"…\"` (the folder of class folders)")
+    state_path = folder / STATE_NAME
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    return Workspace(folder, config, state)
+
+
+def create(path: str | os.PathLike[str], config: dict[str, Any]) -> Workspace:
+    """Write a new workspace folder (refuses to overwrite another workspace's config)."""
+    folder = Path(path).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / CONFIG_NAME).exists():
+        raise UserError(f"{folder / CONFIG_NAME} already exists; open it with `imgscale-tui {folder}`")
+    save_config(folder, config)
+    return Workspace(folder, config, {})
+
+
+def save_config(folder: Path, config: dict[str, Any]) -> None:
+    atomic_write(folder / CONFIG_NAME, dumps_toml(config))
+
+
+def save_state(folder: Path, state: dict[str, Any]) -> None:
+    atomic_write(folder / STATE_NAME, json.dumps(state, indent=1, sort_keys=True))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write beside the target and rename, so a crash never leaves half a file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---- a tiny TOML writer (tomllib only reads) ------------------------------------------------
+def dumps_toml(data: dict[str, Any]) -> str:
+    """Scalars and lists first, then tables, recursively (enough for workspace.toml)."""
+    lines: list[str] = []
+    _write_table(lines, data, prefix="")
+    return "\n".join(lines).strip() + "\n"
+
+
+def _write_table(lines: list[str], table: dict[str, Any], prefix: str) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if prefix and (scalars or not tables):
+        lines.append(f"\n[{prefix}]")
+    for key, value in scalars.items():
+        lines.append(f"{_key(key)} = {_value(value)}")
+    for key, value in tables.items():
+        _write_table(lines, value, f"{prefix}.{_key(key)}" if prefix else _key(key))
+
+
+def _key(key: str) -> str:
+    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
+    return key if bare else _string(key)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    escaped = "".join(c if ord(c) >= 0x20 and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped)
+    return f'"{escaped}"'

@@ -1,0 +1,370 @@
+"""Pilot tests: every key and pane of the console against a real demo workspace on this machine."""
+
+from __future__ import annotations
+
+import tomllib
+
+from textual.command import CommandPalette
+from textual.widgets import Input, TabbedContent
+
+from engine.events import LogLine, StageProgress
+from tui.app import ImgscaleApp
+from tui.messages import LogBatch, Telemetry
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.form import OptionsForm
+from tui.screens.help import HelpScreen
+from tui.screens.prompt import PromptScreen
+from tui.widgets.hostgrid import HostGrid
+from tui.widgets.logview import LogView
+from tui.widgets.panels import StatusBar
+from tui.widgets.stagetable import StageTable
+from tui_helpers import cluster_events, job_events, log_events, opened, wait_for
+
+
+def config(ws) -> dict:
+    return tomllib.loads((ws / "workspace.toml").read_text())
+
+
+def stage_state(app, name: str) -> str:
+    return app.session.workspace.stage_record(name).get("state")
+
+
+async def select_stage(pilot, name: str) -> None:
+    table = pilot.app.query_one(StageTable)
+    names = [v.status.name for v in table.views]
+    await pilot.press(*(["k"] * len(names)), *(["j"] * names.index(name)))
+    assert table.selected.status.name == name
+
+
+async def test_number_keys_switch_panes_and_focus(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        tabs = app.query_one(TabbedContent)
+        for key, pane, widget in (("2", "hosts", HostGrid), ("3", "log", LogView), ("4", "actions", None), ("1", "stages", StageTable)):
+            await pilot.press(key)
+            assert tabs.active == pane
+            if widget is not None:
+                assert isinstance(app.focused, widget)
+
+
+async def test_help_lists_every_global_key(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await opened(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = app.screen.query_one("#dialog-body Static").render()
+        for needle in ("Launch training", "MXNET_BACKWARD_DO_MIRROR", "--test-io", "Doctor", "undo it", "follow / pause"):
+            assert needle in str(text)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_start_key_runs_a_stage_and_saves_its_state(demo_ws):
+    seen = []
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
+        await opened(pilot)
+        await select_stage(pilot, "extract")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: stage_state(app, "extract") == "done", "extract done")
+        view = app.query_one(StageTable).view_of("extract")
+        await wait_for(pilot, lambda: view.status.state == "done", "extract drawn as done")
+        assert view.status.done == view.status.total == 6
+        assert (demo_ws / "data/images").is_dir()
+        assert any(getattr(m, "event", None) and isinstance(m.event, StageProgress) for m in seen)
+
+
+async def test_undo_key_moves_filtered_classes_back(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        for name in ("extract", "filter"):
+            await select_stage(pilot, name)
+            await pilot.press("s")
+            await wait_for(pilot, lambda: stage_state(app, name) == "done", f"{name} done")
+        root = demo_ws / "data/images"
+        assert len(list(root.iterdir())) < 6
+        await pilot.press("u")
+        await wait_for(pilot, lambda: stage_state(app, "filter") == "pending", "filter undone")
+        assert len(list(root.iterdir())) == 6
+
+
+async def test_resume_key_continues_a_stopped_stage(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        app.session.workspace.update_stage("extract", state="stopped")
+        await select_stage(pilot, "extract")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: stage_state(app, "extract") == "done", "extract resumed to done")
+
+
+async def test_stop_key_on_an_idle_stage_says_so_and_the_app_keeps_running(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await opened(pilot)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: "not running" in app.last_result, "error shown")
+        assert app.is_running
+
+
+async def test_edit_key_saves_options_and_marks_done_stage_stale(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        for name in ("extract", "filter"):
+            await select_stage(pilot, name)
+            await pilot.press("s")
+            await wait_for(pilot, lambda: stage_state(app, name) == "done", f"{name} done")
+        await pilot.press("e")
+        assert isinstance(app.screen, OptionsForm)
+        field = app.screen.query_one("#opt-min_images", Input)
+        field.value = "7"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: config(demo_ws)["stages"]["filter"]["min_images"] == 7, "option saved")
+        await wait_for(pilot, lambda: stage_state(app, "filter") == "stale", "filter stale")
+        assert "min_images=7" in str(app.query_one("#stage-details").render())
+
+
+async def test_run_all_key_runs_stages_in_order_until_one_cannot(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: stage_state(app, "split") == "done", "split done")
+        assert all(stage_state(app, n) == "done" for n in ("disk", "extract", "filter"))
+        assert list((demo_ws / "data/images_val").iterdir())
+
+
+async def test_hosts_grid_draws_a_large_cluster_and_marks_trouble(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await opened(pilot)
+        for event in cluster_events() + job_events():
+            app.session.emit(event)
+        grid = app.query_one(HostGrid)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: len(grid.rows) >= 17 and not grid.dirty, "hosts drawn")
+        assert grid.rows["node-07"].reachable is False and "refused" in grid.rows["node-07"].reason
+        assert grid.rows["node-03"].straggler
+        assert grid.rows["node-02"].failed
+        assert grid.rows["node-12"].no_gpu
+        assert len(grid.rows["node-05"].gpus) == 16
+        screen_lines = [grid.render_line(y).text for y in range(grid.size.height)]
+        assert any("node-15" in line for line in screen_lines), "16 hosts x 16 GPUs fit 200x60"
+        assert any("no GPU" in line for line in screen_lines)
+
+
+async def test_hosts_keys_sort_filter_and_compact(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await opened(pilot)
+        for event in cluster_events(hosts=8, gpus=4):
+            app.session.emit(event)
+        grid = app.query_one(HostGrid)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: len(grid.rows) >= 8 and not grid.dirty, "hosts drawn")
+        await pilot.press("o")
+        assert grid.sort_key == "rate"
+        assert grid.order[0].name == "node-03"  # the slowest host first
+        await pilot.press("o", "o")
+        assert grid.sort_key == "state"
+        assert grid.order[0].name == "node-07"  # unreachable first
+        assert not grid.is_compact
+        await pilot.press("c")
+        assert grid.is_compact
+        assert len(grid.lines) == 1 + len(grid.order)
+        await pilot.press("slash")
+        assert isinstance(app.screen, PromptScreen)
+        await pilot.press(*"node-0", "1", "enter")
+        assert [r.name for r in grid.order] == ["node-01"]
+
+
+async def test_local_probe_shows_this_machine_without_gpu(demo_ws):
+    app = ImgscaleApp(demo_ws)  # telemetry on: this machine is probed
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        grid = app.query_one(HostGrid)
+        await wait_for(pilot, lambda: any(r.sample for r in grid.rows.values()), "a host sample")
+        row = next(iter(grid.rows.values()))
+        assert row.reachable and row.no_gpu
+        await pilot.press("q")
+
+
+async def test_log_keys_follow_filter_and_level(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        for event in log_events(200):
+            app.session.emit(event)
+        log = app.query_one(LogView)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: log.received == 200 and not log.dirty, "log lines drawn")
+        assert log.scroll_offset.y == log.max_scroll_y  # following the end
+        await pilot.press("f")
+        assert not log.follow
+        app.session.emit(LogLine("node-01", "worker", 0, "a new line", time=0))
+        await wait_for(pilot, lambda: log.received == 201 and not log.dirty, "new line kept")
+        assert log.scroll_offset.y < log.max_scroll_y  # paused: stays put
+        await pilot.press("v", "v")
+        assert log.min_level == "warning"
+        assert all(line.level in ("warning", "error") for line in log.shown)
+        await pilot.press("slash")
+        await pilot.press(*"host:node-02", "enter")
+        assert log.shown and all(line.host == "node-02" for line in log.shown)
+        await pilot.press("f")
+        assert log.follow
+
+
+async def test_launch_key_shows_plan_with_batches_and_findings(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "launch confirmation")
+        body = str(app.screen.query_one("#dialog-body Static").render())
+        assert "per GPU" in body and "global" in body and "worker" in body
+        assert "no .rec files" in body  # the pre-flight finding before the data is prepared
+        await pilot.press("n")
+        assert not isinstance(app.screen, ConfirmScreen)
+
+
+async def test_benchmark_and_test_io_keys_plan_their_modes(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        for key, flag in (("b", "--benchmark"), ("i", "--test-io")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), f"{flag} plan")
+            assert flag in str(app.screen.query_one("#dialog-body Static").render())
+            await pilot.press("escape")
+
+
+async def test_mirror_and_nthreads_keys_change_the_next_launch(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        status = app.query_one(StatusBar)
+        await pilot.press("m")
+        await wait_for(pilot, lambda: status.mirror, "mirror shown in the header")
+        assert config(demo_ws)["train"]["mirror"] is True
+        assert status.has_class("-mirror") and "MIRROR on" in str(status.render())
+        await pilot.press("n")
+        assert isinstance(app.screen, PromptScreen)
+        app.screen.query_one(Input).value = "3"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: status.nthreads == 3, "nthreads shown")
+        assert config(demo_ws)["train"]["data_nthreads"] == 3
+        plan = await app.session.plan_launch("train")
+        assert plan.mirror and plan.data_nthreads == 3 and "3" in plan.command
+
+
+async def test_bad_nthreads_is_one_clear_error(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        await pilot.press("n")
+        app.screen.query_one(Input).value = "many"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "data_nthreads" in app.last_result, "error shown")
+        assert "not a valid int" in app.last_result and app.is_running
+
+
+async def test_training_form_key_saves_options(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        await pilot.press("T")
+        assert isinstance(app.screen, OptionsForm)
+        app.screen.query_one("#opt-batch_size", Input).value = "16"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: config(demo_ws)["train"]["batch_size"] == 16, "batch saved")
+
+
+async def test_doctor_key_explains_what_it_needs(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "doctor dialog")
+        assert "unknown" in app.screen.title_text
+        await pilot.press("enter")
+
+
+async def test_stop_relaunch_kill_keys_confirm_or_explain(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        await pilot.press("t")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "no job" in app.last_result, "no job to stop")
+        await pilot.press("R")
+        await wait_for(pilot, lambda: "relaunch" in app.last_result, "no job to relaunch")
+        await pilot.press("K")
+        assert isinstance(app.screen, ConfirmScreen) and app.screen.danger
+        await pilot.press("n")
+
+
+async def test_actions_pane_runs_the_chosen_action(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        await pilot.press("4")
+        options = app.query_one("#action-list")
+        while options.highlighted is None or options.get_option_at_index(options.highlighted).id != "toggle_mirror":
+            await pilot.press("down")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.query_one(StatusBar).mirror, "mirror toggled from the list")
+
+
+async def test_command_palette_offers_console_actions(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "palette")
+        await pilot.press(*"mirror")
+        await wait_for(pilot, lambda: "MIRROR" in str(app.screen.query("CommandList").first().get_option_at_index(0).prompt)
+                       if app.screen.query("CommandList") and app.screen.query("CommandList").first().option_count else False,
+                       "mirror command listed")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.query_one(StatusBar).mirror, "mirror toggled from the palette")
+
+
+async def test_telemetry_batches_keep_only_the_newest_sample_per_source(demo_ws):
+    seen: list = []
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
+        await opened(pilot)
+        events = cluster_events(hosts=2, gpus=2, rounds=5)
+        for event in events:
+            app.session.emit(event)
+        grid = app.query_one(HostGrid)
+        await wait_for(pilot, lambda: "node-01" in grid.rows and len(grid.rows["node-01"].gpus) == 2, "samples in")
+        batches = [m for m in seen if isinstance(m, Telemetry)]
+        assert sum(len(b.samples) for b in batches) < len(events)
+        assert grid.rows["node-01"].gpus[1].time == max(e.time for e in events if getattr(e, "index", None) == 1)
+
+
+async def test_one_host_failure_and_a_bad_event_never_exit(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        for event in job_events():
+            app.session.emit(event)
+        await wait_for(pilot, lambda: app.query_one(StatusBar).job == "job-1", "job shown")
+        assert app.is_running
+        app.post_message(LogBatch([LogLine("node-09", "worker", None, "line with [odd] markup", level="error")]))
+        await wait_for(pilot, lambda: app.query_one(LogView).received == 1, "odd line kept")
+
+
+async def test_quit_key_closes_the_session(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        session = app.session
+        await pilot.press("q")
+    assert session.closed

@@ -1,0 +1,76 @@
+"""nvidia-smi CSV parsing on recorded output; each case is named after the failure it prevents."""
+
+from pathlib import Path
+
+from engine.cluster.nvsmi import SampleGrouper, parse_line, parse_output, query_command
+
+DATA = Path(__file__).parent.parent / "data" / "nvsmi"
+
+
+def parse(name: str):
+    return parse_output((DATA / name).read_text(), "h", now=1.0)
+
+
+def test_multi_gpu_rows_become_one_sample_per_gpu_with_numbers():
+    gpus = parse("normal_4gpu.csv")
+    assert [g.index for g in gpus] == [0, 1, 2, 3]
+    g = gpus[0]
+    assert (g.name, g.util_percent, g.mem_used_mib, g.mem_total_mib) == (
+        "Tesla V100-SXM2-16GB", 97.0, 15012.0, 16160.0)
+    assert (g.temperature_c, g.power_w, g.power_limit_w, g.lost) == (67.0, 251.32, 300.0, False)
+    assert g.uuid.startswith("GPU-")
+
+
+def test_na_fields_become_none_instead_of_crashing_the_grid():
+    gpu0 = parse("na_fields.csv")[0]
+    assert gpu0.util_percent is None and gpu0.temperature_c is None and gpu0.power_w is None
+    assert gpu0.mem_used_mib == 1024.0 and not gpu0.lost
+
+
+def test_power_not_supported_becomes_none_not_an_exception():
+    gpus = parse("power_not_supported.csv")
+    assert [g.power_w for g in gpus] == [None, None]
+    assert [g.power_limit_w for g in gpus] == [None, None]
+    assert gpus[1].util_percent == 0.0  # a real zero stays zero, not None
+
+
+def test_mig_gpu_without_utilization_is_still_listed():
+    gpus = parse("mig.csv")
+    assert [g.index for g in gpus] == [0, 1]
+    assert gpus[0].util_percent is None and gpus[0].mem_total_mib == 40536.0
+
+
+def test_gpu_fallen_off_the_bus_is_reported_lost_at_its_missing_index():
+    gpus = parse("fallen_off_bus.csv")
+    assert [(g.index, g.lost) for g in gpus] == [(0, False), (1, True), (2, False), (3, False)]
+    assert gpus[1].name is None and gpus[1].util_percent is None
+
+
+def test_bracketed_gpu_is_lost_values_mark_the_gpu_lost():
+    line = "2, Tesla T4, [GPU is lost], [GPU is lost], [GPU is lost], [GPU is lost], 40, 30, 70"
+    gpu = parse_line(line, "h")
+    assert gpu.index == 2 and gpu.lost and gpu.uuid is None
+
+
+def test_garbage_header_truncated_and_warning_lines_are_ignored():
+    for line in ["", "index, name, uuid", "0, Tesla", "WARNING: infoROM is corrupted at gpu 0000:04:00.0",
+                 "No devices were found", "NVIDIA-SMI has failed because it couldn't communicate"]:
+        assert parse_line(line, "h") is None
+
+
+def test_looping_output_is_grouped_into_whole_samples_without_waiting_for_the_next():
+    grouper = SampleGrouper("h")
+    text = (DATA / "normal_4gpu.csv").read_text().splitlines()
+    first = [grouper.feed(line) for line in text]
+    # the first sample is known complete only when the next one starts
+    assert first == [[], [], [], []]
+    second = [grouper.feed(line) for line in text]
+    assert [len(g) for g in second[0]] == [4]
+    assert [len(g) for g in second[3]] == [4]  # from now on complete at its last row
+    assert grouper.expected == 4
+
+
+def test_the_probe_query_is_csv_without_header_or_units_and_loops():
+    command = query_command(1.0)
+    assert "--format=csv,noheader,nounits" in command and command.endswith("-l 1")
+    assert "utilization.gpu" in command and "power.limit" in command

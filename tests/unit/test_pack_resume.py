@@ -1,0 +1,187 @@
+"""An interrupted `pack` (SIGKILL, torn writes, a full disk) resumes and ends with the same bytes."""
+
+import json
+import os
+import pathlib
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+
+from engine.errors import UserError
+from engine.prep import pack
+from engine.prep.pack import PackOptions
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+IMGSCALE = pathlib.Path(sys.executable).with_name("imgscale")
+DEADLINE_S = 60.0
+COUNT = 480  # enough that a run lasts many batches; the kill comes after two
+OPTIONS = ["--resize", "128", "--quality", "85"]  # enlarging tiny images gives each one real work
+
+
+def imgscale(*argv: str) -> list[str]:
+    return [str(IMGSCALE), *argv] if IMGSCALE.exists() else [sys.executable, "-m", "engine.cli", *argv]
+
+
+def make_dataset(base: pathlib.Path, count: int) -> pathlib.Path:
+    root = base / "images"
+    rng = np.random.default_rng(3)
+    for i in range(count):
+        folder = root / f"c{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        img = cv2.resize(rng.integers(0, 255, (3, 4, 3), dtype=np.uint8), (32, 24), interpolation=cv2.INTER_CUBIC)
+        (folder / f"{i:04d}.jpg").write_bytes(cv2.imencode(".jpg", img)[1].tobytes())
+    (root / "c0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    lines = [f"{i}\t{i % 4}.000000\tc{i % 4}/{i:04d}.jpg\n" for i in range(count)]
+    lines.insert(count // 3, f"{count}\t0.000000\tc0/broken.jpg\n")
+    (base / "lists").mkdir()
+    (base / "lists" / "data.lst").write_text("".join(lines))
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The same list packed without interruption."""
+    base = tmp_path_factory.mktemp("reference")
+    root = make_dataset(base, COUNT)
+    pack.pack_lists([base / "lists" / "data.lst"], root, PackOptions(resize=128, quality=85, num_thread=2))
+    return base, root
+
+
+def outputs(folder: pathlib.Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in ("data.rec", "data.idx", "data.skipped.tsv")}
+
+
+def fresh_copy(reference, tmp_path) -> pathlib.Path:
+    base, _ = reference
+    (tmp_path / "lists").mkdir()
+    shutil.copy(base / "lists" / "data.lst", tmp_path / "lists" / "data.lst")
+    return tmp_path / "lists"
+
+
+def wait_for(condition, what: str):
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.002)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def lines_done(lists: pathlib.Path) -> int:
+    try:
+        return json.loads((lists / "data.pack.json").read_text())["lines_done"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def kill_mid_run(lists: pathlib.Path, root: pathlib.Path, threads: str) -> None:
+    """Start a real `imgscale pack`, SIGKILL it once some batches are durable, and check its workers go too."""
+    proc = subprocess.Popen(imgscale("pack", str(lists / "data"), str(root), *OPTIONS, "--num-thread", threads,
+                                     "--quiet"), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: lines_done(lists) >= 32 or proc.poll() is not None, "partial output")
+        workers = psutil.Process(proc.pid).children()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "pack finished before it could be killed"
+    assert 32 <= lines_done(lists) <= COUNT
+    assert not (lists / "data.rec").exists() and (lists / "data.rec.part").exists()
+    psutil.wait_procs(workers, timeout=DEADLINE_S)  # they see end-of-file and exit by themselves
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_sigkill_mid_run_then_rerun_gives_the_same_bytes(reference, tmp_path):
+    lists = fresh_copy(reference, tmp_path)
+    kill_mid_run(lists, reference[1], threads="2")
+    done = subprocess.run(imgscale("pack", str(lists / "data"), str(reference[1]), *OPTIONS, "--num-thread", "1"),
+                          env=ENV, capture_output=True, text=True, timeout=DEADLINE_S)
+    assert done.returncode == 0, done.stderr
+    assert "resuming at list line" in done.stderr
+    assert outputs(lists) == outputs(reference[0] / "lists")
+    assert not list(lists.glob("*.part"))
+
+
+def test_torn_tail_after_kill_is_cut_off(reference, tmp_path):
+    lists = fresh_copy(reference, tmp_path)
+    kill_mid_run(lists, reference[1], threads="1")
+    for name in ("data.rec.part", "data.idx.part", "data.skipped.tsv.part"):
+        with open(lists / name, "ab") as part:  # a write the kill cut in half
+            part.write(b"\x0a\x23\xd7\xce half a record")
+    result = pack.pack_lists([lists / "data.lst"], reference[1], PackOptions(resize=128, quality=85))
+    assert result.chunks[0].resumed_at_line >= 32
+    assert outputs(lists) == outputs(reference[0] / "lists")
+
+
+def test_finished_chunk_is_not_packed_again_but_changed_options_repack(reference, tmp_path):
+    lists = fresh_copy(reference, tmp_path)
+    root = reference[1]
+    first = pack.pack_lists([lists / "data.lst"], root, PackOptions(resize=128, quality=85))
+    stamp = (lists / "data.rec").stat().st_mtime_ns
+    again = pack.pack_lists([lists / "data.lst"], root, PackOptions(resize=128, quality=85, num_thread=2))
+    assert again.chunks[0].already_done and again.records == first.records == COUNT
+    assert (lists / "data.rec").stat().st_mtime_ns == stamp
+    other = pack.pack_lists([lists / "data.lst"], root, PackOptions(resize=32, quality=85))
+    assert not other.chunks[0].already_done
+    assert (lists / "data.rec").stat().st_size < len(outputs(reference[0] / "lists")["data.rec"])
+
+
+def test_a_second_packer_of_the_same_chunk_is_refused(reference, tmp_path):
+    lists = fresh_copy(reference, tmp_path)
+    chunk = pack.Chunk(lists / "data.lst", str(reference[1]), PackOptions())
+    try:
+        with pytest.raises(UserError, match="being packed by another process"):
+            pack.pack_lists([lists / "data.lst"], reference[1], PackOptions())
+    finally:
+        chunk.close()
+
+
+def _limit_file_size(limit: int):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_file_size_limit_stops_cleanly_and_resumes(reference, tmp_path):
+    lists = fresh_copy(reference, tmp_path)
+    full = subprocess.run(imgscale("pack", str(lists / "data"), str(reference[1]), *OPTIONS, "--quiet"),
+                          env=ENV, capture_output=True, text=True, timeout=DEADLINE_S,
+                          preexec_fn=_limit_file_size(200_000))
+    assert full.returncode == 2, full.stderr
+    assert "disk full" in full.stderr and len(full.stderr.strip().splitlines()) == 1, full.stderr
+    assert not (lists / "data.rec").exists() and not (lists / "data.idx").exists()
+    resumed = pack.pack_lists([lists / "data.lst"], reference[1], PackOptions(resize=128, quality=85))
+    assert resumed.chunks[0].resumed_at_line > 0
+    assert outputs(lists) == outputs(reference[0] / "lists")
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs CAP_SYS_ADMIN: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_full_tmpfs_leaves_nothing_that_looks_complete(reference, tmp_path, tiny_tmpfs):
+    shutil.copy(reference[0] / "lists" / "data.lst", tiny_tmpfs / "data.lst")
+    with pytest.raises(UserError, match="disk full"):
+        pack.pack_lists([tiny_tmpfs / "data.lst"], reference[1], PackOptions(resize=128, quality=85))
+    assert not (tiny_tmpfs / "data.rec").exists() and not (tiny_tmpfs / "data.idx").exists()
+    assert json.loads((tiny_tmpfs / "data.pack.json").read_text())["complete"] is False

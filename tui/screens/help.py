@@ -1,0 +1,36 @@
+"""The `?` screen: every key of the console, grouped by where it works."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Label, Static
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark,enter", "close", "Close")]
+
+    def __init__(self, keymap: list[tuple[str, list[tuple[str, str]]]]) -> None:
+        super().__init__()
+        self.keymap = keymap
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="-wide"):
+            yield Label("Keys (ctrl+p: command palette)", id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                yield Static(help_text(self.keymap), markup=False)
+            yield Label("esc: close", id="dialog-hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+def help_text(keymap: list[tuple[str, list[tuple[str, str]]]]) -> str:
+    lines = []
+    for group, keys in keymap:
+        lines.append(group)
+        lines.extend(f"  {key:<10} {what}" for key, what in keys)
+        lines.append("")
+    return "\n".join(lines).rstrip()
