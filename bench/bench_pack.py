@@ -36,7 +36,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resize", type=int, default=480)
     parser.add_argument("--quality", type=int, default=90)
-    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "imgscale-bench-pack"))
+    parser.add_argument(
+        "--workdir", default=os.path.join(tempfile.gettempdir(), "imgscale-bench-pack")
+    )
     parser.add_argument("--skip-noupscale", action="store_true")
     return parser.parse_args()
 
@@ -53,7 +55,9 @@ def build_dataset(workdir: pathlib.Path, images: int, classes: int) -> pathlib.P
     per_class = [math.ceil(images / classes)] * classes
     summary = make_demo_tree(root, classes=classes, images_per_class=per_class, seed=1)
     (root / ".complete").write_text(str(summary.images))
-    print(f"dataset: {summary.images} images, {summary.bytes / 2**20:.0f} MiB in {time.monotonic() - started:.0f} s")
+    print(
+        f"dataset: {summary.images} images, {summary.bytes / 2**20:.0f} MiB in {time.monotonic() - started:.0f} s"
+    )
     return root
 
 
@@ -101,7 +105,7 @@ def fresh_dir(workdir: pathlib.Path, name: str, lst: pathlib.Path) -> pathlib.Pa
 
 
 def count_records(idx: pathlib.Path) -> int:
-    return sum(1 for _ in open(idx))
+    return len(idx.read_text().splitlines())
 
 
 def main() -> None:
@@ -112,18 +116,33 @@ def main() -> None:
     from engine.prep.lst import write_lists
 
     (lst,) = write_lists(workdir / "data", root, recursive=True)
-    total = sum(1 for _ in open(lst))
-    print(f"list: {total} images; {describe(root, args.resize)}; {psutil.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    total = len(lst.read_text().splitlines())
+    print(
+        f"list: {total} images; {describe(root, args.resize)}; {psutil.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1")
-    common = ["--resize", str(args.resize), "--quality", str(args.quality), "--num-thread", str(args.threads)]
+    common = [
+        "--resize",
+        str(args.resize),
+        "--quality",
+        str(args.quality),
+        "--num-thread",
+        str(args.threads),
+    ]
     imgscale = [sys.executable, "-m", "engine.cli", "pack"]
     runners = {
         "im2rec": lambda out: [sys.executable, str(IM2REC), str(out / "data"), str(root), *common],
         "imgscale": lambda out: [*imgscale, str(out / "data"), str(root), *common, "--quiet"],
     }
     if not args.skip_noupscale:
-        runners["imgscale --no-upscale"] = lambda out: [*imgscale, str(out / "data"), str(root), *common,
-                                                        "--no-upscale", "--quiet"]
+        runners["imgscale --no-upscale"] = lambda out: [
+            *imgscale,
+            str(out / "data"),
+            str(root),
+            *common,
+            "--no-upscale",
+            "--quiet",
+        ]
     rates: dict[str, list[float]] = {name: [] for name in runners}
     peaks: dict[str, int] = {name: 0 for name in runners}
     cpu_ms: dict[str, list[float]] = {name: [] for name in runners}
@@ -135,16 +154,23 @@ def main() -> None:
             rates[name].append(records / seconds)
             cpu_ms[name].append(cpu / records * 1000)
             peaks[name] = max(peaks[name], peak)
-            print(f"round {round_no + 1}  {name:<22} {records} records  {seconds:6.1f} s  "
-                  f"{records / seconds:7.1f} images/s  {cpu / records * 1000:5.2f} CPU ms/image  "
-                  f"peak RSS {peak / 2**20:6.0f} MiB  load {os.getloadavg()[0]:.1f}", flush=True)
+            print(
+                f"round {round_no + 1}  {name:<22} {records} records  {seconds:6.1f} s  "
+                f"{records / seconds:7.1f} images/s  {cpu / records * 1000:5.2f} CPU ms/image  "
+                f"peak RSS {peak / 2**20:6.0f} MiB  load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
     median = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"\nmedian of {args.repeats}, --resize {args.resize} --quality {args.quality} --num-thread {args.threads}:")
+    print(
+        f"\nmedian of {args.repeats}, --resize {args.resize} --quality {args.quality} --num-thread {args.threads}:"
+    )
     for name, rate in median.items():
         ratio = rate / median["im2rec"]
         cpu = statistics.median(cpu_ms[name])
-        print(f"  {name:<22} {rate:7.1f} images/s  {ratio:4.2f}x im2rec  {cpu:5.2f} CPU ms/image "
-              f"({statistics.median(cpu_ms['im2rec']) / cpu:4.2f}x less)  peak RSS {peaks[name] / 2**20:.0f} MiB")
+        print(
+            f"  {name:<22} {rate:7.1f} images/s  {ratio:4.2f}x im2rec  {cpu:5.2f} CPU ms/image "
+            f"({statistics.median(cpu_ms['im2rec']) / cpu:4.2f}x less)  peak RSS {peaks[name] / 2**20:.0f} MiB"
+        )
     print("goals: imgscale >= 1.50x, --no-upscale >= 4.00x, imgscale peak < 1024 MiB")
 
 

@@ -13,9 +13,10 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from engine import workspace as wsmod
 from engine.errors import UserError
@@ -35,8 +36,13 @@ QUEUE_LIMIT = 100_000  # events waiting for the console; beyond that the oldest 
 STRAGGLER_K = 0.8
 RATE_WINDOW_S = 30.0
 TRAIN_STAGE_STATES = {
-    "starting": "running", "running": "running", "relaunching": "running", "stopping": "running",
-    "done": "done", "failed": "failed", "stopped": "stopped",
+    "starting": "running",
+    "running": "running",
+    "relaunching": "running",
+    "stopping": "running",
+    "done": "done",
+    "failed": "failed",
+    "stopped": "stopped",
 }
 
 
@@ -67,7 +73,9 @@ class Diagnosis:
     """The doctor's verdict: which of IO, compute or network bounds the job, per host, and what to try."""
 
     verdict: str  # io-bound | compute-bound | network-bound | unknown
-    rows: tuple[tuple[str, float | None, float | None, float | None], ...]  # host, test-io, benchmark, real
+    rows: tuple[
+        tuple[str, float | None, float | None, float | None], ...
+    ]  # host, test-io, benchmark, real
     advice: tuple[str, ...] = ()
 
 
@@ -98,7 +106,7 @@ class Session:
     @classmethod
     async def open(
         cls, workspace: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True
-    ) -> "Session":
+    ) -> Session:
         ws = await asyncio.to_thread(wsmod.load, workspace)
         if hosts_file is not None:
             ws.config["hosts"] = str(Path(hosts_file).expanduser().resolve())
@@ -154,7 +162,9 @@ class Session:
                 pass
 
     def _put(self, event: Event) -> None:
-        if self.queue.qsize() >= QUEUE_LIMIT and not isinstance(event, (StageState, JobState, Failure)):
+        if self.queue.qsize() >= QUEUE_LIMIT and not isinstance(
+            event, (StageState, JobState, Failure)
+        ):
             return  # the console is far behind: dropping a sample is better than unbounded memory
         self.queue.put_nowait(event)
         if isinstance(event, Throughput):
@@ -173,9 +183,13 @@ class Session:
             raise UserError(f"stage {stage} is already running; stop it first (x)")
         if undo and stage not in wsmod.UNDOABLE:
             raise UserError(f"stage {stage} cannot be undone (only {', '.join(wsmod.UNDOABLE)})")
-        run = _RunningStage(threading.Thread(target=self._stage_thread, args=(stage, undo), daemon=True))
+        run = _RunningStage(
+            threading.Thread(target=self._stage_thread, args=(stage, undo), daemon=True)
+        )
         self.running[stage] = run
-        self.workspace.update_stage(stage, state="running", message="undo" if undo else "", done=0, skipped=0)
+        self.workspace.update_stage(
+            stage, state="running", message="undo" if undo else "", done=0, skipped=0
+        )
         self.emit(StageState(stage, "running", "undoing" if undo else ""))
         run.thread.start()
 
@@ -226,7 +240,11 @@ class Session:
         await asyncio.to_thread(self.workspace.set_train_options, values)
 
     def stage_options(self, stage: str) -> dict[str, Any]:
-        return self.workspace.train_options() if stage == "train" else self.workspace.stage_options(stage)
+        return (
+            self.workspace.train_options()
+            if stage == "train"
+            else self.workspace.stage_options(stage)
+        )
 
     def _check_stage(self, stage: str) -> None:
         if stage not in wsmod.STAGES:
@@ -244,7 +262,7 @@ class Session:
             final = "stopped", "stopped; start again to resume"
         except UserError as exc:
             final = "failed", str(exc)
-        except Exception as exc:  # a bug in a stage must reach the console, not kill it
+        except Exception as exc:  # noqa: BLE001 - a bug in a stage must reach the console, not kill it
             final = "failed", f"{type(exc).__name__}: {exc}"
             self.emit(Failure(source=f"stage {stage}", message=final[1]))
         try:
@@ -252,7 +270,7 @@ class Session:
         except RuntimeError:  # the console's loop is gone: save the outcome from here
             self.workspace.update_stage(stage, state=final[0], message=final[1], **sink.counts())
 
-    def _stage_finished(self, stage: str, state: str, message: str, sink: "_StageSink") -> None:
+    def _stage_finished(self, stage: str, state: str, message: str, sink: _StageSink) -> None:
         run = self.running.pop(stage, None)
         self.workspace.update_stage(stage, state=state, message=message, **sink.counts())
         if state in ("done", "pending"):
@@ -268,7 +286,9 @@ class Session:
         """A stage marked running by a console that died is resumable, not running."""
         for status in self.workspace.stage_statuses():
             if status.state == "running" and status.name != "train":
-                self.workspace.update_stage(status.name, state="stopped", message="interrupted; start to resume")
+                self.workspace.update_stage(
+                    status.name, state="stopped", message="interrupted; start to resume"
+                )
 
     # ---- jobs --------------------------------------------------------------------------
     async def plan_launch(self, mode: str = "train") -> LaunchPlan:
@@ -281,7 +301,9 @@ class Session:
         from engine import api_jobs as jobs
 
         if self.job is not None and getattr(self.job, "active", False):
-            raise UserError(f"job {self.job.id} is still running; stop it (t) or kill leftovers (K) first")
+            raise UserError(
+                f"job {self.job.id} is still running; stop it (t) or kill leftovers (K) first"
+            )
         self.rates = RateBoard(baseline=self._baseline())
         if self.job is not None:
             await _maybe_await(self.job.detach())
@@ -327,7 +349,9 @@ class Session:
             self._record_speed(job)
         stage_state = TRAIN_STAGE_STATES.get(event.state)
         if getattr(job, "mode", "train") == "train" and stage_state:
-            message = f"job {event.job}: {event.state}" + (f" - {event.message}" if event.message else "")
+            message = f"job {event.job}: {event.state}" + (
+                f" - {event.message}" if event.message else ""
+            )
             self.workspace.update_stage("train", state=stage_state, message=message)
             self._put(StageState("train", stage_state, message))
 
@@ -375,6 +399,7 @@ class _StageSink:
     def __call__(self, event: Event) -> None:
         if isinstance(event, StageProgress):
             self.last = event
+            self.skipped = max(self.skipped, event.skipped)
             self._save_now_and_then()
         elif type(event).__name__ == "SkippedItem":
             self.skipped += 1
@@ -422,7 +447,9 @@ class RateBoard:
         median = statistics.median(rates)
         baseline = self.baseline or max(rates)
         stragglers = tuple(
-            f"{t.host}#{t.rank}" for t in fresh if len(fresh) > 1 and t.samples_per_sec < self.k * median
+            f"{t.host}#{t.rank}"
+            for t in fresh
+            if len(fresh) > 1 and t.samples_per_sec < self.k * median
         )
         self.history.append((event.time, total))
         return ClusterRate(
@@ -455,12 +482,18 @@ def diagnose(speeds: dict[str, dict[str, float]]) -> Diagnosis:
     hosts = sorted(set(test_io) | set(bench) | set(real))
     rows = tuple((h, test_io.get(h), bench.get(h), real.get(h)) for h in hosts)
     if not hosts:
-        return Diagnosis("unknown", rows, ("run --test-io (i), --benchmark (b) and a training job (l) first",))
+        return Diagnosis(
+            "unknown", rows, ("run --test-io (i), --benchmark (b) and a training job (l) first",)
+        )
     t = _median_of(test_io)
     b = _median_of(bench)
     r = _median_of(real)
     if r is None or (t is None and b is None):
-        missing = [name for name, v in (("--test-io (i)", t), ("--benchmark (b)", b), ("training (l)", r)) if v is None]
+        missing = [
+            name
+            for name, v in (("--test-io (i)", t), ("--benchmark (b)", b), ("training (l)", r))
+            if v is None
+        ]
         return Diagnosis("unknown", rows, (f"measure {', '.join(missing)} to compare",))
     if t is not None and t < (b or float("inf")) and r >= 0.8 * t:
         return Diagnosis(
@@ -504,7 +537,9 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-async def open_workspace(path: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True) -> Session:
+async def open_workspace(
+    path: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True
+) -> Session:
     """Open a workspace folder and attach to its running job, if any."""
     return await Session.open(path, hosts_file, telemetry)
 
@@ -522,12 +557,12 @@ def create_demo_workspace(path: str | Path, classes: int = 6, images: int = 40) 
 
 
 __all__ = [
-    "Session",
-    "LaunchPlan",
     "Diagnosis",
-    "open_workspace",
+    "HostState",
+    "LaunchPlan",
+    "LogLine",
+    "Session",
     "create_demo_workspace",
     "diagnose",
-    "HostState",
-    "LogLine",
+    "open_workspace",
 ]

@@ -10,8 +10,9 @@ import asyncio
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine import workspace as wsmod
 from engine.errors import UserError
@@ -19,7 +20,7 @@ from engine.events import Event, Failure, HostSample, HostState
 
 Emit = Callable[[Event], None]
 PROBE_INTERVAL_S = 1.0
-MODE_FLAGS = {"train": (), "benchmark": ("--benchmark", "1"), "test-io": ("--test-io", "1")}
+MODE_FLAGS = {"train": (), "benchmark": ("--benchmark",), "test-io": ("--test-io",)}
 
 
 def _optional(name: str) -> Any:
@@ -104,19 +105,34 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     opts = ws.train_options()
     lists = ws.lists_dir
     cmd = [
-        sys.executable, "-m", "engine", "train",
-        "--network", str(opts["network"]),
-        "--num-layers", str(opts["num_layers"]),
-        "--batch-size", str(opts["batch_size"]),
-        "--kv-store", str(opts["kv_store"]),
-        "--num-epochs", str(opts["num_epochs"]),
-        "--lr", str(opts["lr"]),
-        "--image-shape", str(opts["image_shape"]),
-        "--data-nthreads", str(opts["data_nthreads"]),
-        "--disp-batches", str(opts["disp_batches"]),
-        "--model-prefix", str(ws.resolve(str(opts["model_prefix"]))),
-        "--data-train", str(ws.train_dir),
-        "--data-val", str(ws.val_dir),
+        sys.executable,
+        "-m",
+        "engine",
+        "train",
+        "--network",
+        str(opts["network"]),
+        "--num-layers",
+        str(opts["num_layers"]),
+        "--batch-size",
+        str(opts["batch_size"]),
+        "--kv-store",
+        str(opts["kv_store"]),
+        "--num-epochs",
+        str(opts["num_epochs"]),
+        "--lr",
+        str(opts["lr"]),
+        "--image-shape",
+        str(opts["image_shape"]),
+        "--data-nthreads",
+        str(opts["data_nthreads"]),
+        "--disp-batches",
+        str(opts["disp_batches"]),
+        "--model-prefix",
+        str(ws.resolve(str(opts["model_prefix"]))),
+        "--data-train",
+        str(ws.train_dir),
+        "--data-val",
+        str(ws.val_dir),
     ]
     if opts.get("gpus"):
         cmd += ["--gpus", str(opts["gpus"])]
@@ -147,7 +163,10 @@ def _data_counts(ws: wsmod.Workspace, lists: Path) -> tuple[int | None, int | No
 
 def job_env(ws: wsmod.Workspace) -> dict[str, str]:
     opts = ws.train_options()
-    return {"MXNET_BACKWARD_DO_MIRROR": "1" if opts.get("mirror") else "0", "OMP_NUM_THREADS": str(opts.get("omp_threads", 1))}
+    return {
+        "MXNET_BACKWARD_DO_MIRROR": "1" if opts.get("mirror") else "0",
+        "OMP_NUM_THREADS": str(opts.get("omp_threads", 1)),
+    }
 
 
 def gpu_count(gpus: str) -> int:
@@ -188,7 +207,9 @@ def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
     """engine.train.check's findings for this command, hosts and data ("error …", "warning …")."""
     findings = []
     if mode != "benchmark" and not any(ws.train_dir.glob("*.rec")):
-        findings.append(f"error   no .rec files in {ws.train_dir}; run the preparation stages first (a on the Stages pane)")
+        findings.append(
+            f"error   no .rec files in {ws.train_dir}; run the preparation stages first (a on the Stages pane)"
+        )
         return findings
     try:
         from engine.cli import build_parser
@@ -304,7 +325,9 @@ async def launch(ws: wsmod.Workspace, mode: str, emit: Emit) -> ConsoleJob:
     """Start the job detached on the workspace's hosts; the workspace remembers it for re-attaching."""
     launcher = _launcher()
     if mode == "train":
-        ws.resolve(str(ws.train_options()["model_prefix"])).parent.mkdir(parents=True, exist_ok=True)
+        ws.resolve(str(ws.train_options()["model_prefix"])).parent.mkdir(
+            parents=True, exist_ok=True
+        )
     job = await launcher.launch(launch_spec(ws, mode))
     _remember_mode(ws, job.job_id, mode)
     return ConsoleJob(job, mode, int(ws.train_options()["batch_size"]))

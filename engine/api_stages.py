@@ -6,8 +6,9 @@ event sink through; stages are synchronous and run in a thread of the Session.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine import workspace as wsmod
 from engine.errors import StageRefused, UserError
@@ -45,12 +46,19 @@ def _disk(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
 
     on_event(StageProgress("disk", 0, 1, unit="checks"))
     source = ws.tarball if ws.tarball.exists() else ws.root
-    settings = disk.PackSettings(resize=int(ws.stage_options("pack")["resize"]), quality=int(ws.stage_options("pack")["quality"]))
+    settings = disk.PackSettings(
+        resize=int(ws.stage_options("pack")["resize"]),
+        quality=int(ws.stage_options("pack")["quality"]),
+    )
     rows = disk.estimate_space(source, ws.path, settings, extract_root=ws.root)
     for mount, (need, free) in disk.totals_by_mount(rows).items():
         if need > free:
-            raise StageRefused(f"the stages need {need:,} bytes on {mount} but {free:,} are free; free space or move the workspace")
-    on_event(StageProgress("disk", 1, 1, unit="checks", message=disk.format_table(rows).splitlines()[-1]))
+            raise StageRefused(
+                f"the stages need {need:,} bytes on {mount} but {free:,} are free; free space or move the workspace"
+            )
+    on_event(
+        StageProgress("disk", 1, 1, unit="checks", message=disk.format_table(rows).splitlines()[-1])
+    )
 
 
 def _extract(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
@@ -58,9 +66,17 @@ def _extract(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
 
     if not ws.tarball.exists():
         if ws.root.is_dir():
-            on_event(StageState("extract", "done", f"no {ws.tarball.name}; {ws.root} already holds class folders"))
+            on_event(
+                StageState(
+                    "extract",
+                    "done",
+                    f"no {ws.tarball.name}; {ws.root} already holds class folders",
+                )
+            )
             return
-        raise UserError(f"{ws.tarball} does not exist; set `tarball` in {ws.path / wsmod.CONFIG_NAME}")
+        raise UserError(
+            f"{ws.tarball} does not exist; set `tarball` in {ws.path / wsmod.CONFIG_NAME}"
+        )
     extract.extract_archive(ws.tarball, ws.root, on_event=on_event)
 
 
@@ -80,7 +96,11 @@ def _split(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
     from engine.prep import split
 
     split.split_validation(
-        ws.root, ws.val_root, per_class=int(opts["val_per_class"]), seed=int(opts["seed"]), on_event=on_event
+        ws.root,
+        ws.val_root,
+        per_class=int(opts["val_per_class"]),
+        seed=int(opts["seed"]),
+        on_event=on_event,
     )
 
 
@@ -100,8 +120,17 @@ def _list(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
 
     exts = tuple(e.strip() for e in str(opts["exts"]).split(",") if e.strip())
     prefixes = list_prefixes(ws)
-    lst.write_lists(prefixes["train"], ws.root, recursive=True, chunks=int(opts["chunks"]), exts=exts, on_event=on_event)
-    lst.write_lists(prefixes["val"], ws.val_root, recursive=True, chunks=1, exts=exts, on_event=on_event)
+    lst.write_lists(
+        prefixes["train"],
+        ws.root,
+        recursive=True,
+        chunks=int(opts["chunks"]),
+        exts=exts,
+        on_event=on_event,
+    )
+    lst.write_lists(
+        prefixes["val"], ws.val_root, recursive=True, chunks=1, exts=exts, on_event=on_event
+    )
     from engine.prep.pipeline import check_labels
 
     check_labels(ws)  # train and val must number the same classes the same way
@@ -113,7 +142,9 @@ def _pack(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
     lists = sorted(ws.lists_dir.glob("*.lst"))
     if not lists:
         raise UserError(f"no .lst files in {ws.lists_dir}; run the list stage first")
-    options = pack.PackOptions(resize=int(opts["resize"]), quality=int(opts["quality"]), num_thread=int(opts["num_thread"]))
+    options = pack.PackOptions(
+        resize=int(opts["resize"]), quality=int(opts["quality"]), num_thread=int(opts["num_thread"])
+    )
     train = [p for p in lists if p.name.startswith("train")]
     val = [p for p in lists if p.name.startswith("val")]
     pack.pack_lists(train, ws.root, options, on_event=on_event)
@@ -135,7 +166,10 @@ RUN: dict[str, Callable[[wsmod.Workspace, dict, EventSink], Any]] = {
     "pack": _pack,
     "place": _place,
 }
-UNDO: dict[str, Callable[[wsmod.Workspace, EventSink], Any]] = {"filter": _undo_filter, "split": _undo_split}
+UNDO: dict[str, Callable[[wsmod.Workspace, EventSink], Any]] = {
+    "filter": _undo_filter,
+    "split": _undo_split,
+}
 
 
 def create_demo(path: Path, classes: int = 6, images: int = 40) -> Path:
@@ -159,6 +193,12 @@ def create_demo(path: Path, classes: int = 6, images: int = 40) -> Path:
     }
     ws = wsmod.create(folder, config)
     # Uneven class sizes around the filter's threshold, so the filter has classes to move aside.
-    demo.make_demo_tar(ws.tarball, classes=classes, images_per_class=(images // 3, images), seed=0,
-                       size_scale=0.25, corrupt=1)
+    demo.make_demo_tar(
+        ws.tarball,
+        classes=classes,
+        images_per_class=(images // 3, images),
+        seed=0,
+        size_scale=0.25,
+        corrupt=1,
+    )
     return folder

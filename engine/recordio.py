@@ -13,7 +13,8 @@ import numbers
 import os
 import struct
 from collections import namedtuple
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -43,7 +44,9 @@ def _part(cflag: int, data: bytes | memoryview) -> list[bytes | memoryview]:
 def frame(payload: bytes) -> bytes:
     """The exact bytes dmlc's RecordIOWriter writes for one record."""
     if len(payload) > MAX_RECORD_BYTES:
-        raise RecordIOError(f"record of {len(payload)} bytes is over RecordIO's limit of 2^29 bytes")
+        raise RecordIOError(
+            f"record of {len(payload)} bytes is over RecordIO's limit of 2^29 bytes"
+        )
     view = memoryview(payload)
     pieces: list[bytes | memoryview] = []
     start = 0
@@ -81,7 +84,9 @@ def pack(header: IRHeader | tuple, payload: bytes) -> bytes:
 def unpack(record: bytes) -> tuple[IRHeader, bytes]:
     """Split a record into its header and payload; multi-labels come back as a float32 array."""
     if len(record) < IR_SIZE:
-        raise RecordIOError(f"record of {len(record)} bytes is shorter than the {IR_SIZE}-byte header")
+        raise RecordIOError(
+            f"record of {len(record)} bytes is shorter than the {IR_SIZE}-byte header"
+        )
     header = IRHeader(*_IR.unpack_from(record))
     body = record[IR_SIZE:]
     if header.flag > 0:
@@ -132,7 +137,9 @@ def read_index(path: str | os.PathLike, key_type=int) -> list[tuple]:
             try:
                 pairs.append((key_type(fields[0]), int(fields[1])))
             except (ValueError, IndexError):
-                raise RecordIOError(f"{path}:{number}: not a 'key<TAB>offset' index line: {line!r}") from None
+                raise RecordIOError(
+                    f"{path}:{number}: not a 'key<TAB>offset' index line: {line!r}"
+                ) from None
     return pairs
 
 
@@ -199,7 +206,9 @@ class RecordReader:
             if not head and not parts:
                 return None
             if len(head) < 8:
-                raise RecordIOError(f"{self.path}: torn record header at offset {self.tell() - len(head)}")
+                raise RecordIOError(
+                    f"{self.path}: torn record header at offset {self.tell() - len(head)}"
+                )
             magic, lrec = _LREC.unpack(head)
             if magic != MAGIC:
                 raise RecordIOError(f"{self.path}: bad magic at offset {self.tell() - 8}")
@@ -207,7 +216,9 @@ class RecordReader:
             padded = (length + 3) & ~3
             data = self.file.read(padded)
             if len(data) < padded:
-                raise RecordIOError(f"{self.path}: record at offset {self.tell() - 8 - len(data)} is cut short")
+                raise RecordIOError(
+                    f"{self.path}: record at offset {self.tell() - 8 - len(data)} is cut short"
+                )
             parts.append(data[:length])
             if cflag in (0, 3):
                 return MAGIC_BYTES.join(parts)
@@ -227,10 +238,16 @@ class RecordReader:
 
 
 class IndexedRecordReader(RecordReader):
-    """Random access by key through a .idx file, like MXIndexedRecordIO in 'r' mode."""
+    """Random access by key through a .idx file, like MXIndexedRecordIO in 'r' mode.
 
-    def __init__(self, idx_path: str | os.PathLike, rec_path: str | os.PathLike, key_type=int) -> None:
+    Without ``rec_path`` the records are read from the .rec beside the .idx (same name)."""
+
+    def __init__(
+        self, idx_path: str | os.PathLike, rec_path: str | os.PathLike | None = None, key_type=int
+    ) -> None:
         pairs = read_index(idx_path, key_type)
+        if rec_path is None:  # the usual layout: NAME.idx beside NAME.rec
+            rec_path = os.path.splitext(os.fspath(idx_path))[0] + ".rec"
         super().__init__(rec_path)
         self.keys = [key for key, _ in pairs]
         self.idx = dict(pairs)

@@ -142,7 +142,9 @@ class Workspace:
     def set_stage_options(self, stage: str, values: dict[str, Any]) -> None:
         """Save new options; a finished stage (and those after it) become stale."""
         if stage not in DEFAULT_STAGE_OPTIONS:
-            raise UserError(f"stage {stage!r} has no options (stages: {', '.join(DEFAULT_STAGE_OPTIONS)})")
+            raise UserError(
+                f"stage {stage!r} has no options (stages: {', '.join(DEFAULT_STAGE_OPTIONS)})"
+            )
         current = self.stage_options(stage)
         typed = {k: coerce_like(current.get(k), v, f"{stage}.{k}") for k, v in values.items()}
         self.config.setdefault("stages", {}).setdefault(stage, {}).update(typed)
@@ -239,13 +241,15 @@ def load(path: str | os.PathLike[str]) -> Workspace:
     folder = Path(path).expanduser().resolve()
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():
-        raise UserError(f"{folder}: no {CONFIG_NAME} here; create one with `imgscale-tui --demo {folder}` or write it by hand")
+        raise UserError(
+            f"{folder}: no {CONFIG_NAME} here; create one with `imgscale-tui --demo {folder}` or write it by hand"
+        )
     try:
         config = tomllib.loads(config_path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{config_path}: {exc}; fix the file and reopen") from None
     if "root" not in config:
-        raise UserError(f"{config_path}: missing `root = \"…\"` (the folder of class folders)")
+        raise UserError(f'{config_path}: missing `root = "…"` (the folder of class folders)')
     state_path = folder / STATE_NAME
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     return Workspace(folder, config, state)
@@ -256,7 +260,9 @@ def create(path: str | os.PathLike[str], config: dict[str, Any]) -> Workspace:
     folder = Path(path).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / CONFIG_NAME).exists():
-        raise UserError(f"{folder / CONFIG_NAME} already exists; open it with `imgscale-tui {folder}`")
+        raise UserError(
+            f"{folder / CONFIG_NAME} already exists; open it with `imgscale-tui {folder}`"
+        )
     save_config(folder, config)
     return Workspace(folder, config, {})
 
@@ -313,6 +319,8 @@ def _value(value: Any) -> str:
 
 
 def _string(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    escaped = (
+        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    )
     escaped = "".join(c if ord(c) >= 0x20 and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped)
     return f'"{escaped}"'

@@ -3,12 +3,17 @@
 Used by the session fixture ``ssh_cluster`` (tests/conftest.py) and by bench scripts:
 
     cluster = SshCluster.start(tmp_dir, count=3)
-    cluster.hosts_file        # project hosts file: node1..nodeN, keys and known_hosts set per file
-    cluster.known_hosts       # "[127.0.0.2]:PORT ssh-ed25519 …" for every host
-    cluster.client_key        # private key authorized for root on every host
-    cluster.ssh_config        # "Host node1" … aliases (HostName, Port, User, IdentityFile, UserKnownHostsFile)
-    cluster.hosts             # [SshHost(name, address, port), …]
-    cluster.stop_host(i); cluster.start_host(i)   # i is 0-based; same address, port and host key
+    cluster.hosts_file     # project hosts file: a "*" line (identity, known_hosts, python) and
+                           # "root@127.0.0.2:PORT name=node1" … lines
+    cluster.known_hosts    # "[127.0.0.2]:PORT ssh-ed25519 …" for every host
+    cluster.client_key     # private key authorized for root on every host
+    cluster.ssh_config     # Host node1 … (HostName, Port, User, IdentityFile, UserKnownHostsFile)
+    cluster.hosts          # [SshHost(name, address, port, …)]; cluster.addresses: [(n, a, p)]
+    cluster.python         # interpreter path for python= (this venv: same machine, same path)
+    cluster.stop_host(i)   # i is 0-based; kills the listener and its sessions (host "gone")
+    cluster.start_host(i)  # same address, port and host key; waits until the port accepts
+    cluster.hosts_text({i: "opts"}) / write_hosts_file(path, {i: "opts"}, slots=N)
+    cluster.fake_gpu_option("mig.csv")  # options giving a host the recorded fake nvidia-smi
     cluster.close()
 
 Traffic stays on 127.0.0.0/8. The remote shell is root's login shell on this same machine, so the
@@ -170,8 +175,14 @@ class SshCluster:
         address = f"127.0.0.{last_octet}"
         host_key = root / f"host_{name}"
         keygen(host_key, f"{name}-hostkey")
-        host = SshHost(name, address, free_port(address), host_key, root / f"sshd_{name}.conf",
-                       root / f"sshd_{name}.log")
+        host = SshHost(
+            name,
+            address,
+            free_port(address),
+            host_key,
+            root / f"sshd_{name}.conf",
+            root / f"sshd_{name}.log",
+        )
         host.config.write_text(_sshd_config(host, root))
         return host
 
@@ -202,7 +213,7 @@ class SshCluster:
         # to give that host recorded GPUs.
         self.fake_nvidia_smi_dir.mkdir(exist_ok=True)
         script = self.fake_nvidia_smi_dir / "nvidia-smi"
-        script.write_text(f"#!/bin/sh\nexec {self.python} {FAKE_NVIDIA_SMI} \"$@\"\n")
+        script.write_text(f'#!/bin/sh\nexec {self.python} {FAKE_NVIDIA_SMI} "$@"\n')
         script.chmod(0o755)
 
     # ---- hosts files --------------------------------------------------------------------
@@ -222,8 +233,9 @@ class SshCluster:
             lines.append(line)
         return "\n".join(lines) + "\n"
 
-    def write_hosts_file(self, path: Path | str, extra: dict[int, str] | None = None,
-                         *, slots: int | None = None) -> Path:
+    def write_hosts_file(
+        self, path: Path | str, extra: dict[int, str] | None = None, *, slots: int | None = None
+    ) -> Path:
         path = Path(path)
         path.write_text(self.hosts_text(extra, slots=slots))
         return path
@@ -246,7 +258,9 @@ class SshCluster:
         log = open(host.log, "ab")
         host.process = subprocess.Popen(
             [SSHD, "-D", "-f", str(host.config), "-E", str(host.log)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
         )
         log.close()
         self._wait_ready(host)
@@ -259,8 +273,10 @@ class SshCluster:
             if port_accepts(host.address, host.port):
                 return
             time.sleep(0.05)  # polling a condition with a deadline, not a synchronising sleep
-        raise RuntimeError(f"sshd for {host.name} did not accept connections within "
-                           f"{READY_TIMEOUT_S} s: {host.log.read_text()[-2000:]}")
+        raise RuntimeError(
+            f"sshd for {host.name} did not accept connections within "
+            f"{READY_TIMEOUT_S} s: {host.log.read_text()[-2000:]}"
+        )
 
     def stop_host(self, index: int, *, sessions: bool = True) -> None:
         """Stop host ``index``'s sshd, as if the host went away.
@@ -288,8 +304,10 @@ class SshCluster:
 
     @staticmethod
     def _session_pids(host: SshHost) -> list[int]:
-        import psutil
-
+        try:
+            import psutil
+        except ImportError:  # still stop the listener below
+            return []
         try:
             children = psutil.Process(host.process.pid).children(recursive=True)
         except psutil.NoSuchProcess:

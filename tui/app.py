@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -46,18 +47,43 @@ GLOBAL_KEYS = [
     ("n", "data_nthreads", "Change --data-nthreads"),
     ("T", "edit_train", "Edit training options"),
     ("d", "doctor", "Doctor: IO-, compute- or network-bound?"),
+    ("S", "scaling", "Scaling: images/s against GPUs, speedup against ideal"),
     ("question_mark", "help", "Help: every key"),
     ("q", "quit", "Quit (jobs keep running)"),
 ]
 PANE_KEYS = [
-    ("Stages pane", [("↑/↓ j/k", "select a stage"), ("s, enter", "start the stage"), ("r", "resume it"),
-                     ("x", "stop it (resumable)"), ("u", "undo it (filter, split)"), ("e", "edit its options"),
-                     ("a", "run every stage that is not done")]),
-    ("Hosts pane", [("o", "sort: name, rate, util, state"), ("/", "filter hosts (name, down, failed, straggler)"),
-                    ("c", "compact / full rows"), ("↑/↓ pgup/pgdn", "scroll")]),
-    ("Log pane", [("f", "follow / pause"), ("/", "filter: host:X rank:N role:R level:L words"),
-                  ("v", "minimum level"), ("g / G", "top / bottom (G follows)")]),
+    (
+        "Stages pane",
+        [
+            ("↑/↓ j/k", "select a stage"),
+            ("s, enter", "start the stage"),
+            ("r", "resume it"),
+            ("x", "stop it (resumable)"),
+            ("u", "undo it (filter, split)"),
+            ("e", "edit its options"),
+            ("a", "run every stage that is not done"),
+        ],
+    ),
+    (
+        "Hosts pane",
+        [
+            ("o", "sort: name, rate, util, state"),
+            ("/", "filter hosts (name, down, failed, straggler)"),
+            ("c", "compact / full rows"),
+            ("↑/↓ pgup/pgdn", "scroll"),
+        ],
+    ),
+    (
+        "Log pane",
+        [
+            ("f", "follow / pause"),
+            ("/", "filter: host:X rank:N role:R level:L words"),
+            ("v", "minimum level"),
+            ("g / G", "top / bottom (G follows)"),
+        ],
+    ),
 ]
+BLOCKED_IN_DIALOGS = {action.split("(")[0] for _, action, _ in GLOBAL_KEYS} - {"quit"}
 SHOWN_IN_FOOTER = {"1", "2", "3", "4", "l", "question_mark", "q"}
 ACTIONS = [
     ("launch('train')", "l", "Launch training"),
@@ -70,6 +96,7 @@ ACTIONS = [
     ("data_nthreads", "n", "Change --data-nthreads"),
     ("edit_train", "T", "Edit training options"),
     ("doctor", "d", "Doctor"),
+    ("scaling", "S", "Scaling sweep"),
 ]
 
 
@@ -80,7 +107,9 @@ class ImgscaleApp(App):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     BINDINGS = [Binding(k, a, d, show=k in SHOWN_IN_FOOTER) for k, a, d in GLOBAL_KEYS]
 
-    def __init__(self, workspace: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True) -> None:
+    def __init__(
+        self, workspace: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True
+    ) -> None:
         super().__init__()
         self.workspace_path = Path(workspace)
         self.hosts_file = hosts_file
@@ -102,20 +131,33 @@ class ImgscaleApp(App):
                 yield JobSummary(id="job-summary")
                 yield LogView(id="log-view")
             with TabPane("4 Actions", id="actions"):
-                yield OptionList(*(Option(f"{key:>2}  {text}", id=a) for a, key, text in ACTIONS), id="action-list")
+                yield OptionList(
+                    *(Option(f"{key:>2}  {text}", id=a) for a, key, text in ACTIONS),
+                    id="action-list",
+                )
                 yield Static("", id="action-result", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(StatusBar).workspace = self.workspace_path.name
-        self.query_one(StageTable).focus()
+        # The main screen's widgets, kept: app.query_one would search a dialog shown on top.
+        self.status = self.query_one(StatusBar)
+        self.stages = self.query_one(StageTable)
+        self.details = self.query_one(StageDetails)
+        self.grid = self.query_one(HostGrid)
+        self.log_view = self.query_one(LogView)
+        self.summary = self.query_one(JobSummary)
+        self.result = self.query_one("#action-result", Static)
+        self.status.workspace = self.workspace_path.name
+        self.stages.focus()
         self.bridge()
 
     # ---- the one bridge from engine events to messages -----------------------------------
     @work(exclusive=True, group="engine", exit_on_error=False)
     async def bridge(self) -> None:
         """Open the workspace, draw its snapshot, then turn the engine's events into messages."""
-        self.session = await api.open_workspace(self.workspace_path, self.hosts_file, self.telemetry)
+        self.session = await api.open_workspace(
+            self.workspace_path, self.hosts_file, self.telemetry
+        )
         self.apply_snapshot()
         async for batch in self.session.batches():
             for message in msg.split_batch(batch):
@@ -125,13 +167,13 @@ class ImgscaleApp(App):
         assert self.session is not None
         snap = self.session.snapshot()
         self.train_options = dict(snap.train)
-        status = self.query_one(StatusBar)
+        status = self.status
         status.workspace, status.hosts = snap.name, len(snap.hosts)
         status.job, status.job_state = snap.job, snap.job_state
         status.mirror = bool(self.train_options.get("mirror"))
         status.nthreads = self.train_options.get("data_nthreads")
-        self.query_one(StageTable).set_stages(snap.stages)
-        self.query_one(HostGrid).set_hosts(snap.hosts)
+        self.stages.set_stages(snap.stages)
+        self.grid.set_hosts(snap.hosts)
         self.show_stage_details()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -144,44 +186,48 @@ class ImgscaleApp(App):
             text = f"engine stream stopped: {text}"
         self.notify(text, severity="error", timeout=8)
         self.last_result = text
-        self.query_one("#action-result", Static).update(text)
+        self.result.update(text)
 
     # ---- engine events → widgets -----------------------------------------------------------
     def on_telemetry(self, message: msg.Telemetry) -> None:
-        self.query_one(HostGrid).ingest(message.samples.values())
+        self.grid.ingest(message.samples.values())
 
     def on_log_batch(self, message: msg.LogBatch) -> None:
-        self.query_one(LogView).append(message.lines)
+        self.log_view.append(message.lines)
 
     def on_stage_event(self, message: msg.StageEvent) -> None:
-        table = self.query_one(StageTable)
+        table = self.stages
         table.ingest(message.event)
         self.show_stage_details()
 
     def on_job_event(self, message: msg.JobEvent) -> None:
         event = message.event
         if isinstance(event, ClusterRate):
-            self.query_one(JobSummary).rate = event
-            self.query_one(StatusBar).rate = event.images_per_sec
-            self.query_one(HostGrid).set_cluster(event.hosts, event.stragglers)
+            self.summary.rate = event
+            self.status.rate = event.images_per_sec
+            self.grid.set_cluster(event.hosts, event.stragglers)
         elif isinstance(event, EpochSummary):
-            summary = self.query_one(JobSummary)
+            summary = self.summary
             summary.epochs = {**summary.epochs, (event.host, event.rank): event}
         elif isinstance(event, JobState):
             self.show_job_state(event)
         elif isinstance(event, Failure):
-            self.notify(f"{event.source}: {event.message}" + (f" — {event.diagnosis}" if event.diagnosis else ""),
-                        severity="error", timeout=10)
+            self.notify(
+                f"{event.source}: {event.message}"
+                + (f" — {event.diagnosis}" if event.diagnosis else ""),
+                severity="error",
+                timeout=10,
+            )
 
     def show_job_state(self, event: JobState) -> None:
-        status = self.query_one(StatusBar)
+        status = self.status
         status.job, status.job_state = event.job, event.state
         failed = {p.host for p in event.processes if p.state in ("failed", "lost")}
-        self.query_one(HostGrid).mark_failed(failed)
+        self.grid.mark_failed(failed)
 
     def show_stage_details(self) -> None:
-        table = self.query_one(StageTable)
-        details = self.query_one(StageDetails)
+        table = self.stages
+        details = self.details
         view = table.selected
         details.view = view
         if view is not None and self.session is not None:
@@ -223,20 +269,29 @@ class ImgscaleApp(App):
 
         def save(values: dict[str, str] | None) -> None:
             if values:
-                self.engine_call(lambda s: s.set_stage_options(stage, values), f"save {stage} options",
-                                 then=lambda _: self.show_stage_details())
+                self.engine_call(
+                    lambda s: s.set_stage_options(stage, values),
+                    f"save {stage} options",
+                    then=lambda _: self.show_stage_details(),
+                )
 
         self.push_screen(OptionsForm(f"{stage} options", options), save)
 
     def request_prompt_host_filter(self) -> None:
-        grid = self.query_one(HostGrid)
-        self.push_screen(PromptScreen("Filter hosts (name, down, failed, straggler; empty: all)", grid.name_filter),
-                         lambda text: setattr(grid, "name_filter", text) if text is not None else None)
+        grid = self.grid
+        self.push_screen(
+            PromptScreen(
+                "Filter hosts (name, down, failed, straggler; empty: all)", grid.name_filter
+            ),
+            lambda text: setattr(grid, "name_filter", text) if text is not None else None,
+        )
 
     def request_prompt_log_filter(self) -> None:
-        log = self.query_one(LogView)
-        self.push_screen(PromptScreen("Filter log: host:X rank:N role:R level:L and words", log.filter_text),
-                         lambda text: setattr(log, "filter_text", text) if text is not None else None)
+        log = self.log_view
+        self.push_screen(
+            PromptScreen("Filter log: host:X rank:N role:R level:L and words", log.filter_text),
+            lambda text: setattr(log, "filter_text", text) if text is not None else None,
+        )
 
     @on(StageTable.Changed)
     def _stage_cursor(self) -> None:
@@ -260,9 +315,15 @@ class ImgscaleApp(App):
         self.run_worker(run(), name=what, group="actions", exit_on_error=False)
 
     # ---- app-wide actions --------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """While a dialog or another screen is open its keys rule; the console's own keys wait (quit excepted)."""
+        return not (len(self.screen_stack) > 1 and action in BLOCKED_IN_DIALOGS)
+
     def action_pane(self, pane: str) -> None:
         self.query_one(TabbedContent).active = pane
-        target = {"stages": StageTable, "hosts": HostGrid, "log": LogView, "actions": OptionList}[pane]
+        target = {"stages": StageTable, "hosts": HostGrid, "log": LogView, "actions": OptionList}[
+            pane
+        ]
         self.query_one(target).focus()
 
     def action_help(self) -> None:
@@ -272,13 +333,18 @@ class ImgscaleApp(App):
     def action_launch(self, mode: str) -> None:
         def confirmed(plan: api.LaunchPlan, yes: bool | None) -> None:
             if yes:
-                self.engine_call(lambda s: s.launch(mode), f"launch {mode}",
-                                 then=lambda job: self.notify(f"{mode} job {job} launched"))
+                self.engine_call(
+                    lambda s: s.launch(mode),
+                    f"launch {mode}",
+                    then=lambda job: self.notify(f"{mode} job {job} launched"),
+                )
 
         async def show(session: api.Session) -> None:
             plan = await session.plan_launch(mode)
-            self.push_screen(ConfirmScreen(f"Launch {mode}?", plan_text(plan), danger=plan.blocking),
-                             lambda yes: confirmed(plan, yes))
+            self.push_screen(
+                ConfirmScreen(f"Launch {mode}?", plan_text(plan), danger=plan.blocking),
+                lambda yes: confirmed(plan, yes),
+            )
 
         self.engine_call(show, f"plan {mode}")
 
@@ -287,8 +353,14 @@ class ImgscaleApp(App):
             if yes:
                 self.engine_call(lambda s: s.stop_job(), "stop job")
 
-        self.push_screen(ConfirmScreen("Stop the job?", "Stops every process of the job on every host.\n"
-                                       "Checkpoints stay; relaunch (R) resumes from the newest."), confirmed)
+        self.push_screen(
+            ConfirmScreen(
+                "Stop the job?",
+                "Stops every process of the job on every host.\n"
+                "Checkpoints stay; relaunch (R) resumes from the newest.",
+            ),
+            confirmed,
+        )
 
     def action_relaunch(self) -> None:
         self.engine_call(lambda s: s.relaunch(), "relaunch")
@@ -296,21 +368,32 @@ class ImgscaleApp(App):
     def action_kill_leftovers(self) -> None:
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.engine_call(lambda s: s.kill_leftovers(), "kill leftovers",
-                                 then=lambda n: self.show_result(f"killed {n} leftover process(es)"))
+                self.engine_call(
+                    lambda s: s.kill_leftovers(),
+                    "kill leftovers",
+                    then=lambda n: self.show_result(f"killed {n} leftover process(es)"),
+                )
 
-        self.push_screen(ConfirmScreen("Kill leftovers?", "Ends every process imgscale launched, on every host,\n"
-                                       "including a running job.", danger=True), confirmed)
+        self.push_screen(
+            ConfirmScreen(
+                "Kill leftovers?",
+                "Ends every process imgscale launched, on every host,\nincluding a running job.",
+                danger=True,
+            ),
+            confirmed,
+        )
 
     def action_toggle_mirror(self) -> None:
         value = not bool(self.train_options.get("mirror"))
 
         def done(_: Any) -> None:
             self.train_options["mirror"] = value
-            self.query_one(StatusBar).mirror = value
+            self.status.mirror = value
             self.show_result(f"MXNET_BACKWARD_DO_MIRROR={int(value)} for the next launch")
 
-        self.engine_call(lambda s: s.set_train_options({"mirror": value}), "toggle mirror", then=done)
+        self.engine_call(
+            lambda s: s.set_train_options({"mirror": value}), "toggle mirror", then=done
+        )
 
     def action_data_nthreads(self) -> None:
         def chosen(text: str | None) -> None:
@@ -319,19 +402,26 @@ class ImgscaleApp(App):
 
             def done(_: Any) -> None:
                 self.train_options["data_nthreads"] = int(text)
-                self.query_one(StatusBar).nthreads = int(text)
+                self.status.nthreads = int(text)
                 self.show_result(f"--data-nthreads {text} for the next launch")
 
-            self.engine_call(lambda s: s.set_train_options({"data_nthreads": text}), "data-nthreads", then=done)
+            self.engine_call(
+                lambda s: s.set_train_options({"data_nthreads": text}), "data-nthreads", then=done
+            )
 
         current = str(self.train_options.get("data_nthreads", ""))
-        self.push_screen(PromptScreen("--data-nthreads (decoding threads per worker)", current), chosen)
+        self.push_screen(
+            PromptScreen("--data-nthreads (decoding threads per worker)", current), chosen
+        )
 
     def action_edit_train(self) -> None:
         def save(values: dict[str, str] | None) -> None:
             if values:
-                self.engine_call(lambda s: s.set_train_options(values), "save training options",
-                                 then=lambda _: self.apply_snapshot())
+                self.engine_call(
+                    lambda s: s.set_train_options(values),
+                    "save training options",
+                    then=lambda _: self.apply_snapshot(),
+                )
 
         options = {k: v for k, v in self.train_options.items()}
         self.push_screen(OptionsForm("training options", options), save)
@@ -345,9 +435,18 @@ class ImgscaleApp(App):
 
         self.engine_call(show, "doctor")
 
+    def action_scaling(self) -> None:
+        """The Scaling screen (issue 6), installed once so a running sweep outlives leaving it."""
+        from tui.screens.scaling import ScalingScreen
+
+        if not self.is_screen_installed("scaling"):
+            hosts = self.session.workspace.hosts_file if self.session is not None else None
+            self.install_screen(ScalingScreen(hosts_file=hosts, out_dir=self.workspace_path / "scaling"), "scaling")
+        self.push_screen("scaling")
+
     def show_result(self, text: str) -> None:
         self.last_result = text
-        self.query_one("#action-result", Static).update(text)
+        self.result.update(text)
         self.notify(text.splitlines()[0])
 
     @on(OptionList.OptionSelected, "#action-list")
@@ -361,10 +460,16 @@ class ImgscaleApp(App):
             if action not in ("help",):
                 yield SystemCommand(description, f"key {_key_label(key)}", _runner(self, action))
         for stage in ("disk", "extract", "filter", "split", "list", "pack", "place"):
-            yield SystemCommand(f"Start stage {stage}", "runs (or resumes) the stage",
-                                lambda stage=stage: self.request_stage_start(stage))
-        yield SystemCommand("Run all stages", "every preparation stage that is not done",
-                            lambda: self.request_stage_all(""))
+            yield SystemCommand(
+                f"Start stage {stage}",
+                "runs (or resumes) the stage",
+                lambda stage=stage: self.request_stage_start(stage),
+            )
+        yield SystemCommand(
+            "Run all stages",
+            "every preparation stage that is not done",
+            lambda: self.request_stage_all(""),
+        )
 
     async def on_unmount(self) -> None:
         if self.session is not None and not self.session.closed:
@@ -387,12 +492,16 @@ def _key_label(key: str) -> str:
 
 def plan_text(plan: api.LaunchPlan) -> str:
     """The launch confirmation: hosts, roles, batch sizes, settings and pre-flight findings."""
-    roles = "\n".join(f"  {host:<20} {role:<10} {'' if rank is None else rank}" for host, role, rank in plan.roles)
+    roles = "\n".join(
+        f"  {host:<20} {role:<10} {'' if rank is None else rank}" for host, role, rank in plan.roles
+    )
     lines = [
         f"mode: {plan.mode}    hosts: {len(plan.hosts)}    processes: {len(plan.roles)}",
         roles,
-        f"batch: {plan.batch_per_gpu:g} per GPU · {plan.batch_per_worker} per worker"
-        f" ({plan.gpus_per_worker or 'CPU'} GPU) · {plan.global_batch} global",
+        (
+            f"batch: {plan.batch_per_gpu:g} per GPU · {plan.batch_per_worker} per worker"
+            f" ({f'{plan.gpus_per_worker} GPUs' if plan.gpus_per_worker else 'CPU'}) · {plan.global_batch} global"
+        ),
         f"MXNET_BACKWARD_DO_MIRROR={int(plan.mirror)}    --data-nthreads {plan.data_nthreads}",
         "command: " + " ".join(plan.command),
         "",
@@ -412,11 +521,20 @@ def diagnosis_text(d: api.Diagnosis) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="imgscale-tui", description="The imgscale console over one workspace.")
-    parser.add_argument("workspace", nargs="?", default=".", help="workspace folder (holds workspace.toml)")
+    parser = argparse.ArgumentParser(
+        prog="imgscale-tui", description="The imgscale console over one workspace."
+    )
+    parser.add_argument(
+        "workspace", nargs="?", default=".", help="workspace folder (holds workspace.toml)"
+    )
     parser.add_argument("--hosts", metavar="FILE", help="hosts file (saved in the workspace)")
-    parser.add_argument("--demo", nargs="?", const="imgscale-demo", metavar="DIR",
-                        help="create a demo workspace in DIR (default ./imgscale-demo) and open it")
+    parser.add_argument(
+        "--demo",
+        nargs="?",
+        const="imgscale-demo",
+        metavar="DIR",
+        help="create a demo workspace in DIR (default ./imgscale-demo) and open it",
+    )
     return parser.parse_args(argv)
 
 

@@ -11,7 +11,16 @@ from typing import Any
 
 from textual.message import Message
 
-from engine.events import ClusterRate, EpochSummary, Failure, JobState, LogLine, SkippedItem, StageProgress, StageState
+from engine.events import (
+    ClusterRate,
+    EpochSummary,
+    Failure,
+    JobState,
+    LogLine,
+    SkippedItem,
+    StageProgress,
+    StageState,
+)
 
 TELEMETRY_TYPES = ("GpuSample", "HostSample", "HostState", "Throughput")
 
@@ -71,7 +80,11 @@ class JobEvent(Message):
         self.event = event
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(self.event, ClusterRate) and isinstance(message, JobEvent) and isinstance(message.event, ClusterRate)
+        return (
+            isinstance(self.event, ClusterRate)
+            and isinstance(message, JobEvent)
+            and isinstance(message.event, ClusterRate)
+        )
 
 
 class Act(Message):

@@ -24,6 +24,7 @@ The console and the CLI use the same generator. For the console's Scaling screen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import shlex
 import statistics
@@ -370,11 +371,13 @@ async def sweep_events(
     for index, run in enumerate(config.runs):
         yield StageProgress(STAGE, index, total, unit="runs", part=run.label, message="launching")
         point = None
-        async for event in _measure(config, run, runner):
-            if isinstance(event, ScalingPoint):
-                point = event
-            else:
-                yield event
+        # aclosing: closing this generator must stop the run's job now, not when GC finalizes it
+        async with contextlib.aclosing(_measure(config, run, runner)) as measured:
+            async for event in measured:
+                if isinstance(event, ScalingPoint):
+                    point = event
+                else:
+                    yield event
         points.append(
             point or point_from_tally(run, RunTally(run.workers, 0, 0), message="no result")
         )

@@ -25,8 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--hosts", "-H", metavar="FILE", help="hosts file (default: this machine)")
     probe.add_argument("--once", action="store_true", help="one reading of every host, then exit")
     probe.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
-    probe.add_argument("--count", type=int, default=0,
-                       help="stop after this many readings per host (default: until Ctrl-C)")
+    probe.add_argument(
+        "--count",
+        type=int,
+        default=0,
+        help="stop after this many readings per host (default: until Ctrl-C)",
+    )
     probe.set_defaults(func=cmd_probe)
 
 
@@ -123,7 +127,8 @@ async def _probe_loop(pool: HostPool, interval: float, count: int) -> None:
         if text:
             print(text, flush=True)
         counts = isinstance(event, HostSample) or (
-            isinstance(event, HostState) and not event.reachable)
+            isinstance(event, HostState) and not event.reachable
+        )
         if counts and count:
             seen[event.host] = seen.get(event.host, 0) + 1
             if len(seen) == len(pool) and min(seen.values()) >= count:
@@ -172,7 +177,7 @@ def _gpu_line(g: GpuSample) -> str:
     )
 
 
-def _na(value: float | int | None) -> str:
+def _na(value: float | None) -> str:
     if value is None:
         return "N/A"
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -194,4 +199,3 @@ def _rate(value: float | None) -> str:
             return f"{value:.0f} {unit}"
         value /= 1000
     return f"{value:.1f} GB/s"
-

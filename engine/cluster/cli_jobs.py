@@ -98,7 +98,10 @@ def _add_launch(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print where each process would run")
     p.add_argument("--quiet", action="store_true", help="print only state changes and failures")
     p.add_argument(
-        "argv", nargs=argparse.REMAINDER, metavar="-- command", help="the command every process runs"
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="-- command",
+        help="the command every process runs",
     )
     p.set_defaults(func=run_launch)
 

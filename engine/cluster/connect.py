@@ -1,9 +1,9 @@
 """From hosts-file lines to transports: one Transport per host, kept in a pool and shared.
 
-    pool = HostPool(read_hosts("hosts"))      # or HostPool.local() without a hosts file
-    errors = await pool.connect_all()         # {name: TransportError | None}; failures isolated
-    result = await pool["node1"].run("hostname")
-    await pool.close()                        # or: async with HostPool(...) as pool
+pool = HostPool(read_hosts("hosts"))      # or HostPool.local() without a hosts file
+errors = await pool.connect_all()         # {name: TransportError | None}; failures isolated
+result = await pool["node1"].run("hostname")
+await pool.close()                        # or: async with HostPool(...) as pool
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ done
 
 # $1 job id, $2 grace seconds, $3… prefixes. Signals the process group of every recorded process
 # that is provably ours (IMGSCALE_JOB=<job> in its environment and still in the recorded group):
-# TERM, then KILL after the grace period. Prints "term PGID", "kill PGID", "gone PGID", "foreign PID".
+# TERM, then KILL after the grace period, then waits (3 s at most) until each group is empty.
+# Prints "term PGID", "kill PGID", "gone PGID", "foreign PID", "stuck PGID" (survived KILL), "done".
 KILL = r"""job=$1; grace=$2; shift 2
 groups=
 for p in "$@"; do
@@ -72,15 +73,18 @@ for p in "$@"; do
   if [ -n "$found" ]; then groups="$groups $g"; kill -s TERM -- "-$g" 2>/dev/null; echo "term $g"
   else echo "gone $g"; fi
 done
-n=0
+n=0; killed=
 while [ -n "$groups" ]; do
   left=
   for g in $groups; do kill -s 0 -- "-$g" 2>/dev/null && left="$left $g"; done
   groups=$left
   [ -z "$groups" ] && break
-  if [ "$n" -ge "$((grace*10))" ]; then
+  if [ -z "$killed" ] && [ "$n" -ge "$((grace*10))" ]; then
     for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; echo "kill $g"; done
-    groups=
+    killed=$n
+  elif [ -n "$killed" ] && [ "$n" -ge "$((killed+30))" ]; then
+    for g in $groups; do echo "stuck $g"; done
+    break
   fi
   n=$((n+1)); sleep 0.1
 done
@@ -142,13 +146,11 @@ def start_one(proc: DetachedProcess) -> str:
 
 def start_command(procs: Sequence[DetachedProcess]) -> str:
     """One command line starting every process of one host, after creating their directories."""
+    # Each attempt has a fresh run directory, so there are no stale records to remove first.
     dirs = sorted({_dirname(p.prefix) for p in procs})
     mkdir = "mkdir -p " + " ".join(shell_path(d) for d in dirs)
-    stale = "rm -f " + " ".join(
-        shell_path(p.prefix) + suffix for p in procs for suffix in (".pid", ".status")
-    )
     starts = "\n".join(start_one(p) for p in procs)
-    return f"{mkdir} && {stale} || exit 1\n{starts}\necho started"
+    return f"{mkdir} || exit 1\n{starts}\necho started"
 
 
 def _dirname(prefix: str) -> str:
@@ -208,7 +210,7 @@ def watch_command(
     """
     start = "+1" if lines is None else str(int(lines))
     follows = [
-        f"tail --pid=\"$s\" -s 0.5 -n {start} -F -- {shell_path(p + '.log')} 2>/dev/null"
+        f'tail --pid="$s" -s 0.5 -n {start} -F -- {shell_path(p + ".log")} 2>/dev/null'
         f" | sed -u 's/^/{i} /' &"  # GNU sed: a line out per line in (mawk would buffer)
         for i, p in enumerate(prefixes)
     ]
@@ -239,15 +241,18 @@ class KillReport:
     killed: tuple[int, ...] = ()  # groups that needed KILL after the grace period
     gone: tuple[int, ...] = ()  # recorded groups with no process of ours left
     foreign: tuple[int, ...] = ()  # recorded pids now used by someone else: left alone
+    stuck: tuple[int, ...] = ()  # groups still there 3 s after KILL (uninterruptible I/O)
     complete: bool = False  # the script reached its end
 
 
 def parse_kill(output: str) -> KillReport:
-    seen: dict[str, list[int]] = {"term": [], "kill": [], "gone": [], "foreign": []}
+    seen: dict[str, list[int]] = {k: [] for k in ("term", "kill", "gone", "foreign", "stuck")}
     complete = False
     for line in output.splitlines():
         word, _sep, rest = line.partition(" ")
         if word in seen and _int(rest) is not None:
             seen[word].append(int(rest))
         complete = complete or line == "done"
-    return KillReport(*(tuple(seen[k]) for k in ("term", "kill", "gone", "foreign")), complete)
+    return KillReport(
+        *(tuple(seen[k]) for k in ("term", "kill", "gone", "foreign", "stuck")), complete
+    )

@@ -1,4 +1,4 @@
-"""Hosts files: launch.py's ``host[:port]`` lines plus ``user@``, ``slots=N``, ``gpus=`` and options.
+"""Hosts files: launch.py's ``host[:port]`` lines plus ``user@``, ``slots=N``, ``gpus=``, options.
 
 Format (see hosts.example at the repository root for a documented example)::
 

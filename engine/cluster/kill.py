@@ -74,7 +74,7 @@ async def _kill_on(
 
 
 def _mark(record: jobs.JobRecord, reports: dict[str, KillReport | None]) -> None:
-    clean = all(r is not None and r.complete for r in reports.values())
+    clean = all(r is not None and r.complete and not r.stuck for r in reports.values())
     current = jobs.load(record.job) if jobs.exists(record.job) else record
     state = "stopped" if current.active else current.state
     message = "killed by imgscale kill" if current.active else current.message

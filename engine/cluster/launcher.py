@@ -12,11 +12,12 @@ A leading ``python``/``python3`` word is replaced by the host's ``python=`` inte
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from engine.errors import UserError
 from engine.events import EventSink
@@ -60,6 +61,7 @@ class LaunchSpec:
     stall_timeout_s: float | None = None
     exclude_after: int = 0
     grace_s: int = 5
+    lost_timeout_s: float = 10.0  # a host unreachable this long is lost (the job is stopped)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -80,6 +82,7 @@ class LaunchSpec:
             stall_timeout_s=self.stall_timeout_s,
             exclude_after=self.exclude_after,
             grace_s=self.grace_s,
+            lost_timeout_s=self.lost_timeout_s,
         )
         return SuperviseOptions(**{**asdict(options), **overrides})
 
@@ -130,6 +133,21 @@ def training_planner(
 ) -> Callable:
     """The Planner of a DMLC job: placement, a free scheduler port, per-process env and argv."""
 
+    probes: dict[str, asyncio.Task] = {}
+
+    def prefetch(host: str) -> None:
+        """Start finding the scheduler's port on ``host`` now (launch overlaps it with connecting)."""
+        if host not in probes:
+            spec_ = pool.spec(host)
+            probes[host] = asyncio.ensure_future(_port_on(pool, host, spec_.python))
+
+    async def probe_port(host: str) -> int:
+        prefetch(host)
+        try:
+            return await probes[host]
+        finally:
+            probes.pop(host, None)  # a relaunch looks again
+
     async def plan(attempt: int, host_names: Sequence[str]) -> list[Planned]:
         hosts = [pool.spec(name) for name in host_names]
         placement = place(
@@ -139,7 +157,7 @@ def training_planner(
             servers_per_host=spec.servers_per_host,
         )
         master = hosts[0]
-        port = spec.root_port or await free_port(await pool.get(master.name), master.python)
+        port = spec.root_port or await probe_port(master.name)
         num_servers = sum(1 for p in placement if p.role == "server")
         cluster = ClusterEnv(
             job,
@@ -168,7 +186,12 @@ def training_planner(
             )
         return planned
 
+    plan.prefetch = prefetch  # type: ignore[attr-defined]
     return plan
+
+
+async def _port_on(pool: TransportPool, host: str, python: str) -> int:
+    return await free_port(await pool.get(host), python)
 
 
 def checkpoint_resume(prefix: str) -> ResumeHook:
@@ -255,6 +278,11 @@ async def sync_work_dir(
             await transport.put(os.path.join(source, entry), target, recurse=True)
 
 
+async def connect_all(pool: TransportPool, hosts: Sequence[HostSpec]) -> None:
+    """Open every host's connection at once (a host that fails is reported when starting there)."""
+    await asyncio.gather(*(pool.get(h.name) for h in hosts), return_exceptions=True)
+
+
 async def launch(
     spec: LaunchSpec,
     *,
@@ -283,8 +311,19 @@ async def launch(
     if resume is None and spec.resume_prefix:
         resume = checkpoint_resume(spec.resume_prefix)
     planner = training_planner(spec, record.job, pool, resume)
+    if not spec.root_port:
+        planner.prefetch(hosts[0].name)
+    await connect_all(pool, hosts)
     job = Job(record, pool, planner=planner, options=spec.supervise_options(), sink=sink)
-    await job.start()
+    try:
+        await job.start()
+    except TransportError as exc:  # the master could not be asked for a port
+        jobs.save(replace(job.record, state="failed", message=f"{exc.host}: {exc.reason}"))
+        await job.close()
+        raise UserError(f"cannot launch on {exc.host}: {exc.reason}") from None
+    except BaseException:
+        await job.close()
+        raise
     return job
 
 

@@ -1,4 +1,4 @@
-"""This machine as a host: commands run as subprocesses through the same shell line SSH would use."""
+"""This machine as a host: subprocesses running the same shell line an SSH host would get."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ KILL_GRACE_S = 2.0
 
 
 class LocalTransport(Transport):
-    """Subprocesses via ``/bin/sh -c``; env merges over os.environ; each command in its own session."""
+    """Subprocesses via ``/bin/sh -c``; env merges over os.environ; one session per command."""
 
     def __init__(
         self,
@@ -42,14 +42,19 @@ class LocalTransport(Transport):
 
     def _line(self, command: str, env: Mapping[str, str] | None, cwd: str | None) -> str:
         # The same line an SSH host's shell gets, so both transports behave alike (cd errors too).
-        return shell_command(command, env={**self.env, **(env or {})}, cwd=cwd,
-                             path_prepend=self.path_prepend)
+        return shell_command(
+            command, env={**self.env, **(env or {})}, cwd=cwd, path_prepend=self.path_prepend
+        )
 
     async def _spawn(self, line: str, stdin: int) -> asyncio.subprocess.Process:
         try:
             return await asyncio.create_subprocess_exec(
-                "/bin/sh", "-c", line, stdin=stdin,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                "/bin/sh",
+                "-c",
+                line,
+                stdin=stdin,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # its own process group: a timeout ends all of it
             )
         except OSError as exc:
@@ -69,30 +74,44 @@ class LocalTransport(Transport):
             raise
         return _result(proc.returncode, out, err)
 
-    def stream(self, command, *, env=None, cwd=None) -> LineStream:
+    def stream(self, command, *, env=None, cwd=None, stdin=False, kill_on_close=True) -> LineStream:
+        # kill_on_close is accepted for parity with SSH; ending a local group is always cheap
         line = self._line(command, env, cwd)
         holder: dict[str, asyncio.subprocess.Process] = {}
+        started = asyncio.Event()
 
         async def closer() -> None:
+            # Never cancel a subprocess start (asyncio can then hang waiting for the child):
+            # let it finish, then end the process group.
+            await started.wait()
             if "proc" in holder:
                 await _end_group(holder["proc"])
-            else:  # not started yet: stop the start instead
-                await _cancel_start(lines)
 
         async def signaller(name: str) -> None:
             if "proc" in holder:
                 _signal_group(holder["proc"], name)
 
         lines = LineStream(self.host, closer, signaller)
-        task = asyncio.get_running_loop().create_task(self._pump(lines, line, holder))
+        if stdin:
+            lines._writer = _stdin_writer(self.host, lines, holder, started)  # type: ignore[attr-defined]
+        task = asyncio.get_running_loop().create_task(
+            self._pump(lines, line, holder, stdin, started)
+        )
         lines._task = task  # type: ignore[attr-defined]  # keep the task referenced
         return lines
 
-    async def _pump(self, lines: LineStream, line: str, holder: dict) -> None:
+    async def _pump(
+        self, lines: LineStream, line: str, holder: dict, stdin: bool, started: asyncio.Event
+    ) -> None:
+        mode = asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL
         try:
-            proc = holder["proc"] = await self._spawn(line, asyncio.subprocess.DEVNULL)
-            await asyncio.gather(_read_lines(proc.stdout, "stdout", lines),
-                                 _read_lines(proc.stderr, "stderr", lines))
+            try:
+                proc = holder["proc"] = await self._spawn(line, mode)
+            finally:
+                started.set()
+            await asyncio.gather(
+                _read_lines(proc.stdout, "stdout", lines), _read_lines(proc.stderr, "stderr", lines)
+            )
             code = await proc.wait()
         except TransportError as exc:
             lines.finish(None, error=exc)
@@ -112,6 +131,20 @@ class LocalTransport(Transport):
 
     async def close(self) -> None:
         return None
+
+
+def _stdin_writer(host: str, lines: LineStream, holder: dict, started: asyncio.Event):
+    async def write(text: str) -> None:
+        await started.wait()
+        if "proc" not in holder or lines.finished:
+            raise lines.error or TransportError(host, "the command has ended")
+        holder["proc"].stdin.write(text.encode())
+        try:
+            await holder["proc"].stdin.drain()
+        except ConnectionError:
+            raise TransportError(host, "the command has ended") from None
+
+    return write
 
 
 def copy_path(source: str, target: str, recurse: bool) -> None:
@@ -159,8 +192,9 @@ def _signal_group(proc: asyncio.subprocess.Process, name: str) -> None:
 
 def _result(code: int | None, out: bytes, err: bytes) -> CommandResult:
     status = code if code is not None and code >= 0 else None
-    return CommandResult(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-                         _signal_name(code))
+    return CommandResult(
+        status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), _signal_name(code)
+    )
 
 
 def _signal_name(code: int | None) -> str | None:
@@ -170,11 +204,3 @@ def _signal_name(code: int | None) -> str | None:
         return signal.Signals(-code).name.removeprefix("SIG")
     except ValueError:
         return str(-code)
-
-
-async def _cancel_start(lines: LineStream) -> None:
-    """Close a stream whose command has not started: cancel the start and end the stream."""
-    task = lines._task  # type: ignore[attr-defined]
-    task.cancel()
-    await asyncio.wait([task])  # unlike "await task", never raises the cancellation here
-    lines.finish(None, "TERM")

@@ -25,13 +25,17 @@ QUERY_FIELDS = (
     "power.limit",
 )
 LOST_WORDS = ("gpu is lost", "fallen off the bus", "unknown error", "unable to determine")
-HANDLE_ERROR = re.compile(r"unable to determine the device handle for gpu\s*([0-9a-f:.]+)", re.I)
+HANDLE_ERROR = re.compile(
+    r"unable to determine the device handle for gpu\s*([0-9a-f:.]+)", re.IGNORECASE
+)
 
 
 def query_command(loop_seconds: float | None = 1.0) -> str:
     """The nvidia-smi command line the probes run (one long-lived channel with ``-l``)."""
     line = f"nvidia-smi --query-gpu={','.join(QUERY_FIELDS)} --format=csv,noheader,nounits"
-    return f"{line} -l {loop_seconds:g}" if loop_seconds else line
+    if not loop_seconds:
+        return line
+    return f"{line} -l {max(1, round(loop_seconds))}"  # nvidia-smi -l takes whole seconds
 
 
 def parse_line(line: str, host: str, now: float | None = None) -> GpuSample | None:

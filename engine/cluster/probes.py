@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from engine.events import Event, GpuSample, HostSample, HostState
+from engine.events import Event, Failure, GpuSample, HostSample, HostState
 
 from . import nvsmi
 from .connect import HostPool
 from .hosts import HostSpec
-from .transport import Transport, TransportError
+from .transport import LineStream, Transport, TransportError
 
 SAMPLE_TIMEOUT_S = 5.0
 BACKOFF_FIRST_S = 1.0
@@ -33,15 +33,26 @@ BACKOFF_MAX_S = 30.0
 
 def stats_command(data_path: str = "/") -> str:
     """One shell line printing marked sections of /proc (and df of the data path)."""
-    return "; ".join([
-        "echo @uptime; cat /proc/uptime",
-        "echo @stat; grep '^cpu' /proc/stat",
-        "echo @mem; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo",
-        "echo @load; cat /proc/loadavg",
-        "echo @net; cat /proc/net/dev",
-        f"echo @df; df -P -k -- {shlex.quote(data_path)} 2>/dev/null | tail -n 1",
-        "echo @gpu; command -v nvidia-smi >/dev/null 2>&1 && echo yes || echo no",
-    ])
+    return "; ".join(
+        [
+            "echo @uptime; cat /proc/uptime",
+            "echo @stat; grep '^cpu' /proc/stat",
+            "echo @mem; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo",
+            "echo @load; cat /proc/loadavg",
+            "echo @net; cat /proc/net/dev",
+            f"echo @df; df -P -k -- {shlex.quote(data_path)} 2>/dev/null | tail -n 1",
+            "echo @gpu; command -v nvidia-smi >/dev/null 2>&1 && echo yes || echo no",
+        ]
+    )
+
+
+def stats_loop_command(data_path: str = "/") -> str:
+    """A long-lived shell that prints one reading, ended by ``@end``, per line it reads.
+
+    The console asks for the next reading only after the last one arrived: polls never overlap,
+    and no channel is opened per sample (that cost the console most of its CPU at 64 hosts).
+    """
+    return f"while read -r _; do {stats_command(data_path)}; echo @end; done"
 
 
 @dataclass(frozen=True)
@@ -122,22 +133,39 @@ def _df(lines: list[str]) -> dict:
 
 
 _PARSERS: dict[str, Callable[[list[str]], dict]] = {
-    "uptime": _uptime, "stat": _cpu, "mem": _mem, "load": _load, "net": _net, "df": _df,
+    "uptime": _uptime,
+    "stat": _cpu,
+    "mem": _mem,
+    "load": _load,
+    "net": _net,
+    "df": _df,
 }
 
 
-def host_sample(host: str, cur: HostCounters, prev: HostCounters | None,
-                gpu_count: int | None, now: float | None = None) -> HostSample:
+def host_sample(
+    host: str,
+    cur: HostCounters,
+    prev: HostCounters | None,
+    gpu_count: int | None,
+    now: float | None = None,
+) -> HostSample:
     """A HostSample from a reading and the one before it (CPU% and rates need both)."""
     mem_used = None
     if cur.mem_total is not None and cur.mem_available is not None:
         mem_used = cur.mem_total - cur.mem_available
     rx, tx = _rates(cur, prev)
     return HostSample(
-        host=host, cpu_percent=_cpu_percent(cur, prev), cpu_count=cur.cpu_count,
-        mem_used_bytes=mem_used, mem_total_bytes=cur.mem_total, load1=cur.load1,
-        disk_used_bytes=cur.disk_used, disk_total_bytes=cur.disk_total,
-        net_rx_bytes_per_s=rx, net_tx_bytes_per_s=tx, gpu_count=gpu_count,
+        host=host,
+        cpu_percent=_cpu_percent(cur, prev),
+        cpu_count=cur.cpu_count,
+        mem_used_bytes=mem_used,
+        mem_total_bytes=cur.mem_total,
+        load1=cur.load1,
+        disk_used_bytes=cur.disk_used,
+        disk_total_bytes=cur.disk_total,
+        net_rx_bytes_per_s=rx,
+        net_tx_bytes_per_s=tx,
+        gpu_count=gpu_count,
         time=time.time() if now is None else now,
     )
 
@@ -158,8 +186,10 @@ def _rates(cur: HostCounters, prev: HostCounters | None) -> tuple[float | None, 
     if seconds <= 0 or None in (cur.net_rx, prev.net_rx, cur.net_tx, prev.net_tx):
         return None, None
     # counters can go back when an interface is reset: report 0, never a negative rate
-    return (max(0.0, (cur.net_rx - prev.net_rx) / seconds),
-            max(0.0, (cur.net_tx - prev.net_tx) / seconds))
+    return (
+        max(0.0, (cur.net_rx - prev.net_rx) / seconds),
+        max(0.0, (cur.net_tx - prev.net_tx) / seconds),
+    )
 
 
 def backoff(failures: int) -> float:
@@ -173,8 +203,14 @@ def data_path(spec: HostSpec) -> str:
 class HostProbe:
     """The probe loop of one host: stats poll, the nvidia-smi channel, reachability."""
 
-    def __init__(self, spec: HostSpec, transport: Transport, emit: Callable[[Event], None],
-                 interval: float = 1.0, sample_timeout: float = SAMPLE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        spec: HostSpec,
+        transport: Transport,
+        emit: Callable[[Event], None],
+        interval: float = 1.0,
+        sample_timeout: float = SAMPLE_TIMEOUT_S,
+    ) -> None:
         self.spec, self.transport, self.emit = spec, transport, emit
         self.interval, self.sample_timeout = interval, sample_timeout
         self.failures = 0
@@ -182,7 +218,8 @@ class HostProbe:
         self._prev: HostCounters | None = None
         self._gpu_task: asyncio.Task | None = None
         self._grouper = nvsmi.SampleGrouper(spec.name)
-        self._command = stats_command(data_path(spec))
+        self._gpu_failure = ""
+        self._command = stats_loop_command(data_path(spec))
 
     async def run(self) -> None:
         try:
@@ -196,16 +233,34 @@ class HostProbe:
 
     async def _poll_forever(self) -> None:
         await self.transport.connect()
-        while True:
-            started = time.monotonic()
-            await self.sample()
-            # re-arm only now: polls never overlap, and a slow host backs off by itself
-            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+        stats = self.transport.stream(self._command, stdin=True, kill_on_close=False)
+        try:
+            while True:
+                started = time.monotonic()
+                await self.sample(stats)
+                # re-arm only now: polls never overlap, and a slow host backs off by itself
+                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+        finally:
+            await stats.aclose()
 
-    async def sample(self) -> HostSample:
+    async def _reading(self, stats: LineStream) -> str:
+        await stats.write("\n")
+        lines: list[str] = []
+        try:
+            async with asyncio.timeout(self.sample_timeout):
+                async for line in stats:
+                    if line.stream != "stdout":
+                        continue
+                    if line.text == "@end":
+                        return "\n".join(lines)
+                    lines.append(line.text)
+        except TimeoutError:
+            raise TransportError(self.spec.name, "timed out") from None
+        raise TransportError(self.spec.name, f"the probe shell ended ({stats.exit_status})")
+
+    async def sample(self, stats: LineStream) -> HostSample:
         """Take one stats reading (and start the GPU channel the first time one is seen)."""
-        result = await self.transport.run(self._command, timeout=self.sample_timeout)
-        cur = parse_stats(result.stdout)
+        cur = parse_stats(await self._reading(stats))
         self._set_reachable()
         if cur.has_gpu and self._gpu_task is None:
             self._gpu_task = asyncio.create_task(self._watch_gpus())
@@ -234,17 +289,39 @@ class HostProbe:
         """Read ``nvidia-smi -l`` on one channel; restart it (with backoff) if it ends."""
         failures = 0
         while True:
-            lines = self.transport.stream(nvsmi.query_command(self.interval))
+            lines = self.transport.stream(nvsmi.query_command(self.interval), kill_on_close=False)
+            other: list[str] = []  # what nvidia-smi said that was not a GPU row
             try:
                 async for line in lines:
-                    if line.stream == "stdout" or nvsmi.HANDLE_ERROR.search(line.text):
+                    if nvsmi.parse_line(line.text, self.spec.name) is not None:
                         failures = self._feed_gpu_line(line.text, failures)
+                    elif line.text.strip():
+                        other = [*other[-4:], line.text.strip()]
             except TransportError:
                 pass  # the stats poll reports the host; this loop just tries again
             finally:
                 await lines.aclose()
             failures += 1
+            self._report_gpu_failure(lines.exit_status, other)
             await asyncio.sleep(backoff(failures))
+
+    def _report_gpu_failure(self, status: int | None, said: list[str]) -> None:
+        """nvidia-smi ended (driver not loaded, ...): say so once per distinct message."""
+        if status in (0, None) and not said:
+            return
+        message = f"nvidia-smi exited with status {status}"
+        if message + str(said) == self._gpu_failure:
+            return
+        self._gpu_failure = message + str(said)
+        self.emit(
+            Failure(
+                source=f"host {self.spec.name}",
+                message=message,
+                diagnosis=said[-1] if said else "",
+                last_lines=tuple(said),
+                advice=("check the NVIDIA driver on the host (run nvidia-smi there)",),
+            )
+        )
 
     def _feed_gpu_line(self, text: str, failures: int) -> int:
         for group in self._grouper.feed(text):
@@ -264,17 +341,26 @@ class HostProbe:
 class ProbeSet:
     """Probe every host of a pool until stopped; events go to ``on_event`` (never raises)."""
 
-    def __init__(self, pool: HostPool | Sequence[HostSpec], on_event: Callable[[Event], None],
-                 interval: float = 1.0, sample_timeout: float = SAMPLE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        pool: HostPool | Sequence[HostSpec],
+        on_event: Callable[[Event], None],
+        interval: float = 1.0,
+        sample_timeout: float = SAMPLE_TIMEOUT_S,
+    ) -> None:
         self._own_pool = not isinstance(pool, HostPool)
         self.pool = HostPool(pool) if self._own_pool else pool  # type: ignore[arg-type]
         self.on_event = on_event
         self.interval = interval
-        self.probes = [HostProbe(h, self.pool[h.name], self._emit, interval, sample_timeout)
-                       for h in self.pool.hosts]
+        self.probes = [
+            HostProbe(h, self.pool[h.name], self._emit, interval, sample_timeout)
+            for h in self.pool.hosts
+        ]
         self._tasks: list[asyncio.Task] = []
 
     def _emit(self, event: Event) -> None:
+        if not self._tasks:  # stopping (or stopped): nothing more reaches the consumer
+            return
         try:
             self.on_event(event)
         except Exception:  # a broken consumer must not stop the probes of every host
@@ -283,15 +369,16 @@ class ProbeSet:
             logging.getLogger(__name__).exception("probe event consumer failed")
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(p.run(), name=f"probe {p.spec.name}")
-                       for p in self.probes]
+        self._tasks = [
+            asyncio.create_task(p.run(), name=f"probe {p.spec.name}") for p in self.probes
+        ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
-        self._tasks = []
+        if tasks:
+            await asyncio.wait(tasks)
         if self._own_pool:
             await self.pool.close()
 
@@ -320,8 +407,11 @@ async def _probe_host_once(pool: HostPool, spec: HostSpec, gpu_timeout: float) -
     gpus: list[GpuSample] = []
     if cur.has_gpu:
         gpus = await _gpus_once(transport, spec.name, gpu_timeout)
-    return [HostState(spec.name, True),
-            host_sample(spec.name, cur, None, len(gpus) if cur.has_gpu else 0), *gpus]
+    return [
+        HostState(spec.name, True),
+        host_sample(spec.name, cur, None, len(gpus) if cur.has_gpu else 0),
+        *gpus,
+    ]
 
 
 async def _gpus_once(transport: Transport, host: str, timeout: float) -> list[GpuSample]:

@@ -10,6 +10,7 @@ command line (remote_cmd.shell_command), not via SSH setenv, which sshd's Accept
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import shlex
@@ -35,18 +36,33 @@ KEEPALIVE_COUNT = 3  # a host silent for KEEPALIVE_S * KEEPALIVE_COUNT is lost
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 KILL_GRACE_S = 2.0
+PGID_WAIT_S = 10.0  # a loaded host may take seconds to start the shell
 PGID_MARK = "imgscale-pgid:"
+ENCRYPTION_ALGS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+)
 
 
 class SshTransport(Transport):
     """One host over one SSH connection (opened on first use, reopened after a loss)."""
 
-    def __init__(self, spec: HostSpec, *, connect_timeout: float | None = None,
-                 keepalive: float | None = None) -> None:
+    def __init__(
+        self,
+        spec: HostSpec,
+        *,
+        connect_timeout: float | None = None,
+        keepalive: float | None = None,
+    ) -> None:
         self.spec = spec
         self.host = spec.name
         self.connect_timeout = connect_timeout or float(
-            spec.option("connect_timeout") or CONNECT_TIMEOUT_S)
+            spec.option("connect_timeout") or CONNECT_TIMEOUT_S
+        )
         self.keepalive = keepalive or float(spec.option("keepalive") or KEEPALIVE_S)
         self.failures = 0  # consecutive failed connection attempts
         self.last_error: TransportError | None = None
@@ -130,8 +146,12 @@ class SshTransport(Transport):
         # The first stderr line names the command's process group: sshd puts every session in
         # its own group, and "exec" keeps that pid. SSH "signal" requests are refused for root
         # sessions by OpenSSH, so ending a command is "kill -- -PGID" on a second channel.
-        body = shell_command(command, env={**self.spec.env, **(env or {})}, cwd=cwd,
-                             path_prepend=self.spec.path_prepend)
+        body = shell_command(
+            command,
+            env={**self.spec.env, **(env or {})},
+            cwd=cwd,
+            path_prepend=self.spec.path_prepend,
+        )
         return f"echo {PGID_MARK}$$ >&2; {body}"
 
     async def _start(self, line: str) -> _RemoteCommand:
@@ -143,8 +163,11 @@ class SshTransport(Transport):
         except asyncssh.ChannelOpenError as exc:
             if conn.is_closed():
                 raise self._lost(exc) from None
-            raise TransportError(self.host, f"could not open a channel ({exc.reason}; "
-                                 "raise MaxSessions in the host's sshd_config)") from None
+            raise TransportError(
+                self.host,
+                f"could not open a channel ({exc.reason}; "
+                "raise MaxSessions in the host's sshd_config)",
+            ) from None
         except (asyncssh.Error, OSError) as exc:
             raise self._lost(exc) from None
         return _RemoteCommand(self, proc)
@@ -159,25 +182,36 @@ class SshTransport(Transport):
         out, err = bytearray(), bytearray()
         try:
             cmd.send_input(input)
-            await asyncio.wait_for(cmd.pump(out.extend, err.extend), timeout)
-        except TimeoutError:
-            await cmd.end()
-            raise CommandTimedOut(self.host, timeout) from None
+        except Exception as exc:  # the channel broke at once: say why
+            raise self._lost(exc) from None
+        # The reader keeps running while a timed-out command is ended: it is what learns the
+        # command's process group from the first stderr line.
+        pump = asyncio.ensure_future(cmd.pump(out.extend, err.extend))
+        try:
+            done, _ = await asyncio.wait([pump], timeout=timeout)
         except asyncio.CancelledError:
             await cmd.end()
+            pump.cancel()
             raise
-        except Exception as exc:  # the channel broke: say why
-            raise self._lost(exc) from None
+        if not done:
+            await cmd.end()
+            pump.cancel()
+            raise CommandTimedOut(self.host, timeout)
+        if pump.exception() is not None:
+            raise self._lost(pump.exception()) from None
         status, sig = cmd.exit()
-        return CommandResult(status, out.decode("utf-8", "replace"),
-                             err.decode("utf-8", "replace"), sig)
+        return CommandResult(
+            status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), sig
+        )
 
-    def stream(self, command, *, env=None, cwd=None) -> LineStream:
+    def stream(self, command, *, env=None, cwd=None, stdin=False, kill_on_close=True) -> LineStream:
+        """See Transport.stream. ``kill_on_close=False`` only closes the channel on ``aclose``:
+        cheaper for commands that end by themselves on EOF or SIGPIPE (the probes' loops)."""
         holder: dict[str, _RemoteCommand] = {}
 
         async def closer() -> None:
             if "cmd" in holder:
-                await holder["cmd"].end()
+                await (holder["cmd"].end() if kill_on_close else holder["cmd"].hang_up())
             else:  # still connecting or opening the channel: stop that instead
                 await _cancel_start(lines)
 
@@ -186,18 +220,38 @@ class SshTransport(Transport):
                 await holder["cmd"].signal(name)
 
         lines = LineStream(self.host, closer, signaller)
+        if stdin:
+            lines._writer = self._stdin_writer(lines, holder)  # type: ignore[attr-defined]
         line = self._line(command, env, cwd)
         lines._task = asyncio.get_running_loop().create_task(  # type: ignore[attr-defined]
-            self._pump(lines, line, holder))
+            self._pump(lines, line, holder, stdin)
+        )
         return lines
 
-    async def _pump(self, lines: LineStream, line: str, holder: dict) -> None:
+    def _stdin_writer(self, lines: LineStream, holder: dict) -> Callable:
+        async def write(text: str) -> None:
+            await holder["started"].wait()
+            if "cmd" not in holder or lines.finished:
+                raise lines.error or TransportError(self.host, "the command has ended")
+            holder["cmd"].proc.stdin.write(text.encode())
+
+        holder["started"] = asyncio.Event()
+        return write
+
+    async def _pump(self, lines: LineStream, line: str, holder: dict, stdin: bool) -> None:
         try:
-            cmd = holder["cmd"] = await self._start(line)
-            cmd.send_input(None)
+            try:
+                cmd = holder["cmd"] = await self._start(line)
+            finally:
+                if "started" in holder:
+                    holder["started"].set()
+            if not stdin:
+                cmd.send_input(None)
             out, err = LineSplitter(), LineSplitter()
-            await cmd.pump(lambda b: _put(lines, "stdout", out.feed(b)),
-                           lambda b: _put(lines, "stderr", err.feed(b)))
+            await cmd.pump(
+                lambda b: _put(lines, "stdout", out.feed(b)),
+                lambda b: _put(lines, "stderr", err.feed(b)),
+            )
             _put(lines, "stdout", out.flush())
             _put(lines, "stderr", err.flush())
             status, sig = cmd.exit()
@@ -260,6 +314,9 @@ class SshTransport(Transport):
 def client_options(spec: HostSpec, connect_timeout: float, keepalive: float) -> dict[str, Any]:
     """asyncssh.connect keywords from a hosts-file line; unset fields defer to ~/.ssh/config."""
     opts: dict[str, Any] = {
+        # The same ciphers as asyncssh's default, AES-GCM first: with AES-NI it costs the console
+        # far less CPU per packet than chacha20-poly1305 (measured by bench/bench_probe.py).
+        "encryption_algs": ENCRYPTION_ALGS,
         "connect_timeout": connect_timeout,
         "login_timeout": connect_timeout,
         "keepalive_interval": keepalive,
@@ -300,8 +357,16 @@ def classify(exc: BaseException, spec: HostSpec | None = None) -> str:
         return _host_key_reason(spec)
     if isinstance(exc, asyncssh.PermissionDenied):
         return "authentication failed"
-    if isinstance(exc, (asyncssh.ConnectionLost, ConnectionResetError, BrokenPipeError,
-                        asyncssh.DisconnectError, EOFError)):
+    if isinstance(
+        exc,
+        (
+            asyncssh.ConnectionLost,
+            ConnectionResetError,
+            BrokenPipeError,
+            asyncssh.DisconnectError,
+            EOFError,
+        ),
+    ):
         return "connection lost"
     if isinstance(exc, asyncssh.KeyImportError):
         return f"cannot read the private key ({exc})"
@@ -316,8 +381,10 @@ def _host_key_reason(spec: HostSpec | None) -> str:
     """Mismatch when known_hosts has keys for this host but none matched, else unknown."""
     path = _known_hosts_path(spec)
     if spec is not None and path and _has_entry(path, spec):
-        return f"host key mismatch (the host's key differs from {path}; if the host was " \
-               "reinstalled, replace its line there)"
+        return (
+            f"host key mismatch (the host's key differs from {path}; if the host was "
+            "reinstalled, replace its line there)"
+        )
     where = path or "known_hosts"
     return f"host key unknown (add the host's key to {where}, e.g. with ssh-keyscan)"
 
@@ -367,8 +434,9 @@ class _RemoteCommand:
             self.proc.stdin.write(text.encode())
         self.proc.stdin.write_eof()
 
-    async def pump(self, on_stdout: Callable[[bytes], None],
-                   on_stderr: Callable[[bytes], None]) -> None:
+    async def pump(
+        self, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
+    ) -> None:
         await asyncio.gather(self._copy(self.proc.stdout, on_stdout), self._stderr(on_stderr))
         await self.proc.wait_closed()
 
@@ -386,7 +454,7 @@ class _RemoteCommand:
             head += chunk
         first, newline, rest = head.partition(b"\n")
         if first.startswith(PGID_MARK.encode()) and newline:
-            self.pgid = int(first[len(PGID_MARK):])
+            self.pgid = int(first[len(PGID_MARK) :])
             head = rest
         self.pgid_known.set()
         if head:
@@ -403,18 +471,26 @@ class _RemoteCommand:
         return status, sig
 
     async def signal(self, name: str) -> None:
-        try:
-            await asyncio.wait_for(self.pgid_known.wait(), KILL_GRACE_S)
+        try:  # known as soon as the shell starts, or when its stderr closes
+            await asyncio.wait_for(self.pgid_known.wait(), PGID_WAIT_S)
         except TimeoutError:
             return
         if self.pgid is not None:
             await self.transport.signal_group(self.pgid, name)
+
+    async def hang_up(self) -> None:
+        """Close stdin and the channel; the command sees EOF, and SIGPIPE on its next write."""
+        with contextlib.suppress(Exception):  # the channel may already be gone
+            self.proc.stdin.write_eof()
+        self.proc.close()
 
     async def end(self) -> None:
         """TERM the command's process group, KILL it after a grace period, close the channel."""
         for name in ("TERM", "KILL"):
             try:
                 await self.signal(name)
+                if self.pgid is None:  # the shell never announced itself: only closing is left
+                    break
                 await asyncio.wait_for(self.proc.wait_closed(), KILL_GRACE_S)
                 return
             except TimeoutError:

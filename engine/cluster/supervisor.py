@@ -6,8 +6,16 @@ e.g. SIGKILLed with its wrapper), a host that stays unreachable for ``lost_timeo
 with no new log line for ``stall_timeout_s`` is a fault: the whole job is stopped on every host
 (TERM to each recorded process group, KILL after the grace period), a ``Failure`` names the
 process, host, exit status and last log lines, and the job is relaunched (a new attempt, the
-command rewritten by the resume hook) while restarts are left. See docs/cluster.md for what
-ps-lite can and cannot recover.
+command rewritten by the resume hook) while restarts are left.
+
+What ps-lite allows: with heartbeats (PS_HEARTBEAT_INTERVAL/TIMEOUT on every process) the scheduler
+marks a silent node dead, and a node of the same role that registers afterwards takes over its id
+(MXNet skips the start-up barrier for it), so one failed *worker* could be restarted in place; its
+data iterator restarts at an epoch start, so dist_sync's step counts no longer match and the job
+can hang at the end, which is why we relaunch the whole job from the newest checkpoint instead.
+Never recoverable in place: the scheduler (the rendezvous), a server (its parameter shard and
+optimizer state), and any death without heartbeats (ps-lite never notices; dist_sync hangs).
+Details: docs/cluster.md, "What ps-lite can and cannot recover".
 
 The ``Job`` API (used by ``imgscale launch/attach`` and the console)::
 
@@ -51,6 +59,8 @@ from .transport import TransportError
 FINAL = ("done", "failed", "stopped")
 DRAIN_QUIET_S = 0.6  # a job is final once its logs were quiet this long …
 DRAIN_MAX_S = 3.0  # … or after this long
+START_TIMEOUT_S = 60.0  # a host that has not started its processes by then has failed
+KILL_WAIT_S = 15.0  # beyond the grace period, how long `imgscale kill` may take before we step in
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,11 @@ class Planned:
 
 # (attempt, hosts to use) -> the processes of that attempt
 Planner = Callable[[int, Sequence[str]], Awaitable[list[Planned]]]
+
+
+def _settle(future: asyncio.Future, reason: str | None) -> None:
+    if not future.done():
+        future.set_result(reason)
 
 
 def describe_status(code: int | None) -> str:
@@ -170,6 +185,8 @@ class Job:
     async def attach(self) -> None:
         """Watch an already running job; supervise it too unless another process does."""
         self.supervising = self._take_lock(required=False)
+        if self.supervising:
+            self.record = replace(self.record, launcher_pid=os.getpid())
         self._set_phase(self.record.state)
         if not self.record.active:
             self._final.set()
@@ -180,6 +197,8 @@ class Job:
 
     async def stop(self, message: str = "stopped on request") -> JobState:
         """Stop every process on every host; the job ends as ``stopped``."""
+        if self.phase in FINAL and not self._any_running():
+            return self.status()  # nothing left to stop; keep the outcome it had
         await self._cancel_acting()
         if not self.supervising:  # tell the supervising process not to relaunch
             jobs.stop_marker(self.record.job).touch()
@@ -283,58 +302,79 @@ class Job:
         )
         self._reset_infos()
         self._set_phase("starting", f"attempt {attempt}")
-        failed = await self._launch_on_hosts(planned)
         self.last_output = time.monotonic()
-        self._watch(None)
-        return failed
+        return await self._launch_on_hosts(planned)
 
     async def _launch_on_hosts(self, planned: list[Planned]) -> tuple[str, str] | None:
+        """Start every host's processes through its watch channel (one SSH session per host)."""
         by_host: dict[str, list[DetachedProcess]] = collections.defaultdict(list)
         for p in planned:
             by_host[p.record.host].append(p.process)
-        results = await asyncio.gather(*(self._start_on(h, procs) for h, procs in by_host.items()))
+        loop = asyncio.get_running_loop()
+        started = {host: loop.create_future() for host in by_host}
+        self._watch(None, {h: (procs, started[h]) for h, procs in by_host.items()})
+        results = await asyncio.gather(*(self._started_on(h, f) for h, f in started.items()))
         return next((r for r in results if r is not None), None)
 
-    async def _start_on(self, host: str, procs: list[DetachedProcess]) -> tuple[str, str] | None:
+    @staticmethod
+    async def _started_on(host: str, started: asyncio.Future) -> tuple[str, str] | None:
         try:
-            transport = await self.pool.get(host)
-            result = await transport.run(start_command(procs), timeout=30)
-        except TransportError as exc:
-            return host, exc.reason
-        if result.exit_status != 0 or "started" not in result.stdout:
-            return host, (result.stderr.strip() or f"exit status {result.exit_status}")[-300:]
-        return None
+            reason = await asyncio.wait_for(started, START_TIMEOUT_S)
+        except TimeoutError:
+            reason = f"no answer within {START_TIMEOUT_S:.0f} s"
+        return None if reason is None else (host, reason)
 
     # ---- watching ----------------------------------------------------------------------------
-    def _watch(self, tail_lines: int | None) -> None:
+    def _watch(self, tail_lines: int | None, starts: dict | None = None) -> None:
+        """Watch every host; ``starts`` maps a host to (processes to start first, future)."""
         by_host: dict[str, list[int]] = collections.defaultdict(list)
         for index, proc in enumerate(self.record.processes):
             by_host[proc.host].append(index)
         attempt = self.record.attempt
         for host, indices in by_host.items():
+            start = (starts or {}).get(host)
             self._tasks.append(
-                asyncio.create_task(self._watch_host(host, indices, attempt, tail_lines))
+                asyncio.create_task(self._watch_host(host, indices, attempt, tail_lines, start))
             )
         if self.supervising and self.options.stall_timeout_s:
             self._tasks.append(asyncio.create_task(self._stall_watch(attempt)))
 
     async def _watch_host(
-        self, host: str, indices: list[int], attempt: int, tail: int | None
+        self, host: str, indices: list[int], attempt: int, tail: int | None, start=None
     ) -> None:
         prefixes = [self.record.processes[i].prefix for i in indices]
         lost_since: float | None = None
         while attempt == self.record.attempt and self.phase not in FINAL:
+            command = watch_command(prefixes, self.options.poll_s, tail)
+            if start is not None:  # the first channel of an attempt starts the processes too
+                command = start_command(start[0]) + "\n" + command
+            errors: list[str] = []
             try:
                 transport = await self.pool.get(host)
-                stream = transport.stream(watch_command(prefixes, self.options.poll_s, tail))
+                stream = transport.stream(command)
                 async for line in stream:
                     if lost_since is not None:
                         lost_since = None
                         self._emit(HostState(host, True))
+                    if start is not None and line.text == "started":
+                        _settle(start[1], None)
+                    elif (
+                        line.stream == "stderr"
+                        and len(errors) < 20
+                        and parse_status(line.text) is None
+                    ):
+                        errors.append(line.text)
                     self._on_watch_line(line.stream, line.text, indices, attempt)
-                reason = "the watch channel closed"
+                reason = (
+                    "; ".join(e for e in errors if e != ".")[-300:] or "the watch channel closed"
+                )
             except TransportError as exc:
                 reason = exc.reason
+            if start is not None:
+                if not start[1].done():  # it never said "started": the start failed
+                    _settle(start[1], reason)
+                    return
+                start = None
             if attempt != self.record.attempt or self.phase in FINAL:
                 return
             tail = 0  # after a reconnect follow only new lines
@@ -452,8 +492,19 @@ class Job:
         await self._drain_then(phase, message)
 
     async def _stopped_by_kill(self) -> None:
-        await self._stop_everywhere("stopping")
+        """`imgscale kill` is ending the processes: let it, and step in only if it gives up."""
+        self._set_phase("stopping", "stopped by imgscale kill")
+        deadline = time.monotonic() + self.options.grace_s + KILL_WAIT_S
+        while time.monotonic() < deadline and self._any_running():
+            await asyncio.sleep(0.2)  # the status loop updates the processes' states meanwhile
+        if self._any_running():
+            await self._stop_everywhere("stopping")
+        else:
+            self.record = replace(self.record, clean=True)
         await self._drain_then("stopped", "stopped by imgscale kill")
+
+    def _any_running(self) -> bool:
+        return any(i.state in ("starting", "running") for i in self.infos)
 
     async def _drain_then(self, phase: str, message: str) -> None:
         """Finish once the logs' last lines have arrived (tail may lag the exit status a little)."""
@@ -610,7 +661,7 @@ class Job:
                     job=self.record.job,
                 )
             )
-        return report.complete
+        return report.complete and not report.stuck
 
     def _finish(self, phase: str, message: str) -> None:
         if all(i.state in ("exited", "killed", "failed") for i in self.infos):

@@ -37,7 +37,7 @@ class TransportError(Exception):
 
 
 class CommandTimedOut(TransportError):
-    """``run`` gave up waiting for a command (the host itself may be fine); the command was ended."""
+    """``run`` gave up waiting for a command (the host may be fine); the command was ended."""
 
     def __init__(self, host: str, seconds: float) -> None:
         super().__init__(host, f"command timed out after {seconds:g} s")
@@ -65,6 +65,7 @@ def _decode(line: bytes) -> str:
 
 
 _END = object()
+CLOSE_WAIT_S = 5.0
 
 
 class LineStream:
@@ -94,8 +95,12 @@ class LineStream:
     def put_line(self, stream: str, text: str) -> None:
         self._queue.put_nowait(OutputLine(stream, text))
 
-    def finish(self, exit_status: int | None, signal: str | None = None,
-               error: TransportError | None = None) -> None:
+    def finish(
+        self,
+        exit_status: int | None,
+        signal: str | None = None,
+        error: TransportError | None = None,
+    ) -> None:
         if self._finished.is_set():
             return
         self.exit_status, self.signal, self.error = exit_status, signal, error
@@ -125,15 +130,27 @@ class LineStream:
         await self._finished.wait()
         return self.exit_status
 
+    async def write(self, text: str) -> None:
+        """Send text to the command's stdin (streams opened with ``stdin=True`` only)."""
+        writer = getattr(self, "_writer", None)
+        if writer is None:
+            raise TransportError(self.host, "this stream's stdin is closed")
+        await writer(text)
+
     async def send_signal(self, name: str) -> None:
         """Send a signal ("TERM", "INT", "KILL" …) to the command's whole process group."""
         if not self._finished.is_set() and self._signaller is not None:
             await self._signaller(name)
 
     async def aclose(self) -> None:
+        """End the command if it still runs and wait (briefly) until its end is recorded."""
         self._closed = True
         if not self._finished.is_set() and self._closer is not None:
             await self._closer()
+            try:
+                await asyncio.wait_for(self._finished.wait(), CLOSE_WAIT_S)
+            except TimeoutError:
+                pass  # the reader task finishes it later; the caller need not wait for that
 
 
 class Transport(abc.ABC):
@@ -164,10 +181,15 @@ class Transport(abc.ABC):
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        stdin: bool = False,
+        kill_on_close: bool = True,
     ) -> AsyncIterator[OutputLine]:
         """Run a command and yield its output lines as they come; closing the iterator ends it.
 
-        Both implementations return a ``LineStream`` (exit status after the end, ``aclose``).
+        Both implementations return a ``LineStream`` (exit status after the end, ``aclose``,
+        ``send_signal``, and ``write`` to stdin when ``stdin`` is true; otherwise stdin is empty).
+        ``aclose`` TERMs (then KILLs) the command's process group; with ``kill_on_close=False``
+        an SSH stream only closes its channel (for commands that end on EOF or SIGPIPE).
         A command that cannot be started raises TransportError on the first iteration.
         """
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import pathlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, ignore
@@ -135,7 +135,7 @@ def list_images(
 def format_lines(items: list[tuple[int, str, int]]) -> str:
     """im2rec's write_list format: index, each label as %f, path; tab-separated."""
     return "".join(
-        f"{item[0]}\t" + "".join("%f\t" % v for v in item[2:]) + f"{item[1]}\n" for item in items
+        f"{item[0]}\t" + "".join(f"{v:f}\t" for v in item[2:]) + f"{item[1]}\n" for item in items
     )
 
 

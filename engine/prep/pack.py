@@ -29,6 +29,7 @@ from engine.prep.report import one_field, printable
 MANIFEST_VERSION = 1
 MANIFEST_BLOCK = 4096
 BATCH_SIZE = 8
+ROOT_SAMPLE = 20  # list paths checked up front against ROOT
 PROGRESS_INTERVAL_S = 0.2
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 REPORT_HEADER = "line\tid\tpath\treason\n"
@@ -194,11 +195,11 @@ class Chunk:
     def prepare(self) -> None:
         """Skip a finished chunk, resume an interrupted one, or start afresh."""
         state = self._load_manifest()
-        if state.get("complete") and all(p.exists() for p in self.final.values()):
-            if self.final["rec"].stat().st_size == state["sizes"]["rec"]:
-                self._adopt(state)
-                self.already_done = True
-                return
+        finished = state.get("complete") and all(p.exists() for p in self.final.values())
+        if finished and self.final["rec"].stat().st_size == state["sizes"]["rec"]:
+            self._adopt(state)
+            self.already_done = True
+            return
         if state and not state.get("complete") and self._recover_parts(state):
             self._adopt(state)
             self.resumed_at = self.lines_done
@@ -221,11 +222,8 @@ class Chunk:
         return ok
 
     def _adopt(self, state: dict) -> None:
-        self.lines_done, self.records, self.skipped = (
-            state["lines_done"],
-            state["records"],
-            state["skipped"],
-        )
+        self.lines_done = state["lines_done"]
+        self.records, self.skipped = state["records"], state["skipped"]
         self.sizes = dict(state["sizes"])
 
     def _start_fresh(self) -> None:
@@ -274,14 +272,24 @@ class Chunk:
 
     def save(self, complete: bool) -> None:
         """Record the durable point: one in-place write of a padded manifest, which a kill cannot tear."""
-        state = {"version": MANIFEST_VERSION, **self.identity, "lst": str(self.lst), "lines_total": len(self.entries),
-                 "lines_done": self.lines_done, "records": self.records, "skipped": self.skipped,
-                 "sizes": self.sizes, "complete": complete}
+        state = {
+            "version": MANIFEST_VERSION,
+            **self.identity,
+            "lst": str(self.lst),
+            "lines_total": len(self.entries),
+            "lines_done": self.lines_done,
+            "records": self.records,
+            "skipped": self.skipped,
+            "sizes": self.sizes,
+            "complete": complete,
+        }
         data = json.dumps(state, indent=1).encode() + b"\n"
         if self.manifest_fd is None:
             self.manifest_fd = os.open(self.manifest, os.O_RDWR | os.O_CREAT, 0o644)
-        size = max(os.fstat(self.manifest_fd).st_size, -(-len(data) // MANIFEST_BLOCK) * MANIFEST_BLOCK)
-        os.pwrite(self.manifest_fd, data.ljust(size), 0)  # spaces after the JSON are still valid JSON
+        blocks = -(-len(data) // MANIFEST_BLOCK) * MANIFEST_BLOCK
+        size = max(os.fstat(self.manifest_fd).st_size, blocks)
+        # Padding with spaces covers any longer earlier text; JSON allows trailing whitespace.
+        os.pwrite(self.manifest_fd, data.ljust(size), 0)
 
     def finish(self) -> None:
         """Make the data durable, then give the files their final names: report, index, records last."""
@@ -418,29 +426,36 @@ def _summary(chunk: Chunk) -> str:
     )
 
 
+def _check_root(chunk: Chunk, root: str) -> None:
+    """Refuse a ROOT under which none of a list's first paths exist: almost surely the wrong folder."""
+    sample = [e[2] for e in chunk.entries if e[1] is not None][:ROOT_SAMPLE]
+    if sample and not any(os.path.lexists(os.path.join(root, path)) for path in sample):
+        raise UserError(
+            f"none of the first {len(sample)} paths in {chunk.lst} exist under ROOT {root} "
+            f"(e.g. {printable(sample[0])}); give the ROOT the list was made from"
+        )
+
+
+def _announce(chunk: Chunk, on_event: EventSink) -> None:
+    if chunk.already_done:
+        message = f"{chunk.name}: already packed"
+    elif chunk.resumed_at:
+        message = f"{chunk.name}: resuming at list line {chunk.resumed_at} of {len(chunk.entries)}"
+    else:
+        return
+    on_event(StageState(stage="pack", state="running", message=message))
+
+
 def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink) -> list[Chunk]:
     chunks: list[Chunk] = []
     try:
-        for lst in lst_paths:
-            lst = pathlib.Path(lst).absolute()
+        for lst in dict.fromkeys(pathlib.Path(p).absolute() for p in lst_paths):
             if not lst.is_file():
                 raise UserError(f"list file {lst} does not exist; write it with `imgscale list`")
             chunks.append(chunk := Chunk(lst, root, options))
+            _check_root(chunk, root)
             chunk.prepare()
-            if chunk.already_done:
-                on_event(
-                    StageState(
-                        stage="pack", state="running", message=f"{chunk.name}: already packed"
-                    )
-                )
-            elif chunk.resumed_at:
-                on_event(
-                    StageState(
-                        stage="pack",
-                        state="running",
-                        message=f"{chunk.name}: resuming at list line {chunk.resumed_at} of {len(chunk.entries)}",
-                    )
-                )
+            _announce(chunk, on_event)
     except BaseException:
         for chunk in chunks:
             chunk.close()
@@ -477,7 +492,8 @@ def pack_lists(
         for chunk in chunks:
             chunk.close()
     for chunk in chunks:
-        progress.update(chunk, force=True)
+        if chunk.already_done or not chunk.entries:
+            progress.update(chunk, force=True)  # no batch of theirs reported them this run
     result = PackResult(tuple(c.result() for c in chunks), time.monotonic() - started)
     on_event(
         StageState(

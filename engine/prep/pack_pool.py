@@ -19,7 +19,9 @@ from multiprocessing.connection import Connection, wait
 
 CRASH_REASON = "crashed the image decoder (worker process died with status {status})"
 STOP_WAIT_S = 5.0
-PIPE_BYTES = 1 << 20  # room for a whole batch of records, so a worker rarely waits for the packer to read
+PIPE_BYTES = (
+    1 << 20
+)  # room for a whole batch of records, so a worker rarely waits for the packer to read
 
 
 def _widen(fd: int) -> None:
@@ -36,7 +38,7 @@ class Worker:
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
         _widen(result_w)
-        self.stderr = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.prep.pack_worker"],
             stdin=task_r,
@@ -54,7 +56,10 @@ class Worker:
 
     def send(self, key, items: list) -> None:
         self.held.append((key, items))
-        self.tasks.send_bytes(pickle.dumps((key, items), protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            self.tasks.send_bytes(pickle.dumps((key, items), protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            pass  # it died while idle: its result pipe reads end-of-file and collect() replaces it
 
     def exit_status(self) -> int | None:
         try:
@@ -77,7 +82,7 @@ class Pool:
     A result list has, per item, the framed record bytes or the reason (str) it was skipped.
     """
 
-    def __init__(self, processes: int, opts: dict, depth: int = 3) -> None:
+    def __init__(self, processes: int, opts: dict, depth: int = 4) -> None:
         self.init = pickle.dumps(opts)
         self.env = dict(os.environ)
         self.env.setdefault("OMP_NUM_THREADS", "1")

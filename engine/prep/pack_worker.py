@@ -11,11 +11,16 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import queue
+import stat
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from engine import recordio
 from engine.prep.pack_sniff import ImageInfo, sniff
 
+ENCODER_THREADS = 2
 MAX_PIXELS = 1 << 28  # ~268 Mpixel: above this a full decode would need gigabytes
 REDUCE_FACTORS = (8, 4, 2)  # libjpeg can decode at 1/8, 1/4 and 1/2 scale in the DCT domain
 AS_IS_COMPONENTS = (1, 3)  # greyscale or YCbCr: what every JPEG decoder reads
@@ -26,20 +31,35 @@ class Skip(Exception):
 
 
 def read_bytes(path: str) -> bytes:
+    """The whole file; a reason to skip it if it is missing, not a regular file or unreadable."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except IsADirectoryError:
-        raise Skip("not a file: the path is a folder") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the worker
     except FileNotFoundError:
-        reason = (
-            "dangling symlink (target missing)" if os.path.islink(path) else "missing: no such file"
-        )
-        raise Skip(reason) from None
+        dangling = os.path.islink(path)
+        raise Skip(
+            "dangling symlink (target missing)" if dangling else "missing: no such file"
+        ) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise Skip("symlink loop") from None
         raise Skip(f"unreadable: {exc.strerror or exc}") from None
+    try:
+        _check_regular(os.fstat(fd))
+        with open(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise Skip(f"unreadable: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _check_regular(st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise Skip("not a file: the path is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise Skip("not a regular file (a FIFO, socket or device)")
+    if st.st_size > recordio.MAX_RECORD_BYTES:
+        raise Skip(f"file of {st.st_size} bytes is over RecordIO's 512 MiB record limit")
 
 
 def make_header(item: tuple, pack_label: bool) -> recordio.IRHeader:
@@ -119,34 +139,45 @@ def decode(cv2, np, data: bytes, info: ImageInfo, opts: dict, factor: int):
     return img
 
 
-def transform(cv2, np, data: bytes, info: ImageInfo, opts: dict) -> bytes:
-    """im2rec's image_encode: decode, centre-crop, resize the short edge, encode."""
+def decode_scaled(cv2, np, data: bytes, info: ImageInfo, opts: dict):
+    """The decoded image and the full-size (height, width) that im2rec's geometry is computed from."""
     factor = reduce_factor(info, opts)
     if (info.width // factor) * (info.height // factor) > MAX_PIXELS:
         raise Skip(f"too large to decode safely: {info.width}x{info.height} pixels")
     img = decode(cv2, np, data, info, opts, factor) if factor > 1 else None
     if img is None:
-        factor = 1
-        img = decode(cv2, np, data, info, opts, 1)
-    height, width = img.shape[:2]
-    if factor > 1:
-        height, width = info.height, info.width  # im2rec's geometry comes from the full-size image
+        return decode(cv2, np, data, info, opts, 1), None
+    return img, (info.height, info.width)
+
+
+def reshape(cv2, img, full: tuple[int, int] | None, opts: dict):
+    """im2rec's centre crop and short-edge resize (never enlarging with --no-upscale)."""
+    height, width = full or img.shape[:2]
     if opts["center_crop"]:
         img = center_crop(img)
-    if opts["resize"]:
-        img = cv2.resize(img, target_size(height, width, opts["resize"], opts["center_crop"]))
+    if not opts["resize"] or opts["no_upscale"] and min(height, width) <= opts["resize"]:
+        return img
+    return cv2.resize(img, target_size(height, width, opts["resize"], opts["center_crop"]))
+
+
+def encode(cv2, img, opts: dict) -> bytes:
     params = [cv2.IMWRITE_JPEG_QUALITY, opts["quality"]]
     if opts["encoding"].lower() == ".png":
         params = [cv2.IMWRITE_PNG_COMPRESSION, opts["quality"]]
     try:
         ok, buf = cv2.imencode(opts["encoding"], img, params)
     except cv2.error as exc:
-        raise Skip(
-            f"cannot encode as {opts['encoding']}: {str(exc).strip().splitlines()[-1]}"
-        ) from None
+        last = str(exc).strip().splitlines()[-1]
+        raise Skip(f"cannot encode as {opts['encoding']}: {last}") from None
     if not ok:
         raise Skip(f"cannot encode as {opts['encoding']}")
     return buf.tobytes()
+
+
+def transform(cv2, np, data: bytes, info: ImageInfo, opts: dict) -> bytes:
+    """im2rec's image_encode: decode, centre-crop, resize the short edge, encode."""
+    img, full = decode_scaled(cv2, np, data, info, opts)
+    return encode(cv2, reshape(cv2, img, full, opts), opts)
 
 
 def encode_item(cv2, np, item: tuple, opts: dict) -> bytes | str:
@@ -170,10 +201,19 @@ def encode_item(cv2, np, item: tuple, opts: dict) -> bytes | str:
         return str(exc)
     except MemoryError:
         return "out of memory while decoding"
-    except Exception as exc:  # an OpenCV or numpy failure on one image must not stop the others
+    except Exception as exc:  # noqa: BLE001 - an OpenCV failure on one image must not stop the others
         return (
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
         )
+
+
+def _deliver(results, outbox: queue.SimpleQueue) -> None:
+    """Send finished batches; runs beside the encoder so a slow reader never stalls the encoding."""
+    while (message := outbox.get()) is not None:
+        try:
+            results.send_bytes(message)
+        except OSError:
+            return  # the packer is gone; the encoder stops at end-of-file on its tasks
 
 
 def serve(tasks_fd: int, results_fd: int) -> None:
@@ -185,13 +225,24 @@ def serve(tasks_fd: int, results_fd: int) -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV threads would only contend
     tasks, results = Connection(tasks_fd, writable=False), Connection(results_fd, readable=False)
     opts = pickle.loads(tasks.recv_bytes())
+    outbox: queue.SimpleQueue = (
+        queue.SimpleQueue()
+    )  # bounded by the batches the packer has in flight
+    sender = threading.Thread(target=_deliver, args=(results, outbox), daemon=True)
+    sender.start()
+    # OpenCV releases the GIL while decoding, resizing and encoding, so two threads per process
+    # overlap one image's file read with another's pixels (cold disks) at no cost in CPU time.
+    encoders = ThreadPoolExecutor(ENCODER_THREADS)
     while True:
         try:
             key, items = pickle.loads(tasks.recv_bytes())
         except EOFError:
-            return
-        out = [encode_item(cv2, np, item, opts) for item in items]
-        results.send_bytes(pickle.dumps((key, out), protocol=pickle.HIGHEST_PROTOCOL))
+            break
+        out = list(encoders.map(lambda item: encode_item(cv2, np, item, opts), items))
+        outbox.put(pickle.dumps((key, out), protocol=pickle.HIGHEST_PROTOCOL))
+    outbox.put(None)
+    sender.join()
+    encoders.shutdown()
 
 
 def main() -> None:

@@ -79,8 +79,8 @@ def resume_point(args) -> ckpt.ResumePoint | None:
 
 def make_plan(args, rank: int, num_workers: int) -> Plan:
     batches = epoch_size(args.num_examples, args.batch_size, num_workers)
-    if args.num_batches > 0:
-        batches = min(batches, args.num_batches) if not args.benchmark else args.num_batches
+    if args.num_batches > 0:  # --test-io and --benchmark may run longer than an epoch of real data
+        batches = args.num_batches if args.benchmark or args.test_io else min(batches, args.num_batches)
     point = resume_point(args)
     begin_epoch, begin_batch = (point.epoch, point.batch) if point else (0, 0)
     if begin_batch >= batches:  # a batch checkpoint from a longer epoch definition: start the next epoch
@@ -287,6 +287,11 @@ def _save(args, module, plan: Plan, epoch: int, batch: int) -> None:
     """Rank 0 writes the checkpoint (weights are the same on every worker in dist_sync)."""
     if not args.model_prefix or plan.rank != 0:
         return
+    import mxnet as mx
+
+    # MKLDNN's BatchNorm writes its moving mean/var in the backward pass behind the engine's dependency
+    # tracking; without this wait a checkpoint can catch them one update stale.
+    mx.nd.waitall()
     arg_params, aux_params = module.get_params()
     prefix = args.model_prefix
     ckpt.save_symbol(prefix, module.symbol)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -31,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
             raise
         for line in failure_lines(failure):
             logging.getLogger("imgscale.train").error("%s", line)
-        return 1
+        # MXNet's engine is unusable after a failed allocation and its exit hook would raise again,
+        # burying the diagnosis under a traceback: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def run_torch(args: argparse.Namespace) -> int:

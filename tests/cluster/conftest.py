@@ -1,4 +1,4 @@
-"""Cluster-test fixtures on top of the session's sshd hosts (``ssh_cluster`` in tests/conftest.py)."""
+"""Cluster-test fixtures over the session's sshd hosts (``ssh_cluster``, tests/conftest.py)."""
 
 import pytest
 

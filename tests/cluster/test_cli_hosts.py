@@ -40,8 +40,10 @@ def test_probe_once_prints_host_and_gpu_lines(cluster, tmp_path, capsys):
 
 
 def test_probe_loop_stops_after_count_readings(cluster, capsys):
-    assert main(["probe", "--hosts", str(cluster.hosts_file), "--interval", "0.3",
-                 "--count", "2"]) == 0
+    assert (
+        main(["probe", "--hosts", str(cluster.hosts_file), "--interval", "0.3", "--count", "2"])
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     for name, _a, _p in cluster.addresses:
         assert sum(1 for line in lines if line.startswith(name) and "cpu" in line) >= 2

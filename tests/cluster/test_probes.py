@@ -8,7 +8,7 @@ import pytest
 from engine.cluster.connect import HostPool
 from engine.cluster.hosts import read_hosts
 from engine.cluster.probes import ProbeSet, probe_once
-from engine.events import GpuSample, HostSample, HostState
+from engine.events import Failure, GpuSample, HostSample, HostState
 
 pytestmark = pytest.mark.cluster
 
@@ -33,12 +33,14 @@ async def gpu_pool(cluster, tmp_path):
 async def test_every_host_reports_samples_and_the_gpu_host_its_gpus(gpu_pool):
     events = []
     async with ProbeSet(gpu_pool, events.append, interval=0.5):
+
         def ready():
             samples = [e for e in events if isinstance(e, HostSample)]
             hosts = {e.host for e in samples if e.cpu_percent is not None}
             gpus = {e.index for e in events if isinstance(e, GpuSample)}
             counted = any(e.host == "node3" and e.gpu_count == 4 for e in samples)
             return hosts == {"node1", "node2", "node3"} and gpus == {0, 1, 2, 3} and counted
+
         await wait_for(ready, 20, "a second reading of every host and node3's 4 GPUs counted")
     samples = [e for e in events if isinstance(e, HostSample)]
     assert {e.gpu_count for e in samples if e.host != "node3"} == {0}  # "no GPU"
@@ -51,28 +53,46 @@ async def test_every_host_reports_samples_and_the_gpu_host_its_gpus(gpu_pool):
 async def test_stopped_host_becomes_unreachable_within_10_s_and_others_go_on(gpu_pool, cluster):
     events = []
     async with ProbeSet(gpu_pool, events.append, interval=0.5):
-        await wait_for(lambda: len({e.host for e in events if isinstance(e, HostSample)}) == 3,
-                       20, "a first reading of every host")
+        await wait_for(
+            lambda: len({e.host for e in events if isinstance(e, HostSample)}) == 3,
+            20,
+            "a first reading of every host",
+        )
         cluster.stop_host(0)
         stopped_at, mark = time.monotonic(), len(events)
-        down = lambda: [e for e in events[mark:] if isinstance(e, HostState) and not e.reachable]
+
+        def down():
+            return [e for e in events[mark:] if isinstance(e, HostState) and not e.reachable]
+
         await wait_for(down, 10, "node1 reported unreachable")
         assert time.monotonic() - stopped_at < 10
         state = down()[0]
         assert state.host == "node1" and state.reason in ("connection lost", "connection refused")
         assert state.retry_in_s and state.retry_in_s > 0
         after = len(events)
-        await wait_for(lambda: {e.host for e in events[after:] if isinstance(e, HostSample)}
-                       >= {"node2", "node3"}, 10, "the other hosts keep reporting")
+        await wait_for(
+            lambda: (
+                {e.host for e in events[after:] if isinstance(e, HostSample)} >= {"node2", "node3"}
+            ),
+            10,
+            "the other hosts keep reporting",
+        )
         cluster.start_host(0)
         back = len(events)
-        await wait_for(lambda: any(isinstance(e, HostState) and e.reachable and e.host == "node1"
-                                   for e in events[back:]), 20, "node1 reachable again")
+        await wait_for(
+            lambda: any(
+                isinstance(e, HostState) and e.reachable and e.host == "node1"
+                for e in events[back:]
+            ),
+            20,
+            "node1 reachable again",
+        )
 
 
 async def test_gpu_fallen_off_the_bus_reaches_the_grid_as_lost(cluster, tmp_path):
-    path = cluster.write_hosts_file(tmp_path / "hosts",
-                                    {0: cluster.fake_gpu_option("fallen_off_bus.csv")})
+    path = cluster.write_hosts_file(
+        tmp_path / "hosts", {0: cluster.fake_gpu_option("fallen_off_bus.csv")}
+    )
     pool = HostPool(read_hosts(path)[:1])
     try:
         events = await probe_once(pool)
@@ -91,3 +111,25 @@ async def test_probe_once_reports_an_unreachable_host_without_failing_the_rest(p
     assert not states["node3"].reachable and states["node3"].reason == "connection refused"
     assert states["node1"].reachable and states["node2"].reachable
     assert {e.host for e in events if isinstance(e, HostSample)} == {"node1", "node2"}
+
+
+async def test_broken_gpu_driver_is_reported_once_not_in_a_crash_loop(cluster, tmp_path):
+    path = cluster.write_hosts_file(
+        tmp_path / "hosts", {1: cluster.fake_gpu_option("driver_failed.fail")}
+    )
+    pool = HostPool(read_hosts(path)[1:2])
+    events = []
+    try:
+        async with ProbeSet(pool, events.append, interval=0.3):
+            await wait_for(
+                lambda: any(isinstance(e, Failure) for e in events), 15, "a GPU failure report"
+            )
+            await wait_for(
+                lambda: sum(isinstance(e, HostSample) for e in events) >= 6, 15, "more readings"
+            )
+    finally:
+        await pool.close()
+    (failure,) = [e for e in events if isinstance(e, Failure)]
+    assert failure.source == "host node2" and "status 9" in failure.message
+    assert "couldn't communicate with the NVIDIA driver" in failure.diagnosis
+    assert all(e.reachable for e in events if isinstance(e, HostState))  # the host itself is fine

@@ -20,14 +20,22 @@ DUMP = "import json, os, sys; print(json.dumps([sys.argv[1:], os.getcwd(), dict(
 
 
 def spec_for(cluster, index: int, extra: str = ""):
-    return parse_hosts(cluster.hosts_text({index: extra}) if extra else cluster.hosts_text(),
-                       "hosts")[index]
+    return parse_hosts(
+        cluster.hosts_text({index: extra}) if extra else cluster.hosts_text(), "hosts"
+    )[index]
 
 
 async def test_commands_run_with_env_and_cwd_on_every_host(pool, cluster, tmp_path):
-    results = await asyncio.gather(*(
-        t.run('echo "$SSH_CONNECTION|$GREETING"; pwd', env={"GREETING": "hi there"},
-              cwd=str(tmp_path)) for t in pool))
+    results = await asyncio.gather(
+        *(
+            t.run(
+                'echo "$SSH_CONNECTION|$GREETING"; pwd',
+                env={"GREETING": "hi there"},
+                cwd=str(tmp_path),
+            )
+            for t in pool
+        )
+    )
     for (_name, address, port), r in zip(cluster.addresses, results, strict=True):
         first, cwd = r.stdout.splitlines()
         connection, greeting = first.split("|")
@@ -49,8 +57,9 @@ async def test_hostile_argv_env_and_cwd_arrive_intact_over_ssh(pool, tmp_path):
     odd_dir = tmp_path / "odd 'dir';$(x)"
     odd_dir.mkdir()
     env = {f"H{i}": v for i, v in enumerate(hostile)}
-    r = await pool["node2"].run(join_argv([sys.executable, "-c", DUMP, *hostile]), env=env,
-                                cwd=str(odd_dir))
+    r = await pool["node2"].run(
+        join_argv([sys.executable, "-c", DUMP, *hostile]), env=env, cwd=str(odd_dir)
+    )
     argv, cwd, seen = json.loads(r.stdout)
     assert argv == hostile and cwd == str(odd_dir)
     assert {k: seen[k] for k in env} == env
@@ -204,8 +213,13 @@ def ssh_agent(cluster, tmp_path, monkeypatch):
         deadline = time.monotonic() + 10
         while not sock.exists() and time.monotonic() < deadline:  # poll a condition
             time.sleep(0.05)
-        subprocess.run(["ssh-add", "-q", str(cluster.client_key)], env=env, check=True,
-                       timeout=10, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["ssh-add", "-q", str(cluster.client_key)],
+            env=env,
+            check=True,
+            timeout=10,
+            stderr=subprocess.DEVNULL,
+        )
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
         yield sock
     finally:
@@ -230,3 +244,30 @@ async def test_hosts_file_fixture_lines_are_all_usable(cluster):
     hosts = read_hosts(cluster.hosts_file)
     assert [h.name for h in hosts] == ["node1", "node2", "node3"]
     assert all(h.python == cluster.python for h in hosts)
+
+
+async def test_stream_with_stdin_answers_each_request_on_one_channel(pool):
+    lines = pool["node1"].stream('while read -r x; do echo "got $x"; done', stdin=True)
+    try:
+        for word in ("a b", "$(id)"):
+            await lines.write(word + "\n")
+            assert (await asyncio.wait_for(lines.__anext__(), 10)).text == f"got {word}"
+    finally:
+        await lines.aclose()
+
+
+async def test_reconnect_with_backoff_succeeds_once_the_host_is_back(cluster):
+    t = SshTransport(spec_for(cluster, 1))
+    cluster.stop_host(1)
+    retry = asyncio.create_task(t.connect_with_retry(timeout=30))
+    try:
+        deadline = time.monotonic() + 10
+        while t.failures < 2 and time.monotonic() < deadline:  # two refused attempts, backing off
+            await asyncio.sleep(0.05)
+        assert t.failures >= 2 and not retry.done()
+        cluster.start_host(1)
+        await asyncio.wait_for(retry, 30)
+        assert t.connected and t.failures == 0
+    finally:
+        retry.cancel()
+        await t.close()

@@ -17,7 +17,9 @@ TRAIN_S = 300.0
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.mxnet,
-    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)"),
+    pytest.mark.skipif(
+        shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)"
+    ),
 ]
 
 
@@ -28,7 +30,13 @@ class Tmux:
         self.socket = str(socket)
 
     def run(self, *args: str) -> str:
-        out = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            ["tmux", "-S", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         return out.stdout
 
     def screen(self) -> str:
@@ -45,21 +53,35 @@ class Tmux:
             screen = self.screen()
             if predicate(screen):
                 return screen
-            time.sleep(0.2)  # polling interval of a condition with a deadline, not a synchronisation sleep
+            time.sleep(
+                0.2
+            )  # polling interval of a condition with a deadline, not a synchronisation sleep
         raise AssertionError(f"timed out waiting for {what}; screen:\n{screen}")
 
     def alive(self) -> bool:
-        return subprocess.run(["tmux", "-S", self.socket, "has-session"], capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                ["tmux", "-S", self.socket, "has-session"], capture_output=True, check=False
+            ).returncode
+            == 0
+        )
 
 
 def row(screen: str, stage: str) -> str:
-    return next((line for line in screen.splitlines() if line.strip().lstrip("▶ ").startswith(stage + " ")), "")
+    return next(
+        (line for line in screen.splitlines() if line.strip().lstrip("▶ ").startswith(stage + " ")),
+        "",
+    )
 
 
 def test_demo_prepares_and_trains_from_the_keyboard(tmp_path):
     tmux = Tmux(tmp_path / "tmux.sock")
     demo = tmp_path / "demo"
-    env = {"IMGSCALE_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1", "TERM": "xterm-256color"}
+    env = {
+        "IMGSCALE_HOME": str(tmp_path / "home"),
+        "OMP_NUM_THREADS": "1",
+        "TERM": "xterm-256color",
+    }
     command = " ".join([*(f"{k}={v}" for k, v in env.items()), str(TUI), "--demo", str(demo)])
     tmux.run("new-session", "-d", "-x", "100", "-y", "30", command)
     try:
@@ -72,16 +94,28 @@ def test_demo_prepares_and_trains_from_the_keyboard(tmp_path):
         tmux.keys("l")  # launch: the plan comes first
         tmux.wait_for(lambda s: "Launch train?" in s and "global" in s, "the launch plan", 60)
         tmux.keys("y")
-        tmux.wait_for(lambda s: " running " in row(s, "train") or " done " in row(s, "train"), "train running", 60)
+        tmux.wait_for(
+            lambda s: " running " in row(s, "train") or " done " in row(s, "train"),
+            "train running",
+            60,
+        )
         tmux.keys("3")
-        tmux.wait_for(lambda s: "cluster:" in s and "img/s" in s and "localhost" in s, "throughput and log lines", TRAIN_S)
-        tmux.wait_for(lambda s: "epoch 0 localhost#0: train accuracy=" in s, "the epoch summary", TRAIN_S)
+        tmux.wait_for(
+            lambda s: "cluster:" in s and "img/s" in s and "localhost" in s,
+            "throughput and log lines",
+            TRAIN_S,
+        )
+        tmux.wait_for(
+            lambda s: "epoch 0 localhost#0: train accuracy=" in s, "the epoch summary", TRAIN_S
+        )
         tmux.keys("1")
         tmux.wait_for(lambda s: " done " in row(s, "train"), "train done", TRAIN_S)
         assert list((demo / "model").glob("resnet-0001.params"))
         tmux.keys("q")
         deadline = time.monotonic() + 30
-        while tmux.alive():  # the window's only command is the console: it closes when the console exits
+        while (
+            tmux.alive()
+        ):  # the window's only command is the console: it closes when the console exits
             assert time.monotonic() < deadline, "q did not quit"
             time.sleep(0.2)
     finally:

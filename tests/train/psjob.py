@@ -36,7 +36,7 @@ def run_dist(worker_args: list[str], workers: int = 2, servers: int = 1, timeout
                                 stderr=subprocess.DEVNULL)]
     helpers += [subprocess.Popen(serve, env=dict(base, DMLC_ROLE="server"), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL) for _ in range(servers)]
-    procs = [subprocess.Popen([sys.executable, "-m", "engine.train.run", *worker_args], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-m", "engine.train.run", *map(str, worker_args)], cwd=ROOT,
                               env=dict(base, DMLC_ROLE="worker", IMGSCALE_HOST=f"host{r}", IMGSCALE_RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for r in range(workers)]

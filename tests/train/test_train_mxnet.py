@@ -36,7 +36,7 @@ def local_run(demo_rec, tmp_path_factory):
 
 def test_resnet18_learns_well_above_chance_with_local_kvstore(local_run):
     prefix, log = local_run
-    # seeded; measured 0.52-0.64 after 3 epochs on this data; chance is 0.10
+    # seeded: this run reaches 0.58 after 3 epochs; chance is 0.10
     assert final_val_accuracy(log) >= 0.3
     assert re.search(r"Node\[0\] Epoch\[2\] Batch \[\d+-\d+\]\tSpeed: [\d.]+ samples/sec\taccuracy=", log)
     assert "batch: per-gpu=32 per-worker=32 global=32; 15 batches per epoch per worker" in log
@@ -73,14 +73,14 @@ def test_our_checkpoint_loads_in_plain_mxnet_and_gives_the_same_outputs(local_ru
     from engine.train.networks import get_symbol
 
     prefix, log = local_run
-    plain, labels = _outputs(*mx.model.load_checkpoint(prefix, 3), demo_rec.val_rec)
+    plain, labels = _outputs(*mx.model.load_checkpoint(prefix, 3), demo_rec.val)
     ours, _ = _outputs(get_symbol("resnet", 10, 18, (3, 32, 32)), *ck.load_params(ck.params_path(prefix, 3)),
-                       demo_rec.val_rec)
+                       demo_rec.val)
     assert len(labels) == 120 and np.allclose(plain, ours, rtol=1e-5, atol=1e-6)
-    # and the accuracy the log reported, up to one borderline image: MKLDNN's training executor keeps the
-    # weights in its own layout, so its rounding differs slightly from a fresh inference executor's
+    # and exactly the accuracy the engine logged for that epoch: the checkpoint holds the weights and
+    # BatchNorm statistics validation used (not ones caught mid-update)
     accuracy = float((plain.argmax(axis=1) == labels).mean())
-    assert abs(accuracy - final_val_accuracy(log)) <= 1 / 120 + 1e-6
+    assert accuracy == pytest.approx(final_val_accuracy(log), abs=1e-6)
 
 
 def test_resume_continues_the_epoch_count_and_the_lr_schedule(demo_rec, tmp_path):
@@ -138,11 +138,11 @@ def test_test_io_reports_images_per_second(demo_rec):
 
 
 def test_benchmark_trains_on_synthetic_data_with_mirroring_on():
-    out = run_train(*COMMON, "--benchmark", "--kv-store", "local", "--num-epochs", 1, "--num-batches", 4,
+    out = run_train(*COMMON, "--benchmark", "--kv-store", "local", "--num-epochs", 1, "--num-batches", 5,
                     "--disp-batches", 2, "--mirror")
     assert out.returncode == 0, out.stdout[-3000:]
     assert "MXNET_BACKWARD_DO_MIRROR=1" in out.stdout
-    assert re.search(r"Epoch\[0\] Batch \[2-4\]\tSpeed: [\d.]+ samples/sec", out.stdout)
+    assert re.search(r"Epoch\[0\] Batch \[0-4\]\tSpeed: [\d.]+ samples/sec", out.stdout)
     assert "ImageRecordIOParser" not in out.stdout  # no data was read
 
 
@@ -162,14 +162,15 @@ def test_out_of_memory_becomes_a_diagnosis_not_a_traceback():
 
 def test_two_worker_dist_sync_job_learns_and_splits_the_data(demo_rec, tmp_path):
     prefix = str(tmp_path / "r18")
+    # 16 per worker: the global batch (32) and the number of updates match the local run
     result = run_dist([*COMMON, *data_args(demo_rec), "--kv-store", "dist_sync", "--num-epochs", 3,
-                       "--lr-step-epochs", "10", "--lr", "0.004", "--disp-batches", 2, "--model-prefix", prefix])
+                       "--batch-size", 16, "--lr-step-epochs", "10", "--disp-batches", 5, "--model-prefix", prefix])
     assert result.worker_status == [0, 0], "\n".join(log[-2000:] for log in result.worker_logs)
     for log in result.worker_logs:
-        assert "batch: per-gpu=32 per-worker=32 global=64; 7 batches per epoch per worker" in log
+        assert "batch: per-gpu=16 per-worker=16 global=32; 15 batches per epoch per worker" in log
         assert len(re.findall(r"Epoch\[\d\] Time cost", log)) == 3
     accuracies = [final_val_accuracy(log) for log in result.worker_logs]
-    # each worker scores its half of the validation set; seeded runs reached 0.31-0.50; chance is 0.10
-    assert sum(accuracies) / 2 >= 0.25, accuracies
+    # each worker scores its half of the validation set; the seeded run reaches 0.52 and 0.55; chance is 0.10
+    assert sum(accuracies) / 2 >= 0.3, accuracies
     assert ck.newest_checkpoint(prefix) == 3  # written by rank 0 only
     assert sum('Saved checkpoint to "' in log for log in result.worker_logs) == 1

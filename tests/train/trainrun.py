@@ -21,4 +21,4 @@ def run_train(*argv, timeout: float = 180, env: dict | None = None, **popen) -> 
 
 
 def data_args(data) -> list[str]:
-    return ["--data-train", data.train_dir, "--data-val", data.val_rec, "--num-examples", str(data.num_examples)]
+    return ["--data-train", data.train_dir, "--data-val", data.val, "--num-examples", str(data.num_examples)]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
 import pytest
 
 from engine import api
+
 
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory) -> Path:
@@ -19,8 +21,6 @@ def demo_ws(demo_template, tmp_path) -> Path:
     target = tmp_path / "demo"
     shutil.copytree(demo_template, target)
     return target
-
-
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import tomllib
 
 from textual.command import CommandPalette
 from textual.widgets import Input, TabbedContent
+from tui_helpers import cluster_events, job_events, log_events, opened, wait_for
 
 from engine.events import LogLine, StageProgress
 from tui.app import ImgscaleApp
@@ -18,7 +19,6 @@ from tui.widgets.hostgrid import HostGrid
 from tui.widgets.logview import LogView
 from tui.widgets.panels import StatusBar
 from tui.widgets.stagetable import StageTable
-from tui_helpers import cluster_events, job_events, log_events, opened, wait_for
 
 
 def config(ws) -> dict:
@@ -41,7 +41,12 @@ async def test_number_keys_switch_panes_and_focus(demo_ws):
     async with app.run_test(size=(100, 30)) as pilot:
         await opened(pilot)
         tabs = app.query_one(TabbedContent)
-        for key, pane, widget in (("2", "hosts", HostGrid), ("3", "log", LogView), ("4", "actions", None), ("1", "stages", StageTable)):
+        for key, pane, widget in (
+            ("2", "hosts", HostGrid),
+            ("3", "log", LogView),
+            ("4", "actions", None),
+            ("1", "stages", StageTable),
+        ):
             await pilot.press(key)
             assert tabs.active == pane
             if widget is not None:
@@ -55,7 +60,14 @@ async def test_help_lists_every_global_key(demo_ws):
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = app.screen.query_one("#dialog-body Static").render()
-        for needle in ("Launch training", "MXNET_BACKWARD_DO_MIRROR", "--test-io", "Doctor", "undo it", "follow / pause"):
+        for needle in (
+            "Launch training",
+            "MXNET_BACKWARD_DO_MIRROR",
+            "--test-io",
+            "Doctor",
+            "undo it",
+            "follow / pause",
+        ):
             assert needle in str(text)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
@@ -83,7 +95,9 @@ async def test_undo_key_moves_filtered_classes_back(demo_ws):
         for name in ("extract", "filter"):
             await select_stage(pilot, name)
             await pilot.press("s")
-            await wait_for(pilot, lambda: stage_state(app, name) == "done", f"{name} done")
+            await wait_for(
+                pilot, lambda name=name: stage_state(app, name) == "done", f"{name} done"
+            )
         root = demo_ws / "data/images"
         assert len(list(root.iterdir())) < 6
         await pilot.press("u")
@@ -98,7 +112,9 @@ async def test_resume_key_continues_a_stopped_stage(demo_ws):
         app.session.workspace.update_stage("extract", state="stopped")
         await select_stage(pilot, "extract")
         await pilot.press("r")
-        await wait_for(pilot, lambda: stage_state(app, "extract") == "done", "extract resumed to done")
+        await wait_for(
+            pilot, lambda: stage_state(app, "extract") == "done", "extract resumed to done"
+        )
 
 
 async def test_stop_key_on_an_idle_stage_says_so_and_the_app_keeps_running(demo_ws):
@@ -117,13 +133,17 @@ async def test_edit_key_saves_options_and_marks_done_stage_stale(demo_ws):
         for name in ("extract", "filter"):
             await select_stage(pilot, name)
             await pilot.press("s")
-            await wait_for(pilot, lambda: stage_state(app, name) == "done", f"{name} done")
+            await wait_for(
+                pilot, lambda name=name: stage_state(app, name) == "done", f"{name} done"
+            )
         await pilot.press("e")
         assert isinstance(app.screen, OptionsForm)
         field = app.screen.query_one("#opt-min_images", Input)
         field.value = "7"
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: config(demo_ws)["stages"]["filter"]["min_images"] == 7, "option saved")
+        await wait_for(
+            pilot, lambda: config(demo_ws)["stages"]["filter"]["min_images"] == 7, "option saved"
+        )
         await wait_for(pilot, lambda: stage_state(app, "filter") == "stale", "filter stale")
         assert "min_images=7" in str(app.query_one("#stage-details").render())
 
@@ -201,13 +221,23 @@ async def test_log_keys_follow_filter_and_level(demo_ws):
             app.session.emit(event)
         log = app.query_one(LogView)
         await pilot.press("3")
-        await wait_for(pilot, lambda: log.received == 200 and not log.dirty, "log lines drawn")
-        assert log.scroll_offset.y == log.max_scroll_y  # following the end
+        await wait_for(
+            pilot,
+            lambda: (
+                log.received == 200
+                and log.max_scroll_y > 0
+                and log.scroll_offset.y == log.max_scroll_y
+            ),
+            "log drawn, following its end",
+        )
         await pilot.press("f")
         assert not log.follow
+        before = log.scroll_offset.y
         app.session.emit(LogLine("node-01", "worker", 0, "a new line", time=0))
-        await wait_for(pilot, lambda: log.received == 201 and not log.dirty, "new line kept")
-        assert log.scroll_offset.y < log.max_scroll_y  # paused: stays put
+        await wait_for(
+            pilot, lambda: log.received == 201 and log.max_scroll_y == before + 1, "new line kept"
+        )
+        assert log.scroll_offset.y == before  # paused: the view stays put
         await pilot.press("v", "v")
         assert log.min_level == "warning"
         assert all(line.level in ("warning", "error") for line in log.shown)
@@ -314,10 +344,15 @@ async def test_actions_pane_runs_the_chosen_action(demo_ws):
         await opened(pilot)
         await pilot.press("4")
         options = app.query_one("#action-list")
-        while options.highlighted is None or options.get_option_at_index(options.highlighted).id != "toggle_mirror":
+        while (
+            options.highlighted is None
+            or options.get_option_at_index(options.highlighted).id != "toggle_mirror"
+        ):
             await pilot.press("down")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.query_one(StatusBar).mirror, "mirror toggled from the list")
+        await wait_for(
+            pilot, lambda: app.query_one(StatusBar).mirror, "mirror toggled from the list"
+        )
 
 
 async def test_command_palette_offers_console_actions(demo_ws):
@@ -327,11 +362,21 @@ async def test_command_palette_offers_console_actions(demo_ws):
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "palette")
         await pilot.press(*"mirror")
-        await wait_for(pilot, lambda: "MIRROR" in str(app.screen.query("CommandList").first().get_option_at_index(0).prompt)
-                       if app.screen.query("CommandList") and app.screen.query("CommandList").first().option_count else False,
-                       "mirror command listed")
+        await wait_for(
+            pilot,
+            lambda: (
+                "MIRROR"
+                in str(app.screen.query("CommandList").first().get_option_at_index(0).prompt)
+                if app.screen.query("CommandList")
+                and app.screen.query("CommandList").first().option_count
+                else False
+            ),
+            "mirror command listed",
+        )
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.query_one(StatusBar).mirror, "mirror toggled from the palette")
+        await wait_for(
+            pilot, lambda: app.query_one(StatusBar).mirror, "mirror toggled from the palette"
+        )
 
 
 async def test_telemetry_batches_keep_only_the_newest_sample_per_source(demo_ws):
@@ -343,10 +388,16 @@ async def test_telemetry_batches_keep_only_the_newest_sample_per_source(demo_ws)
         for event in events:
             app.session.emit(event)
         grid = app.query_one(HostGrid)
-        await wait_for(pilot, lambda: "node-01" in grid.rows and len(grid.rows["node-01"].gpus) == 2, "samples in")
+        await wait_for(
+            pilot,
+            lambda: "node-01" in grid.rows and len(grid.rows["node-01"].gpus) == 2,
+            "samples in",
+        )
         batches = [m for m in seen if isinstance(m, Telemetry)]
         assert sum(len(b.samples) for b in batches) < len(events)
-        assert grid.rows["node-01"].gpus[1].time == max(e.time for e in events if getattr(e, "index", None) == 1)
+        assert grid.rows["node-01"].gpus[1].time == max(
+            e.time for e in events if getattr(e, "index", None) == 1
+        )
 
 
 async def test_one_host_failure_and_a_bad_event_never_exit(demo_ws):
@@ -357,7 +408,9 @@ async def test_one_host_failure_and_a_bad_event_never_exit(demo_ws):
             app.session.emit(event)
         await wait_for(pilot, lambda: app.query_one(StatusBar).job == "job-1", "job shown")
         assert app.is_running
-        app.post_message(LogBatch([LogLine("node-09", "worker", None, "line with [odd] markup", level="error")]))
+        app.post_message(
+            LogBatch([LogLine("node-09", "worker", None, "line with [odd] markup", level="error")])
+        )
         await wait_for(pilot, lambda: app.query_one(LogView).received == 1, "odd line kept")
 
 
@@ -368,3 +421,34 @@ async def test_quit_key_closes_the_session(demo_ws):
         session = app.session
         await pilot.press("q")
     assert session.closed
+
+
+async def test_console_keys_wait_while_a_dialog_is_open_and_events_still_land(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        await pilot.press("question_mark")
+        await pilot.press("2", "l", "m")  # ignored under the help dialog
+        assert isinstance(app.screen, HelpScreen)
+        for event in cluster_events(hosts=2, gpus=1) + log_events(5):
+            app.session.emit(event)
+        await wait_for(pilot, lambda: app.log_view.received == 5, "events drawn under the dialog")
+        await pilot.press("escape")
+        assert app.query_one(TabbedContent).active == "stages"
+        assert not app.status.mirror
+
+
+async def test_scaling_key_opens_the_scaling_screen_and_console_keys_wait_there(demo_ws):
+    from tui.screens.scaling import ScalingScreen
+
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        await pilot.press("S")
+        await wait_for(pilot, lambda: isinstance(app.screen, ScalingScreen), "scaling screen")
+        await pilot.press("2")  # the console's pane key waits while another screen is shown
+        assert isinstance(app.screen, ScalingScreen)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ScalingScreen), "back to the console")
+        await pilot.press("2")
+        assert app.query_one(TabbedContent).active == "hosts"

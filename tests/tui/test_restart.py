@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tui_helpers import opened, wait_for
 
 from engine.cluster import jobs
 from tui.app import ImgscaleApp
@@ -10,7 +11,6 @@ from tui.screens.confirm import ConfirmScreen
 from tui.widgets.logview import LogView
 from tui.widgets.panels import StatusBar
 from tui.widgets.stagetable import StageTable
-from tui_helpers import opened, wait_for
 
 JOB_S = 240.0
 
@@ -37,9 +37,76 @@ async def test_job_survives_quit_and_reopened_console_shows_it(prepared_ws):
         assert status.job == job_id
         log = second.query_one(LogView)
         await wait_for(pilot, lambda: log.received > 0, "re-attached log lines", JOB_S)
-        await wait_for(pilot, lambda: status.job_state == "done", "job finished while watched again", JOB_S)
+        await wait_for(
+            pilot, lambda: status.job_state == "done", "job finished while watched again", JOB_S
+        )
         assert any("Saved checkpoint" in line.text for line in log.all_lines)
         train = second.query_one(StageTable).view_of("train")
         await wait_for(pilot, lambda: train.status.state == "done", "train stage done")
         await pilot.press("q")
     assert list((prepared_ws / "model").glob("resnet-0001.params"))
+
+
+@pytest.mark.mxnet
+@pytest.mark.slow
+async def test_mirror_reaches_the_worker_and_kill_leftovers_ends_the_job(prepared_ws):
+    app = ImgscaleApp(prepared_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        await pilot.press("m")
+        await wait_for(pilot, lambda: app.status.mirror, "mirror on")
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "launch plan")
+        assert "MXNET_BACKWARD_DO_MIRROR=1" in str(
+            app.screen.query_one("#dialog-body Static").render()
+        )
+        await pilot.press("y")
+        log = app.log_view
+        await wait_for(
+            pilot,
+            lambda: any("MXNET_BACKWARD_DO_MIRROR=1" in l.text for l in log.all_lines),
+            "the worker reports mirroring on",
+            JOB_S,
+        )
+        job_id = app.status.job
+        await pilot.press("K")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "kill confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "killed" in app.last_result, "kill result", JOB_S)
+        assert "killed 0 " not in app.last_result
+        await wait_for(pilot, lambda: not jobs.load(job_id).active, "job no longer active", JOB_S)
+        assert app.is_running
+
+
+async def run_job(pilot, key: str) -> None:
+    """Press a launch key, confirm the plan, and wait for that job to finish."""
+    app = pilot.app
+    before = app.status.job
+    await pilot.press(key)
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), f"plan for {key}")
+    await pilot.press("y")
+    await wait_for(
+        pilot,
+        lambda: app.status.job != before and app.status.job_state == "done",
+        f"job of {key} done",
+        JOB_S,
+    )
+
+
+@pytest.mark.mxnet
+@pytest.mark.slow
+async def test_doctor_compares_test_io_benchmark_and_real_speeds(prepared_ws):
+    app = ImgscaleApp(prepared_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        for key in ("i", "b", "l"):
+            await run_job(pilot, key)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "doctor dialog")
+        body = str(app.screen.query_one("#dialog-body Static").render())
+        assert app.screen.title_text.split(": ")[1] in (
+            "io-bound",
+            "compute-bound",
+            "network-bound",
+        ), body
+        assert "localhost" in body and "N/A" not in body.split("localhost")[1].splitlines()[0]

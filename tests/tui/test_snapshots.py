@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from tui_helpers import cluster_events, job_events, log_events, opened, wait_for
 
 from engine.api import LaunchPlan
 from tui.app import ImgscaleApp, plan_text
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.hostgrid import HostGrid
 from tui.widgets.logview import LogView
-from tui_helpers import cluster_events, job_events, log_events, opened, wait_for
 
 SIZES = [(80, 24), (200, 60)]
 
@@ -39,7 +39,11 @@ def test_hosts_screen(snap_compare, demo_ws, size):
         await feed(pilot, cluster_events() + job_events())
         await pilot.press("2")
         grid = pilot.app.query_one(HostGrid)
-        await wait_for(pilot, lambda: len(grid.rows) >= 17 and grid.rows["node-03"].straggler and not grid.dirty, "grid")
+        await wait_for(
+            pilot,
+            lambda: len(grid.rows) >= 17 and grid.rows["node-03"].straggler and not grid.dirty,
+            "grid",
+        )
         grid.rows.pop("localhost", None)  # the workspace's own host has no fixed samples
         grid.rebuild()
 
@@ -61,18 +65,39 @@ def test_log_screen(snap_compare, demo_ws, size):
 FIXED_PLAN = LaunchPlan(
     mode="train",
     hosts=("node-00", "node-01"),
-    roles=(("node-00", "scheduler", 0), ("node-00", "server", 0), ("node-01", "server", 1),
-           ("node-00", "worker", 0), ("node-01", "worker", 1)),
+    roles=(
+        ("node-00", "scheduler", 0),
+        ("node-00", "server", 0),
+        ("node-01", "server", 1),
+        ("node-00", "worker", 0),
+        ("node-01", "worker", 1),
+    ),
     gpus_per_worker=4,
     batch_per_gpu=32,
     batch_per_worker=128,
     global_batch=256,
     mirror=True,
     data_nthreads=8,
-    command=("python", "-m", "engine", "train", "--network", "resnet", "--num-layers", "50", "--batch-size", "128",
-             "--kv-store", "dist_sync", "--gpus", "0,1,2,3"),
-    findings=("warning crops of 224 from images packed at 480 see only 47% of each side -> set --min-random-scale 0.533",
-              "info    --num-classes 1000 matches train_labels.txt"),
+    command=(
+        "python",
+        "-m",
+        "engine",
+        "train",
+        "--network",
+        "resnet",
+        "--num-layers",
+        "50",
+        "--batch-size",
+        "128",
+        "--kv-store",
+        "dist_sync",
+        "--gpus",
+        "0,1,2,3",
+    ),
+    findings=(
+        "warning crops of 224 from images packed at 480 see only 47% of each side -> set --min-random-scale 0.533",
+        "info    --num-classes 1000 matches train_labels.txt",
+    ),
 )
 
 

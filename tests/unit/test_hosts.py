@@ -1,4 +1,4 @@
-"""Hosts-file parsing: launch.py's lines, user@/IPv6/slots/gpus/options, and errors naming the line."""
+"""Hosts-file parsing: launch.py's lines, user@/IPv6/slots/gpus/options, errors naming the line."""
 
 import sys
 
@@ -24,7 +24,12 @@ def test_launch_py_lines_keep_their_meaning_port_after_colon_is_ssh_port():
 def test_user_at_host_port_with_slots_and_gpus():
     spec = one("ubuntu@10.0.0.7:22 slots=8 gpus=0,1,2,3")
     assert (spec.user, spec.address, spec.port, spec.slots, spec.gpus) == (
-        "ubuntu", "10.0.0.7", 22, 8, (0, 1, 2, 3))
+        "ubuntu",
+        "10.0.0.7",
+        22,
+        8,
+        (0, 1, 2, 3),
+    )
     assert spec.name == "10.0.0.7:22"  # the user is not part of the shown name
 
 

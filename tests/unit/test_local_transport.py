@@ -11,8 +11,11 @@ from engine.cluster.transport import CommandTimedOut
 
 async def test_run_merges_env_over_os_environ_and_uses_cwd(tmp_path):
     t = LocalTransport(env={"HOSTVAR": "from hosts file"})
-    r = await t.run('echo "$HOSTVAR|$A|$HOME"; pwd; echo oops >&2; exit 3',
-                    env={"A": "a 'b' $(c)"}, cwd=str(tmp_path))
+    r = await t.run(
+        'echo "$HOSTVAR|$A|$HOME"; pwd; echo oops >&2; exit 3',
+        env={"A": "a 'b' $(c)"},
+        cwd=str(tmp_path),
+    )
     assert r.exit_status == 3
     assert r.stdout == f"from hosts file|a 'b' $(c)|{os.environ['HOME']}\n{tmp_path}\n"
     assert r.stderr == "oops\n"
@@ -66,7 +69,9 @@ async def test_closing_a_stream_before_it_started_does_not_hang():
 
 
 async def test_send_signal_reaches_the_command():
-    lines = LocalTransport().stream("trap 'echo got INT; exit 7' INT; echo ready; while :; do sleep 0.1; done")
+    lines = LocalTransport().stream(
+        "trap 'echo got INT; exit 7' INT; echo ready; while :; do sleep 0.1; done"
+    )
     assert (await lines.__anext__()).text == "ready"
     await lines.send_signal("INT")
     assert [line.text async for line in lines] == ["got INT"]
@@ -86,3 +91,13 @@ async def test_put_and_get_copy_files_and_trees(tmp_path):
     assert (tmp_path / "back.txt").read_text() == "data"
     with pytest.raises(IsADirectoryError):
         await t.put(str(src), str(tmp_path / "x"))
+
+
+async def test_stream_with_stdin_answers_each_request():
+    lines = LocalTransport().stream('while read -r x; do echo "got $x"; done', stdin=True)
+    try:
+        for word in ("one", "two words"):
+            await lines.write(word + "\n")
+            assert (await asyncio.wait_for(lines.__anext__(), 10)).text == f"got {word}"
+    finally:
+        await lines.aclose()

@@ -18,10 +18,26 @@ IM2REC = pathlib.Path(sys.prefix) / "lib/python3.11/site-packages/mxnet/tools/im
 COMBOS = {
     "recursive": ["--recursive"],
     "chunks-no-shuffle": ["--recursive", "--chunks", "3", "--no-shuffle"],
-    "chunks-train-test-val": ["--recursive", "--chunks", "2", "--train-ratio", "0.6", "--test-ratio", "0.2"],
+    "chunks-train-test-val": [
+        "--recursive",
+        "--chunks",
+        "2",
+        "--train-ratio",
+        "0.6",
+        "--test-ratio",
+        "0.2",
+    ],
     "flat": [],
     "train-val-exts": ["--recursive", "--train-ratio", "0.8", "--exts", ".jpg", ".jpeg"],
-    "train-test-only": ["--recursive", "--chunks", "4", "--train-ratio", "0.5", "--test-ratio", "0.5"],
+    "train-test-only": [
+        "--recursive",
+        "--chunks",
+        "4",
+        "--train-ratio",
+        "0.5",
+        "--test-ratio",
+        "0.5",
+    ],
     "many-chunks": ["--recursive", "--chunks", "7"],
 }
 
@@ -63,7 +79,11 @@ def run_im2rec(tmp_path, root, combos):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, str(IM2REC), json.dumps(argvs)],
-        capture_output=True, text=True, env=env, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
     )
     return prefixes, done.stdout
 
@@ -71,10 +91,18 @@ def run_im2rec(tmp_path, root, combos):
 def run_ours(tmp_path, name, root, options):
     from engine.prep.cli_pack import build_list_parser
 
-    args = build_list_parser().parse_args([str(tmp_path / "ours" / name / "data"), str(root), *options])
+    args = build_list_parser().parse_args(
+        [str(tmp_path / "ours" / name / "data"), str(root), *options]
+    )
     return lst.write_lists(
-        args.prefix, args.root, recursive=args.recursive, chunks=args.chunks, train_ratio=args.train_ratio,
-        test_ratio=args.test_ratio, shuffle=args.shuffle, exts=tuple(args.exts),
+        args.prefix,
+        args.root,
+        recursive=args.recursive,
+        chunks=args.chunks,
+        train_ratio=args.train_ratio,
+        test_ratio=args.test_ratio,
+        shuffle=args.shuffle,
+        exts=tuple(args.exts),
     )
 
 
@@ -104,7 +132,9 @@ def test_line_format_and_labels_follow_folders(tmp_path):
     written = lst.write_lists(tmp_path / "d", root, recursive=True, shuffle=False)
     lines = written[0].read_text().splitlines()
     assert lines[:2] == ["0\t0.000000\tloose.jpg", "1\t1.000000\taa_linked/img_00.JPEG"]
-    labels = dict(line.split("\t") for line in lst.labels_path(tmp_path / "d").read_text().splitlines())
+    labels = dict(
+        line.split("\t") for line in lst.labels_path(tmp_path / "d").read_text().splitlines()
+    )
     assert {"aa_linked", "n01", "n02", "n03", "n04", "n04/sub", "."} == set(labels)
     for line in lines:
         _, label, path = line.split("\t")
@@ -116,7 +146,9 @@ def test_names_a_list_cannot_hold_are_reported_not_dropped_or_crashing(tmp_path)
     root = tmp_path / "images"
     (root / "c1").mkdir(parents=True)
     (root / "c1" / "good.jpg").write_bytes(b"x")
-    os.close(os.open(os.path.join(os.fsencode(root / "c1"), b"caf\xe9.jpg"), os.O_CREAT | os.O_WRONLY))
+    os.close(
+        os.open(os.path.join(os.fsencode(root / "c1"), b"caf\xe9.jpg"), os.O_CREAT | os.O_WRONLY)
+    )
     (root / "c1" / "tab\there.jpg").write_bytes(b"x")
     (root / "c1" / "dangling.jpg").symlink_to(root / "missing.jpg")
     (root / "c1" / "self.jpg").symlink_to(root / "c1" / "self.jpg")
@@ -126,7 +158,10 @@ def test_names_a_list_cannot_hold_are_reported_not_dropped_or_crashing(tmp_path)
     assert written[0].read_text() == "0\t0.000000\tc1/good.jpg\n"
     report = lst.skipped_path(tmp_path / "d").read_text().splitlines()
     assert report[0] == "path\treason"
-    by_name = {os.path.basename(row["path"]): row["reason"] for row in read_report(lst.skipped_path(tmp_path / "d"))}
+    by_name = {
+        os.path.basename(row["path"]): row["reason"]
+        for row in read_report(lst.skipped_path(tmp_path / "d"))
+    }
     assert "not valid UTF-8" in by_name["caf\\xe9.jpg"]
     assert "tab or newline" in by_name["tab\\there.jpg"]
     assert "dangling" in by_name["dangling.jpg"] and "loop" in by_name["self.jpg"]
@@ -169,11 +204,33 @@ def test_user_mistakes_get_one_clear_error(tmp_path, kwargs, message):
 def test_cli_list_writes_files_and_reports_bad_flag_in_one_line(tmp_path):
     root = make_tree(tmp_path / "images")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    ok = subprocess.run([sys.executable, "-m", "engine.cli", "list", str(tmp_path / "c"), str(root),
-                         "--recursive", "--chunks", "2"], capture_output=True, text=True, env=env, timeout=60)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "list",
+            str(tmp_path / "c"),
+            str(root),
+            "--recursive",
+            "--chunks",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "c_0.lst").exists() and (tmp_path / "c_1.lst").exists()
-    bad = subprocess.run([sys.executable, "-m", "engine.cli", "list", str(tmp_path / "c"), str(tmp_path / "nope")],
-                         capture_output=True, text=True, env=env, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "list", str(tmp_path / "c"), str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "is not a folder" in bad.stderr

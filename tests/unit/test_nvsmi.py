@@ -16,7 +16,11 @@ def test_multi_gpu_rows_become_one_sample_per_gpu_with_numbers():
     assert [g.index for g in gpus] == [0, 1, 2, 3]
     g = gpus[0]
     assert (g.name, g.util_percent, g.mem_used_mib, g.mem_total_mib) == (
-        "Tesla V100-SXM2-16GB", 97.0, 15012.0, 16160.0)
+        "Tesla V100-SXM2-16GB",
+        97.0,
+        15012.0,
+        16160.0,
+    )
     assert (g.temperature_c, g.power_w, g.power_limit_w, g.lost) == (67.0, 251.32, 300.0, False)
     assert g.uuid.startswith("GPU-")
 
@@ -53,8 +57,14 @@ def test_bracketed_gpu_is_lost_values_mark_the_gpu_lost():
 
 
 def test_garbage_header_truncated_and_warning_lines_are_ignored():
-    for line in ["", "index, name, uuid", "0, Tesla", "WARNING: infoROM is corrupted at gpu 0000:04:00.0",
-                 "No devices were found", "NVIDIA-SMI has failed because it couldn't communicate"]:
+    for line in [
+        "",
+        "index, name, uuid",
+        "0, Tesla",
+        "WARNING: infoROM is corrupted at gpu 0000:04:00.0",
+        "No devices were found",
+        "NVIDIA-SMI has failed because it couldn't communicate",
+    ]:
         assert parse_line(line, "h") is None
 
 
@@ -74,3 +84,8 @@ def test_the_probe_query_is_csv_without_header_or_units_and_loops():
     command = query_command(1.0)
     assert "--format=csv,noheader,nounits" in command and command.endswith("-l 1")
     assert "utilization.gpu" in command and "power.limit" in command
+
+
+def test_loop_period_is_whole_seconds_as_nvidia_smi_requires():
+    assert query_command(0.3).endswith("-l 1") and query_command(2.4).endswith("-l 2")
+    assert " -l " not in query_command(None)

@@ -17,6 +17,7 @@ from engine.events import SkippedItem, StageProgress
 from engine.prep import pack
 from engine.prep.pack import PackOptions
 
+pytestmark = pytest.mark.filterwarnings("ignore:tostring:DeprecationWarning")  # inside mxnet 1.9.1
 IM2REC = pathlib.Path(sys.prefix) / "lib/python3.11/site-packages/mxnet/tools/im2rec.py"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1")
 
@@ -87,8 +88,14 @@ LARGE = [(400, 300), (300, 420), (260, 260), (500, 180)]
 
 def run_driver(jobs) -> dict:
     jobs["script"] = str(IM2REC)
-    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(jobs)], capture_output=True, text=True,
-                          env=ENV, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(jobs)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -97,12 +104,31 @@ CASES = {
     # name: (our options, im2rec flags, image sizes, multi-label). No SMALL image reaches twice the target
     # short edge, so reduced DCT decoding never applies and the pixels must match im2rec's exactly.
     "pass-through": (PackOptions(pass_through=True), ["--pass-through"], SMALL, False),
-    "resize-up": (PackOptions(resize=48, quality=90), ["--resize", "48", "--quality", "90"], SMALL, False),
-    "crop-png": (PackOptions(resize=28, center_crop=True, encoding=".png", quality=3),
-                 ["--resize", "28", "--center-crop", "--encoding", ".png", "--quality", "3"], SMALL, False),
+    "resize-up": (
+        PackOptions(resize=48, quality=90),
+        ["--resize", "48", "--quality", "90"],
+        SMALL,
+        False,
+    ),
+    "crop-png": (
+        PackOptions(resize=28, center_crop=True, encoding=".png", quality=3),
+        ["--resize", "28", "--center-crop", "--encoding", ".png", "--quality", "3"],
+        SMALL,
+        False,
+    ),
     "grey": (PackOptions(color=0, quality=80), ["--color", "0", "--quality", "80"], SMALL, False),
-    "pack-label": (PackOptions(pack_label=True, resize=32), ["--pack-label", "--resize", "32"], SMALL, True),
-    "large-full-decode": (PackOptions(resize=60, reduced_decode=False), ["--resize", "60"], LARGE, False),
+    "pack-label": (
+        PackOptions(pack_label=True, resize=32),
+        ["--pack-label", "--resize", "32"],
+        SMALL,
+        True,
+    ),
+    "large-full-decode": (
+        PackOptions(resize=60, reduced_decode=False),
+        ["--resize", "60"],
+        LARGE,
+        False,
+    ),
 }
 
 
@@ -117,12 +143,22 @@ def compat(tmp_path_factory):
         for side in ("ref", "ours"):
             (base / name / side).mkdir()
             write_lst(base / name / side / "data.lst", names, multi)
-        jobs["im2rec"].append([str(base / name / "ref" / "data"), str(root), "--num-thread", "1", *flags])
-        result = pack.pack_lists([base / name / "ours" / "data.lst"], root,
-                                 PackOptions(**{**options.__dict__, "num_thread": 2}))
+        jobs["im2rec"].append(
+            [str(base / name / "ref" / "data"), str(root), "--num-thread", "1", *flags]
+        )
+        result = pack.pack_lists(
+            [base / name / "ours" / "data.lst"],
+            root,
+            PackOptions(**{**options.__dict__, "num_thread": 2}),
+        )
         assert result.records == len(sizes) and result.skipped == 0
-        jobs["read"].append([str(base / name / "ours" / "data.rec"), str(base / name / "ours" / "data.idx"),
-                             2 if multi else 1])
+        jobs["read"].append(
+            [
+                str(base / name / "ours" / "data.rec"),
+                str(base / name / "ours" / "data.idx"),
+                2 if multi else 1,
+            ]
+        )
     return base, run_driver(jobs)
 
 
@@ -183,8 +219,24 @@ def test_no_upscale_stores_small_jpegs_as_they_are_and_still_checks_them(tmp_pat
         payloads = [recordio.unpack(r)[1] for r in reader]
     assert payloads[0] == (root / names[0]).read_bytes()  # short edge 30 <= 64: stored as is
     assert payloads[2] == (root / names[2]).read_bytes()  # short edge 50 <= 64
-    assert cv2.imdecode(np.frombuffer(payloads[1], np.uint8), 1).shape[:2] == (64, 96)  # 300x200 resized
+    assert cv2.imdecode(np.frombuffer(payloads[1], np.uint8), 1).shape[:2] == (
+        64,
+        96,
+    )  # 300x200 resized
     assert "truncated JPEG" in (tmp_path / "d.skipped.tsv").read_text()
+
+
+def test_no_upscale_never_enlarges_what_it_must_re_encode(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    png = cv2.imdecode(np.frombuffer(jpeg(50, 30), np.uint8), 1)
+    (root / "small.png").write_bytes(cv2.imencode(".png", png)[1].tobytes())
+    (root / "wide.jpg").write_bytes(jpeg(60, 40))
+    lst = write_lst(tmp_path / "d.lst", ["small.png", "wide.jpg"])
+    pack.pack_lists([lst], root, PackOptions(resize=64, no_upscale=True, center_crop=True))
+    with recordio.RecordReader(tmp_path / "d.rec") as reader:
+        shapes = [recordio.unpack_img(r)[1].shape[:2] for r in reader]
+    assert shapes == [(30, 30), (40, 40)]  # re-encoded (PNG source, crop) but not enlarged to 64
 
 
 def test_events_report_each_chunk_and_each_skip(tmp_path):
@@ -194,13 +246,19 @@ def test_events_report_each_chunk_and_each_skip(tmp_path):
     write_lst(tmp_path / "d_0.lst", names[:3])
     write_lst(tmp_path / "d_1.lst", names[3:] + ["bad.jpg"])
     events = []
-    result = pack.pack_lists(pack.find_lists(tmp_path / "d"), root, PackOptions(num_thread=2), on_event=events.append)
+    result = pack.pack_lists(
+        pack.find_lists(tmp_path / "d"), root, PackOptions(num_thread=2), on_event=events.append
+    )
     assert [c.rec.name for c in result.chunks] == ["d_0.rec", "d_1.rec"]
     assert (result.records, result.skipped) == (5, 1)
     last = {e.part: e for e in events if isinstance(e, StageProgress)}
     assert (last["d_0"].done, last["d_0"].total) == (3, 3)
     assert (last["d_1"].done, last["d_1"].total, last["d_1"].skipped) == (3, 3, 1)
-    assert (last[""].done, last[""].total, last[""].bytes_done) == (6, 6, sum(c.rec_bytes for c in result.chunks))
+    assert (last[""].done, last[""].total, last[""].bytes_done) == (
+        6,
+        6,
+        sum(c.rec_bytes for c in result.chunks),
+    )
     assert [e.path for e in events if isinstance(e, SkippedItem)] == ["bad.jpg"]
 
 
@@ -218,8 +276,14 @@ def test_find_lists_follows_im2rec_prefix_rules(tmp_path):
 
 @pytest.mark.parametrize(
     "options, flag",
-    [({"encoding": ".gif"}, "--encoding"), ({"quality": 0}, "--quality"), ({"encoding": ".png", "quality": 10}, "--quality"),
-     ({"color": 2}, "--color"), ({"resize": -1}, "--resize"), ({"num_thread": 0}, "--num-thread")],
+    [
+        ({"encoding": ".gif"}, "--encoding"),
+        ({"quality": 0}, "--quality"),
+        ({"encoding": ".png", "quality": 10}, "--quality"),
+        ({"color": 2}, "--color"),
+        ({"resize": -1}, "--resize"),
+        ({"num_thread": 0}, "--num-thread"),
+    ],
 )
 def test_bad_option_values_name_the_flag(tmp_path, options, flag):
     (tmp_path / "d.lst").write_text("")
@@ -228,8 +292,15 @@ def test_bad_option_values_name_the_flag(tmp_path, options, flag):
 
 
 def cli(*argv, **kwargs):
-    return subprocess.run([sys.executable, "-m", "engine.cli", *argv], capture_output=True, text=True, env=ENV,
-                          timeout=120, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+        **kwargs,
+        check=False,
+    )
 
 
 def test_cli_pack_packs_every_matching_list_and_errors_are_one_line(tmp_path):
@@ -250,10 +321,55 @@ def test_cli_pack_packs_every_matching_list_and_errors_are_one_line(tmp_path):
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
+def test_wrong_root_is_refused_before_anything_is_written(tmp_path):
+    root = tmp_path / "images"
+    names = make_images(root, SMALL[:3])
+    lst = write_lst(tmp_path / "d.lst", names)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(UserError, match="none of the first 3 paths"):
+        pack.pack_lists([lst, lst], tmp_path / "elsewhere", PackOptions())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.lst", "elsewhere", "images"]
+    result = pack.pack_lists([lst, lst], root, PackOptions())  # the same list twice is packed once
+    assert len(result.chunks) == 1 and result.records == 3
+
+
+def test_two_packers_on_different_chunks_at_once_match_one_run(tmp_path):
+    root = tmp_path / "images"
+    names = make_images(root, SMALL * 3)
+    for side in ("one", "two"):
+        (tmp_path / side).mkdir()
+        write_lst(tmp_path / side / "d_0.lst", names[:12])
+        write_lst(tmp_path / side / "d_1.lst", names[12:])
+    pack.pack_lists(pack.find_lists(tmp_path / "one" / "d"), root, PackOptions(resize=20))
+    argv = ["pack", "--resize", "20", "--num-thread", "1", "--quiet"]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                *argv,
+                str(tmp_path / "two" / f"d_{i}"),
+                str(root),
+            ],
+            env=ENV,
+            stderr=subprocess.PIPE,
+        )
+        for i in (0, 1)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+        proc.stderr.close()
+    for name in ("d_0.rec", "d_0.idx", "d_1.rec", "d_1.idx"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
 def test_hosts_flag_without_distributed_packing_is_a_clear_error(tmp_path, monkeypatch):
     from engine.prep import cli_pack
 
-    monkeypatch.setitem(sys.modules, "engine.cluster.dpack", None)  # as if the module were not installed
+    monkeypatch.setitem(
+        sys.modules, "engine.cluster.dpack", None
+    )  # as if the module were not installed
     with pytest.raises(UserError, match="distributed packing is not available"):
         cli_pack._dpack()
 
@@ -269,9 +385,17 @@ def test_hosts_flag_hands_the_lists_to_distributed_packing(tmp_path, monkeypatch
     (tmp_path / "d.lst").write_text("")
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1\n")
-    assert main(["pack", str(tmp_path / "d"), str(tmp_path), "--hosts", str(hosts), "--resize", "480"]) == 0
-    (hosts_file, lists, root, options, _sink), = calls
-    assert (hosts_file, lists, root, options.resize) == (str(hosts), [tmp_path / "d.lst"], str(tmp_path), 480)
+    assert (
+        main(["pack", str(tmp_path / "d"), str(tmp_path), "--hosts", str(hosts), "--resize", "480"])
+        == 0
+    )
+    ((hosts_file, lists, root, options, _sink),) = calls
+    assert (hosts_file, lists, root, options.resize) == (
+        str(hosts),
+        [tmp_path / "d.lst"],
+        str(tmp_path),
+        480,
+    )
 
 
 def test_worker_killed_mid_batch_is_replaced_and_its_batch_retried(tmp_path):
@@ -293,6 +417,27 @@ def test_worker_killed_mid_batch_is_replaced_and_its_batch_retried(tmp_path):
             got.update(pool.collect())
         assert pool.workers[0].proc.pid != victim.pid
         assert [recordio.unpack(_unframe(r))[0].id for r in got["batch"]] == [0, 1, 2]
+    finally:
+        pool.close()
+
+
+def test_worker_that_died_while_idle_is_replaced_on_next_batch(tmp_path):
+    import signal
+
+    from engine.prep.pack_pool import Pool
+
+    root = tmp_path / "images"
+    names = make_images(root, SMALL[:2])
+    pool = Pool(1, {**PackOptions(pass_through=True).record_options(), "root": str(root)})
+    try:
+        victim = pool.workers[0].proc
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        pool.submit("batch", [(1, 7, names[0], (0.0,)), (2, 8, names[1], (1.0,))])
+        got = {}
+        while pool.busy():
+            got.update(pool.collect())
+        assert [recordio.unpack(_unframe(r))[0].id for r in got["batch"]] == [7, 8]
     finally:
         pool.close()
 

@@ -17,7 +17,9 @@ from engine.prep.report import read_report
 def photo(width, height, channels=3, dtype=np.uint8, seed=0):
     rng = np.random.default_rng(seed)
     top = 255 if dtype == np.uint8 else 65535
-    small = rng.integers(0, top, size=(max(2, height // 8), max(2, width // 8), channels), dtype=dtype)
+    small = rng.integers(
+        0, top, size=(max(2, height // 8), max(2, width // 8), channels), dtype=dtype
+    )
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
@@ -49,7 +51,10 @@ def build_bad_tree(root: pathlib.Path) -> tuple[list[str], dict[str, str]]:
         "good.jpg": (good, "ok"),
         "truncated.jpg": (good[: len(good) // 2], "truncated JPEG"),
         "zero.jpg": (b"", "empty file"),
-        "garbage.jpg": (bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8)), "not an image"),
+        "garbage.jpg": (
+            bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8)),
+            "not an image",
+        ),
         "text.JPEG": (b"hello, I am a text file\n", "not an image"),
         "head-only.jpg": (good[:20], "truncated JPEG"),
         "cmyk.jpg": (cmyk_jpeg(), "ok"),
@@ -70,6 +75,8 @@ def build_bad_tree(root: pathlib.Path) -> tuple[list[str], dict[str, str]]:
     (root / "loop.jpg").symlink_to(root / "loop.jpg")
     expect["loop.jpg"] = "symlink loop"
     expect["never-there.jpg"] = "no such file"
+    os.mkfifo(root / "pipe.jpg")
+    expect["pipe.jpg"] = "not a regular file"
     raw_name = b"caf\xe9.jpg"  # Latin-1 bytes, not UTF-8
     with open(os.path.join(os.fsencode(root), raw_name), "wb") as handle:
         handle.write(good)
@@ -78,7 +85,9 @@ def build_bad_tree(root: pathlib.Path) -> tuple[list[str], dict[str, str]]:
 
 
 def write_raw_lst(path: pathlib.Path, names: list[str], extra: list[bytes] = ()) -> None:
-    lines = [f"{i}\t{i % 2}.000000\t".encode() + os.fsencode(n) + b"\n" for i, n in enumerate(names)]
+    lines = [
+        f"{i}\t{i % 2}.000000\t".encode() + os.fsencode(n) + b"\n" for i, n in enumerate(names)
+    ]
     path.write_bytes(b"".join(lines) + b"".join(extra))
 
 
@@ -86,7 +95,9 @@ def write_raw_lst(path: pathlib.Path, names: list[str], extra: list[bytes] = ())
 def huge_jpeg(tmp_path_factory) -> pathlib.Path:
     """A 12000x9000 JPEG (one flat grey channel keeps it quick to make)."""
     path = tmp_path_factory.mktemp("huge") / "huge.jpg"
-    path.write_bytes(encode(".jpg", np.full((9000, 12000), 128, np.uint8), cv2.IMWRITE_JPEG_QUALITY, 50))
+    path.write_bytes(
+        encode(".jpg", np.full((9000, 12000), 128, np.uint8), cv2.IMWRITE_JPEG_QUALITY, 50)
+    )
     return path
 
 
@@ -104,7 +115,11 @@ PASS_THROUGH_PACKS = {"bad-body.png"}  # its header and end look whole; pass-thr
 def test_every_lst_line_is_either_packed_or_reported(tmp_path, mode):
     root = tmp_path / "images"
     names, expect = build_bad_tree(root)
-    malformed = [b"only-one-field\n", b"x\t1.0\tgood.jpg\n", b"\n"]  # the blank line is not an entry
+    malformed = [
+        b"only-one-field\n",
+        b"x\t1.0\tgood.jpg\n",
+        b"\n",
+    ]  # the blank line is not an entry
     write_raw_lst(tmp_path / "d.lst", names, malformed)
     result = pack.pack_lists([tmp_path / "d.lst"], root, MODES[mode])
 
@@ -166,3 +181,44 @@ def test_huge_image_in_pass_through_is_stored_unchanged(tmp_path, huge_jpeg):
     pack.pack_lists([tmp_path / "d.lst"], huge_jpeg.parent, PackOptions(pass_through=True))
     with recordio.RecordReader(tmp_path / "d.rec") as reader:
         assert recordio.unpack(reader.read())[1] == huge_jpeg.read_bytes()
+
+
+def with_thumbnail_segment(jpeg: bytes) -> bytes:
+    """Insert an APP1 segment that holds a whole small JPEG (as EXIF thumbnails do), end marker included."""
+    thumb = encode(".jpg", photo(16, 12))
+    body = b"Exif\0\0" + thumb
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda: encode(".jpg", photo(40, 30)), ""),
+        (lambda: encode(".jpg", photo(40, 30), cv2.IMWRITE_JPEG_PROGRESSIVE, 1), ""),
+        (lambda: encode(".jpg", photo(40, 30)) + b"\0" * 100, ""),  # padding after the end marker
+        (lambda: with_thumbnail_segment(encode(".jpg", photo(40, 30))), ""),
+        (lambda: with_thumbnail_segment(encode(".jpg", photo(40, 30)))[:-200], "truncated JPEG"),
+        (
+            lambda: encode(".jpg", photo(40, 30), cv2.IMWRITE_JPEG_PROGRESSIVE, 1)[:-150],
+            "truncated JPEG",
+        ),
+        (lambda: b"\xff\xd8\xff", "truncated JPEG"),
+    ],
+    ids=[
+        "baseline",
+        "progressive",
+        "padded",
+        "thumbnail",
+        "thumbnail-cut",
+        "progressive-cut",
+        "stub",
+    ],
+)
+def test_sniff_finds_truncation_without_decoding(make, problem):
+    from engine.prep.pack_sniff import sniff
+
+    info = sniff(make())
+    assert info.format == "jpeg"
+    assert problem in info.problem if problem else info.problem == ""
+    if not problem:
+        assert (info.width, info.height, info.components, info.precision) == (40, 30, 3, 8)

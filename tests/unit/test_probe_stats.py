@@ -24,7 +24,7 @@ Inter-|   Receive                                                |  Transmit
 /dev/sda1 1000 400 600 40% /
 @gpu
 no
-"""
+"""  # noqa: E501 (recorded /proc/net/dev lines are wide)
 
 
 def test_reading_is_parsed_into_counters():
@@ -37,8 +37,16 @@ def test_reading_is_parsed_into_counters():
 
 def test_cpu_percent_and_net_rates_come_from_two_readings():
     prev = parse_stats(READING)
-    cur = HostCounters(**{**prev.__dict__, "uptime_s": 1002.0, "cpu_busy": 300, "cpu_total": 1200,
-                          "net_rx": 3000, "net_tx": 2000})
+    cur = HostCounters(
+        **{
+            **prev.__dict__,
+            "uptime_s": 1002.0,
+            "cpu_busy": 300,
+            "cpu_total": 1200,
+            "net_rx": 3000,
+            "net_tx": 2000,
+        }
+    )
     s = host_sample("h", cur, prev, gpu_count=0, now=1.0)
     assert s.cpu_percent == 50.0 and s.net_rx_bytes_per_s == 1000.0 and s.net_tx_bytes_per_s == 0
     assert s.mem_used_bytes == 4000000 * 1024 and s.gpu_count == 0
@@ -61,7 +69,8 @@ def test_garbled_or_missing_sections_become_none_not_exceptions():
 
 
 def test_the_real_command_parses_on_this_machine(tmp_path):
-    out = subprocess.run(["/bin/sh", "-c", stats_command(str(tmp_path))], capture_output=True,
-                         text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["/bin/sh", "-c", stats_command(str(tmp_path))], capture_output=True, text=True, timeout=30
+    ).stdout
     c = parse_stats(out)
     assert c.cpu_count and c.cpu_total and c.mem_total and c.disk_total and c.uptime_s

@@ -8,6 +8,7 @@ import pytest
 from engine import recordio
 
 mx = pytest.importorskip("mxnet", reason="compatibility is checked against the installed mxnet")
+pytestmark = pytest.mark.filterwarnings("ignore:tostring:DeprecationWarning")  # inside mxnet 1.9.1
 
 M = recordio.MAGIC_BYTES
 
@@ -81,6 +82,8 @@ def test_we_read_what_mxnet_wrote_sequentially_and_by_index(tmp_path):
     rec, idx = _mx_write(tmp_path, PAYLOADS, indexed=True)
     with recordio.RecordReader(rec) as reader:
         assert list(reader) == PAYLOADS
+    with recordio.IndexedRecordReader(idx) as beside:  # mx.idx names mx.rec
+        assert beside.read_idx(7) == PAYLOADS[1]
     with recordio.IndexedRecordReader(idx, rec) as reader:
         assert reader.keys == [k * 7 for k in range(len(PAYLOADS))]
         for key in reversed(reader.keys):
@@ -101,7 +104,13 @@ def test_mxnet_reads_what_we_wrote(tmp_path):
 @pytest.mark.mxnet
 @pytest.mark.parametrize(
     "header",
-    [(0, 3.0, 17, 0), (5, 2.5, 2**40, 9), (0, [1.0, 2.0, 3.5], 4, 0), (0, np.arange(5.0), 1, 0), (7, [9], 0, 0)],
+    [
+        (0, 3.0, 17, 0),
+        (5, 2.5, 2**40, 9),
+        (0, [1.0, 2.0, 3.5], 4, 0),
+        (0, np.arange(5.0), 1, 0),
+        (7, [9], 0, 0),
+    ],
 )
 def test_image_header_pack_matches_mxnet(header):
     payload = b"jpeg" + M + b"bytes"
@@ -134,7 +143,10 @@ def test_torn_tail_and_bad_magic_are_reported(tmp_path):
         with pytest.raises(recordio.RecordIOError, match="cut short"):
             reader.read()
     rec.write_bytes(b"\1\2\3\4" + b"\0" * 8)
-    with recordio.RecordReader(rec) as reader, pytest.raises(recordio.RecordIOError, match="bad magic"):
+    with (
+        recordio.RecordReader(rec) as reader,
+        pytest.raises(recordio.RecordIOError, match="bad magic"),
+    ):
         reader.read()
 
 

@@ -1,4 +1,4 @@
-"""Shell command builders: hostile paths, values and commands arrive intact through a real /bin/sh."""
+"""Shell command builders: hostile paths, values and commands arrive intact through /bin/sh."""
 
 import json
 import subprocess

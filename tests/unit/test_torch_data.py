@@ -1,5 +1,7 @@
 """The torch engine's input: JPEG sizes without decoding, crop boxes, rank shards, and real decoded batches."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -173,3 +175,40 @@ def _cv2_decode_all(packed):
     flat, ends = packed
     starts = [0, *ends[:-1]]
     return [data._cv2_chw(flat[s:e].numpy()) for s, e in zip(starts, ends)]
+
+
+def test_an_index_that_does_not_match_its_rec_is_one_clear_error(solid_rec, tmp_path):
+    """Offsets shifted by 4 bytes land inside records: the worker's error comes back as one line."""
+    idx = tmp_path / "solid.idx"
+    lines = [line.split("\t") for line in idx.read_text().splitlines()]
+    idx.write_text("".join(f"{k}\t{int(off) + 4}\n" for k, off in lines))
+    with pytest.raises(UserError, match="bad magic") as err:
+        list(_loader(solid_rec, threads=1))
+    assert "\n" not in str(err.value) and "re-pack" in str(err.value)
+
+
+def test_prefetch_hands_over_items_and_errors_and_stops_with_its_consumer():
+    cpu = torch.device("cpu")
+    assert list(data._prefetch(iter(range(5)), 2, cpu)) == [0, 1, 2, 3, 4]
+
+    def failing():
+        yield 1
+        raise ValueError("damaged")
+
+    got = []
+    with pytest.raises(ValueError, match="damaged"):
+        got.extend(data._prefetch(failing(), 2, cpu))  # keeps what came before the error
+    assert got == [1]
+
+    produced = []
+
+    def endless():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    early = data._prefetch(endless(), 2, cpu)
+    assert [next(early), next(early)] == [0, 1]
+    early.close()  # the consumer stops: the producer thread must end, not fill the queue forever
+    assert len(produced) < 10
+    assert not [t for t in threading.enumerate() if t.name == "prefetch"]

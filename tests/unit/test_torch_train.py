@@ -20,8 +20,10 @@ from engine.train.torch.run import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLASSES = 4  # chance is 25 %
+# MXNet's Speedometer line, byte for byte: '%.2f samples/sec' then '\t%s=%f' per metric
 SPEEDOMETER = re.compile(
-    r"Epoch\[(\d+)\] Batch \[(\d+)-(\d+)\]\tSpeed: (\d+\.\d\d) samples/sec\taccuracy=(\d\.\d{6})$"
+    r"Epoch\[\d+\] Batch \[\d+-\d+\]\tSpeed: \d+\.\d\d samples/sec"
+    r"\taccuracy=\d\.\d{6}\ttop_k_accuracy_2=\d\.\d{6}\tcross-entropy=\d+\.\d{6}$"
 )
 
 
@@ -116,7 +118,10 @@ def test_two_gloo_ranks_learn_the_demo_classes(demo_rec):
 
 @pytest.mark.slow
 def test_the_console_log_parser_reads_every_line_kind(demo_rec, tmp_path):
-    status, out = _run(_flags(demo_rec, **{"num-epochs": 1, "model-prefix": tmp_path / "m"}))[0]
+    flags = _flags(
+        demo_rec, **{"num-epochs": 1, "model-prefix": tmp_path / "m", "top-k": 2, "loss": "ce"}
+    )
+    status, out = _run(flags)[0]
     assert status == 0, out[-2000:]
     speed_lines = [line for line in out.splitlines() if "Speed:" in line]
     assert speed_lines and all(SPEEDOMETER.search(line) for line in speed_lines)
@@ -200,8 +205,10 @@ def test_resume_from_a_mid_epoch_checkpoint_skips_the_trained_batches(demo_rec, 
 
 def test_benchmark_and_test_io_report_speed_without_training_data_reads(demo_rec):
     flags = _flags(demo_rec, **{"num-epochs": 1, "num-batches": 6, "disp-batches": 3})
-    status, out = _run(flags + ["--benchmark", "--data-val", ""])[0]
+    # bf16 autocast and mirroring (activation checkpointing) also run on the CPU
+    status, out = _run(flags + ["--benchmark", "--data-val", "", "--amp", "bf16", "--mirror"])[0]
     assert status == 0, out[-2000:]
+    assert "bf16 on, mirror on" in out
     assert (
         len(re.findall(r"Epoch\[0\] Batch \[\d+-\d+\]\tSpeed", out)) == 1
         and "Validation" not in out
@@ -218,7 +225,7 @@ def test_a_label_outside_num_classes_is_one_clear_line(demo_rec):
     assert "--num-classes" in out and "Traceback" not in out
 
 
-def test_several_gpus_without_a_launcher_spawn_one_process_each(demo_rec, monkeypatch):
+def test_several_gpus_without_a_launcher_spawn_one_process_each(demo_rec, monkeypatch, capfd):
     """Here without CUDA each spawned rank stops with the one-line GPU error; the parent names it."""
     from engine.errors import UserError
     from engine.train.torch import run
@@ -229,3 +236,4 @@ def test_several_gpus_without_a_launcher_spawn_one_process_each(demo_rec, monkey
     args.func = lambda _args: 0  # as the `imgscale` CLI leaves it: must not stop the spawn
     with pytest.raises(UserError, match="exited with status 2"):
         run.main(args)
+    assert "--gpus 0,1: torch" in capfd.readouterr().err  # the rank's own one-line error

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 NA = "N/A"
 BLOCKS = " ▏▎▍▌▋▊▉█"
@@ -51,11 +52,15 @@ def gib(value: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "--:--"
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+    return (
+        f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+        if hours
+        else f"{rest // 60:02d}:{rest % 60:02d}"
+    )
 
 
 def clock(stamp: float) -> str:

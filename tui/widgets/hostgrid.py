@@ -7,8 +7,9 @@ Looks come from component classes styled in app.tcss (stragglers, failed and unr
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from rich.segment import Segment
 from rich.style import Style
@@ -123,7 +124,9 @@ class HostGrid(ScrollView, can_focus=True):
                 row.rate = sum(row.workers.values())
         self.dirty = True
 
-    def set_cluster(self, host_rates: Iterable[tuple[str, float]], stragglers: Iterable[str]) -> None:
+    def set_cluster(
+        self, host_rates: Iterable[tuple[str, float]], stragglers: Iterable[str]
+    ) -> None:
         self.stragglers = frozenset(stragglers)
         straggling_hosts = {s.split("#")[0] for s in self.stragglers}
         for name, rate in host_rates:
@@ -154,7 +157,11 @@ class HostGrid(ScrollView, can_focus=True):
         per_line = self._cells_per_line()
         self.lines = [(None, 0)]
         for row in self.order:
-            extra = 0 if self.is_compact or row.reachable is False else -(-max(1, len(row.gpus)) // per_line)
+            extra = (
+                0
+                if self.is_compact or row.reachable is False
+                else -(-max(1, len(row.gpus)) // per_line)
+            )
             self.lines.extend((row, i) for i in range(1 + extra))
         self.virtual_size = Size(self.size.width, len(self.lines))
         self.refresh()
@@ -164,7 +171,11 @@ class HostGrid(ScrollView, can_focus=True):
         if not text:
             return list(self.rows.values())
         if text in ("down", "failed", "straggler"):
-            return [r for r in self.rows.values() if text in (r.state_word, "straggler" if r.straggler else "")]
+            return [
+                r
+                for r in self.rows.values()
+                if text in (r.state_word, "straggler" if r.straggler else "")
+            ]
         return [r for r in self.rows.values() if text in r.name.lower()]
 
     def _sort_value(self, row: HostRow) -> tuple:
@@ -237,11 +248,18 @@ class HostGrid(ScrollView, can_focus=True):
         disk = fmt.ratio(s.disk_used_bytes, s.disk_total_bytes) if s else None
         if self.is_compact:
             text = f"{row.name[:13]:<14}{row.state_word:<6}{fmt.pct(cpu, 5)}{fmt.pct(_p(mem), 5)}{fmt.num(row.rate, 0, 8)}  "
-            return Strip([Segment(text, style), *self._compact_gpus(row, width - len(text))]).crop(0, width).adjust_cell_length(width)
+            return (
+                Strip([Segment(text, style), *self._compact_gpus(row, width - len(text))])
+                .crop(0, width)
+                .adjust_cell_length(width)
+            )
         if row.reachable is False:
             text = f"{row.name[:15]:<16}{'down':<7}{row.reason or 'unreachable'}"
             return Strip([Segment(fmt.fit(text, width), style)], width)
-        workers = " ".join(f"w{r}:{fmt.num(v, 0)}" for r, v in sorted(row.workers.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+        workers = " ".join(
+            f"w{r}:{fmt.num(v, 0)}"
+            for r, v in sorted(row.workers.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+        )
         text = (
             f"{row.name[:15]:<16}{row.state_word:<7}{fmt.pct(cpu, 5)} {fmt.bar(_f(cpu), 8)}"
             f"{fmt.pct(_p(mem), 5)} {fmt.bar(mem, 6)}{fmt.pct(_p(disk), 5)}{fmt.num(row.rate, 0, 9)}  {workers}"
@@ -258,7 +276,15 @@ class HostGrid(ScrollView, can_focus=True):
     def _gpu_strip(self, row: HostRow, line: int, width: int) -> Strip:
         if row.no_gpu or not row.gpus:
             word = "no GPU" if row.no_gpu else "no GPU data yet"
-            return Strip([Segment(fmt.fit("    " + word, width), self.get_component_rich_style("hostgrid--nogpu"))], width)
+            return Strip(
+                [
+                    Segment(
+                        fmt.fit("    " + word, width),
+                        self.get_component_rich_style("hostgrid--nogpu"),
+                    )
+                ],
+                width,
+            )
         per_line = self._cells_per_line()
         gpus = sorted(row.gpus.items())[line * per_line : (line + 1) * per_line]
         segments = [Segment("    ")]
@@ -266,11 +292,17 @@ class HostGrid(ScrollView, can_focus=True):
             segments.extend(self._gpu_cell(index, gpu, row.util_history.get(index, ())))
         return Strip(segments).adjust_cell_length(width)
 
-    def _gpu_cell(self, index: int, gpu: GpuSample, history: Iterable[float | None]) -> list[Segment]:
+    def _gpu_cell(
+        self, index: int, gpu: GpuSample, history: Iterable[float | None]
+    ) -> list[Segment]:
         """` 3██▌ 87% ▅ 71° 250W▂▃▅` (24 cells) — util bar, memory level, temperature, power, util history."""
         util = _f(gpu.util_percent)
         mem = fmt.ratio(gpu.mem_used_mib, gpu.mem_total_mib)
-        cls = "hostgrid--dim" if gpu.lost else ("hostgrid--hot" if (util or 0) >= 0.5 else "hostgrid--gpu")
+        cls = (
+            "hostgrid--dim"
+            if gpu.lost
+            else ("hostgrid--hot" if (util or 0) >= 0.5 else "hostgrid--gpu")
+        )
         temp = fmt.NA if gpu.temperature_c is None else f"{gpu.temperature_c:.0f}°"
         power = fmt.NA if gpu.power_w is None else f"{gpu.power_w:.0f}W"
         text = f" {index:>2}{fmt.bar(util, 3)}{fmt.pct(gpu.util_percent, 4)} {fmt.level(mem)}{temp:>4}{power:>5}"

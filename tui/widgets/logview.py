@@ -8,8 +8,9 @@ so thousands of lines a second cost little. The filter is one text: words like `
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from rich.segment import Segment
 from textual.binding import Binding
@@ -37,7 +38,7 @@ class LogFilter:
     words: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, text: str, level: str = "debug") -> "LogFilter":
+    def parse(cls, text: str, level: str = "debug") -> LogFilter:
         fields: dict[str, Any] = {"level": level}
         words = []
         for token in text.split():
@@ -74,7 +75,13 @@ def _level_rank(level: str) -> int:
 class LogView(ScrollView, can_focus=True):
     """Keys: f follow/pause, / filter and search, v minimum level, g/G top/bottom."""
 
-    COMPONENT_CLASSES = {"logview--meta", "logview--warning", "logview--error", "logview--debug", "logview--match"}
+    COMPONENT_CLASSES = {
+        "logview--meta",
+        "logview--warning",
+        "logview--error",
+        "logview--debug",
+        "logview--match",
+    }
     BINDINGS = [
         Binding("f", "toggle_follow", "Follow/pause"),
         Binding("slash", "filter", "Filter"),
@@ -122,7 +129,9 @@ class LogView(ScrollView, can_focus=True):
 
     def refilter(self) -> None:
         self.active = LogFilter.parse(self.filter_text, self.min_level)
-        self.shown = deque((l for l in self.all_lines if self.active.matches(l)), maxlen=self.all_lines.maxlen)
+        self.shown = deque(
+            (l for l in self.all_lines if self.active.matches(l)), maxlen=self.all_lines.maxlen
+        )
         self.dirty = True
         self.flush()
 
@@ -151,7 +160,10 @@ class LogView(ScrollView, can_focus=True):
         cls = f"logview--{line.level}" if line.level in ("warning", "error", "debug") else None
         text_style = self.get_component_rich_style(cls) if cls else None
         text = printable(line.text)
-        segments = [Segment(meta, self.get_component_rich_style("logview--meta")), Segment(text, text_style)]
+        segments = [
+            Segment(meta, self.get_component_rich_style("logview--meta")),
+            Segment(text, text_style),
+        ]
         return Strip(segments).crop(0, width).adjust_cell_length(width)
 
     def action_toggle_follow(self) -> None:

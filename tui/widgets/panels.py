@@ -53,9 +53,13 @@ class StageDetails(Static):
         s = view.status
         lines = [f"{s.name}: {s.state}" + (f" — {s.message}" if s.message else "")]
         if self.options:
-            lines.append("options: " + "  ".join(f"{k}={_short(v)}" for k, v in self.options.items()))
+            lines.append(
+                "options: " + "  ".join(f"{k}={_short(v)}" for k, v in self.options.items())
+            )
         if view.skipped_items:
-            lines.append(f"skipped ({len(view.skipped_items)} shown, full list in the stage report):")
+            lines.append(
+                f"skipped ({len(view.skipped_items)} shown, full list in the stage report):"
+            )
             lines.extend(f"  {item.path}: {item.reason}" for item in view.skipped_items[-5:])
         return "\n".join(lines)
 
@@ -80,8 +84,14 @@ class JobSummary(Static):
         if r is None:
             head = "cluster: -- img/s (no throughput yet)"
         else:
-            speedup = f"×{r.speedup:.2f} of ideal ×{r.workers}" if r.speedup is not None else "speedup N/A"
-            head = f"cluster: {r.images_per_sec:,.0f} img/s {fmt.spark(self.history, 24)}  {speedup}"
+            speedup = (
+                f"×{r.speedup:.2f} of ideal ×{r.workers}"
+                if r.speedup is not None
+                else "speedup N/A"
+            )
+            head = (
+                f"cluster: {r.images_per_sec:,.0f} img/s {fmt.spark(self.history, 24)}  {speedup}"
+            )
             if r.stragglers:
                 head += f"  stragglers: {', '.join(r.stragglers[:6])}"
         lines = [head]

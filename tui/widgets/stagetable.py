@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any
 
 from rich.segment import Segment
 from textual.binding import Binding
@@ -40,8 +41,14 @@ class StageView:
         remaining = (event.total - event.done) if event.total is not None else None
         eta = remaining / rate if rate and remaining is not None else None
         self.status = replace(
-            self.status, done=event.done, total=event.total, skipped=max(event.skipped, self.status.skipped),
-            unit=event.unit, rate=rate, eta_s=eta, message=event.message or self.status.message,
+            self.status,
+            done=event.done,
+            total=event.total,
+            skipped=max(event.skipped, self.status.skipped),
+            unit=event.unit,
+            rate=rate,
+            eta_s=eta,
+            message=event.message or self.status.message,
         )
 
     def state(self, event: StageState) -> None:
@@ -101,7 +108,9 @@ class StageTable(ScrollView, can_focus=True):
             view.state(event)
         elif isinstance(event, SkippedItem):
             view.skipped_items = (view.skipped_items + [event])[-MAX_SKIPPED:]
-            view.status = replace(view.status, skipped=max(view.status.skipped, len(view.skipped_items)))
+            view.status = replace(
+                view.status, skipped=max(view.status.skipped, len(view.skipped_items))
+            )
         self.refresh()
 
     def view_of(self, stage: str) -> StageView | None:
@@ -116,7 +125,14 @@ class StageTable(ScrollView, can_focus=True):
         bar, count = self._widths(width)
         if y == 0:
             head = f"  {'STAGE':<8}{'STATE':<9}{'PROGRESS':<{bar + 7}}{'COUNT':<{count}}{'RATE':>10}{'ETA':>8}{'SKIP':>6}"
-            return Strip([Segment(fmt.fit(head, width), self.get_component_rich_style("stagetable--header"))], width)
+            return Strip(
+                [
+                    Segment(
+                        fmt.fit(head, width), self.get_component_rich_style("stagetable--header")
+                    )
+                ],
+                width,
+            )
         index = y - 1 + self.scroll_offset.y
         if index >= len(self.views):
             return Strip.blank(width)
@@ -127,20 +143,30 @@ class StageTable(ScrollView, can_focus=True):
         """Bar and count column widths: narrower on an 80-column terminal so rate, ETA and skips fit."""
         return (BAR, 22) if width >= 100 else (8, 16)
 
-    def _stage_strip(self, view: StageView, selected: bool, width: int, bar: int, count_w: int) -> Strip:
+    def _stage_strip(
+        self, view: StageView, selected: bool, width: int, bar: int, count_w: int
+    ) -> Strip:
         s = view.status
         frac = (s.done / s.total) if s.total else (1.0 if s.state == "done" else None)
-        count = f"{s.done:,}/{s.total:,} {s.unit}" if s.total is not None else (f"{s.done:,} {s.unit}" if s.done else "")
+        count = (
+            f"{s.done:,}/{s.total:,} {s.unit}"
+            if s.total is not None
+            else (f"{s.done:,} {s.unit}" if s.done else "")
+        )
         rate = f"{s.rate:,.1f}/s" if s.rate is not None and s.state == "running" else ""
         eta = fmt.duration(s.eta_s) if s.state == "running" else ""
         percent = "" if frac is None else f"{frac * 100:3.0f}%"
         cursor = "▶ " if selected else "  "
-        state_style = self.get_component_rich_style(f"stagetable--{s.state}") if s.state in _STATES else None
+        state_style = (
+            self.get_component_rich_style(f"stagetable--{s.state}") if s.state in _STATES else None
+        )
         segments = [
             Segment(cursor + f"{s.name:<8}"),
             Segment(f"{s.state:<9}", state_style),
             Segment(fmt.bar(frac, bar), self.get_component_rich_style("stagetable--bar")),
-            Segment(f" {percent:>4}  {count[:count_w - 1]:<{count_w}}{rate:>10}{eta:>8}{(s.skipped or ''):>6}"),
+            Segment(
+                f" {percent:>4}  {count[: count_w - 1]:<{count_w}}{rate:>10}{eta:>8}{(s.skipped or ''):>6}"
+            ),
         ]
         strip = Strip(segments).crop(0, width).adjust_cell_length(width)
         if selected and self.has_focus:

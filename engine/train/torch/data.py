@@ -9,6 +9,7 @@ Either way a background thread keeps the next batches on the device, normalised,
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -269,9 +270,15 @@ class RecordBatchDataset:
     def __getitem__(self, item):
         import torch
 
+        from engine import recordio
+
         epoch, batch_no, positions = item
         rng = np.random.default_rng([self.seed, epoch, self.rank, batch_no])
-        records = [self._read(p) for p in positions]
+        try:
+            records = [self._read(p) for p in positions]
+        except (recordio.RecordIOError, OSError) as exc:
+            # Handed back as data: raised in a worker it would reach the user as a wrapped traceback.
+            return ReadFailure(str(exc))
         labels = torch.tensor([r[0] for r in records], dtype=torch.int64)
         plans = [pick_box(jpeg_size(buf), self.aug, rng) for _, buf in records]
         flips = (rng.random(len(records)) < 0.5) & self.aug.train & self.aug.mirror
@@ -283,6 +290,13 @@ class RecordBatchDataset:
         for i, ((_, buf), (box, r)) in enumerate(zip(records, plans)):
             bad += not decode_into(pixels[i], buf, box, r, bool(flips[i]))
         return out, labels, bad
+
+
+@dataclass(frozen=True)
+class ReadFailure:
+    """A worker could not read a record (damaged file, or an .idx that does not match its .rec)."""
+
+    message: str
 
 
 def _pack_blobs(blobs) -> tuple:
@@ -413,6 +427,10 @@ class RecordLoader:
         return _prefetch(map(self._to_device, iter(self._loader)), self.prefetch, self.device)
 
     def _to_device(self, item) -> Batch:
+        if isinstance(item, ReadFailure):
+            from engine.errors import UserError
+
+            raise UserError(f"{item.message}; re-pack it if its .idx does not belong to it")
         self._check_labels(item[-1] if self.gpu_decode else item[1])
         if self.gpu_decode:
             return self._gpu_batch(*item)
@@ -463,10 +481,8 @@ def _decode_on_gpu(packed, device) -> list:
     blobs = [flat[s:e] for s, e in zip([0, *ends[:-1]], ends)]
     try:
         return decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device)
-    except (
-        RuntimeError,
-        TypeError,
-    ):  # an image nvJPEG refuses, or a torchvision without batch decode
+    # An image nvJPEG refuses, or a torchvision without batch decoding: one image at a time.
+    except (RuntimeError, TypeError):
         images = []
         for blob in blobs:
             try:
@@ -511,28 +527,31 @@ def _prefetch(items: Iterator, depth: int, device) -> Iterator:
     stop = threading.Event()
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
+    def offer(item) -> bool:
+        """Queue ``item`` unless the consumer has gone; never block on a full queue after that."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         if device.type == "cuda":
             torch.cuda.set_device(device)  # a new thread starts on GPU 0 whatever its rank drives
         try:
-            ctx = torch.cuda.stream(stream) if stream else _nullcontext()
-            with ctx:
+            with torch.cuda.stream(stream) if stream else contextlib.nullcontext():
                 for item in items:
                     if stream is not None:
                         item.ready = torch.cuda.Event()
                         item.ready.record(stream)
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not offer(item):
                         return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            q.put(exc)
+            offer(exc)
             return
-        q.put(_DONE)
+        offer(_DONE)
 
     thread = threading.Thread(target=produce, name="prefetch", daemon=True)
     thread.start()
@@ -550,12 +569,5 @@ def _prefetch(items: Iterator, depth: int, device) -> Iterator:
             yield item
     finally:
         stop.set()
-        thread.join(timeout=5)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+        # Wait for the producer (at most one batch): a new epoch must not share the loader with it.
+        thread.join()

@@ -426,23 +426,14 @@ def augment(args, train: bool) -> data.Augment:
     mirror = bool(getattr(args, "random_mirror", 1))
     if not train:
         return data.Augment(size=size, mode="centre", mirror=False)
-    max_aspect = getattr(args, "max_random_aspect_ratio", 0.0) or 0.0
-    min_aspect = getattr(args, "min_random_aspect_ratio", None)
     if getattr(args, "random_resized_crop", 0):
-        low, high = (
-            (min_aspect, max_aspect) if min_aspect is not None else (1 - max_aspect, 1 + max_aspect)
-        )
-        if max_aspect == 0 and min_aspect is None:
-            low, high = (
-                3 / 4,
-                4 / 3,
-            )  # ImageRecordIter would keep the aspect; torchvision's default is saner
+        low, high = aspect_range(args)
         return data.Augment(
             size=size,
             mode="resized",
             min_area=args.min_random_area,
             max_area=args.max_random_area,
-            min_aspect=max(low, 0.05),
+            min_aspect=low,
             max_aspect=high,
             mirror=mirror,
         )
@@ -455,6 +446,18 @@ def augment(args, train: bool) -> data.Augment:
             mirror=mirror,
         )
     return data.Augment(size=size, mode="centre", mirror=mirror)
+
+
+def aspect_range(args) -> tuple[float, float]:
+    """Width/height range as ImageRecordIter reads its flags: [min, max] when --min-random-aspect-ratio
+    is given, else 1 -/+ --max-random-aspect-ratio; with neither, 3/4..4/3 (fixed 1 would never vary)."""
+    high = getattr(args, "max_random_aspect_ratio", 0.0) or 0.0
+    low = getattr(args, "min_random_aspect_ratio", None)
+    if low is not None:
+        return max(low, 0.05), max(high, low)
+    if high == 0:
+        return 3 / 4, 4 / 3
+    return max(1 - high, 0.05), 1 + high
 
 
 def make_loader(args, rank: Rank, path: str, flag: str, batch_size: int, train: bool):
@@ -573,6 +576,13 @@ def train(args, rank: Rank) -> int:
     if epoch_batches < 1:
         raise UserError(
             f"--data-train {args.data_train}: fewer records than one batch of {batch_size} per rank"
+        )
+    records = getattr(train_data, "num_records", None)
+    if records is not None and records != args.num_examples:
+        log.info(
+            "epoch length from the data: %d records (--num-examples %d is not used by the torch engine)",
+            records,
+            args.num_examples,
         )
     trainer = build_trainer(args, rank, epoch_batches, batch_size)
     if rank.main and args.model_prefix:

@@ -63,6 +63,10 @@ def check(args: argparse.Namespace) -> None:
     from engine.train.options import validate
 
     validate(args)
+    if args.test_io and not args.data_train:
+        raise UserError(
+            "--test-io reads the training data: give --data-train (a .rec file or a folder of them)"
+        )
     if args.kv_store == "dist_async":
         raise UserError(
             "--kv-store dist_async: the torch engine trains synchronously (DDP); use dist_sync"

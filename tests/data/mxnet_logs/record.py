@@ -62,7 +62,7 @@ def record_engine(tmp: str) -> None:
     from psjob import run_dist
 
     data = recdata.build(os.path.join(tmp, "data"))
-    common = [*ENGINE_ARGS, "--data-train", data.train_dir, "--data-val", data.val_rec,
+    common = [*ENGINE_ARGS, "--data-train", data.train_dir, "--data-val", data.val,
               "--num-examples", str(data.num_examples), "--model-prefix", os.path.join(tmp, "ck", "r18")]
     env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1")
     out = subprocess.run([sys.executable, "-m", "engine.train.run", *common, "--kv-store", "local"],

@@ -1,6 +1,7 @@
 """A recorded-output stand-in for nvidia-smi on test hosts: prints a recorded CSV sample.
 
-The sample is $IMGSCALE_FAKE_NVSMI (a file name in this folder, default normal_4gpu.csv).
+The sample is $IMGSCALE_FAKE_NVSMI (a file name in this folder, default normal_4gpu.csv); a
+``*.fail`` file is printed once with exit status 9, as nvidia-smi does without a working driver.
 ``-l N`` / ``--loop=N`` repeats it every N seconds, as the real tool does; other options are
 accepted and ignored, since the recordings were made with the query the probes use.
 """
@@ -23,6 +24,9 @@ def loop_seconds(argv: list[str]) -> float | None:
 def main() -> int:
     name = os.environ.get("IMGSCALE_FAKE_NVSMI", "normal_4gpu.csv")
     text = (Path(__file__).parent / name).read_text()
+    if name.endswith(".fail"):  # a host whose driver is broken: message and nvidia-smi's status 9
+        sys.stdout.write(text)
+        return 9
     every = loop_seconds(sys.argv[1:])
     while True:
         sys.stdout.write(text)

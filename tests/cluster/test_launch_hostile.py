@@ -1,0 +1,60 @@
+"""Hostile values survive the trip to every host: env values, arguments, working and sync directories."""
+
+from __future__ import annotations
+
+import pytest
+from launch_helpers import Events
+
+from engine.cluster.launcher import LaunchSpec, launch
+
+pytestmark = [pytest.mark.cluster]
+
+HOSTILE = "a b;$(touch /tmp/pwned-imgscale) `id` 'q' \"d\" \\ $HOME\nnext line * ?"
+SCRIPT = ("import os, sys; print(repr((os.getcwd(), sys.argv[1:], os.environ['HOSTILE'], "
+          "os.environ['IMGSCALE_HOST'])))")
+
+
+@pytest.fixture()
+def state_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+async def run_job(spec) -> Events:
+    events = Events()
+    job = await launch(spec, sink=events)
+    try:
+        final = await job.wait()
+    finally:
+        await job.close()
+    assert final.state == "done", events.failures()
+    return events
+
+
+async def test_env_argv_and_cwd_survive_quoting_on_every_host(cluster, state_home):
+    cwd = state_home / HOSTILE.replace("/", "_")
+    cwd.mkdir()
+    spec = LaunchSpec(command=("python", "-c", SCRIPT, HOSTILE, "--flag=$(id)"), num_workers=3,
+                      num_servers=0, hosts_file=str(cluster.hosts_file), env={"HOSTILE": HOSTILE},
+                      cwd=str(cwd), run_root=str(state_home / "runs"))
+    events = await run_job(spec)
+    seen = {e.host: e.text for e in events.logs("worker")}
+    for host in ("node1", "node2", "node3"):
+        assert seen[host] == repr((str(cwd), [HOSTILE, "--flag=$(id)"], HOSTILE, host))
+    assert not __import__("os").path.exists("/tmp/pwned-imgscale")
+
+
+async def test_sync_dst_dir_copies_this_directory_and_runs_there(cluster, state_home, monkeypatch):
+    source = state_home / "project"
+    source.mkdir()
+    (source / "job.py").write_text("import os; print('ran in', os.getcwd())\n")
+    (source / "data").mkdir()
+    (source / "data" / "x.txt").write_text("payload")
+    target = state_home / "synced dir 'x'"
+    monkeypatch.chdir(source)
+    spec = LaunchSpec(command=("python", "job.py"), num_workers=2, num_servers=0,
+                      hosts_file=str(cluster.hosts_file), sync_dst_dir=str(target),
+                      run_root=str(state_home / "runs"))
+    events = await run_job(spec)
+    assert {e.text for e in events.logs("worker")} == {f"ran in {target}"}
+    assert (target / "data" / "x.txt").read_text() == "payload"

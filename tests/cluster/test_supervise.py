@@ -1,0 +1,179 @@
+"""Supervision: a SIGKILLed worker, a stalled job and a failing worker are detected, stopped everywhere
+(no process left on any host) and relaunched with the resume hook's command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from launch_helpers import MX_JOB, Events, group_alive, pid_record, processes_of
+
+from engine.cluster import jobs
+from engine.cluster.launcher import LaunchSpec, launch, set_option
+from engine.events import JobState
+
+pytestmark = [pytest.mark.cluster]
+
+
+@pytest.fixture()
+def state_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+FAIL_RANK_1 = (
+    'echo "about to fail on $IMGSCALE_HOST"; if [ "$IMGSCALE_RANK" = 1 ]; then exit 3; fi; exec sleep 60'
+)
+
+
+def resume_short(command, attempt):
+    """The relaunch resumes 'from epoch 0' and runs a short job (stands in for --load-epoch N)."""
+    command = set_option(command, "--batches", "4")
+    command = set_option(command, "--pause", "0")
+    return set_option(command, "--load-epoch", "0")
+
+
+@pytest.mark.mxnet
+@pytest.mark.slow
+async def test_sigkilled_worker_is_detected_within_5s_stopped_everywhere_and_relaunched(cluster, state_home):
+    events = Events()
+    spec = LaunchSpec(
+        command=("python", MX_JOB, "--batches", "100000", "--pause", "0.05"),
+        num_workers=2, num_servers=2, hosts_file=str(cluster.hosts_file),
+        run_root=str(state_home / "runs"), max_restarts=1, grace_s=3,
+    )
+    job = await launch(spec, sink=events, resume=resume_short)
+    try:
+        await events.wait_for(lambda e: getattr(e, "role", "") == "worker" and e.rank == 1
+                              and "Speed:" in e.text, 120, "worker 1 progress")
+        first = job.record.processes
+        victim = next(p for p in first if p.role == "worker" and p.rank == 1)
+        groups = [pid_record(p.prefix)[1] for p in first]
+        os.kill(pid_record(victim.prefix)[2], signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        _, noticed = await events.wait_for(lambda e: isinstance(e, JobState) and e.state == "stopping",
+                                           10, "the job stopping")
+        assert noticed - killed_at < 5
+        failure, _ = await events.wait_for(lambda e: type(e).__name__ == "Failure", 20, "the failure")
+        assert failure.source == f"worker 1 on {victim.host}"
+        assert "SIGKILL" in failure.message and "137" in failure.message
+        assert any("Speed:" in line for line in failure.last_lines)
+        # stopped on every host: every process group of the first attempt is gone
+        assert [g for g in groups if group_alive(g)] == []
+
+        final = await job.wait()
+    finally:
+        await job.close()
+    assert final.state == "done" and final.restarts == 1, events.failures()
+    assert job.record.attempt == 1
+    texts = [e.text for e in events.logs("worker")]
+    assert sum("load_epoch=0" in t for t in texts) == 2  # both workers ran the resumed command
+    assert "relaunching" in events.states()
+    assert processes_of(job.job_id) == []
+
+
+async def test_stalled_job_is_stopped_and_reported(cluster, state_home):
+    events = Events()
+    spec = LaunchSpec(
+        command=("sh", "-c", "echo working; exec sleep 60"),
+        num_workers=2, num_servers=0, hosts_file=str(cluster.hosts_file),
+        run_root=str(state_home / "runs"), stall_timeout_s=2, grace_s=1,
+    )
+    job = await launch(spec, sink=events)
+    try:
+        final = await job.wait()
+    finally:
+        await job.close()
+    assert final.state == "failed"
+    failure = events.failures()[0]
+    assert "stalled: no new log line for 2 s" in failure.message
+    assert {p.state for p in final.processes} == {"killed"}
+    assert processes_of(job.job_id) == []
+
+
+async def test_failing_worker_exhausts_restarts_and_names_process_host_status_and_lines(cluster, state_home):
+    events = Events()
+    spec = LaunchSpec(
+        command=("sh", "-c", FAIL_RANK_1),
+        num_workers=2, num_servers=0, hosts_file=str(cluster.hosts_file),
+        run_root=str(state_home / "runs"), max_restarts=1, grace_s=1,
+    )
+    job = await launch(spec, sink=events)
+    try:
+        final = await job.wait()
+    finally:
+        await job.close()
+    assert final.state == "failed" and final.restarts == 1
+    failures = events.failures()
+    assert len(failures) == 2  # the first attempt and its relaunch
+    for failure in failures:
+        assert failure.source == "worker 1 on node2"
+        assert failure.message == "exited with status 3"
+        assert failure.last_lines == ("about to fail on node2",)
+    assert jobs.load(job.job_id).state == "failed"
+    assert processes_of(job.job_id) == []
+
+
+async def test_host_that_keeps_failing_is_excluded_from_the_relaunch(cluster, state_home):
+    events = Events()
+    spec = LaunchSpec(
+        command=("sh", "-c", 'if [ "$IMGSCALE_HOST" = node2 ]; then exit 4; fi; echo "ok on $IMGSCALE_HOST"'),
+        num_workers=2, num_servers=0, hosts_file=str(cluster.hosts_file),
+        run_root=str(state_home / "runs"), max_restarts=1, exclude_after=1, grace_s=1,
+    )
+    job = await launch(spec, sink=events)
+    try:
+        final = await job.wait()
+    finally:
+        await job.close()
+    assert final.state == "done"
+    assert job.record.excluded == ("node2",)
+    assert [p.host for p in final.processes] == ["node1", "node3"]
+
+
+async def test_a_host_that_cannot_start_fails_the_job_naming_the_host(cluster, state_home):
+    events = Events()
+    spec = LaunchSpec(command=("true",), num_workers=2, num_servers=0,
+                      hosts_file=str(cluster.hosts_file), run_root="/proc/no-such-dir")
+    job = await launch(spec, sink=events)
+    try:
+        final = await job.wait()
+    finally:
+        await job.close()
+    assert final.state == "failed"
+    failure = events.failures()[0]
+    assert failure.source in ("host node1", "host node2")
+    assert "could not start processes" in failure.message and "/proc/no-such-dir" in failure.message
+
+
+async def test_lost_host_stops_the_job_elsewhere_and_kill_cleans_it_when_back(cluster, state_home):
+    from engine.cluster.kill import kill_job
+
+    events = Events()
+    spec = LaunchSpec(command=("sh", "-c", "echo up; exec sleep 120"), num_workers=3, num_servers=0,
+                      hosts_file=str(cluster.hosts_file), run_root=str(state_home / "runs"),
+                      lost_timeout_s=3, grace_s=1)
+    job = await launch(spec, sink=events)
+    try:
+        await events.wait_for(lambda e: isinstance(e, JobState) and e.state == "running", 30, "running")
+        groups = {p.host: pid_record(p.prefix)[1] for p in job.record.processes}
+        cluster.stop_host(2)
+        lost_at = time.monotonic()
+        final = await job.wait()
+    finally:
+        await job.close()
+        cluster.start_host(2)
+    assert final.state == "failed" and time.monotonic() - lost_at < 20
+    lost = [f for f in events.failures() if f.source == "host node3" and f.message.startswith("lost")]
+    assert len(lost) == 1 and "refused" in lost[0].message
+    unstoppable = [f for f in events.failures() if f.message.startswith("could not stop")]
+    assert [f.source for f in unstoppable] == ["host node3"] and "imgscale kill" in unstoppable[0].advice[0]
+    assert not group_alive(groups["node1"]) and not group_alive(groups["node2"])
+    assert group_alive(groups["node3"])  # unreachable: nothing could end it, and the record says so
+    assert not jobs.load(job.job_id).clean
+    reports = await kill_job(job.job_id, grace_s=1)
+    assert reports["node3"].terminated == (groups["node3"],)
+    assert processes_of(job.job_id) == [] and jobs.load(job.job_id).clean

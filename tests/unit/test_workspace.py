@@ -1,0 +1,108 @@
+"""The workspace folder: TOML written by our tiny writer reads back with tomllib; options keep their types; state survives."""
+
+from __future__ import annotations
+
+import threading
+import tomllib
+
+import pytest
+
+from engine import workspace as wsmod
+from engine.errors import UserError
+
+
+def test_toml_writer_round_trips_what_workspaces_hold():
+    data = {
+        "name": 'demo "quoted" \\ path',
+        "root": "data/images\nnewline\ttab\x01ctl",
+        "hosts": "",
+        "ratio": 0.25,
+        "count": 3,
+        "on": True,
+        "args": ["--min-random-scale", "0.533"],
+        "stages": {
+            "filter": {"min_images": 500},
+            "split": {"val_per_class": 50, "seed": 1},
+            "empty": {},
+        },
+        "train": {"kv_store": "dist_sync", "gpus": "0,1"},
+        "weird key": {"a.b": 1},
+    }
+    assert tomllib.loads(wsmod.dumps_toml(data)) == data
+
+
+def test_unwritable_value_is_refused():
+    with pytest.raises(TypeError):
+        wsmod.dumps_toml({"x": object()})
+
+
+def test_create_load_and_options_keep_their_types(tmp_path):
+    ws = wsmod.create(tmp_path / "w", {"root": "images"})
+    assert ws.root == tmp_path / "w" / "images"
+    ws.set_stage_options("filter", {"min_images": "20"})
+    ws.set_train_options({"mirror": "yes", "lr": "0.05", "extra_args": "--a 1"})
+    again = wsmod.load(tmp_path / "w")
+    assert again.stage_options("filter")["min_images"] == 20
+    assert again.train_options()["mirror"] is True
+    assert again.train_options()["lr"] == 0.05
+    assert again.train_options()["extra_args"] == ["--a", "1"]
+
+
+def test_bad_option_value_names_the_option(tmp_path):
+    ws = wsmod.create(tmp_path / "w", {"root": "images"})
+    with pytest.raises(UserError, match=r"filter\.min_images: 'many'"):
+        ws.set_stage_options("filter", {"min_images": "many"})
+    with pytest.raises(UserError, match="has no options"):
+        ws.set_stage_options("train", {"x": 1})
+
+
+def test_missing_or_broken_config_is_one_clear_line(tmp_path):
+    with pytest.raises(UserError, match="no workspace.toml"):
+        wsmod.load(tmp_path)
+    (tmp_path / "workspace.toml").write_text("root = \n")
+    with pytest.raises(UserError, match="workspace.toml"):
+        wsmod.load(tmp_path)
+    (tmp_path / "workspace.toml").write_text('name = "x"\n')
+    with pytest.raises(UserError, match="missing `root"):
+        wsmod.load(tmp_path)
+
+
+def test_create_refuses_to_overwrite(tmp_path):
+    wsmod.create(tmp_path, {"root": "a"})
+    with pytest.raises(UserError, match="already exists"):
+        wsmod.create(tmp_path, {"root": "b"})
+
+
+def test_changing_options_makes_done_stages_from_there_stale(tmp_path):
+    ws = wsmod.create(tmp_path, {"root": "images"})
+    for name in ("disk", "extract", "filter", "split", "list"):
+        ws.update_stage(name, state="done")
+    ws.set_stage_options("split", {"val_per_class": "5"})
+    states = {s.name: s.state for s in wsmod.load(tmp_path).stage_statuses()}
+    assert states == {
+        "disk": "done",
+        "extract": "done",
+        "filter": "done",
+        "split": "stale",
+        "list": "stale",
+        "pack": "pending",
+        "place": "pending",
+        "train": "pending",
+    }
+
+
+def test_state_writes_from_many_threads_never_corrupt_the_file(tmp_path):
+    ws = wsmod.create(tmp_path, {"root": "images"})
+
+    def writer(stage: str) -> None:
+        for i in range(50):
+            ws.update_stage(stage, state="running", done=i)
+
+    threads = [threading.Thread(target=writer, args=(s,)) for s in ("disk", "extract", "filter")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    states = wsmod.load(tmp_path).stage_statuses()
+    assert [s.done for s in states[:3]] == [49, 49, 49]
+    assert not list(tmp_path.glob("*.tmp"))

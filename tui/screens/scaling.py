@@ -1,0 +1,399 @@
+"""The Scaling screen: a sweep of images/s against GPUs, its progress, table and plot of speedup against ideal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Grid, Horizontal
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, ProgressBar, Select, Static
+from textual.worker import Worker, WorkerState
+
+from engine.bench import model, published, report, scaling
+from engine.bench.commands import KV_STORES
+from engine.errors import UserError
+from engine.events import (
+    Failure,
+    JobState,
+    LogLine,
+    ScalingPoint,
+    StageProgress,
+    StageState,
+    Throughput,
+)
+from tui.widgets.scaling_plot import ScalingPlot
+from tui.widgets.scaling_table import ScalingTable
+
+GROUP = "scaling"
+IDLE_HINT = "s or enter: start the sweep · x: stop · p: published/yours · tab: the form · esc: back"
+PUBLISHED_CAPTION = (
+    "Published: the tutorial's {machines} × {gpus} {gpu}, {gbits:g} Gbps, {kv}; predicted eff: our model, "
+    "within {err:.1f} pts of every cell.  p: your sweep"
+)
+
+
+def published_points() -> tuple[list[ScalingPoint], float]:
+    """The tutorial's figures as ScalingPoints carrying the model's efficiency, and the model's worst error."""
+    rows = model.compare_published()
+    per_machine = (
+        published.GPUS_PER_MACHINE
+    )  # one worker per machine drives its GPUs, as the tutorial
+    points = [
+        ScalingPoint(
+            c.network,
+            published.PUBLISHED[c.network].batch_per_gpu,
+            c.gpus,
+            math.ceil(c.gpus / per_machine),
+            c.published_images_per_s,
+            predicted_efficiency=c.predicted_efficiency,
+            time=0.0,
+        )
+        for c in rows
+    ]
+    return report.add_speedup(points), max(abs(c.error_points) for c in rows)
+
+
+def published_caption(worst_error: float) -> str:
+    return PUBLISHED_CAPTION.format(
+        machines=published.MACHINES,
+        gpus=published.GPUS_PER_MACHINE,
+        gpu=published.GPU,
+        gbits=published.NETWORK_GBITS_S,
+        kv=published.KV_STORE,
+        err=worst_error,
+    )
+
+
+class ScalingScreen(Screen[None]):
+    """A form, a progress line, the table and the plot; the sweep runs in one exclusive worker."""
+
+    CSS_PATH = Path(__file__).parent.parent / "scaling.tcss"
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"),
+        (120, "-wide"),
+    ]
+    AUTO_FOCUS = "#scaling-table"
+    BINDINGS: ClassVar = [
+        Binding("s", "start", "Start sweep"),
+        Binding("x", "stop", "Stop"),
+        Binding("p", "toggle_published", "Published/yours"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    class SweepEvent(Message):
+        """One engine event of the running sweep, carried from the worker to the screen."""
+
+        def __init__(self, event: Any) -> None:
+            super().__init__()
+            self.event = event
+
+    class SweepDone(Message):
+        """The sweep ended: its points (with predictions when asked) and the files written."""
+
+        def __init__(self, points: list[ScalingPoint], files: dict[str, Path]) -> None:
+            super().__init__()
+            self.points = points
+            self.files = files
+
+    running: reactive[bool] = reactive(False)
+    showing: reactive[str] = reactive("published")  # "published" or "sweep"
+
+    def __init__(
+        self,
+        hosts_file: str | Path | None = None,
+        out_dir: str | Path | None = None,
+        networks: str = "resnet-50:32",
+        workers: str = "1,2,4",
+        kv_store: str = "dist_sync",
+        **sweep_options: Any,
+    ) -> None:
+        """``sweep_options`` are further SweepConfig fields (image_shape, warmup, readings, command …)."""
+        super().__init__()
+        self.hosts_file = str(hosts_file or "")
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.defaults = {"networks": networks, "workers": workers, "kv_store": kv_store}
+        self.sweep_options = sweep_options
+        self.published, self.model_error = published_points()
+        self.points: list[ScalingPoint] = []
+        self.files: dict[str, Path] = {}
+        self.config: scaling.SweepConfig | None = None
+        self.outcome = ""  # the last run's end: done, failed, stopped, or an error
+
+    # ---- layout ------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Grid(id="scaling-form"):
+            yield Label("networks", classes="field-label")
+            yield Input(
+                self.defaults["networks"],
+                id="scaling-networks",
+                compact=True,
+                placeholder="net:batch-per-GPU,…",
+                tooltip="network:batch-per-GPU list",
+            )
+            yield Label("workers", classes="field-label")
+            yield Input(
+                self.defaults["workers"], id="scaling-workers", compact=True, placeholder="1,2,4"
+            )
+            yield Label("kv-store", classes="field-label")
+            yield Select(
+                [(k, k) for k in KV_STORES],
+                value=self.defaults["kv_store"],
+                allow_blank=False,
+                id="scaling-kv",
+                compact=True,
+            )
+            yield Label("hosts", classes="field-label")
+            yield Input(
+                self.hosts_file, id="scaling-hosts", compact=True, placeholder="none: this machine"
+            )
+            yield Label("Gbit/s", classes="field-label")
+            yield Input(
+                "",
+                id="scaling-gbits",
+                compact=True,
+                placeholder="model: off",
+                tooltip="network bandwidth for the model's predicted efficiency (empty: no prediction)",
+            )
+        with Horizontal(id="scaling-status"):
+            yield Static(IDLE_HINT, id="scaling-progress")
+            yield ProgressBar(id="scaling-bar", show_eta=False)
+        yield Static("", id="scaling-detail", markup=False)
+        yield Static("", id="scaling-caption", markup=False)
+        with Container(id="scaling-body"):
+            yield ScalingTable(id="scaling-table")
+            yield ScalingPlot(id="scaling-plot")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.show_view()
+
+    # ---- what is shown ---------------------------------------------------------------------
+    def watch_showing(self) -> None:
+        if self.is_mounted:
+            self.show_view()
+
+    def watch_running(self, running: bool) -> None:
+        self.set_class(running, "-running")
+
+    def show_view(self) -> None:
+        """Fill the table, plot and caption with the published table or this sweep's points."""
+        table, plot = self.query_one(ScalingTable), self.query_one(ScalingPlot)
+        if self.showing == "published":
+            table.points, plot.points = self.published, tuple(self.published)
+            caption = published_caption(self.model_error)
+        else:
+            table.points, plot.points = self.points, tuple(self.points)
+            plot.empty_text = (
+                "no sweep yet — s starts one" if not self.running else "waiting for the first run…"
+            )
+            caption = self.sweep_caption()
+        self.query_one("#scaling-caption", Static).update(caption)
+        self.set_class(self.showing == "published", "-published")
+
+    def sweep_caption(self) -> str:
+        if self.config is None:
+            return (
+                "Your sweep"
+                + ("" if self.points else ": none yet")
+                + ".  p: the tutorial's published table"
+            )
+        where = f"hosts {self.config.hosts_file}" if self.config.hosts_file else "this machine"
+        files = f"  Files: {self.files['csv'].parent}" if self.files else ""
+        kv = self.config.kv_store
+        return f"Your sweep: kv-store {kv} on {where}, synthetic data.{files}  p: published"
+
+    def set_progress(self, text: str) -> None:
+        self.query_one("#scaling-progress", Static).update(text)
+
+    def set_detail(self, text: str) -> None:
+        self.query_one("#scaling-detail", Static).update(text)
+        self.set_class(bool(text), "-has-detail")  # an empty detail line takes no room
+
+    # ---- actions -------------------------------------------------------------------------------
+    def action_start(self) -> None:
+        if self.running:
+            self.notify("a sweep is already running; x stops it", severity="warning")
+            return
+        try:
+            config, gbits = self.read_form()
+        except UserError as exc:
+            self.outcome = str(exc)
+            self.set_progress(f"✗ {exc}")
+            self.notify(str(exc), severity="error")
+            return
+        self.config, self.points, self.files = config, [], {}
+        self.running = True
+        self.add_class("-started")
+        self.set_detail("")
+        self.showing = "sweep"
+        self.show_view()
+        self.query_one(ProgressBar).update(total=len(config.runs), progress=0)
+        self.set_progress(f"starting {len(config.runs)} runs …")
+        self.sweep(config, gbits)
+
+    def read_form(self) -> tuple[scaling.SweepConfig, float | None]:
+        """The form as a SweepConfig (a mistake raises UserError naming the field) and the model's Gbit/s."""
+        value = {w.id: w.value for w in self.query(Input)}
+        gbits_text = value["scaling-gbits"].strip()
+        try:
+            gbits = float(gbits_text) if gbits_text else None
+        except ValueError:
+            raise UserError(
+                f"Gbit/s {gbits_text!r}: write the network bandwidth, e.g. 10"
+            ) from None
+        if gbits is not None and gbits <= 0:
+            raise UserError(f"Gbit/s {gbits_text!r}: must be above 0")
+        config = scaling.sweep_config(
+            value["scaling-networks"],
+            workers=value["scaling-workers"],
+            hosts_file=value["scaling-hosts"].strip() or None,
+            kv_store=str(self.query_one("#scaling-kv", Select).value),
+            **self.sweep_options,
+        )
+        return config, gbits
+
+    def action_stop(self) -> None:
+        """Cancel the worker: closing the event stream stops the running job on every host."""
+        if not self.running:
+            self.notify("no sweep is running")
+            return
+        self.set_progress("stopping the job on every host …")
+        self.workers.cancel_group(self, GROUP)
+
+    def action_toggle_published(self) -> None:
+        self.showing = "sweep" if self.showing == "published" else "published"
+
+    def action_back(self) -> None:
+        """Leave; an installed screen keeps its sweep running, a pushed one stops it (it is removed)."""
+        if self.running and self.app.is_screen_installed(self):
+            self.app.notify("the scaling sweep goes on; come back to see it")
+        elif self.running:
+            self.action_stop()
+            self.app.notify("scaling sweep stopped: leaving its screen stops the job")
+        self.dismiss(None)
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.action_start()
+
+    # ---- the sweep worker -----------------------------------------------------------------------
+    @work(exclusive=True, group=GROUP, exit_on_error=False)
+    async def sweep(self, config: scaling.SweepConfig, gbits: float | None) -> None:
+        """Run the sweep, posting every event; then add predictions and write the files, if asked."""
+        latest: dict[tuple[str, int], ScalingPoint] = {}
+        reading = asyncio.ensure_future(self.read_events(config, latest))
+        try:
+            await asyncio.shield(reading)
+        except asyncio.CancelledError:
+            # Cancel the reader once: closing the engine's stream stops the job on every host. A
+            # second cancel of this worker (stop, then the screen removed or the app quitting) must
+            # not interrupt that stop halfway, so the reader finishes it on its own.
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(reading)
+            raise
+        points = report.add_speedup(latest.values())
+        if gbits is not None and any(p.images_per_sec for p in points):
+            from engine.bench.commands import predicted_points
+
+            self.post_message(
+                self.SweepEvent(StageState(scaling.STAGE, "running", "predicting with the model …"))
+            )
+            try:
+                points = await asyncio.to_thread(predicted_points, config, points, gbits)
+            except UserError as exc:  # the measured figures still count and are still written
+                self.post_message(self.SweepEvent(Failure("model", str(exc))))
+        files = {}
+        if self.out_dir is not None and points:
+            meta = {**scaling.sweep_meta(config), "network_gbits": gbits}
+            files = await asyncio.to_thread(scaling.write_outputs, points, self.out_dir, meta)
+        self.post_message(self.SweepDone(points, files))
+
+    async def read_events(
+        self, config: scaling.SweepConfig, latest: dict[tuple[str, int], ScalingPoint]
+    ) -> None:
+        """Post every event of the sweep; keep the newest point of each cell in ``latest``."""
+        async with contextlib.aclosing(scaling.sweep_events(config)) as events:
+            async for event in events:
+                if isinstance(event, ScalingPoint):
+                    latest[(event.network, event.gpus)] = event
+                self.post_message(self.SweepEvent(event))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place the sweep's end lands: finished, stopped, or an error shown as one line."""
+        if event.worker.group != GROUP:
+            return
+        if event.state in (WorkerState.PENDING, WorkerState.RUNNING):
+            return
+        self.running = False
+        if event.state == WorkerState.CANCELLED:
+            self.outcome = "stopped"
+            self.set_progress("■ sweep stopped; the running job was stopped on every host")
+        elif event.state == WorkerState.ERROR:
+            error = event.worker.error
+            text = (
+                str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            )
+            self.outcome = text
+            self.set_progress(f"✗ {text}")
+            self.notify(text, severity="error", timeout=8)
+        self.show_view()
+
+    # ---- engine events → widgets -------------------------------------------------------------
+    def on_scaling_screen_sweep_event(self, message: SweepEvent) -> None:
+        event = message.event
+        if isinstance(event, ScalingPoint):
+            self.add_point(event)
+        elif isinstance(event, StageProgress):
+            self.query_one(ProgressBar).update(total=event.total, progress=event.done)
+            self.set_progress(
+                f"run {min(event.done + 1, event.total)} of {event.total}: {event.part} — {event.message}"
+                if event.done < event.total
+                else f"{event.done} of {event.total} runs measured"
+            )
+        elif isinstance(event, StageState):
+            self.set_progress(f"{event.state}: {event.message}")
+        elif isinstance(event, Throughput):
+            self.set_detail(f"{event.host} worker {event.rank}: {event.samples_per_sec:,.1f} img/s")
+        elif isinstance(event, LogLine):
+            rank = "" if event.rank is None else f" {event.rank}"
+            self.set_detail(f"{event.host} {event.role}{rank}: {event.text}")
+        elif isinstance(event, JobState):
+            self.set_detail(
+                f"job {event.job}: {event.state}" + (f" — {event.message}" if event.message else "")
+            )
+        elif isinstance(event, Failure):
+            self.set_detail(f"✗ {event.source}: {event.message}")
+
+    def add_point(self, point: ScalingPoint) -> None:
+        """A measured cell replaces any earlier figure for the same network and size."""
+        self.points = [
+            p for p in self.points if (p.network, p.gpus) != (point.network, point.gpus)
+        ] + [point]
+        self.points = report.add_speedup(self.points)
+        if point.images_per_sec is None:
+            self.set_detail(f"✗ {point.network} on {point.gpus}: {point.message}")
+            self.notify(
+                f"{point.network} on {point.gpus}: {point.message}", severity="error", timeout=8
+            )
+        self.showing = "sweep"
+        self.show_view()
+
+    def on_scaling_screen_sweep_done(self, message: SweepDone) -> None:
+        self.points, self.files = list(message.points), message.files
+        measured = sum(1 for p in self.points if p.images_per_sec is not None)
+        self.outcome = "done" if measured else "failed"
+        where = f" · files in {self.out_dir}" if message.files else ""
+        self.set_progress(
+            f"{'✓' if measured else '✗'} {measured} of {len(self.points)} runs measured{where}"
+        )
+        self.show_view()
