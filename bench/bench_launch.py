@@ -78,7 +78,9 @@ def main() -> int:
         finally:
             cluster.close()
     procs = args.hosts * args.per_host
-    print(f"launch of {procs} processes on {args.hosts} sshd hosts (loopback, {os.cpu_count()} cores)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"launch of {procs} processes on {args.hosts} sshd hosts (loopback, {os.cpu_count()} cores, "
+          f"load average {load})")
     for i, (started, running) in enumerate(results, 1):
         print(f"  round {i}: launch() returned in {started:.2f} s, all {procs} running in {running:.2f} s")
     best = min(r for _, r in results)

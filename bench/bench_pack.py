@@ -5,6 +5,9 @@ over 1000 px), writes one .lst, then in rounds packs it with im2rec.py and with 
 (--resize 480 --quality 90 --num-thread 2 by default), plus `imgscale pack --no-upscale`. Prints
 images/s per run, the median of --repeats rounds, the ratios, and the peak memory (summed RSS of
 each packer's whole process tree). Not a test: the numbers depend on the machine and its load.
+On a shared machine the wall-clock ratio swings with other users' load (the scheduler shares CPU
+per runnable thread), so it also prints CPU ms/image (user+system time of the whole process tree
+per record), the load-independent measure of how much work each packer does per image.
 
     python bench/bench_pack.py [--images 3000] [--repeats 3] [--threads 2] [--workdir DIR]
 """
@@ -167,8 +170,9 @@ def main() -> None:
     for name, rate in median.items():
         ratio = rate / median["im2rec"]
         cpu = statistics.median(cpu_ms[name])
+        paired = statistics.median(r / base for r, base in zip(rates[name], rates["im2rec"]))
         print(
-            f"  {name:<22} {rate:7.1f} images/s  {ratio:4.2f}x im2rec  {cpu:5.2f} CPU ms/image "
+            f"  {name:<22} {rate:7.1f} images/s  {ratio:4.2f}x im2rec (per-round median {paired:4.2f}x)  {cpu:5.2f} CPU ms/image "
             f"({statistics.median(cpu_ms['im2rec']) / cpu:4.2f}x less)  peak RSS {peaks[name] / 2**20:.0f} MiB"
         )
     print("goals: imgscale >= 1.50x, --no-upscale >= 4.00x, imgscale peak < 1024 MiB")

@@ -441,7 +441,9 @@ class ImgscaleApp(App):
 
         if not self.is_screen_installed("scaling"):
             hosts = self.session.workspace.hosts_file if self.session is not None else None
-            self.install_screen(ScalingScreen(hosts_file=hosts, out_dir=self.workspace_path / "scaling"), "scaling")
+            self.install_screen(
+                ScalingScreen(hosts_file=hosts, out_dir=self.workspace_path / "scaling"), "scaling"
+            )
         self.push_screen("scaling")
 
     def show_result(self, text: str) -> None:

@@ -46,6 +46,13 @@ def register(sub) -> None:
     parser.add_argument(
         "--grace", type=int, default=5, help="seconds between TERM and KILL (default 5)"
     )
+    parser.add_argument(
+        "-H",
+        "--hosts",
+        help="with --all: also sweep these hosts' run directories (jobs launched elsewhere, or "
+        "whose records here are gone)",
+    )
+    parser.add_argument("--run-dir", default=jobs.DEFAULT_RUN_ROOT, help="run directory to sweep")
     parser.set_defaults(func=run_kill)
     parser = sub.add_parser("jobs", help="list the jobs launched from this machine")
     parser.set_defaults(func=run_jobs)
@@ -66,6 +73,20 @@ def _add_launch(sub) -> None:
         default=[],
         metavar="K=V",
         help="environment for every process (repeat; a bare K copies this shell's value)",
+    )
+    p.add_argument(
+        "--env-server",
+        action="append",
+        default=[],
+        metavar="K:V",
+        help="environment for servers and the scheduler only (launch.py)",
+    )
+    p.add_argument(
+        "--env-worker",
+        action="append",
+        default=[],
+        metavar="K:V",
+        help="environment for workers only (launch.py)",
     )
     p.add_argument("--servers-per-host", type=int, help="exactly this many servers on every host")
     p.add_argument("--interface", help="DMLC_INTERFACE: the network interface ps-lite uses")
@@ -107,7 +128,7 @@ def _add_launch(sub) -> None:
 
 
 def spec_from_args(args: argparse.Namespace):
-    from .dmlc_env import parse_env_args
+    from .dmlc_env import parse_env_args, parse_role_env
     from .launcher import LaunchSpec
 
     command = list(args.argv)
@@ -121,6 +142,8 @@ def spec_from_args(args: argparse.Namespace):
         launcher=args.launcher or ("ssh" if args.hosts else "local"),
         servers_per_host=args.servers_per_host,
         env=parse_env_args(args.env),
+        env_server=parse_role_env(args.env_server, "--env-server"),
+        env_worker=parse_role_env(args.env_worker, "--env-worker"),
         sync_dst_dir=args.sync_dst_dir,
         cwd=os.getcwd(),
         interface=args.interface,
@@ -313,13 +336,19 @@ async def _attach(args: argparse.Namespace) -> int:
 
 
 def run_kill(args: argparse.Namespace) -> int:
-    from .kill import ended, kill_everywhere, kill_job
+    from .kill import ended, kill_everywhere, kill_job, sweep_hosts
 
     if args.all == bool(args.job):
         raise UserError("name one job, or give --all (see `imgscale jobs`)")
+    if args.hosts and not args.all:
+        raise UserError("-H sweeps hosts for every job: use it with --all")
     printer = Printer()
     if args.all:
         count = asyncio.run(kill_everywhere(grace_s=args.grace, emit=printer))
+        if args.hosts:
+            count += ended(
+                asyncio.run(sweep_hosts(args.hosts, args.run_dir, grace_s=args.grace, emit=printer))
+            )
     else:
         count = ended(asyncio.run(kill_job(args.job, grace_s=args.grace, emit=printer)))
     print(f"ended {count} process group(s)")

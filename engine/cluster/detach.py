@@ -233,6 +233,29 @@ def kill_command(job: str, prefixes: Sequence[str], grace_s: int = 5) -> str:
     return f"sh -c {shlex.quote(KILL)} imgscale-kill {shlex.quote(job)} {int(grace_s)} {args}"
 
 
+# $1 the KILL script, $2 run root, $3 grace. Every job directory under the run root with pid
+# records is handed to KILL with its own job id, so only processes proven to be that job's end.
+SWEEP = r"""kill_script=$1; root=$2; grace=$3
+for d in "$root"/*/; do
+  [ -d "$d" ] || continue
+  job=${d%/}; job=${job##*/}
+  set --
+  for f in "$d"a*/*.pid; do [ -f "$f" ] && set -- "$@" "${f%.pid}"; done
+  [ $# -gt 0 ] || continue
+  sh -c "$kill_script" imgscale-kill "$job" "$grace" "$@" | grep -v '^done$'
+done
+echo done
+"""
+
+
+def sweep_command(run_root: str, grace_s: int = 5) -> str:
+    """End every imgscale process recorded under ``run_root`` on a host, whatever launched it."""
+    return (
+        f"sh -c {shlex.quote(SWEEP)} imgscale-sweep {shlex.quote(KILL)} "
+        f"{shell_path(run_root.rstrip('/'))} {int(grace_s)}"
+    )
+
+
 @dataclass(frozen=True)
 class KillReport:
     """What the kill script did on one host."""

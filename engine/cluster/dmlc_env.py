@@ -59,6 +59,19 @@ def parse_env_args(items: Sequence[str]) -> dict[str, str]:
     return env
 
 
+def parse_role_env(items: Sequence[str], flag: str) -> dict[str, str]:
+    """launch.py's ``--env-server/--env-worker K:V`` (``K=V`` also accepted)."""
+    env: dict[str, str] = {}
+    for item in items:
+        cut = min((i for i in (item.find("="), item.find(":")) if i > 0), default=-1)
+        if cut < 0:
+            raise UserError(f"{flag} {item}: write NAME:VALUE (or NAME=VALUE)")
+        key, value = item[:cut], item[cut + 1 :]
+        check_user_key(key, f"{flag} {item}")
+        env[key] = value
+    return env
+
+
 def check_user_key(key: str, where: str) -> None:
     if not NAME.match(key):
         raise UserError(f"{where}: {key!r} is not a valid environment variable name")

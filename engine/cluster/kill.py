@@ -15,7 +15,7 @@ from dataclasses import replace
 from engine.events import EventSink, Failure
 
 from . import jobs
-from .detach import KillReport, kill_command, parse_kill
+from .detach import KillReport, kill_command, parse_kill, sweep_command
 from .hostpool import TransportPool, make_transport
 from .transport import TransportError
 
@@ -96,3 +96,41 @@ async def kill_everywhere(
             continue
         count += ended(await kill_job(record, grace_s=grace_s, emit=emit, factory=factory))
     return count
+
+
+async def sweep_hosts(
+    hosts_file: str,
+    run_root: str = jobs.DEFAULT_RUN_ROOT,
+    *,
+    grace_s: int = 5,
+    emit: EventSink | None = None,
+    factory=make_transport,
+) -> dict[str, KillReport | None]:
+    """End every imgscale process recorded under ``run_root`` on every host of ``hosts_file``.
+
+    For jobs whose records on this machine are gone (launched elsewhere, state directory lost):
+    each host reads its own pid records, and a group is signalled only if its process carries
+    the job id of the directory the record is in (see detach.SWEEP and detach.KILL).
+    """
+    from .hosts import read_hosts
+
+    pool = TransportPool(read_hosts(hosts_file), factory)
+    try:
+        names = list(pool.specs)
+        results = await asyncio.gather(
+            *(_sweep_on(pool, h, run_root, grace_s, emit) for h in names)
+        )
+    finally:
+        await pool.close()
+    return dict(zip(names, results, strict=True))
+
+
+async def _sweep_on(pool, host: str, run_root: str, grace_s: int, emit) -> KillReport | None:
+    try:
+        transport = await pool.get(host)
+        result = await transport.run(sweep_command(run_root, grace_s), timeout=grace_s + 60)
+    except TransportError as exc:
+        if emit is not None:
+            emit(Failure(f"host {host}", f"could not sweep it: {exc.reason}"))
+        return None
+    return parse_kill(result.stdout)

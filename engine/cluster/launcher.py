@@ -44,9 +44,11 @@ class LaunchSpec:
     num_workers: int
     num_servers: int | None = None  # None: as many as workers (launch.py)
     hosts_file: str | None = None  # None: this machine only
-    launcher: str = "ssh"  # ssh | local
+    launcher: str | None = None  # ssh | local; None: ssh with a hosts file, else local
     servers_per_host: int | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)  # every role
+    env_server: Mapping[str, str] = field(default_factory=dict)  # servers (and the scheduler)
+    env_worker: Mapping[str, str] = field(default_factory=dict)  # workers only
     sync_dst_dir: str | None = None
     cwd: str | None = None  # default: the launching process's current directory
     interface: str | None = None
@@ -66,7 +68,8 @@ class LaunchSpec:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["command"] = list(self.command)
-        data["env"] = dict(self.env)
+        for key in ("env", "env_server", "env_worker"):
+            data[key] = dict(getattr(self, key))
         return data
 
     @classmethod
@@ -177,7 +180,10 @@ def training_planner(
         planned = []
         for proc in placement:
             host = hosts[proc.host]
-            env = process_env(cluster, proc, node_address(host), host.name, user_env)
+            role_env = spec.env_worker if proc.role == "worker" else spec.env_server
+            env = process_env(
+                cluster, proc, node_address(host), host.name, {**user_env, **role_env}
+            )
             prefix = jobs.run_prefix(spec.run_root, job, attempt, proc.name)
             argv = with_python(command, host.python)
             record = jobs.ProcRecord(host.name, proc.role, proc.rank, prefix)
@@ -234,7 +240,7 @@ def check_spec(spec: LaunchSpec) -> None:
         raise UserError(
             "give the command to run after --, e.g. -- python train.py --kv-store dist_sync"
         )
-    if spec.launcher not in ("ssh", "local"):
+    if spec.launcher not in (None, "ssh", "local"):
         raise UserError(f"--launcher {spec.launcher}: use ssh or local")
     if spec.launcher == "ssh" and not spec.hosts_file:
         raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")

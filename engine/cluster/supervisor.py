@@ -10,9 +10,10 @@ command rewritten by the resume hook) while restarts are left.
 
 What ps-lite allows: with heartbeats (PS_HEARTBEAT_INTERVAL/TIMEOUT on every process) the scheduler
 marks a silent node dead, and a node of the same role that registers afterwards takes over its id
-(MXNet skips the start-up barrier for it), so one failed *worker* could be restarted in place; its
-data iterator restarts at an epoch start, so dist_sync's step counts no longer match and the job
-can hang at the end, which is why we relaunch the whole job from the newest checkpoint instead.
+(MXNet skips the start-up barrier for it), so one failed *worker* could be restarted in place. In
+practice (MXNet 1.9.1, dist_async, measured) the restarted worker hangs while registering, and in
+dist_sync its restarted data iterator would desynchronise the step counts anyway; so the whole job
+is relaunched from the newest checkpoint instead.
 Never recoverable in place: the scheduler (the rendezvous), a server (its parameter shard and
 optimizer state), and any death without heartbeats (ps-lite never notices; dist_sync hangs).
 Details: docs/cluster.md, "What ps-lite can and cannot recover".
@@ -95,6 +96,15 @@ def _settle(future: asyncio.Future, reason: str | None) -> None:
         future.set_result(reason)
 
 
+async def _close_stream(stream) -> None:
+    closer = getattr(stream, "aclose", None)
+    if closer is not None:
+        try:
+            await asyncio.shield(closer())
+        except (TransportError, OSError, asyncio.CancelledError):
+            pass  # the channel is gone already
+
+
 def describe_status(code: int | None) -> str:
     """``exited with status 3`` / ``was killed by SIGKILL`` (sh reports signal N as 128+N)."""
     if code is None:
@@ -147,6 +157,7 @@ class Job:
         self._final = asyncio.Event()
         self._lock_fd: int | None = None
         self._finish_timer: asyncio.TimerHandle | None = None
+        self._closed = False
         self._reset_infos()
 
     # ---- public API ------------------------------------------------------------------------
@@ -164,6 +175,8 @@ class Job:
         queue: asyncio.Queue = asyncio.Queue()
         self._queues.append(queue)
         queue.put_nowait(self.status())
+        if self._closed:
+            queue.put_nowait(None)
         try:
             while True:
                 event = await queue.get()
@@ -227,6 +240,7 @@ class Job:
 
     async def close(self) -> None:
         """Stop watching and supervising; the job's processes keep running on their hosts."""
+        self._closed = True
         await self._cancel_acting()
         for task in self._tasks:
             task.cancel()
@@ -352,19 +366,22 @@ class Job:
             try:
                 transport = await self.pool.get(host)
                 stream = transport.stream(command)
-                async for line in stream:
-                    if lost_since is not None:
-                        lost_since = None
-                        self._emit(HostState(host, True))
-                    if start is not None and line.text == "started":
-                        _settle(start[1], None)
-                    elif (
-                        line.stream == "stderr"
-                        and len(errors) < 20
-                        and parse_status(line.text) is None
-                    ):
-                        errors.append(line.text)
-                    self._on_watch_line(line.stream, line.text, indices, attempt)
+                try:
+                    async for line in stream:
+                        if lost_since is not None:
+                            lost_since = None
+                            self._emit(HostState(host, True))
+                        if start is not None and line.text == "started":
+                            _settle(start[1], None)
+                        elif (
+                            line.stream == "stderr"
+                            and len(errors) < 20
+                            and parse_status(line.text) is None
+                        ):
+                            errors.append(line.text)
+                        self._on_watch_line(line.stream, line.text, indices, attempt)
+                finally:  # a cancelled watcher must end its channel and the host's tails
+                    await _close_stream(stream)
                 reason = (
                     "; ".join(e for e in errors if e != ".")[-300:] or "the watch channel closed"
                 )

@@ -181,7 +181,17 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
     add_data_args(parser)
     add_aug_args(parser)
     set_aug_level(parser, 1)
+    _add_torch_args(parser)
     return parser
+
+
+def _add_torch_args(parser: argparse.ArgumentParser) -> None:
+    """The torch engine's own options (--amp, --compile …), so `imgscale train --engine torch` takes them."""
+    try:
+        from engine.train.torch.run import add_torch_args
+    except ImportError:  # the torch engine is optional
+        return
+    add_torch_args(parser)
 
 
 # --- --config FILE ---
@@ -257,6 +267,9 @@ def validate(args: argparse.Namespace) -> None:
         raise UserError(f"--load-epoch {args.load_epoch} is not below --num-epochs {args.num_epochs}: nothing to train")
     if not (args.test_io or args.benchmark) and not args.data_train:
         raise UserError("--data-train is required (a .rec file or a directory of .rec chunks), or use --benchmark")
+    for flag, path in (("--data-train", args.data_train), ("--data-val", args.data_val)):
+        if path and not args.benchmark and not os.path.exists(path):
+            raise UserError(f"{flag} {path}: no such file or directory")
     if args.min_random_scale > args.max_random_scale:
         raise UserError("--min-random-scale must not exceed --max-random-scale")
 

@@ -91,3 +91,20 @@ async def wait_until(predicate, timeout: float, what: str) -> None:
 def pid_record(prefix: str) -> tuple[int, int, int]:
     wrapper, pgid, child = map(int, Path(prefix + ".pid").read_text().split())
     return wrapper, pgid, child
+
+
+def watchers_of(run_dir: str) -> list[int]:
+    """Pids of our watch processes (status loop, tail) still following logs under ``run_dir``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (b"imgscale-status" in argv or argv[:1] == [b"tail"]) and any(
+            a.startswith(run_dir.encode()) for a in argv
+        ):
+            found.append(int(entry))
+    return found

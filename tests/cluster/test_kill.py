@@ -137,3 +137,54 @@ async def test_attach_after_the_launcher_exited_sees_the_running_job(
     out = imgscale(env, "kill", name)
     assert out.returncode == 0 and "ended 2 process group(s)" in out.stdout
     assert processes_of(name) == []
+
+
+async def test_kill_all_with_hosts_sweeps_jobs_whose_records_here_are_gone(
+    cluster, tmp_path, env, monkeypatch, launched
+):
+    import shutil
+
+    launched.append(unique(tmp_path, "orphan"))
+    name = launch_detached(env, cluster, tmp_path, launched[0], workers=3)
+    groups = await running_groups(env, name, monkeypatch)
+    supervisor = jobs.load(name).launcher_pid
+    os.kill(supervisor, signal.SIGKILL)  # the launching machine's state is lost, as if it burned
+    shutil.rmtree(tmp_path / "home")
+    bystander = spawn(["sh", "-c", TICKER], stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out = imgscale(env, "kill", "--all", "-H", str(cluster.hosts_file),
+                       "--run-dir", str(tmp_path / "runs"), "--grace", "1")
+        assert out.returncode == 0, out.stderr
+        # the three test hosts are one machine sharing one run directory, so several hosts' sweeps
+        # may signal the same group: at least the three groups were ended
+        assert int(out.stdout.split()[1]) >= 3, out.stdout
+        assert [g for g in groups if group_alive(g)] == [] and processes_of(name) == []
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_ctrl_c_in_a_foreground_launch_stops_the_job_on_every_host(cluster, tmp_path, env, launched):
+    launched.append(unique(tmp_path, "ctrl-c"))
+    name = launched[0]
+    launch = spawn([sys.executable, "-m", "engine.cli", "launch", "-n", "3", "-s", "0",
+                    "-H", str(cluster.hosts_file), "--run-dir", str(tmp_path / "runs"), "--job", name,
+                    "--", "sh", "-c", TICKER], env=env, stdout=subprocess.PIPE,
+                   stderr=subprocess.DEVNULL, text=True)
+    try:
+        seen = set()
+        while len(seen) < 3:  # every host's worker has printed (attributed) lines
+            line = launch.stdout.readline()
+            assert line, "the launcher ended early"
+            seen.add(line.split(" | ")[0])
+        assert seen == {"node1 worker 0", "node2 worker 1", "node3 worker 2"}
+        launch.send_signal(signal.SIGINT)
+        assert launch.wait(timeout=60) == 130
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+        launch.wait()
+    assert processes_of(name) == []
+    listing = imgscale(env, "jobs").stdout
+    assert any(line.split()[:2] == [name, "stopped"] for line in listing.splitlines()), listing

@@ -8,7 +8,15 @@ import signal
 import time
 
 import pytest
-from launch_helpers import MX_JOB, Events, group_alive, pid_record, processes_of
+from launch_helpers import (
+    MX_JOB,
+    Events,
+    group_alive,
+    pid_record,
+    processes_of,
+    wait_until,
+    watchers_of,
+)
 
 from engine.cluster import jobs
 from engine.cluster.launcher import LaunchSpec, launch, set_option
@@ -65,10 +73,14 @@ async def test_sigkilled_worker_is_detected_within_5s_stopped_everywhere_and_rel
         assert [g for g in groups if group_alive(g)] == []
 
         final = await job.wait()
+        old_run = str(state_home / "runs" / job.job_id / "a0")
+        await wait_until(lambda: watchers_of(old_run) == [], 10, "attempt 0's watchers to end")
     finally:
         await job.close()
     assert final.state == "done" and final.restarts == 1, events.failures()
     assert job.record.attempt == 1
+    run_dir = str(state_home / "runs" / job.job_id)
+    await wait_until(lambda: watchers_of(run_dir) == [], 10, "every watcher to end after close")
     texts = [e.text for e in events.logs("worker")]
     assert sum("load_epoch=0" in t for t in texts) == 2  # both workers ran the resumed command
     assert "relaunching" in events.states()
@@ -177,3 +189,43 @@ async def test_lost_host_stops_the_job_elsewhere_and_kill_cleans_it_when_back(cl
     reports = await kill_job(job.job_id, grace_s=1)
     assert reports["node3"].terminated == (groups["node3"],)
     assert processes_of(job.job_id) == [] and jobs.load(job.job_id).clean
+
+
+async def test_relaunch_on_request_replaces_a_running_attempt(state_home):
+    events = Events()
+    spec = LaunchSpec(command=("sh", "-c", 'echo "attempt $IMGSCALE_ATTEMPT"; exec sleep 60'),
+                      num_workers=2, num_servers=0, run_root=str(state_home / "runs"), grace_s=1)
+    job = await launch(spec, sink=events)
+    try:
+        await events.wait_for(lambda e: isinstance(e, JobState) and e.state == "running", 30, "running")
+        first = [pid_record(p.prefix)[1] for p in job.record.processes]  # all alive: all recorded
+        state = await job.relaunch()
+        assert state.restarts == 1 and job.record.attempt == 1
+        await events.wait_for(lambda e: getattr(e, "text", "") == "attempt 1", 30, "attempt 1")
+        assert [g for g in first if group_alive(g)] == []
+        assert len(processes_of(job.job_id)) >= 2  # the new attempt's wrappers and commands
+        old_run = str(state_home / "runs" / job.job_id / "a0")
+        await wait_until(lambda: watchers_of(old_run) == [], 10, "the first attempt's watchers to end")
+        final = await job.stop("test over")
+    finally:
+        await job.close()
+    assert final.state == "stopped" and final.message == "test over"
+    assert processes_of(job.job_id) == []
+
+
+async def test_events_iterator_delivers_states_lines_and_ends_on_close(state_home):
+    go = state_home / "go"
+    wait_go = f"while [ ! -f '{go}' ]; do sleep 0.05; done; echo hello from $IMGSCALE_RANK"
+    spec = LaunchSpec(command=("sh", "-c", wait_go), num_workers=2, num_servers=0,
+                      run_root=str(state_home / "runs"))
+    job = await launch(spec)
+    seen = []
+    async for event in job.events():
+        seen.append(event)
+        if len(seen) == 1:
+            go.touch()  # subscribed: now let the workers print
+        if isinstance(event, JobState) and event.state == "done":
+            await job.close()  # ends the iteration
+    texts = sorted(e.text for e in seen if getattr(e, "role", None) == "worker")
+    assert texts == ["hello from 0", "hello from 1"]
+    assert isinstance(seen[0], JobState) and seen[-1].state == "done"

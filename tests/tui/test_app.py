@@ -449,6 +449,24 @@ async def test_scaling_key_opens_the_scaling_screen_and_console_keys_wait_there(
         await pilot.press("2")  # the console's pane key waits while another screen is shown
         assert isinstance(app.screen, ScalingScreen)
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not isinstance(app.screen, ScalingScreen), "back to the console")
+        await wait_for(
+            pilot, lambda: not isinstance(app.screen, ScalingScreen), "back to the console"
+        )
         await pilot.press("2")
         assert app.query_one(TabbedContent).active == "hosts"
+
+
+async def test_hosts_option_probes_the_file_and_an_unreachable_host_shows_its_reason(demo_ws, tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# nothing listens on port 1 of this machine\n127.0.0.1:1\n")
+    app = ImgscaleApp(demo_ws, hosts_file=hosts)  # real probes over SSH
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        assert config(demo_ws)["hosts"] == str(hosts)
+        await pilot.press("2")
+        grid = app.grid
+        await wait_for(pilot, lambda: "127.0.0.1:1" in grid.rows and grid.rows["127.0.0.1:1"].reachable is False,
+                       "host reported unreachable")
+        assert grid.rows["127.0.0.1:1"].reason
+        assert app.is_running
+        await pilot.press("q")

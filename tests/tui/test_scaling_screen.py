@@ -16,9 +16,8 @@ from tui.screens.scaling import ScalingScreen
 from tui.widgets.scaling_plot import ScalingPlot
 from tui.widgets.scaling_table import ScalingTable
 
-SWEEP_WAIT_S = (
-    400.0  # two real ps-lite runs of a tiny ResNet on 2 shared cores, with MXNet start-up
-)
+# Two real ps-lite runs of a tiny ResNet on 2 shared cores, MXNet start-up included (~20 s alone).
+SWEEP_WAIT_S = 400.0
 
 
 class ScalingHost(App):
@@ -246,8 +245,54 @@ async def test_leaving_an_installed_screen_keeps_the_sweep_and_a_pushed_one_stop
     host, marker = sleeping_sweep(tmp_path / "pushed")
     async with host.run_test(size=(80, 24)) as pilot:
         screen = await start_sleeping_sweep(pilot, marker)
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: not processes_with(marker), "the job's processes to end", 60)
+        await pilot.press("escape")  # the screen goes once the job has stopped
+        await wait_for(pilot, lambda: pilot.app.screen is not screen, "leaving the screen", 60)
+        assert screen.outcome == "stopped" and not processes_with(marker)
+
+
+@pytest.mark.slow
+async def test_stop_sweep_returns_once_the_job_has_stopped(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    host, marker = sleeping_sweep(tmp_path, installed=True)
+    async with host.run_test(size=(80, 24)) as pilot:
+        screen = await start_sleeping_sweep(pilot, marker)
+        await pilot.press("escape")  # installed: the sweep goes on behind, as when the app quits
+        await screen.stop_sweep()
+        assert not processes_with(marker)  # what the app awaits before it exits
+
+
+class StopAtLaunch(ScalingScreen):
+    """Asks for a stop at the very moment the engine starts launching the first job."""
+
+    jobs_seen: tuple = ()
+
+    def track_launch(self, event) -> None:
+        super().track_launch(event)
+        if isinstance(event, JobState):
+            self.jobs_seen += (event.job,)
+        if self.in_launch and not self.stop_requested:
+            self.request_stop()
+            self.progress_at_stop = str(self.query_one("#scaling-progress", Static).render())
+
+
+@pytest.mark.slow
+async def test_a_stop_during_the_launch_waits_for_the_job_to_start_then_stops_it(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    _, marker = sleeping_sweep(tmp_path)
+    command = f"{sys.executable} -c 'import time; time.sleep(120)' {marker}"
+    app = App()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = StopAtLaunch(networks="resnet-18:2", workers="1", command=command)
+        await app.push_screen(screen)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.stop_requested, "the stop at the launch", 30)
+        assert "as soon as the job being launched has started" in screen.progress_at_stop
+        await wait_for(pilot, lambda: not screen.running, "the sweep to stop", 60)
+        assert screen.outcome == "stopped" and screen.jobs_seen  # the job did start, then stopped
+        # interrupting the launch itself would have left the processes it had started
+        await wait_for(pilot, lambda: not processes_with(marker), "the job's processes to end", 30)
 
 
 @pytest.mark.mxnet

@@ -7,6 +7,7 @@ from engine.cluster.dmlc_env import (
     check_user_key,
     forwarded_env,
     parse_env_args,
+    parse_role_env,
     process_env,
 )
 from engine.cluster.placement import place
@@ -75,3 +76,12 @@ def test_thread_settings_are_forwarded_unless_overridden():
     source = {"OMP_NUM_THREADS": "2", "KMP_AFFINITY": "x", "HOME": "/root"}
     assert forwarded_env({}, source) == {"OMP_NUM_THREADS": "2", "KMP_AFFINITY": "x"}
     assert forwarded_env({"OMP_NUM_THREADS": "4"}, source) == {"KMP_AFFINITY": "x"}
+
+
+def test_role_env_accepts_launch_py_colon_form_and_refuses_reserved_names():
+    assert parse_role_env(["OMP_NUM_THREADS:3", "A=b:c"], "--env-server") == {
+        "OMP_NUM_THREADS": "3", "A": "b:c"}
+    with pytest.raises(UserError, match="--env-worker DMLC_ROLE:x"):
+        parse_role_env(["DMLC_ROLE:x"], "--env-worker")
+    with pytest.raises(UserError, match="write NAME:VALUE"):
+        parse_role_env(["JUSTNAME"], "--env-worker")

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Label, Static
+from textual.widgets import Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -25,12 +25,13 @@ class ConfirmScreen(ModalScreen[bool]):
         self.danger = danger
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="-danger" if self.danger else ""):
-            yield Label(self.title_text, id="dialog-title")
+        # Title and keys sit on the border, so a long body (scrolling) never hides them on 80x24.
+        dialog = Vertical(id="dialog", classes="-danger" if self.danger else "")
+        dialog.border_title = self.title_text
+        dialog.border_subtitle = "y/enter: yes   n/esc: no" if self.ask else "enter/esc: close"
+        with dialog:
             with VerticalScroll(id="dialog-body"):
                 yield Static(self.body, markup=False)
-            hint = "y/enter: yes   n/esc: no" if self.ask else "enter/esc: close"
-            yield Label(hint, id="dialog-hint")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes and self.ask)

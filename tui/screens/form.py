@@ -25,14 +25,15 @@ class OptionsForm(ModalScreen[dict[str, str] | None]):
         self.options = options
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Label(self.title_text, id="dialog-title")
+        dialog = Vertical(id="dialog")
+        dialog.border_title = self.title_text
+        dialog.border_subtitle = "tab: next field   ctrl+s: save   esc: cancel"
+        with dialog:
             with VerticalScroll(id="form-fields"):
                 for key, value in self.options.items():
                     with Horizontal(classes="form-row"):
                         yield Label(key, classes="form-label")
                         yield Input(value=_text(value), id=f"opt-{key}", classes="form-input")
-            yield Label("tab: next field   ctrl+s: save   esc: cancel", id="dialog-hint")
 
     def changed(self) -> dict[str, str]:
         out = {}

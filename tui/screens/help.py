@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Label, Static
+from textual.widgets import Static
 
 
 class HelpScreen(ModalScreen[None]):
@@ -17,11 +17,12 @@ class HelpScreen(ModalScreen[None]):
         self.keymap = keymap
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="-wide"):
-            yield Label("Keys (ctrl+p: command palette)", id="dialog-title")
+        dialog = Vertical(id="dialog", classes="-wide")
+        dialog.border_title = "Keys (ctrl+p: command palette)"
+        dialog.border_subtitle = "↑/↓ scroll   esc: close"
+        with dialog:
             with VerticalScroll(id="dialog-body"):
                 yield Static(help_text(self.keymap), markup=False)
-            yield Label("esc: close", id="dialog-hint")
 
     def action_close(self) -> None:
         self.dismiss(None)

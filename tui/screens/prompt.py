@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label
+from textual.widgets import Input
 
 
 class PromptScreen(ModalScreen[str | None]):
@@ -19,10 +19,11 @@ class PromptScreen(ModalScreen[str | None]):
         self.hint = hint
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Label(self.title_text, id="dialog-title")
+        dialog = Vertical(id="dialog")
+        dialog.border_title = self.title_text
+        dialog.border_subtitle = self.hint or "enter: apply   esc: cancel"
+        with dialog:
             yield Input(value=self.value, id="prompt-input")
-            yield Label(self.hint or "enter: apply   esc: cancel", id="dialog-hint")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value)

@@ -127,6 +127,10 @@ class ScalingScreen(Screen[None]):
         self.files: dict[str, Path] = {}
         self.config: scaling.SweepConfig | None = None
         self.outcome = ""  # the last run's end: done, failed, stopped, or an error
+        self.reading: asyncio.Future[None] | None = None  # the task reading the engine's events
+        self.in_launch = False  # the engine is launching a job (not to be interrupted)
+        self.stop_requested = False
+        self.leaving = False
 
     # ---- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -231,6 +235,7 @@ class ScalingScreen(Screen[None]):
             self.notify(str(exc), severity="error")
             return
         self.config, self.points, self.files = config, [], {}
+        self.reading, self.stop_requested, self.in_launch = None, False, False
         self.running = True
         self.add_class("-started")
         self.set_detail("")
@@ -262,23 +267,44 @@ class ScalingScreen(Screen[None]):
         return config, gbits
 
     def action_stop(self) -> None:
-        """Cancel the worker: closing the event stream stops the running job on every host."""
+        """Stop the sweep: closing the engine's event stream stops the running job on every host."""
         if not self.running:
             self.notify("no sweep is running")
             return
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Close the stream now, or, while a job is being launched, as soon as it has started.
+
+        Interrupting the engine inside its launch would leave the processes it already started.
+        """
+        self.stop_requested = True
+        if self.in_launch:
+            self.set_progress("stopping as soon as the job being launched has started …")
+            return
         self.set_progress("stopping the job on every host …")
-        self.workers.cancel_group(self, GROUP)
+        if self.reading is not None:
+            self.reading.cancel()
+
+    async def stop_sweep(self) -> None:
+        """Stop a running sweep and return once its job has stopped everywhere (for the app's quit)."""
+        if self.running:
+            self.request_stop()
+        if self.reading is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self.reading)
 
     def action_toggle_published(self) -> None:
         self.showing = "sweep" if self.showing == "published" else "published"
 
     def action_back(self) -> None:
-        """Leave; an installed screen keeps its sweep running, a pushed one stops it (it is removed)."""
-        if self.running and self.app.is_screen_installed(self):
-            self.app.notify("the scaling sweep goes on; come back to see it")
-        elif self.running:
-            self.action_stop()
-            self.app.notify("scaling sweep stopped: leaving its screen stops the job")
+        """Leave. An installed screen keeps its sweep; a pushed one stops it first (it is removed)."""
+        if self.running and not self.app.is_screen_installed(self):
+            self.leaving = True  # dismissed once the job has stopped (see on_worker_state_changed)
+            self.request_stop()
+            return
+        if self.running:
+            self.app.notify("the scaling sweep goes on; come back to this screen to see it")
         self.dismiss(None)
 
     @on(Input.Submitted)
@@ -290,24 +316,50 @@ class ScalingScreen(Screen[None]):
     async def sweep(self, config: scaling.SweepConfig, gbits: float | None) -> None:
         """Run the sweep, posting every event; then add predictions and write the files, if asked."""
         latest: dict[tuple[str, int], ScalingPoint] = {}
-        reading = asyncio.ensure_future(self.read_events(config, latest))
+        self.reading = asyncio.ensure_future(self.read_events(config, latest))
         try:
-            await asyncio.shield(reading)
+            await asyncio.shield(self.reading)
         except asyncio.CancelledError:
-            # Cancel the reader once: closing the engine's stream stops the job on every host. A
-            # second cancel of this worker (stop, then the screen removed or the app quitting) must
-            # not interrupt that stop halfway, so the reader finishes it on its own.
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(reading)
+            # The reader still runs: this worker itself was cancelled (screen removed, app quits).
+            if not self.reading.done():
+                self.request_stop()
+                # A further cancel must not cut the job's stop short: the reader finishes it alone.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(self.reading)
             raise
-        points = report.add_speedup(latest.values())
+        if self.stop_requested:
+            return
+        await self.finish(config, gbits, report.add_speedup(latest.values()))
+
+    async def read_events(
+        self, config: scaling.SweepConfig, latest: dict[tuple[str, int], ScalingPoint]
+    ) -> None:
+        """Post every event of the sweep; keep the newest point of each cell in ``latest``."""
+        async with contextlib.aclosing(scaling.sweep_events(config)) as events:
+            async for event in events:
+                self.track_launch(event)
+                if isinstance(event, ScalingPoint):
+                    latest[(event.network, event.gpus)] = event
+                self.post_message(self.SweepEvent(event))
+                if self.stop_requested and not self.in_launch:
+                    break  # a stop asked for during the launch: the job has started, close now
+
+    def track_launch(self, event: Any) -> None:
+        """Whether the engine is inside a launch: from a run's progress until its job reports."""
+        if isinstance(event, StageProgress):
+            self.in_launch = event.done < event.total  # the next run is launched when we read on
+        elif isinstance(event, (JobState, ScalingPoint)):
+            self.in_launch = False
+
+    async def finish(
+        self, config: scaling.SweepConfig, gbits: float | None, points: list[ScalingPoint]
+    ) -> None:
+        """Add the model's efficiency (with a bandwidth) and write the files (with out_dir)."""
         if gbits is not None and any(p.images_per_sec for p in points):
             from engine.bench.commands import predicted_points
 
-            self.post_message(
-                self.SweepEvent(StageState(scaling.STAGE, "running", "predicting with the model …"))
-            )
+            predicting = StageState(scaling.STAGE, "running", "predicting with the model …")
+            self.post_message(self.SweepEvent(predicting))
             try:
                 points = await asyncio.to_thread(predicted_points, config, points, gbits)
             except UserError as exc:  # the measured figures still count and are still written
@@ -318,16 +370,6 @@ class ScalingScreen(Screen[None]):
             files = await asyncio.to_thread(scaling.write_outputs, points, self.out_dir, meta)
         self.post_message(self.SweepDone(points, files))
 
-    async def read_events(
-        self, config: scaling.SweepConfig, latest: dict[tuple[str, int], ScalingPoint]
-    ) -> None:
-        """Post every event of the sweep; keep the newest point of each cell in ``latest``."""
-        async with contextlib.aclosing(scaling.sweep_events(config)) as events:
-            async for event in events:
-                if isinstance(event, ScalingPoint):
-                    latest[(event.network, event.gpus)] = event
-                self.post_message(self.SweepEvent(event))
-
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place the sweep's end lands: finished, stopped, or an error shown as one line."""
         if event.worker.group != GROUP:
@@ -335,7 +377,7 @@ class ScalingScreen(Screen[None]):
         if event.state in (WorkerState.PENDING, WorkerState.RUNNING):
             return
         self.running = False
-        if event.state == WorkerState.CANCELLED:
+        if event.state == WorkerState.CANCELLED or self.stop_requested:
             self.outcome = "stopped"
             self.set_progress("■ sweep stopped; the running job was stopped on every host")
         elif event.state == WorkerState.ERROR:
@@ -347,6 +389,8 @@ class ScalingScreen(Screen[None]):
             self.set_progress(f"✗ {text}")
             self.notify(text, severity="error", timeout=8)
         self.show_view()
+        if self.leaving:
+            self.dismiss(None)
 
     # ---- engine events → widgets -------------------------------------------------------------
     def on_scaling_screen_sweep_event(self, message: SweepEvent) -> None:
