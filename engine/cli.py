@@ -30,8 +30,15 @@ def _import_if_present(name: str):
         return None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A wrong flag gets one line naming it and where to look, not a usage dump (subcommands inherit this)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="imgscale",
         description="Prepare ImageNet-sized data, launch and watch distributed training.",
     )

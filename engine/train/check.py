@@ -12,8 +12,8 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 from engine.train.networks import MIN_SIDE
 
@@ -433,7 +433,7 @@ def local_mxnet_build(python: str = sys.executable) -> str | None:
     code = ("import mxnet, mxnet.runtime as r; f = r.Features(); yn = lambda k: 'yes' if f.is_enabled(k) else 'no';"
             "print(mxnet.__version__, 'dist_kvstore=' + yn('DIST_KVSTORE'), 'cuda=' + yn('CUDA'))")
     try:
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([python, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -444,7 +444,7 @@ def local_gpu_count() -> int:
     if shutil.which("nvidia-smi") is None:
         return 0
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(["nvidia-smi", "-L"], check=False, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from engine.errors import UserError
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from engine.events import Failure
 
 GPU_PATTERNS = (
-    re.compile(r"cudaMalloc( retry)? failed: out of memory", re.I),
-    re.compile(r"CUDA: out of memory", re.I),
-    re.compile(r"CUDA out of memory", re.I),
+    re.compile(r"cudaMalloc( retry)? failed: out of memory", re.IGNORECASE),
+    re.compile(r"CUDA: out of memory", re.IGNORECASE),
+    re.compile(r"CUDA out of memory", re.IGNORECASE),
     re.compile(r"cudaErrorMemoryAllocation"),
     re.compile(r"e == cudaSuccess \(2 vs\. 0\)"),
     re.compile(r"(CUBLAS|CUDNN)_STATUS_ALLOC_FAILED"),
@@ -18,7 +18,7 @@ GPU_PATTERNS = (
 )
 HOST_PATTERNS = (
     re.compile(r"std::bad_alloc"),
-    re.compile(r"Failed to allocate CPU Memory", re.I),
+    re.compile(r"Failed to allocate CPU Memory", re.IGNORECASE),
     re.compile(r"\bMemoryError\b"),
     re.compile(r"Cannot allocate memory"),
 )

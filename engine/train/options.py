@@ -7,7 +7,8 @@ import json
 import os
 import pathlib
 import tomllib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from engine.errors import UserError
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from engine.errors import UserError
 from engine.train.options import build_train_parser, parse_with_config, validate
@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
 def run_torch(args: argparse.Namespace) -> int:
     """The PyTorch engine lives in engine.train.torch.run (an optional extra)."""
+    import importlib
+
     try:
-        from engine.train.torch import run as torch_run
+        torch_run = importlib.import_module("engine.train.torch.run")
     except ModuleNotFoundError as exc:
         if exc.name and (exc.name.startswith("engine.train.torch") or exc.name == "torch"):
             raise UserError(f"--engine torch: not available here ({exc.name} missing); install it with "

@@ -16,7 +16,7 @@ COMMON = ["--network", "resnet", "--num-layers", "18", "--image-shape", "3,32,32
 def run_train(*argv, timeout: float = 180, env: dict | None = None, **popen) -> subprocess.CompletedProcess:
     """`python -m engine.train.run ARGV` as a worker runs it; output (stdout+stderr) in .stdout."""
     full_env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1", PYTHONPATH=ROOT, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "engine.train.run", *map(str, argv)], cwd=ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "engine.train.run", *map(str, argv)], check=False, cwd=ROOT, env=full_env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, **popen)
 
 

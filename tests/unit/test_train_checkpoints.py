@@ -1,5 +1,7 @@
 """Finding the newest complete checkpoint: a partial (temporary) file never counts."""
 
+import pathlib
+
 from engine.train import checkpoints as ck
 
 
@@ -48,7 +50,7 @@ def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path):
     target = tmp_path / "r-0001.params"
 
     def fail(tmp):
-        open(tmp, "wb").write(b"half")
+        pathlib.Path(tmp).write_bytes(b"half")
         raise OSError("disk full")
 
     try:

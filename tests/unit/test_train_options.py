@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import pathlib
 
 import pytest
 
@@ -103,7 +104,7 @@ def test_cli_merge_keeps_flags_that_differ_from_defaults(tmp_path):
 def test_resolved_options_are_saved_as_json(tmp_path):
     args = parse("--data-train", "x.rec", "--gpus", "0,1")
     path = save_resolved(args, str(tmp_path / "r-args.json"))
-    saved = json.loads(open(path).read())
+    saved = json.loads(pathlib.Path(path).read_text())
     assert saved["gpus"] == [0, 1] and saved["batch_size"] == 128 and not list(tmp_path.glob("*.tmp*"))
 
 
