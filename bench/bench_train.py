@@ -76,13 +76,24 @@ print("PEAK_RSS_KB %d" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def env(threads: int) -> dict:
-    return dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_CPU_WORKER_NTHREADS="1", PYTHONPATH=ROOT)
+    return dict(
+        os.environ, OMP_NUM_THREADS=str(threads), MXNET_CPU_WORKER_NTHREADS="1", PYTHONPATH=ROOT
+    )
 
 
 def run(cmd: list[str], threads: int, extra_env: dict | None = None) -> str:
-    out = subprocess.run(cmd, check=False, cwd=ROOT, env={**env(threads), **(extra_env or {})}, capture_output=True, text=True)
+    out = subprocess.run(
+        cmd,
+        check=False,
+        cwd=ROOT,
+        env={**env(threads), **(extra_env or {})},
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd[:4])} …\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+        raise SystemExit(
+            f"failed: {' '.join(cmd[:4])} …\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+        )
     return out.stdout + out.stderr
 
 
@@ -93,11 +104,36 @@ def epoch_rate(log: str, batches: int, batch_size: int) -> float:
 
 
 def train_args(data, opts) -> list[str]:
-    return ["--network", "resnet", "--num-layers", str(opts.num_layers), "--image-shape", opts.image_shape,
-            "--num-classes", str(data.num_classes), "--num-examples", str(data.num_examples),
-            "--data-train", data.train_dir, "--batch-size", str(opts.batch_size), "--kv-store", "local",
-            "--num-batches", str(opts.batches), "--data-nthreads", str(opts.data_nthreads), "--lr", "0.05",
-            "--disp-batches", "10", "--seed", "1", "--num-epochs", "2"]
+    return [
+        "--network",
+        "resnet",
+        "--num-layers",
+        str(opts.num_layers),
+        "--image-shape",
+        opts.image_shape,
+        "--num-classes",
+        str(data.num_classes),
+        "--num-examples",
+        str(data.num_examples),
+        "--data-train",
+        data.train_dir,
+        "--batch-size",
+        str(opts.batch_size),
+        "--kv-store",
+        "local",
+        "--num-batches",
+        str(opts.batches),
+        "--data-nthreads",
+        str(opts.data_nthreads),
+        "--lr",
+        "0.05",
+        "--disp-batches",
+        "10",
+        "--seed",
+        "1",
+        "--num-epochs",
+        "2",
+    ]
 
 
 def bench_training(data, opts) -> tuple[float, float]:
@@ -120,7 +156,9 @@ def bench_io(data, opts) -> tuple[float, float]:
     ours, bare = [], []
     for _ in range(opts.repeats):
         log = run([sys.executable, "-m", "engine.train.run", *args, "--test-io"], opts.threads)
-        ours.append(float(re.search(r"test-io: \d+ images in [\d.]+ s: ([\d.]+) images/sec", log).group(1)))
+        ours.append(
+            float(re.search(r"test-io: \d+ images in [\d.]+ s: ([\d.]+) images/sec", log).group(1))
+        )
         log = run([sys.executable, "-c", BARE_IO, json.dumps(args)], opts.threads)
         bare.append(float(re.search(r"bare-io: ([\d.]+) images/sec", log).group(1)))
     return ours, bare
@@ -128,25 +166,49 @@ def bench_io(data, opts) -> tuple[float, float]:
 
 def report(name: str, ref: str, ours: list[float], bare: list[float], goal: float) -> None:
     best, median = max(ours) / max(bare), statistics.median(ours) / statistics.median(bare)
-    print(f"{name}: ours {max(ours):.1f} images/s, {ref} {max(bare):.1f} images/s (best of {len(ours)}): "
-          f"ratio {best:.3f} (goal >= {goal}); medians {statistics.median(ours):.1f} / "
-          f"{statistics.median(bare):.1f} = {median:.3f}")
+    print(
+        f"{name}: ours {max(ours):.1f} images/s, {ref} {max(bare):.1f} images/s (best of {len(ours)}): "
+        f"ratio {best:.3f} (goal >= {goal}); medians {statistics.median(ours):.1f} / "
+        f"{statistics.median(bare):.1f} = {median:.3f}"
+    )
 
 
 def bench_mirror(opts) -> None:
-    args = ["--benchmark", "--network", "resnet", "--num-layers", "50", "--image-shape", opts.mirror_shape,
-            "--batch-size", str(opts.mirror_batch), "--num-classes", "1000", "--kv-store", "local",
-            "--num-epochs", "2", "--num-batches", str(opts.mirror_batches), "--disp-batches", "100"]
+    args = [
+        "--benchmark",
+        "--network",
+        "resnet",
+        "--num-layers",
+        "50",
+        "--image-shape",
+        opts.mirror_shape,
+        "--batch-size",
+        str(opts.mirror_batch),
+        "--num-classes",
+        "1000",
+        "--kv-store",
+        "local",
+        "--num-epochs",
+        "2",
+        "--num-batches",
+        str(opts.mirror_batches),
+        "--disp-batches",
+        "100",
+    ]
     print(f"\nResNet-50 --benchmark, {opts.mirror_shape}, batch {opts.mirror_batch}, CPU:")
     for mirror in ("0", "1"):
-        log = run([sys.executable, "-c", PEAK, *args], opts.threads, {"MXNET_BACKWARD_DO_MIRROR": mirror})
+        log = run(
+            [sys.executable, "-c", PEAK, *args], opts.threads, {"MXNET_BACKWARD_DO_MIRROR": mirror}
+        )
         peak = int(re.search(r"PEAK_RSS_KB (\d+)", log).group(1)) / 1024
         rate = epoch_rate(log, opts.mirror_batches, opts.mirror_batch)
         print(f"  MXNET_BACKWARD_DO_MIRROR={mirror}: peak RSS {peak:,.0f} MiB, {rate:.2f} images/s")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--image-shape", default="3,64,64")
@@ -157,7 +219,9 @@ def main() -> None:
     parser.add_argument("--data-nthreads", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS for both")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--mirror", action="store_true", help="also measure MXNET_BACKWARD_DO_MIRROR")
+    parser.add_argument(
+        "--mirror", action="store_true", help="also measure MXNET_BACKWARD_DO_MIRROR"
+    )
     parser.add_argument("--mirror-shape", default="3,224,224")
     parser.add_argument("--mirror-batch", type=int, default=32)
     parser.add_argument("--mirror-batches", type=int, default=2)
@@ -167,11 +231,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         side = int(opts.image_shape.split(",")[-1])
-        data = recdata.build(tmp, classes=opts.classes, per_class=opts.per_class, val_per_class=10,
-                             edge=side + side // 8, max_side=2 * side)
-        print(f"data: {data.num_examples} training images in {len(os.listdir(data.train_dir))} chunks, "
-              f"input {opts.image_shape}, resnet-{opts.num_layers}, batch {opts.batch_size}, "
-              f"OMP_NUM_THREADS={opts.threads}, {opts.repeats} runs each")
+        data = recdata.build(
+            tmp,
+            classes=opts.classes,
+            per_class=opts.per_class,
+            val_per_class=10,
+            edge=side + side // 8,
+            max_side=2 * side,
+        )
+        print(
+            f"data: {data.num_examples} training images in {len(os.listdir(data.train_dir))} chunks, "
+            f"input {opts.image_shape}, resnet-{opts.num_layers}, batch {opts.batch_size}, "
+            f"OMP_NUM_THREADS={opts.threads}, {opts.repeats} runs each"
+        )
         if not opts.skip_train:
             report("training", "bare Module.fit", *bench_training(data, opts), 0.95)
         report("test-io", "bare ImageRecordIter", *bench_io(data, opts), 1.0)

@@ -80,7 +80,9 @@ def newest_resume_point(prefix: str) -> ResumePoint | None:
         return None
     epoch, batch = max(points)
     states = states_path(prefix, epoch, batch)
-    return ResumePoint(epoch, batch, params_path(prefix, epoch, batch), states if os.path.isfile(states) else None)
+    return ResumePoint(
+        epoch, batch, params_path(prefix, epoch, batch), states if os.path.isfile(states) else None
+    )
 
 
 def remove_batch_checkpoints(prefix: str, keep: tuple[int, int] | None = None) -> None:

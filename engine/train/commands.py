@@ -23,14 +23,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_check_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Pre-flight", "the cluster and data to check against")
-    g.add_argument("--hosts", "-H", dest="hosts", default=None, help="hosts file (launch.py format, slots=N)")
-    g.add_argument("-n", "--num-workers", dest="num_workers", type=int, default=None, help="total workers")
-    g.add_argument("-s", "--num-servers", dest="num_servers", type=int, default=None, help="total servers")
-    g.add_argument("--label-map", default=None, help="the PREFIX_labels.txt written by `imgscale list`")
+    g.add_argument(
+        "--hosts", "-H", dest="hosts", default=None, help="hosts file (launch.py format, slots=N)"
+    )
+    g.add_argument(
+        "-n", "--num-workers", dest="num_workers", type=int, default=None, help="total workers"
+    )
+    g.add_argument(
+        "-s", "--num-servers", dest="num_servers", type=int, default=None, help="total servers"
+    )
+    g.add_argument(
+        "--label-map", default=None, help="the PREFIX_labels.txt written by `imgscale list`"
+    )
     g.add_argument("--lst", action="append", default=None, help="a training .lst file (repeatable)")
-    g.add_argument("--packed-edge", type=int, default=None,
-                   help="short edge the data was packed at (default: read from the first records)")
-    g.add_argument("--port", type=int, default=None, help="scheduler port to check is free (DMLC_PS_ROOT_PORT)")
+    g.add_argument(
+        "--packed-edge",
+        type=int,
+        default=None,
+        help="short edge the data was packed at (default: read from the first records)",
+    )
+    g.add_argument(
+        "--port", type=int, default=None, help="scheduler port to check is free (DMLC_PS_ROOT_PORT)"
+    )
     g.add_argument("--json", action="store_true", help="print the findings as JSON")
 
 

@@ -12,7 +12,9 @@ from engine.errors import UserError
 log = logging.getLogger("imgscale.train")
 
 
-def rec_files(path: str, flag: str = "--data-train", warn: Callable[[str], None] = log.warning) -> list[str]:
+def rec_files(
+    path: str, flag: str = "--data-train", warn: Callable[[str], None] = log.warning
+) -> list[str]:
     """The .rec files a --data-train/--data-val path names: the file itself, or the .rec files of a directory.
 
     MXNet reads every non-empty file of a directory as data, so a stray .idx or .lst there is decoded as
@@ -20,18 +22,26 @@ def rec_files(path: str, flag: str = "--data-train", warn: Callable[[str], None]
     """
     if os.path.isfile(path):
         if not path.endswith(".rec"):
-            raise UserError(f"{flag} {path}: not a .rec file; pass a .rec file or a directory of .rec chunks")
+            raise UserError(
+                f"{flag} {path}: not a .rec file; pass a .rec file or a directory of .rec chunks"
+            )
         return [path]
     if not os.path.isdir(path):
         raise UserError(f"{flag} {path}: no such file or directory")
     names = sorted(os.listdir(path))
-    recs = [os.path.join(path, n) for n in names if n.endswith(".rec") and os.path.isfile(os.path.join(path, n))]
+    recs = [
+        os.path.join(path, n)
+        for n in names
+        if n.endswith(".rec") and os.path.isfile(os.path.join(path, n))
+    ]
     stray = [n for n in names if not n.endswith(".rec")]
     if stray:
         shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
         warn(f"{flag} {path}: ignoring {len(stray)} non-.rec file(s): {shown}")
     if not recs:
-        raise UserError(f"{flag} {path}: no .rec files in this directory; pack the data first (imgscale pack)")
+        raise UserError(
+            f"{flag} {path}: no .rec files in this directory; pack the data first (imgscale pack)"
+        )
     return recs
 
 
@@ -45,16 +55,29 @@ def imgrec_arg(files: list[str]) -> str:
 
 
 def _aug_kwargs(args) -> dict:
-    kwargs = dict(
-        rand_crop=bool(args.random_crop), rand_mirror=bool(args.random_mirror),
-        random_h=args.max_random_h, random_s=args.max_random_s, random_l=args.max_random_l,
-        max_aspect_ratio=args.max_random_aspect_ratio, max_rotate_angle=args.max_random_rotate_angle,
-        max_shear_ratio=args.max_random_shear_ratio, max_random_scale=args.max_random_scale,
-        min_random_scale=args.min_random_scale, max_random_area=args.max_random_area,
-        min_random_area=args.min_random_area, min_crop_size=args.min_crop_size, max_crop_size=args.max_crop_size,
-        brightness=args.brightness, contrast=args.contrast, saturation=args.saturation, pca_noise=args.pca_noise,
-        random_resized_crop=bool(args.random_resized_crop), pad=args.pad_size, fill_value=args.fill_value,
-    )
+    kwargs = {
+        "rand_crop": bool(args.random_crop),
+        "rand_mirror": bool(args.random_mirror),
+        "random_h": args.max_random_h,
+        "random_s": args.max_random_s,
+        "random_l": args.max_random_l,
+        "max_aspect_ratio": args.max_random_aspect_ratio,
+        "max_rotate_angle": args.max_random_rotate_angle,
+        "max_shear_ratio": args.max_random_shear_ratio,
+        "max_random_scale": args.max_random_scale,
+        "min_random_scale": args.min_random_scale,
+        "max_random_area": args.max_random_area,
+        "min_random_area": args.min_random_area,
+        "min_crop_size": args.min_crop_size,
+        "max_crop_size": args.max_crop_size,
+        "brightness": args.brightness,
+        "contrast": args.contrast,
+        "saturation": args.saturation,
+        "pca_noise": args.pca_noise,
+        "random_resized_crop": bool(args.random_resized_crop),
+        "pad": args.pad_size,
+        "fill_value": args.fill_value,
+    }
     if args.min_random_aspect_ratio is not None:
         kwargs["min_aspect_ratio"] = args.min_random_aspect_ratio
     return kwargs
@@ -62,12 +85,22 @@ def _aug_kwargs(args) -> dict:
 
 def _common_kwargs(args, rank: int, num_workers: int) -> dict:
     mean, std = args.rgb_mean, args.rgb_std
-    kwargs = dict(
-        label_width=1, data_name="data", label_name="softmax_label", data_shape=tuple(args.image_shape),
-        batch_size=args.batch_size, preprocess_threads=args.data_nthreads, num_parts=num_workers, part_index=rank,
-        mean_r=mean[0], mean_g=mean[1 % len(mean)], mean_b=mean[2 % len(mean)],
-        std_r=std[0], std_g=std[1 % len(std)], std_b=std[2 % len(std)],
-    )
+    kwargs = {
+        "label_width": 1,
+        "data_name": "data",
+        "label_name": "softmax_label",
+        "data_shape": tuple(args.image_shape),
+        "batch_size": args.batch_size,
+        "preprocess_threads": args.data_nthreads,
+        "num_parts": num_workers,
+        "part_index": rank,
+        "mean_r": mean[0],
+        "mean_g": mean[1 % len(mean)],
+        "mean_b": mean[2 % len(mean)],
+        "std_r": std[0],
+        "std_g": std[1 % len(std)],
+        "std_b": std[2 % len(std)],
+    }
     if args.seed is not None:
         kwargs["seed"] = args.seed + rank
     return kwargs
@@ -78,8 +111,12 @@ def train_iter(args, rank: int = 0, num_workers: int = 1):
     import mxnet as mx
 
     path = imgrec_arg(rec_files(args.data_train, "--data-train"))
-    return mx.io.ImageRecordIter(path_imgrec=path, shuffle=True, **_common_kwargs(args, rank, num_workers),
-                                 **_aug_kwargs(args))
+    return mx.io.ImageRecordIter(
+        path_imgrec=path,
+        shuffle=True,
+        **_common_kwargs(args, rank, num_workers),
+        **_aug_kwargs(args),
+    )
 
 
 def val_iter(args, rank: int = 0, num_workers: int = 1):
@@ -91,8 +128,13 @@ def val_iter(args, rank: int = 0, num_workers: int = 1):
     path = imgrec_arg(rec_files(args.data_val, "--data-val"))
     # Make a new one for every validation: ImageRecordIter fills the last batch from the start of the data
     # and then begins its next pass after those images, so a reused one scores a different subset each epoch.
-    return mx.io.ImageRecordIter(path_imgrec=path, shuffle=False, rand_crop=False, rand_mirror=False,
-                                 **_common_kwargs(args, rank, num_workers))
+    return mx.io.ImageRecordIter(
+        path_imgrec=path,
+        shuffle=False,
+        rand_crop=False,
+        rand_mirror=False,
+        **_common_kwargs(args, rank, num_workers),
+    )
 
 
 def fixed_batches(it, count: int) -> Iterator:
@@ -127,8 +169,13 @@ class SyntheticIter:
         label = mx.nd.array(rng.integers(0, num_classes, batch_size).astype("float32"), ctx=ctx)
         self.provide_data = [mx.io.DataDesc("data", shape, "float32")]
         self.provide_label = [mx.io.DataDesc("softmax_label", (batch_size,), "float32")]
-        self.batch = mx.io.DataBatch(data=[data], label=[label], pad=0,
-                                     provide_data=self.provide_data, provide_label=self.provide_label)
+        self.batch = mx.io.DataBatch(
+            data=[data],
+            label=[label],
+            pad=0,
+            provide_data=self.provide_data,
+            provide_label=self.provide_label,
+        )
 
     def __iter__(self):
         return self
@@ -148,10 +195,16 @@ def run_test_io(it, batch_size: int, num_batches: int, disp_batches: int, logger
             array.wait_to_read()
         if (i + 1) % disp_batches == 0:
             now = time.time()
-            logger.info("test-io: Batch [%d-%d]\tSpeed: %.2f samples/sec", i + 1 - disp_batches, i + 1,
-                        disp_batches * batch_size / max(now - tic, 1e-9))
+            logger.info(
+                "test-io: Batch [%d-%d]\tSpeed: %.2f samples/sec",
+                i + 1 - disp_batches,
+                i + 1,
+                disp_batches * batch_size / max(now - tic, 1e-9),
+            )
             tic = now
     elapsed = time.time() - start
     rate = num_batches * batch_size / max(elapsed, 1e-9)
-    logger.info("test-io: %d images in %.3f s: %.2f images/sec", num_batches * batch_size, elapsed, rate)
+    logger.info(
+        "test-io: %d images in %.3f s: %.2f images/sec", num_batches * batch_size, elapsed, rate
+    )
     return rate

@@ -20,8 +20,14 @@ log = logging.getLogger("imgscale.train")
 # --- pure helpers (unit-tested without mxnet) ---
 
 
-def lr_schedule(lr: float, factor: float, step_epochs: list[int], epoch_batches: int, begin_epoch: int = 0,
-                begin_batch: int = 0) -> tuple[float, list[int]]:
+def lr_schedule(
+    lr: float,
+    factor: float,
+    step_epochs: list[int],
+    epoch_batches: int,
+    begin_epoch: int = 0,
+    begin_batch: int = 0,
+) -> tuple[float, list[int]]:
     """The learning rate to start with and the update counts (from the resume point) at which it steps.
 
     Steps already passed before the resume point are applied to the starting rate, so a resumed run
@@ -47,8 +53,12 @@ def node_label(rank: int, host: str) -> str:
 
 def setup_logging(rank: int, host: str) -> None:
     """MXNet's training-log format on stdout; the log parser reads it back."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)-15s {node_label(rank, host)} %(message)s",
-                        handlers=[logging.StreamHandler(__import__("sys").stdout)], force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)-15s {node_label(rank, host)} %(message)s",
+        handlers=[logging.StreamHandler(__import__("sys").stdout)],
+        force=True,
+    )
 
 
 @dataclass
@@ -68,10 +78,14 @@ def resume_point(args) -> ckpt.ResumePoint | None:
     if args.load_epoch is not None:
         params = ckpt.params_path(args.model_prefix, args.load_epoch)
         if not os.path.isfile(params):
-            raise UserError(f"--load-epoch {args.load_epoch}: {params} does not exist; newest complete checkpoint: "
-                            f"{ckpt.newest_checkpoint(args.model_prefix)}")
+            raise UserError(
+                f"--load-epoch {args.load_epoch}: {params} does not exist; newest complete checkpoint: "
+                f"{ckpt.newest_checkpoint(args.model_prefix)}"
+            )
         states = ckpt.states_path(args.model_prefix, args.load_epoch)
-        return ckpt.ResumePoint(args.load_epoch, 0, params, states if os.path.isfile(states) else None)
+        return ckpt.ResumePoint(
+            args.load_epoch, 0, params, states if os.path.isfile(states) else None
+        )
     if args.resume:
         return ckpt.newest_resume_point(args.model_prefix)
     return None
@@ -80,10 +94,12 @@ def resume_point(args) -> ckpt.ResumePoint | None:
 def make_plan(args, rank: int, num_workers: int) -> Plan:
     batches = epoch_size(args.num_examples, args.batch_size, num_workers)
     if args.num_batches > 0:  # --test-io and --benchmark may run longer than an epoch of real data
-        batches = args.num_batches if args.benchmark or args.test_io else min(batches, args.num_batches)
+        batches = (
+            args.num_batches if args.benchmark or args.test_io else min(batches, args.num_batches)
+        )
     point = resume_point(args)
     begin_epoch, begin_batch = (point.epoch, point.batch) if point else (0, 0)
-    if begin_batch >= batches:  # a batch checkpoint from a longer epoch definition: start the next epoch
+    if begin_batch >= batches:  # a batch checkpoint from a longer epoch: start the next one
         begin_epoch, begin_batch = begin_epoch + 1, 0
     return Plan(rank, num_workers, batches, begin_epoch, begin_batch, point)
 
@@ -100,29 +116,22 @@ def train(args) -> int:
     if args.seed is not None:
         _seed(args.seed)
     kv = mx.kvstore.create(args.kv_store) if "dist" in args.kv_store else None
-    rank = kv.rank if kv else int(os.environ.get("IMGSCALE_RANK", "0") or 0)
-    num_workers = kv.num_workers if kv else 1
+    rank, num_workers = (kv.rank, kv.num_workers) if kv else (0, 1)
+    # the launcher's IMGSCALE_HOST/IMGSCALE_RANK label the log; ps-lite's rank wins in a distributed job
     host = os.environ.get("IMGSCALE_HOST", "") or (socket.gethostname() if kv else "")
-    setup_logging(rank, host)
+    setup_logging(rank if kv else int(os.environ.get("IMGSCALE_RANK", "0") or 0), host)
     plan = make_plan(args, rank, num_workers)
     _log_start(args, plan)
     if args.model_prefix and plan.rank == 0:
         _prepare_prefix(args)
-    data_rank, data_parts = (rank, num_workers) if kv else (0, 1)
-    from engine.train import data
-
     if args.test_io:
-        it = data.train_iter(args, data_rank, data_parts)
+        from engine.train import data
+
+        it = data.train_iter(args, rank, num_workers)
         data.run_test_io(it, args.batch_size, plan.epoch_batches, args.disp_batches, log)
         return 0
-    train_it = _train_source(args, data_rank, data_parts)
-    make_val = None
-    if args.data_val and not args.benchmark:
-        data.rec_files(args.data_val, "--data-val")  # a wrong path fails now, not after the first epoch
-
-        def make_val():
-            return data.val_iter(args, data_rank, data_parts)
-
+    train_it = _train_source(args, rank, num_workers)
+    make_val = _validation_source(args, rank, num_workers)
     module = _build_module(args, train_it, plan, kv)
     _run_epochs(args, module, train_it, make_val, plan)
     return 0
@@ -140,13 +149,29 @@ def _seed(seed: int) -> None:
 def _log_start(args, plan: Plan) -> None:
     sizes = batch_sizes(args.batch_size, args.gpus, plan.num_workers)
     devices = ",".join(f"gpu{g}" for g in args.gpus) or "cpu"
-    log.info("start: network=%s%s kv-store=%s workers=%d devices=%s", args.network,
-             f"-{args.num_layers}" if args.network == "resnet" else "", args.kv_store, plan.num_workers, devices)
-    log.info("batch: per-gpu=%d per-worker=%d global=%d; %d batches per epoch per worker", sizes["per_gpu"],
-             sizes["per_worker"], sizes["global"], plan.epoch_batches)
+    log.info(
+        "start: network=%s%s kv-store=%s workers=%d devices=%s",
+        args.network,
+        f"-{args.num_layers}" if args.network == "resnet" else "",
+        args.kv_store,
+        plan.num_workers,
+        devices,
+    )
+    log.info(
+        "batch: per-gpu=%d per-worker=%d global=%d; %d batches per epoch per worker",
+        sizes["per_gpu"],
+        sizes["per_worker"],
+        sizes["global"],
+        plan.epoch_batches,
+    )
     log.info("MXNET_BACKWARD_DO_MIRROR=%s", os.environ.get("MXNET_BACKWARD_DO_MIRROR", "0"))
     if plan.resume:
-        log.info("resume: from %s at epoch %d batch %d", plan.resume.params, plan.begin_epoch, plan.begin_batch)
+        log.info(
+            "resume: from %s at epoch %d batch %d",
+            plan.resume.params,
+            plan.begin_epoch,
+            plan.begin_batch,
+        )
 
 
 def _prepare_prefix(args) -> None:
@@ -166,6 +191,16 @@ def _train_source(args, rank: int, parts: int):
     return data.SyntheticIter(args.num_classes, tuple(args.image_shape), args.batch_size, ctx)
 
 
+def _validation_source(args, rank: int, parts: int):
+    """A function making a fresh validation iterator (see data.val_iter), or None."""
+    if not args.data_val or args.benchmark:
+        return None
+    from engine.train import data
+
+    data.rec_files(args.data_val, "--data-val")  # a wrong path fails now, not after the first epoch
+    return lambda: data.val_iter(args, rank, parts)
+
+
 def _initializer(name: str):
     import mxnet as mx
 
@@ -180,19 +215,30 @@ def _build_module(args, train_it, plan: Plan, kv):
 
     from engine.train.networks import get_symbol
 
-    symbol = get_symbol(args.network, args.num_classes, args.num_layers, tuple(args.image_shape), args.dtype)
+    symbol = get_symbol(
+        args.network, args.num_classes, args.num_layers, tuple(args.image_shape), args.dtype
+    )
     contexts = [mx.gpu(g) for g in args.gpus] or [mx.cpu()]
     module = mx.mod.Module(symbol, context=contexts, logger=log)
-    module.bind(data_shapes=train_it.provide_data, label_shapes=train_it.provide_label, for_training=True)
+    module.bind(
+        data_shapes=train_it.provide_data, label_shapes=train_it.provide_label, for_training=True
+    )
     arg_params = aux_params = None
     if plan.resume:
         arg_params, aux_params = ckpt.load_params(plan.resume.params)
-    module.init_params(_initializer(args.initializer), arg_params=arg_params, aux_params=aux_params,
-                       allow_missing=False)
+    module.init_params(
+        _initializer(args.initializer),
+        arg_params=arg_params,
+        aux_params=aux_params,
+        allow_missing=False,
+    )
     # One device and no distributed store: pass the name, so Module updates in place without a kvstore,
     # exactly as Module.fit(kvstore='local') would.
-    module.init_optimizer(kvstore=kv or args.kv_store, optimizer=args.optimizer,
-                          optimizer_params=_optimizer_params(args, plan))
+    module.init_optimizer(
+        kvstore=kv or args.kv_store,
+        optimizer=args.optimizer,
+        optimizer_params=_optimizer_params(args, plan),
+    )
     if plan.resume and plan.resume.states and not kv:
         module.load_optimizer_states(plan.resume.states)
     return module
@@ -201,12 +247,19 @@ def _build_module(args, train_it, plan: Plan, kv):
 def _optimizer_params(args, plan: Plan) -> dict:
     import mxnet as mx
 
-    base_lr, steps = lr_schedule(args.lr, args.lr_factor, args.lr_step_epochs, plan.epoch_batches,
-                                 plan.begin_epoch, plan.begin_batch)
+    base_lr, steps = lr_schedule(
+        args.lr,
+        args.lr_factor,
+        args.lr_step_epochs,
+        plan.epoch_batches,
+        plan.begin_epoch,
+        plan.begin_batch,
+    )
     params = {"learning_rate": base_lr, "wd": args.wd}
     if steps:
-        params["lr_scheduler"] = mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=args.lr_factor,
-                                                                       base_lr=base_lr)
+        params["lr_scheduler"] = mx.lr_scheduler.MultiFactorScheduler(
+            step=steps, factor=args.lr_factor, base_lr=base_lr
+        )
     if args.optimizer in ("sgd", "nag", "signum"):
         params["momentum"] = args.mom
     if args.dtype == "float16":
@@ -239,13 +292,20 @@ def _run_epochs(args, module, train_it, make_val, plan: Plan) -> None:
         first = plan.begin_batch if epoch == plan.begin_epoch else 0
         metric.reset()
         tic = time.time()
-        log.info("Epoch[%d] Learning-rate=%g", epoch,
-                 lr_at_epoch(args.lr, args.lr_factor, args.lr_step_epochs, epoch))
-        for nbatch, batch in enumerate(fixed_batches(source, plan.epoch_batches - first), start=first):
+        log.info(
+            "Epoch[%d] Learning-rate=%g",
+            epoch,
+            lr_at_epoch(args.lr, args.lr_factor, args.lr_step_epochs, epoch),
+        )
+        for nbatch, batch in enumerate(
+            fixed_batches(source, plan.epoch_batches - first), start=first
+        ):
             module.forward_backward(batch)
             module.update()
             module.update_metric(metric, batch.label)
-            speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric, locals=None))
+            speedometer(
+                mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric, locals=None)
+            )
             if _due(args.save_batches, nbatch + 1) and nbatch + 1 < plan.epoch_batches:
                 _save(args, module, plan, epoch, nbatch + 1)
         for name, value in metric.get_name_value():
@@ -297,7 +357,9 @@ def _save(args, module, plan: Plan, epoch: int, batch: int) -> None:
     ckpt.save_symbol(prefix, module.symbol)
     params = ckpt.params_path(prefix, epoch, batch)
     ckpt.save_params(params, arg_params, aux_params)
-    if "dist" not in args.kv_store:  # with a distributed store the optimizer state lives on the servers
+    if (
+        "dist" not in args.kv_store
+    ):  # with a distributed store the optimizer state lives on the servers
         ckpt.save_states(ckpt.states_path(prefix, epoch, batch), module)
     ckpt.remove_batch_checkpoints(prefix, keep=(epoch, batch) if batch else None)
     log.info('Saved checkpoint to "%s"', params)

@@ -31,7 +31,9 @@ SPEED = re.compile(
 )
 METRIC = re.compile(rf"(?P<name>[^\s=]+)=(?P<value>{NUMBER})")
 TRAIN = re.compile(rf"Epoch\[(?P<epoch>\d+)\]\s+Train-(?P<name>[^=\s]+)=(?P<value>{NUMBER})")
-VALIDATION = re.compile(rf"Epoch\[(?P<epoch>\d+)\]\s+Validation-(?P<name>[^=\s]+)=(?P<value>{NUMBER})")
+VALIDATION = re.compile(
+    rf"Epoch\[(?P<epoch>\d+)\]\s+Validation-(?P<name>[^=\s]+)=(?P<value>{NUMBER})"
+)
 TIME_COST = re.compile(rf"Epoch\[(?P<epoch>\d+)\]\s+Time cost=(?P<value>{NUMBER})")
 SAVED = re.compile(r'Saved checkpoint to "(?P<path>[^"]+)"')
 CHECKPOINT_EPOCH = re.compile(r"-(\d{4,})\.params$")
@@ -73,15 +75,24 @@ def _speed(text: str) -> Parsed | None:
     if not m:
         return None
     epoch = int(m.group("epoch")) if m.group("epoch") is not None else None
-    return Parsed("speed", epoch=epoch, batch=int(m.group("end")), speed=float(m.group("speed")),
-                  metrics=_metrics(m.group("rest")))
+    return Parsed(
+        "speed",
+        epoch=epoch,
+        batch=int(m.group("end")),
+        speed=float(m.group("speed")),
+        metrics=_metrics(m.group("rest")),
+    )
 
 
 def _epoch_metric(text: str) -> Parsed | None:
     for kind, pattern in (("train", TRAIN), ("validation", VALIDATION)):
         m = pattern.search(text)
         if m:
-            return Parsed(kind, epoch=int(m.group("epoch")), metrics=((m.group("name"), float(m.group("value"))),))
+            return Parsed(
+                kind,
+                epoch=int(m.group("epoch")),
+                metrics=((m.group("name"), float(m.group("value"))),),
+            )
     return None
 
 
@@ -110,8 +121,9 @@ class LogParser:
     newest per host, rank and epoch replaces the older ones). Out-of-memory messages yield a Failure.
     """
 
-    def __init__(self, host: str = "", rank: int | None = None, job: str = "",
-                 batch_size: int | None = None) -> None:
+    def __init__(
+        self, host: str = "", rank: int | None = None, job: str = "", batch_size: int | None = None
+    ) -> None:
         self.host, self.rank, self.job, self.batch_size = host, rank, job, batch_size
         self.epochs: dict[tuple[str, int | None, int], EpochSummary] = {}
         self.last_epoch: int | None = None
@@ -140,12 +152,22 @@ class LogParser:
     def _event(self, parsed: Parsed, stamp: dict) -> Event:
         host, rank = self._who(parsed)
         if parsed.kind == "speed":
-            return Throughput(host=host, rank=rank, samples_per_sec=parsed.speed or 0.0, epoch=parsed.epoch,
-                              batch=parsed.batch, metrics=parsed.metrics, job=self.job, **stamp)
+            return Throughput(
+                host=host,
+                rank=rank,
+                samples_per_sec=parsed.speed or 0.0,
+                epoch=parsed.epoch,
+                batch=parsed.batch,
+                metrics=parsed.metrics,
+                job=self.job,
+                **stamp,
+            )
         epoch = parsed.epoch if parsed.epoch is not None else (self.last_epoch or 0)
         self.last_epoch = epoch
         key = (host, rank, epoch)
-        summary = self.epochs.get(key) or EpochSummary(host=host, rank=rank, epoch=epoch, job=self.job)
+        summary = self.epochs.get(key) or EpochSummary(
+            host=host, rank=rank, epoch=epoch, job=self.job
+        )
         summary = _merge(summary, parsed, stamp)
         self.epochs[key] = summary
         return summary
@@ -155,8 +177,13 @@ class LogParser:
 
         if self.oom_seen:
             return None
-        failure = diagnose_text(text, source=self._source(), batch_size=self.batch_size, job=self.job,
-                                last_lines=tuple(self.recent))
+        failure = diagnose_text(
+            text,
+            source=self._source(),
+            batch_size=self.batch_size,
+            job=self.job,
+            last_lines=tuple(self.recent),
+        )
         self.oom_seen = failure is not None
         return failure
 
@@ -192,3 +219,20 @@ def latest_summaries(events: list[Event]) -> list[EpochSummary]:
         if isinstance(event, EpochSummary):
             latest[(event.host, event.rank, event.epoch)] = event
     return list(latest.values())
+
+
+def latest_throughput(events: list[Event]) -> dict[tuple[str, int | None], Throughput]:
+    """The newest Throughput of each (host, rank)."""
+    latest: dict[tuple[str, int | None], Throughput] = {}
+    for event in events:
+        if isinstance(event, Throughput):
+            latest[(event.host, event.rank)] = event
+    return latest
+
+
+def host_rates(events: list[Event]) -> dict[str, float]:
+    """Images/s per host: the sum of its workers' newest Speedometer rates."""
+    rates: dict[str, float] = {}
+    for (host, _rank), event in latest_throughput(events).items():
+        rates[host] = rates.get(host, 0.0) + event.samples_per_sec
+    return rates

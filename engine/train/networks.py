@@ -5,13 +5,24 @@ from __future__ import annotations
 # Smallest input side each network accepts (its strides and pooling windows must still fit).
 MIN_SIDE = {"resnet": 32, "alexnet": 67, "inception-v3": 299, "vgg": 32, "mobilenet": 32}
 
-RESNET_UNITS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+RESNET_UNITS = {
+    18: [2, 2, 2, 2],
+    34: [3, 4, 6, 3],
+    50: [3, 4, 6, 3],
+    101: [3, 4, 23, 3],
+    152: [3, 8, 36, 3],
+}
 BN_MOM = 0.9
 WORKSPACE_MB = 256
 
 
-def get_symbol(network: str, num_classes: int, num_layers: int = 50, image_shape=(3, 224, 224),
-               dtype: str = "float32"):
+def get_symbol(
+    network: str,
+    num_classes: int,
+    num_layers: int = 50,
+    image_shape=(3, 224, 224),
+    dtype: str = "float32",
+):
     """A training symbol ending in SoftmaxOutput named 'softmax' (label 'softmax_label')."""
     import mxnet as mx
 
@@ -19,8 +30,10 @@ def get_symbol(network: str, num_classes: int, num_layers: int = 50, image_shape
     if side < MIN_SIDE.get(network, 1):
         from engine.errors import UserError
 
-        raise UserError(f"--image-shape {','.join(map(str, image_shape))}: {network} needs sides of at least "
-                        f"{MIN_SIDE[network]} pixels")
+        raise UserError(
+            f"--image-shape {','.join(map(str, image_shape))}: {network} needs sides of at least "
+            f"{MIN_SIDE[network]} pixels"
+        )
     data = mx.sym.var("data")
     if dtype == "float16":
         data = mx.sym.Cast(data, dtype="float16")
@@ -43,8 +56,16 @@ def _conv(x, filters, kernel, stride, name):
     import mxnet as mx
 
     pad = (kernel // 2, kernel // 2)
-    return mx.sym.Convolution(x, num_filter=filters, kernel=(kernel, kernel), stride=(stride, stride), pad=pad,
-                              no_bias=True, workspace=WORKSPACE_MB, name=name)
+    return mx.sym.Convolution(
+        x,
+        num_filter=filters,
+        kernel=(kernel, kernel),
+        stride=(stride, stride),
+        pad=pad,
+        no_bias=True,
+        workspace=WORKSPACE_MB,
+        name=name,
+    )
 
 
 def _relu(x, name):
@@ -83,7 +104,9 @@ def _resnet(data, num_classes, num_layers):
         for unit in range(count):
             stride = 2 if unit == 0 and stage > 0 else 1
             same = unit > 0 or (stage == 0 and not bottleneck)
-            x = _residual_unit(x, width, stride, same, bottleneck, f"stage{stage + 1}_unit{unit + 1}")
+            x = _residual_unit(
+                x, width, stride, same, bottleneck, f"stage{stage + 1}_unit{unit + 1}"
+            )
     x = _relu(_bn(x, "bn1"), "relu1")
     x = mx.sym.Pooling(x, global_pool=True, kernel=(7, 7), pool_type="avg", name="pool1")
     return mx.sym.FullyConnected(mx.sym.Flatten(x), num_hidden=num_classes, name="fc1")
@@ -105,7 +128,9 @@ def _gluon_logits(network, data, num_classes, num_layers, dtype):
     else:
         from engine.errors import UserError
 
-        raise UserError(f"--network {network}: unknown; choose resnet, alexnet, inception-v3, vgg or mobilenet")
+        raise UserError(
+            f"--network {network}: unknown; choose resnet, alexnet, inception-v3, vgg or mobilenet"
+        )
     if dtype == "float16":
         net.cast("float16")
     return net(data)

@@ -31,7 +31,9 @@ KERNEL_PATTERNS = (
 SIGKILL_STATUSES = (-9, 137)  # killed by signal 9: Python's returncode, or a shell's 128+9
 
 # Measured by bench/bench_train.py --mirror (ResNet-50 on CPU); quoted in the advice.
-MIRROR_EFFECT = "recomputes cheap layers in backward instead of storing them: less memory, some speed lost"
+MIRROR_EFFECT = (
+    "recomputes cheap layers in backward instead of storing them: less memory, some speed lost"
+)
 
 
 def _matches(patterns, text: str) -> re.Match | None:
@@ -42,18 +44,26 @@ def _matches(patterns, text: str) -> re.Match | None:
     return None
 
 
-def gpu_advice(batch_size: int | None, gpus: Sequence[int] | None, dtype: str | None) -> tuple[str, ...]:
+def gpu_advice(
+    batch_size: int | None, gpus: Sequence[int] | None, dtype: str | None
+) -> tuple[str, ...]:
     ngpu = max(1, len(gpus or ()))
     advice = []
     if batch_size:
         half = max(ngpu, batch_size // 2 // ngpu * ngpu)
-        advice.append(f"halve --batch-size to {half} (it is per worker: {half // ngpu} per GPU across {ngpu} GPU(s));"
-                      " scale --lr by the same factor")
+        advice.append(
+            f"halve --batch-size to {half} (it is per worker: {half // ngpu} per GPU across {ngpu} GPU(s));"
+            " scale --lr by the same factor"
+        )
     else:
-        advice.append("use a smaller --batch-size (it is per worker, split across its GPUs); scale --lr with it")
+        advice.append(
+            "use a smaller --batch-size (it is per worker, split across its GPUs); scale --lr with it"
+        )
     advice.append(f"set MXNET_BACKWARD_DO_MIRROR=1 (imgscale train --mirror): {MIRROR_EFFECT}")
     if dtype != "float16":
-        advice.append("train with --dtype float16: activations take half the memory (and tensor-core GPUs run faster)")
+        advice.append(
+            "train with --dtype float16: activations take half the memory (and tensor-core GPUs run faster)"
+        )
     advice.append("check that no other process holds memory on the same GPU (nvidia-smi)")
     return tuple(advice)
 
@@ -69,29 +79,52 @@ def host_advice(batch_size: int | None, data_nthreads: int | None = None) -> tup
     return tuple(advice)
 
 
-def diagnose_text(text: str, source: str = "training", batch_size: int | None = None,
-                  gpus: Sequence[int] | None = None, dtype: str | None = None, job: str = "",
-                  last_lines: tuple[str, ...] = ()) -> Failure | None:
+def diagnose_text(
+    text: str,
+    source: str = "training",
+    batch_size: int | None = None,
+    gpus: Sequence[int] | None = None,
+    dtype: str | None = None,
+    job: str = "",
+    last_lines: tuple[str, ...] = (),
+) -> Failure | None:
     """A Failure with diagnosis and advice when `text` (a line, a log, an error message) shows an OOM."""
     m = _matches(GPU_PATTERNS, text)
     if m:
-        return Failure(source=source, message=_line_of(text, m), job=job, last_lines=last_lines,
-                       diagnosis="GPU out of memory: the batch's activations and gradients do not fit on the GPU",
-                       advice=gpu_advice(batch_size, gpus, dtype))
+        return Failure(
+            source=source,
+            message=_line_of(text, m),
+            job=job,
+            last_lines=last_lines,
+            diagnosis="GPU out of memory: the batch's activations and gradients do not fit on the GPU",
+            advice=gpu_advice(batch_size, gpus, dtype),
+        )
     m = _matches(KERNEL_PATTERNS, text)
     if m:
         return _kernel_failure(source, _line_of(text, m), batch_size, job, last_lines)
     m = _matches(HOST_PATTERNS, text)
     if m:
-        return Failure(source=source, message=_line_of(text, m), job=job, last_lines=last_lines,
-                       diagnosis="host out of memory: an allocation in main memory failed",
-                       advice=host_advice(batch_size))
+        return Failure(
+            source=source,
+            message=_line_of(text, m),
+            job=job,
+            last_lines=last_lines,
+            diagnosis="host out of memory: an allocation in main memory failed",
+            advice=host_advice(batch_size),
+        )
     return None
 
 
-def diagnose_exit(exit_status: int | None, last_lines: Sequence[str] = (), dmesg: str = "",
-                  source: str = "training", batch_size: int | None = None, gpus: Sequence[int] | None = None,
-                  dtype: str | None = None, job: str = "") -> Failure | None:
+def diagnose_exit(
+    exit_status: int | None,
+    last_lines: Sequence[str] = (),
+    dmesg: str = "",
+    source: str = "training",
+    batch_size: int | None = None,
+    gpus: Sequence[int] | None = None,
+    dtype: str | None = None,
+    job: str = "",
+) -> Failure | None:
     """Diagnose a process that ended: an OOM message in its last lines, or SIGKILL with the kernel's OOM report."""
     lines = tuple(last_lines)
     found = diagnose_text("\n".join(lines), source, batch_size, gpus, dtype, job, lines)
@@ -103,8 +136,14 @@ def diagnose_exit(exit_status: int | None, last_lines: Sequence[str] = (), dmesg
     if kernel:
         return _kernel_failure(source, _line_of(dmesg, kernel), batch_size, job, lines)
     if lines and lines[-1].strip() == "Killed":  # what a shell prints for a SIGKILLed child
-        return _kernel_failure(source, "Killed (SIGKILL) - most likely the kernel's OOM killer", batch_size, job,
-                               lines, certain=False)
+        return _kernel_failure(
+            source,
+            "Killed (SIGKILL) - most likely the kernel's OOM killer",
+            batch_size,
+            job,
+            lines,
+            certain=False,
+        )
     return None
 
 
@@ -112,8 +151,14 @@ def _kernel_failure(source, message, batch_size, job, lines, certain: bool = Tru
     diagnosis = "the kernel's OOM killer ended the process: the host ran out of memory"
     if not certain:
         diagnosis += " (confirm with `dmesg | grep -i oom` on the host)"
-    return Failure(source=source, message=message, diagnosis=diagnosis, advice=host_advice(batch_size), job=job,
-                   last_lines=tuple(lines))
+    return Failure(
+        source=source,
+        message=message,
+        diagnosis=diagnosis,
+        advice=host_advice(batch_size),
+        job=job,
+        last_lines=tuple(lines),
+    )
 
 
 def _line_of(text: str, match: re.Match) -> str:

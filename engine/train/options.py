@@ -29,7 +29,9 @@ def int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 30,60, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 30,60, got {text!r}"
+        )
 
 
 def gpu_list(text: str) -> list[int]:
@@ -48,7 +50,9 @@ def image_shape(text: str) -> list[int]:
     """'3,224,224' -> [3, 224, 224]; channels 1 or 3, sides >= 8."""
     shape = int_list(text)
     if len(shape) != 3 or shape[0] not in (1, 3) or min(shape[1:]) < 8:
-        raise argparse.ArgumentTypeError(f"expected C,H,W with C 1 or 3 and H,W >= 8, such as 3,224,224; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected C,H,W with C 1 or 3 and H,W >= 8, such as 3,224,224; got {text!r}"
+        )
     return shape
 
 
@@ -75,42 +79,87 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Model, optimisation, kvstore, checkpoint and troubleshooting options (common/fit.py)."""
     g = parser.add_argument_group("Training", "model and optimisation")
     g.add_argument("--network", default="resnet", choices=NETWORKS, help="the network to train")
-    g.add_argument("--num-layers", type=int, default=50, help="resnet depth: 18, 34, 50, 101 or 152")
-    g.add_argument("--gpus", type=gpu_list, default=[], help="GPU ids such as 0,1,2,3; empty means CPU")
+    g.add_argument(
+        "--num-layers", type=int, default=50, help="resnet depth: 18, 34, 50, 101 or 152"
+    )
+    g.add_argument(
+        "--gpus", type=gpu_list, default=[], help="GPU ids such as 0,1,2,3; empty means CPU"
+    )
     g.add_argument("--kv-store", default="device", choices=KV_STORES, help="key-value store type")
-    g.add_argument("--num-epochs", type=positive_int, default=80, help="total epochs (counted from 0)")
+    g.add_argument(
+        "--num-epochs", type=positive_int, default=80, help="total epochs (counted from 0)"
+    )
     g.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
     g.add_argument("--lr-factor", type=float, default=0.1, help="lr multiplier at each step epoch")
-    g.add_argument("--lr-step-epochs", type=int_list, default=[30, 60], help="epochs at which lr steps, e.g. 30,60")
+    g.add_argument(
+        "--lr-step-epochs",
+        type=int_list,
+        default=[30, 60],
+        help="epochs at which lr steps, e.g. 30,60",
+    )
     g.add_argument("--initializer", default="default", choices=("default", "xavier", "msra"))
     g.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
     g.add_argument("--mom", type=float, default=0.9, help="momentum (sgd, nag)")
     g.add_argument("--wd", type=float, default=0.0001, help="weight decay")
     g.add_argument(
-        "--batch-size", type=positive_int, default=128,
+        "--batch-size",
+        type=positive_int,
+        default=128,
         help="batch size PER WORKER, split evenly across its --gpus (as MXNet defines it)",
     )
-    g.add_argument("--disp-batches", type=positive_int, default=20, help="log speed every N batches")
-    g.add_argument("--model-prefix", "--model", dest="model_prefix", default=None,
-                   help="checkpoint prefix: PREFIX-symbol.json, PREFIX-NNNN.params")
+    g.add_argument(
+        "--disp-batches", type=positive_int, default=20, help="log speed every N batches"
+    )
+    g.add_argument(
+        "--model-prefix",
+        "--model",
+        dest="model_prefix",
+        default=None,
+        help="checkpoint prefix: PREFIX-symbol.json, PREFIX-NNNN.params",
+    )
     g.add_argument("--save-period", type=positive_int, default=1, help="checkpoint every N epochs")
-    g.add_argument("--save-batches", type=int, default=0,
-                   help="also checkpoint every N batches within an epoch (0: off), for resume mid-epoch")
-    g.add_argument("--load-epoch", type=int, default=None, help="resume from PREFIX-NNNN.params at this epoch")
-    g.add_argument("--resume", action="store_true",
-                   help="resume from the newest complete checkpoint of --model-prefix (epoch or batch), if any")
+    g.add_argument(
+        "--save-batches",
+        type=int,
+        default=0,
+        help="also checkpoint every N batches within an epoch (0: off), for resume mid-epoch",
+    )
+    g.add_argument(
+        "--load-epoch", type=int, default=None, help="resume from PREFIX-NNNN.params at this epoch"
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="resume from the newest complete checkpoint of --model-prefix (epoch or batch), if any",
+    )
     g.add_argument("--top-k", type=int, default=0, help="also report top-k accuracy (0: off)")
     g.add_argument("--loss", default="", help="extra metric: ce (cross-entropy)")
-    g.add_argument("--dtype", default="float32", choices=DTYPES, help="float16 trains in half precision")
-    g.add_argument("--mirror", action="store_true",
-                   help="set MXNET_BACKWARD_DO_MIRROR=1: recompute cheap layers in backward to save memory")
-    g.add_argument("--test-io", action="store_true", help="read and decode the data only; report images/s")
-    g.add_argument("--benchmark", action="store_true",
-                   help="train on synthetic data: compute and communication only, no IO")
-    g.add_argument("--num-batches", type=int, default=0,
-                   help="stop each epoch after N batches (test-io, benchmark; 0: a full epoch)")
+    g.add_argument(
+        "--dtype", default="float32", choices=DTYPES, help="float16 trains in half precision"
+    )
+    g.add_argument(
+        "--mirror",
+        action="store_true",
+        help="set MXNET_BACKWARD_DO_MIRROR=1: recompute cheap layers in backward to save memory",
+    )
+    g.add_argument(
+        "--test-io", action="store_true", help="read and decode the data only; report images/s"
+    )
+    g.add_argument(
+        "--benchmark",
+        action="store_true",
+        help="train on synthetic data: compute and communication only, no IO",
+    )
+    g.add_argument(
+        "--num-batches",
+        type=int,
+        default=0,
+        help="stop each epoch after N batches (test-io, benchmark; 0: a full epoch)",
+    )
     g.add_argument("--seed", type=int, default=None, help="random seed (mxnet, numpy, shuffling)")
-    g.add_argument("--config", default=None, help="TOML or JSON file of option defaults; flags override it")
+    g.add_argument(
+        "--config", default=None, help="TOML or JSON file of option defaults; flags override it"
+    )
     return g
 
 
@@ -123,11 +172,21 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g.add_argument("--rgb-std", type=float_list, default=[1.0, 1.0, 1.0])
     g.add_argument("--pad-size", type=int, default=0)
     g.add_argument("--fill-value", type=int, default=127)
-    g.add_argument("--image-shape", type=image_shape, default=[3, 224, 224], help="C,H,W of the network input")
-    g.add_argument("--num-classes", type=positive_int, default=1000, help="must match the label map")
-    g.add_argument("--num-examples", type=positive_int, default=1281167,
-                   help="training images in all chunks; sets the epoch length and lr schedule")
-    g.add_argument("--data-nthreads", type=positive_int, default=4, help="decoding threads per worker")
+    g.add_argument(
+        "--image-shape", type=image_shape, default=[3, 224, 224], help="C,H,W of the network input"
+    )
+    g.add_argument(
+        "--num-classes", type=positive_int, default=1000, help="must match the label map"
+    )
+    g.add_argument(
+        "--num-examples",
+        type=positive_int,
+        default=1281167,
+        help="training images in all chunks; sets the epoch length and lr schedule",
+    )
+    g.add_argument(
+        "--data-nthreads", type=positive_int, default=4, help="decoding threads per worker"
+    )
     return g
 
 
@@ -144,8 +203,12 @@ def add_aug_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g.add_argument("--max-random-rotate-angle", type=int, default=0)
     g.add_argument("--max-random-shear-ratio", type=float, default=0.0)
     g.add_argument("--max-random-scale", type=float, default=1.0)
-    g.add_argument("--min-random-scale", type=float, default=1.0,
-                   help="for data packed at short edge 480 and 224 crops the tutorial uses 0.533")
+    g.add_argument(
+        "--min-random-scale",
+        type=float,
+        default=1.0,
+        help="for data packed at short edge 480 and 224 crops the tutorial uses 0.533",
+    )
     g.add_argument("--max-random-area", type=float, default=1.0)
     g.add_argument("--min-random-area", type=float, default=1.0)
     g.add_argument("--min-crop-size", type=int, default=-1)
@@ -154,8 +217,12 @@ def add_aug_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g.add_argument("--contrast", type=float, default=0.0)
     g.add_argument("--saturation", type=float, default=0.0)
     g.add_argument("--pca-noise", type=float, default=0.0)
-    g.add_argument("--random-resized-crop", type=int, default=0,
-                   help="1: Inception-style crop of random area and aspect ratio, resized to the input")
+    g.add_argument(
+        "--random-resized-crop",
+        type=int,
+        default=0,
+        help="1: Inception-style crop of random area and aspect ratio, resized to the input",
+    )
     return g
 
 
@@ -166,12 +233,18 @@ def set_aug_level(parser: argparse.ArgumentParser, level: int) -> None:
     if level >= 2:
         parser.set_defaults(max_random_h=36, max_random_s=50, max_random_l=50)
     if level >= 3:
-        parser.set_defaults(max_random_rotate_angle=10, max_random_shear_ratio=0.1, max_random_aspect_ratio=0.25)
+        parser.set_defaults(
+            max_random_rotate_angle=10, max_random_shear_ratio=0.1, max_random_aspect_ratio=0.25
+        )
 
 
 def add_engine_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", default="mxnet", choices=("mxnet", "torch"),
-                        help="training engine: mxnet (this one) or torch (PyTorch DDP)")
+    parser.add_argument(
+        "--engine",
+        default="mxnet",
+        choices=("mxnet", "torch"),
+        help="training engine: mxnet (this one) or torch (PyTorch DDP)",
+    )
 
 
 def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -208,7 +281,9 @@ def load_config(path: str) -> dict[str, Any]:
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"--config {path}: not valid {'JSON' if p.suffix.lower() == '.json' else 'TOML'}: {exc}")
+        raise UserError(
+            f"--config {path}: not valid {'JSON' if p.suffix.lower() == '.json' else 'TOML'}: {exc}"
+        )
     if isinstance(data.get("train"), dict):
         data = data["train"]
     return {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -228,12 +303,16 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, An
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 raise UserError(f"--config {path}: {key}: {exc}")
         if action.choices is not None and value not in action.choices:
-            raise UserError(f"--config {path}: {key} must be one of {', '.join(map(str, action.choices))}")
+            raise UserError(
+                f"--config {path}: {key} must be one of {', '.join(map(str, action.choices))}"
+            )
         values[key] = value
     return values
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_with_config(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
     """Parse twice: the config file's values become defaults, so flags on the command line win."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
@@ -243,15 +322,15 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     return parser.parse_args(argv)
 
 
-
-
 # --- checks and derived values ---
 
 
 def validate(args: argparse.Namespace) -> None:
     """Mistakes that would waste a launch: one clear line naming the flag."""
     if args.network == "resnet" and args.num_layers not in RESNET_DEPTHS:
-        raise UserError(f"--num-layers {args.num_layers}: resnet depth must be one of 18, 34, 50, 101, 152")
+        raise UserError(
+            f"--num-layers {args.num_layers}: resnet depth must be one of 18, 34, 50, 101, 152"
+        )
     ngpu = len(args.gpus)
     if ngpu and args.batch_size % ngpu:
         raise UserError(
@@ -265,9 +344,13 @@ def validate(args: argparse.Namespace) -> None:
     if (args.load_epoch is not None or args.resume) and not args.model_prefix:
         raise UserError("--load-epoch/--resume need --model-prefix (where the checkpoints are)")
     if args.load_epoch is not None and args.load_epoch >= args.num_epochs:
-        raise UserError(f"--load-epoch {args.load_epoch} is not below --num-epochs {args.num_epochs}: nothing to train")
+        raise UserError(
+            f"--load-epoch {args.load_epoch} is not below --num-epochs {args.num_epochs}: nothing to train"
+        )
     if not (args.test_io or args.benchmark) and not args.data_train:
-        raise UserError("--data-train is required (a .rec file or a directory of .rec chunks), or use --benchmark")
+        raise UserError(
+            "--data-train is required (a .rec file or a directory of .rec chunks), or use --benchmark"
+        )
     for flag, path in (("--data-train", args.data_train), ("--data-val", args.data_val)):
         if path and not args.benchmark and not os.path.exists(path):
             raise UserError(f"{flag} {path}: no such file or directory")
@@ -278,7 +361,11 @@ def validate(args: argparse.Namespace) -> None:
 def batch_sizes(batch_size: int, gpus: Sequence[int], num_workers: int) -> dict[str, int]:
     """Per-GPU, per-worker and global batch; --batch-size is per worker, split across its GPUs."""
     devices = max(1, len(gpus))
-    return {"per_gpu": batch_size // devices, "per_worker": batch_size, "global": batch_size * num_workers}
+    return {
+        "per_gpu": batch_size // devices,
+        "per_worker": batch_size,
+        "global": batch_size * num_workers,
+    }
 
 
 def epoch_size(num_examples: int, batch_size: int, num_workers: int) -> int:

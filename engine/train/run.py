@@ -23,11 +23,18 @@ def run(args: argparse.Namespace) -> int:
         return train(args)
     except UserError:
         raise
-    except Exception as exc:  # MXNetError and friends: diagnose what we recognise, re-raise the rest
+    except (
+        Exception
+    ) as exc:  # MXNetError and friends: diagnose what we recognise, re-raise the rest
         from engine.train.oom import diagnose_text, failure_lines
 
-        failure = diagnose_text(str(exc), source="training", batch_size=args.batch_size, gpus=args.gpus,
-                                dtype=args.dtype)
+        failure = diagnose_text(
+            str(exc),
+            source="training",
+            batch_size=args.batch_size,
+            gpus=args.gpus,
+            dtype=args.dtype,
+        )
         if failure is None:
             raise
         for line in failure_lines(failure):
@@ -47,8 +54,10 @@ def run_torch(args: argparse.Namespace) -> int:
         torch_run = importlib.import_module("engine.train.torch.run")
     except ModuleNotFoundError as exc:
         if exc.name and (exc.name.startswith("engine.train.torch") or exc.name == "torch"):
-            raise UserError(f"--engine torch: not available here ({exc.name} missing); install it with "
-                            "pip install '.[torch]' or use --engine mxnet") from None
+            raise UserError(
+                f"--engine torch: not available here ({exc.name} missing); install it with "
+                "pip install '.[torch]' or use --engine mxnet"
+            ) from None
         raise
     return int(torch_run.main(args) or 0)
 

@@ -8,27 +8,13 @@ import pytest
 from launch_helpers import processes_of
 
 from engine.cluster import jobs
-from engine.cluster.dpack import assign, pack_on_hosts_async
-from engine.cluster.hosts import parse_hosts
+from engine.cluster.dpack import pack_on_hosts_async
 from engine.events import StageProgress
 from engine.prep.demo import make_demo_tree
 from engine.prep.lst import write_lists
 from engine.prep.pack import PackOptions, pack_lists
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-def test_chunks_are_balanced_by_lines_and_weighted_by_slots(tmp_path):
-    sizes = {"c0": 10, "c1": 9, "c2": 2, "c3": 1}
-    chunks = []
-    for name, lines in sizes.items():
-        (tmp_path / f"{name}.lst").write_text("".join(f"{i}\t0\tx{i}.jpg\n" for i in range(lines)))
-        chunks.append(tmp_path / f"{name}.lst")
-    hosts = parse_hosts("a\nb\n")
-    share = {h: [c.stem for c in cs] for h, cs in assign(chunks, hosts).items()}
-    assert share == {"a": ["c0", "c3"], "b": ["c1", "c2"]}
-    share = assign(chunks, parse_hosts("a slots=4\nb\n"))  # a does 4 times b's work per turn
-    assert [c.stem for c in share["a"]] == ["c0", "c2", "c3"] and [c.stem for c in share["b"]] == ["c1"]
 
 
 async def test_pack_on_three_hosts_matches_a_local_pack(cluster, tmp_path, monkeypatch):

@@ -23,23 +23,57 @@ class DistResult:
     worker_status: list[int]
 
 
-def run_dist(worker_args: list[str], workers: int = 2, servers: int = 1, timeout: float = 240,
-             extra_env: dict | None = None) -> DistResult:
+def run_dist(
+    worker_args: list[str],
+    workers: int = 2,
+    servers: int = 1,
+    timeout: float = 240,
+    extra_env: dict | None = None,
+) -> DistResult:
     """Run `python -m engine.train.run ARGS` as `workers` dist workers; returns each worker's output and status."""
-    base = dict(os.environ, DMLC_PS_ROOT_URI="127.0.0.1", DMLC_PS_ROOT_PORT=str(free_port()),
-                DMLC_NUM_SERVER=str(servers), DMLC_NUM_WORKER=str(workers), DMLC_INTERFACE="lo",
-                DMLC_NODE_HOST="127.0.0.1", OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1",
-                PYTHONPATH=ROOT, **(extra_env or {}))
+    base = dict(
+        os.environ,
+        DMLC_PS_ROOT_URI="127.0.0.1",
+        DMLC_PS_ROOT_PORT=str(free_port()),
+        DMLC_NUM_SERVER=str(servers),
+        DMLC_NUM_WORKER=str(workers),
+        DMLC_INTERFACE="lo",
+        DMLC_NODE_HOST="127.0.0.1",
+        OMP_NUM_THREADS="1",
+        MXNET_CPU_WORKER_NTHREADS="1",
+        PYTHONPATH=ROOT,
+        **(extra_env or {}),
+    )
     # importing mxnet with DMLC_ROLE=scheduler/server runs that role until the workers finish
     serve = [sys.executable, "-c", "import mxnet"]
-    helpers = [subprocess.Popen(serve, env=dict(base, DMLC_ROLE="scheduler"), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)]
-    helpers += [subprocess.Popen(serve, env=dict(base, DMLC_ROLE="server"), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL) for _ in range(servers)]
-    procs = [subprocess.Popen([sys.executable, "-m", "engine.train.run", *map(str, worker_args)], cwd=ROOT,
-                              env=dict(base, DMLC_ROLE="worker", IMGSCALE_HOST=f"host{r}", IMGSCALE_RANK=str(r)),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(workers)]
+    helpers = [
+        subprocess.Popen(
+            serve,
+            env=dict(base, DMLC_ROLE="scheduler"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    helpers += [
+        subprocess.Popen(
+            serve,
+            env=dict(base, DMLC_ROLE="server"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(servers)
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "engine.train.run", *map(str, worker_args)],
+            cwd=ROOT,
+            env=dict(base, DMLC_ROLE="worker", IMGSCALE_HOST=f"host{r}", IMGSCALE_RANK=str(r)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(workers)
+    ]
     try:
         outputs = [p.communicate(timeout=timeout)[0] for p in procs]
         for h in helpers:

@@ -3,7 +3,7 @@
 import pathlib
 
 from engine.events import EpochSummary, Failure, Throughput
-from engine.train.logparse import LogParser, latest_summaries, parse_line, parse_log
+from engine.train.logparse import LogParser, host_rates, latest_summaries, parse_line, parse_log
 
 LOGS = pathlib.Path(__file__).resolve().parents[1] / "data" / "mxnet_logs"
 
@@ -24,7 +24,9 @@ def test_speedometer_lines_of_module_fit_become_throughput_with_every_metric():
 
 
 def test_epoch_summary_collects_train_validation_time_and_checkpoint():
-    summaries = latest_summaries(parse_log(_read("module_fit_speedometer.log"), host="node-a", rank=0))
+    summaries = latest_summaries(
+        parse_log(_read("module_fit_speedometer.log"), host="node-a", rank=0)
+    )
     assert [s.epoch for s in summaries] == [0, 1, 2]
     last = summaries[-1]
     assert dict(last.train).keys() == {"accuracy", "top_k_accuracy_2", "cross-entropy"}
@@ -35,19 +37,35 @@ def test_epoch_summary_collects_train_validation_time_and_checkpoint():
 
 
 def test_a_lr_change_line_or_mxnet_stderr_is_not_mistaken_for_progress():
-    assert parse_line("2026-11-26 07:45:05,614 Node[0] Update[41]: Change learning rate to 1.00000e-02") is None
-    assert parse_line("[07:42:31] ../src/io/iter_image_recordio_2.cc:177: ImageRecordIOParser2: a.rec") is None
+    assert (
+        parse_line(
+            "2026-11-26 07:45:05,614 Node[0] Update[41]: Change learning rate to 1.00000e-02"
+        )
+        is None
+    )
+    assert (
+        parse_line("[07:42:31] ../src/io/iter_image_recordio_2.cc:177: ImageRecordIOParser2: a.rec")
+        is None
+    )
 
 
 def test_speedometer_without_auto_reset_is_parsed_the_same():
-    speeds = [e for e in parse_log(_read("module_fit_no_auto_reset.log")) if isinstance(e, Throughput)]
+    speeds = [
+        e for e in parse_log(_read("module_fit_no_auto_reset.log")) if isinstance(e, Throughput)
+    ]
     assert [(s.epoch, s.batch) for s in speeds] == [(0, 10), (1, 10), (2, 10)]
 
 
 def test_rank_and_host_come_from_the_node_prefix_when_the_caller_does_not_know_them():
     line = "2026-11-26 07:42:32,964 Node[3@node-b] Epoch[2] Batch [0-5]\tSpeed: 246.62 samples/sec\taccuracy=0.171875"
     (event,) = LogParser().feed(line)
-    assert (event.host, event.rank, event.epoch, event.batch, event.samples_per_sec) == ("node-b", 3, 2, 5, 246.62)
+    assert (event.host, event.rank, event.epoch, event.batch, event.samples_per_sec) == (
+        "node-b",
+        3,
+        2,
+        5,
+        246.62,
+    )
     assert event.metrics == (("accuracy", 0.171875),)
 
 
@@ -66,12 +84,16 @@ def test_dist_sync_worker_logs_are_attributed_per_worker():
 
 
 def test_test_io_lines_give_throughput_without_epoch():
-    (event,) = LogParser(host="h", rank=0).feed("2026 Node[0] test-io: Batch [20-40]\tSpeed: 5000.50 samples/sec")
+    (event,) = LogParser(host="h", rank=0).feed(
+        "2026 Node[0] test-io: Batch [20-40]\tSpeed: 5000.50 samples/sec"
+    )
     assert isinstance(event, Throughput) and event.epoch is None and event.samples_per_sec == 5000.5
 
 
 def test_nan_metrics_and_exponents_do_not_break_parsing():
-    (event,) = LogParser().feed("Epoch[0] Batch [0-20]\tSpeed: 1.5e+03 samples/sec\tcross-entropy=nan")
+    (event,) = LogParser().feed(
+        "Epoch[0] Batch [0-20]\tSpeed: 1.5e+03 samples/sec\tcross-entropy=nan"
+    )
     assert event.samples_per_sec == 1500.0 and event.metrics[0][0] == "cross-entropy"
 
 
@@ -88,3 +110,14 @@ def test_real_cpu_allocation_failure_becomes_one_failure_with_advice():
     assert failures[0].source == "worker 2 on node-a"
     assert "host out of memory" in failures[0].diagnosis
     assert any("--data-nthreads" in a for a in failures[0].advice)
+
+
+def test_per_host_rate_sums_the_newest_rate_of_each_worker():
+    events = []
+    for host, rank, lines in (("a", 0, ["100", "120"]), ("a", 1, ["80"]), ("b", 2, ["50"])):
+        parser = LogParser(host=host, rank=rank)
+        for speed in lines:
+            events += parser.feed(
+                f"Epoch[0] Batch [0-20]\tSpeed: {speed} samples/sec\taccuracy=0.1"
+            )
+    assert host_rates(events) == {"a": 200.0, "b": 50.0}

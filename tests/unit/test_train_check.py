@@ -18,11 +18,9 @@ from engine.train.check import (
     check_num_examples,
     check_ports,
     check_scale,
-    gather_facts,
-    image_size,
-    port_busy,
     run_checks,
 )
+from engine.train.facts import gather_facts, image_size, port_busy
 from engine.train.options import build_train_parser
 
 
@@ -31,9 +29,13 @@ def levels(findings):
 
 
 def test_num_classes_against_the_label_map():
-    (f,) = check_num_classes(Facts(num_classes=1000, label_map="d/x_labels.txt", label_map_classes=998))
+    (f,) = check_num_classes(
+        Facts(num_classes=1000, label_map="d/x_labels.txt", label_map_classes=998)
+    )
     assert f.level == ERROR and f.change == "set --num-classes 998"
-    assert levels(check_num_classes(Facts(num_classes=998, label_map="m", label_map_classes=998))) == [INFO]
+    assert levels(
+        check_num_classes(Facts(num_classes=998, label_map="m", label_map_classes=998))
+    ) == [INFO]
 
 
 def test_without_a_map_a_label_beyond_num_classes_is_still_an_error():
@@ -42,8 +44,12 @@ def test_without_a_map_a_label_beyond_num_classes_is_still_an_error():
 
 
 def test_num_examples_against_the_packed_count():
-    (f,) = check_num_examples(Facts(num_examples=1281167, examples_found=1200000, example_source="8 index files"))
-    assert f.level == ERROR and f.change == "set --num-examples 1200000" and "learning-rate" in f.what
+    (f,) = check_num_examples(
+        Facts(num_examples=1281167, examples_found=1200000, example_source="8 index files")
+    )
+    assert (
+        f.level == ERROR and f.change == "set --num-examples 1200000" and "learning-rate" in f.what
+    )
     (f,) = check_num_examples(Facts(num_examples=1000, examples_found=999, example_source="x"))
     assert f.level == WARNING
 
@@ -58,7 +64,9 @@ def test_tutorial_batch_8192_on_one_gpu_worker_warns_per_gpu():
 def test_batch_not_divisible_by_gpus_and_tiny_per_gpu_batch():
     (f,) = check_batch(Facts(batch_size=100, gpus=[0, 1, 2]))
     assert f.level == ERROR and f.change == "use --batch-size 99"
-    assert WARNING in levels(check_batch(Facts(batch_size=16, gpus=[0, 1, 2, 3], num_examples=10000)))
+    assert WARNING in levels(
+        check_batch(Facts(batch_size=16, gpus=[0, 1, 2, 3], num_examples=10000))
+    )
 
 
 def test_min_random_scale_for_data_packed_at_480():
@@ -78,7 +86,9 @@ def test_network_input_too_small():
 
 
 def test_stray_files_and_missing_data():
-    findings = check_data_dirs(Facts(stray={"/d/train": ["a.idx", "b.lst"]}, missing_data=["/d/val"]))
+    findings = check_data_dirs(
+        Facts(stray={"/d/train": ["a.idx", "b.lst"]}, missing_data=["/d/val"])
+    )
     assert levels(findings) == [ERROR, WARNING] and "a.idx, b.lst" in findings[1].what
 
 
@@ -88,12 +98,16 @@ def test_workers_against_slots_and_kvstore():
     assert f.level == ERROR and f.change.startswith("use -n 4")
     (f,) = check_hosts(Facts(num_workers=4, kv_store="device"))
     assert f.level == ERROR and "dist_sync" in f.change
-    (f,) = check_hosts(Facts(hosts=[("a", None, None)], num_workers=2, num_servers=1, kv_store="dist_sync"))
+    (f,) = check_hosts(
+        Facts(hosts=[("a", None, None)], num_workers=2, num_servers=1, kv_store="dist_sync")
+    )
     assert f.level == WARNING
 
 
 def test_gpus_against_each_hosts_gpus():
-    facts = Facts(gpus=[0, 1, 2, 3], hosts=[("a", None, [0, 1])], host_gpu_counts={"b": 2, "c": None})
+    facts = Facts(
+        gpus=[0, 1, 2, 3], hosts=[("a", None, [0, 1])], host_gpu_counts={"b": 2, "c": None}
+    )
     findings = check_gpus(facts)
     assert [f.level for f in findings] == [ERROR, ERROR, INFO]
     assert "gpus=0,1 on a" in findings[0].what and "b has GPUs 0-1" in findings[1].what
@@ -102,8 +116,14 @@ def test_gpus_against_each_hosts_gpus():
 
 
 def test_mxnet_builds_must_match_and_have_dist_kvstore():
-    facts = Facts(kv_store="dist_sync", host_mxnet={"a": "1.9.1 dist_kvstore=yes cuda=yes",
-                                                    "b": "1.8.0 dist_kvstore=no cuda=yes", "c": None})
+    facts = Facts(
+        kv_store="dist_sync",
+        host_mxnet={
+            "a": "1.9.1 dist_kvstore=yes cuda=yes",
+            "b": "1.8.0 dist_kvstore=no cuda=yes",
+            "c": None,
+        },
+    )
     whats = [f.what for f in check_mxnet(facts)]
     assert any("c: mxnet not importable" in w for w in whats)
     assert any("different mxnet builds" in w for w in whats)
@@ -155,10 +175,13 @@ def test_gather_reads_lists_label_map_packed_edge_and_stray_files(tmp_path):
     header = struct.pack("<IfQQ", 0, 1.0, 0, 0)
     (train / "d_0.rec").write_bytes(_record(header + jpeg) * 2)
     (train / "d_0.idx").write_text("0\t0\n1\t100\n")  # a stray index in the data folder
-    (lists / "d_0.lst").write_text("0\t0.000000\ta/1.jpg\n1\t4.000000\tb/2.jpg\n2\t1.000000\tc/3.jpg\n")
+    (lists / "d_0.lst").write_text(
+        "0\t0.000000\ta/1.jpg\n1\t4.000000\tb/2.jpg\n2\t1.000000\tc/3.jpg\n"
+    )
     (lists / "d_labels.txt").write_text("".join(f"c{i}\t{i}\n" for i in range(5)))
     args = build_train_parser(argparse.ArgumentParser()).parse_args(
-        ["--data-train", str(train), "--num-classes", "5", "--num-examples", "2"])
+        ["--data-train", str(train), "--num-classes", "5", "--num-examples", "2"]
+    )
     facts = gather_facts(args, probe_local=False)
     assert facts.label_map_classes == 5 and facts.label_map.endswith("d_labels.txt")
     assert facts.examples_found == 2  # the .idx beside the chunk counts what was really packed

@@ -19,8 +19,14 @@ def test_no_symbol_means_no_checkpoint(tmp_path):
 def test_newest_complete_epoch_ignores_temporary_and_foreign_files(tmp_path):
     prefix = str(tmp_path / "r50")
     touch(tmp_path / "r50-symbol.json")
-    for name in ("r50-0001.params", "r50-0002.params", "r50-0003.params.tmp1234", "r50-0004.states",
-                 "r50-extra-0009.params", "r50-0002.b000100.params"):
+    for name in (
+        "r50-0001.params",
+        "r50-0002.params",
+        "r50-0003.params.tmp1234",
+        "r50-0004.states",
+        "r50-extra-0009.params",
+        "r50-0002.b000100.params",
+    ):
         touch(tmp_path / name)
     assert ck.epoch_checkpoints(prefix) == [1, 2]
     assert ck.newest_checkpoint(prefix) == 2
@@ -62,7 +68,12 @@ def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path):
 
 def test_remove_batch_checkpoints_keeps_only_the_given_one(tmp_path):
     prefix = str(tmp_path / "r")
-    for name in ("r-0001.b000010.params", "r-0001.b000010.states", "r-0001.b000020.params", "r-0001.params"):
+    for name in (
+        "r-0001.b000010.params",
+        "r-0001.b000010.states",
+        "r-0001.b000020.params",
+        "r-0001.params",
+    ):
         touch(tmp_path / name)
     ck.remove_batch_checkpoints(prefix, keep=(1, 20))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r-0001.b000020.params", "r-0001.params"]

@@ -24,7 +24,9 @@ def test_bad_config_file_names_the_file_and_key(tmp_path, capsys):
 
 
 def test_torch_engine_missing_is_a_user_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "engine.train.torch.run", None)  # as if the torch engine were not there
+    monkeypatch.setitem(
+        sys.modules, "engine.train.torch.run", None
+    )  # as if the torch engine were not there
     assert main(["train", "--engine", "torch", "--benchmark"]) == 2
     assert "--engine torch: not available here" in capsys.readouterr().err
 
@@ -36,7 +38,17 @@ def test_check_reports_findings_and_fails_on_errors(tmp_path, capsys):
     (train / "d_0.rec").write_bytes(b"")
     (lists / "d_0.idx").write_text("0\t0\n1\t100\n")
     (lists / "d_labels.txt").write_text("".join(f"c{i}\t{i}\n" for i in range(5)))
-    argv = ["check", "--data-train", str(train), "--num-examples", "2", "--batch-size", "2", "--kv-store", "local"]
+    argv = [
+        "check",
+        "--data-train",
+        str(train),
+        "--num-examples",
+        "2",
+        "--batch-size",
+        "2",
+        "--kv-store",
+        "local",
+    ]
     assert main([*argv, "--num-classes", "7"]) == 1
     out = capsys.readouterr().out
     assert "error   --num-classes 7 but" in out and "-> set --num-classes 5" in out

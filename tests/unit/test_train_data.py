@@ -51,4 +51,10 @@ def test_fixed_batches_run_the_same_count_whatever_the_shard_holds():
     short, long = Counter(3), Counter(7)
     assert list(fixed_batches(short, 5)) == [1, 2, 3, 1, 2]  # a short shard starts over
     assert list(fixed_batches(long, 5)) == [1, 2, 3, 4, 5]  # a long one stops at the count
-    assert list(fixed_batches(long, 5)) == [6, 7, 1, 2, 3]  # and the next epoch continues where it was
+    assert list(fixed_batches(long, 5)) == [
+        6,
+        7,
+        1,
+        2,
+        3,
+    ]  # and the next epoch continues where it was

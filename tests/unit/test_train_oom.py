@@ -11,14 +11,20 @@ GPU_1 = "mxnet.base.MXNetError: [11:41:11] src/storage/./pooled_storage_manager.
 # github.com/deepinsight/insightface/issues/1240
 GPU_2 = "MXNetError: cudaMalloc retry failed: out of memory"
 # the kernel's OOM-killer report as mm/oom_kill.c prints it (dmesg)
-KERNEL = ("[12345.678901] Out of memory: Killed process 4242 (python) total-vm:52432108kB, anon-rss:23012344kB, "
-          "file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:46000kB oom_score_adj:0")
+KERNEL = (
+    "[12345.678901] Out of memory: Killed process 4242 (python) total-vm:52432108kB, anon-rss:23012344kB, "
+    "file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:46000kB oom_score_adj:0"
+)
 
 
 def test_gpu_oom_advises_half_the_batch_mirroring_and_float16():
-    failure = diagnose_text(GPU_1, source="worker 3 on node-d", batch_size=256, gpus=[0, 1, 2, 3], dtype="float32")
+    failure = diagnose_text(
+        GPU_1, source="worker 3 on node-d", batch_size=256, gpus=[0, 1, 2, 3], dtype="float32"
+    )
     assert "GPU out of memory" in failure.diagnosis
-    assert failure.advice[0].startswith("halve --batch-size to 128 (it is per worker: 32 per GPU across 4 GPU(s))")
+    assert failure.advice[0].startswith(
+        "halve --batch-size to 128 (it is per worker: 32 per GPU across 4 GPU(s))"
+    )
     assert any("MXNET_BACKWARD_DO_MIRROR=1" in a for a in failure.advice)
     assert any("--dtype float16" in a for a in failure.advice)
     assert failure.message == GPU_1
@@ -42,8 +48,12 @@ def test_std_bad_alloc_is_a_host_oom():
 
 
 def test_sigkill_with_the_kernels_report_is_the_oom_killer():
-    failure = diagnose_exit(-9, ["Epoch[3] Batch [200-220]\tSpeed: 812.3 samples/sec"], dmesg=KERNEL,
-                            source="worker 0 on node-a")
+    failure = diagnose_exit(
+        -9,
+        ["Epoch[3] Batch [200-220]\tSpeed: 812.3 samples/sec"],
+        dmesg=KERNEL,
+        source="worker 0 on node-a",
+    )
     assert "OOM killer" in failure.diagnosis and "Killed process 4242 (python)" in failure.message
 
 
@@ -54,10 +64,16 @@ def test_a_shells_killed_line_is_a_probable_oom_kill_and_says_how_to_confirm():
 
 def test_plain_failures_and_clean_exits_are_not_called_oom():
     assert diagnose_exit(1, ["ValueError: bad things"]) is None
-    assert diagnose_exit(-9, ["Epoch[0] Batch [0-20]"]) is None  # killed, but nothing says by the OOM killer
+    assert (
+        diagnose_exit(-9, ["Epoch[0] Batch [0-20]"]) is None
+    )  # killed, but nothing says by the OOM killer
     assert diagnose_text("Epoch[0] Train-accuracy=0.5") is None
 
 
 def test_failure_lines_say_what_happened_why_and_what_to_try():
     lines = failure_lines(diagnose_text(GPU_2, source="worker 1", batch_size=64, gpus=[0]))
-    assert lines[0] == f"worker 1: {GPU_2}" and lines[1].startswith("diagnosis: ") and lines[2].startswith("try: ")
+    assert (
+        lines[0] == f"worker 1: {GPU_2}"
+        and lines[1].startswith("diagnosis: ")
+        and lines[2].startswith("try: ")
+    )

@@ -25,17 +25,33 @@ def parse(*argv):
 
 def test_defaults_follow_train_imagenet_and_lists_are_real_lists():
     args = parse("--data-train", "x.rec")
-    assert (args.network, args.num_layers, args.batch_size, args.kv_store) == ("resnet", 50, 128, "device")
+    assert (args.network, args.num_layers, args.batch_size, args.kv_store) == (
+        "resnet",
+        50,
+        128,
+        "device",
+    )
     assert args.lr_step_epochs == [30, 60] and args.image_shape == [3, 224, 224] and args.gpus == []
-    assert (args.random_crop, args.random_mirror) == (1, 1)  # aug level 1, as train_imagenet.py sets
+    assert (args.random_crop, args.random_mirror) == (
+        1,
+        1,
+    )  # aug level 1, as train_imagenet.py sets
 
 
 def test_model_is_the_tutorials_alias_of_model_prefix():
     assert parse("--model", "ck/resnet").model_prefix == "ck/resnet"
 
 
-@pytest.mark.parametrize("flag,value", [("--lr-step-epochs", "30,sixty"), ("--image-shape", "3,224"),
-                                        ("--gpus", "0,0"), ("--batch-size", "0"), ("--kv-store", "dist")])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--lr-step-epochs", "30,sixty"),
+        ("--image-shape", "3,224"),
+        ("--gpus", "0,0"),
+        ("--batch-size", "0"),
+        ("--kv-store", "dist"),
+    ],
+)
 def test_malformed_values_are_refused_when_parsed(flag, value, capsys):
     with pytest.raises(SystemExit):
         parse(flag, value)
@@ -52,7 +68,18 @@ def test_resume_needs_a_prefix_and_load_epoch_below_num_epochs():
     with pytest.raises(UserError, match="--model-prefix"):
         validate(parse("--data-train", "x.rec", "--load-epoch", "3"))
     with pytest.raises(UserError, match="nothing to train"):
-        validate(parse("--data-train", "x.rec", "--model-prefix", "p", "--load-epoch", "5", "--num-epochs", "5"))
+        validate(
+            parse(
+                "--data-train",
+                "x.rec",
+                "--model-prefix",
+                "p",
+                "--load-epoch",
+                "5",
+                "--num-epochs",
+                "5",
+            )
+        )
 
 
 def test_data_train_is_required_except_for_benchmark():
@@ -62,7 +89,11 @@ def test_data_train_is_required_except_for_benchmark():
 
 
 def test_per_gpu_per_worker_and_global_batch():
-    assert batch_sizes(8192, list(range(16)), 16) == {"per_gpu": 512, "per_worker": 8192, "global": 131072}
+    assert batch_sizes(8192, list(range(16)), 16) == {
+        "per_gpu": 512,
+        "per_worker": 8192,
+        "global": 131072,
+    }
     assert batch_sizes(32, [], 2) == {"per_gpu": 32, "per_worker": 32, "global": 64}
 
 
@@ -73,9 +104,16 @@ def test_epoch_size_is_the_same_for_every_worker_and_at_least_one():
 
 def test_toml_config_supplies_defaults_and_flags_override_it(tmp_path):
     cfg = tmp_path / "run.toml"
-    cfg.write_text('[train]\nnetwork = "alexnet"\nbatch-size = 64\nlr-step-epochs = "10,20"\ngpus = [0, 1]\n')
+    cfg.write_text(
+        '[train]\nnetwork = "alexnet"\nbatch-size = 64\nlr-step-epochs = "10,20"\ngpus = [0, 1]\n'
+    )
     args = parse("--config", str(cfg), "--batch-size", "32")
-    assert (args.network, args.batch_size, args.lr_step_epochs, args.gpus) == ("alexnet", 32, [10, 20], [0, 1])
+    assert (args.network, args.batch_size, args.lr_step_epochs, args.gpus) == (
+        "alexnet",
+        32,
+        [10, 20],
+        [0, 1],
+    )
 
 
 def test_json_config_and_its_mistakes_name_the_file_and_key(tmp_path):
@@ -105,7 +143,9 @@ def test_resolved_options_are_saved_as_json(tmp_path):
     args = parse("--data-train", "x.rec", "--gpus", "0,1")
     path = save_resolved(args, str(tmp_path / "r-args.json"))
     saved = json.loads(pathlib.Path(path).read_text())
-    assert saved["gpus"] == [0, 1] and saved["batch_size"] == 128 and not list(tmp_path.glob("*.tmp*"))
+    assert (
+        saved["gpus"] == [0, 1] and saved["batch_size"] == 128 and not list(tmp_path.glob("*.tmp*"))
+    )
 
 
 def test_lr_schedule_resumed_mid_way_continues_where_the_first_run_was():

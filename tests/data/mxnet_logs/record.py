@@ -12,7 +12,7 @@ import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-FIT = r'''
+FIT = r"""
 import logging, sys
 import mxnet as mx, numpy as np
 logging.basicConfig(level=logging.DEBUG, format="%%(asctime)-15s Node[0] %%(message)s", stream=sys.stdout)
@@ -29,11 +29,11 @@ mod.fit(train, eval_data=val, eval_metric=metrics, num_epoch=3, optimizer="sgd",
                           "lr_scheduler": mx.lr_scheduler.MultiFactorScheduler(step=[40], factor=0.1, base_lr=0.1)},
         batch_end_callback=mx.callback.Speedometer(16, %(frequent)d, auto_reset=%(reset)s),
         epoch_end_callback=mx.callback.do_checkpoint(sys.argv[1]))
-'''
+"""
 
 # A real allocation failure, safely: cap this process's address space just above what it uses, then ask
 # MXNet for 4 GiB.
-BAD_ALLOC = r'''
+BAD_ALLOC = r"""
 import resource
 import mxnet as mx
 import psutil
@@ -41,16 +41,47 @@ cap = psutil.Process().memory_info().vms + (512 << 20)
 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 a = mx.nd.zeros((1 << 30,), dtype="float32")
 a.wait_to_read()
-'''
+"""
 
 
 def record(name: str, code: str, *args: str) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1")
-    out = subprocess.run([sys.executable, "-c", code, *args], check=False, capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], check=False, capture_output=True, text=True, env=env
+    )
     (HERE / name).write_text(out.stdout + out.stderr)
 
 
-ENGINE_ARGS = ["--network", "resnet", "--num-layers", "18", "--image-shape", "3,32,32", "--num-classes", "10", "--batch-size", "32", "--num-epochs", "3", "--optimizer", "adam", "--lr", "0.002", "--lr-step-epochs", "2", "--disp-batches", "5", "--data-nthreads", "1", "--seed", "1", "--rgb-mean", "128,128,128", "--rgb-std", "64,64,64"]
+ENGINE_ARGS = [
+    "--network",
+    "resnet",
+    "--num-layers",
+    "18",
+    "--image-shape",
+    "3,32,32",
+    "--num-classes",
+    "10",
+    "--batch-size",
+    "32",
+    "--num-epochs",
+    "3",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "0.002",
+    "--lr-step-epochs",
+    "2",
+    "--disp-batches",
+    "5",
+    "--data-nthreads",
+    "1",
+    "--seed",
+    "1",
+    "--rgb-mean",
+    "128,128,128",
+    "--rgb-std",
+    "64,64,64",
+]
 
 
 def record_engine(tmp: str) -> None:
@@ -60,11 +91,26 @@ def record_engine(tmp: str) -> None:
     from psjob import run_dist
 
     data = recdata.build(os.path.join(tmp, "data"))
-    common = [*ENGINE_ARGS, "--data-train", data.train_dir, "--data-val", data.val,
-              "--num-examples", str(data.num_examples), "--model-prefix", os.path.join(tmp, "ck", "r18")]
+    common = [
+        *ENGINE_ARGS,
+        "--data-train",
+        data.train_dir,
+        "--data-val",
+        data.val,
+        "--num-examples",
+        str(data.num_examples),
+        "--model-prefix",
+        os.path.join(tmp, "ck", "r18"),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1")
-    out = subprocess.run([sys.executable, "-m", "engine.train.run", *common, "--kv-store", "local"], check=False,
-                         capture_output=True, text=True, env=env, cwd=HERE.parents[2])
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.train.run", *common, "--kv-store", "local"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=HERE.parents[2],
+    )
     (HERE / "imgscale_train_local.log").write_text(out.stdout + out.stderr)
     dist = run_dist([*common, "--kv-store", "dist_sync", "--disp-batches", "2"])
     for rank, text in enumerate(dist.worker_logs):

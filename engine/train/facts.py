@@ -1,0 +1,299 @@
+"""Gathering the pre-flight facts: lists, label map, first records, hosts file, GPUs, mxnet builds, ports, disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from engine.train.check import Facts
+
+
+def data_files(path: str | None) -> tuple[list[str], list[str], bool]:
+    """(.rec files, stray non-.rec names, exists) of a --data-train/--data-val path."""
+    if not path:
+        return [], [], True
+    if os.path.isfile(path):
+        return [path], [], True
+    if not os.path.isdir(path):
+        return [], [], False
+    names = sorted(os.listdir(path))
+    return (
+        [os.path.join(path, n) for n in names if n.endswith(".rec")],
+        [n for n in names if not n.endswith(".rec")],
+        True,
+    )
+
+
+def _candidates(rec: str, suffixes: Sequence[str]) -> list[str]:
+    """Where a chunk's .idx/.lst may live: beside it, in its parent folder, or in a sibling folder."""
+    folder, stem = os.path.dirname(os.path.abspath(rec)), os.path.basename(rec)[: -len(".rec")]
+    parent = os.path.dirname(folder)
+    dirs = [folder, parent] + sorted(
+        os.path.join(parent, d)
+        for d in _listdir(parent)
+        if os.path.isdir(os.path.join(parent, d)) and os.path.join(parent, d) != folder
+    )
+    return [os.path.join(d, stem + s) for s in suffixes for d in dirs]
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def count_examples(
+    recs: list[str], lsts: Sequence[str] | None
+) -> tuple[int | None, str | None, int | None]:
+    """(images, where counted, largest label) from the chunks' .idx files (what was packed) or .lst files."""
+    if lsts:
+        return _count_lines(lsts), ", ".join(lsts), _max_label(lsts)
+    found, source, lists = 0, [], []
+    for rec in recs:
+        idx = next((p for p in _candidates(rec, (".idx",)) if os.path.isfile(p)), None)
+        lst = next((p for p in _candidates(rec, (".lst",)) if os.path.isfile(p)), None)
+        if idx is None and lst is None:
+            return None, None, None
+        found += _count_lines([idx or lst])
+        source.append(os.path.basename(idx or lst))
+        if lst:
+            lists.append(lst)
+    where = (
+        f"{len(source)} index file(s) ({', '.join(source[:3])}{' …' if len(source) > 3 else ''})"
+    )
+    return (found, where, _max_label(lists) if lists else None) if recs else (None, None, None)
+
+
+def _count_lines(paths: Sequence[str]) -> int:
+    total = 0
+    for path in paths:
+        with open(path, "rb") as f:
+            total += sum(1 for line in f if line.strip())
+    return total
+
+
+def _max_label(lsts: Sequence[str]) -> int | None:
+    best = None
+    for path in lsts:
+        with open(path, errors="replace") as f:
+            for line in f:
+                parts = line.split("\t")
+                try:
+                    label = int(float(parts[1]))
+                except (IndexError, ValueError):
+                    continue
+                best = label if best is None else max(best, label)
+    return best
+
+
+def find_label_map(recs: list[str], lsts: Sequence[str] | None) -> str | None:
+    """PREFIX_labels.txt, which the list stage writes next to the .lst files."""
+    dirs = {os.path.dirname(os.path.abspath(p)) for p in (lsts or [])}
+    for rec in recs:
+        dirs.update(os.path.dirname(p) for p in _candidates(rec, (".lst",)))
+    for folder in sorted(dirs):
+        maps = sorted(n for n in _listdir(folder) if n.endswith("_labels.txt"))
+        if maps:
+            return os.path.join(folder, maps[0])
+    return None
+
+
+def count_label_map(path: str) -> int:
+    """Classes in a label map: `class<TAB>label` lines (or JSON {class: label})."""
+    with open(path, errors="replace") as f:
+        text = f.read()
+    if path.endswith(".json"):
+        return len(set(json.loads(text).values()))
+    labels = {line.rsplit("\t", 1)[-1].strip() for line in text.splitlines() if line.strip()}
+    return len(labels)
+
+
+def packed_edge(recs: list[str], samples: int = 8) -> int | None:
+    """The short edge of the first images in the first chunk (JPEG/PNG headers only, no decoding)."""
+    if not recs:
+        return None
+    edges = []
+    try:
+        with open(recs[0], "rb") as f:
+            for _ in range(samples):
+                payload = _next_record(f)
+                if payload is None:
+                    break
+                size = image_size(_image_bytes(payload))
+                if size:
+                    edges.append(min(size))
+    except OSError:
+        return None
+    return max(edges) if edges else None
+
+
+def _next_record(f) -> bytes | None:
+    """One RecordIO record (magic, length with continuation flag in the top 3 bits, 4-byte padding)."""
+    data = b""
+    while True:
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        magic, lrec = struct.unpack("<II", head)
+        if magic != 0xCED7230A:
+            return None
+        length, cflag = lrec & ((1 << 29) - 1), lrec >> 29
+        data += f.read(length)
+        f.read((4 - length % 4) % 4)
+        if cflag in (0, 3):
+            return data
+
+
+def _image_bytes(payload: bytes) -> bytes:
+    flag = struct.unpack("<I", payload[:4])[0]
+    return payload[24 + 4 * flag :]
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG SOF or PNG IHDR header."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return struct.unpack(">II", data[16:24])
+    i = 2
+    while data[:2] == b"\xff\xd8" and i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker, length = data[i + 1], struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        i += 2 + length
+    return None
+
+
+def port_busy(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def local_mxnet_build(python: str = sys.executable) -> str | None:
+    """'1.9.1 dist_kvstore=yes cuda=no' for the mxnet this interpreter imports, or None."""
+    code = (
+        "import mxnet, mxnet.runtime as r; f = r.Features(); yn = lambda k: 'yes' if f.is_enabled(k) else 'no';"
+        "print(mxnet.__version__, 'dist_kvstore=' + yn('DIST_KVSTORE'), 'cuda=' + yn('CUDA'))"
+    )
+    try:
+        out = subprocess.run(
+            [python, "-c", code], check=False, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def local_gpu_count() -> int:
+    """GPUs on this machine by `nvidia-smi -L` (0 when there is no nvidia-smi: "no GPU")."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], check=False, capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def gather_facts(args, probe_local: bool = True) -> Facts:
+    """Read what the checks need: lists, label map, first records, hosts file, ports, free disk."""
+    f = Facts(
+        **{
+            k: getattr(args, k)
+            for k in (
+                "network",
+                "num_layers",
+                "num_classes",
+                "num_examples",
+                "batch_size",
+                "gpus",
+                "kv_store",
+                "image_shape",
+                "min_random_scale",
+                "max_random_scale",
+                "random_resized_crop",
+                "num_epochs",
+                "save_period",
+                "dtype",
+            )
+        }
+    )
+    f.num_workers, f.num_servers = (
+        getattr(args, "num_workers", None),
+        getattr(args, "num_servers", None),
+    )
+    recs = _gather_data(f, args)
+    lsts = getattr(args, "lst", None)
+    f.examples_found, f.example_source, f.max_label = count_examples(recs, lsts)
+    f.label_map = getattr(args, "label_map", None) or find_label_map(recs, lsts)
+    if f.label_map and os.path.isfile(f.label_map):
+        f.label_map_classes = count_label_map(f.label_map)
+    f.packed_edge = getattr(args, "packed_edge", None)
+    f.packed_edge_source = "--packed-edge" if f.packed_edge else "read from the first records"
+    if f.packed_edge is None:
+        f.packed_edge = packed_edge(recs)
+    _gather_hosts(f, args, probe_local)
+    _gather_disk_and_ports(f, args)
+    return f
+
+
+def _gather_data(f: Facts, args) -> list[str]:
+    recs = []
+    for path in (args.data_train, args.data_val):
+        files, stray, exists = data_files(path)
+        if not exists:
+            f.missing_data.append(path)
+        if stray:
+            f.stray[path] = stray
+        if path == args.data_train:
+            recs = files
+    return recs
+
+
+def _gather_hosts(f: Facts, args, probe_local: bool) -> None:
+    if getattr(args, "hosts", None):
+        from engine.cluster.hosts import read_hosts
+
+        specs = read_hosts(args.hosts)
+        f.hosts = [(h.name, h.slots, list(h.gpus) if h.gpus is not None else None) for h in specs]
+        if f.num_workers is None:
+            f.num_workers = len(specs)
+        for h in (
+            specs
+        ):  # probing remote hosts is the console's job; it fills host_gpu_counts from its probes
+            local = h.is_local or h.address in ("localhost", "127.0.0.1")
+            f.host_gpu_counts[h.name] = local_gpu_count() if local and probe_local else None
+        if probe_local and "dist" in f.kv_store:
+            build = local_mxnet_build()
+            for h in specs:
+                if h.is_local or h.address in ("localhost", "127.0.0.1"):
+                    f.host_mxnet[h.name] = build
+    elif probe_local and f.gpus:
+        f.host_gpu_counts["this host"] = local_gpu_count()
+
+
+def _gather_disk_and_ports(f: Facts, args) -> None:
+    prefix = getattr(args, "model_prefix", None)
+    if prefix:
+        folder = os.path.dirname(os.path.abspath(prefix))
+        while folder and not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
+        f.checkpoint_dir = folder
+        f.free_disk_bytes = shutil.disk_usage(folder).free
+    port = getattr(args, "port", None) or int(os.environ.get("DMLC_PS_ROOT_PORT", "0") or 0)
+    if port and port_busy(port):
+        f.busy_ports.append(port)
