@@ -6,7 +6,7 @@
 3. With --mirror: peak memory and speed of ResNet-50 (--benchmark, synthetic data) with and without
    MXNET_BACKWARD_DO_MIRROR=1.
 
-Runs alternate ours/reference --repeats times; the headline ratio compares the best run of each (the
+Ours and the reference run --repeats times each, alternating which goes first; the headline ratio compares the best run of each (the
 least disturbed by other load on a shared machine), the medians are printed beside it.
 
     python bench/bench_train.py [--batches 30] [--repeats 3] [--mirror]
@@ -34,8 +34,10 @@ from engine.train.networks import get_symbol
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 args = parse_with_config(build_train_parser(), json.loads(sys.argv[1]))
 # the same iterator settings and symbol as ours; everything else is plain MXNet
+# reset_internal=False: like ours, each epoch continues the stream instead of restarting the reader
 train = mx.io.ResizeIter(mx.io.ImageRecordIter(path_imgrec=data.imgrec_arg(data.rec_files(args.data_train)),
-                         shuffle=True, **data._common_kwargs(args, 0, 1), **data._aug_kwargs(args)), args.num_batches)
+                         shuffle=True, **data._common_kwargs(args, 0, 1), **data._aug_kwargs(args)), args.num_batches,
+                         reset_internal=False)
 mx.random.seed(args.seed)
 mod = mx.mod.Module(get_symbol(args.network, args.num_classes, args.num_layers, tuple(args.image_shape)), context=mx.cpu())
 mod.fit(train, num_epoch=args.num_epochs, kvstore="local", optimizer="sgd", eval_metric="acc",
@@ -62,6 +64,16 @@ while done < args.num_batches:
     batch.data[0].wait_to_read()
     done += 1
 print("bare-io: %.2f images/sec" % (done * args.batch_size / (time.time() - start)))
+"""
+
+PLAN = r"""
+import re, sys
+import mxnet as mx
+from engine.train.networks import get_symbol
+net, layers, batch, side = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ex = get_symbol(net, 1000, layers, (3, side, side)).simple_bind(
+    mx.cpu(), data=(batch, 3, side, side), softmax_label=(batch,), grad_req="write")
+print("PLAN_MB", re.findall(r"Total (\d+) MB allocated", ex.debug_str())[-1])
 """
 
 PEAK = r"""
@@ -136,32 +148,48 @@ def train_args(data, opts) -> list[str]:
     ]
 
 
-def bench_training(data, opts) -> tuple[float, float]:
+def alternate(opts, ours_run, bare_run) -> tuple[list[float], list[float]]:
+    """Run both --repeats times, ours first in even rounds and the reference first in odd ones."""
+    ours, bare = [], []
+    for round_ in range(opts.repeats):
+        pair = [(ours, ours_run), (bare, bare_run)]
+        for results, one in pair if round_ % 2 == 0 else pair[::-1]:
+            results.append(one())
+    return ours, bare
+
+
+def bench_training(data, opts) -> tuple[list[float], list[float]]:
     import json
 
     args = train_args(data, opts)
-    ours, bare = [], []
-    for _ in range(opts.repeats):
+
+    def ours():
         log = run([sys.executable, "-m", "engine.train.run", *args], opts.threads)
-        ours.append(epoch_rate(log, opts.batches, opts.batch_size))
+        return epoch_rate(log, opts.batches, opts.batch_size)
+
+    def bare():
         log = run([sys.executable, "-c", BARE_FIT, json.dumps(args)], opts.threads)
-        bare.append(epoch_rate(log, opts.batches, opts.batch_size))
-    return ours, bare
+        return epoch_rate(log, opts.batches, opts.batch_size)
+
+    return alternate(opts, ours, bare)
 
 
-def bench_io(data, opts) -> tuple[float, float]:
+def bench_io(data, opts) -> tuple[list[float], list[float]]:
     import json
 
     args = [*train_args(data, opts), "--num-batches", str(opts.io_batches)]
-    ours, bare = [], []
-    for _ in range(opts.repeats):
+
+    def ours():
         log = run([sys.executable, "-m", "engine.train.run", *args, "--test-io"], opts.threads)
-        ours.append(
-            float(re.search(r"test-io: \d+ images in [\d.]+ s: ([\d.]+) images/sec", log).group(1))
+        return float(
+            re.search(r"test-io: \d+ images in [\d.]+ s: ([\d.]+) images/sec", log).group(1)
         )
+
+    def bare():
         log = run([sys.executable, "-c", BARE_IO, json.dumps(args)], opts.threads)
-        bare.append(float(re.search(r"bare-io: ([\d.]+) images/sec", log).group(1)))
-    return ours, bare
+        return float(re.search(r"bare-io: ([\d.]+) images/sec", log).group(1))
+
+    return alternate(opts, ours, bare)
 
 
 def report(name: str, ref: str, ours: list[float], bare: list[float], goal: float) -> None:
@@ -171,6 +199,25 @@ def report(name: str, ref: str, ours: list[float], bare: list[float], goal: floa
         f"ratio {best:.3f} (goal >= {goal}); medians {statistics.median(ours):.1f} / "
         f"{statistics.median(bare):.1f} = {median:.3f}"
     )
+
+
+def bench_mirror_plan(opts) -> None:
+    """The executor's planned memory (forward + backward) with and without mirroring."""
+    print("\nplanned executor memory (MB), MXNET_BACKWARD_DO_MIRROR=0 -> 1:")
+    for net, layers, batch, side in (
+        ("resnet", 50, 16, 224),
+        ("resnet", 18, 32, 224),
+        ("inception-v3", 0, 8, 299),
+    ):
+        plan = []
+        for mirror in ("0", "1"):
+            cmd = [sys.executable, "-c", PLAN, net, str(layers), str(batch), str(side)]
+            out = run(cmd, opts.threads, {"MXNET_BACKWARD_DO_MIRROR": mirror})
+            plan.append(int(re.search(r"PLAN_MB (\d+)", out).group(1)))
+        name = f"{net}-{layers}" if layers else net
+        print(
+            f"  {name} batch {batch} {side}x{side}: {plan[0]} -> {plan[1]} ({plan[1] / plan[0] - 1:+.1%})"
+        )
 
 
 def bench_mirror(opts) -> None:
@@ -223,9 +270,10 @@ def main() -> None:
         "--mirror", action="store_true", help="also measure MXNET_BACKWARD_DO_MIRROR"
     )
     parser.add_argument("--mirror-shape", default="3,224,224")
-    parser.add_argument("--mirror-batch", type=int, default=32)
+    parser.add_argument("--mirror-batch", type=int, default=16)
     parser.add_argument("--mirror-batches", type=int, default=2)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-io", action="store_true")
     opts = parser.parse_args()
     import recdata
 
@@ -246,9 +294,11 @@ def main() -> None:
         )
         if not opts.skip_train:
             report("training", "bare Module.fit", *bench_training(data, opts), 0.95)
-        report("test-io", "bare ImageRecordIter", *bench_io(data, opts), 1.0)
+        if not opts.skip_io:
+            report("test-io", "bare ImageRecordIter", *bench_io(data, opts), 1.0)
     if opts.mirror:
         bench_mirror(opts)
+        bench_mirror_plan(opts)
 
 
 if __name__ == "__main__":

@@ -213,15 +213,17 @@ def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
         return findings
     try:
         from engine.cli import build_parser
-        from engine.train.check import gather_facts, run_checks
+        from engine.train.check import preflight
 
         argv = ["check", *train_command(ws, mode)[4:], *_check_args(ws)]
         args = build_parser().parse_args(argv)
-        findings.extend(f.line().replace("\n        ", " ") for f in run_checks(gather_facts(args)))
+        findings.extend(f.line().replace("\n        ", " ") for f in preflight(args))
     except UserError as exc:
         findings.append(f"error   {exc}")
     except SystemExit:  # argparse refused an option: say which command line it was
         findings.append("error   the training options do not parse; edit them with T")
+    except Exception as exc:  # noqa: BLE001 - the check advises; its own fault must not block a launch
+        findings.append(f"warning the pre-flight check could not run ({type(exc).__name__}: {exc})")
     return findings
 
 

@@ -6,6 +6,7 @@ The checks are pure functions over gathered Facts, so each is unit-tested; engin
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from engine.train.networks import MIN_SIDE
@@ -440,11 +441,40 @@ def run_checks(facts: Facts) -> list[Finding]:
     return sorted(findings, key=lambda x: order[x.level])
 
 
-def main(args) -> int:
-    """`imgscale check`: print the findings; exit status 1 when any is an error."""
+def preflight(args) -> list[Finding]:
+    """All findings for parsed `imgscale check` options (train options plus hosts, -n, -s …)."""
     from engine.train.facts import gather_facts
 
-    findings = run_checks(gather_facts(args))
+    return run_checks(gather_facts(args))
+
+
+def preflight_argv(
+    train_argv: Sequence[str],
+    hosts: str | None = None,
+    num_workers: int | None = None,
+    num_servers: int | None = None,
+    port: int | None = None,
+) -> list[Finding]:
+    """Findings for a training command line (what the launcher is about to run on every host)."""
+    import argparse
+
+    from engine.train.options import build_train_parser
+
+    parser = build_train_parser(argparse.ArgumentParser(prog="imgscale train", add_help=False))
+    try:
+        args = parser.parse_args(list(train_argv))
+    except SystemExit:  # argparse printed what is wrong
+        from engine.errors import UserError
+
+        raise UserError(f"training options not valid: {' '.join(train_argv)}") from None
+    extra = {"hosts": hosts, "num_workers": num_workers, "num_servers": num_servers, "port": port}
+    extra.update({"label_map": None, "lst": None, "packed_edge": None, "json": False})
+    return preflight(argparse.Namespace(**vars(args), **extra))
+
+
+def main(args) -> int:
+    """`imgscale check`: print the findings; exit status 1 when any is an error."""
+    findings = preflight(args)
     if getattr(args, "json", False):
         print(json.dumps([asdict(x) for x in findings], indent=2))
     else:

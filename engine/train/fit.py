@@ -115,11 +115,17 @@ def train(args) -> int:
         os.environ["MXNET_BACKWARD_DO_MIRROR"] = "1"  # read by MXNet when it builds the executor
     if args.seed is not None:
         _seed(args.seed)
+    if "dist" in args.kv_store and not os.environ.get("DMLC_PS_ROOT_URI"):
+        raise UserError(
+            f"--kv-store {args.kv_store} needs the DMLC_* environment of a launched job: start it with "
+            "`imgscale launch -n N -s S -H hosts -- python -m engine.train.run …`, or use --kv-store local"
+        )
     kv = mx.kvstore.create(args.kv_store) if "dist" in args.kv_store else None
     rank, num_workers = (kv.rank, kv.num_workers) if kv else (0, 1)
-    # the launcher's IMGSCALE_HOST/IMGSCALE_RANK label the log; ps-lite's rank wins in a distributed job
+    # The launcher's IMGSCALE_HOST/IMGSCALE_RANK label the log (its ranks are stable across relaunches;
+    # ps-lite numbers workers in the order they register); ps-lite's rank shards the data.
     host = os.environ.get("IMGSCALE_HOST", "") or (socket.gethostname() if kv else "")
-    setup_logging(rank if kv else int(os.environ.get("IMGSCALE_RANK", "0") or 0), host)
+    setup_logging(int(os.environ.get("IMGSCALE_RANK", "") or rank), host)
     plan = make_plan(args, rank, num_workers)
     _log_start(args, plan)
     if args.model_prefix and plan.rank == 0:
@@ -282,32 +288,17 @@ def _metrics(args):
 def _run_epochs(args, module, train_it, make_val, plan: Plan) -> None:
     import mxnet as mx
 
-    from engine.train.data import fixed_batches
-
     metric = _metrics(args)
-    # no auto-reset: the Train- line at the epoch end covers the whole epoch, not the batches since the last report
+    # no auto-reset: the epoch's Train- line then covers the whole epoch, not the last few batches
     speedometer = mx.callback.Speedometer(args.batch_size, args.disp_batches, auto_reset=False)
     source = iter(train_it)
     for epoch in range(plan.begin_epoch, args.num_epochs):
         first = plan.begin_batch if epoch == plan.begin_epoch else 0
         metric.reset()
         tic = time.time()
-        log.info(
-            "Epoch[%d] Learning-rate=%g",
-            epoch,
-            lr_at_epoch(args.lr, args.lr_factor, args.lr_step_epochs, epoch),
-        )
-        for nbatch, batch in enumerate(
-            fixed_batches(source, plan.epoch_batches - first), start=first
-        ):
-            module.forward_backward(batch)
-            module.update()
-            module.update_metric(metric, batch.label)
-            speedometer(
-                mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric, locals=None)
-            )
-            if _due(args.save_batches, nbatch + 1) and nbatch + 1 < plan.epoch_batches:
-                _save(args, module, plan, epoch, nbatch + 1)
+        rate = lr_at_epoch(args.lr, args.lr_factor, args.lr_step_epochs, epoch)
+        log.info("Epoch[%d] Learning-rate=%g", epoch, rate)
+        _train_epoch(args, module, source, metric, speedometer, plan, epoch, first)
         for name, value in metric.get_name_value():
             log.info("Epoch[%d] Train-%s=%f", epoch, name, value)
         log.info("Epoch[%d] Time cost=%.3f", epoch, time.time() - tic)
@@ -315,6 +306,26 @@ def _run_epochs(args, module, train_it, make_val, plan: Plan) -> None:
             _save(args, module, plan, epoch + 1, 0)
         validation = _validate(module, make_val, args, epoch)
         _append_summary(args, plan, epoch, metric, validation, time.time() - tic)
+
+
+def _train_epoch(
+    args, module, source, metric, speedometer, plan: Plan, epoch: int, first: int
+) -> None:
+    """Module.fit's inner loop, from batch `first` (a resumed epoch) to the epoch's fixed length."""
+    import mxnet as mx
+
+    from engine.train.data import fixed_batches
+
+    batches = fixed_batches(source, plan.epoch_batches - first)
+    for nbatch, batch in enumerate(batches, start=first):
+        module.forward_backward(batch)
+        module.update()
+        module.update_metric(metric, batch.label)
+        speedometer(
+            mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric, locals=None)
+        )
+        if _due(args.save_batches, nbatch + 1) and nbatch + 1 < plan.epoch_batches:
+            _save(args, module, plan, epoch, nbatch + 1)
 
 
 def _due(period: int, count: int) -> bool:

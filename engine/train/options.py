@@ -337,6 +337,10 @@ def validate(args: argparse.Namespace) -> None:
             f"--batch-size {args.batch_size} is per worker and is split across --gpus {','.join(map(str, args.gpus))};"
             f" make it a multiple of {ngpu} (e.g. {ngpu * max(1, args.batch_size // ngpu)})"
         )
+    if args.dtype == "float16" and not args.gpus and args.engine == "mxnet":
+        raise UserError(
+            "--dtype float16 needs --gpus: MXNet has no float16 matrix multiply on the CPU"
+        )
     if args.save_batches < 0:
         raise UserError("--save-batches must be 0 (off) or a positive number of batches")
     if args.load_epoch is not None and args.load_epoch < 0:

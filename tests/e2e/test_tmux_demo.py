@@ -83,7 +83,9 @@ def test_demo_prepares_and_trains_from_the_keyboard(tmp_path):
         "TERM": "xterm-256color",
     }
     command = " ".join([*(f"{k}={v}" for k, v in env.items()), str(TUI), "--demo", str(demo)])
-    tmux.run("new-session", "-d", "-x", "100", "-y", "30", command)
+    tmux.run(
+        "new-session", "-d", "-x", "80", "-y", "24", command
+    )  # the smallest terminal we support
     try:
         tmux.wait_for(lambda s: "place" in s and "STAGE" in s, "the stages pane", 60)
         tmux.keys("a")  # run every preparation stage

@@ -46,35 +46,26 @@ def run_dist(
     )
     # importing mxnet with DMLC_ROLE=scheduler/server runs that role until the workers finish
     serve = [sys.executable, "-c", "import mxnet"]
-    helpers = [
-        subprocess.Popen(
-            serve,
-            env=dict(base, DMLC_ROLE="scheduler"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    ]
-    helpers += [
-        subprocess.Popen(
-            serve,
-            env=dict(base, DMLC_ROLE="server"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(servers)
-    ]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "engine.train.run", *map(str, worker_args)],
-            cwd=ROOT,
-            env=dict(base, DMLC_ROLE="worker", IMGSCALE_HOST=f"host{r}", IMGSCALE_RANK=str(r)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(workers)
-    ]
-    try:
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    helpers: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = []
+    try:  # everything started is ended, whatever fails
+        helpers.append(subprocess.Popen(serve, env=dict(base, DMLC_ROLE="scheduler"), **quiet))
+        for _ in range(servers):
+            helpers.append(subprocess.Popen(serve, env=dict(base, DMLC_ROLE="server"), **quiet))
+        for r in range(workers):
+            env = dict(base, DMLC_ROLE="worker", IMGSCALE_HOST=f"host{r}", IMGSCALE_RANK=str(r))
+            command = [sys.executable, "-m", "engine.train.run", *map(str, worker_args)]
+            procs.append(
+                subprocess.Popen(
+                    command,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
         outputs = [p.communicate(timeout=timeout)[0] for p in procs]
         for h in helpers:
             h.wait(timeout=60)

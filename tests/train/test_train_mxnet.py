@@ -286,3 +286,12 @@ def test_two_worker_dist_sync_job_learns_and_splits_the_data(demo_rec, tmp_path)
     assert sum(accuracies) / 2 >= 0.3, accuracies
     assert ck.newest_checkpoint(prefix) == 3  # written by rank 0 only
     assert sum('Saved checkpoint to "' in log for log in result.worker_logs) == 1
+
+
+def test_dist_kvstore_outside_a_launched_job_is_one_clear_line():
+    out = run_train(*COMMON, "--benchmark", "--kv-store", "dist_sync", env={"DMLC_PS_ROOT_URI": ""})
+    assert out.returncode == 2
+    assert (
+        "--kv-store dist_sync needs the DMLC_* environment" in out.stdout
+        and "Traceback" not in out.stdout
+    )

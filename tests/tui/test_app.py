@@ -126,6 +126,31 @@ async def test_stop_key_on_an_idle_stage_says_so_and_the_app_keeps_running(demo_
         assert app.is_running
 
 
+async def test_stop_key_stops_a_running_stage_and_resume_finishes_it(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        await select_stage(pilot, "extract")
+        # The stage thread records its first progress under the workspace lock: holding the lock here
+        # parks the stage there, so the stop request certainly comes while it runs.
+        lock = app.session.workspace.lock
+        lock.acquire()
+        try:
+            await pilot.press("s")
+            await wait_for(pilot, lambda: "extract" in app.session.running, "extract running")
+            await pilot.press("x")
+            assert app.session.running["extract"].stop.is_set()
+        finally:
+            lock.release()
+        await wait_for(pilot, lambda: stage_state(app, "extract") == "stopped", "extract stopped")
+        view = app.stages.view_of("extract")
+        await wait_for(pilot, lambda: view.status.state == "stopped", "drawn as stopped")
+        await pilot.press("r")
+        await wait_for(
+            pilot, lambda: stage_state(app, "extract") == "done", "extract resumed to done"
+        )
+
+
 async def test_edit_key_saves_options_and_marks_done_stage_stale(demo_ws):
     app = ImgscaleApp(demo_ws, telemetry=False)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -245,6 +270,10 @@ async def test_log_keys_follow_filter_and_level(demo_ws):
         await pilot.press(*"host:node-02", "enter")
         assert log.shown and all(line.host == "node-02" for line in log.shown)
         await pilot.press("f")
+        assert log.follow
+        await pilot.press("g")
+        assert not log.follow and log.scroll_offset.y == 0
+        await pilot.press("G")
         assert log.follow
 
 
@@ -456,7 +485,9 @@ async def test_scaling_key_opens_the_scaling_screen_and_console_keys_wait_there(
         assert app.query_one(TabbedContent).active == "hosts"
 
 
-async def test_hosts_option_probes_the_file_and_an_unreachable_host_shows_its_reason(demo_ws, tmp_path):
+async def test_hosts_option_probes_the_file_and_an_unreachable_host_shows_its_reason(
+    demo_ws, tmp_path
+):
     hosts = tmp_path / "hosts"
     hosts.write_text("# nothing listens on port 1 of this machine\n127.0.0.1:1\n")
     app = ImgscaleApp(demo_ws, hosts_file=hosts)  # real probes over SSH
@@ -465,8 +496,11 @@ async def test_hosts_option_probes_the_file_and_an_unreachable_host_shows_its_re
         assert config(demo_ws)["hosts"] == str(hosts)
         await pilot.press("2")
         grid = app.grid
-        await wait_for(pilot, lambda: "127.0.0.1:1" in grid.rows and grid.rows["127.0.0.1:1"].reachable is False,
-                       "host reported unreachable")
+        await wait_for(
+            pilot,
+            lambda: "127.0.0.1:1" in grid.rows and grid.rows["127.0.0.1:1"].reachable is False,
+            "host reported unreachable",
+        )
         assert grid.rows["127.0.0.1:1"].reason
         assert app.is_running
         await pilot.press("q")

@@ -64,7 +64,7 @@ async def test_mirror_reaches_the_worker_and_kill_leftovers_ends_the_job(prepare
         log = app.log_view
         await wait_for(
             pilot,
-            lambda: any("MXNET_BACKWARD_DO_MIRROR=1" in l.text for l in log.all_lines),
+            lambda: any("MXNET_BACKWARD_DO_MIRROR=1" in line.text for line in log.all_lines),
             "the worker reports mirroring on",
             JOB_S,
         )

@@ -57,7 +57,14 @@ def test_log_screen(snap_compare, demo_ws, size):
         await feed(pilot, job_events() + log_events(80))
         await pilot.press("3")
         log = pilot.app.query_one(LogView)
-        await wait_for(pilot, lambda: log.received == 80 and not log.dirty, "log")
+        summary = pilot.app.summary
+
+        def settled() -> bool:
+            following = log.max_scroll_y > 0 and log.scroll_offset.y == log.max_scroll_y
+            return log.received == 80 and not log.dirty and following and len(summary.epochs) == 2
+
+        await wait_for(pilot, settled, "log drawn at its end with the epoch summary")
+        await pilot.pause()
 
     assert snap_compare(make_app(demo_ws), terminal_size=size, run_before=run_before)
 

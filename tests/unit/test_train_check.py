@@ -186,3 +186,17 @@ def test_gather_reads_lists_label_map_packed_edge_and_stray_files(tmp_path):
     assert facts.label_map_classes == 5 and facts.label_map.endswith("d_labels.txt")
     assert facts.examples_found == 2  # the .idx beside the chunk counts what was really packed
     assert facts.packed_edge == 480 and facts.stray == {str(train): ["d_0.idx"]}
+
+
+def test_preflight_of_a_training_command_line(tmp_path):
+    from engine.train.check import preflight_argv
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("node-a slots=2\nnode-b slots=2\n")
+    argv = ["--benchmark", "--batch-size", "64", "--gpus", "0,1", "--kv-store", "dist_sync"]
+    findings = preflight_argv(argv, hosts=str(hosts), num_workers=6, num_servers=2)
+    assert any(
+        f.level == ERROR and "-n 6 workers but the hosts offer 4 slots" in f.what for f in findings
+    )
+    info = next(f for f in findings if f.what.startswith("batch:"))
+    assert "32 per GPU, 64 per worker" in info.what and "384 global over 6 worker(s)" in info.what

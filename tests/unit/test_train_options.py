@@ -160,3 +160,9 @@ def test_lr_schedule_resumed_mid_way_continues_where_the_first_run_was():
 
 def test_node_label_carries_the_host_when_known():
     assert node_label(0, "") == "Node[0]" and node_label(3, "node-b") == "Node[3@node-b]"
+
+
+def test_float16_on_cpu_is_refused_before_mxnet_fails_deep_inside():
+    with pytest.raises(UserError, match="float16 needs --gpus"):
+        validate(parse("--benchmark", "--dtype", "float16"))
+    validate(parse("--benchmark", "--dtype", "float16", "--gpus", "0"))

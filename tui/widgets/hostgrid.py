@@ -100,7 +100,9 @@ class HostGrid(ScrollView, can_focus=True):
         self.lines: list[tuple[HostRow | None, int]] = []  # (row, line within row) per screen line
         self.stragglers: frozenset[str] = frozenset()
         self.dirty = True
-        self.styles: dict[str, Style] = {}  # component styles, looked up once per refresh not per cell
+        self._style_cache: dict[
+            str, Style
+        ] = {}  # component styles, looked up once per refresh not per cell
 
     # ---- data in -----------------------------------------------------------------------
     def set_hosts(self, names: Iterable[str]) -> None:
@@ -154,7 +156,7 @@ class HostGrid(ScrollView, can_focus=True):
     def rebuild(self) -> None:
         """Sort, filter and lay out rows into screen lines, then redraw the visible part."""
         self.dirty = False
-        self.styles.clear()
+        self._style_cache.clear()
         self.order = sorted(self._visible_rows(), key=self._sort_value)
         per_line = self._cells_per_line()
         self.lines = [(None, 0)]
@@ -210,15 +212,15 @@ class HostGrid(ScrollView, can_focus=True):
         self.rebuild()
 
     # ---- drawing -----------------------------------------------------------------------
-    def style(self, name: str) -> Style:
-        style = self.styles.get(name)
+    def cell_style(self, name: str) -> Style:
+        style = self._style_cache.get(name)
         if style is None:
-            style = self.styles[name] = self.get_component_rich_style(name)
+            style = self._style_cache[name] = self.get_component_rich_style(name)
         return style
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self.styles.clear()  # the theme or the CSS changed
+        self._style_cache.clear()  # the theme or the CSS changed
 
     def render_line(self, y: int) -> Strip:
         # Line 0 is the column header and stays put while the hosts scroll under it.
@@ -226,7 +228,7 @@ class HostGrid(ScrollView, can_focus=True):
         width = self.size.width
         if index == 0 or index >= len(self.lines):
             text = self._header_text() if index == 0 else ""
-            style = self.style("hostgrid--header") if index == 0 else Style()
+            style = self.cell_style("hostgrid--header") if index == 0 else Style()
             return Strip([Segment(fmt.fit(text, width), style)], width)
         row, part = self.lines[index]
         assert row is not None
@@ -249,8 +251,8 @@ class HostGrid(ScrollView, can_focus=True):
             ("hostgrid--straggler", row.straggler),
         ):
             if flag:
-                return self.style(cls)
-        return self.style("hostgrid--host")
+                return self.cell_style(cls)
+        return self.cell_style("hostgrid--host")
 
     def _host_strip(self, row: HostRow, width: int) -> Strip:
         style = self._row_style(row)
@@ -280,8 +282,8 @@ class HostGrid(ScrollView, can_focus=True):
 
     def _compact_gpus(self, row: HostRow, room: int) -> list[Segment]:
         if row.no_gpu:
-            return [Segment("no GPU", self.style("hostgrid--nogpu"))]
-        gpu_style = self.style("hostgrid--gpu")
+            return [Segment("no GPU", self.cell_style("hostgrid--nogpu"))]
+        gpu_style = self.cell_style("hostgrid--gpu")
         chars = "".join(fmt.level(_f(g.util_percent)) for _, g in sorted(row.gpus.items()))
         return [Segment(chars[: max(0, room)], gpu_style)]
 
@@ -292,7 +294,7 @@ class HostGrid(ScrollView, can_focus=True):
                 [
                     Segment(
                         fmt.fit("    " + word, width),
-                        self.style("hostgrid--nogpu"),
+                        self.cell_style("hostgrid--nogpu"),
                     )
                 ],
                 width,
@@ -320,8 +322,8 @@ class HostGrid(ScrollView, can_focus=True):
         text = f" {index:>2}{fmt.bar(util, 3)}{fmt.pct(gpu.util_percent, 4)} {fmt.level(mem)}{temp:>4}{power:>5}"
         sparkline = fmt.spark(history, 3, top=100.0)
         return [
-            Segment(text, self.style(cls)),
-            Segment(sparkline, self.style("hostgrid--gpu")),
+            Segment(text, self.cell_style(cls)),
+            Segment(sparkline, self.cell_style("hostgrid--gpu")),
         ]
 
     # ---- actions -----------------------------------------------------------------------

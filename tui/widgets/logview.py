@@ -119,7 +119,9 @@ class LogView(ScrollView, can_focus=True):
         self.dirty = True
 
     def flush(self) -> None:
-        if not self.dirty:
+        # Following but not at the end (the pane was resized under us): catch up as if new lines came.
+        behind = self.follow and self.scroll_offset.y != self.max_scroll_y
+        if not (self.dirty or behind):
             return
         self.dirty = False
         self.virtual_size = Size(self.size.width, len(self.shown))
@@ -130,7 +132,7 @@ class LogView(ScrollView, can_focus=True):
     def refilter(self) -> None:
         self.active = LogFilter.parse(self.filter_text, self.min_level)
         self.shown = deque(
-            (l for l in self.all_lines if self.active.matches(l)), maxlen=self.all_lines.maxlen
+            (line for line in self.all_lines if self.active.matches(line)), maxlen=self.all_lines.maxlen
         )
         self.dirty = True
         self.flush()

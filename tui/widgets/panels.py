@@ -95,7 +95,7 @@ class JobSummary(Static):
             if r.stragglers:
                 head += f"  stragglers: {', '.join(r.stragglers[:6])}"
         lines = [head]
-        for key, epoch in sorted(self.epochs.items(), key=lambda kv: str(kv[0]))[-4:]:
+        for _key, epoch in sorted(self.epochs.items(), key=lambda kv: str(kv[0]))[-4:]:
             lines.append(_epoch_line(epoch))
         return "\n".join(lines)
 

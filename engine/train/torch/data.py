@@ -410,7 +410,14 @@ class RecordLoader:
             "pin_memory": pin,
         }
         if self.threads > 0:
-            kwargs.update(worker_init_fn=_worker_init, persistent_workers=True, prefetch_factor=2)
+            # Spawned, not forked: a fork of a process that already runs OpenMP/OpenCV thread pools
+            # (torch, mxnet, cv2 all do) can deadlock in the child's first set_num_threads.
+            kwargs.update(
+                worker_init_fn=_worker_init,
+                persistent_workers=True,
+                prefetch_factor=2,
+                multiprocessing_context="spawn",
+            )
         return tud.DataLoader(self.dataset, **kwargs)
 
     def __len__(self) -> int:
