@@ -100,33 +100,28 @@ def _has_nvidia_smi() -> bool:
 
 
 # ---- training command ----------------------------------------------------------------------------
+# Workspace training options every worker gets as ``--key value`` (underscores become dashes).
+TRAIN_KEYS = (
+    "network",
+    "num_layers",
+    "batch_size",
+    "kv_store",
+    "num_epochs",
+    "lr",
+    "image_shape",
+    "data_nthreads",
+    "disp_batches",
+)
+
+
 def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     """The `imgscale train` command line every worker runs, from the workspace's training options."""
     opts = ws.train_options()
     lists = ws.lists_dir
-    cmd = [
-        sys.executable,
-        "-m",
-        "engine",
-        "train",
-        "--network",
-        str(opts["network"]),
-        "--num-layers",
-        str(opts["num_layers"]),
-        "--batch-size",
-        str(opts["batch_size"]),
-        "--kv-store",
-        str(opts["kv_store"]),
-        "--num-epochs",
-        str(opts["num_epochs"]),
-        "--lr",
-        str(opts["lr"]),
-        "--image-shape",
-        str(opts["image_shape"]),
-        "--data-nthreads",
-        str(opts["data_nthreads"]),
-        "--disp-batches",
-        str(opts["disp_batches"]),
+    cmd = [sys.executable, "-m", "engine", "train"]
+    for key in TRAIN_KEYS:
+        cmd += ["--" + key.replace("_", "-"), str(opts[key])]
+    cmd += [
         "--model-prefix",
         str(ws.resolve(str(opts["model_prefix"]))),
         "--data-train",

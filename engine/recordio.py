@@ -143,20 +143,15 @@ def read_index(path: str | os.PathLike, key_type=int) -> list[tuple]:
     return pairs
 
 
-class RecordWriter:
-    """Sequential writer: ``write(payload)`` appends one record and returns its offset."""
+class _RecordFile:
+    """One open .rec file: what the reader and the writer share (path, tell, close, with)."""
 
-    def __init__(self, path: str | os.PathLike, mode: str = "wb") -> None:
+    def __init__(self, path: str | os.PathLike, mode: str) -> None:
         self.path = os.fspath(path)
         self.file: BinaryIO = open(self.path, mode)  # noqa: SIM115 - closed by close()
 
     def tell(self) -> int:
         return self.file.tell()
-
-    def write(self, payload: bytes) -> int:
-        offset = self.file.tell()
-        self.file.write(frame(payload))
-        return offset
 
     def close(self) -> None:
         self.file.close()
@@ -166,6 +161,18 @@ class RecordWriter:
 
     def __exit__(self, *_exc) -> None:
         self.close()
+
+
+class RecordWriter(_RecordFile):
+    """Sequential writer: ``write(payload)`` appends one record and returns its offset."""
+
+    def __init__(self, path: str | os.PathLike, mode: str = "wb") -> None:
+        super().__init__(path, mode)
+
+    def write(self, payload: bytes) -> int:
+        offset = self.file.tell()
+        self.file.write(frame(payload))
+        return offset
 
 
 class IndexedRecordWriter(RecordWriter):
@@ -185,18 +192,14 @@ class IndexedRecordWriter(RecordWriter):
         self.idx_file.close()
 
 
-class RecordReader:
+class RecordReader(_RecordFile):
     """Sequential reader; iterating yields each record's payload (with split magics restored)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = os.fspath(path)
-        self.file: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        super().__init__(path, "rb")
 
     def seek(self, offset: int) -> None:
         self.file.seek(offset)
-
-    def tell(self) -> int:
-        return self.file.tell()
 
     def read(self) -> bytes | None:
         """The next record, or None at the end of the file."""
@@ -226,15 +229,6 @@ class RecordReader:
     def __iter__(self) -> Iterator[bytes]:
         while (record := self.read()) is not None:
             yield record
-
-    def close(self) -> None:
-        self.file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.close()
 
 
 class IndexedRecordReader(RecordReader):

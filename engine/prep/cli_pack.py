@@ -121,10 +121,12 @@ def _progress(args):
     return sink
 
 
-def run_list(args: argparse.Namespace) -> int:
+def write_lists_from(args: argparse.Namespace, on_event=None) -> list:
+    """Write the .lst files that the `list` command's parsed arguments describe."""
+    from engine.events import ignore
     from engine.prep import lst
 
-    written = lst.write_lists(
+    return lst.write_lists(
         args.prefix,
         args.root,
         recursive=args.recursive,
@@ -133,8 +135,14 @@ def run_list(args: argparse.Namespace) -> int:
         test_ratio=args.test_ratio,
         shuffle=args.shuffle,
         exts=tuple(args.exts),
-        on_event=_progress(args),
+        on_event=on_event or ignore,
     )
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from engine.prep import lst
+
+    written = write_lists_from(args, _progress(args))
     for path in written:
         print(path)
     print(lst.labels_path(os.path.abspath(args.prefix)))

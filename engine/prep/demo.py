@@ -189,7 +189,13 @@ def corrupt_file(kind: str, rng, good: bytes) -> bytes:
 
 # -- files ----------------------------------------------------------------------------------------
 def iter_demo(
-    classes: int, images_per_class, seed: int, size_scale: float, max_side: int | None, corrupt: int
+    *,
+    classes: int = 10,
+    images_per_class: int | Sequence[int] = (20, 80),
+    seed: int = 0,
+    size_scale: float = 1.0,
+    max_side: int | None = None,
+    corrupt: int = 0,
 ):
     """Yield (wnid, [(file name, bytes, is_image)]) per class; the whole dataset follows from the seed."""
     import numpy as np
@@ -231,43 +237,30 @@ def _summary(path: Path, per_class: list, corrupt: list, total_bytes: int) -> De
     )
 
 
-def make_demo_tree(
-    root,
-    *,
-    classes: int = 10,
-    images_per_class: int | Sequence[int] = (20, 80),
-    seed: int = 0,
-    size_scale: float = 1.0,
-    max_side: int | None = None,
-    corrupt: int = 0,
-) -> DemoSummary:
-    """Write ROOT/<wnid>/<wnid>_<n>.JPEG, the layout extraction produces."""
+def _tally(name: str, files: list, per_class: list, bad: list) -> None:
+    """Note one class's decodable image count and the relative paths of its broken files."""
+    per_class.append((name, sum(1 for f in files if f[2])))
+    bad += [f"{name}/{fname}" for fname, _, good in files if not good]
+
+
+def make_demo_tree(root, **options) -> DemoSummary:
+    """Write ROOT/<wnid>/<wnid>_<n>.JPEG, the layout extraction produces; options as iter_demo's."""
     root = Path(root)
     _check_empty_dir(root)
     per_class, bad, total = [], [], 0
-    for name, files in iter_demo(classes, images_per_class, seed, size_scale, max_side, corrupt):
+    for name, files in iter_demo(**options):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
-        for fname, data, good in files:
+        for fname, data, _good in files:
             (folder / fname).write_bytes(data)
             total += len(data)
-            if not good:
-                bad.append(f"{name}/{fname}")
-        per_class.append((name, sum(1 for f in files if f[2])))
+        _tally(name, files, per_class, bad)
     return _summary(root, per_class, bad, total)
 
 
-def make_demo_tar(
-    path,
-    *,
-    classes: int = 10,
-    images_per_class: int | Sequence[int] = (20, 80),
-    seed: int = 0,
-    size_scale: float = 1.0,
-    max_side: int | None = None,
-    corrupt: int = 0,
-) -> DemoSummary:
-    """Write a tar of per-class tars (``<wnid>.tar``), shaped like ImageNet's fall11_whole.tar."""
+def make_demo_tar(path, **options) -> DemoSummary:
+    """Write a tar of per-class tars (``<wnid>.tar``), shaped like ImageNet's fall11_whole.tar;
+    options as iter_demo's."""
     path = Path(path)
     if path.is_dir():
         raise UserError(
@@ -277,13 +270,10 @@ def make_demo_tar(
     tmp = path.with_name(path.name + ".partial")
     per_class, bad = [], []
     with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as outer:
-        for name, files in iter_demo(
-            classes, images_per_class, seed, size_scale, max_side, corrupt
-        ):
+        for name, files in iter_demo(**options):
             inner = _inner_tar(files)
             outer.addfile(_tarinfo(f"{name}.tar", len(inner)), io.BytesIO(inner))
-            per_class.append((name, sum(1 for f in files if f[2])))
-            bad += [f"{name}/{fname}" for fname, _, good in files if not good]
+            _tally(name, files, per_class, bad)
     os.replace(tmp, path)
     return _summary(path, per_class, bad, path.stat().st_size)
 

@@ -201,17 +201,23 @@ class Journal:
 
 def exclusive_lock(path: Path):
     """Hold an exclusive lock file so two runs never work on the same tree at once."""
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a")  # noqa: SIM115 - held until the run ends
+    return lock_or_fail(
+        handle, f"another imgscale run holds {path}; wait for it to finish (or stop it)"
+    )
+
+
+def lock_or_fail(handle, busy: str):
+    """Lock the open file HANDLE exclusively without waiting; if another process holds it, close
+    HANDLE and raise UserError(BUSY)."""
+    import fcntl
+
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise UserError(
-            f"another imgscale run holds {path}; wait for it to finish (or stop it)"
-        ) from None
+        raise UserError(busy) from None
     return handle
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
+from engine.prep.journal import lock_or_fail
 from engine.prep.report import one_field, printable
 
 MANIFEST_VERSION = 1
@@ -172,14 +172,8 @@ class Chunk:
 
     def _lock(self):
         handle = open(self.lst, "rb")  # noqa: SIM115 - held until the chunk is closed
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise UserError(
-                f"{self.lst} is being packed by another process; wait for it or stop it"
-            ) from None
-        return handle
+        busy = f"{self.lst} is being packed by another process; wait for it or stop it"
+        return lock_or_fail(handle, busy)
 
     def _load_manifest(self) -> dict:
         try:

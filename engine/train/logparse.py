@@ -36,8 +36,8 @@ VALIDATION = re.compile(
 )
 TIME_COST = re.compile(rf"Epoch\[(?P<epoch>\d+)\]\s+Time cost=(?P<value>{NUMBER})")
 SAVED = re.compile(r'Saved checkpoint to "(?P<path>[^"]+)"')
-CHECKPOINT_EPOCH = re.compile(r"-(\d{4,})\.params$")
-CHECKPOINT_BATCH = re.compile(r"-(\d{4,})\.b\d+\.params$")
+CHECKPOINT_EPOCH = re.compile(r"-(\d{4,})\.(?:params|pt)$")
+CHECKPOINT_BATCH = re.compile(r"-(\d{4,})\.b\d+\.(?:params|pt)$")
 
 
 @dataclass(frozen=True)

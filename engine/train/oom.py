@@ -28,6 +28,9 @@ KERNEL_PATTERNS = (
     re.compile(r"invoked oom-killer"),
     re.compile(r"Memory cgroup out of memory: Kill(ed)? process (?P<pid>\d+)"),
 )
+GPU_DIAGNOSIS = "GPU out of memory: the batch's activations and gradients do not fit on the GPU"
+HOST_DIAGNOSIS = "host out of memory: an allocation in main memory failed"
+KERNEL_DIAGNOSIS = "the kernel's OOM killer ended the process: the host ran out of memory"
 SIGKILL_STATUSES = (-9, 137)  # killed by signal 9: Python's returncode, or a shell's 128+9
 
 # Measured with bench/bench_train.py --mirror (MXNet 1.9.1, CPU): the planned executor memory changes by
@@ -94,27 +97,15 @@ def diagnose_text(
     """A Failure with diagnosis and advice when `text` (a line, a log, an error message) shows an OOM."""
     m = _matches(GPU_PATTERNS, text)
     if m:
-        return Failure(
-            source=source,
-            message=_line_of(text, m),
-            job=job,
-            last_lines=last_lines,
-            diagnosis="GPU out of memory: the batch's activations and gradients do not fit on the GPU",
-            advice=gpu_advice(batch_size, gpus, dtype),
-        )
+        advice = gpu_advice(batch_size, gpus, dtype)
+        return _failure(source, _line_of(text, m), GPU_DIAGNOSIS, advice, job, last_lines)
     m = _matches(KERNEL_PATTERNS, text)
     if m:
         return _kernel_failure(source, _line_of(text, m), batch_size, job, last_lines)
     m = _matches(HOST_PATTERNS, text)
     if m:
-        return Failure(
-            source=source,
-            message=_line_of(text, m),
-            job=job,
-            last_lines=last_lines,
-            diagnosis="host out of memory: an allocation in main memory failed",
-            advice=host_advice(batch_size),
-        )
+        advice = host_advice(batch_size)
+        return _failure(source, _line_of(text, m), HOST_DIAGNOSIS, advice, job, last_lines)
     return None
 
 
@@ -151,14 +142,18 @@ def diagnose_exit(
 
 
 def _kernel_failure(source, message, batch_size, job, lines, certain: bool = True) -> Failure:
-    diagnosis = "the kernel's OOM killer ended the process: the host ran out of memory"
+    diagnosis = KERNEL_DIAGNOSIS
     if not certain:
         diagnosis += " (confirm with `dmesg | grep -i oom` on the host)"
+    return _failure(source, message, diagnosis, host_advice(batch_size), job, lines)
+
+
+def _failure(source, message, diagnosis, advice, job, lines) -> Failure:
     return Failure(
         source=source,
         message=message,
         diagnosis=diagnosis,
-        advice=host_advice(batch_size),
+        advice=advice,
         job=job,
         last_lines=tuple(lines),
     )

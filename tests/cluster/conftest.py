@@ -21,3 +21,10 @@ async def pool(cluster):
     hosts = HostPool(read_hosts(cluster.hosts_file))
     yield hosts
     await hosts.close()
+
+
+@pytest.fixture()
+def state_home(tmp_path, monkeypatch):
+    """A tmp folder whose home/ is IMGSCALE_HOME, so job records and runs stay inside the test."""
+    monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
+    return tmp_path

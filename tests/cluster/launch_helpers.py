@@ -108,3 +108,15 @@ def watchers_of(run_dir: str) -> list[int]:
         ):
             found.append(int(entry))
     return found
+
+
+async def run_to_end(spec, events):
+    """Launch SPEC, wait for its final state and close it, whatever happens; (job, final state)."""
+    from engine.cluster.launcher import launch
+
+    job = await launch(spec, sink=events)
+    try:
+        final = await job.wait()
+    finally:
+        await job.close()
+    return job, final

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from launch_helpers import MX_JOB, Events, processes_of
+from launch_helpers import MX_JOB, Events, processes_of, run_to_end
 
 from engine.cluster import jobs
-from engine.cluster.launcher import LaunchSpec, launch
+from engine.cluster.launcher import LaunchSpec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mxnet, pytest.mark.slow]
-
-
-@pytest.fixture()
-def state_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
-    return tmp_path
 
 
 async def test_dist_sync_job_completes_with_logs_attributed_to_host_role_and_rank(cluster, state_home):
@@ -28,11 +22,7 @@ async def test_dist_sync_job_completes_with_logs_attributed_to_host_role_and_ran
         run_root=str(state_home / "runs"),
         stall_timeout_s=120,
     )
-    job = await launch(spec, sink=events)
-    try:
-        final = await job.wait()
-    finally:
-        await job.close()
+    job, final = await run_to_end(spec, events)
     assert final.state == "done", events.failures()
     # launch.py's placement: servers first, round-robin over node1..node3
     where = {(p.role, p.rank): p.host for p in final.processes}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from launch_helpers import Events
+from launch_helpers import Events, run_to_end
 
-from engine.cluster.launcher import LaunchSpec, launch
+from engine.cluster.launcher import LaunchSpec
 
 pytestmark = [pytest.mark.cluster]
 
@@ -14,19 +14,9 @@ SCRIPT = ("import os, sys; print(repr((os.getcwd(), sys.argv[1:], os.environ['HO
           "os.environ['IMGSCALE_HOST'])))")
 
 
-@pytest.fixture()
-def state_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
-    return tmp_path
-
-
 async def run_job(spec) -> Events:
     events = Events()
-    job = await launch(spec, sink=events)
-    try:
-        final = await job.wait()
-    finally:
-        await job.close()
+    _, final = await run_to_end(spec, events)
     assert final.state == "done", events.failures()
     return events
 

@@ -14,6 +14,7 @@ from launch_helpers import (
     group_alive,
     pid_record,
     processes_of,
+    run_to_end,
     wait_until,
     watchers_of,
 )
@@ -23,12 +24,6 @@ from engine.cluster.launcher import LaunchSpec, launch, set_option
 from engine.events import JobState
 
 pytestmark = [pytest.mark.cluster]
-
-
-@pytest.fixture()
-def state_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
-    return tmp_path
 
 
 FAIL_RANK_1 = (
@@ -94,11 +89,7 @@ async def test_stalled_job_is_stopped_and_reported(cluster, state_home):
         num_workers=2, num_servers=0, hosts_file=str(cluster.hosts_file),
         run_root=str(state_home / "runs"), stall_timeout_s=2, grace_s=1,
     )
-    job = await launch(spec, sink=events)
-    try:
-        final = await job.wait()
-    finally:
-        await job.close()
+    job, final = await run_to_end(spec, events)
     assert final.state == "failed"
     failure = events.failures()[0]
     assert "stalled: no new log line for 2 s" in failure.message
@@ -113,11 +104,7 @@ async def test_failing_worker_exhausts_restarts_and_names_process_host_status_an
         num_workers=2, num_servers=0, hosts_file=str(cluster.hosts_file),
         run_root=str(state_home / "runs"), max_restarts=1, grace_s=1,
     )
-    job = await launch(spec, sink=events)
-    try:
-        final = await job.wait()
-    finally:
-        await job.close()
+    job, final = await run_to_end(spec, events)
     assert final.state == "failed" and final.restarts == 1
     failures = events.failures()
     assert len(failures) == 2  # the first attempt and its relaunch
@@ -136,11 +123,7 @@ async def test_host_that_keeps_failing_is_excluded_from_the_relaunch(cluster, st
         num_workers=2, num_servers=0, hosts_file=str(cluster.hosts_file),
         run_root=str(state_home / "runs"), max_restarts=1, exclude_after=1, grace_s=1,
     )
-    job = await launch(spec, sink=events)
-    try:
-        final = await job.wait()
-    finally:
-        await job.close()
+    job, final = await run_to_end(spec, events)
     assert final.state == "done"
     assert job.record.excluded == ("node2",)
     assert [p.host for p in final.processes] == ["node1", "node3"]
@@ -150,11 +133,7 @@ async def test_a_host_that_cannot_start_fails_the_job_naming_the_host(cluster, s
     events = Events()
     spec = LaunchSpec(command=("true",), num_workers=2, num_servers=0,
                       hosts_file=str(cluster.hosts_file), run_root="/proc/no-such-dir")
-    job = await launch(spec, sink=events)
-    try:
-        final = await job.wait()
-    finally:
-        await job.close()
+    _, final = await run_to_end(spec, events)
     assert final.state == "failed"
     failure = events.failures()[0]
     assert failure.source in ("host node1", "host node2")

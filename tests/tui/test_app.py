@@ -36,6 +36,18 @@ async def select_stage(pilot, name: str) -> None:
     assert table.selected.status.name == name
 
 
+async def wait_done(pilot, name: str, what: str = "") -> None:
+    app = pilot.app
+    await wait_for(pilot, lambda: stage_state(app, name) == "done", what or f"{name} done")
+
+
+async def run_stage(pilot, name: str) -> None:
+    """Select the stage, start it with 's' and wait until the workspace records it done."""
+    await select_stage(pilot, name)
+    await pilot.press("s")
+    await wait_done(pilot, name)
+
+
 async def test_number_keys_switch_panes_and_focus(demo_ws):
     app = ImgscaleApp(demo_ws, telemetry=False)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -78,9 +90,7 @@ async def test_start_key_runs_a_stage_and_saves_its_state(demo_ws):
     app = ImgscaleApp(demo_ws, telemetry=False)
     async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
         await opened(pilot)
-        await select_stage(pilot, "extract")
-        await pilot.press("s")
-        await wait_for(pilot, lambda: stage_state(app, "extract") == "done", "extract done")
+        await run_stage(pilot, "extract")
         view = app.query_one(StageTable).view_of("extract")
         await wait_for(pilot, lambda: view.status.state == "done", "extract drawn as done")
         assert view.status.done == view.status.total == 6
@@ -93,11 +103,7 @@ async def test_undo_key_moves_filtered_classes_back(demo_ws):
     async with app.run_test(size=(100, 30)) as pilot:
         await opened(pilot)
         for name in ("extract", "filter"):
-            await select_stage(pilot, name)
-            await pilot.press("s")
-            await wait_for(
-                pilot, lambda name=name: stage_state(app, name) == "done", f"{name} done"
-            )
+            await run_stage(pilot, name)
         root = demo_ws / "data/images"
         assert len(list(root.iterdir())) < 6
         await pilot.press("u")
@@ -112,9 +118,7 @@ async def test_resume_key_continues_a_stopped_stage(demo_ws):
         app.session.workspace.update_stage("extract", state="stopped")
         await select_stage(pilot, "extract")
         await pilot.press("r")
-        await wait_for(
-            pilot, lambda: stage_state(app, "extract") == "done", "extract resumed to done"
-        )
+        await wait_done(pilot, "extract", "extract resumed to done")
 
 
 async def test_stop_key_on_an_idle_stage_says_so_and_the_app_keeps_running(demo_ws):
@@ -146,9 +150,7 @@ async def test_stop_key_stops_a_running_stage_and_resume_finishes_it(demo_ws):
         view = app.stages.view_of("extract")
         await wait_for(pilot, lambda: view.status.state == "stopped", "drawn as stopped")
         await pilot.press("r")
-        await wait_for(
-            pilot, lambda: stage_state(app, "extract") == "done", "extract resumed to done"
-        )
+        await wait_done(pilot, "extract", "extract resumed to done")
 
 
 async def test_edit_key_saves_options_and_marks_done_stage_stale(demo_ws):
@@ -156,11 +158,7 @@ async def test_edit_key_saves_options_and_marks_done_stage_stale(demo_ws):
     async with app.run_test(size=(100, 30)) as pilot:
         await opened(pilot)
         for name in ("extract", "filter"):
-            await select_stage(pilot, name)
-            await pilot.press("s")
-            await wait_for(
-                pilot, lambda name=name: stage_state(app, name) == "done", f"{name} done"
-            )
+            await run_stage(pilot, name)
         await pilot.press("e")
         assert isinstance(app.screen, OptionsForm)
         field = app.screen.query_one("#opt-min_images", Input)

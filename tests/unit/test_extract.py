@@ -1,7 +1,6 @@
 """Extraction: streams a tar of per-class tars into class folders, resumes after SIGKILL, refuses escapes."""
 
 import gzip
-import hashlib
 import io
 import os
 import pathlib
@@ -11,6 +10,7 @@ import tarfile
 import time
 
 import pytest
+from tree_helpers import snapshot
 
 from engine.cli import main
 from engine.errors import UserError
@@ -22,24 +22,16 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 DEMO = {"classes": 5, "images_per_class": (6, 10), "max_side": 64, "seed": 0, "corrupt": 2}
 
 
-def snapshot(top):
-    return {
-        str(p.relative_to(top)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(pathlib.Path(top).rglob("*"))
-        if p.is_file()
-    }
-
-
 def reference_tree(tmp_path):
     make_demo_tree(tmp_path / "reference", **DEMO)
-    return snapshot(tmp_path / "reference")
+    return snapshot(tmp_path / "reference", with_journals=True)
 
 
 def test_extracts_every_class_as_the_tree_generator_writes_it(tmp_path):
     make_demo_tar(tmp_path / "demo.tar", **DEMO)
     events = []
     result = extract_archive(tmp_path / "demo.tar", tmp_path / "root", on_event=events.append)
-    assert snapshot(tmp_path / "root") == reference_tree(tmp_path)
+    assert snapshot(tmp_path / "root", with_journals=True) == reference_tree(tmp_path)
     assert (result.classes, result.already) == (5, 0)
     last = [e for e in events if isinstance(e, StageProgress)][-1]
     assert (last.done, last.total, last.unit) == (5, 5, "classes") and last.bytes_total > 0
@@ -61,7 +53,7 @@ def test_compressed_archive_is_streamed(tmp_path):
     make_demo_tar(tmp_path / "demo.tar", **DEMO)
     (tmp_path / "demo.tar.gz").write_bytes(gzip.compress((tmp_path / "demo.tar").read_bytes()))
     extract_archive(tmp_path / "demo.tar.gz", tmp_path / "root")
-    assert snapshot(tmp_path / "root") == reference_tree(tmp_path)
+    assert snapshot(tmp_path / "root", with_journals=True) == reference_tree(tmp_path)
 
 
 def _open_writer(fifo, proc, deadline):
@@ -122,7 +114,8 @@ def test_resumes_after_sigkill_mid_class(tmp_path):
 
     result = extract_archive(tar, root)
     assert (result.already, result.classes) == (2, 3)
-    assert snapshot(root) == reference_tree(tmp_path)  # no leftovers, nothing missing or doubled
+    # no leftovers, nothing missing or doubled
+    assert snapshot(root, with_journals=True) == reference_tree(tmp_path)
     assert kept.stat().st_ino == inode  # finished classes were not rewritten
 
 
@@ -134,7 +127,7 @@ def test_stale_partial_folder_is_redone_cleanly(tmp_path):
     junk.mkdir(parents=True)
     (junk / "half_written.JPEG").write_bytes(b"\xff\xd8 torn")
     extract_archive(tmp_path / "demo.tar", tmp_path / "root")
-    assert snapshot(tmp_path / "root") == reference_tree(tmp_path)
+    assert snapshot(tmp_path / "root", with_journals=True) == reference_tree(tmp_path)
 
 
 # -- archives that try to write outside ROOT ---------------------------------------------------------

@@ -1,46 +1,11 @@
 """filter: classes below N images move to ROOT_filtered/, journaled; undo restores the tree exactly."""
 
-import hashlib
-import pathlib
-
 import pytest
+from tree_helpers import crash_on_move, make_tree, snapshot
 
 from engine.cli import main
 from engine.errors import UserError
-from engine.prep import journal as jmod
 from engine.prep.filter import count_images, filter_classes, undo_filter
-
-
-def snapshot(top):
-    return {
-        str(p.relative_to(top)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(pathlib.Path(top).rglob("*"))
-        if p.is_file() and ".imgscale" not in p.parts
-    }
-
-
-def make_tree(root, sizes):
-    for cls, n in sizes.items():
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            (root / cls / f"{cls}_{i}.JPEG").write_bytes(f"{cls}{i}".encode())
-    return root
-
-
-def crash_on_second_move(monkeypatch, action):
-    """Run ``action`` with the process 'dying' (KeyboardInterrupt) just before its second move."""
-    real_move, calls = jmod.move_path, []
-
-    def move(src, dst):
-        calls.append(src)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        real_move(src, dst)
-
-    monkeypatch.setattr(jmod, "move_path", move)
-    with pytest.raises(KeyboardInterrupt):
-        action()
-    monkeypatch.setattr(jmod, "move_path", real_move)
 
 
 @pytest.fixture
@@ -78,7 +43,7 @@ def test_undo_restores_the_tree_exactly(tree):
 
 
 def test_crash_mid_filter_resumes_the_same_plan(tree, monkeypatch):
-    crash_on_second_move(monkeypatch, lambda: filter_classes(tree, min_images=3))
+    crash_on_move(monkeypatch, lambda: filter_classes(tree, min_images=3), 2)
     # Resumed with another threshold: the interrupted plan is finished first, as it was journaled.
     result = filter_classes(tree, min_images=1)
     assert result.removed == (("n02", 2), ("n04", 1)) and result.moved_now == 1
@@ -87,7 +52,7 @@ def test_crash_mid_filter_resumes_the_same_plan(tree, monkeypatch):
 
 def test_undo_after_a_crash_restores_everything(tree, monkeypatch):
     before = snapshot(tree.parent)
-    crash_on_second_move(monkeypatch, lambda: filter_classes(tree, min_images=3))
+    crash_on_move(monkeypatch, lambda: filter_classes(tree, min_images=3), 2)
     undo_filter(tree)
     assert snapshot(tree.parent) == before
 

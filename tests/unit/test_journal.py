@@ -1,23 +1,15 @@
 """Move journals: the plan is durable before any move, a crash is resumable, undo is repeatable."""
 
 import errno
-import hashlib
 import json
 import os
 
 import pytest
+from tree_helpers import crash_on_move, snapshot
 
 from engine.errors import UserError
 from engine.prep import journal as jmod
 from engine.prep.journal import Journal, default_journal_path, move_path, undo_journal
-
-
-def snapshot(top):
-    return {
-        str(p.relative_to(top)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(top.rglob("*"))
-        if p.is_file() and ".imgscale" not in p.parts
-    }
 
 
 def make_files(folder, names):
@@ -55,19 +47,12 @@ def test_plan_is_written_and_synced_before_the_first_move(tmp_path, monkeypatch)
 def test_crash_mid_run_leaves_an_unfinished_run_that_resumes(tmp_path, monkeypatch):
     srcs = make_files(tmp_path / "a", ["1.jpg", "2.jpg", "3.jpg"])
     moves = [(s, tmp_path / "b" / s.name) for s in srcs]
-    calls = {"n": 0}
-    real_move = jmod.move_path
 
-    def crash_on_second(src, dst):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # the process dies between two moves
-        real_move(src, dst)
+    def run():
+        with Journal(tmp_path / ".imgscale" / "j.jsonl") as j:
+            j.execute(j.begin("t", {}, moves))
 
-    monkeypatch.setattr(jmod, "move_path", crash_on_second)
-    with pytest.raises(KeyboardInterrupt), Journal(tmp_path / ".imgscale" / "j.jsonl") as j:
-        j.execute(j.begin("t", {}, moves))
-    monkeypatch.setattr(jmod, "move_path", real_move)
+    crash_on_move(monkeypatch, run, 2)  # the process dies between two moves
     run = Journal(tmp_path / ".imgscale" / "j.jsonl").unfinished()
     assert run is not None and run.started == {0, 1}
     with Journal(tmp_path / ".imgscale" / "j.jsonl") as j:
@@ -113,18 +98,7 @@ def test_interrupted_undo_can_be_run_again(tmp_path, monkeypatch):
     before = snapshot(tmp_path)
     with Journal(tmp_path / ".imgscale" / "j.jsonl") as j:
         j.execute(j.begin("t", {}, [(s, tmp_path / "b" / s.name) for s in srcs]))
-    real_move, calls = jmod.move_path, {"n": 0}
-
-    def crash_on_second(src, dst):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        real_move(src, dst)
-
-    monkeypatch.setattr(jmod, "move_path", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        undo_journal(tmp_path / ".imgscale" / "j.jsonl")
-    monkeypatch.setattr(jmod, "move_path", real_move)
+    crash_on_move(monkeypatch, lambda: undo_journal(tmp_path / ".imgscale" / "j.jsonl"), 2)
     result = undo_journal(tmp_path / ".imgscale" / "j.jsonl")
     assert (result.restored, result.already) == (2, 1)
     assert snapshot(tmp_path) == before

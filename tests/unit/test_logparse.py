@@ -121,3 +121,11 @@ def test_per_host_rate_sums_the_newest_rate_of_each_worker():
                 f"Epoch[0] Batch [0-20]\tSpeed: {speed} samples/sec\taccuracy=0.1"
             )
     assert host_rates(events) == {"a": 200.0, "b": 50.0}
+
+
+def test_torch_engine_checkpoint_names_count_like_mxnet_params():
+    """The torch engine writes PREFIX-NNNN.pt; the console must attach it to the right epoch."""
+    parser = LogParser("node1", 0, "job", 32)
+    (summary,) = parser.feed('INFO:root:Saved checkpoint to "/ckpt/m-0003.pt"')
+    assert isinstance(summary, EpochSummary) and summary.epoch == 2
+    assert summary.checkpoint == "/ckpt/m-0003.pt"

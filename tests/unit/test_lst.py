@@ -89,21 +89,12 @@ def run_im2rec(tmp_path, root, combos):
 
 
 def run_ours(tmp_path, name, root, options):
-    from engine.prep.cli_pack import build_list_parser
+    from engine.prep.cli_pack import build_list_parser, write_lists_from
 
     args = build_list_parser().parse_args(
         [str(tmp_path / "ours" / name / "data"), str(root), *options]
     )
-    return lst.write_lists(
-        args.prefix,
-        args.root,
-        recursive=args.recursive,
-        chunks=args.chunks,
-        train_ratio=args.train_ratio,
-        test_ratio=args.test_ratio,
-        shuffle=args.shuffle,
-        exts=tuple(args.exts),
-    )
+    return write_lists_from(args)
 
 
 def lst_files(folder: pathlib.Path) -> dict[str, bytes]:

@@ -1,10 +1,10 @@
 """prepare: every stage in order on a workspace; finished stages skipped, interrupted ones resumed."""
 
-import hashlib
 import json
 import pathlib
 
 import pytest
+from tree_helpers import snapshot
 
 from engine.cli import main
 from engine.errors import UserError
@@ -12,14 +12,6 @@ from engine.events import StageProgress
 from engine.prep.demo import make_demo_tree
 from engine.prep.pipeline import ORDER, prepare
 from engine.recordio import RecordReader, unpack
-
-
-def snapshot(top):
-    return {
-        str(p.relative_to(top)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(pathlib.Path(top).rglob("*"))
-        if p.is_file()
-    }
 
 
 def labels_in(rec_dir):
@@ -50,10 +42,10 @@ def test_demo_runs_every_stage_and_says_what_to_train_with(tmp_path, capsys):
 
 def test_second_run_skips_everything(tmp_path, capsys):
     prepare(tmp_path / "ws", demo=True)
-    before = snapshot(tmp_path / "ws" / "data")
+    before = snapshot(tmp_path / "ws" / "data", with_journals=True)
     assert main(["prepare", str(tmp_path / "ws")]) == 0
     assert "nothing left to do" in capsys.readouterr().out
-    assert snapshot(tmp_path / "ws" / "data") == before
+    assert snapshot(tmp_path / "ws" / "data", with_journals=True) == before
 
 
 class StopAt:
@@ -86,9 +78,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, stage, monkeypatch
     assert resumed.ran[0] == stage
     prepare(tmp_path / "b", demo=True)
     for folder in ("train", "val", "images", "images_val"):
-        assert snapshot(tmp_path / "a" / "data" / folder) == snapshot(
-            tmp_path / "b" / "data" / folder
-        ), folder
+        a, b = (snapshot(tmp_path / run / "data" / folder, with_journals=True) for run in "ab")
+        assert a == b, folder
 
 
 def test_existing_tree_as_source(tmp_path):

@@ -1,21 +1,11 @@
 """place: only .rec files move into train/ and val/ (a --data-train folder reads every file); undoable."""
 
-import hashlib
-import pathlib
-
 import pytest
+from tree_helpers import snapshot
 
 from engine.cli import main
 from engine.errors import UserError
 from engine.prep.place import place_records, undo_place
-
-
-def snapshot(top):
-    return {
-        str(p.relative_to(top)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(pathlib.Path(top).rglob("*"))
-        if p.is_file() and ".imgscale" not in p.parts
-    }
 
 
 @pytest.fixture

@@ -1,33 +1,12 @@
 """split: K seeded-random images per class go to VAL_ROOT; deterministic, journaled, undoable."""
 
-import hashlib
-import pathlib
-
 import pytest
+from tree_helpers import crash_on_move, make_tree, snapshot
 
 from engine.cli import main
 from engine.errors import UserError
 from engine.events import SkippedItem
-from engine.prep import journal as jmod
 from engine.prep.split import split_validation, undo_split
-
-
-def snapshot(top):
-    return {
-        str(p.relative_to(top)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(pathlib.Path(top).rglob("*"))
-        if p.is_file() and ".imgscale" not in p.parts
-    }
-
-
-def make_tree(root, sizes):
-    for cls, n in sizes.items():
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            (root / cls / f"{cls}_{i}.JPEG").write_bytes(f"{cls}{i}".encode())
-        (root / cls / "notes.txt").write_text("not an image: never moved")
-    return root
-
 
 SIZES = {"n01": 12, "n02": 9, "n03": 3, "n04": 4}
 
@@ -37,7 +16,7 @@ def chosen(val_root):
 
 
 def test_moves_k_per_class_and_leaves_small_classes_whole(tmp_path):
-    root = make_tree(tmp_path / "train", SIZES)
+    root = make_tree(tmp_path / "train", SIZES, notes=True)
     events = []
     result = split_validation(root, tmp_path / "val", per_class=4, seed=0, on_event=events.append)
     assert result.moved == (("n01", 4), ("n02", 4)) and result.short == (("n03", 3), ("n04", 4))
@@ -53,15 +32,15 @@ def test_moves_k_per_class_and_leaves_small_classes_whole(tmp_path):
 def test_same_seed_same_choice_other_seed_other_choice(tmp_path):
     picks = []
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        root = make_tree(tmp_path / name / "train", SIZES)
+        root = make_tree(tmp_path / name / "train", SIZES, notes=True)
         split_validation(root, tmp_path / name / "val", per_class=4, seed=seed)
         picks.append(chosen(tmp_path / name / "val"))
     assert picks[0] == picks[1] != picks[2]
 
 
 def test_choice_of_a_class_does_not_depend_on_other_classes(tmp_path):
-    a = make_tree(tmp_path / "a" / "train", SIZES)
-    b = make_tree(tmp_path / "b" / "train", {"n01": 12})
+    a = make_tree(tmp_path / "a" / "train", SIZES, notes=True)
+    b = make_tree(tmp_path / "b" / "train", {"n01": 12}, notes=True)
     split_validation(a, tmp_path / "a" / "val", per_class=4)
     split_validation(b, tmp_path / "b" / "val", per_class=4)
     assert [p for p in chosen(tmp_path / "a" / "val") if p.startswith("n01")] == chosen(
@@ -70,7 +49,7 @@ def test_choice_of_a_class_does_not_depend_on_other_classes(tmp_path):
 
 
 def test_second_run_is_a_no_op_and_undo_restores_exactly(tmp_path):
-    root = make_tree(tmp_path / "train", SIZES)
+    root = make_tree(tmp_path / "train", SIZES, notes=True)
     before = snapshot(tmp_path)
     split_validation(root, tmp_path / "val", per_class=4)
     again = split_validation(root, tmp_path / "val", per_class=4)
@@ -81,24 +60,15 @@ def test_second_run_is_a_no_op_and_undo_restores_exactly(tmp_path):
 
 
 def test_crash_mid_split_resumes_then_undo_restores(tmp_path, monkeypatch):
-    root = make_tree(tmp_path / "train", SIZES)
+    root = make_tree(tmp_path / "train", SIZES, notes=True)
     before = snapshot(root)
-    real_move, calls = jmod.move_path, {"n": 0}
-
-    def die_on_third(src, dst):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        real_move(src, dst)
-
-    monkeypatch.setattr(jmod, "move_path", die_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        split_validation(root, tmp_path / "val", per_class=4, seed=3)
-    monkeypatch.setattr(jmod, "move_path", real_move)
+    crash_on_move(
+        monkeypatch, lambda: split_validation(root, tmp_path / "val", per_class=4, seed=3), 3
+    )
     resumed = split_validation(root, tmp_path / "val", per_class=4, seed=3)
     assert resumed.moved_now == 6
 
-    fresh = make_tree(tmp_path / "fresh" / "train", SIZES)
+    fresh = make_tree(tmp_path / "fresh" / "train", SIZES, notes=True)
     split_validation(fresh, tmp_path / "fresh" / "val", per_class=4, seed=3)
     assert chosen(tmp_path / "val") == chosen(
         tmp_path / "fresh" / "val"
@@ -108,7 +78,7 @@ def test_crash_mid_split_resumes_then_undo_restores(tmp_path, monkeypatch):
 
 
 def test_val_root_inside_root_is_refused(tmp_path):
-    root = make_tree(tmp_path / "train", SIZES)
+    root = make_tree(tmp_path / "train", SIZES, notes=True)
     with pytest.raises(UserError, match="inside ROOT"):
         split_validation(root, root / "val")
     with pytest.raises(UserError, match="ROOT .* is inside VAL_ROOT"):
@@ -116,14 +86,14 @@ def test_val_root_inside_root_is_refused(tmp_path):
 
 
 def test_split_into_another_folder_after_a_split_is_refused(tmp_path):
-    root = make_tree(tmp_path / "train", SIZES)
+    root = make_tree(tmp_path / "train", SIZES, notes=True)
     split_validation(root, tmp_path / "val", per_class=2)
     with pytest.raises(UserError, match="already split"):
         split_validation(root, tmp_path / "val2", per_class=2)
 
 
 def test_cli_split_and_undo(tmp_path, capsys):
-    root = make_tree(tmp_path / "train", SIZES)
+    root = make_tree(tmp_path / "train", SIZES, notes=True)
     assert main(["split", str(root), str(tmp_path / "val"), "--per-class", "4"]) == 0
     out = capsys.readouterr().out
     assert "moved 8 images of 2 classes" in out and "left whole: n03 has only 3 images" in out
@@ -132,7 +102,7 @@ def test_cli_split_and_undo(tmp_path, capsys):
 
 
 def test_cli_missing_val_root_is_one_line(tmp_path, capsys):
-    root = make_tree(tmp_path / "train", SIZES)
+    root = make_tree(tmp_path / "train", SIZES, notes=True)
     assert main(["split", str(root)]) == 2
     err = capsys.readouterr().err
     assert "missing VAL_ROOT" in err and len(err.strip().splitlines()) == 1

@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from engine.errors import UserError
+from engine.train.checkpoints import write_atomic
 from engine.train.torch import data, nets
 
 log = logging.getLogger("imgscale.train")
@@ -117,13 +118,7 @@ def list_checkpoints(prefix: str) -> list[tuple[int, int]]:
 def save_checkpoint(path: str, state: dict) -> None:
     """torch.save to a temporary name, then rename: a file with the final name is always whole."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def resume_checkpoint(args) -> str | None:

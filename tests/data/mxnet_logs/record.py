@@ -52,53 +52,18 @@ def record(name: str, code: str, *args: str) -> None:
     (HERE / name).write_text(out.stdout + out.stderr)
 
 
-ENGINE_ARGS = [
-    "--network",
-    "resnet",
-    "--num-layers",
-    "18",
-    "--image-shape",
-    "3,32,32",
-    "--num-classes",
-    "10",
-    "--batch-size",
-    "32",
-    "--num-epochs",
-    "3",
-    "--optimizer",
-    "adam",
-    "--lr",
-    "0.002",
-    "--lr-step-epochs",
-    "2",
-    "--disp-batches",
-    "5",
-    "--data-nthreads",
-    "1",
-    "--seed",
-    "1",
-    "--rgb-mean",
-    "128,128,128",
-    "--rgb-std",
-    "64,64,64",
-]
-
-
 def record_engine(tmp: str) -> None:
     """`imgscale train` (real MXNet underneath) locally and as a 2-worker dist_sync job."""
     sys.path[:0] = [str(HERE.parents[2]), str(HERE.parents[1] / "train")]
     import recdata
     from psjob import run_dist
+    from trainrun import COMMON, data_args
 
     data = recdata.build(os.path.join(tmp, "data"))
     common = [
-        *ENGINE_ARGS,
-        "--data-train",
-        data.train_dir,
-        "--data-val",
-        data.val,
-        "--num-examples",
-        str(data.num_examples),
+        *COMMON,
+        *("--num-epochs", "3", "--lr-step-epochs", "2", "--disp-batches", "5"),
+        *data_args(data),
         "--model-prefix",
         os.path.join(tmp, "ck", "r18"),
     ]
