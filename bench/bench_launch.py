@@ -38,8 +38,14 @@ async def one_round(cluster: SshCluster, per_host: int, run_root: str) -> tuple[
         if isinstance(event, JobState) and event.state == "running":
             running.set()
 
-    spec = LaunchSpec(command=("sleep", "60"), num_workers=hosts * per_host, num_servers=0,
-                      hosts_file=str(cluster.hosts_file), run_root=run_root, grace_s=1)
+    spec = LaunchSpec(
+        command=("sleep", "60"),
+        num_workers=hosts * per_host,
+        num_servers=0,
+        hosts_file=str(cluster.hosts_file),
+        run_root=run_root,
+        grace_s=1,
+    )
     t0 = time.perf_counter()
     job = await launch(spec, sink=sink)
     started = time.perf_counter() - t0
@@ -54,7 +60,9 @@ def write_hosts(cluster: SshCluster, per_host: int) -> None:
     cluster.hosts_file.write_text(cluster.hosts_text(slots=per_host))
 
 
-async def main_async(args: argparse.Namespace, cluster: SshCluster, root: Path) -> list[tuple[float, float]]:
+async def main_async(
+    args: argparse.Namespace, cluster: SshCluster, root: Path
+) -> list[tuple[float, float]]:
     results = []
     for _ in range(args.rounds):
         results.append(await one_round(cluster, args.per_host, str(root / "runs")))
@@ -79,14 +87,20 @@ def main() -> int:
             cluster.close()
     procs = args.hosts * args.per_host
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"launch of {procs} processes on {args.hosts} sshd hosts (loopback, {os.cpu_count()} cores, "
-          f"load average {load})")
+    print(
+        f"launch of {procs} processes on {args.hosts} sshd hosts (loopback, {os.cpu_count()} cores, "
+        f"load average {load})"
+    )
     for i, (started, running) in enumerate(results, 1):
-        print(f"  round {i}: launch() returned in {started:.2f} s, all {procs} running in {running:.2f} s")
+        print(
+            f"  round {i}: launch() returned in {started:.2f} s, all {procs} running in {running:.2f} s"
+        )
     best = min(r for _, r in results)
     worst = max(r for _, r in results)
     verdict = "within" if worst <= TARGET_S else "OVER"
-    print(f"all running: best {best:.2f} s, worst {worst:.2f} s - {verdict} the {TARGET_S:.0f} s target")
+    print(
+        f"all running: best {best:.2f} s, worst {worst:.2f} s - {verdict} the {TARGET_S:.0f} s target"
+    )
     return 0
 
 

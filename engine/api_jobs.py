@@ -303,6 +303,8 @@ def launch_spec(ws: wsmod.Workspace, mode: str) -> Any:
 
     opts = ws.train_options()
     hosts_file = str(ws.hosts_file) if ws.hosts_file is not None else None
+    # On this machine alone the workspace holds the job's logs and pid records too.
+    local_only: dict[str, Any] = {} if hosts_file else {"run_root": str(ws.path / "runs")}
     return LaunchSpec(
         command=train_command(ws, mode),
         num_workers=workers_of(ws),
@@ -313,8 +315,7 @@ def launch_spec(ws: wsmod.Workspace, mode: str) -> Any:
         cwd=str(ws.path),
         resume_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,
         max_restarts=int(opts.get("max_restarts", 0)),
-        # On this machine alone the workspace holds the job's logs and pid records too.
-        **({} if hosts_file else {"run_root": str(ws.path / "runs")}),
+        **local_only,
     )
 
 

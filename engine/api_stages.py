@@ -7,6 +7,7 @@ event sink through; stages are synchronous and run in a thread of the Session.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,44 @@ def _undo_split(ws: wsmod.Workspace, on_event: EventSink) -> None:
     split.undo_split(ws.root, on_event=on_event)
 
 
+class Passes:
+    """One stage run as several passes (training set, then validation set) shown as one count.
+
+    Whole-stage progress (``part == ""``) of a later pass is added to the earlier passes' final
+    figures, so the console's row ends at "129/129 images", not at the last pass's "20/20".
+    """
+
+    def __init__(self, on_event: EventSink) -> None:
+        self.on_event = on_event
+        self.base = StageProgress("", 0, 0)
+        self.last: StageProgress | None = None
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, StageProgress) and not event.part:
+            self.last = event
+            event = replace(
+                event,
+                done=self.base.done + event.done,
+                total=None if event.total is None else (self.base.total or 0) + event.total,
+                bytes_done=self.base.bytes_done + event.bytes_done,
+                skipped=self.base.skipped + event.skipped,
+            )
+        self.on_event(event)
+
+    def next_pass(self) -> None:
+        if self.last is not None:
+            last = self.last
+            self.base = replace(
+                self.base,
+                done=self.base.done + last.done,
+                total=(self.base.total or 0)
+                + (last.total if last.total is not None else last.done),
+                bytes_done=self.base.bytes_done + last.bytes_done,
+                skipped=self.base.skipped + last.skipped,
+            )
+            self.last = None
+
+
 def list_prefixes(ws: wsmod.Workspace) -> dict[str, Path]:
     """The .lst prefixes of the training and validation sets."""
     return {"train": ws.lists_dir / "train", "val": ws.lists_dir / "val"}
@@ -120,16 +159,18 @@ def _list(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
 
     exts = tuple(e.strip() for e in str(opts["exts"]).split(",") if e.strip())
     prefixes = list_prefixes(ws)
+    passes = Passes(on_event)
     lst.write_lists(
         prefixes["train"],
         ws.root,
         recursive=True,
         chunks=int(opts["chunks"]),
         exts=exts,
-        on_event=on_event,
+        on_event=passes,
     )
+    passes.next_pass()
     lst.write_lists(
-        prefixes["val"], ws.val_root, recursive=True, chunks=1, exts=exts, on_event=on_event
+        prefixes["val"], ws.val_root, recursive=True, chunks=1, exts=exts, on_event=passes
     )
     from engine.prep.pipeline import check_labels
 
@@ -147,8 +188,10 @@ def _pack(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
     )
     train = [p for p in lists if p.name.startswith("train")]
     val = [p for p in lists if p.name.startswith("val")]
-    pack.pack_lists(train, ws.root, options, on_event=on_event)
-    pack.pack_lists(val, ws.val_root, options, on_event=on_event)
+    passes = Passes(on_event)
+    pack.pack_lists(train, ws.root, options, on_event=passes)
+    passes.next_pass()
+    pack.pack_lists(val, ws.val_root, options, on_event=passes)
 
 
 def _place(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:

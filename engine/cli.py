@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from engine.errors import UserError
 
@@ -62,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imgscale {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"imgscale {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(
+            f"imgscale {args.command}: interrupted; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -30,7 +30,11 @@ def human_duration(seconds: float | None) -> str:
         return "--:--"
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+    return (
+        f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+        if hours
+        else f"{rest // 60:02d}:{rest % 60:02d}"
+    )
 
 
 def progress_line(event: StageProgress, elapsed_s: float) -> str:
@@ -66,17 +70,24 @@ class CliProgress:
         self.started: dict[str, float] = {}
         self.last_plain = 0.0
         self.last_line = ""
-        self.finished: set[tuple[str, str, int]] = set()  # (stage, part, total) already shown complete
+        self.finished: set[tuple[str, str, int]] = (
+            set()
+        )  # (stage, part, total) already shown complete
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StageProgress):
             self._progress(event)
         elif isinstance(event, StageState):
-            self._print(f"{event.stage}: {event.state}" + (f" - {event.message}" if event.message else ""))
+            self._print(
+                f"{event.stage}: {event.state}" + (f" - {event.message}" if event.message else "")
+            )
         elif isinstance(event, SkippedItem):
             self._print(f"{event.stage}: skipped {event.path}: {event.reason}")
         elif isinstance(event, Failure):
-            self._print(f"{event.source}: {event.message}" + (f" ({event.diagnosis})" if event.diagnosis else ""))
+            self._print(
+                f"{event.source}: {event.message}"
+                + (f" ({event.diagnosis})" if event.diagnosis else "")
+            )
 
     def _progress(self, event: StageProgress) -> None:
         if self.quiet:

@@ -2,14 +2,14 @@
 
 Every event is a frozen dataclass. A field the source cannot supply (a GPU without a power sensor,
 a stage that does not know its total yet) is ``None`` and is shown as ``N/A``; it never raises.
-Add new event types at the end of this module and list them in ``Event``.
+New event types go above ``Event`` and are listed in it.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from collections.abc import Callable
 
 
 def _now() -> float:
@@ -182,27 +182,6 @@ class Failure:
     time: float = field(default_factory=_now)
 
 
-Event = Union[
-    StageProgress,
-    StageState,
-    SkippedItem,
-    LogLine,
-    GpuSample,
-    HostSample,
-    HostState,
-    Throughput,
-    EpochSummary,
-    JobState,
-    Failure,
-]
-
-EventSink = Callable[[Event], None]
-
-
-def ignore(_event: Event) -> None:
-    """The default sink: drop events (used when nobody is watching)."""
-
-
 @dataclass(frozen=True)
 class ClusterRate:
     """A job's images/s summed over its workers, per host, the speedup against ideal and its stragglers."""
@@ -216,9 +195,6 @@ class ClusterRate:
     speedup: float | None = None  # images_per_sec / baseline; ideal is `workers`
     stragglers: tuple[str, ...] = ()  # "host#rank" of workers below k x the median
     time: float = field(default_factory=_now)
-
-
-Event = Union[Event, ClusterRate]  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -244,4 +220,24 @@ class ScalingPoint:
     time: float = field(default_factory=_now)
 
 
-Event = Union[Event, ScalingPoint]  # type: ignore[misc]
+Event = (
+    StageProgress
+    | StageState
+    | SkippedItem
+    | LogLine
+    | GpuSample
+    | HostSample
+    | HostState
+    | Throughput
+    | EpochSummary
+    | JobState
+    | Failure
+    | ClusterRate
+    | ScalingPoint
+)
+
+EventSink = Callable[[Event], None]
+
+
+def ignore(_event: Event) -> None:
+    """The default sink: drop events (used when nobody is watching)."""

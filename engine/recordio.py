@@ -14,7 +14,7 @@ import os
 import struct
 from collections import namedtuple
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -52,7 +52,7 @@ def frame(payload: bytes) -> bytes:
     start = 0
     pos = payload.find(MAGIC_BYTES)
     aligned_end = len(payload) & ~3  # dmlc only looks at whole aligned words
-    while 0 <= pos and pos + 4 <= aligned_end:
+    while pos >= 0 and pos + 4 <= aligned_end:
         if pos % 4 == 0:
             pieces += _part(1 if start == 0 else 2, view[start:pos])
             start = pos + 4
@@ -101,7 +101,7 @@ def pack_img(header: IRHeader | tuple, img, quality: int = 95, img_fmt: str = ".
     """Encode an image with OpenCV and pack it, as ``mxnet.recordio.pack_img`` does."""
     import cv2
 
-    params = None
+    params: list[int] = []  # OpenCV treats an empty list like no parameters
     if img_fmt.upper() in (".JPG", ".JPEG"):
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]
     elif img_fmt.upper() == ".PNG":
@@ -148,7 +148,8 @@ class _RecordFile:
 
     def __init__(self, path: str | os.PathLike, mode: str) -> None:
         self.path = os.fspath(path)
-        self.file: BinaryIO = open(self.path, mode)  # noqa: SIM115 - closed by close()
+        # MODE is always a binary one ("rb", "wb", "ab"), which typeshed cannot see from a str
+        self.file = cast(BinaryIO, open(self.path, mode))  # noqa: SIM115 - closed by close()
 
     def tell(self) -> int:
         return self.file.tell()

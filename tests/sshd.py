@@ -255,7 +255,7 @@ class SshCluster:
         if host.running:
             return
         _ensure_privsep_dir()
-        log = open(host.log, "ab")
+        log = open(host.log, "ab")  # noqa: SIM115 - sshd keeps writing to it after this returns
         host.process = subprocess.Popen(
             [SSHD, "-D", "-f", str(host.config), "-E", str(host.log)],
             stdin=subprocess.DEVNULL,

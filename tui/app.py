@@ -12,6 +12,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
@@ -321,10 +322,13 @@ class ImgscaleApp(App):
 
     def action_pane(self, pane: str) -> None:
         self.query_one(TabbedContent).active = pane
-        target = {"stages": StageTable, "hosts": HostGrid, "log": LogView, "actions": OptionList}[
-            pane
-        ]
-        self.query_one(target).focus()
+        targets: dict[str, type[Widget]] = {
+            "stages": StageTable,
+            "hosts": HostGrid,
+            "log": LogView,
+            "actions": OptionList,
+        }
+        self.query_one(targets[pane]).focus()
 
     def action_help(self) -> None:
         keys = [(_key_label(k), d) for k, _, d in GLOBAL_KEYS]

@@ -136,9 +136,9 @@ def _scaling(args: argparse.Namespace) -> int:
     result = scaling.run_sweep(config, SweepPrinter(verbose=args.verbose))
     points = result.points
     if args.network_gbits:
-        points = predicted_points(config, points, args.network_gbits)
+        points = tuple(predicted_points(config, points, args.network_gbits))
         result = scaling.SweepResult(
-            tuple(points),
+            points,
             scaling.write_outputs(
                 points,
                 config.out_dir,

@@ -30,7 +30,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -355,12 +355,12 @@ def point_from_tally(
 
 # A job runner starts a job and yields its events until it ends or the consumer stops iterating;
 # closing the iterator must stop the job and kill its processes on every host.
-JobRunner = Callable[[SweepConfig, RunPlan, list[str]], AsyncIterator[Event]]
+JobRunner = Callable[[SweepConfig, RunPlan, list[str]], AsyncGenerator[Event, None]]
 
 
 async def sweep_events(
     config: SweepConfig, runner: JobRunner | None = None
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Run every cell of the sweep in turn and yield what happens (see the module docstring)."""
     from engine.bench.report import add_speedup
 
@@ -392,7 +392,9 @@ async def sweep_events(
     )
 
 
-async def _measure(config: SweepConfig, run: RunPlan, runner: JobRunner) -> AsyncIterator[Event]:
+async def _measure(
+    config: SweepConfig, run: RunPlan, runner: JobRunner
+) -> AsyncGenerator[Event, None]:
     """One run: follow the job's throughput until every worker has enough readings, then stop it.
 
     The runner enforces ``run_timeout_s`` around its own waits (never around our yields, so a slow
@@ -468,7 +470,7 @@ def _failure_message(event: Event) -> str:
 
 async def launcher_runner(
     config: SweepConfig, run: RunPlan, argv: list[str]
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Run one cell of the sweep as a job of our launcher (scheduler, servers, workers)."""
     events = job_events(
         argv,
@@ -497,7 +499,7 @@ async def job_events(
     env: dict[str, str],
     name: str,
     timeout_s: float | None = None,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Launch a distributed job and yield its events until it ends; closing early stops it everywhere.
 
     After ``timeout_s`` without the job ending, yields a Failure saying so and stops the job.

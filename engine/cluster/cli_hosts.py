@@ -126,13 +126,13 @@ async def _probe_loop(pool: HostPool, interval: float, count: int) -> None:
         text = describe(event)
         if text:
             print(text, flush=True)
-        counts = isinstance(event, HostSample) or (
-            isinstance(event, HostState) and not event.reachable
-        )
-        if counts and count:
-            seen[event.host] = seen.get(event.host, 0) + 1
-            if len(seen) == len(pool) and min(seen.values()) >= count:
-                done.set()
+        if not count or not isinstance(event, (HostSample, HostState)):
+            return
+        if isinstance(event, HostState) and event.reachable:
+            return  # a reading or a failure counts as the host's answer, not "reachable" alone
+        seen[event.host] = seen.get(event.host, 0) + 1
+        if len(seen) == len(pool) and min(seen.values()) >= count:
+            done.set()
 
     probes = ProbeSet(pool, on_event, interval=interval)
     await probes.start()

@@ -275,8 +275,13 @@ async def _wait_or_signal(job, actions: dict) -> str:
     """Wait for the job's end or one of ``actions``' signals; returns "final" or the action."""
     loop = asyncio.get_running_loop()
     chosen: asyncio.Future = loop.create_future()
+
+    def choose(action: str) -> None:
+        if not chosen.done():  # a second signal before the wait returns changes nothing
+            chosen.set_result(action)
+
     for sig, action in actions.items():
-        loop.add_signal_handler(sig, lambda a=action: chosen.done() or chosen.set_result(a))
+        loop.add_signal_handler(sig, choose, action)
     waiter = asyncio.ensure_future(job.wait())
     try:
         await asyncio.wait({waiter, chosen}, return_when=asyncio.FIRST_COMPLETED)

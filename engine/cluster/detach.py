@@ -277,5 +277,10 @@ def parse_kill(output: str) -> KillReport:
             seen[word].append(int(rest))
         complete = complete or line == "done"
     return KillReport(
-        *(tuple(seen[k]) for k in ("term", "kill", "gone", "foreign", "stuck")), complete
+        terminated=tuple(seen["term"]),
+        killed=tuple(seen["kill"]),
+        gone=tuple(seen["gone"]),
+        foreign=tuple(seen["foreign"]),
+        stuck=tuple(seen["stuck"]),
+        complete=complete,
     )

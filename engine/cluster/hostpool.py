@@ -11,19 +11,9 @@ from .transport import Transport, TransportError
 
 def make_transport(spec: HostSpec) -> Transport:
     """The transport for a hosts-file entry: this machine (transport=local) or SSH."""
-    try:  # the cluster's own factory, when present, knows every option
-        from .connect import transport_for  # type: ignore[attr-defined]
-    except ImportError:
-        transport_for = None
-    if transport_for is not None:
-        return transport_for(spec)
-    if spec.is_local:
-        from .local import LocalTransport
+    from .connect import transport_for  # the cluster's own factory knows every option
 
-        return LocalTransport(spec.name, env=spec.env, path_prepend=spec.path_prepend)
-    from .ssh import SshTransport
-
-    return SshTransport(spec)
+    return transport_for(spec)
 
 
 class TransportPool:

@@ -16,7 +16,7 @@ import asyncio
 import os
 import shlex
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from engine.errors import UserError
@@ -28,7 +28,7 @@ from .dmlc_env import ClusterEnv, forwarded_env, process_env
 from .hostpool import TransportPool, make_transport
 from .hosts import HostSpec, local_host, read_hosts
 from .placement import place
-from .supervisor import Job, Planned, SuperviseOptions
+from .supervisor import Job, Planned, Planner, SuperviseOptions
 from .transport import Transport, TransportError
 
 PYTHON_WORDS = ("python", "python3")
@@ -91,7 +91,7 @@ class LaunchSpec:
 
 
 # ---- hosts --------------------------------------------------------------------------------------
-def load_hosts(hosts_file: str | None, launcher: str = "ssh") -> list[HostSpec]:
+def load_hosts(hosts_file: str | None, launcher: str | None = "ssh") -> list[HostSpec]:
     """The job's hosts: the hosts file's, or this machine alone (the local launcher)."""
     if launcher == "local" or not hosts_file:
         return [local_host("localhost")]
@@ -131,9 +131,20 @@ async def free_port(transport: Transport, python: str) -> int:
 
 
 # ---- planning -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingPlanner:
+    """A DMLC job's Planner, plus ``prefetch(host)`` to start finding the scheduler's port early."""
+
+    plan: Planner
+    prefetch: Callable[[str], None]
+
+    def __call__(self, attempt: int, host_names: Sequence[str]) -> Awaitable[list[Planned]]:
+        return self.plan(attempt, host_names)
+
+
 def training_planner(
     spec: LaunchSpec, job: str, pool: TransportPool, resume: ResumeHook | None = None
-) -> Callable:
+) -> TrainingPlanner:
     """The Planner of a DMLC job: placement, a free scheduler port, per-process env and argv."""
 
     probes: dict[str, asyncio.Task] = {}
@@ -192,8 +203,7 @@ def training_planner(
             )
         return planned
 
-    plan.prefetch = prefetch  # type: ignore[attr-defined]
-    return plan
+    return TrainingPlanner(plan, prefetch)
 
 
 async def _port_on(pool: TransportPool, host: str, python: str) -> int:

@@ -109,6 +109,7 @@ class LocalTransport(Transport):
                 proc = holder["proc"] = await self._spawn(line, mode)
             finally:
                 started.set()
+            assert proc.stdout is not None and proc.stderr is not None  # _spawn pipes both
             await asyncio.gather(
                 _read_lines(proc.stdout, "stdout", lines), _read_lines(proc.stderr, "stderr", lines)
             )

@@ -171,25 +171,29 @@ def host_sample(
 
 
 def _cpu_percent(cur: HostCounters, prev: HostCounters | None) -> float | None:
-    if prev is None or None in (cur.cpu_total, prev.cpu_total, cur.cpu_busy, prev.cpu_busy):
+    if prev is None:
         return None
-    total = cur.cpu_total - prev.cpu_total
-    if total <= 0:
+    total = _delta(cur.cpu_total, prev.cpu_total)
+    busy = _delta(cur.cpu_busy, prev.cpu_busy)
+    if total is None or busy is None or total <= 0:
         return None
-    return max(0.0, min(100.0, 100.0 * (cur.cpu_busy - prev.cpu_busy) / total))
+    return max(0.0, min(100.0, 100.0 * busy / total))
+
+
+def _delta(cur: int | None, prev: int | None) -> int | None:
+    """cur - prev, or None when either reading lacks the counter."""
+    return None if cur is None or prev is None else cur - prev
 
 
 def _rates(cur: HostCounters, prev: HostCounters | None) -> tuple[float | None, float | None]:
     if prev is None or cur.uptime_s is None or prev.uptime_s is None:
         return None, None
     seconds = cur.uptime_s - prev.uptime_s
-    if seconds <= 0 or None in (cur.net_rx, prev.net_rx, cur.net_tx, prev.net_tx):
+    rx, tx = _delta(cur.net_rx, prev.net_rx), _delta(cur.net_tx, prev.net_tx)
+    if seconds <= 0 or rx is None or tx is None:
         return None, None
     # counters can go back when an interface is reset: report 0, never a negative rate
-    return (
-        max(0.0, (cur.net_rx - prev.net_rx) / seconds),
-        max(0.0, (cur.net_tx - prev.net_tx) / seconds),
-    )
+    return max(0.0, rx / seconds), max(0.0, tx / seconds)
 
 
 def backoff(failures: int) -> float:
@@ -349,7 +353,7 @@ class ProbeSet:
         sample_timeout: float = SAMPLE_TIMEOUT_S,
     ) -> None:
         self._own_pool = not isinstance(pool, HostPool)
-        self.pool = HostPool(pool) if self._own_pool else pool  # type: ignore[arg-type]
+        self.pool = pool if isinstance(pool, HostPool) else HostPool(pool)
         self.on_event = on_event
         self.interval = interval
         self.probes = [

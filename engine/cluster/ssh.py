@@ -197,8 +197,9 @@ class SshTransport(Transport):
             await cmd.end()
             pump.cancel()
             raise CommandTimedOut(self.host, timeout)
-        if pump.exception() is not None:
-            raise self._lost(pump.exception()) from None
+        error = pump.exception()
+        if error is not None:
+            raise self._lost(error) from None
         status, sig = cmd.exit()
         return CommandResult(
             status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), sig
@@ -410,7 +411,7 @@ def _has_entry(path: str, spec: HostSpec) -> bool:
 
 def _numeric(host: str) -> str:
     try:
-        return socket.getaddrinfo(host, None)[0][4][0]
+        return str(socket.getaddrinfo(host, None)[0][4][0])  # an IP address string
     except OSError:
         return host
 

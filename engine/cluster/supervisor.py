@@ -607,8 +607,10 @@ class Job:
         return ""
 
     def _exclude_if_failing(self, host: str | None) -> None:
+        if not host:
+            return
         limit = self.options.exclude_after
-        keeps_failing = bool(host and limit and self.host_faults[host] >= limit)
+        keeps_failing = bool(limit and self.host_faults[host] >= limit)
         if keeps_failing and host not in self.record.excluded and len(self._hosts_in_use()) > 1:
             self.record = replace(self.record, excluded=self.record.excluded + (host,))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -183,7 +183,7 @@ class Transport(abc.ABC):
         cwd: str | None = None,
         stdin: bool = False,
         kill_on_close: bool = True,
-    ) -> AsyncIterator[OutputLine]:
+    ) -> LineStream:
         """Run a command and yield its output lines as they come; closing the iterator ends it.
 
         Both implementations return a ``LineStream`` (exit status after the end, ``aclose``,

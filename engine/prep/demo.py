@@ -101,7 +101,9 @@ def class_colour(index: int, rng):
     import numpy as np
 
     hue = int((index * 180 * 0.618034) % 180)
-    hsv = np.uint8([[[hue, int(rng.integers(170, 256)), int(rng.integers(150, 256))]]])
+    hsv = np.array(
+        [[[hue, int(rng.integers(170, 256)), int(rng.integers(150, 256))]]], dtype=np.uint8
+    )
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
@@ -247,7 +249,9 @@ def make_demo_tree(root, **options) -> DemoSummary:
     """Write ROOT/<wnid>/<wnid>_<n>.JPEG, the layout extraction produces; options as iter_demo's."""
     root = Path(root)
     _check_empty_dir(root)
-    per_class, bad, total = [], [], 0
+    per_class: list[tuple[str, int]] = []
+    bad: list[str] = []
+    total = 0
     for name, files in iter_demo(**options):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -268,7 +272,8 @@ def make_demo_tar(path, **options) -> DemoSummary:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    per_class, bad = [], []
+    per_class: list[tuple[str, int]] = []
+    bad: list[str] = []
     with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as outer:
         for name, files in iter_demo(**options):
             inner = _inner_tar(files)

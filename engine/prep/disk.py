@@ -13,6 +13,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from engine.cli_progress import human_bytes
 from engine.errors import StageRefused, UserError
@@ -159,26 +160,33 @@ def sample_tar(path: Path, count: int = SAMPLE_IMAGES) -> list[bytes]:
                 if len(samples) >= count:
                     break
                 if member.isfile() and member.name.endswith(".tar"):
-                    samples += _inner_samples(outer.extractfile(member), count - len(samples))
+                    samples += _inner_samples(_member_file(outer, member), count - len(samples))
                 elif member.isfile() and member.name.lower().endswith(IMAGE_EXTS):
-                    samples.append(outer.extractfile(member).read())
+                    samples.append(_member_file(outer, member).read())
     except (tarfile.TarError, OSError):
         pass  # a damaged archive is extract's to report; the estimate falls back to ratio 1
     return samples
 
 
-def _inner_samples(fileobj, count: int) -> list[bytes]:
-    out = []
+def _inner_samples(fileobj: IO[bytes], count: int) -> list[bytes]:
+    out: list[bytes] = []
     try:
         with tarfile.open(fileobj=fileobj, mode="r|") as inner:
             for member in inner:
                 if len(out) >= min(count, SAMPLE_IMAGES // 3):
                     break  # a few per class: classes differ
                 if member.isfile() and member.name.lower().endswith(IMAGE_EXTS):
-                    out.append(inner.extractfile(member).read())
+                    out.append(_member_file(inner, member).read())
     except tarfile.TarError:
         pass
     return out
+
+
+def _member_file(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    """The contents of MEMBER, a regular file (extractfile is None only for other kinds)."""
+    fileobj = tar.extractfile(member)
+    assert fileobj is not None
+    return fileobj
 
 
 # -- the estimate ---------------------------------------------------------------------------------

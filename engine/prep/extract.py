@@ -232,7 +232,9 @@ def is_inner_tar(member: tarfile.TarInfo) -> bool:
 
 def write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tar.extractfile(member) as src, open(target, "wb") as dst:
+    src = tar.extractfile(member)
+    assert src is not None  # callers pass regular files only
+    with src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
     return member.size
 

@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Self, TextIO
 
 from engine.errors import UserError
 from engine.events import StageProgress, StageState
@@ -92,7 +92,7 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._file = None
+        self._file: TextIO | None = None
         self._unsynced = 0
         self._lock = None
 

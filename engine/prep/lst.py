@@ -66,7 +66,8 @@ def _walk(top: str, ancestors: frozenset, listing: Listing) -> Iterator[tuple[st
     except OSError as exc:
         listing.skipped.append((top, f"cannot read folder: {exc.strerror or exc}"))
         return
-    dirs, files = [], []
+    dirs: list[str] = []
+    files: list[str] = []
     for entry in entries:
         try:
             is_dir = entry.is_dir()

@@ -121,7 +121,8 @@ def save_params(path: str, arg_params: dict, aux_params: dict) -> None:
 def load_params(path: str) -> tuple[dict, dict]:
     import mxnet as mx
 
-    arg_params, aux_params = {}, {}
+    arg_params: dict = {}
+    aux_params: dict = {}
     for key, value in mx.nd.load(path).items():
         kind, name = key.split(":", 1)
         (arg_params if kind == "arg" else aux_params)[name] = value

@@ -59,10 +59,11 @@ def count_examples(
     for rec in recs:
         idx = next((p for p in _candidates(rec, (".idx",)) if os.path.isfile(p)), None)
         lst = next((p for p in _candidates(rec, (".lst",)) if os.path.isfile(p)), None)
-        if idx is None and lst is None:
+        counted = idx or lst
+        if counted is None:
             return None, None, None
-        found += _count_lines([idx or lst])
-        source.append(os.path.basename(idx or lst))
+        found += _count_lines([counted])
+        source.append(os.path.basename(counted))
         if lst:
             lists.append(lst)
     where = (

@@ -7,8 +7,8 @@ import json
 import os
 import pathlib
 import tomllib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from engine.errors import UserError
 
@@ -22,7 +22,7 @@ DTYPES = ("float32", "float16")
 # --- typed list options: validated when parsed, stored as lists (never as "30,60" strings) ---
 
 
-def int_list(text: str) -> list[int]:
+def int_list(text: str | list) -> list[int]:
     """'30,60,90' -> [30, 60, 90]; '' -> []."""
     if isinstance(text, list):
         return [int(x) for x in text]
@@ -34,7 +34,7 @@ def int_list(text: str) -> list[int]:
         )
 
 
-def gpu_list(text: str) -> list[int]:
+def gpu_list(text: str | list) -> list[int]:
     """'0,1,2' -> [0, 1, 2]; '' (or 'cpu') -> [] meaning CPU."""
     if isinstance(text, list):
         return [int(x) for x in text]
@@ -46,7 +46,7 @@ def gpu_list(text: str) -> list[int]:
     return values
 
 
-def image_shape(text: str) -> list[int]:
+def image_shape(text: str | list) -> list[int]:
     """'3,224,224' -> [3, 224, 224]; channels 1 or 3, sides >= 8."""
     shape = int_list(text)
     if len(shape) != 3 or shape[0] not in (1, 3) or min(shape[1:]) < 8:
@@ -56,7 +56,7 @@ def image_shape(text: str) -> list[int]:
     return shape
 
 
-def float_list(text: str) -> list[float]:
+def float_list(text: str | list) -> list[float]:
     if isinstance(text, list):
         return [float(x) for x in text]
     try:
@@ -298,9 +298,12 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, An
         if action is None or key == "config":
             raise UserError(f"--config {path}: unknown option {key!r}; see `imgscale train --help`")
         if action.type is not None and not isinstance(value, (bool,)):
+            # every type here is a function; the list ones (int_list …) also take a TOML array
+            convert = cast(Callable[[Any], Any], action.type)
             try:
-                value = action.type(value if isinstance(value, list) else str(value))
-            except (argparse.ArgumentTypeError, ValueError) as exc:
+                value = convert(value if isinstance(value, list) else str(value))
+            except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+                # TypeError: an array given for a scalar option, e.g. lr = [0.1]
                 raise UserError(f"--config {path}: {key}: {exc}")
         if action.choices is not None and value not in action.choices:
             raise UserError(

@@ -37,8 +37,10 @@ class Events:
             seen = len(self.events)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; last events: "
-                                     f"{self.events[-5:]}")
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {what}; last events: "
+                    f"{self.events[-5:]}"
+                )
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), left)
@@ -46,8 +48,13 @@ class Events:
                 pass
 
     def logs(self, role=None, rank=None) -> list[LogLine]:
-        return [e for e in self.events if isinstance(e, LogLine)
-                and (role is None or e.role == role) and (rank is None or e.rank == rank)]
+        return [
+            e
+            for e in self.events
+            if isinstance(e, LogLine)
+            and (role is None or e.role == role)
+            and (rank is None or e.rank == rank)
+        ]
 
     def failures(self) -> list[Failure]:
         return [e for e in self.events if isinstance(e, Failure)]

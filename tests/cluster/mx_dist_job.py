@@ -25,9 +25,12 @@ def parse() -> argparse.Namespace:
 def main() -> int:
     args = parse()
     role = os.environ.get("DMLC_ROLE", "local")
-    print(f"role={role} rank={os.environ.get('IMGSCALE_RANK')} "
-          f"MXNET_BACKWARD_DO_MIRROR={os.environ.get('MXNET_BACKWARD_DO_MIRROR')} "
-          f"load_epoch={args.load_epoch}", flush=True)
+    print(
+        f"role={role} rank={os.environ.get('IMGSCALE_RANK')} "
+        f"MXNET_BACKWARD_DO_MIRROR={os.environ.get('MXNET_BACKWARD_DO_MIRROR')} "
+        f"load_epoch={args.load_epoch}",
+        flush=True,
+    )
     import mxnet as mx  # servers and the scheduler serve inside this import and exit
 
     kv = mx.kv.create(args.kv_store)
@@ -44,9 +47,14 @@ def train(mx, kv, args) -> None:
     y = (x.sum(axis=1) > 8).astype("float32")
     data = mx.io.NDArrayIter(x, y, batch_size=8)
     net = mx.sym.SoftmaxOutput(
-        mx.sym.FullyConnected(mx.sym.Activation(
-            mx.sym.FullyConnected(mx.sym.var("data"), num_hidden=8), act_type="relu"), num_hidden=2),
-        name="softmax")
+        mx.sym.FullyConnected(
+            mx.sym.Activation(
+                mx.sym.FullyConnected(mx.sym.var("data"), num_hidden=8), act_type="relu"
+            ),
+            num_hidden=2,
+        ),
+        name="softmax",
+    )
     mod = mx.mod.Module(net, context=mx.cpu())
     mod.bind(data.provide_data, data.provide_label)
     mod.init_params(mx.init.Xavier())
@@ -62,8 +70,11 @@ def train(mx, kv, args) -> None:
             mod.update_metric(metric, batch.label)
             speed = 8 * (nbatch + 1) / max(time.time() - start, 1e-6)
             name, value = metric.get()
-            print(f"Epoch[{epoch}] Batch [{nbatch + 1}]\tSpeed: {speed:.2f} samples/sec\t"
-                  f"{name}={value:.6f}", flush=True)
+            print(
+                f"Epoch[{epoch}] Batch [{nbatch + 1}]\tSpeed: {speed:.2f} samples/sec\t"
+                f"{name}={value:.6f}",
+                flush=True,
+            )
             if args.pause:
                 time.sleep(args.pause)  # workload pacing, not synchronisation
         print(f"Epoch[{epoch}] Train-{metric.get()[0]}={metric.get()[1]:.6f}", flush=True)

@@ -30,8 +30,14 @@ async def test_pack_on_three_hosts_matches_a_local_pack(cluster, tmp_path, monke
 
     events = []
     remote_lists = [remote / p.name for p in lists]
-    result = await pack_on_hosts_async(str(cluster.hosts_file), remote_lists, str(images), options,
-                                       events.append, run_root=str(tmp_path / "runs"))
+    result = await pack_on_hosts_async(
+        str(cluster.hosts_file),
+        remote_lists,
+        str(images),
+        options,
+        events.append,
+        run_root=str(tmp_path / "runs"),
+    )
     assert result.records == expected.records == 12
     for lst in lists:
         for suffix in (".rec", ".idx"):
@@ -39,8 +45,11 @@ async def test_pack_on_three_hosts_matches_a_local_pack(cluster, tmp_path, monke
             assert mine == lst.with_suffix(suffix).read_bytes(), f"{lst.name} {suffix}"
     per_host = {e.host for e in events if isinstance(e, StageProgress) and e.host and not e.part}
     assert per_host == {"node1", "node2", "node3"}
-    chunk_done = {(e.host, e.part) for e in events
-                  if isinstance(e, StageProgress) and e.part and e.done == e.total}
+    chunk_done = {
+        (e.host, e.part)
+        for e in events
+        if isinstance(e, StageProgress) and e.part and e.done == e.total
+    }
     assert len(chunk_done) == 3 and {h for h, _ in chunk_done} == {"node1", "node2", "node3"}
     (record,) = jobs.all_jobs()
     assert record.kind == "pack" and record.state == "done"
@@ -57,9 +66,27 @@ def test_imgscale_pack_hosts_from_the_shell(cluster, tmp_path):
     lists = write_lists(tmp_path / "lists" / "data", images, recursive=True, chunks=2)
     env = {**os.environ, "IMGSCALE_HOME": str(tmp_path / "home")}
     out = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "pack", str(tmp_path / "lists"), str(images),
-         "--hosts", str(cluster.hosts_file), "--resize", "32", "--num-thread", "1", "--quiet"],
-        env=env, capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "pack",
+            str(tmp_path / "lists"),
+            str(images),
+            "--hosts",
+            str(cluster.hosts_file),
+            "--resize",
+            "32",
+            "--num-thread",
+            "1",
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     for lst in lists:  # every listed image packed, in every chunk
         listed = lst.read_text().count("\n")

@@ -17,7 +17,9 @@ from engine.events import JobState
 
 pytestmark = [pytest.mark.cluster]
 
-TICKER = 'i=0; while [ $i -lt 600 ]; do echo "tick $i on $IMGSCALE_HOST"; i=$((i+1)); sleep 0.1; done'
+TICKER = (
+    'i=0; while [ $i -lt 600 ]; do echo "tick $i on $IMGSCALE_HOST"; i=$((i+1)); sleep 0.1; done'
+)
 
 
 @pytest.fixture()
@@ -26,8 +28,14 @@ def env(tmp_path):
 
 
 def imgscale(env, *args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], check=False, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def spawn(argv, **kwargs):
@@ -49,8 +57,25 @@ def unique(tmp_path, stem):
 
 
 def launch_detached(env, cluster, tmp_path, name, workers=3):
-    out = imgscale(env, "launch", "-n", str(workers), "-s", "0", "-H", str(cluster.hosts_file),
-                   "--run-dir", str(tmp_path / "runs"), "--job", name, "--detach", "--", "sh", "-c", TICKER)
+    out = imgscale(
+        env,
+        "launch",
+        "-n",
+        str(workers),
+        "-s",
+        "0",
+        "-H",
+        str(cluster.hosts_file),
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--job",
+        name,
+        "--detach",
+        "--",
+        "sh",
+        "-c",
+        TICKER,
+    )
     assert out.returncode == 0, out.stderr
     return name
 
@@ -60,7 +85,9 @@ async def running_groups(env, name, monkeypatch):
     record = jobs.load(name)
     prefixes = [p.prefix for p in record.processes]
     await wait_until(lambda: all(os.path.exists(p + ".pid") for p in prefixes), 30, "pid records")
-    await wait_until(lambda: pid_alive(jobs.load(name).launcher_pid), 30, "the background supervisor")
+    await wait_until(
+        lambda: pid_alive(jobs.load(name).launcher_pid), 30, "the background supervisor"
+    )
     return [pid_record(p)[1] for p in prefixes]
 
 
@@ -94,7 +121,9 @@ async def test_kill_all_ends_every_job_on_every_host_and_nothing_else(
             record = jobs.load(name)
             assert record.state == "stopped" and record.clean
             # the background supervisor saw the kill, did not relaunch, and ended
-            await wait_until(lambda n=name: not pid_alive(jobs.load(n).launcher_pid), 30, "supervisor")
+            await wait_until(
+                lambda n=name: not pid_alive(jobs.load(n).launcher_pid), 30, "supervisor"
+            )
             assert jobs.load(name).attempt == 0
     finally:
         bystander.kill()
@@ -113,19 +142,34 @@ async def test_attach_after_the_launcher_exited_sees_the_running_job(
     await job.attach()
     try:
         assert not job.supervising  # the background supervisor holds the job
-        await events.wait_for(lambda e: isinstance(e, JobState) and e.state == "running", 30, "running")
+        await events.wait_for(
+            lambda e: isinstance(e, JobState) and e.state == "running", 30, "running"
+        )
         for host in ("node1", "node2"):
-            await events.wait_for(lambda e, h=host: getattr(e, "host", "") == h
-                                  and getattr(e, "text", "").startswith("tick"), 30, f"ticks from {host}")
+            await events.wait_for(
+                lambda e, h=host: (
+                    getattr(e, "host", "") == h and getattr(e, "text", "").startswith("tick")
+                ),
+                30,
+                f"ticks from {host}",
+            )
         assert {e.role for e in events.logs()} == {"worker"}
         state = job.status()
-        assert [(p.host, p.state) for p in state.processes] == [("node1", "running"), ("node2", "running")]
+        assert [(p.host, p.state) for p in state.processes] == [
+            ("node1", "running"),
+            ("node2", "running"),
+        ]
     finally:
         await job.close()
     assert all(group_alive(g) for g in groups)  # closing the attached view left the job running
 
-    attach = spawn([sys.executable, "-m", "engine.cli", "attach", name, "--lines", "2"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    attach = spawn(
+        [sys.executable, "-m", "engine.cli", "attach", name, "--lines", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = attach.stdout.readline()
         assert line.startswith(("node1 worker 0 | tick", "node2 worker 1 | tick")), line
@@ -152,8 +196,17 @@ async def test_kill_all_with_hosts_sweeps_jobs_whose_records_here_are_gone(
     shutil.rmtree(tmp_path / "home")
     bystander = spawn(["sh", "-c", TICKER], stdout=subprocess.DEVNULL, start_new_session=True)
     try:
-        out = imgscale(env, "kill", "--all", "-H", str(cluster.hosts_file),
-                       "--run-dir", str(tmp_path / "runs"), "--grace", "1")
+        out = imgscale(
+            env,
+            "kill",
+            "--all",
+            "-H",
+            str(cluster.hosts_file),
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--grace",
+            "1",
+        )
         assert out.returncode == 0, out.stderr
         # the three test hosts are one machine sharing one run directory, so several hosts' sweeps
         # may signal the same group: at least the three groups were ended
@@ -165,13 +218,37 @@ async def test_kill_all_with_hosts_sweeps_jobs_whose_records_here_are_gone(
         bystander.wait()
 
 
-def test_ctrl_c_in_a_foreground_launch_stops_the_job_on_every_host(cluster, tmp_path, env, launched):
+def test_ctrl_c_in_a_foreground_launch_stops_the_job_on_every_host(
+    cluster, tmp_path, env, launched
+):
     launched.append(unique(tmp_path, "ctrl-c"))
     name = launched[0]
-    launch = spawn([sys.executable, "-m", "engine.cli", "launch", "-n", "3", "-s", "0",
-                    "-H", str(cluster.hosts_file), "--run-dir", str(tmp_path / "runs"), "--job", name,
-                    "--", "sh", "-c", TICKER], env=env, stdout=subprocess.PIPE,
-                   stderr=subprocess.DEVNULL, text=True)
+    launch = spawn(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "launch",
+            "-n",
+            "3",
+            "-s",
+            "0",
+            "-H",
+            str(cluster.hosts_file),
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--job",
+            name,
+            "--",
+            "sh",
+            "-c",
+            TICKER,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         seen = set()
         while len(seen) < 3:  # every host's worker has printed (attributed) lines

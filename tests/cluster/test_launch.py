@@ -11,7 +11,9 @@ from engine.cluster.launcher import LaunchSpec
 pytestmark = [pytest.mark.cluster, pytest.mark.mxnet, pytest.mark.slow]
 
 
-async def test_dist_sync_job_completes_with_logs_attributed_to_host_role_and_rank(cluster, state_home):
+async def test_dist_sync_job_completes_with_logs_attributed_to_host_role_and_rank(
+    cluster, state_home
+):
     events = Events()
     spec = LaunchSpec(
         command=("python", MX_JOB, "--batches", "4"),
@@ -26,8 +28,13 @@ async def test_dist_sync_job_completes_with_logs_attributed_to_host_role_and_ran
     assert final.state == "done", events.failures()
     # launch.py's placement: servers first, round-robin over node1..node3
     where = {(p.role, p.rank): p.host for p in final.processes}
-    assert where == {("scheduler", 0): "node1", ("server", 0): "node1", ("server", 1): "node2",
-                     ("worker", 0): "node3", ("worker", 1): "node1"}
+    assert where == {
+        ("scheduler", 0): "node1",
+        ("server", 0): "node1",
+        ("server", 1): "node2",
+        ("worker", 0): "node3",
+        ("worker", 1): "node1",
+    }
     for (role, rank), host in where.items():
         lines = [e.text for e in events.logs(role, rank)]
         assert all(e.host == host for e in events.logs(role, rank))

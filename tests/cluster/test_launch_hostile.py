@@ -10,8 +10,10 @@ from engine.cluster.launcher import LaunchSpec
 pytestmark = [pytest.mark.cluster]
 
 HOSTILE = "a b;$(touch /tmp/pwned-imgscale) `id` 'q' \"d\" \\ $HOME\nnext line * ?"
-SCRIPT = ("import os, sys; print(repr((os.getcwd(), sys.argv[1:], os.environ['HOSTILE'], "
-          "os.environ['IMGSCALE_HOST'])))")
+SCRIPT = (
+    "import os, sys; print(repr((os.getcwd(), sys.argv[1:], os.environ['HOSTILE'], "
+    "os.environ['IMGSCALE_HOST'])))"
+)
 
 
 async def run_job(spec) -> Events:
@@ -24,9 +26,15 @@ async def run_job(spec) -> Events:
 async def test_env_argv_and_cwd_survive_quoting_on_every_host(cluster, state_home):
     cwd = state_home / HOSTILE.replace("/", "_")
     cwd.mkdir()
-    spec = LaunchSpec(command=("python", "-c", SCRIPT, HOSTILE, "--flag=$(id)"), num_workers=3,
-                      num_servers=0, hosts_file=str(cluster.hosts_file), env={"HOSTILE": HOSTILE},
-                      cwd=str(cwd), run_root=str(state_home / "runs"))
+    spec = LaunchSpec(
+        command=("python", "-c", SCRIPT, HOSTILE, "--flag=$(id)"),
+        num_workers=3,
+        num_servers=0,
+        hosts_file=str(cluster.hosts_file),
+        env={"HOSTILE": HOSTILE},
+        cwd=str(cwd),
+        run_root=str(state_home / "runs"),
+    )
     events = await run_job(spec)
     seen = {e.host: e.text for e in events.logs("worker")}
     for host in ("node1", "node2", "node3"):
@@ -42,9 +50,14 @@ async def test_sync_dst_dir_copies_this_directory_and_runs_there(cluster, state_
     (source / "data" / "x.txt").write_text("payload")
     target = state_home / "synced dir 'x'"
     monkeypatch.chdir(source)
-    spec = LaunchSpec(command=("python", "job.py"), num_workers=2, num_servers=0,
-                      hosts_file=str(cluster.hosts_file), sync_dst_dir=str(target),
-                      run_root=str(state_home / "runs"))
+    spec = LaunchSpec(
+        command=("python", "job.py"),
+        num_workers=2,
+        num_servers=0,
+        hosts_file=str(cluster.hosts_file),
+        sync_dst_dir=str(target),
+        run_root=str(state_home / "runs"),
+    )
     events = await run_job(spec)
     assert {e.text for e in events.logs("worker")} == {f"ran in {target}"}
     assert (target / "data" / "x.txt").read_text() == "payload"

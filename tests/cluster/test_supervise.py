@@ -26,9 +26,7 @@ from engine.events import JobState
 pytestmark = [pytest.mark.cluster]
 
 
-FAIL_RANK_1 = (
-    'echo "about to fail on $IMGSCALE_HOST"; if [ "$IMGSCALE_RANK" = 1 ]; then exit 3; fi; exec sleep 60'
-)
+FAIL_RANK_1 = 'echo "about to fail on $IMGSCALE_HOST"; if [ "$IMGSCALE_RANK" = 1 ]; then exit 3; fi; exec sleep 60'
 
 
 def resume_short(command, attempt):
@@ -40,27 +38,39 @@ def resume_short(command, attempt):
 
 @pytest.mark.mxnet
 @pytest.mark.slow
-async def test_sigkilled_worker_is_detected_within_5s_stopped_everywhere_and_relaunched(cluster, state_home):
+async def test_sigkilled_worker_is_detected_within_5s_stopped_everywhere_and_relaunched(
+    cluster, state_home
+):
     events = Events()
     spec = LaunchSpec(
         command=("python", MX_JOB, "--batches", "100000", "--pause", "0.05"),
-        num_workers=2, num_servers=2, hosts_file=str(cluster.hosts_file),
-        run_root=str(state_home / "runs"), max_restarts=1, grace_s=3,
+        num_workers=2,
+        num_servers=2,
+        hosts_file=str(cluster.hosts_file),
+        run_root=str(state_home / "runs"),
+        max_restarts=1,
+        grace_s=3,
     )
     job = await launch(spec, sink=events, resume=resume_short)
     try:
-        await events.wait_for(lambda e: getattr(e, "role", "") == "worker" and e.rank == 1
-                              and "Speed:" in e.text, 120, "worker 1 progress")
+        await events.wait_for(
+            lambda e: getattr(e, "role", "") == "worker" and e.rank == 1 and "Speed:" in e.text,
+            120,
+            "worker 1 progress",
+        )
         first = job.record.processes
         victim = next(p for p in first if p.role == "worker" and p.rank == 1)
         groups = [pid_record(p.prefix)[1] for p in first]
         os.kill(pid_record(victim.prefix)[2], signal.SIGKILL)
         killed_at = time.monotonic()
 
-        _, noticed = await events.wait_for(lambda e: isinstance(e, JobState) and e.state == "stopping",
-                                           10, "the job stopping")
+        _, noticed = await events.wait_for(
+            lambda e: isinstance(e, JobState) and e.state == "stopping", 10, "the job stopping"
+        )
         assert noticed - killed_at < 5
-        failure, _ = await events.wait_for(lambda e: type(e).__name__ == "Failure", 20, "the failure")
+        failure, _ = await events.wait_for(
+            lambda e: type(e).__name__ == "Failure", 20, "the failure"
+        )
         assert failure.source == f"worker 1 on {victim.host}"
         assert "SIGKILL" in failure.message and "137" in failure.message
         assert any("Speed:" in line for line in failure.last_lines)
@@ -86,8 +96,12 @@ async def test_stalled_job_is_stopped_and_reported(cluster, state_home):
     events = Events()
     spec = LaunchSpec(
         command=("sh", "-c", "echo working; exec sleep 60"),
-        num_workers=2, num_servers=0, hosts_file=str(cluster.hosts_file),
-        run_root=str(state_home / "runs"), stall_timeout_s=2, grace_s=1,
+        num_workers=2,
+        num_servers=0,
+        hosts_file=str(cluster.hosts_file),
+        run_root=str(state_home / "runs"),
+        stall_timeout_s=2,
+        grace_s=1,
     )
     job, final = await run_to_end(spec, events)
     assert final.state == "failed"
@@ -97,12 +111,18 @@ async def test_stalled_job_is_stopped_and_reported(cluster, state_home):
     assert processes_of(job.job_id) == []
 
 
-async def test_failing_worker_exhausts_restarts_and_names_process_host_status_and_lines(cluster, state_home):
+async def test_failing_worker_exhausts_restarts_and_names_process_host_status_and_lines(
+    cluster, state_home
+):
     events = Events()
     spec = LaunchSpec(
         command=("sh", "-c", FAIL_RANK_1),
-        num_workers=2, num_servers=0, hosts_file=str(cluster.hosts_file),
-        run_root=str(state_home / "runs"), max_restarts=1, grace_s=1,
+        num_workers=2,
+        num_servers=0,
+        hosts_file=str(cluster.hosts_file),
+        run_root=str(state_home / "runs"),
+        max_restarts=1,
+        grace_s=1,
     )
     job, final = await run_to_end(spec, events)
     assert final.state == "failed" and final.restarts == 1
@@ -119,9 +139,18 @@ async def test_failing_worker_exhausts_restarts_and_names_process_host_status_an
 async def test_host_that_keeps_failing_is_excluded_from_the_relaunch(cluster, state_home):
     events = Events()
     spec = LaunchSpec(
-        command=("sh", "-c", 'if [ "$IMGSCALE_HOST" = node2 ]; then exit 4; fi; echo "ok on $IMGSCALE_HOST"'),
-        num_workers=2, num_servers=0, hosts_file=str(cluster.hosts_file),
-        run_root=str(state_home / "runs"), max_restarts=1, exclude_after=1, grace_s=1,
+        command=(
+            "sh",
+            "-c",
+            'if [ "$IMGSCALE_HOST" = node2 ]; then exit 4; fi; echo "ok on $IMGSCALE_HOST"',
+        ),
+        num_workers=2,
+        num_servers=0,
+        hosts_file=str(cluster.hosts_file),
+        run_root=str(state_home / "runs"),
+        max_restarts=1,
+        exclude_after=1,
+        grace_s=1,
     )
     job, final = await run_to_end(spec, events)
     assert final.state == "done"
@@ -131,8 +160,13 @@ async def test_host_that_keeps_failing_is_excluded_from_the_relaunch(cluster, st
 
 async def test_a_host_that_cannot_start_fails_the_job_naming_the_host(cluster, state_home):
     events = Events()
-    spec = LaunchSpec(command=("true",), num_workers=2, num_servers=0,
-                      hosts_file=str(cluster.hosts_file), run_root="/proc/no-such-dir")
+    spec = LaunchSpec(
+        command=("true",),
+        num_workers=2,
+        num_servers=0,
+        hosts_file=str(cluster.hosts_file),
+        run_root="/proc/no-such-dir",
+    )
     _, final = await run_to_end(spec, events)
     assert final.state == "failed"
     failure = events.failures()[0]
@@ -144,12 +178,20 @@ async def test_lost_host_stops_the_job_elsewhere_and_kill_cleans_it_when_back(cl
     from engine.cluster.kill import kill_job
 
     events = Events()
-    spec = LaunchSpec(command=("sh", "-c", "echo up; exec sleep 120"), num_workers=3, num_servers=0,
-                      hosts_file=str(cluster.hosts_file), run_root=str(state_home / "runs"),
-                      lost_timeout_s=3, grace_s=1)
+    spec = LaunchSpec(
+        command=("sh", "-c", "echo up; exec sleep 120"),
+        num_workers=3,
+        num_servers=0,
+        hosts_file=str(cluster.hosts_file),
+        run_root=str(state_home / "runs"),
+        lost_timeout_s=3,
+        grace_s=1,
+    )
     job = await launch(spec, sink=events)
     try:
-        await events.wait_for(lambda e: isinstance(e, JobState) and e.state == "running", 30, "running")
+        await events.wait_for(
+            lambda e: isinstance(e, JobState) and e.state == "running", 30, "running"
+        )
         groups = {p.host: pid_record(p.prefix)[1] for p in job.record.processes}
         cluster.stop_host(2)
         lost_at = time.monotonic()
@@ -158,10 +200,14 @@ async def test_lost_host_stops_the_job_elsewhere_and_kill_cleans_it_when_back(cl
         await job.close()
         cluster.start_host(2)
     assert final.state == "failed" and time.monotonic() - lost_at < 20
-    lost = [f for f in events.failures() if f.source == "host node3" and f.message.startswith("lost")]
+    lost = [
+        f for f in events.failures() if f.source == "host node3" and f.message.startswith("lost")
+    ]
     assert len(lost) == 1 and "refused" in lost[0].message
     unstoppable = [f for f in events.failures() if f.message.startswith("could not stop")]
-    assert [f.source for f in unstoppable] == ["host node3"] and "imgscale kill" in unstoppable[0].advice[0]
+    assert [f.source for f in unstoppable] == ["host node3"] and "imgscale kill" in unstoppable[
+        0
+    ].advice[0]
     assert not group_alive(groups["node1"]) and not group_alive(groups["node2"])
     assert group_alive(groups["node3"])  # unreachable: nothing could end it, and the record says so
     assert not jobs.load(job.job_id).clean
@@ -172,11 +218,18 @@ async def test_lost_host_stops_the_job_elsewhere_and_kill_cleans_it_when_back(cl
 
 async def test_relaunch_on_request_replaces_a_running_attempt(state_home):
     events = Events()
-    spec = LaunchSpec(command=("sh", "-c", 'echo "attempt $IMGSCALE_ATTEMPT"; exec sleep 60'),
-                      num_workers=2, num_servers=0, run_root=str(state_home / "runs"), grace_s=1)
+    spec = LaunchSpec(
+        command=("sh", "-c", 'echo "attempt $IMGSCALE_ATTEMPT"; exec sleep 60'),
+        num_workers=2,
+        num_servers=0,
+        run_root=str(state_home / "runs"),
+        grace_s=1,
+    )
     job = await launch(spec, sink=events)
     try:
-        await events.wait_for(lambda e: isinstance(e, JobState) and e.state == "running", 30, "running")
+        await events.wait_for(
+            lambda e: isinstance(e, JobState) and e.state == "running", 30, "running"
+        )
         first = [pid_record(p.prefix)[1] for p in job.record.processes]  # all alive: all recorded
         state = await job.relaunch()
         assert state.restarts == 1 and job.record.attempt == 1
@@ -184,7 +237,9 @@ async def test_relaunch_on_request_replaces_a_running_attempt(state_home):
         assert [g for g in first if group_alive(g)] == []
         assert len(processes_of(job.job_id)) >= 2  # the new attempt's wrappers and commands
         old_run = str(state_home / "runs" / job.job_id / "a0")
-        await wait_until(lambda: watchers_of(old_run) == [], 10, "the first attempt's watchers to end")
+        await wait_until(
+            lambda: watchers_of(old_run) == [], 10, "the first attempt's watchers to end"
+        )
         final = await job.stop("test over")
     finally:
         await job.close()
@@ -195,8 +250,12 @@ async def test_relaunch_on_request_replaces_a_running_attempt(state_home):
 async def test_events_iterator_delivers_states_lines_and_ends_on_close(state_home):
     go = state_home / "go"
     wait_go = f"while [ ! -f '{go}' ]; do sleep 0.05; done; echo hello from $IMGSCALE_RANK"
-    spec = LaunchSpec(command=("sh", "-c", wait_go), num_workers=2, num_servers=0,
-                      run_root=str(state_home / "runs"))
+    spec = LaunchSpec(
+        command=("sh", "-c", wait_go),
+        num_workers=2,
+        num_servers=0,
+        run_root=str(state_home / "runs"),
+    )
     job = await launch(spec)
     seen = []
     async for event in job.events():

@@ -7,7 +7,9 @@ from engine.events import SkippedItem, StageProgress
 
 
 def test_line_shows_count_bytes_rate_eta_and_skipped():
-    event = StageProgress("pack", done=50, total=100, bytes_done=3 * 1024 * 1024, skipped=2, part="train_0")
+    event = StageProgress(
+        "pack", done=50, total=100, bytes_done=3 * 1024 * 1024, skipped=2, part="train_0"
+    )
     line = progress_line(event, elapsed_s=10.0)
     assert "50/100 images" in line and "3.0 MiB" in line and "5.0/s" in line
     assert "ETA 00:10" in line and "skipped 2" in line and "train_0" in line
@@ -19,7 +21,9 @@ def test_instant_stage_shows_no_absurd_rate():
 
 
 def test_unknown_total_shows_count_without_eta():
-    line = progress_line(StageProgress("extract", done=7, total=None, unit="classes"), elapsed_s=2.0)
+    line = progress_line(
+        StageProgress("extract", done=7, total=None, unit="classes"), elapsed_s=2.0
+    )
     assert "7 classes" in line and "ETA --:--" in line
 
 
@@ -33,7 +37,11 @@ def test_non_tty_sink_prints_skips_and_final_progress():
 
 
 def test_human_units():
-    assert human_bytes(None) == "N/A" and human_bytes(512) == "512 B" and human_bytes(1536) == "1.5 KiB"
+    assert (
+        human_bytes(None) == "N/A"
+        and human_bytes(512) == "512 B"
+        and human_bytes(1536) == "1.5 KiB"
+    )
     assert human_duration(3725) == "1:02:05" and human_duration(None) == "--:--"
 
 

@@ -35,13 +35,18 @@ def wait_for(predicate, timeout=10.0, what="condition"):
 
 
 def sh(command, timeout=20):
-    return subprocess.run(["/bin/sh", "-c", command], check=False, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["/bin/sh", "-c", command], check=False, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def start(tmp_path, argv, *, env=None, cwd=None, name="worker-0"):
-    proc = DetachedProcess(str(tmp_path / "run dir" / name), str(cwd or tmp_path), tuple(argv),
-                           {"IMGSCALE_JOB": JOB, **(env or {})})
+    proc = DetachedProcess(
+        str(tmp_path / "run dir" / name),
+        str(cwd or tmp_path),
+        tuple(argv),
+        {"IMGSCALE_JOB": JOB, **(env or {})},
+    )
     result = sh(start_command([proc]))
     assert result.returncode == 0 and result.stdout.strip() == "started", result.stderr
     return proc
@@ -71,8 +76,10 @@ def gone(pgid):
 def test_hostile_cwd_env_and_argv_survive_quoting(tmp_path):
     cwd = tmp_path / HOSTILE.replace("/", "_")
     cwd.mkdir()
-    script = ("import os, sys; print(repr(os.getcwd())); print(repr(sys.argv[1:])); "
-              "print(repr(os.environ['HOSTILE']))")
+    script = (
+        "import os, sys; print(repr(os.getcwd())); print(repr(sys.argv[1:])); "
+        "print(repr(os.environ['HOSTILE']))"
+    )
     argv = ["python3", "-c", script, HOSTILE, "--x=$(id)"]
     proc = start(tmp_path, argv, env={"HOSTILE": HOSTILE}, cwd=cwd)
     assert status(proc) == 0
@@ -168,12 +175,15 @@ def test_kill_of_another_job_id_touches_nothing(tmp_path):
         os.killpg(pgid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("0 alive 10 10 12", ("alive", None, 10, 10, 12)),
-    ("3 exit:137 10 10 12", ("exited", 137, 10, 10, 12)),
-    ("1 pending - - -", ("pending", None, None, None, None)),
-    ("2 gone 5 5 6", ("gone", None, 5, 5, 6)),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("0 alive 10 10 12", ("alive", None, 10, 10, 12)),
+        ("3 exit:137 10 10 12", ("exited", 137, 10, 10, 12)),
+        ("1 pending - - -", ("pending", None, None, None, None)),
+        ("2 gone 5 5 6", ("gone", None, 5, 5, 6)),
+    ],
+)
 def test_parse_status(line, expected):
     s = parse_status(line)
     assert (s.state, s.exit_status, s.wrapper_pid, s.pgid, s.pid) == expected

@@ -31,7 +31,9 @@ def test_every_role_gets_the_ps_lite_variables():
 
 def test_user_env_reaches_every_role_which_launch_py_in_mxnet_1_9_1_fails_to_do():
     for role in ("scheduler", "server", "worker"):
-        assert env_for(role, user={"MXNET_BACKWARD_DO_MIRROR": "1"})["MXNET_BACKWARD_DO_MIRROR"] == "1"
+        assert (
+            env_for(role, user={"MXNET_BACKWARD_DO_MIRROR": "1"})["MXNET_BACKWARD_DO_MIRROR"] == "1"
+        )
 
 
 def test_node_host_is_the_process_host_but_the_scheduler_binds_the_root_uri():
@@ -46,8 +48,12 @@ def test_workers_carry_a_stable_rank_and_host_for_attribution():
 
 
 def test_interface_and_heartbeats_only_when_asked():
-    assert "DMLC_INTERFACE" not in env_for("worker") and "PS_HEARTBEAT_INTERVAL" not in env_for("worker")
-    cluster = ClusterEnv("j", "h", 1, 1, 1, interface="eth1", heartbeat_interval=5, heartbeat_timeout=30)
+    assert "DMLC_INTERFACE" not in env_for("worker") and "PS_HEARTBEAT_INTERVAL" not in env_for(
+        "worker"
+    )
+    cluster = ClusterEnv(
+        "j", "h", 1, 1, 1, interface="eth1", heartbeat_interval=5, heartbeat_timeout=30
+    )
     env = env_for("server", cluster=cluster)
     assert env["DMLC_INTERFACE"] == "eth1"
     assert env["PS_HEARTBEAT_INTERVAL"] == "5" and env["PS_HEARTBEAT_TIMEOUT"] == "30"
@@ -66,7 +72,9 @@ def test_bare_env_name_copies_this_shell(monkeypatch):
         parse_env_args(["MY_SETTING"])
 
 
-@pytest.mark.parametrize("key", ["DMLC_ROLE", "DMLC_PS_ROOT_PORT", "IMGSCALE_JOB", "A B", "1X", "X;Y"])
+@pytest.mark.parametrize(
+    "key", ["DMLC_ROLE", "DMLC_PS_ROOT_PORT", "IMGSCALE_JOB", "A B", "1X", "X;Y"]
+)
 def test_reserved_or_malformed_names_are_refused_naming_the_flag(key):
     with pytest.raises(UserError, match="--env"):
         check_user_key(key, f"--env {key}=1")
@@ -80,7 +88,9 @@ def test_thread_settings_are_forwarded_unless_overridden():
 
 def test_role_env_accepts_launch_py_colon_form_and_refuses_reserved_names():
     assert parse_role_env(["OMP_NUM_THREADS:3", "A=b:c"], "--env-server") == {
-        "OMP_NUM_THREADS": "3", "A": "b:c"}
+        "OMP_NUM_THREADS": "3",
+        "A": "b:c",
+    }
     with pytest.raises(UserError, match="--env-worker DMLC_ROLE:x"):
         parse_role_env(["DMLC_ROLE:x"], "--env-worker")
     with pytest.raises(UserError, match="write NAME:VALUE"):

@@ -15,7 +15,9 @@ HEAVY = ("mxnet", "cv2", "torch", "textual", "rich", "tui", "matplotlib")
 
 def _loaded_after(statement: str) -> set[str]:
     code = f"import sys, json; {statement}; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return {name.split(".")[0] for name in json.loads(out.stdout)}
 
 

@@ -14,11 +14,33 @@ def parse(*argv):
 
 
 def test_launch_py_flags_and_command_after_double_dash():
-    spec = parse("-n", "4", "-s", "2", "-H", "hosts", "--env", "MXNET_BACKWARD_DO_MIRROR=1",
-                 "--env-worker", "OMP_NUM_THREADS:4", "--", "python", "train.py", "--kv-store", "dist_sync")
+    spec = parse(
+        "-n",
+        "4",
+        "-s",
+        "2",
+        "-H",
+        "hosts",
+        "--env",
+        "MXNET_BACKWARD_DO_MIRROR=1",
+        "--env-worker",
+        "OMP_NUM_THREADS:4",
+        "--",
+        "python",
+        "train.py",
+        "--kv-store",
+        "dist_sync",
+    )
     assert spec.command == ("python", "train.py", "--kv-store", "dist_sync")
-    assert (spec.num_workers, spec.num_servers, spec.hosts_file, spec.launcher) == (4, 2, "hosts", "ssh")
-    assert spec.env == {"MXNET_BACKWARD_DO_MIRROR": "1"} and spec.env_worker == {"OMP_NUM_THREADS": "4"}
+    assert (spec.num_workers, spec.num_servers, spec.hosts_file, spec.launcher) == (
+        4,
+        2,
+        "hosts",
+        "ssh",
+    )
+    assert spec.env == {"MXNET_BACKWARD_DO_MIRROR": "1"} and spec.env_worker == {
+        "OMP_NUM_THREADS": "4"
+    }
 
 
 def test_without_hosts_the_local_launcher_is_the_default():
@@ -26,13 +48,18 @@ def test_without_hosts_the_local_launcher_is_the_default():
 
 
 def test_spec_survives_the_job_record_round_trip():
-    spec = LaunchSpec(("python", "a b.py"), 2, 1, "h", env={"A": "1"}, max_restarts=2,
-                      stall_timeout_s=30.0)
+    spec = LaunchSpec(
+        ("python", "a b.py"), 2, 1, "h", env={"A": "1"}, max_restarts=2, stall_timeout_s=30.0
+    )
     assert LaunchSpec.from_dict(spec.to_dict()) == spec
 
 
 def test_set_option_replaces_or_appends():
-    assert set_option(("t.py", "--load-epoch", "3"), "--load-epoch", "7") == ("t.py", "--load-epoch", "7")
+    assert set_option(("t.py", "--load-epoch", "3"), "--load-epoch", "7") == (
+        "t.py",
+        "--load-epoch",
+        "7",
+    )
     assert set_option(("t.py", "--load-epoch=3"), "--load-epoch", "7") == ("t.py", "--load-epoch=7")
     assert set_option(("t.py",), "--load-epoch", "7") == ("t.py", "--load-epoch", "7")
 
@@ -51,10 +78,21 @@ def test_bad_job_names_are_refused(name):
 def test_job_records_round_trip_and_newest_active_is_resolved(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path))
     proc = jobs.ProcRecord("node1", "worker", 0, "~/.imgscale/runs/j1/a0/worker-0")
-    jobs.save(jobs.JobRecord("j1", "train", ("true",), None, ("localhost",), processes=(proc,),
-                             state="done", created=1.0))
-    jobs.save(jobs.JobRecord("j2", "train", ("true",), None, ("localhost",), state="running",
-                             created=2.0))
+    jobs.save(
+        jobs.JobRecord(
+            "j1",
+            "train",
+            ("true",),
+            None,
+            ("localhost",),
+            processes=(proc,),
+            state="done",
+            created=1.0,
+        )
+    )
+    jobs.save(
+        jobs.JobRecord("j2", "train", ("true",), None, ("localhost",), state="running", created=2.0)
+    )
     assert jobs.load("j1").processes == (proc,)
     assert jobs.resolve(None).job == "j2"
     assert (tmp_path / "jobs" / "j1" / "job.json").stat().st_mode & 0o777 == 0o600

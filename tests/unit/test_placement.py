@@ -15,8 +15,12 @@ def test_default_matches_launch_py_round_robin_servers_first():
     plan = place(4, 2, [None, None, None])
     assert plan[0] == Placement("scheduler", 0, 0)
     assert [(p.role, p.rank, p.host) for p in plan[1:]] == [
-        ("server", 0, 0), ("server", 1, 1),
-        ("worker", 0, 2), ("worker", 1, 0), ("worker", 2, 1), ("worker", 3, 2),
+        ("server", 0, 0),
+        ("server", 1, 1),
+        ("worker", 0, 2),
+        ("worker", 1, 0),
+        ("worker", 2, 1),
+        ("worker", 3, 2),
     ]
 
 
@@ -66,7 +70,10 @@ def test_names_are_unique_so_hosts_sharing_a_home_never_share_a_log():
 
 def test_describe_lists_every_host_including_idle_ones():
     assert by_host(place(1, 1, [None, None, None]), ["a", "b", "c"]) == [
-        "a: scheduler, server-0", "b: worker-0", "c: (nothing)"]
+        "a: scheduler, server-0",
+        "b: worker-0",
+        "c: (nothing)",
+    ]
 
 
 @pytest.mark.parametrize("workers, hosts", [(0, [None]), (1, [])])

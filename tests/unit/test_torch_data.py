@@ -67,7 +67,7 @@ def test_random_resized_crop_boxes_stay_inside_with_the_asked_area():
     rng = np.random.default_rng(0)
     for _ in range(200):
         top, left, h, w = data.random_box(480, 640, aug, rng)
-        assert 0 <= top and 0 <= left and top + h <= 1 + 1e-9 and left + w <= 1 + 1e-9
+        assert top >= 0 and left >= 0 and top + h <= 1 + 1e-9 and left + w <= 1 + 1e-9
         assert 0.2 < h * w < 0.55  # rounding to whole pixels moves the area a little
 
 

@@ -131,6 +131,13 @@ def test_json_config_and_its_mistakes_name_the_file_and_key(tmp_path):
         parse("--config", str(wrong))
 
 
+def test_an_array_for_a_scalar_option_is_a_user_error_naming_the_key(tmp_path):
+    cfg = tmp_path / "array.toml"
+    cfg.write_text("lr = [0.1]\n")  # float([0.1]) raises TypeError, not ValueError
+    with pytest.raises(UserError, match=r"array.toml: lr: "):
+        parse("--config", str(cfg))
+
+
 def test_cli_merge_keeps_flags_that_differ_from_defaults(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text("num-epochs = 7\nlr = 0.5\n")

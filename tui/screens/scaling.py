@@ -77,7 +77,7 @@ class ScalingScreen(Screen[None]):
     """A form, a progress line, the table and the plot; the sweep runs in one exclusive worker."""
 
     CSS_PATH = Path(__file__).parent.parent / "scaling.tcss"
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+    HORIZONTAL_BREAKPOINTS = [
         (0, "-narrow"),
         (120, "-wide"),
     ]
@@ -346,7 +346,7 @@ class ScalingScreen(Screen[None]):
 
     def track_launch(self, event: Any) -> None:
         """Whether the engine is inside a launch: from a run's progress until its job reports."""
-        if isinstance(event, StageProgress):
+        if isinstance(event, StageProgress) and event.total is not None:  # the sweep's own: counted
             self.in_launch = event.done < event.total  # the next run is launched when we read on
         elif isinstance(event, (JobState, ScalingPoint)):
             self.in_launch = False
@@ -397,7 +397,7 @@ class ScalingScreen(Screen[None]):
         event = message.event
         if isinstance(event, ScalingPoint):
             self.add_point(event)
-        elif isinstance(event, StageProgress):
+        elif isinstance(event, StageProgress) and event.total is not None:  # the sweep's runs
             self.query_one(ProgressBar).update(total=event.total, progress=event.done)
             self.set_progress(
                 f"run {min(event.done + 1, event.total)} of {event.total}: {event.part} — {event.message}"

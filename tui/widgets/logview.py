@@ -132,7 +132,8 @@ class LogView(ScrollView, can_focus=True):
     def refilter(self) -> None:
         self.active = LogFilter.parse(self.filter_text, self.min_level)
         self.shown = deque(
-            (line for line in self.all_lines if self.active.matches(line)), maxlen=self.all_lines.maxlen
+            (line for line in self.all_lines if self.active.matches(line)),
+            maxlen=self.all_lines.maxlen,
         )
         self.dirty = True
         self.flush()

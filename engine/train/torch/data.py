@@ -23,7 +23,7 @@ import numpy as np
 # Per-channel mean/std in 0..255 RGB, as train_imagenet.py's --rgb-mean/--rgb-std defaults.
 RGB_MEAN = (123.68, 116.779, 103.939)
 RGB_STD = (58.393, 57.12, 57.375)
-_REDUCED = {1: None, 2: 17, 4: 33, 8: 65}  # cv2.IMREAD_REDUCED_COLOR_N
+_REDUCED: dict[int, int] = {2: 17, 4: 33, 8: 65}  # cv2.IMREAD_REDUCED_COLOR_N; 1 is IMREAD_COLOR
 
 
 # ---------------------------------------------------------------- RecordIO (through engine/recordio.py)

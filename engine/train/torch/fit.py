@@ -8,6 +8,7 @@ PREFIX-NNNN.bBBBBBB.pt (N epochs and B batches), each written to a temporary nam
 
 from __future__ import annotations
 
+import argparse
 import glob
 import logging
 import os
@@ -15,6 +16,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -89,7 +91,7 @@ def init_distributed(gpus: list[int]) -> Rank:
                 )
         backend = "nccl" if device.type == "cuda" else "gloo"
         try:  # device_id (torch >= 2.3) binds NCCL to this GPU at once instead of at the first collective
-            kwargs = {"device_id": device} if device.type == "cuda" else {}
+            kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
             dist.init_process_group(backend, rank=rank, world_size=world, **kwargs)
         except TypeError:
             dist.init_process_group(backend, rank=rank, world_size=world)
@@ -241,7 +243,7 @@ class Speedometer:
 class Trainer:
     """Everything one epoch needs; built once by ``build_trainer``."""
 
-    args: object
+    args: argparse.Namespace
     rank: Rank
     model: torch.nn.Module  # the network itself (for checkpoints and evaluation)
     step_model: torch.nn.Module  # what the training step calls: DDP-wrapped, maybe compiled
@@ -354,7 +356,8 @@ def build_trainer(args, rank: Rank, epoch_batches: int, batch_size: int) -> Trai
     torch.manual_seed(args.seed or 0)
     model = nets.build(args.network, args.num_layers, args.num_classes, getattr(args, "width", 64))
     nets.set_mirror(model, use_mirror(args))
-    model = model.to(rank.device, memory_format=torch.channels_last)
+    # Module.to takes memory_format at run time (documented), but torch's stubs omit it
+    model = model.to(rank.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(args, model)
     steps, factor, warm = (
         args.lr_step_epochs,

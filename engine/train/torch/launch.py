@@ -25,7 +25,7 @@ def torch_env(
         raise UserError(f"master port {master_port}: choose a TCP port between 1 and 65535")
     world = sum(counts)
     envs, rank = [], 0
-    for node, (host, count) in enumerate(zip(hosts, counts)):
+    for node, count in enumerate(counts):
         for local in range(count):
             envs.append(
                 {

@@ -124,7 +124,9 @@ def _init_weights(model: nn.Module) -> None:
     # Zero the last BN of each residual body so every block starts as identity: trains faster.
     for m in model.modules():
         if isinstance(m, (BasicBlock, Bottleneck)):
-            nn.init.zeros_(m.body[-1].weight)
+            last_bn = m.body[-1]
+            assert isinstance(last_bn, nn.BatchNorm2d)  # every body ends with _conv_bn's BN
+            nn.init.zeros_(last_bn.weight)
 
 
 def set_mirror(model: nn.Module, on: bool) -> None:

@@ -78,7 +78,7 @@ def record_engine(tmp: str) -> None:
     )
     (HERE / "imgscale_train_local.log").write_text(out.stdout + out.stderr)
     dist = run_dist([*common, "--kv-store", "dist_sync", "--disp-batches", "2"])
-    for rank, text in enumerate(dist.worker_logs):
+    for text in dist.worker_logs:
         name = "dist_sync_worker0.log" if "Node[0" in text else "dist_sync_worker1.log"
         (HERE / name).write_text(text)
 

@@ -1,0 +1,30 @@
+"""A stage run as train-then-val passes reports one whole-stage count in the console."""
+
+from engine.api_stages import Passes
+from engine.events import StageProgress, StageState
+
+
+def test_second_pass_adds_to_the_first_and_chunk_events_pass_unchanged():
+    seen = []
+    passes = Passes(seen.append)
+    passes(StageProgress("pack", 109, 109, bytes_done=1000, skipped=0))
+    passes.next_pass()
+    chunk = StageProgress("pack", 5, 20, part="val")
+    passes(chunk)
+    passes(StageProgress("pack", 20, 20, bytes_done=200, skipped=1))
+    passes(StageState("pack", "done"))
+    whole = [e for e in seen if isinstance(e, StageProgress) and not e.part]
+    assert (whole[-1].done, whole[-1].total, whole[-1].bytes_done, whole[-1].skipped) == (
+        129,
+        129,
+        1200,
+        1,
+    )
+    assert chunk in seen and isinstance(seen[-1], StageState)
+
+
+def test_unknown_total_stays_unknown():
+    seen = []
+    passes = Passes(seen.append)
+    passes(StageProgress("list", 7, None))
+    assert seen[-1].total is None and seen[-1].done == 7
