@@ -50,20 +50,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_name(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
+    """'bench scaling' for `imgscale bench scaling …`: read from argv, because a subcommand's own
+    option may reuse the dest `command` (bench scaling's --command)."""
+    names: list[str] = []
+    current = parser
+    for token in argv:
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            break
+        if token.startswith("-"):
+            continue
+        child = subs[0].choices.get(token)
+        if child is None:
+            break
+        names.append(token)
+        current = child
+    return " ".join(names)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    name = command_name(parser, argv)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"imgscale {args.command}: {exc}", file=sys.stderr)
+        print(f"imgscale {name}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
-            f"imgscale {args.command}: interrupted; run the same command again to resume",
+            f"imgscale {name}: interrupted; run the same command again to resume",
             file=sys.stderr,
         )
         return 130

@@ -235,11 +235,69 @@ def coerce_like(current: Any, value: Any, name: str) -> Any:
     return value
 
 
+PATH_KEYS = ("root", "tarball", "val_root", "lists_dir", "train_dir", "val_dir", "hosts", "name")
+
+
+def check_config(config_path: Path, config: dict[str, Any]) -> None:
+    """A hand-edited workspace.toml with a value of the wrong type: name the key, not a TypeError later."""
+    for key in PATH_KEYS:
+        if key in config and not isinstance(config[key], str):
+            raise UserError(
+                f'{config_path}: {key} = {config[key]!r} must be text, e.g. {key} = "…"'
+            )
+    for table in ("stages", "train"):
+        if not isinstance(config.get(table, {}), dict):
+            raise UserError(
+                f"{config_path}: {table} must be a table ([{table}]), not {config[table]!r}"
+            )
+    for stage, options in config.get("stages", {}).items():
+        if not isinstance(options, dict):
+            raise UserError(
+                f"{config_path}: stages.{stage} must be a table ([stages.{stage}]), not {options!r}"
+            )
+        defaults = DEFAULT_STAGE_OPTIONS.get(stage, {})
+        for key, value in options.items():
+            _check_type(config_path, f"stages.{stage}.{key}", defaults.get(key), value)
+    for key, value in config.get("train", {}).items():
+        _check_type(config_path, f"train.{key}", DEFAULT_TRAIN.get(key), value)
+
+
+TYPE_WORDS = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "text",
+    list: "a list",
+}
+
+
+def _check_type(config_path: Path, name: str, default: Any, value: Any) -> None:
+    if default is None:
+        return  # an option without a default takes what it is given
+    numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+    ok = isinstance(value, bool) == isinstance(default, bool) and (
+        isinstance(value, (int, float)) if numeric else isinstance(value, type(default))
+    )
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
+        ok = False
+    if not ok:
+        kind = TYPE_WORDS.get(type(default), type(default).__name__)
+        raise UserError(f"{config_path}: {name} = {value!r} must be {kind}, like {default!r}")
+
+
 # ---- files ---------------------------------------------------------------------------------
 def load(path: str | os.PathLike[str]) -> Workspace:
     """Open an existing workspace folder."""
     folder = Path(path).expanduser().resolve()
     config_path = folder / CONFIG_NAME
+    if not folder.exists():
+        raise UserError(
+            f"{folder} does not exist; give a workspace folder, or create one with `imgscale-tui --demo {folder}`"
+        )
+    if not folder.is_dir():
+        raise UserError(
+            f"{folder} is a file; give the workspace folder (the one holding {CONFIG_NAME})"
+        )
     if not config_path.is_file():
         raise UserError(
             f"{folder}: no {CONFIG_NAME} here; create one with `imgscale-tui --demo {folder}` or write it by hand"
@@ -248,17 +306,38 @@ def load(path: str | os.PathLike[str]) -> Workspace:
         config = tomllib.loads(config_path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{config_path}: {exc}; fix the file and reopen") from None
+    except UnicodeDecodeError:
+        raise UserError(
+            f"{config_path}: not a text file (not UTF-8); fix the file and reopen"
+        ) from None
     if "root" not in config:
         raise UserError(f'{config_path}: missing `root = "…"` (the folder of class folders)')
+    check_config(config_path, config)
     state_path = folder / STATE_NAME
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    try:
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for a binary file
+        raise UserError(
+            f"{state_path}: not valid JSON ({exc}); move it away to start the stages' record afresh"
+        ) from None
+    if not isinstance(state, dict):
+        raise UserError(
+            f"{state_path}: not a stages record (a JSON object); move it away to start afresh"
+        )
     return Workspace(folder, config, state)
 
 
 def create(path: str | os.PathLike[str], config: dict[str, Any]) -> Workspace:
     """Write a new workspace folder (refuses to overwrite another workspace's config)."""
     folder = Path(path).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file; give a new or existing folder for the workspace")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(
+            f"{folder}: a file is in the way of this path; choose another folder"
+        ) from None
     if (folder / CONFIG_NAME).exists():
         raise UserError(
             f"{folder / CONFIG_NAME} already exists; open it with `imgscale-tui {folder}`"

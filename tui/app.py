@@ -527,7 +527,9 @@ def diagnosis_text(d: api.Diagnosis) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    from engine.cli import OneLineParser
+
+    parser = OneLineParser(
         prog="imgscale-tui", description="The imgscale console over one workspace."
     )
     parser.add_argument(
@@ -554,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"creating the demo workspace in {workspace} …", file=sys.stderr)
                 api.create_demo_workspace(workspace)
         api.check_workspace(workspace)
+        if args.hosts:  # a bad hosts file is named here, not after the console has opened
+            from engine.cluster.hosts import read_hosts
+
+            read_hosts(args.hosts)
     except UserError as exc:
         print(f"imgscale-tui: {exc}", file=sys.stderr)
         return 2

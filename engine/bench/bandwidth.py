@@ -195,9 +195,7 @@ def measure(
     except ValueError as exc:
         from engine.errors import UserError
 
-        raise UserError(
-            f"bench bandwidth: {exc}; run with a smaller --network or check the job's log"
-        ) from None
+        raise UserError(f"{exc}; run with a smaller --network or check the job's log") from None
 
 
 def _local_lines(argv: list[str], timeout_s: float) -> list[tuple[int, str]]:
@@ -208,14 +206,10 @@ def _local_lines(argv: list[str], timeout_s: float) -> list[tuple[int, str]]:
     try:
         out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise UserError(
-            f"bench bandwidth: no result within {timeout_s:.0f} s (--timeout)"
-        ) from None
+        raise UserError(f"no result within {timeout_s:.0f} s (--timeout)") from None
     if out.returncode != 0:
         tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise UserError(
-            f"bench bandwidth: the worker exited with status {out.returncode}: {tail[0]}"
-        )
+        raise UserError(f"the worker exited with status {out.returncode}: {tail[0]}")
     return [(0, line) for line in out.stdout.splitlines()]
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 
 from engine.errors import UserError
+from engine.paths import require_folder_path
 
 KV_STORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 SCALING_HELP = (
@@ -129,9 +130,40 @@ def _env(items: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def _check_scaling_args(args: argparse.Namespace) -> None:
+    """Mistakes that would otherwise show up only after the first run is launched (or never)."""
+    from pathlib import Path
+
+    from engine.train.options import image_shape
+
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file; give a folder for the reports")
+    if args.out:
+        require_folder_path(args.out, "--out")
+    if args.run_timeout is not None and not args.run_timeout > 0:
+        raise UserError(f"--run-timeout {args.run_timeout}: give seconds above 0")
+    _check_shape(args.image_shape, image_shape)
+    if args.num_classes < 1:
+        raise UserError(f"--num-classes {args.num_classes}: give 1 or more")
+    if args.hosts:  # a bad hosts file is reported before the first run starts
+        from engine.cluster.hosts import read_hosts
+
+        read_hosts(args.hosts)
+
+
+def _check_shape(text: str | None, parse) -> None:
+    if text is None:
+        return
+    try:
+        parse(text)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise UserError(f"--image-shape {text}: {exc}") from None
+
+
 def _scaling(args: argparse.Namespace) -> int:
     from engine.bench import report, scaling
 
+    _check_scaling_args(args)
     config = scaling_config(args)
     result = scaling.run_sweep(config, SweepPrinter(verbose=args.verbose))
     points = result.points
@@ -308,6 +340,7 @@ def _bandwidth(args: argparse.Namespace) -> int:
 
     if args.rounds < 1:
         raise UserError("--rounds: must be 1 or more")
+    _check_bandwidth_args(args)
     result = bandwidth.measure(
         network=args.network,
         kv_store=args.kv_store,
@@ -332,6 +365,34 @@ def _bandwidth(args: argparse.Namespace) -> int:
                 "per direction (use with --network-gbits)"
             )
     return 0 if result.max_error <= 1e-6 else 1
+
+
+def _check_bandwidth_args(args: argparse.Namespace) -> None:
+    """Flags the worker would choke on, named here instead of as 'no timed round was reported'."""
+    from engine.bench.scaling import KNOWN_BASES, check_depth, split_network
+    from engine.train.options import gpu_list, image_shape
+
+    if args.size_mb < 0:
+        raise UserError(f"--size-mb {args.size_mb}: give 0 (use --network) or more megabytes")
+    if not args.size_mb and split_network(args.network)[0] not in KNOWN_BASES:
+        raise UserError(
+            f"--network {args.network}: unknown network; use resnet-18…resnet-152, alexnet, "
+            "inception-v3, vgg-16 or mobilenet (or --size-mb N)"
+        )
+    if not args.size_mb:
+        check_depth(args.network, f"--network {args.network}")
+    _check_shape(args.image_shape, image_shape)
+    try:
+        gpu_list(args.gpus)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise UserError(f"--gpus {args.gpus}: {exc}") from None
+    for flag, value in (("--devices", args.devices), ("--num-classes", args.num_classes)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: give 1 or more")
+    if args.servers is not None and args.servers < 0:
+        raise UserError(f"-s {args.servers}: give 0 or more servers")
+    if not args.timeout > 0:
+        raise UserError(f"--timeout {args.timeout}: give seconds above 0")
 
 
 # --- bench model ----------------------------------------------------------------------------
@@ -400,6 +461,7 @@ def _prediction_table(args: argparse.Namespace, model) -> str:
         raise UserError(
             "--images-per-sec-1gpu: give the measured images/s of one GPU (the compute time)"
         )
+    _check_model_numbers(args)
     cluster = model.Cluster(
         gpus_per_machine=args.gpus_per_machine,
         servers=args.servers,
@@ -434,3 +496,22 @@ def _prediction_table(args: argparse.Namespace, model) -> str:
         "efficiency",
     )
     return report.format_columns(header, rows)
+
+
+def _check_model_numbers(args: argparse.Namespace) -> None:
+    """The model divides by most of these: a zero or negative one is the user's typo, not a crash."""
+    positive = (
+        ("--images-per-sec-1gpu", args.images_per_sec_1gpu),
+        ("--batch-per-gpu", args.batch_per_gpu),
+        ("--gpus-per-machine", args.gpus_per_machine),
+        ("--link-gbytes", args.link_gbytes),
+        ("--network-gbits", args.network_gbits),
+        ("--params", args.params),
+        ("--largest-array", args.largest_array),
+        ("--servers", args.servers),
+    )
+    for flag, value in positive:
+        if value is not None and not value > 0:
+            raise UserError(f"{flag} {value}: give a number above 0")
+    if not 0 <= args.overlap <= 1:
+        raise UserError(f"--overlap {args.overlap}: give a share from 0 to 1, e.g. 0.5")

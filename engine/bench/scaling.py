@@ -97,10 +97,21 @@ def parse_networks(text: str, flag: str = "--networks") -> list[NetworkSpec]:
                 f"{flag} {item!r}: unknown network; use resnet-18…resnet-152, alexnet, inception-v3, "
                 "vgg-16 or mobilenet"
             )
+        check_depth(name.strip(), f"{flag} {item!r}")
         specs.append(NetworkSpec(name.strip(), int(batch)))
     if not specs:
         raise UserError(f"{flag}: give at least one network:batch, e.g. {DEFAULT_NETWORKS}")
     return specs
+
+
+def check_depth(name: str, where: str) -> None:
+    """resnet-7 would fail in every worker after launch; say the depths there are now."""
+    from engine.train.options import RESNET_DEPTHS
+
+    base, depth = split_network(name)
+    if base == "resnet" and depth and depth not in RESNET_DEPTHS:
+        depths = ", ".join(f"resnet-{d}" for d in RESNET_DEPTHS)
+        raise UserError(f"{where}: no such depth; use {depths}")
 
 
 def parse_sizes(text: str, flag: str) -> list[int]:

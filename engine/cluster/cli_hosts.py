@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import shlex
 
+from engine.errors import UserError
 from engine.events import Event, GpuSample, HostSample, HostState
 
 from .connect import HostPool
@@ -92,6 +93,10 @@ def _extras(spec: HostSpec) -> str:
 
 # ---- probe --------------------------------------------------------------------------------
 def cmd_probe(args: argparse.Namespace) -> int:
+    if not args.interval > 0:  # 0 would spin the probes as fast as SSH answers
+        raise UserError(f"--interval {args.interval}: give seconds above 0, e.g. 2")
+    if args.count < 0:
+        raise UserError(f"--count {args.count}: give 1 or more readings (0 or none: until Ctrl-C)")
     pool = _pool(args.hosts)
     if args.once:
         return asyncio.run(_probe_once(pool))

@@ -324,6 +324,8 @@ def run_attach(args: argparse.Namespace) -> int:
 async def _attach(args: argparse.Namespace) -> int:
     from .launcher import open_job
 
+    if args.lines < 0:
+        raise UserError(f"--lines {args.lines}: give 0 or more log lines")
     job = open_job(args.job, sink=Printer(args.quiet), tail_lines=args.lines)
     await job.attach()
     if not job.supervising:
@@ -347,6 +349,12 @@ def run_kill(args: argparse.Namespace) -> int:
         raise UserError("name one job, or give --all (see `imgscale jobs`)")
     if args.hosts and not args.all:
         raise UserError("-H sweeps hosts for every job: use it with --all")
+    if args.grace < 0:
+        raise UserError(f"--grace {args.grace}: give 0 or more seconds between TERM and KILL")
+    if args.hosts:  # a bad hosts file is reported before any local job is killed
+        from .hosts import read_hosts
+
+        read_hosts(args.hosts)
     printer = Printer()
     if args.all:
         count = asyncio.run(kill_everywhere(grace_s=args.grace, emit=printer))

@@ -120,7 +120,13 @@ def load(job: str) -> JobRecord:
         ) from None
     except (OSError, ValueError) as exc:
         raise UserError(f"job record {path} is unreadable: {exc}") from None
-    return _from_dict(data)
+    try:
+        return _from_dict(data)
+    except (AttributeError, TypeError, ValueError):
+        # valid JSON of the wrong shape: a hand-edited or foreign file, not one we wrote
+        raise UserError(
+            f"job record {path} is not one imgscale wrote (wrong fields); move that folder away"
+        ) from None
 
 
 def _from_dict(data: dict) -> JobRecord:

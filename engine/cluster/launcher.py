@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from engine.errors import UserError
 from engine.events import EventSink
+from engine.paths import require_folder_path
 
 from . import jobs
 from .detach import DetachedProcess
@@ -256,6 +257,33 @@ def check_spec(spec: LaunchSpec) -> None:
         raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")
     if spec.max_restarts < 0:
         raise UserError(f"--max-restarts {spec.max_restarts}: must be 0 or more")
+    check_numbers(spec)
+    if (
+        spec.launcher == "local"
+        and os.path.exists(spec.run_root)
+        and not os.path.isdir(spec.run_root)
+    ):
+        raise UserError(f"--run-dir {spec.run_root} is a file; give a folder for the job's logs")
+    if spec.launcher == "local":
+        require_folder_path(os.path.expanduser(spec.run_root), "--run-dir")
+
+
+def check_numbers(spec: LaunchSpec) -> None:
+    """Ports, timeouts and counts that could never work are refused before anything starts."""
+    if spec.root_port is not None and not 1 <= spec.root_port <= 65535:
+        raise UserError(
+            f"--root-port {spec.root_port}: give a port from 1 to 65535 (or leave it out)"
+        )
+    for flag, value in (("--heartbeat-interval", spec.heartbeat_interval),
+                        ("--heartbeat-timeout", spec.heartbeat_timeout)):  # fmt: skip
+        if value is not None and not value > 0:
+            raise UserError(f"{flag} {value}: give seconds above 0 (or leave it out)")
+    if spec.stall_timeout_s is not None and not spec.stall_timeout_s >= 0:  # 0: no stall check
+        raise UserError(f"--stall-timeout {spec.stall_timeout_s}: give 0 (off) or more seconds")
+    if spec.grace_s < 0:
+        raise UserError(f"--grace {spec.grace_s}: give 0 or more seconds between TERM and KILL")
+    if spec.exclude_after < 0:
+        raise UserError(f"--exclude-after {spec.exclude_after}: must be 0 or more")
 
 
 def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "train") -> jobs.JobRecord:

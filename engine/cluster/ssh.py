@@ -375,6 +375,12 @@ def classify(exc: BaseException, spec: HostSpec | None = None) -> str:
         return f"bad ssh config ({exc})"
     if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
         return "host unreachable"
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)) and exc.filename:
+        # a key or config file named by identity=, known_hosts= or ssh_config= (or ~/.ssh's)
+        return (
+            f"cannot read {exc.filename} ({exc.strerror}); "
+            "fix identity=, known_hosts= or ssh_config= in the hosts file"
+        )
     return f"{type(exc).__name__}: {exc}"
 
 

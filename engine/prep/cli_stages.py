@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.cli_progress import CliProgress, human_bytes
 from engine.errors import UserError
+from engine.paths import require_folder_path
 
 
 def register(sub) -> None:
@@ -77,21 +78,38 @@ def images_per_class(text: str):
         if ":" in text:
             lo, hi = text.split(":", 1)
             return int(lo), int(hi)
-        return int(text)
+        count = int(text)
     except ValueError:
         raise UserError(
             f"--images-per-class {text!r}: give a number M or a range LO:HI, e.g. 20:80"
         ) from None
+    if count < 1:
+        raise UserError(f"--images-per-class {text}: give 1 or more")
+    return count
+
+
+def _check_demo_numbers(args) -> None:
+    """Refuse impossible sizes before any file is written."""
+    if args.classes < 1:
+        raise UserError(f"--classes {args.classes}: give 1 or more")
+    if args.corrupt < 0:
+        raise UserError(f"--corrupt {args.corrupt}: give 0 or more broken files")
+    if args.max_side is not None and args.max_side < 8:
+        raise UserError(f"--max-side {args.max_side}: give 8 pixels or more")
+    if not args.size_scale > 0:
+        raise UserError(f"--size-scale {args.size_scale}: give a number above 0, e.g. 0.5")
 
 
 def _demo(args) -> int:
     from engine.prep import demo
 
-    if args.classes < 1:
-        raise UserError(f"--classes {args.classes}: give 1 or more")
+    _check_demo_numbers(args)
+    counts = images_per_class(args.images_per_class)
+    # a bad LO:HI fails here, before any .partial file is written
+    demo.class_counts(args.classes, counts, args.seed)
     make = demo.make_demo_tree if args.tree else demo.make_demo_tar
     summary = make(
-        args.out, classes=args.classes, images_per_class=images_per_class(args.images_per_class), seed=args.seed,
+        args.out, classes=args.classes, images_per_class=counts, seed=args.seed,
         size_scale=args.size_scale, max_side=args.max_side, corrupt=args.corrupt,
     )  # fmt: skip
     counts = ", ".join(str(n) for _, n in summary.classes)
@@ -130,11 +148,46 @@ def _pack_size_args(p) -> None:
     p.add_argument("--pass-through", action="store_true", help="store the files' bytes as they are")
 
 
+def _check_pack_numbers(resize: int | None, quality: int | None) -> None:
+    """Refuse sizes pack would refuse, before any estimate or stage runs."""
+    if resize is not None and resize < 0:
+        raise UserError(f"--resize {resize}: give the short edge in pixels, or 0 to keep sizes")
+    if quality is not None and not 1 <= quality <= 100:
+        raise UserError(f"--quality {quality}: give a JPEG quality from 1 to 100")
+
+
+def _check_disk_paths(source: Path, target: Path) -> None:
+    """A file that is no tar, a folder without images, or a TARGET that is a file: say so, not 0 B."""
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target} is a file; give the folder the outputs go to as TARGET")
+    require_folder_path(target, "TARGET")
+    if source.is_file() and not _is_tar(source):  # never read a pipe here: extract streams it
+        raise UserError(f"{source} is not a tar archive; give the ImageNet tar or a class tree")
+    if source.is_dir() and not _has_image(source):
+        raise UserError(
+            f"{source} holds no images; give the ImageNet tar or a folder of class folders"
+        )
+
+
+def _has_image(root: Path) -> bool:
+    """Stops at the first image: a full walk of ImageNet's tree is the estimate's job."""
+    import os
+
+    from engine.prep.disk import IMAGE_EXTS
+
+    for _path, _dirs, files in os.walk(root, followlinks=True):
+        if any(os.path.splitext(f)[1].lower() in IMAGE_EXTS for f in files):
+            return True
+    return False
+
+
 def _disk(args) -> int:
     from engine.prep import disk
 
     source = Path(args.source)
     target = Path(args.target) if args.target else source.absolute().parent
+    _check_pack_numbers(args.resize, args.quality)
+    _check_disk_paths(source, target)
     settings = disk.PackSettings(
         args.resize, args.quality, args.center_crop, args.no_upscale, args.pass_through
     )
@@ -352,9 +405,35 @@ def stage_options(args) -> dict[str, dict]:
     }
 
 
+def _check_prepare_args(args) -> None:
+    """Bad numbers or paths are refused before a workspace is created and saves them."""
+    folder = Path(args.workspace).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file; give a folder for the workspace (DIR)")
+    for flag, value, low in (("--min-images", args.min_images, 0), ("--per-class", args.per_class, 1),
+                             ("--chunks", args.chunks, 1), ("--num-thread", args.num_thread, 1)):  # fmt: skip
+        if value is not None and value < low:
+            raise UserError(f"{flag} {value}: give {low} or more")
+    _check_pack_numbers(args.resize, args.quality)
+    source = Path(args.source).expanduser() if args.source else None
+    if source is not None and source.is_file() and not _is_tar(source):
+        raise UserError(
+            f"--source {source} is not a tar archive; give the ImageNet tar or a class tree"
+        )
+    if source is not None and source.is_dir() and not _has_image(source):
+        raise UserError(f"--source {source} holds no images; give a folder of class folders")
+
+
+def _is_tar(path: Path) -> bool:
+    import tarfile
+
+    return tarfile.is_tarfile(path)
+
+
 def _prepare(args) -> int:
     from engine.prep.pipeline import prepare
 
+    _check_prepare_args(args)
     start = time.monotonic()
     result = prepare(args.workspace, source=args.source, demo=args.demo, options=stage_options(args),
                      on_event=CliProgress())  # fmt: skip

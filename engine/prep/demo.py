@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.paths import blocking_file, require_folder_path
 
 # Real ImageNet-1k WordNet ids, so paths look like the real thing; more classes get made-up ids.
 WNIDS = (
@@ -270,6 +271,11 @@ def make_demo_tar(path, **options) -> DemoSummary:
         raise UserError(
             f"{path} is a folder; give the tar file to write, e.g. {path / 'imagenet_demo.tar'}"
         )
+    blocker = blocking_file(path.parent)
+    if blocker is not None:
+        raise UserError(
+            f"{path}: {blocker} is a file, not a folder; choose another path for the tar"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     per_class: list[tuple[str, int]] = []
@@ -302,5 +308,6 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
 def _check_empty_dir(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise UserError(f"{root} exists and is not a folder; choose a new folder for the demo tree")
+    require_folder_path(root, "the demo tree")
     if root.is_dir() and any(root.iterdir()):
         raise UserError(f"{root} is not empty; choose a new or empty folder for the demo tree")

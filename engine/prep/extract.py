@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
+from engine.paths import require_folder_path
 from engine.prep.disk import ensure_space
 from engine.prep.journal import default_journal_path, exclusive_lock, fsync_dir
 from engine.prep.report import one_field, printable
@@ -278,6 +279,20 @@ def check_paths(tar_path: Path, root: Path) -> None:
         raise UserError(f"{tar_path} is a folder, not a tar; give the archive itself")
     if root.exists() and not root.is_dir():
         raise UserError(f"{root} exists and is not a folder; choose the folder to extract into")
+    require_folder_path(root, "ROOT")
+
+
+def require_class_folders(tar_path: Path, root: Path, result, on_event: EventSink) -> None:
+    """A single class's tar (or any tar of loose files) gives ROOT no class folder: later stages would
+    see no classes, so say what was given instead of reporting '0 classes extracted'."""
+    if any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+        return
+    message = (
+        f"{tar_path} holds no per-class tars or class folders ({result.images} loose files went to "
+        f"{root}); give the tar of per-class tars, e.g. fall11_whole.tar"
+    )
+    on_event(StageState("extract", "failed", message))
+    raise UserError(message)
 
 
 def remaining_bytes(tar_path: Path, root: Path) -> int:
@@ -319,6 +334,7 @@ def extract_archive(
         lock.close()
     if result.skipped:
         write_report(report_path(root), result.skipped)
+    require_class_folders(tar_path, root, result, on_event)
     summary = f"{result.classes} classes extracted, {result.already} already done, {len(result.skipped)} skipped"
     on_event(StageState("extract", "done", summary))
     return result

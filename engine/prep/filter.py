@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.events import EventSink, StageState, ignore
+from engine.paths import require_folder_path
 from engine.prep.disk import ensure_moves_fit
 from engine.prep.journal import Journal, MoveProgress, UndoResult, default_journal_path, undo_stage
 
@@ -95,6 +96,15 @@ def refuse_emptying(root: Path, kept: list, removed: list, min_images: int) -> N
         )
 
 
+def require_classes(root: Path) -> None:
+    """An empty ROOT is almost always a wrong path: say so instead of reporting 0 classes done."""
+    if not class_folders(root):
+        raise UserError(
+            f"{root} holds no class folders; give the folder with one subfolder per class "
+            "(run `imgscale extract` first)"
+        )
+
+
 def filter_classes(
     root,
     *,
@@ -110,6 +120,9 @@ def filter_classes(
     if min_images < 0:
         raise UserError(f"--min-images {min_images}: give a number of images >= 0")
     dest = Path(dest).resolve() if dest else filtered_root(root)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"--dest {dest} is a file; give a folder for the filtered classes")
+    require_folder_path(dest, "--dest")
     journal = Journal(journal_path or default_journal_path("filter", root))
     on_event(
         StageState("filter", "running", f"classes with fewer than {min_images} images -> {dest}")
@@ -121,6 +134,7 @@ def filter_classes(
             on_event(StageState("filter", "running", "resuming an interrupted run"))
             kept, removed = recount(root, run.moves)
         else:
+            require_classes(root)
             kept, removed, moves = plan_filter(root, dest, min_images)
             refuse_emptying(root, kept, removed, min_images)
             ensure_moves_fit("filter", moves)

@@ -187,6 +187,19 @@ def _check_options(root: str, chunks: int, train_ratio: float, test_ratio: float
         )
 
 
+def _make_prefix_folder(prefix: str) -> None:
+    """PREFIX's folder, created; a file in its way or no permission is the user's to fix."""
+    folder = pathlib.Path(prefix).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(
+            f"PREFIX {prefix}: {folder} is not a folder (a file is in the way); choose another PREFIX"
+        ) from None
+    except PermissionError:
+        raise UserError(f"PREFIX {prefix}: cannot create {folder} (permission denied)") from None
+
+
 def _write_side_files(prefix: str, root: str, listing: Listing) -> None:
     by_label = sorted(listing.labels.items(), key=lambda kv: kv[1])
     _write_text(
@@ -229,7 +242,7 @@ def write_lists(
         random.Random(SHUFFLE_SEED).shuffle(
             items
         )  # same sequence as im2rec's random.seed(100); shuffle()
-    pathlib.Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    _make_prefix_folder(prefix)
     written = []
     for name, chunk in plan_lists(items, prefix, chunks, train_ratio, test_ratio):
         _write_text(pathlib.Path(name), format_lines(chunk))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.events import EventSink, StageState, ignore
+from engine.paths import require_folder_path
 from engine.prep.disk import ensure_moves_fit
 from engine.prep.journal import Journal, MoveProgress, UndoResult, default_journal_path, undo_stage
 
@@ -74,6 +75,7 @@ def check_dirs(prefix_dir, train_dir, val_dir) -> tuple[Path, Path, Path]:
     for d, flag in ((train_dir, "TRAIN_DIR"), (val_dir, "VAL_DIR")):
         if d.exists() and not d.is_dir():
             raise UserError(f"{flag} {d} is not a folder; give a folder for the .rec files")
+        require_folder_path(d, flag)
         if d == prefix_dir:
             raise UserError(
                 f"{flag} {d} is the lists folder itself; give a separate folder (e.g. {d / 'train'})"

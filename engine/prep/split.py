@@ -13,8 +13,9 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageState, ignore
+from engine.paths import require_folder_path
 from engine.prep.disk import ensure_moves_fit
-from engine.prep.filter import check_root, class_folders, class_images
+from engine.prep.filter import check_root, class_folders, class_images, require_classes
 from engine.prep.journal import Journal, MoveProgress, UndoResult, default_journal_path, undo_stage
 
 
@@ -58,6 +59,7 @@ def check_split_paths(root: Path, val_root: Path, per_class: int) -> tuple[Path,
         raise UserError(
             f"VAL_ROOT {val_root} is not a folder; give a folder for the validation images"
         )
+    require_folder_path(val_root, "VAL_ROOT")
     if val_root == root or root in val_root.parents:
         raise UserError(
             f"VAL_ROOT {val_root} is inside ROOT {root}; choose a folder outside it (e.g. a sibling)"
@@ -90,6 +92,7 @@ def split_validation(
         if run is None and done_before:
             return already_split(root, val_root, done_before[-1], journal.path, on_event)
         if run is None:
+            require_classes(root)
             moved, short, moves = plan_split(root, val_root, per_class, seed)
             report_short(root, short, per_class, on_event)
             ensure_moves_fit("split", moves)

@@ -68,6 +68,8 @@ class Facts:
         default_factory=dict
     )  # data directory -> non-.rec files in it
     missing_data: list[str] = field(default_factory=list)
+    # empty data folders, files that are not RecordIO
+    bad_data: list[str] = field(default_factory=list)
     hosts: list[tuple[str, int | None, list[int] | None]] | None = None  # (name, slots, gpus=)
     num_workers: int | None = None
     num_servers: int | None = None
@@ -228,6 +230,10 @@ def check_data_dirs(f: Facts) -> list[Finding]:
     out = [
         Finding(ERROR, f"{path}: no such file or directory", "pack the data first, or fix the path")
         for path in f.missing_data
+    ]
+    out += [
+        Finding(ERROR, problem, "pack the data with `imgscale pack`, or fix the path")
+        for problem in f.bad_data
     ]
     for folder, names in f.stray.items():
         shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")

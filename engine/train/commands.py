@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engine.train.options import build_train_parser, merge_config
+from engine.errors import UserError
+from engine.train.options import build_train_parser, merge_config, positive_int
 
 TRAIN_HELP = "train a network on RecordIO data (train_imagenet.py's options; --engine mxnet|torch)"
 CHECK_HELP = "pre-flight check of training options against the data, hosts and disk; each finding says what to change"
@@ -27,7 +28,12 @@ def add_check_args(parser: argparse.ArgumentParser) -> None:
         "--hosts", "-H", dest="hosts", default=None, help="hosts file (launch.py format, slots=N)"
     )
     g.add_argument(
-        "-n", "--num-workers", dest="num_workers", type=int, default=None, help="total workers"
+        "-n",
+        "--num-workers",
+        dest="num_workers",
+        type=positive_int,
+        default=None,
+        help="total workers",
     )
     g.add_argument(
         "-s", "--num-servers", dest="num_servers", type=int, default=None, help="total servers"
@@ -38,7 +44,7 @@ def add_check_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lst", action="append", default=None, help="a training .lst file (repeatable)")
     g.add_argument(
         "--packed-edge",
-        type=int,
+        type=positive_int,
         default=None,
         help="short edge the data was packed at (default: read from the first records)",
     )
@@ -57,4 +63,15 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from engine.train.check import main
 
+    if args.num_servers is not None and args.num_servers < 0:
+        raise UserError(f"-s {args.num_servers}: give 0 or more servers")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: give a port from 1 to 65535")
+    import os
+
+    given = [("--lst", p) for p in args.lst or []] + [("--label-map", args.label_map)]
+    for flag, path in given:
+        if path and not os.path.isfile(path):
+            what = "is a folder" if os.path.isdir(path) else "does not exist"
+            raise UserError(f"{flag} {path} {what}; give the file `imgscale list` wrote")
     return main(merge_config(parser, args))

@@ -25,7 +25,7 @@ def rec_files(
             raise UserError(
                 f"{flag} {path}: not a .rec file; pass a .rec file or a directory of .rec chunks"
             )
-        return [path]
+        return [check_magic(path, flag)]
     if not os.path.isdir(path):
         raise UserError(f"{flag} {path}: no such file or directory")
     names = sorted(os.listdir(path))
@@ -42,7 +42,19 @@ def rec_files(
         raise UserError(
             f"{flag} {path}: no .rec files in this directory; pack the data first (imgscale pack)"
         )
-    return recs
+    return [check_magic(r, flag) for r in recs]
+
+
+def check_magic(path: str, flag: str) -> str:
+    """MXNet's iterator dies with a bare StopIteration on an empty or foreign file: name it first."""
+    from engine.recordio import MAGIC_BYTES
+
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != MAGIC_BYTES:
+        what = "is empty" if not head else "is not a RecordIO file (no record magic at its start)"
+        raise UserError(f"{flag} {path} {what}; pack it again with `imgscale pack`")
+    return path
 
 
 def imgrec_arg(files: list[str]) -> str:

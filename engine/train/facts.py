@@ -260,9 +260,28 @@ def _gather_data(f: Facts, args) -> list[str]:
             f.missing_data.append(path)
         if stray:
             f.stray[path] = stray
+        f.bad_data += _bad_data(path, files) if path and exists else []
         if path == args.data_train:
             recs = files
     return recs
+
+
+def _bad_data(path: str, recs: list[str]) -> list[str]:
+    """What MXNet could not read in a data path: no .rec at all, or files that are not RecordIO."""
+    from engine.errors import UserError
+    from engine.train.data import check_magic
+
+    if not recs:
+        return [f"{path}: no .rec files here"]
+    problems = []
+    for rec in recs:
+        try:
+            check_magic(rec, "")
+        except UserError as exc:
+            problems.append(str(exc).strip().split(";")[0])
+        except OSError as exc:
+            problems.append(f"{rec}: cannot read it ({exc.strerror})")
+    return problems
 
 
 def _gather_hosts(f: Facts, args, probe_local: bool) -> None:

@@ -278,11 +278,17 @@ def load_config(path: str) -> dict[str, Any]:
         text = p.read_text()
     except OSError as exc:
         raise UserError(f"--config {path}: cannot read it ({exc.strerror})")
+    except UnicodeDecodeError:
+        raise UserError(f"--config {path}: not a text file (not UTF-8); give a TOML or JSON file")
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise UserError(
             f"--config {path}: not valid {'JSON' if p.suffix.lower() == '.json' else 'TOML'}: {exc}"
+        )
+    if not isinstance(data, dict):
+        raise UserError(
+            f"--config {path}: give a table of options (e.g. lr = 0.1), not {type(data).__name__}"
         )
     if isinstance(data.get("train"), dict):
         data = data["train"]
@@ -361,8 +367,40 @@ def validate(args: argparse.Namespace) -> None:
     for flag, path in (("--data-train", args.data_train), ("--data-val", args.data_val)):
         if path and not args.benchmark and not os.path.exists(path):
             raise UserError(f"{flag} {path}: no such file or directory")
+    check_numbers(args)
     if args.min_random_scale > args.max_random_scale:
         raise UserError("--min-random-scale must not exceed --max-random-scale")
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Values argparse's types accept but training cannot use."""
+    if not args.lr > 0:
+        raise UserError(f"--lr {args.lr}: give a learning rate above 0, e.g. 0.1")
+    for flag, values in (("--rgb-mean", args.rgb_mean), ("--rgb-std", args.rgb_std)):
+        if len(values) not in (1, 3):
+            raise UserError(
+                f"{flag} {','.join(map(str, values))}: give 3 values R,G,B (or 1 for all)"
+            )
+    if any(not v > 0 for v in args.rgb_std):
+        raise UserError(
+            f"--rgb-std {','.join(map(str, args.rgb_std))}: every value must be above 0"
+        )
+    prefix = args.model_prefix
+    if prefix:
+        folder = os.path.dirname(os.path.abspath(prefix))
+        blocker = next((p for p in [folder, *_parents(folder)] if os.path.isfile(p)), None)
+        if blocker:
+            raise UserError(
+                f"--model-prefix {prefix}: {blocker} is a file, not a folder; choose another prefix"
+            )
+
+
+def _parents(folder: str) -> list[str]:
+    out = []
+    while os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+        out.append(folder)
+    return out
 
 
 def batch_sizes(batch_size: int, gpus: Sequence[int], num_workers: int) -> dict[str, int]:

@@ -221,3 +221,14 @@ def test_cli_one_line_for_bad_paths(tmp_path, capsys):
     (tmp_path / "junk.tar").write_bytes(b"no tar here" * 100)
     assert main(["extract", str(tmp_path / "junk.tar"), str(tmp_path / "root")]) == 2
     assert "not a readable tar" in capsys.readouterr().err
+
+
+def test_a_single_class_tar_is_refused_with_what_to_give(tmp_path):
+    """A new user's mistake: one class's tar (loose images) instead of the tar of per-class tars."""
+    one_class = tmp_path / "n01440764.tar"
+    with tarfile.open(one_class, "w") as tar:
+        info = tarfile.TarInfo("n01440764_1.JPEG")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(UserError, match="holds no per-class tars or class folders .*fall11_whole"):
+        extract_archive(one_class, tmp_path / "root", check_space=False)

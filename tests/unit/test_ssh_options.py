@@ -51,6 +51,11 @@ def test_only_an_explicit_opt_out_turns_host_key_checking_off():
         (asyncssh.ConnectionLost("gone"), "connection lost"),
         (ConnectionResetError(104, "reset"), "connection lost"),
         (OSError(errno.EHOSTUNREACH, "no route"), "host unreachable"),
+        (
+            FileNotFoundError(errno.ENOENT, "No such file or directory", "/no/key"),
+            "cannot read /no/key (No such file or directory); "
+            "fix identity=, known_hosts= or ssh_config= in the hosts file",
+        ),
     ],
 )
 def test_failures_become_short_reasons(exc, reason):

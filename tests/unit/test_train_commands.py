@@ -3,6 +3,7 @@
 import sys
 
 from engine.cli import main
+from engine.recordio import MAGIC_BYTES
 
 
 def test_train_without_data_is_one_line_and_exit_2(capsys):
@@ -35,7 +36,7 @@ def test_check_reports_findings_and_fails_on_errors(tmp_path, capsys):
     train, lists = tmp_path / "train", tmp_path / "lists"
     train.mkdir()
     lists.mkdir()
-    (train / "d_0.rec").write_bytes(b"")
+    (train / "d_0.rec").write_bytes(MAGIC_BYTES)  # check now reads the first record's magic
     (lists / "d_0.idx").write_text("0\t0\n1\t100\n")
     (lists / "d_labels.txt").write_text("".join(f"c{i}\t{i}\n" for i in range(5)))
     argv = [

@@ -106,3 +106,62 @@ def test_state_writes_from_many_threads_never_corrupt_the_file(tmp_path):
     states = wsmod.load(tmp_path).stage_statuses()
     assert [s.done for s in states[:3]] == [49, 49, 49]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "toml, names",
+    [
+        ("root = 5\n", "root = 5 must be text"),
+        ('root = "i"\nstages = 4\n', "stages must be a table"),
+        ('root = "i"\n[stages]\nlist = 3\n', "stages.list must be a table"),
+        (
+            'root = "i"\n[stages.list]\nchunks = "many"\n',
+            "stages.list.chunks = 'many' must be a whole number",
+        ),
+        ('root = "i"\n[stages.pack]\nresize = 480.5\n', "stages.pack.resize = 480.5"),
+        ('root = "i"\n[train]\nmirror = "yes"\n', "train.mirror = 'yes' must be true or false"),
+    ],
+)
+def test_hand_edited_config_of_the_wrong_type_names_the_key(tmp_path, toml, names):
+    (tmp_path / wsmod.CONFIG_NAME).write_text(toml)
+    with pytest.raises(UserError, match=names.replace(".", r"\.")) as exc:
+        wsmod.load(tmp_path)
+    assert str(tmp_path / wsmod.CONFIG_NAME) in str(exc.value)
+
+
+def test_config_of_the_right_types_loads(tmp_path):
+    toml = 'root = "i"\n[stages.disk]\nmargin = 1\n[train]\nlr = 0.5\nextra_args = ["--x"]\nnew_key = 3\n'
+    (tmp_path / wsmod.CONFIG_NAME).write_text(toml)
+    assert wsmod.load(tmp_path).stage_options("disk")["margin"] == 1
+
+
+def test_broken_state_file_is_one_clear_line(tmp_path):
+    wsmod.create(tmp_path, {"root": "images"})
+    (tmp_path / wsmod.STATE_NAME).write_text("{bad")
+    with pytest.raises(UserError, match="state.json: not valid JSON"):
+        wsmod.load(tmp_path)
+
+
+def test_binary_config_or_state_of_the_wrong_shape_is_one_clear_line(tmp_path):
+    (tmp_path / wsmod.CONFIG_NAME).write_bytes(b"\xa5\xff binary")
+    with pytest.raises(UserError, match="workspace.toml: not a text file"):
+        wsmod.load(tmp_path)
+    (tmp_path / wsmod.CONFIG_NAME).write_text('root = "i"\n')
+    (tmp_path / wsmod.STATE_NAME).write_text("[1]")
+    with pytest.raises(UserError, match="state.json: not a stages record"):
+        wsmod.load(tmp_path)
+    (tmp_path / wsmod.STATE_NAME).write_bytes(b"\x91\xff")
+    with pytest.raises(UserError, match="state.json: not valid JSON"):
+        wsmod.load(tmp_path)
+
+
+def test_a_file_where_the_workspace_folder_should_be(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        wsmod.load(tmp_path / "f")
+    with pytest.raises(UserError, match="is a file"):
+        wsmod.create(tmp_path / "f", {"root": "images"})
+    with pytest.raises(UserError, match="a file is in the way"):
+        wsmod.create(tmp_path / "f" / "ws", {"root": "images"})
+    with pytest.raises(UserError, match="does not exist"):
+        wsmod.load(tmp_path / "nope")
