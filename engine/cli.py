@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -69,7 +70,19 @@ def command_name(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
     return " ".join(names)
 
 
+# Training workers keep the default: the supervisor's TERM must end one at once, even inside a
+# ps-lite barrier where a Python-level handler would only run after the call returns.
+NO_TERM_HANDLER = {"train"}
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    # `kill` or a process manager: take the same way out as Ctrl-C, so every command's cleanup
+    # (stopping a sweep's job on every host, closing connections) runs instead of a silent death.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

@@ -257,7 +257,11 @@ async def _launch(spec, args: argparse.Namespace) -> int:
         await job.close()
         _hand_over(job.job_id)
         return 0
-    outcome = await _wait_or_signal(job, {signal.SIGINT: "stop", signal.SIGHUP: "detach"})
+    # SIGTERM (a process manager, `kill`) stops the job like Ctrl-C: dying silently would leave
+    # it running on every host with nobody supervising it.
+    outcome = await _wait_or_signal(
+        job, {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "detach"}
+    )
     if outcome == "stop":
         _err("interrupted: stopping the job on every host")
         state = await job.stop("interrupted (Ctrl-C)")

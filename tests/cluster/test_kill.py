@@ -218,10 +218,11 @@ async def test_kill_all_with_hosts_sweeps_jobs_whose_records_here_are_gone(
         bystander.wait()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_in_a_foreground_launch_stops_the_job_on_every_host(
-    cluster, tmp_path, env, launched
+    cluster, tmp_path, env, launched, sig
 ):
-    launched.append(unique(tmp_path, "ctrl-c"))
+    launched.append(unique(tmp_path, f"stop-{sig.name.lower()}"))
     name = launched[0]
     launch = spawn(
         [
@@ -256,7 +257,7 @@ def test_ctrl_c_in_a_foreground_launch_stops_the_job_on_every_host(
             assert line, "the launcher ended early"
             seen.add(line.split(" | ")[0])
         assert seen == {"node1 worker 0", "node2 worker 1", "node3 worker 2"}
-        launch.send_signal(signal.SIGINT)
+        launch.send_signal(sig)
         assert launch.wait(timeout=60) == 130
     finally:
         if launch.poll() is None:

@@ -30,3 +30,24 @@ def test_help_lists_every_area():
     out = _run("--help").stdout
     for command in ("prepare", "pack", "launch", "train", "bench"):
         assert command in out
+
+
+def test_sigterm_ends_a_running_command_like_ctrl_c():
+    """A terminated command takes its Ctrl-C way out (for probe: a clean end) instead of dying."""
+    import signal
+
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "engine", "probe", "--interval", "0.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert probe.stdout.readline(), "the probe printed nothing"
+        probe.send_signal(signal.SIGTERM)
+        assert probe.wait(timeout=30) == 0  # killed by the signal it would be -15
+        assert "Traceback" not in probe.stderr.read()
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+        probe.wait()
