@@ -89,11 +89,14 @@ def ended(reports: dict[str, KillReport | None]) -> int:
 async def kill_everywhere(
     *, grace_s: int = 5, emit: EventSink | None = None, factory=make_transport
 ) -> int:
-    """End every job imgscale launched from here that may still have processes; returns the groups ended."""
+    """End every job imgscale launched from here that still has processes; returns the groups ended.
+
+    Every record is checked, including those marked clean: a launcher killed before it could stop
+    its job (SIGKILL, a lost machine) can leave a record that says less than the hosts know, and
+    each group is signalled only if its processes still carry the job's id.
+    """
     count = 0
     for record in jobs.all_jobs():
-        if record.clean and not record.active:
-            continue
         count += ended(await kill_job(record, grace_s=grace_s, emit=emit, factory=factory))
     return count
 

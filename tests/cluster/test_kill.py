@@ -266,3 +266,23 @@ def test_ctrl_c_in_a_foreground_launch_stops_the_job_on_every_host(
     assert processes_of(name) == []
     listing = imgscale(env, "jobs").stdout
     assert any(line.split()[:2] == [name, "stopped"] for line in listing.splitlines()), listing
+
+
+async def test_kill_all_trusts_the_hosts_not_a_record_that_says_clean(
+    cluster, tmp_path, env, monkeypatch, launched
+):
+    """A launcher killed mid-stop can leave a record saying 'failed, clean' while processes live on."""
+    from dataclasses import replace
+
+    name = unique(tmp_path, "kill-stale")
+    launched.append(name)
+    launch_detached(env, cluster, tmp_path, name)
+    groups = await running_groups(env, name, monkeypatch)
+    os.kill(jobs.load(name).launcher_pid, signal.SIGKILL)  # the supervisor dies without a word
+    await wait_until(lambda: not pid_alive(jobs.load(name).launcher_pid), 30, "supervisor gone")
+    jobs.save(replace(jobs.load(name), state="failed", clean=True))
+    assert all(group_alive(g) for g in groups)
+    out = imgscale(env, "kill", "--all", "--grace", "2")
+    assert out.returncode == 0, out.stderr
+    assert "ended 3 process group(s)" in out.stdout
+    assert [g for g in groups if group_alive(g)] == [] and processes_of(name) == []
