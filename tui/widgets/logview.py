@@ -7,6 +7,7 @@ so thousands of lines a second cost little. The filter is one text: words like `
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,6 +61,18 @@ class LogFilter:
             return False
         text = line.text.lower()
         return all(word in text for word in self.words)
+
+
+# The time, host and rank columns already say what these prefixes repeat: Python logging's
+# "2026-11-26 08:55:22,897 Node[0@host] " and MXNet's C++ "[08:55:22] ".
+REDUNDANT_PREFIX = re.compile(
+    r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?:Node\[[^\]]*\] )?|\[\d\d:\d\d:\d\d\] )"
+)
+
+
+def shown_text(text: str) -> str:
+    """What the pane draws of a line: without the prefixes its columns repeat, printable."""
+    return printable(REDUNDANT_PREFIX.sub("", text, count=1))
 
 
 def printable(text: str) -> str:
@@ -162,7 +175,7 @@ class LogView(ScrollView, can_focus=True):
         meta = f"{fmt.clock(line.time)} {line.host[:12]:<12} {line.role[:6]:<6}{rank:>3} "
         cls = f"logview--{line.level}" if line.level in ("warning", "error", "debug") else None
         text_style = self.get_component_rich_style(cls) if cls else None
-        text = printable(line.text)
+        text = shown_text(line.text)
         segments = [
             Segment(meta, self.get_component_rich_style("logview--meta")),
             Segment(text, text_style),
