@@ -297,9 +297,16 @@ def train_argv(config: SweepConfig, run: RunPlan) -> list[str]:
 # --- measuring ------------------------------------------------------------------------------
 
 
-def steady_state(samples: Sequence[float], warmup: int) -> float | None:
-    """Median of the readings after the first ``warmup``; None when nothing is left."""
-    kept = list(samples)[warmup:]
+def steady_state(
+    samples: Sequence[float], warmup: int, readings: int | None = None
+) -> float | None:
+    """Median of the ``readings`` readings after the first ``warmup``; None when nothing is left.
+
+    A worker that is faster than the others logs extra readings before the job is stopped; only
+    the first ``readings`` count, so every worker is measured over the same stretch of batches.
+    """
+    end = None if readings is None else warmup + readings
+    kept = list(samples)[warmup:end]
     return statistics.median(kept) if kept else None
 
 
@@ -325,10 +332,13 @@ class RunTally:
         )
 
     def per_worker(self) -> list[float | None]:
-        return [steady_state(self.samples.get(r, []), self.warmup) for r in range(self.workers)]
+        return [
+            steady_state(self.samples.get(r, []), self.warmup, self.readings)
+            for r in range(self.workers)
+        ]
 
     def used(self) -> int:
-        return sum(max(0, len(v) - self.warmup) for v in self.samples.values())
+        return sum(min(self.readings, max(0, len(v) - self.warmup)) for v in self.samples.values())
 
 
 def point_from_tally(

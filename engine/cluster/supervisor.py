@@ -35,6 +35,7 @@ import asyncio
 import collections
 import fcntl
 import os
+import shlex
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -202,11 +203,29 @@ class Job:
             self.record = replace(self.record, launcher_pid=os.getpid())
         self._set_phase(self.record.state)
         if not self.record.active:
+            await self._replay_tails(self.options.tail_lines)
             self._final.set()
             return
         self._watch(self.options.tail_lines)
         if not self.supervising:
             self._tasks.append(asyncio.create_task(self._follow_record()))
+
+    async def _replay_tails(self, lines: int | None) -> None:
+        """A finished job: the last lines each process wrote, as re-attaching to a running one shows."""
+        if not lines:
+            return
+        if not self.infos:
+            self._reset_infos()
+        for index, info in enumerate(self.infos):
+            try:
+                transport = await self.pool.get(info.host)
+                result = await transport.run(
+                    f"tail -n {int(lines)} {shlex.quote(info.log_path)}", timeout=10
+                )
+            except TransportError:
+                continue  # the host is gone; its state line already says the job's outcome
+            for text in result.stdout.splitlines():
+                self._on_log(index, text)
 
     async def stop(self, message: str = "stopped on request") -> JobState:
         """Stop every process on every host; the job ends as ``stopped``."""

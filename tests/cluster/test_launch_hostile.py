@@ -61,3 +61,30 @@ async def test_sync_dst_dir_copies_this_directory_and_runs_there(cluster, state_
     events = await run_job(spec)
     assert {e.text for e in events.logs("worker")} == {f"ran in {target}"}
     assert (target / "data" / "x.txt").read_text() == "payload"
+
+
+async def test_attaching_to_a_finished_job_shows_the_last_lines_of_every_process(
+    cluster, state_home
+):
+    """Reopening the console after a job ended shows how it ended, not an empty log."""
+    from engine.cluster.launcher import open_job
+
+    spec = LaunchSpec(
+        command=("sh", "-c", 'for i in 1 2 3 4 5; do echo "line $i on $IMGSCALE_HOST"; done'),
+        num_workers=2,
+        num_servers=0,
+        hosts_file=str(cluster.hosts_file),
+        run_root=str(state_home / "runs"),
+    )
+    job, final = await run_to_end(spec, Events())
+    assert final.state == "done"
+    later = Events()
+    again = open_job(job.job_id, sink=later, tail_lines=3)
+    try:
+        await again.attach()
+    finally:
+        await again.close()
+    shown = sorted((e.host, e.text) for e in later.logs("worker"))
+    assert shown == sorted(
+        (host, f"line {i} on {host}") for host in ("node1", "node2") for i in (3, 4, 5)
+    )

@@ -206,6 +206,18 @@ def test_steady_state_drops_warmup_and_takes_the_median_per_worker_summed():
     assert (point.gpus, point.workers, point.readings, point.job) == (2, 2, 6, "j")
 
 
+def test_a_faster_worker_extra_readings_do_not_count():
+    """The run stops once the slowest worker has its readings; the fastest may have logged more."""
+    run = RunPlan(NetworkSpec("resnet-18", 4), 2, 0)
+    tally = RunTally(workers=2, warmup=1, readings=2)
+    for v in (5, 100, 100, 1000, 1000):  # rank 0 ran ahead: its last two readings are extra
+        tally.add(Throughput("h", 0, float(v)))
+    for v in (5, 50, 50):
+        tally.add(Throughput("h", 1, float(v)))
+    point = scaling.point_from_tally(run, tally)
+    assert point.per_worker == (100.0, 50.0) and point.readings == 4
+
+
 def test_a_worker_without_readings_makes_the_point_a_failure():
     tally = RunTally(workers=2, warmup=1, readings=1)
     tally.add(Throughput("h", 0, 10.0))
