@@ -82,7 +82,6 @@ def _terminate(_signum: int, _frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -90,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = command_name(parser, argv)
+    if name.split(" ")[0] not in NO_TERM_HANDLER:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

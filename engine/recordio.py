@@ -20,7 +20,7 @@ MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
 MAX_RECORD_BYTES = (1 << 29) - 1  # the length field has 29 bits
 _LREC = struct.Struct("<II")
-_LENGTH_MASK = (1 << 29) - 1
+_LENGTH_MASK = MAX_RECORD_BYTES  # lrec = cflag << 29 | length
 
 IRHeader = namedtuple("IRHeader", ["flag", "label", "id", "id2"])
 _IR = struct.Struct("<IfQQ")  # same layout as mxnet's native 'IfQQ' on little-endian hosts

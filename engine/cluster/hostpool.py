@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+from .connect import transport_for
 from .hosts import HostSpec
 from .transport import Transport, TransportError
 
-
-def make_transport(spec: HostSpec) -> Transport:
-    """The transport for a hosts-file entry: this machine (transport=local) or SSH."""
-    from .connect import transport_for  # the cluster's own factory knows every option
-
-    return transport_for(spec)
+# The transport for a hosts-file entry: the cluster's one factory (connect.transport_for).
+make_transport = transport_for
 
 
 class TransportPool:

@@ -65,10 +65,6 @@ def shell_command(
     return line
 
 
-def mkdir_command(path: str) -> str:
-    return f"mkdir -p -- {shlex.quote(path)}"
-
-
 def _refuse_nul(text: str, what: str) -> None:
     # A NUL byte cannot be passed through any shell or exec call; say so instead of truncating.
     if "\0" in text:

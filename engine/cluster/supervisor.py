@@ -50,6 +50,7 @@ from .detach import (
     kill_command,
     parse_kill,
     parse_status,
+    shell_path,
     split_tagged,
     start_command,
     watch_command,
@@ -635,8 +636,6 @@ class Job:
 
     async def _last_lines(self, index: int) -> tuple[str, ...]:
         proc = self.record.processes[index]
-        from .detach import shell_path
-
         try:
             transport = await self.pool.get(proc.host)
             result = await transport.run(

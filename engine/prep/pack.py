@@ -21,6 +21,7 @@ import pathlib
 import time
 from dataclasses import dataclass
 
+from engine import recordio
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
 from engine.prep.journal import lock_or_fail
@@ -248,7 +249,7 @@ class Chunk:
                 path = "" if item[1] is None else printable(item[2])
                 report.append(f"{item[0]}\t{key}\t{path}\t{one_field(result)}\n")
                 continue
-            idx.append(f"{item[1]}\t{offset}\n")
+            idx.append(recordio.index_line(item[1], offset))
             rec.append(result)
             offset += len(result)
         for key, data in (

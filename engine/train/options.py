@@ -190,39 +190,46 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return g
 
 
+# (flag, type, default, help) in --help order; names follow ImageRecordIter (common/data.py)
+_AUG_ARGS: tuple[tuple[str, type, float | int | None, str | None], ...] = (
+    ("--random-crop", int, 0, "1: random crop, 0: centre crop"),
+    ("--random-mirror", int, 0, "1: random horizontal flip"),
+    ("--max-random-h", int, 0, "max hue change (0-180)"),
+    ("--max-random-s", int, 0, "max saturation change (0-255)"),
+    ("--max-random-l", int, 0, "max lightness change (0-255)"),
+    ("--min-random-aspect-ratio", float, None, None),
+    ("--max-random-aspect-ratio", float, 0.0, None),
+    ("--max-random-rotate-angle", int, 0, None),
+    ("--max-random-shear-ratio", float, 0.0, None),
+    ("--max-random-scale", float, 1.0, None),
+    (
+        "--min-random-scale",
+        float,
+        1.0,
+        "for data packed at short edge 480 and 224 crops the tutorial uses 0.533",
+    ),
+    ("--max-random-area", float, 1.0, None),
+    ("--min-random-area", float, 1.0, None),
+    ("--min-crop-size", int, -1, None),
+    ("--max-crop-size", int, -1, None),
+    ("--brightness", float, 0.0, None),
+    ("--contrast", float, 0.0, None),
+    ("--saturation", float, 0.0, None),
+    ("--pca-noise", float, 0.0, None),
+    (
+        "--random-resized-crop",
+        int,
+        0,
+        "1: Inception-style crop of random area and aspect ratio, resized to the input",
+    ),
+)
+
+
 def add_aug_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Augmentation, named as ImageRecordIter names it (common/data.py)."""
     g = parser.add_argument_group("Augmentation", "random transforms of training images")
-    g.add_argument("--random-crop", type=int, default=0, help="1: random crop, 0: centre crop")
-    g.add_argument("--random-mirror", type=int, default=0, help="1: random horizontal flip")
-    g.add_argument("--max-random-h", type=int, default=0, help="max hue change (0-180)")
-    g.add_argument("--max-random-s", type=int, default=0, help="max saturation change (0-255)")
-    g.add_argument("--max-random-l", type=int, default=0, help="max lightness change (0-255)")
-    g.add_argument("--min-random-aspect-ratio", type=float, default=None)
-    g.add_argument("--max-random-aspect-ratio", type=float, default=0.0)
-    g.add_argument("--max-random-rotate-angle", type=int, default=0)
-    g.add_argument("--max-random-shear-ratio", type=float, default=0.0)
-    g.add_argument("--max-random-scale", type=float, default=1.0)
-    g.add_argument(
-        "--min-random-scale",
-        type=float,
-        default=1.0,
-        help="for data packed at short edge 480 and 224 crops the tutorial uses 0.533",
-    )
-    g.add_argument("--max-random-area", type=float, default=1.0)
-    g.add_argument("--min-random-area", type=float, default=1.0)
-    g.add_argument("--min-crop-size", type=int, default=-1)
-    g.add_argument("--max-crop-size", type=int, default=-1)
-    g.add_argument("--brightness", type=float, default=0.0)
-    g.add_argument("--contrast", type=float, default=0.0)
-    g.add_argument("--saturation", type=float, default=0.0)
-    g.add_argument("--pca-noise", type=float, default=0.0)
-    g.add_argument(
-        "--random-resized-crop",
-        type=int,
-        default=0,
-        help="1: Inception-style crop of random area and aspect ratio, resized to the input",
-    )
+    for flag, kind, default, text in _AUG_ARGS:
+        g.add_argument(flag, type=kind, default=default, help=text)
     return g
 
 

@@ -51,3 +51,35 @@ def test_sigterm_ends_a_running_command_like_ctrl_c():
         if probe.poll() is None:
             probe.kill()
         probe.wait()
+
+
+def test_training_workers_keep_the_default_sigterm(monkeypatch):
+    """The supervisor's TERM must end a worker at once, even inside a ps-lite barrier."""
+    import argparse
+    import signal
+
+    from engine import cli
+
+    seen = {}
+    real_parser = cli.build_parser
+
+    def parser_that_records_the_handler():
+        parser = real_parser()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for name in ("train", "jobs"):
+
+            def record(_args, name=name):
+                seen[name] = signal.getsignal(signal.SIGTERM)
+                return 0
+
+            sub.choices[name].set_defaults(func=record)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", parser_that_records_the_handler)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert cli.main(["train"]) == 0
+        assert cli.main(["jobs"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == {"train": signal.SIG_DFL, "jobs": cli._terminate}
