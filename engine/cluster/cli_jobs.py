@@ -22,7 +22,10 @@ from engine.events import Event, Failure, HostState, JobState, LogLine
 from . import jobs
 
 FINAL = ("done", "failed", "stopped")
-LAUNCH_HELP = "start a distributed MXNet job on the hosts (tools/launch.py semantics), supervised"
+LAUNCH_HELP = (
+    "start a distributed job on the hosts, supervised: MXNet (tools/launch.py semantics: "
+    "scheduler, servers, workers) or torch (torchrun's variables, one process per slot)"
+)
 
 
 def register(sub) -> None:
@@ -60,7 +63,20 @@ def register(sub) -> None:
 
 def _add_launch(sub) -> None:
     p = sub.add_parser("launch", help=LAUNCH_HELP, description=LAUNCH_HELP)
-    p.add_argument("-n", "--num-workers", type=int, required=True, help="number of workers")
+    p.add_argument(
+        "-n",
+        "--num-workers",
+        type=int,
+        required=True,
+        help="number of workers (torch: processes, one per GPU)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("mxnet", "torch"),
+        help="torch: give every process torchrun's variables (MASTER_ADDR, RANK, WORLD_SIZE …) "
+        "and start no scheduler or servers (default: torch when the command is "
+        "`imgscale train --engine torch`, else mxnet)",
+    )
     p.add_argument("-s", "--num-servers", type=int, help="number of servers (default: as -n)")
     p.add_argument(
         "-H", "--hostfile", "--hosts", dest="hosts", help="hosts file (see hosts.example)"
@@ -157,6 +173,7 @@ def spec_from_args(args: argparse.Namespace):
         stall_timeout_s=args.stall_timeout,
         exclude_after=args.exclude_after,
         grace_s=args.grace,
+        engine=args.engine,
     )
 
 
@@ -228,18 +245,10 @@ def run_launch(args: argparse.Namespace) -> int:
 
 
 def _dry_run(spec) -> int:
-    from .launcher import check_spec, load_hosts
-    from .placement import describe, place
+    from .launcher import check_spec, plan_lines
 
     check_spec(spec)
-    hosts = load_hosts(spec.hosts_file, spec.launcher)
-    plan = place(
-        spec.num_workers,
-        spec.num_servers,
-        [h.slots for h in hosts],
-        servers_per_host=spec.servers_per_host,
-    )
-    for line in describe(plan, [h.name for h in hosts]):
+    for line in plan_lines(spec):
         print(line)
     return 0
 

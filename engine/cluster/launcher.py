@@ -25,11 +25,13 @@ from engine.paths import require_folder_path
 
 from . import jobs
 from .detach import DetachedProcess
-from .dmlc_env import ClusterEnv, forwarded_env, process_env
+from .dmlc_env import ClusterEnv, forwarded_env, identity_env, process_env
 from .hostpool import TransportPool, make_transport
 from .hosts import HostSpec, local_host, read_hosts
-from .placement import place
+from .placement import Placement, describe, place
 from .supervisor import Job, Planned, Planner, SuperviseOptions
+from .torch_env import describe as describe_torch
+from .torch_env import interface_env, is_torch_command, torch_env
 from .transport import Transport, TransportError
 
 PYTHON_WORDS = ("python", "python3")
@@ -42,7 +44,7 @@ class LaunchSpec:
     """What `imgscale launch` was asked for (JSON-able: it is kept in the job record)."""
 
     command: tuple[str, ...]
-    num_workers: int
+    num_workers: int  # MXNet: workers; torch: processes (ranks)
     num_servers: int | None = None  # None: as many as workers (launch.py)
     hosts_file: str | None = None  # None: this machine only
     launcher: str | None = None  # ssh | local; None: ssh with a hosts file, else local
@@ -65,6 +67,12 @@ class LaunchSpec:
     exclude_after: int = 0
     grace_s: int = 5
     lost_timeout_s: float = 10.0  # a host unreachable this long is lost (the job is stopped)
+    engine: str | None = None  # mxnet | torch; None: torch when the command is the torch engine
+
+    @property
+    def torch(self) -> bool:
+        """A torch.distributed job: torchrun's variables, no scheduler or servers."""
+        return self.engine == "torch" or (self.engine is None and is_torch_command(self.command))
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -146,7 +154,8 @@ class TrainingPlanner:
 def training_planner(
     spec: LaunchSpec, job: str, pool: TransportPool, resume: ResumeHook | None = None
 ) -> TrainingPlanner:
-    """The Planner of a DMLC job: placement, a free scheduler port, per-process env and argv."""
+    """The Planner of a training job (MXNet roles or torch ranks): placement, a free port on the
+    first host (scheduler or rendezvous), per-process env and argv."""
 
     probes: dict[str, asyncio.Task] = {}
 
@@ -165,56 +174,136 @@ def training_planner(
 
     async def plan(attempt: int, host_names: Sequence[str]) -> list[Planned]:
         hosts = [pool.spec(name) for name in host_names]
-        placement = place(
-            spec.num_workers,
-            spec.num_servers,
-            [h.slots for h in hosts],
-            servers_per_host=spec.servers_per_host,
-        )
-        master = hosts[0]
-        port = spec.root_port or await probe_port(master.name)
-        num_servers = sum(1 for p in placement if p.role == "server")
-        cluster = ClusterEnv(
-            job,
-            spec.root_uri or node_address(master),
-            port,
-            spec.num_workers,
-            num_servers,
-            spec.interface,
-            spec.heartbeat_interval,
-            spec.heartbeat_timeout,
-            attempt,
-        )
         command = spec.command
         if attempt and resume is not None:
             command = tuple(resume(command, attempt))
-        user_env = {**forwarded_env(spec.env), **spec.env}
-        planned = []
-        for proc in placement:
-            host = hosts[proc.host]
-            role_env = spec.env_worker if proc.role == "worker" else spec.env_server
-            env = process_env(
-                cluster, proc, node_address(host), host.name, {**user_env, **role_env}
-            )
-            prefix = jobs.run_prefix(spec.run_root, job, attempt, proc.name)
-            argv = with_python(command, host.python)
-            record = jobs.ProcRecord(host.name, proc.role, proc.rank, prefix)
-            planned.append(
-                Planned(record, DetachedProcess(prefix, work_dir(spec, host), argv, env))
-            )
-        return planned
+        if spec.torch:
+            layout = torch_layout(spec.num_workers, hosts)
+            port = spec.root_port or await probe_port(layout[0][0].name)
+            return torch_processes(spec, job, attempt, layout, port, command)
+        port = spec.root_port or await probe_port(hosts[0].name)
+        return dmlc_processes(spec, job, attempt, hosts, port, command)
 
     return TrainingPlanner(plan, prefetch)
+
+
+def dmlc_processes(
+    spec: LaunchSpec,
+    job: str,
+    attempt: int,
+    hosts: Sequence[HostSpec],
+    port: int,
+    command: Sequence[str],
+) -> list[Planned]:
+    """Scheduler, servers and workers of an MXNet job, each with its DMLC_* and user environment."""
+    placement = place_processes(spec, hosts)
+    num_servers = sum(1 for p in placement if p.role == "server")
+    cluster = ClusterEnv(
+        job,
+        spec.root_uri or node_address(hosts[0]),
+        port,
+        spec.num_workers,
+        num_servers,
+        spec.interface,
+        spec.heartbeat_interval,
+        spec.heartbeat_timeout,
+        attempt,
+    )
+    user_env = {**forwarded_env(spec.env), **spec.env}
+    planned = []
+    for proc in placement:
+        host = hosts[proc.host]
+        role_env = spec.env_worker if proc.role == "worker" else spec.env_server
+        env = process_env(cluster, proc, node_address(host), host.name, {**user_env, **role_env})
+        prefix = jobs.run_prefix(spec.run_root, job, attempt, proc.name)
+        argv = with_python(command, host.python)
+        record = jobs.ProcRecord(host.name, proc.role, proc.rank, prefix)
+        planned.append(Planned(record, DetachedProcess(prefix, work_dir(spec, host), argv, env)))
+    return planned
+
+
+def place_processes(spec: LaunchSpec, hosts: Sequence[HostSpec]) -> list[Placement]:
+    """Where each process runs (raises the user's mistake: more processes than slots …)."""
+    if spec.torch:
+        return place(spec.num_workers, 0, [h.slots for h in hosts])
+    return place(
+        spec.num_workers,
+        spec.num_servers,
+        [h.slots for h in hosts],
+        servers_per_host=spec.servers_per_host,
+    )
+
+
+def plan_lines(spec: LaunchSpec) -> list[str]:
+    """What --dry-run prints: the processes (MXNet roles, or torch ranks) each host would run."""
+    hosts = load_hosts(spec.hosts_file, spec.launcher)
+    if spec.torch:
+        layout = torch_layout(spec.num_workers, hosts)
+        master = spec.root_uri or node_address(layout[0][0])
+        port = spec.root_port or f"(a free port on {layout[0][0].name})"
+        names, counts = [h.name for h, _ in layout], [c for _, c in layout]
+        return ["engine: torch", *describe_torch(names, counts, master, port)]
+    return ["engine: mxnet", *describe(place_processes(spec, hosts), [h.name for h in hosts])]
+
+
+def torch_layout(processes: int, hosts: Sequence[HostSpec]) -> list[tuple[HostSpec, int]]:
+    """(host, processes there) for a torch job, hosts in file order, empty hosts left out.
+
+    ``slots=N`` hosts take N processes each (one per GPU); without slots the processes go
+    round-robin, as MXNet workers do. Rank 0 runs on the first host listed.
+    """
+    placement = place(processes, 0, [h.slots for h in hosts])
+    counts = [sum(1 for p in placement if p.host == i) for i in range(len(hosts))]
+    return [(host, count) for host, count in zip(hosts, counts) if count]
+
+
+def torch_processes(
+    spec: LaunchSpec,
+    job: str,
+    attempt: int,
+    layout: Sequence[tuple[HostSpec, int]],
+    port: int,
+    command: Sequence[str],
+) -> list[Planned]:
+    """Every rank of a torch job: torchrun's variables, our identity, the user's environment."""
+    master = spec.root_uri or node_address(layout[0][0])
+    envs = torch_env(
+        [node_address(h) for h, _ in layout], [count for _, count in layout], master, port
+    )
+    user_env = {
+        **forwarded_env(spec.env),
+        **spec.env,
+        **spec.env_worker,
+        **interface_env(spec.interface),
+    }
+    hosts = [host for host, count in layout for _ in range(count)]
+    planned = []
+    for rank, (host, env) in enumerate(zip(hosts, envs)):
+        proc = Placement("worker", rank, int(env["GROUP_RANK"]))
+        ids = identity_env(job, attempt, proc, host.name)
+        prefix = jobs.run_prefix(spec.run_root, job, attempt, proc.name)
+        record = jobs.ProcRecord(host.name, proc.role, rank, prefix)
+        process = DetachedProcess(
+            prefix,
+            work_dir(spec, host),
+            with_python(command, host.python),
+            {**user_env, **env, **ids},
+        )
+        planned.append(Planned(record, process))
+    return planned
 
 
 async def _port_on(pool: TransportPool, host: str, python: str) -> int:
     return await free_port(await pool.get(host), python)
 
 
-def checkpoint_resume(prefix: str) -> ResumeHook:
-    """Relaunches continue from the newest complete checkpoint ``prefix-NNNN.params``."""
+def checkpoint_resume(prefix: str, torch: bool = False) -> ResumeHook:
+    """Relaunches continue from the newest complete checkpoint: ``prefix-NNNN.params`` (MXNet, by
+    --load-epoch N) or, for the torch engine, the newest ``.pt``, epoch or mid-epoch (--resume)."""
 
     def hook(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
+        if torch:
+            return torch_resume(command)
         epoch = newest_epoch(prefix)
         return command if epoch is None else set_option(command, "--load-epoch", str(epoch))
 
@@ -230,6 +319,20 @@ def newest_epoch(prefix: str) -> int | None:
     if found is None or isinstance(found, int):
         return found
     return getattr(found, "epoch", None)
+
+
+def torch_resume(command: Sequence[str]) -> tuple[str, ...]:
+    """The torch engine's command with --resume (and no --load-epoch, which would pin an epoch):
+    each rank loads the newest complete .pt and continues at its epoch, batch and lr schedule."""
+    argv, i = list(command), 0
+    while i < len(argv):
+        if argv[i] == "--load-epoch":
+            del argv[i : i + 2]
+        elif argv[i].startswith("--load-epoch="):
+            del argv[i]
+        else:
+            i += 1
+    return tuple(argv) if "--resume" in argv else (*argv, "--resume")
 
 
 def set_option(command: Sequence[str], flag: str, value: str) -> tuple[str, ...]:
@@ -257,6 +360,7 @@ def check_spec(spec: LaunchSpec) -> None:
         raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")
     if spec.max_restarts < 0:
         raise UserError(f"--max-restarts {spec.max_restarts}: must be 0 or more")
+    check_engine(spec)
     check_numbers(spec)
     if (
         spec.launcher == "local"
@@ -266,6 +370,21 @@ def check_spec(spec: LaunchSpec) -> None:
         raise UserError(f"--run-dir {spec.run_root} is a file; give a folder for the job's logs")
     if spec.launcher == "local":
         require_folder_path(os.path.expanduser(spec.run_root), "--run-dir")
+
+
+def check_engine(spec: LaunchSpec) -> None:
+    if spec.engine not in (None, "mxnet", "torch"):
+        raise UserError(f"--engine {spec.engine}: use mxnet or torch")
+    if not spec.torch:
+        return
+    if spec.num_servers or spec.servers_per_host:
+        flag = "-s" if spec.num_servers else "--servers-per-host"
+        raise UserError(
+            f"{flag}: a torch job has no parameter servers (DDP all-reduces between the "
+            "processes); leave it out, -n counts the processes"
+        )
+    if spec.env_server:
+        raise UserError("--env-server: a torch job has no servers; use --env")
 
 
 def check_numbers(spec: LaunchSpec) -> None:
@@ -339,12 +458,7 @@ async def launch(
     if spec.cwd is None:
         spec = LaunchSpec.from_dict({**spec.to_dict(), "cwd": os.getcwd()})
     hosts = load_hosts(spec.hosts_file, spec.launcher)
-    place(
-        spec.num_workers,
-        spec.num_servers,
-        [h.slots for h in hosts],
-        servers_per_host=spec.servers_per_host,
-    )
+    place_processes(spec, hosts)
     record = jobs.save(new_record(spec, hosts))
     pool = TransportPool(hosts, factory)
     if spec.sync_dst_dir:
@@ -353,7 +467,7 @@ async def launch(
         except TransportError as exc:
             raise UserError(f"--sync-dst-dir: {exc}") from None
     if resume is None and spec.resume_prefix:
-        resume = checkpoint_resume(spec.resume_prefix)
+        resume = checkpoint_resume(spec.resume_prefix, spec.torch)
     planner = training_planner(spec, record.job, pool, resume)
     if not spec.root_port:
         planner.prefetch(hosts[0].name)
@@ -390,7 +504,7 @@ def open_job(
     else:
         spec = LaunchSpec.from_dict(record.launch_args)
         if resume is None and spec.resume_prefix:
-            resume = checkpoint_resume(spec.resume_prefix)
+            resume = checkpoint_resume(spec.resume_prefix, spec.torch)
         planner = training_planner(spec, record.job, pool, resume)
         options = spec.supervise_options(tail_lines=tail_lines)
     return Job(record, pool, planner=planner, options=options, sink=sink)

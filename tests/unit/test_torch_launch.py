@@ -3,7 +3,8 @@
 import pytest
 
 from engine.errors import UserError
-from engine.train.torch.launch import torch_env, worker_argv
+from engine.cluster.torch_env import torch_env
+from engine.train.torch.launch import worker_argv
 
 
 def test_two_hosts_of_two_gpus_get_global_and_local_ranks_host_by_host():

@@ -15,7 +15,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
 
 from engine.train.logparse import latest_summaries, parse_log
-from engine.train.torch.launch import torch_env, worker_argv
+from engine.cluster.torch_env import torch_env
+from engine.train.torch.launch import worker_argv
 from engine.train.torch.run import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from engine.cluster.torch_env import refuse_without_world, torch_env
 from engine.errors import UserError
 
 
@@ -85,6 +86,9 @@ def check(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the torch engine with parsed train options; one process per GPU (spawned here when alone)."""
     check(args)
+    refusal = refuse_without_world(os.environ)
+    if refusal:
+        raise UserError(refusal)
     if len(args.gpus) > 1 and "WORLD_SIZE" not in os.environ:
         return spawn_local(args)
     from engine.train.torch import fit
@@ -101,8 +105,6 @@ def free_port() -> int:
 def spawn_local(args: argparse.Namespace) -> int:
     """One process per listed GPU on this host, with the environment a launcher would give them."""
     import torch.multiprocessing as mp
-
-    from engine.train.torch.launch import torch_env
 
     envs = torch_env(["127.0.0.1"], len(args.gpus), "127.0.0.1", free_port())
     # The CLI's namespace carries its handler (a lambda); spawned processes get the options only.
