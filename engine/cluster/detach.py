@@ -70,6 +70,15 @@ for p in "$@"; do
       else echo "foreign $q"; fi
     fi
   done
+  # Wrapper and command gone (a SIGKILLed rank), but the group may hold their children still
+  # (a data loader's workers): it is ours if one of its processes carries the job's id.
+  if [ -z "$found" ] && kill -s 0 -- "-$g" 2>/dev/null; then
+    for d in /proc/[0-9]*; do
+      st=$(cat "$d/stat" 2>/dev/null) || continue; set -- ${st##*) }
+      [ "$3" = "$g" ] && [ "$1" != Z ] || continue
+      tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qxF "IMGSCALE_JOB=$job" && { found=1; break; }
+    done
+  fi
   if [ -n "$found" ]; then groups="$groups $g"; kill -s TERM -- "-$g" 2>/dev/null; echo "term $g"
   else echo "gone $g"; fi
 done

@@ -46,6 +46,14 @@ def add_torch_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g.add_argument(
         "--warmup-epochs", type=float, default=0, help="linear learning-rate warm-up, in epochs"
     )
+    g.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=5.0,
+        metavar="SEC",
+        help="a training step's all-reduce waits this long for the other ranks before the job "
+        "fails (a dead or hung rank is noticed this fast); raise it for slow shared storage",
+    )
     return g
 
 
@@ -79,6 +87,8 @@ def check(args: argparse.Namespace) -> None:
         and not os.path.exists(args.data_train)
     ):
         raise UserError(f"--data-train {args.data_train}: no such file or directory")
+    if not 1 <= getattr(args, "dist_timeout", 5.0) <= 3600:
+        raise UserError(f"--dist-timeout {args.dist_timeout}: give seconds from 1 to 3600")
     if getattr(args, "width", 64) < 4:
         raise UserError(f"--width {args.width}: the resnet base width must be at least 4")
 
