@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from engine.errors import UserError
 from engine.events import EventSink
 from engine.paths import require_folder_path
+from engine.train.checkpoints import newest_checkpoint
 
 from . import jobs
 from .detach import DetachedProcess
@@ -222,14 +223,11 @@ def checkpoint_resume(prefix: str) -> ResumeHook:
 
 
 def newest_epoch(prefix: str) -> int | None:
-    try:  # supplied by the training area
-        from engine.train.checkpoints import newest_checkpoint  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    found = newest_checkpoint(prefix)
-    if found is None or isinstance(found, int):
-        return found
-    return getattr(found, "epoch", None)
+    """The epoch a relaunch resumes from, None before the first checkpoint.
+
+    Errors propagate: a None standing for "could not look" would silently turn resume off.
+    """
+    return newest_checkpoint(prefix)
 
 
 def set_option(command: Sequence[str], flag: str, value: str) -> tuple[str, ...]:
