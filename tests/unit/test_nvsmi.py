@@ -129,7 +129,7 @@ def test_fake_refuses_a_field_the_recording_lacks_like_nvidia_smi():
 
 def test_every_sample_holds_every_field_the_probes_query():
     for path in DATA.glob("*.csv"):
-        (query,) = [l for l in path.read_text().splitlines() if l.startswith("# query:")]
+        (query,) = [x for x in path.read_text().splitlines() if x.startswith("# query:")]
         assert set(nvsmi.QUERY_FIELDS) <= set(query.split(":", 1)[1].strip().split(",")), path
 
 
