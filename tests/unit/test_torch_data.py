@@ -179,7 +179,7 @@ class StandInDecodeJpeg:
         assert blob.dtype == torch.uint8 and blob.dim() == 1 and blob.device.type == "cpu"
         raw = blob.numpy()
         if raw[:2].tobytes() != b"\xff\xd8":
-            raise RuntimeError("Not a JPEG file: starts with 0x%s" % raw[:2].tobytes().hex())
+            raise RuntimeError(f"Not a JPEG file: starts with 0x{raw[:2].tobytes().hex()}")
         bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR)
         if bgr is None:
             raise RuntimeError("nvjpegDecode failed: NVJPEG_STATUS_BAD_JPEG")
