@@ -126,15 +126,15 @@ def time_minutes(text: str) -> int | None:
     m = TIME_LIMIT.match(text.strip())
     if not m:
         return None
-    days, a, b, c = (int(g) if g else None for g in m.groups())
-    if days is None:
-        if b is None:
-            return a  # MINUTES
-        if c is None:
-            return a + (1 if b else 0)  # MM:SS
-        return a * 60 + b + (1 if c else 0)  # HH:MM:SS
-    hours, minutes = a, b or 0
-    return days * 1440 + (hours or 0) * 60 + minutes
+    days, first, second, third = m.groups()
+    a, b, c = int(first), int(second or 0), int(third or 0)
+    if days is not None:  # D-HH[:MM[:SS]]
+        return int(days) * 1440 + a * 60 + b + (1 if c else 0)
+    if second is None:
+        return a  # MINUTES
+    if third is None:
+        return a + (1 if b else 0)  # MM:SS
+    return a * 60 + b + (1 if c else 0)  # HH:MM:SS
 
 
 # ---- the batch script -----------------------------------------------------------------------------
