@@ -106,7 +106,9 @@ def report_non_classes(stage: str, root: Path, counts: dict[str, int], on_event:
     """A folder with no image is not a class: named in the report, never moved."""
     for name, n in counts.items():
         if n == 0:
-            on_event(SkippedItem(stage, str(root / name), "holds no image: not a class, left in place"))
+            on_event(
+                SkippedItem(stage, str(root / name), "holds no image: not a class, left in place")
+            )
 
 
 def plan_filter(
