@@ -32,11 +32,11 @@ def crash_on_move(monkeypatch, action, number):
     """Run ``action`` with the process 'dying' (KeyboardInterrupt) just before its NUMBER-th move."""
     real_move, calls = jmod.move_path, []
 
-    def move(src, dst):
+    def move(src, dst, on_copied=None):
         calls.append(src)
         if len(calls) == number:
             raise KeyboardInterrupt
-        real_move(src, dst)
+        real_move(src, dst, on_copied)
 
     monkeypatch.setattr(jmod, "move_path", move)
     with pytest.raises(KeyboardInterrupt):
