@@ -55,9 +55,21 @@ def filtered_root(root: Path) -> Path:
 
 
 # Folders no image tree ever is: moving their subfolders aside would break the machine.
-SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run",
-                "/sbin", "/sys", "/usr")  # fmt: skip
-SYSTEM_FOLDERS = ("/", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var")
+SYSTEM_TREES = (
+    "/bin",
+    "/boot",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+)
+# Refused as ROOT themselves; below them (/dev/shm, /run/user, /mnt/data …) a tree may well live.
+SYSTEM_FOLDERS = ("/", "/dev", "/home", "/media", "/mnt", "/opt", "/root", "/run", "/srv", "/tmp",
+                  "/var")  # fmt: skip
 
 
 def home_folders() -> set[Path]:

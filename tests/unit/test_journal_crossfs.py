@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tree_helpers import make_tree, snapshot
+from tree_helpers import make_tree, snapshot, tmpfs
 
 from engine.errors import UserError
 from engine.prep.filter import filter_classes, undo_filter
@@ -51,17 +51,9 @@ CHILD = textwrap.dedent(
 
 @pytest.fixture
 def other_fs(tmp_path):
-    """A tmpfs mounted in the test's folder: a second file system, unmounted afterwards."""
-    mount = tmp_path / "other-fs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip()}")
-    try:
+    """A second file system in the test's folder: a tmpfs, unmounted in teardown."""
+    with tmpfs(tmp_path / "other-fs") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def kill_mid_move(stage, point, n, root, other):
