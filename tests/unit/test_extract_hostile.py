@@ -82,7 +82,8 @@ def test_a_full_disk_leaves_no_partial_file_behind(tmp_path):
 @pytest.mark.parametrize("cut", ["boundary", "mid-header"])
 def test_a_truncated_archive_says_truncated_and_fails(tmp_path, capsys, cut):
     whole = classes_tar(tmp_path / "whole.tar", [f"n0000000{i}" for i in range(1, 7)])
-    members = tarfile.open(whole).getmembers()
+    with tarfile.open(whole) as tar:
+        members = tar.getmembers()
     end = members[2].offset + (0 if cut == "boundary" else 200)  # 2 of 6 classes complete
     (tmp_path / "cut.tar").write_bytes(whole.read_bytes()[:end])
     assert main(["extract", str(tmp_path / "cut.tar"), str(tmp_path / "root")]) != 0
