@@ -121,14 +121,9 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     cmd = [sys.executable, "-m", "engine", "train"]
     for key in TRAIN_KEYS:
         cmd += ["--" + key.replace("_", "-"), str(opts[key])]
-    cmd += [
-        "--model-prefix",
-        str(ws.resolve(str(opts["model_prefix"]))),
-        "--data-train",
-        str(ws.train_dir),
-        "--data-val",
-        str(ws.val_dir),
-    ]
+    if mode == "train":  # a benchmark or test-io run must never write over the trained model
+        cmd += ["--model-prefix", str(ws.resolve(str(opts["model_prefix"])))]
+    cmd += ["--data-train", str(ws.train_dir), "--data-val", str(ws.val_dir)]
     if opts.get("gpus"):
         cmd += ["--gpus", str(opts["gpus"])]
     cmd += list(MODE_FLAGS[mode])

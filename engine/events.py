@@ -126,6 +126,7 @@ class Throughput:
     metrics: tuple[tuple[str, float], ...] = ()
     job: str = ""
     time: float = field(default_factory=_now)
+    summary: bool = False  # the run's own closing figure (all its images over all its time)
 
 
 @dataclass(frozen=True)

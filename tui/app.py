@@ -523,7 +523,9 @@ def diagnosis_text(d: api.Diagnosis) -> str:
 
     head = f"{'host':<20}{'test-io':>10}{'benchmark':>11}{'real':>10}   (images/s)"
     rows = [f"{h:<20}{cell(t):>10}{cell(b):>11}{cell(r):>10}" for h, t, b, r in d.rows]
-    return "\n".join([f"verdict: {d.verdict}", head, *rows, "", *(f"• {a}" for a in d.advice)])
+    return "\n".join(
+        [f"verdict: {d.verdict}", d.basis, head, *rows, "", *(f"• {a}" for a in d.advice)]
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
