@@ -19,6 +19,7 @@ from typing import Any
 from engine import workspace as wsmod
 from engine.errors import UserError
 from engine.train.doctor import Diagnosis, Topology, diagnose
+from engine.train.progress import progress_text
 from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
 from engine.events import (
     ClusterRate,
@@ -30,6 +31,7 @@ from engine.events import (
     StageProgress,
     StageState,
     Throughput,
+    TrainProgress,
 )
 
 QUEUE_LIMIT = 100_000  # events waiting for the console; beyond that the oldest telemetry is dropped
@@ -85,6 +87,7 @@ class Session:
         self.hosts: tuple[str, ...] = ()
         self.job: Any = None  # engine.cluster.launcher job object when one is attached
         self.rates = RateBoard()
+        self.progress: TrainProgress | None = None  # the training job's newest progress
         self.speeds: dict[str, dict[str, float]] = {}  # mode -> host -> images/s (for the doctor)
         self.tasks: list[asyncio.Task[Any]] = []
         self.closed = False
@@ -330,6 +333,8 @@ class Session:
         async for event in job.events():
             if isinstance(event, JobState):
                 self._job_changed(job, event)
+            elif isinstance(event, TrainProgress):
+                self.progress = event
             self._put(event)
 
     def _job_changed(self, job: Any, event: JobState) -> None:
@@ -345,6 +350,8 @@ class Session:
             message = f"job {event.job}: {event.state}" + (
                 f" - {event.message}" if event.message else ""
             )
+            if self.progress is not None and self.progress.job == event.job:
+                message += f" · {progress_text(self.progress)}"
             self.workspace.update_stage("train", state=stage_state, message=message)
             self._put(StageState("train", stage_state, message))
 

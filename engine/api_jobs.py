@@ -251,11 +251,14 @@ def _launcher() -> Any:
 class ConsoleJob:
     """A launcher Job as the console sees it: its events plus throughput and epochs parsed from its logs."""
 
-    def __init__(self, job: Any, mode: str, batch_size: int | None = None) -> None:
+    def __init__(
+        self, job: Any, mode: str, batch_size: int | None = None, tracker: Any = None
+    ) -> None:
         self.job = job
         self.mode = mode
         self.batch_size = batch_size
         self.parsers: dict[tuple[str, int | None], Any] = {}
+        self.tracker = tracker  # a training job's progress (engine.train.progress), else None
 
     @property
     def id(self) -> str:
@@ -273,6 +276,9 @@ class ConsoleJob:
             if isinstance(event, LogLine) and event.role in ("worker", "local"):
                 for parsed in self._parser(event).feed(event.text, time=event.time):
                     yield parsed
+                    progress = self.tracker.add(parsed) if self.tracker is not None else None
+                    if progress is not None:
+                        yield progress
 
     def _parser(self, line: Any) -> Any:
         from engine.train.logparse import LogParser
@@ -323,7 +329,7 @@ async def launch(ws: wsmod.Workspace, mode: str, emit: Emit) -> ConsoleJob:
         )
     job = await launcher.launch(launch_spec(ws, mode))
     _remember_mode(ws, job.job_id, mode)
-    return ConsoleJob(job, mode, int(ws.train_options()["batch_size"]))
+    return console_job(ws, job, mode)
 
 
 async def attach(ws: wsmod.Workspace, job_id: str, emit: Emit) -> ConsoleJob | None:
@@ -336,7 +342,22 @@ async def attach(ws: wsmod.Workspace, job_id: str, emit: Emit) -> ConsoleJob | N
         return None
     await job.attach()
     mode = ws.state.get("job_modes", {}).get(job_id, "train")
-    return ConsoleJob(job, mode, int(ws.train_options()["batch_size"]))
+    return console_job(ws, job, mode)
+
+
+def console_job(ws: wsmod.Workspace, job: Any, mode: str) -> ConsoleJob:
+    """The console's view of a launched job; a training job also tracks its progress."""
+    from engine.train.options import epoch_size
+    from engine.train.progress import TrainTracker
+
+    opts = ws.train_options()
+    batch, workers = int(opts["batch_size"]), workers_of(ws)
+    tracker = None
+    if mode == "train":
+        examples = _data_counts(ws, ws.lists_dir)[1]
+        batches = epoch_size(examples, batch, workers) if examples else None
+        tracker = TrainTracker(job.job_id, int(opts["num_epochs"]), batches, batch, workers)
+    return ConsoleJob(job, mode, batch, tracker)
 
 
 def _remember_mode(ws: wsmod.Workspace, job_id: str, mode: str) -> None:

@@ -6,9 +6,9 @@ import tomllib
 
 from textual.command import CommandPalette
 from textual.widgets import Input, OptionList, Tabs
-from tui_helpers import cluster_events, job_events, log_events, opened, wait_for
+from tui_helpers import cluster_events, job_events, log_events, opened, train_progress, wait_for
 
-from engine.events import LogLine, StageProgress
+from engine.events import LogLine, StageProgress, StageState
 from tui.app import ImgscaleApp
 from tui.messages import LogBatch, Telemetry
 from tui.screens.confirm import ConfirmScreen
@@ -100,6 +100,20 @@ async def test_every_action_shows_without_scrolling_and_the_footer_keeps_help_an
             corner = app.query_one("#footer-keys")
             assert app.screen.region.contains_region(corner.region), size
             assert str(corner.render()) == "? help  q quit"
+
+
+async def test_train_row_shows_epoch_batch_rate_eta_and_accuracy(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await opened(pilot)
+        app.session.emit(StageState("train", "running", "job train-1: running"))
+        app.session.emit(train_progress())
+        view = app.stages.view_of("train")
+        await wait_for(pilot, lambda: view.train is not None, "progress drawn")
+        index = app.stages.views.index(view)
+        row = app.stages.render_line(index + 1).text
+        for needle in ("ep 3/15 b 120/400", "1,234/s", "05:00", "0.412"):
+            assert needle in row, row
 
 
 async def test_help_lists_every_global_key(demo_ws):
