@@ -259,6 +259,7 @@ class ConsoleJob:
         self.batch_size = batch_size
         self.parsers: dict[tuple[str, int | None], Any] = {}
         self.tracker = tracker  # a training job's progress (engine.train.progress), else None
+        self.early: list[Any] = []  # events from before the job's stream was subscribed
 
     @property
     def id(self) -> str:
@@ -269,16 +270,33 @@ class ConsoleJob:
         return self.job.status().state in ("starting", "running", "stopping", "relaunching")
 
     async def events(self) -> Any:
+        """The job's events with what its workers' lines say (rates, epochs, progress), in order.
+
+        Events the job emitted while re-attaching (kept in ``early``) come first; the job's own
+        stream takes over from the moment it is subscribed, so no event is lost or doubled.
+        """
+        stream = self.job.events()
+        first = await stream.__anext__()  # subscribed: from here on the stream has every event
+        self.job.sink = None
+        for event in [*self.early, first]:
+            for out in self._with_parsed(event):
+                yield out
+        self.early = []
+        async for event in stream:
+            for out in self._with_parsed(event):
+                yield out
+
+    def _with_parsed(self, event: Any) -> list[Any]:
         from engine.events import LogLine
 
-        async for event in self.job.events():
-            yield event
-            if isinstance(event, LogLine) and event.role in ("worker", "local"):
-                for parsed in self._parser(event).feed(event.text, time=event.time):
-                    yield parsed
-                    progress = self.tracker.add(parsed) if self.tracker is not None else None
-                    if progress is not None:
-                        yield progress
+        found = [event]
+        if isinstance(event, LogLine) and event.role in ("worker", "local"):
+            for parsed in self._parser(event).feed(event.text, time=event.time):
+                found.append(parsed)
+                progress = self.tracker.add(parsed) if self.tracker is not None else None
+                if progress is not None:
+                    found.append(progress)
+        return found
 
     def _parser(self, line: Any) -> Any:
         from engine.train.logparse import LogParser
@@ -335,14 +353,17 @@ async def launch(ws: wsmod.Workspace, mode: str, emit: Emit) -> ConsoleJob:
 async def attach(ws: wsmod.Workspace, job_id: str, emit: Emit) -> ConsoleJob | None:
     """Re-attach to the workspace's last job (running or not): its state, recent log lines and metrics."""
     launcher = _launcher()
+    early: list[Event] = []  # a finished job's last lines come during attach(), before anyone listens
     try:
-        job = launcher.open_job(job_id)
+        job = launcher.open_job(job_id, sink=early.append)
     except UserError as exc:
         emit(Failure(source=f"job {job_id}", message=str(exc)))
         return None
     await job.attach()
     mode = ws.state.get("job_modes", {}).get(job_id, "train")
-    return console_job(ws, job, mode)
+    console = console_job(ws, job, mode)
+    console.early = early
+    return console
 
 
 def console_job(ws: wsmod.Workspace, job: Any, mode: str) -> ConsoleJob:
