@@ -55,7 +55,7 @@ class JobRecord:
     """Everything needed to re-attach to, relaunch or kill a job after the launcher has gone."""
 
     job: str
-    kind: str  # train | pack | command
+    kind: str  # train | bench | testio | pack | command
     command: tuple[str, ...]
     hosts_file: str | None  # None: this machine only (the local launcher)
     host_names: tuple[str, ...]

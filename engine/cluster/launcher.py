@@ -273,7 +273,15 @@ def check_numbers(spec: LaunchSpec) -> None:
         raise UserError(f"--exclude-after {spec.exclude_after}: must be 0 or more")
 
 
-def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "train") -> jobs.JobRecord:
+def job_kind(command: Sequence[str]) -> str:
+    """A job's kind, which also starts its id: bench-… and testio-… runs are not training runs."""
+    if "--benchmark" in command:
+        return "bench"
+    return "testio" if "--test-io" in command else "train"
+
+
+def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "") -> jobs.JobRecord:
+    kind = kind or job_kind(spec.command)
     if spec.job:
         job = jobs.check_job_name(spec.job)
         if jobs.exists(job):
