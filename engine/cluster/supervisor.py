@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fcntl
 import os
 import shlex
 import signal
@@ -292,17 +291,9 @@ class Job:
 
     # ---- the supervisor lock -----------------------------------------------------------------
     def _take_lock(self, required: bool) -> bool:
-        path = jobs.supervisor_lock(self.record.job)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            if required:
-                raise UserError(f"job {self.record.job} is supervised by another imgscale process")
+        self._lock_fd = jobs.take_supervisor_lock(self.record.job, required)
+        if self._lock_fd is None:
             return False
-        self._lock_fd = fd
         self.supervising = True
         return True
 
