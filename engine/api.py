@@ -22,7 +22,6 @@ from engine.train.doctor import Diagnosis, Topology, diagnose
 from engine.train.progress import progress_text
 from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
 from engine.events import (
-    ClusterRate,
     Event,
     Failure,
     HostState,
@@ -343,7 +342,9 @@ class Session:
         if event.state in ("done", "stopped", "failed"):
             self._record_speed(job)
             summary = self.rates.summary(event.job, event.time)
-            if summary is not None:  # the header and grid end on the run's figure, not its last reading
+            if (
+                summary is not None
+            ):  # the header and grid end on the run's figure, not its last reading
                 self._put(summary)
         stage_state = TRAIN_STAGE_STATES.get(event.state)
         if getattr(job, "mode", "train") == "train" and stage_state:
