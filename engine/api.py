@@ -343,7 +343,9 @@ class Session:
         if event.state in ("done", "stopped", "failed"):
             self._record_speed(job)
             summary = self.rates.summary(event.job, event.time)
-            if summary is not None:  # the header and grid end on the run's figure, not its last reading
+            if (
+                summary is not None
+            ):  # the header and grid end on the run's figure, not its last reading
                 self._put(summary)
         stage_state = TRAIN_STAGE_STATES.get(event.state)
         if getattr(job, "mode", "train") == "train" and stage_state:

@@ -82,7 +82,9 @@ async def test_a_large_terminal_shows_stages_hosts_and_log_at_once(demo_ws):
         await pilot.resize_terminal(100, 30)
         await wait_for(pilot, lambda: not app.dashboard, "tabs on a small terminal")
         assert app.query_one(Tabs).display
-        assert [p for p in ("stages", "hosts", "log", "actions") if app.query_one(f"#{p}").display] == ["log"]
+        assert [
+            p for p in ("stages", "hosts", "log", "actions") if app.query_one(f"#{p}").display
+        ] == ["log"]
 
 
 async def test_every_action_shows_without_scrolling_and_the_footer_keeps_help_and_quit(demo_ws):
