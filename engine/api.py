@@ -22,7 +22,6 @@ from engine.train.doctor import Diagnosis, Topology, diagnose
 from engine.train.progress import progress_text
 from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
 from engine.events import (
-    ClusterRate,
     Event,
     Failure,
     HostState,
