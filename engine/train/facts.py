@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
+from engine.train.checkpoints import DEFAULT_KEEP
 from engine.train.recfiles import check_magic
 
 
@@ -34,6 +35,7 @@ class Facts:
     random_resized_crop: int = 0
     num_epochs: int = 80
     save_period: int = 1
+    keep_checkpoints: int = DEFAULT_KEEP
     dtype: str = "float32"
     label_map: str | None = None
     label_map_classes: int | None = None
@@ -275,6 +277,7 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
                 "random_resized_crop",
                 "num_epochs",
                 "save_period",
+                "keep_checkpoints",
                 "dtype",
             )
         }
