@@ -15,26 +15,27 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from engine.errors import UserError
 from engine.events import EventSink
 from engine.paths import require_folder_path
+from engine.train.checkpoints import newest_checkpoint
 
-from . import jobs
+from . import jobs, slurm_job
 from .detach import DetachedProcess
 from .dmlc_env import ClusterEnv, forwarded_env, identity_env, process_env
 from .hostpool import TransportPool, make_transport
 from .hosts import HostSpec, local_host, read_hosts
 from .placement import Placement, describe, place
+from .remote_cmd import with_python
 from .supervisor import Job, Planned, Planner, SuperviseOptions
 from .torch_env import describe as describe_torch
 from .torch_env import interface_env, is_torch_command, torch_env
 from .transport import Transport, TransportError
 
-PYTHON_WORDS = ("python", "python3")
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
 
@@ -67,6 +68,8 @@ class LaunchSpec:
     exclude_after: int = 0
     grace_s: int = 5
     lost_timeout_s: float = 10.0  # a host unreachable this long is lost (the job is stopped)
+    # --launcher slurm: nodes, gpus_per_node, partition, time, account, sbatch_args
+    slurm: Mapping[str, Any] = field(default_factory=dict)
     engine: str | None = None  # mxnet | torch; None: torch when the command is the torch engine
 
     @property
@@ -77,7 +80,7 @@ class LaunchSpec:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["command"] = list(self.command)
-        for key in ("env", "env_server", "env_worker"):
+        for key in ("env", "env_server", "env_worker", "slurm"):
             data[key] = dict(getattr(self, key))
         return data
 
@@ -112,13 +115,6 @@ def node_address(host: HostSpec) -> str:
     if host.is_local and host.address == "localhost":
         return "127.0.0.1"
     return host.address
-
-
-def with_python(argv: Sequence[str], python: str) -> tuple[str, ...]:
-    """Replace a leading ``python`` word by the host's interpreter."""
-    if argv and (argv[0] in PYTHON_WORDS or argv[0] == sys.executable):
-        return (python, *argv[1:])
-    return tuple(argv)
 
 
 def work_dir(spec: LaunchSpec, host: HostSpec) -> str:
@@ -304,21 +300,10 @@ def checkpoint_resume(prefix: str, torch: bool = False) -> ResumeHook:
     def hook(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
         if torch:
             return torch_resume(command)
-        epoch = newest_epoch(prefix)
+        epoch = newest_checkpoint(prefix)
         return command if epoch is None else set_option(command, "--load-epoch", str(epoch))
 
     return hook
-
-
-def newest_epoch(prefix: str) -> int | None:
-    try:  # supplied by the training area
-        from engine.train.checkpoints import newest_checkpoint  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    found = newest_checkpoint(prefix)
-    if found is None or isinstance(found, int):
-        return found
-    return getattr(found, "epoch", None)
 
 
 def torch_resume(command: Sequence[str]) -> tuple[str, ...]:
@@ -354,8 +339,10 @@ def check_spec(spec: LaunchSpec) -> None:
         raise UserError(
             "give the command to run after --, e.g. -- python train.py --kv-store dist_sync"
         )
-    if spec.launcher not in (None, "ssh", "local"):
-        raise UserError(f"--launcher {spec.launcher}: use ssh or local")
+    if spec.launcher not in (None, "ssh", "local", "slurm"):
+        raise UserError(f"--launcher {spec.launcher}: use ssh, local or slurm")
+    if spec.slurm and spec.launcher != "slurm":
+        raise UserError("--nodes, --partition, --time … are for --launcher slurm")
     if spec.launcher == "ssh" and not spec.hosts_file:
         raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")
     if spec.max_restarts < 0:
@@ -405,7 +392,15 @@ def check_numbers(spec: LaunchSpec) -> None:
         raise UserError(f"--exclude-after {spec.exclude_after}: must be 0 or more")
 
 
-def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "train") -> jobs.JobRecord:
+def job_kind(command: Sequence[str]) -> str:
+    """A job's kind, which also starts its id: bench-… and testio-… runs are not training runs."""
+    if "--benchmark" in command:
+        return "bench"
+    return "testio" if "--test-io" in command else "train"
+
+
+def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "") -> jobs.JobRecord:
+    kind = kind or job_kind(spec.command)
     if spec.job:
         job = jobs.check_job_name(spec.job)
         if jobs.exists(job):
@@ -452,11 +447,15 @@ async def launch(
     sink: EventSink | None = None,
     resume: ResumeHook | None = None,
     factory: Callable[[HostSpec], Transport] = make_transport,
-) -> Job:
+) -> Job | slurm_job.SlurmJob:
     """Start a distributed job detached on its hosts and return it, supervised by this process."""
     check_spec(spec)
     if spec.cwd is None:
         spec = LaunchSpec.from_dict({**spec.to_dict(), "cwd": os.getcwd()})
+    if resume is None and spec.resume_prefix:
+        resume = checkpoint_resume(spec.resume_prefix, spec.torch)
+    if spec.launcher == "slurm":
+        return await slurm_job.launch(spec.to_dict(), "train", sink=sink, resume=resume)
     hosts = load_hosts(spec.hosts_file, spec.launcher)
     place_processes(spec, hosts)
     record = jobs.save(new_record(spec, hosts))
@@ -466,8 +465,6 @@ async def launch(
             await sync_work_dir(pool, hosts, spec.cwd or os.getcwd(), spec.sync_dst_dir)
         except TransportError as exc:
             raise UserError(f"--sync-dst-dir: {exc}") from None
-    if resume is None and spec.resume_prefix:
-        resume = checkpoint_resume(spec.resume_prefix, spec.torch)
     planner = training_planner(spec, record.job, pool, resume)
     if not spec.root_port:
         planner.prefetch(hosts[0].name)
@@ -492,9 +489,16 @@ def open_job(
     factory: Callable[[HostSpec], Transport] = make_transport,
     tail_lines: int | None = 20,
     resume: ResumeHook | None = None,
-) -> Job:
+) -> Job | slurm_job.SlurmJob:
     """The recorded job (the newest running one without a name), ready to ``attach()``."""
     record = jobs.resolve(job_id)
+    if record.launch_args.get("launcher") == "slurm":
+        spec = LaunchSpec.from_dict(record.launch_args)
+        if resume is None and spec.resume_prefix:
+            resume = checkpoint_resume(spec.resume_prefix, spec.torch)
+        return slurm_job.SlurmJob(
+            record, slurm_job.request_of(record), sink=sink, resume=resume, tail_lines=tail_lines
+        )
     hosts = record_hosts(record)
     pool = TransportPool(hosts, factory)
     if record.kind == "pack":

@@ -11,8 +11,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from engine.errors import UserError
+from engine.train.checkpoints import DEFAULT_KEEP
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
+# Smallest input side each network accepts (its strides and pooling windows must still fit).
+MIN_SIDE = {"resnet": 32, "alexnet": 67, "inception-v3": 299, "vgg": 32, "mobilenet": 32}
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 KV_STORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop", "adagrad", "adadelta", "ftml", "lamb", "signum")
@@ -75,6 +78,16 @@ def positive_int(text: str) -> int:
 # --- the groups, composable as in MXNet's common/fit.py and common/data.py ---
 
 
+def switch(text: str) -> bool:
+    """An on/off flag's optional value, as train_imagenet.py writes it (1/0) or in words."""
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: give 1 or 0 (or leave the value out for 1)")
+
+
 def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Model, optimisation, kvstore, checkpoint and troubleshooting options (common/fit.py)."""
     g = parser.add_argument_group("Training", "model and optimisation")
@@ -119,6 +132,13 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     )
     g.add_argument("--save-period", type=positive_int, default=1, help="checkpoint every N epochs")
     g.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help="keep the newest N epoch checkpoints (0: all) and every --save-period multiple above 1",
+    )
+    g.add_argument(
         "--save-batches",
         type=int,
         default=0,
@@ -142,12 +162,23 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         action="store_true",
         help="set MXNET_BACKWARD_DO_MIRROR=1: recompute cheap layers in backward to save memory",
     )
+    # train_imagenet.py spells these `--test-io 1` and `--benchmark 1`: both forms are accepted.
     g.add_argument(
-        "--test-io", action="store_true", help="read and decode the data only; report images/s"
+        "--test-io",
+        nargs="?",
+        const=True,
+        default=False,
+        type=switch,
+        metavar="1|0",
+        help="read and decode the data only; report images/s",
     )
     g.add_argument(
         "--benchmark",
-        action="store_true",
+        nargs="?",
+        const=True,
+        default=False,
+        type=switch,
+        metavar="1|0",
         help="train on synthetic data: compute and communication only, no IO",
     )
     g.add_argument(
@@ -262,17 +293,49 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
     add_data_args(parser)
     add_aug_args(parser)
     set_aug_level(parser, 1)
-    _add_torch_args(parser)
+    add_torch_args(parser)
     return parser
 
 
-def _add_torch_args(parser: argparse.ArgumentParser) -> None:
-    """The torch engine's own options (--amp, --compile …), so `imgscale train --engine torch` takes them."""
-    try:
-        from engine.train.torch.run import add_torch_args
-    except ImportError:  # the torch engine is optional
-        return
-    add_torch_args(parser)
+def add_torch_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Options only the torch engine reads; the MXNet engine ignores them."""
+    g = parser.add_argument_group("Torch engine", "used with --engine torch")
+    g.add_argument(
+        "--amp",
+        default="auto",
+        choices=("auto", "bf16", "off"),
+        help="bf16 autocast: auto = on for GPUs, off on the CPU",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (slower start, faster steps)",
+    )
+    g.add_argument(
+        "--width",
+        type=int,
+        default=64,
+        help="resnet base width (64 is the standard network; smaller for quick tests)",
+    )
+    g.add_argument(
+        "--decode",
+        default="auto",
+        choices=("auto", "cpu", "gpu"),
+        help="JPEG decoding on GPUs: gpu = nvJPEG (needs torchvision), cpu = OpenCV in "
+        "--data-nthreads worker processes; auto = gpu when torchvision is importable",
+    )
+    g.add_argument(
+        "--warmup-epochs", type=float, default=0, help="linear learning-rate warm-up, in epochs"
+    )
+    g.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=5.0,
+        metavar="SEC",
+        help="a training step's all-reduce waits this long for the other ranks before the job "
+        "fails (a dead or hung rank is noticed this fast); raise it for slow shared storage",
+    )
+    return g
 
 
 # --- --config FILE ---
@@ -359,6 +422,8 @@ def validate(args: argparse.Namespace) -> None:
         )
     if args.save_batches < 0:
         raise UserError("--save-batches must be 0 (off) or a positive number of batches")
+    if args.keep_checkpoints < 0:
+        raise UserError("--keep-checkpoints must be 0 (keep all) or how many newest to keep")
     if args.load_epoch is not None and args.load_epoch < 0:
         raise UserError("--load-epoch must be >= 0")
     if (args.load_epoch is not None or args.resume) and not args.model_prefix:

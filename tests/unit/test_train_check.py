@@ -7,7 +7,6 @@ from engine.train.check import (
     ERROR,
     INFO,
     WARNING,
-    Facts,
     check_batch,
     check_data_dirs,
     check_disk,
@@ -20,7 +19,7 @@ from engine.train.check import (
     check_scale,
     run_checks,
 )
-from engine.train.facts import gather_facts, image_size, port_busy
+from engine.train.facts import Facts, gather_facts, image_size, port_busy
 from engine.train.options import build_train_parser
 
 
@@ -132,7 +131,9 @@ def test_mxnet_builds_must_match_and_have_dist_kvstore():
 
 def test_busy_port_and_disk():
     assert levels(check_ports(Facts(busy_ports=[9091]))) == [ERROR]
-    (f,) = check_disk(Facts(checkpoint_dir="/ck", free_disk_bytes=1 << 30, num_epochs=80))
+    (f,) = check_disk(
+        Facts(checkpoint_dir="/ck", free_disk_bytes=1 << 30, num_epochs=80, keep_checkpoints=0)
+    )
     assert f.level == ERROR and "GiB" in f.what
 
 

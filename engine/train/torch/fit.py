@@ -9,10 +9,8 @@ PREFIX-NNNN.bBBBBBB.pt (N epochs and B batches), each written to a temporary nam
 from __future__ import annotations
 
 import argparse
-import glob
 import logging
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass
@@ -24,11 +22,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from engine.errors import UserError
-from engine.train.checkpoints import write_atomic
+from engine.train import checkpoints as ckpt
+from engine.train.logsetup import setup_logging
+from engine.train.options import save_resolved
 from engine.train.torch import data, nets
 
 log = logging.getLogger("imgscale.train")
-CKPT = re.compile(r"-(\d{4,})(?:\.b(\d{6,}))?\.pt$")
 
 
 # ---------------------------------------------------------------- where this process stands
@@ -116,7 +115,7 @@ def join(world: int, rank: int, device: torch.device) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs: dict[str, Any] = {"timeout": START_TIMEOUT}
     try:  # device_id (torch >= 2.3) binds NCCL to this GPU at once instead of at the first collective
-        extra = {"device_id": device} if device.type == "cuda" else {}
+        extra: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend, rank=rank, world_size=world, **kwargs, **extra)
     except TypeError:
         dist.init_process_group(backend, rank=rank, world_size=world, **kwargs)
@@ -126,25 +125,18 @@ def join(world: int, rank: int, device: torch.device) -> None:
 
 
 def checkpoint_path(prefix: str, epoch: int, batch: int = 0) -> str:
-    return f"{prefix}-{epoch:04d}.b{batch:06d}.pt" if batch else f"{prefix}-{epoch:04d}.pt"
+    return ckpt.params_path(prefix, epoch, batch, ckpt.TORCH)
 
 
 def list_checkpoints(prefix: str) -> list[tuple[int, int]]:
     """(epoch, batch) of every complete checkpoint of ``prefix``, oldest first (temp files never match)."""
-    found = []
-    for path in glob.glob(glob.escape(prefix) + "-*.pt"):
-        match = CKPT.search(path)
-        if match:
-            point = int(match.group(1)), int(match.group(2) or 0)
-            if path == checkpoint_path(prefix, *point):
-                found.append(point)
-    return sorted(found)
+    return ckpt.checkpoints(prefix, ckpt.TORCH)
 
 
 def save_checkpoint(path: str, state: dict) -> None:
     """torch.save to a temporary name, then rename: a file with the final name is always whole."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    ckpt.write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def resume_checkpoint(args) -> str | None:
@@ -349,6 +341,7 @@ class Trainer:
         for e, b in list_checkpoints(prefix):
             if b and (e, b) < (done_epochs, 0):
                 os.remove(checkpoint_path(prefix, e, b))
+        ckpt.prune_epochs(prefix, self.args.keep_checkpoints, self.args.save_period, ckpt.TORCH)
 
     def evaluate(self, loader) -> list[tuple[str, float]]:
         """Accuracy over the whole validation set: each rank scores its shard, the counts are summed."""
@@ -556,8 +549,6 @@ def per_process_batch(args) -> int:
 
 def fit(args) -> int:
     """Train (or --test-io / --benchmark) as one rank of the job; returns the exit status."""
-    from engine.train.fit import setup_logging
-
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -621,8 +612,6 @@ def train(args, rank: Rank) -> int:
         )
     trainer = build_trainer(args, rank, epoch_batches, batch_size)
     if rank.main and args.model_prefix:
-        from engine.train.options import save_resolved
-
         os.makedirs(os.path.dirname(os.path.abspath(args.model_prefix)), exist_ok=True)
         save_resolved(args, f"{args.model_prefix}-args.json")
     log.info(
