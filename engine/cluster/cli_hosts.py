@@ -9,7 +9,7 @@ import shlex
 from engine.errors import UserError
 from engine.events import Event, GpuSample, HostSample, HostState
 
-from .connect import HostPool
+from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
 from .transport import TransportError
 
