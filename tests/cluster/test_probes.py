@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from engine.cluster.connect import HostPool
+from engine.cluster.hostpool import HostPool
 from engine.cluster.hosts import read_hosts
 from engine.cluster.probes import ProbeSet, probe_once
 from engine.events import Failure, GpuSample, HostSample, HostState
