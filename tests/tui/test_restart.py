@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tui_helpers import opened, wait_for
 
+from engine import api
 from engine.cluster import jobs
 from tui.app import ImgscaleApp
 from tui.screens.confirm import ConfirmScreen
@@ -104,9 +105,15 @@ async def test_doctor_compares_test_io_benchmark_and_real_speeds(prepared_ws):
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "doctor dialog")
         body = str(app.screen.query_one("#dialog-body Static").render())
-        assert app.screen.title_text.split(": ")[1] in (
-            "io-bound",
-            "compute-bound",
-            "network-bound",
-        ), body
+        # speeds on shared CPUs vary run to run; for the speeds this run measured there is one
+        # right verdict (the rule itself is tested case by case in tests/unit/test_api.py)
+        speeds = app.session.speeds
+        assert {k: sorted(v) for k, v in speeds.items()} == {
+            "test-io": ["localhost"],
+            "benchmark": ["localhost"],
+            "train": ["localhost"],
+        }
+        expected = api.diagnose(speeds).verdict
+        assert expected in ("io-bound", "compute-bound", "network-bound")
+        assert app.screen.title_text.split(": ")[1] == expected, body
         assert "localhost" in body and "N/A" not in body.split("localhost")[1].splitlines()[0]
