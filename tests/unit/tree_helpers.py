@@ -42,3 +42,60 @@ def crash_on_move(monkeypatch, action, number):
     with pytest.raises(KeyboardInterrupt):
         action()
     monkeypatch.setattr(jmod, "move_path", real_move)
+
+
+# A real `imgscale` process that stops itself (SIGSTOP) just before its (N+1)-th move of a path
+# under a folder, so a test can SIGKILL it there: exactly N moves done, the next one journaled but
+# not made. The audit hook only observes os.rename (every move is one); it changes nothing.
+STOP_BEFORE_MOVE = r"""
+import os, signal, sys
+under, limit, moves = os.environ["STOP_UNDER"] + os.sep, int(os.environ["STOP_AFTER"]), 0
+
+def stop_before_a_move(event, args):
+    global moves
+    if event == "os.rename" and os.fspath(args[0]).startswith(under):
+        if moves == limit:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        moves += 1
+
+sys.addaudithook(stop_before_a_move)
+from engine.cli import main
+sys.exit(main())
+"""
+STOP_DEADLINE_S = 120.0
+
+
+def sigkill_before_move(argv, under, moves, log):
+    """Run ``imgscale ARGV`` until just before its move number ``moves + 1`` under ``under``, then
+    SIGKILL it (no handler, no ``__exit__`` runs). ``log`` gets its output."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, STOP_UNDER=str(under), STOP_AFTER=str(moves))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", STOP_BEFORE_MOVE, *argv], env=env, stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + STOP_DEADLINE_S
+    try:
+        while True:
+            pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+            if pid:
+                assert os.WIFSTOPPED(status), f"it ended first: {pathlib.Path(log).read_text()}"
+                break
+            assert time.monotonic() < deadline, "the process never reached that move"
+            time.sleep(0.01)  # polling a condition with a deadline
+    finally:
+        proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+
+def journal_moves(path) -> int:
+    """How many move records the journal at ``path`` holds (each is written before its move)."""
+    import json
+
+    lines = pathlib.Path(path).read_text().splitlines()
+    return sum(json.loads(line).get("op") == "move" for line in lines if line.strip())
