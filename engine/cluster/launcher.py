@@ -216,18 +216,10 @@ def checkpoint_resume(prefix: str) -> ResumeHook:
     """Relaunches continue from the newest complete checkpoint ``prefix-NNNN.params``."""
 
     def hook(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
-        epoch = newest_epoch(prefix)
+        epoch = newest_checkpoint(prefix)
         return command if epoch is None else set_option(command, "--load-epoch", str(epoch))
 
     return hook
-
-
-def newest_epoch(prefix: str) -> int | None:
-    """The epoch a relaunch resumes from, None before the first checkpoint.
-
-    Errors propagate: a None standing for "could not look" would silently turn resume off.
-    """
-    return newest_checkpoint(prefix)
 
 
 def set_option(command: Sequence[str], flag: str, value: str) -> tuple[str, ...]:
