@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 from tui_helpers import opened, wait_for
 
@@ -29,7 +32,7 @@ async def test_job_survives_quit_and_reopened_console_shows_it(prepared_ws):
         await wait_for(pilot, lambda: status.job_state == "running", "job running", JOB_S)
         job_id = status.job
         await pilot.press("q")
-    assert jobs.load(job_id).state == "running"  # the console left; the job did not
+    left_at = time.time()
 
     second = ImgscaleApp(prepared_ws, telemetry=False)
     async with second.run_test(size=(120, 40)) as pilot:
@@ -46,6 +49,11 @@ async def test_job_survives_quit_and_reopened_console_shows_it(prepared_ws):
         await wait_for(pilot, lambda: train.status.state == "done", "train stage done")
         await pilot.press("q")
     assert list((prepared_ws / "model").glob("resnet-0001.params"))
+    # the console left, the job did not: it went on writing its log and ended by itself
+    record = jobs.load(job_id)
+    assert (record.state, record.attempt) == ("done", 0)
+    (worker,) = [p for p in record.processes if p.role == "worker"]
+    assert os.stat(worker.log_path).st_mtime > left_at
 
 
 @pytest.mark.mxnet
