@@ -65,32 +65,48 @@ sys.exit(main())
 STOP_DEADLINE_S = 120.0
 
 
-def sigkill_before_move(argv, under, moves, log):
-    """Run ``imgscale ARGV`` until just before its move number ``moves + 1`` under ``under``, then
-    SIGKILL it (no handler, no ``__exit__`` runs). ``log`` gets its output."""
+def start_until_it_stops(code, argv, env, log):
+    """Run ``python -c CODE ARGV`` (output to ``log``) until it stops itself with SIGSTOP."""
     import os
-    import signal
     import subprocess
     import sys
     import time
 
-    env = dict(os.environ, STOP_UNDER=str(under), STOP_AFTER=str(moves))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", STOP_BEFORE_MOVE, *argv], env=env, stdout=out, stderr=out
+            [sys.executable, "-c", code, *map(str, argv)],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=out,
         )
     deadline = time.monotonic() + STOP_DEADLINE_S
-    try:
-        while True:
-            pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
-            if pid:
-                assert os.WIFSTOPPED(status), f"it ended first: {pathlib.Path(log).read_text()}"
-                break
-            assert time.monotonic() < deadline, "the process never reached that move"
-            time.sleep(0.01)  # polling a condition with a deadline
-    finally:
-        proc.send_signal(signal.SIGKILL)
+    while True:
+        pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+        if pid:
+            if not os.WIFSTOPPED(status):
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                raise AssertionError(f"it ended first: {pathlib.Path(log).read_text()[-2000:]}")
+            return proc
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("the process never reached its stop point")
+        time.sleep(0.01)  # polling a condition with a deadline
+
+
+def sigkill(proc) -> None:
+    """SIGKILL a (stopped) process: no handler, no ``finally`` or ``__exit__`` runs."""
+    import signal
+
+    proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
+
+
+def sigkill_before_move(argv, under, moves, log):
+    """Run ``imgscale ARGV`` until just before its move number ``moves + 1`` under ``under``, then
+    SIGKILL it. ``log`` gets its output."""
+    env = {"STOP_UNDER": str(under), "STOP_AFTER": str(moves)}
+    sigkill(start_until_it_stops(STOP_BEFORE_MOVE, argv, env, log))
 
 
 def journal_moves(path) -> int:
