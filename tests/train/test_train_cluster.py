@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+from dataclasses import replace
 
 import pytest
 from trainrun import COMMON, ROOT, data_args
@@ -15,34 +16,32 @@ from engine.train.logparse import LogParser, latest_summaries
 pytestmark = [pytest.mark.cluster, pytest.mark.mxnet, pytest.mark.slow]
 
 
-async def test_dist_sync_across_ssh_hosts_learns_and_the_console_parser_reads_every_worker(
-    ssh_cluster, demo_rec, tmp_path, monkeypatch
-):
-    from engine.cluster.launcher import LaunchSpec, launch
+def three_epochs(cluster, data, tmp_path, prefix, *extra):
+    """A 2-worker dist_sync resnet-18 job on the test hosts, 3 epochs, checkpoints at PREFIX."""
+    from engine.cluster.launcher import LaunchSpec
 
-    monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
-    prefix = str(tmp_path / "ck" / "r18")
-    argv = [*COMMON, *data_args(demo_rec), "--kv-store", "dist_sync", "--num-epochs", "3"]
-    argv += [
-        "--batch-size",
-        "16",
-        "--lr-step-epochs",
-        "10",
-        "--disp-batches",
-        "5",
-        "--model-prefix",
-        prefix,
-    ]
-    spec = LaunchSpec(
+    argv = [*COMMON, *data_args(data), "--kv-store", "dist_sync", "--num-epochs", "3"]
+    argv += ["--batch-size", "16", "--lr-step-epochs", "10", "--model-prefix", prefix, *extra]
+    return LaunchSpec(
         command=("python", "-m", "engine.train.run", *argv),
         num_workers=2,
         num_servers=1,
-        hosts_file=str(ssh_cluster.hosts_file),
+        hosts_file=str(cluster.hosts_file),
         env={"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1"},
         cwd=ROOT,
         run_root=str(tmp_path / "runs"),
         stall_timeout_s=180,
     )
+
+
+async def test_dist_sync_across_ssh_hosts_learns_and_the_console_parser_reads_every_worker(
+    ssh_cluster, demo_rec, tmp_path, monkeypatch
+):
+    from engine.cluster.launcher import launch
+
+    monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
+    prefix = str(tmp_path / "ck" / "r18")
+    spec = three_epochs(ssh_cluster, demo_rec, tmp_path, prefix, "--disp-batches", "5")
     lines: list[LogLine] = []
     job = await launch(spec, sink=lambda e: lines.append(e) if isinstance(e, LogLine) else None)
     try:
@@ -78,21 +77,12 @@ async def test_a_sigkilled_worker_relaunches_every_worker_from_the_newest_checkp
     """The real --resume-prefix path: no hook of the test's own, the launcher's checkpoint_resume."""
     from cluster.launch_helpers import Events, pid_record
 
-    from engine.cluster.launcher import LaunchSpec, launch
+    from engine.cluster.launcher import launch
 
     monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
     prefix = str(tmp_path / "ck" / "r18")  # in the shared folder: rank 0 writes, all read
-    argv = [*COMMON, *data_args(demo_rec), "--kv-store", "dist_sync", "--num-epochs", "3"]
-    argv += ["--batch-size", "16", "--lr-step-epochs", "10", "--model-prefix", prefix]
-    spec = LaunchSpec(
-        command=("python", "-m", "engine.train.run", *argv),
-        num_workers=2,
-        num_servers=1,
-        hosts_file=str(ssh_cluster.hosts_file),
-        env={"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1"},
-        cwd=ROOT,
-        run_root=str(tmp_path / "runs"),
-        stall_timeout_s=180,
+    spec = replace(
+        three_epochs(ssh_cluster, demo_rec, tmp_path, prefix),
         max_restarts=1,
         grace_s=3,
         resume_prefix=prefix,
