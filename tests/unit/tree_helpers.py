@@ -1,7 +1,15 @@
-"""What the prep tests share: file-tree snapshots, small class trees, a process that dies between moves."""
+"""What the prep tests share: file-tree snapshots, small class trees, a process that dies between moves
+(by exception, or stopped at an exact point and SIGKILLed), a second file system."""
 
+import contextlib
 import hashlib
+import json
+import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -32,11 +40,11 @@ def crash_on_move(monkeypatch, action, number):
     """Run ``action`` with the process 'dying' (KeyboardInterrupt) just before its NUMBER-th move."""
     real_move, calls = jmod.move_path, []
 
-    def move(src, dst):
+    def move(src, dst, on_copied=None):
         calls.append(src)
         if len(calls) == number:
             raise KeyboardInterrupt
-        real_move(src, dst)
+        real_move(src, dst, on_copied)
 
     monkeypatch.setattr(jmod, "move_path", move)
     with pytest.raises(KeyboardInterrupt):
@@ -67,10 +75,6 @@ STOP_DEADLINE_S = 120.0
 
 def start_until_it_stops(code, argv, env, log):
     """Run ``python -c CODE ARGV`` (output to ``log``) until it stops itself with SIGSTOP."""
-    import os
-    import subprocess
-    import sys
-    import time
 
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -96,7 +100,6 @@ def start_until_it_stops(code, argv, env, log):
 
 def sigkill(proc) -> None:
     """SIGKILL a (stopped) process: no handler, no ``finally`` or ``__exit__`` runs."""
-    import signal
 
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
@@ -111,7 +114,22 @@ def sigkill_before_move(argv, under, moves, log):
 
 def journal_moves(path) -> int:
     """How many move records the journal at ``path`` holds (each is written before its move)."""
-    import json
 
     lines = pathlib.Path(path).read_text().splitlines()
     return sum(json.loads(line).get("op") == "move" for line in lines if line.strip())
+
+
+@contextlib.contextmanager
+def tmpfs(path, size="32m"):
+    """A tmpfs mounted at PATH (a second file system, or a small disk), unmounted afterwards;
+    skips the test, saying why, where mounting is not allowed."""
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
