@@ -111,6 +111,7 @@ TRAIN_KEYS = (
     "image_shape",
     "data_nthreads",
     "disp_batches",
+    "keep_checkpoints",
 )
 
 

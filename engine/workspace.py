@@ -42,6 +42,7 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "num_servers": 1,
     "mirror": False,
     "model_prefix": "model/resnet",
+    "keep_checkpoints": 3,  # the newest epoch checkpoints kept (0: all)
     "extra_args": [],
 }
 

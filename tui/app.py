@@ -31,7 +31,12 @@ from tui.widgets.logview import LogView
 from tui.widgets.panels import JobSummary, StageDetails, StatusBar
 from tui.widgets.stagetable import StageTable
 
-PANE_TITLES = (("stages", "1 Stages"), ("hosts", "2 Hosts"), ("log", "3 Log"), ("actions", "4 Actions"))
+PANE_TITLES = (
+    ("stages", "1 Stages"),
+    ("hosts", "2 Hosts"),
+    ("log", "3 Log"),
+    ("actions", "4 Actions"),
+)
 # the widget of each pane that takes the keys
 PANE_FOCUS: dict[str, type[Widget]] = {
     "stages": StageTable,

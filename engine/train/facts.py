@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
+from engine.train.checkpoints import DEFAULT_KEEP
 from engine.train.recfiles import check_magic
 
 
@@ -35,6 +36,7 @@ class Facts:
     random_resized_crop: int = 0
     num_epochs: int = 80
     save_period: int = 1
+    keep_checkpoints: int = DEFAULT_KEEP
     dtype: str = "float32"
     label_map: str | None = None
     label_map_classes: int | None = None
@@ -312,6 +314,7 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
                 "random_resized_crop",
                 "num_epochs",
                 "save_period",
+                "keep_checkpoints",
                 "dtype",
             )
         }

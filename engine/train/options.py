@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from engine.errors import UserError
+from engine.train.checkpoints import DEFAULT_KEEP
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
 # Smallest input side each network accepts (its strides and pooling windows must still fit).
@@ -130,6 +131,13 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         help="checkpoint prefix: PREFIX-symbol.json, PREFIX-NNNN.params",
     )
     g.add_argument("--save-period", type=positive_int, default=1, help="checkpoint every N epochs")
+    g.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help="keep the newest N epoch checkpoints (0: all) and every --save-period multiple above 1",
+    )
     g.add_argument(
         "--save-batches",
         type=int,
@@ -406,6 +414,8 @@ def validate(args: argparse.Namespace) -> None:
         )
     if args.save_batches < 0:
         raise UserError("--save-batches must be 0 (off) or a positive number of batches")
+    if args.keep_checkpoints < 0:
+        raise UserError("--keep-checkpoints must be 0 (keep all) or how many newest to keep")
     if args.load_epoch is not None and args.load_epoch < 0:
         raise UserError("--load-epoch must be >= 0")
     if (args.load_epoch is not None or args.resume) and not args.model_prefix:
