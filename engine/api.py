@@ -316,7 +316,9 @@ class Session:
         """Relaunch the failed job (resuming from its newest checkpoint)."""
         if self.job is None:
             raise UserError("no job to relaunch; launch one with l")
-        await _maybe_await(self.job.relaunch())  # the same job: its stream, already followed, goes on
+        await _maybe_await(
+            self.job.relaunch()
+        )  # the same job: its stream, already followed, goes on
 
     async def kill_leftovers(self) -> int:
         """End every process this tool launched on every host; returns how many were ended."""

@@ -37,5 +37,8 @@ def test_the_stage_message_names_every_pass_not_only_the_last_chunk():
     passes.next_pass()
     passes(StageState("pack", "done", "19 records, 0 skipped"))
     states = [e for e in seen if isinstance(e, StageState)]
-    assert [e.state for e in states] == ["running", "running"]  # a pass ending is not the stage ending
+    assert [e.state for e in states] == [
+        "running",
+        "running",
+    ]  # a pass ending is not the stage ending
     assert states[-1].message == "train: 110 records, 0 skipped; val: 19 records, 0 skipped"
