@@ -265,6 +265,10 @@ def check_config(config_path: Path, config: dict[str, Any]) -> None:
             raise UserError(
                 f'{config_path}: {key} = {config[key]!r} must be text, e.g. {key} = "…"'
             )
+        if "\0" in config.get(key, ""):
+            raise UserError(
+                f"{config_path}: {key} = {config[key]!r}: a path cannot hold a NUL byte"
+            )
     for table in ("stages", "train"):
         if not isinstance(config.get(table, {}), dict):
             raise UserError(

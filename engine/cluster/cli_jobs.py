@@ -340,7 +340,7 @@ async def _wait_or_signal(job, actions: dict) -> str:
 
 def _hand_over(job_id: str) -> None:
     """Start a background supervisor for the job on this machine (it survives this terminal)."""
-    log = jobs.jobs_dir() / job_id / "supervisor.log"
+    log = jobs.job_dir(job_id) / "supervisor.log"
     with open(log, "ab") as out:
         subprocess.Popen(
             [

@@ -16,7 +16,11 @@ from .transport import Transport, TransportError
 
 
 def transport_for(spec: HostSpec) -> Transport:
-    """LocalTransport for ``transport=local`` lines, SshTransport for every other host."""
+    """LocalTransport for ``transport=local`` lines, srun steps for a SLURM job's nodes, else SSH."""
+    if spec.option("transport") == "srun":
+        from .srun import SrunTransport
+
+        return SrunTransport(spec)
     if spec.is_local:
         from .local import LocalTransport
 

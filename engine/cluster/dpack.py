@@ -75,6 +75,8 @@ def pack_args(options) -> list[str]:
         args.append("--no-reduced-decode")
     if options.codec != "auto":
         args += ["--codec", options.codec]
+    if options.device != "cpu":
+        args += ["--device", options.device]
     return args
 
 

@@ -103,6 +103,11 @@ def add_pack_arguments(parser: argparse.ArgumentParser) -> None:
         "opencv: OpenCV's BGR path",
     )
     parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda / cuda:N: decode, resize and encode on that GPU (torchvision nvJPEG)",
+    )
+    parser.add_argument(
         "--hosts", metavar="FILE", help="spread the chunks over the hosts of a hosts file"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -171,6 +176,7 @@ def options_from_args(args: argparse.Namespace):
         no_upscale=args.no_upscale,
         reduced_decode=args.reduced_decode,
         codec=args.codec,
+        device=args.device,
     )
 
 

@@ -200,14 +200,16 @@ def _next_record(f) -> bytes | None:
 
 
 def _image_bytes(payload: bytes) -> bytes:
+    if len(payload) < 24:
+        return b""  # not even an image-record header: no image to size
     flag = struct.unpack("<I", payload[:4])[0]
     return payload[24 + 4 * flag :]
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG SOF or PNG IHDR header."""
+    """(width, height) from a JPEG SOF or PNG IHDR header; None for anything shorter or else."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return struct.unpack(">II", data[16:24])
+        return struct.unpack(">II", data[16:24]) if len(data) >= 24 else None
     i = 2
     while data[:2] == b"\xff\xd8" and i + 9 < len(data):
         if data[i] != 0xFF:

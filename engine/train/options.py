@@ -78,6 +78,16 @@ def positive_int(text: str) -> int:
 # --- the groups, composable as in MXNet's common/fit.py and common/data.py ---
 
 
+def switch(text: str) -> bool:
+    """An on/off flag's optional value, as train_imagenet.py writes it (1/0) or in words."""
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: give 1 or 0 (or leave the value out for 1)")
+
+
 def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Model, optimisation, kvstore, checkpoint and troubleshooting options (common/fit.py)."""
     g = parser.add_argument_group("Training", "model and optimisation")
@@ -152,12 +162,23 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         action="store_true",
         help="set MXNET_BACKWARD_DO_MIRROR=1: recompute cheap layers in backward to save memory",
     )
+    # train_imagenet.py spells these `--test-io 1` and `--benchmark 1`: both forms are accepted.
     g.add_argument(
-        "--test-io", action="store_true", help="read and decode the data only; report images/s"
+        "--test-io",
+        nargs="?",
+        const=True,
+        default=False,
+        type=switch,
+        metavar="1|0",
+        help="read and decode the data only; report images/s",
     )
     g.add_argument(
         "--benchmark",
-        action="store_true",
+        nargs="?",
+        const=True,
+        default=False,
+        type=switch,
+        metavar="1|0",
         help="train on synthetic data: compute and communication only, no IO",
     )
     g.add_argument(
