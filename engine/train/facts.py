@@ -37,6 +37,7 @@ class Facts:
     num_epochs: int = 80
     save_period: int = 1
     keep_checkpoints: int = DEFAULT_KEEP
+    benchmark: bool = False  # synthetic data: nothing about the data applies
     dtype: str = "float32"
     label_map: str | None = None
     label_map_classes: int | None = None
@@ -315,6 +316,7 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
                 "num_epochs",
                 "save_period",
                 "keep_checkpoints",
+                "benchmark",
                 "dtype",
             )
         }

@@ -416,6 +416,10 @@ async def test_stop_relaunch_kill_keys_confirm_or_explain(demo_ws):
         await pilot.press("y")
         await wait_for(pilot, lambda: "no job" in app.last_result, "no job to stop")
         await pilot.press("R")
+        assert isinstance(app.screen, ConfirmScreen)  # relaunching asks first, as t and K do
+        await pilot.press("n")
+        assert not isinstance(app.screen, ConfirmScreen) and "relaunch" not in app.last_result
+        await pilot.press("R", "y")
         await wait_for(pilot, lambda: "relaunch" in app.last_result, "no job to relaunch")
         await pilot.press("K")
         assert isinstance(app.screen, ConfirmScreen) and app.screen.danger
