@@ -74,21 +74,20 @@ groups=; unrecorded=
 for p in "$@"; do
   [ -f "$p.pid" ] || { unrecorded=1; continue; }
   read w g c <"$p.pid"
-  found=
+  found=; foreign=
   for q in "$w" "$c"; do
     if stat_of "$q"; then
       [ "$state" = Z ] && continue  # exited, not yet reaped: nothing to signal
       if [ "$pg" = "$g" ] && ours "$q"; then found=1
-      else echo "foreign $q"; fi
+      else echo "foreign $q"; foreign=1; fi
     fi
   done
   # Wrapper and command gone (a SIGKILLed rank), but the group may hold their children still
-  # (a data loader's workers): it is ours if one of its processes carries the job's id.
-  if [ -z "$found" ] && kill -s 0 -- "-$g" 2>/dev/null; then
+  # (a data loader's workers): it is ours if one of its members is ours and carries the job's id.
+  if [ -z "$found$foreign" ] && kill -s 0 -- "-$g" 2>/dev/null; then
     for d in /proc/[0-9]*; do
-      st=$(cat "$d/stat" 2>/dev/null) || continue; set -- ${st##*) }
-      [ "$3" = "$g" ] && [ "$1" != Z ] || continue
-      tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qxF "IMGSCALE_JOB=$job" && { found=1; break; }
+      q=${d#/proc/}
+      stat_of "$q" && [ "$pg" = "$g" ] && [ "$state" != Z ] && ours "$q" && { found=1; break; }
     done
   fi
   if [ -n "$found" ]; then groups="$groups $g"; kill -s TERM -- "-$g" 2>/dev/null; echo "term $g"
