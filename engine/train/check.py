@@ -452,9 +452,11 @@ def preflight_argv(
     return preflight(argparse.Namespace(**vars(args), **extra))
 
 
-def main(args) -> int:
-    """`imgscale check`: print the findings; exit status 1 when any is an error."""
-    findings = preflight(args)
+def main(args, across_hosts: Sequence[Finding] = ()) -> int:
+    """`imgscale check`: print the findings (with those from reaching the hosts, ``across_hosts``);
+    exit status 1 when any is an error."""
+    order = {ERROR: 0, WARNING: 1, INFO: 2}
+    findings = sorted([*preflight(args), *across_hosts], key=lambda x: order[x.level])
     if getattr(args, "json", False):
         print(json.dumps([asdict(x) for x in findings], indent=2))
     else:
