@@ -227,7 +227,8 @@ def check_data_dirs(f: Facts) -> list[Finding]:
 def check_hosts(f: Facts) -> list[Finding]:
     out = []
     workers = f.num_workers
-    if workers is not None and workers > 1 and "dist" not in f.kv_store:
+    ps_lite = f.engine != "torch"  # torch ranks all-reduce among themselves: no kvstore, no servers
+    if ps_lite and workers is not None and workers > 1 and "dist" not in f.kv_store:
         out.append(
             Finding(
                 ERROR,
@@ -235,7 +236,7 @@ def check_hosts(f: Facts) -> list[Finding]:
                 "use --kv-store dist_sync (or dist_device_sync, dist_async)",
             )
         )
-    if "dist" in f.kv_store and f.num_servers == 0:
+    if ps_lite and "dist" in f.kv_store and f.num_servers == 0:
         out.append(
             Finding(
                 ERROR,

@@ -30,6 +30,7 @@ class Facts:
     batch_size: int = 128
     gpus: list[int] = field(default_factory=list)
     kv_store: str = "device"
+    engine: str = "mxnet"  # torch: DDP ranks, no kvstore or parameter servers
     image_shape: list[int] = field(default_factory=lambda: [3, 224, 224])
     min_random_scale: float = 1.0
     max_random_scale: float = 1.0
@@ -309,6 +310,7 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
                 "batch_size",
                 "gpus",
                 "kv_store",
+                "engine",
                 "image_shape",
                 "min_random_scale",
                 "max_random_scale",
