@@ -8,6 +8,7 @@ The record is what ``imgscale attach``, ``imgscale kill`` and ``imgscale jobs`` 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -181,3 +182,35 @@ def supervisor_lock(job: str) -> Path:
 
 def run_prefix(run_root: str, job: str, attempt: int, proc_name: str) -> str:
     return f"{run_root.rstrip('/')}/{job}/a{attempt}/{proc_name}"
+
+
+class SupervisorLock:
+    """The flock that makes one process the job's supervisor (the one that may start attempts)."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def take(self) -> bool:
+        """Take the lock if no other process holds it; True when this process holds it now."""
+        if self._fd is not None:
+            return True
+        path = supervisor_lock(self.job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
