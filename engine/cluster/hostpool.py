@@ -17,12 +17,15 @@ from engine.errors import UserError
 from .hosts import HostSpec, local_host, read_hosts
 from .jobs import JobRecord
 from .local import LocalTransport
+from .srun import SrunTransport
 from .ssh import SshTransport
 from .transport import Transport, TransportError
 
 
 def transport_for(spec: HostSpec) -> Transport:
-    """LocalTransport for ``transport=local`` lines, SshTransport for every other host."""
+    """LocalTransport for ``transport=local`` lines, srun steps for a SLURM job's nodes, else SSH."""
+    if spec.option("transport") == "srun":
+        return SrunTransport(spec)
     if spec.is_local:
         return LocalTransport(spec.name, env=spec.env, path_prepend=spec.path_prepend)
     return SshTransport(spec)

@@ -18,6 +18,7 @@ from . import jobs
 from .detach import KillReport, kill_command, parse_kill, sweep_command
 from .hostpool import HostPool, record_hosts
 from .hosts import read_hosts
+from .slurm_job import cancel_record
 from .transport import TransportError
 
 
@@ -29,6 +30,8 @@ async def kill_job(
 ) -> dict[str, KillReport | None]:
     """End one job's processes on every host; per host its report (None: host unreachable)."""
     record = job if isinstance(job, jobs.JobRecord) else jobs.load(job)
+    if record.scheduler_id:  # a SLURM job: SLURM ends every step of it
+        return await _cancel_slurm(record, emit)
     jobs.stop_marker(record.job).parent.mkdir(parents=True, exist_ok=True)
     jobs.stop_marker(record.job).touch()  # a running supervisor must not relaunch it
     pool = HostPool(record_hosts(record))
@@ -93,6 +96,14 @@ def _clean(report: KillReport | None) -> bool:
 def _report(emit: EventSink | None, failure: Failure) -> None:
     if emit is not None:
         emit(failure)
+
+
+async def _cancel_slurm(record: jobs.JobRecord, emit) -> dict[str, KillReport | None]:
+    """scancel the job; one report with the SLURM job id as its group when it was still there."""
+    cancelled = await asyncio.to_thread(cancel_record, record)
+    group = int(record.scheduler_id) if record.scheduler_id.isdigit() else 0
+    report = KillReport(terminated=(group,) if cancelled else (), complete=True)
+    return {f"slurm job {record.scheduler_id}": report}
 
 
 def _mark(record: jobs.JobRecord, reports: dict[str, KillReport | None]) -> None:

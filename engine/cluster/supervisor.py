@@ -44,7 +44,7 @@ from engine.errors import UserError
 from engine.events import Event, EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
 
 from . import jobs
-from .detach import DetachedProcess, RemoteStatus, shell_path
+from .detach import DetachedProcess, RemoteStatus, env_files, shell_path
 from .faults import (
     DONE,
     FAILED,
@@ -61,7 +61,7 @@ from .hostpool import HostPool
 from .jobs import JobRecord, ProcRecord
 from .kill import kill_processes
 from .transport import TransportError
-from .watcher import HostWatcher, Start, started_on
+from .watcher import START_TIMEOUT_S, HostWatcher, Start, line_level, started_on
 
 DRAIN_QUIET_S = 0.6  # a job is final once its logs were quiet this long …
 DRAIN_MAX_S = 3.0  # … or after this long
@@ -94,16 +94,6 @@ class Planned:
 
 # (attempt, hosts to use) -> the processes of that attempt
 Planner = Callable[[int, Sequence[str]], Awaitable[list[Planned]]]
-
-
-def line_level(text: str) -> str:
-    """A rough level for the console's colouring; the text itself is never changed."""
-    head = text[:200]
-    if "Traceback" in head or "Error" in head or "error:" in head or "FATAL" in head:
-        return "error"
-    if "WARN" in head or "Warning" in head:
-        return "warning"
-    return "info"
 
 
 async def tail_of(pool: HostPool, host: str, path: str, lines: int) -> list[str] | None:
@@ -290,8 +280,7 @@ class Job:
             self.record = jobs.save(replace(self.record, state=self.phase, message=self.message))
 
     def _take_lock(self) -> None:
-        if not self.lock.take():
-            raise UserError(f"job {self.record.job} is supervised by another imgscale process")
+        self.lock.take(required=True)
 
     def _stop_requested(self) -> bool:
         return jobs.stop_marker(self.record.job).exists()
@@ -335,9 +324,26 @@ class Job:
         for p in planned:
             starts.setdefault(p.record.host, Start([], loop.create_future()))
             starts[p.record.host].processes.append(p.process)
+        written = await asyncio.gather(
+            *(self._write_env(h, s.processes) for h, s in starts.items())
+        )
+        if any(written):
+            return next(w for w in written if w is not None)
         self._watch(None, starts)
         results = await asyncio.gather(*(started_on(h, s) for h, s in starts.items()))
         return next((r for r in results if r is not None), None)
+
+    async def _write_env(self, host: str, procs: list[DetachedProcess]) -> tuple[str, str] | None:
+        """Each process's environment into its 0600 PREFIX.env, sent on stdin (never in `ps`)."""
+        command, script = env_files(procs)
+        try:
+            transport = await self.pool.get(host)
+            result = await transport.run(command, input=script, timeout=START_TIMEOUT_S)
+        except TransportError as exc:
+            return host, exc.reason
+        if result.exit_status != 0:
+            return host, f"cannot write the environment files: {result.stderr.strip()[-300:]}"
+        return None
 
     def _start_failed(self, failed: tuple[str, str] | None) -> None:
         if failed:

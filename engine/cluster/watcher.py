@@ -31,6 +31,16 @@ START_TIMEOUT_S = 60.0  # a host that has not started its processes by then has 
 MAX_ERRORS = 20  # stderr lines kept to say why a channel ended
 
 
+def line_level(text: str) -> str:
+    """A rough level for the console's colouring; the text itself is never changed."""
+    head = text[:200]
+    if "Traceback" in head or "Error" in head or "error:" in head or "FATAL" in head:
+        return "error"
+    if "WARN" in head or "Warning" in head:
+        return "warning"
+    return "info"
+
+
 class WatchListener(Protocol):
     """What a host watcher reports to (the job)."""
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from engine import recordio
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
+from engine.prep import turbojpeg
 from engine.prep.journal import lock_or_fail
 from engine.prep.report import one_field, printable
 
@@ -34,13 +35,16 @@ ROOT_SAMPLE = 20  # list paths checked up front against ROOT
 PROGRESS_INTERVAL_S = 0.2
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 REPORT_HEADER = "line\tid\tpath\treason\n"
+CODECS = ("auto", "opencv")
 
 
 @dataclass(frozen=True)
 class PackOptions:
     """im2rec's record options, plus ``no_upscale`` (store small JPEGs as they are) and
-    ``reduced_decode`` (decode large JPEGs at 1/2, 1/4 or 1/8 scale when that still covers the target;
-    turn off for output byte-identical to im2rec on large images too)."""
+    ``reduced_decode`` (decode large JPEGs at a DCT scale that still covers the target; turn off for
+    output byte-identical to im2rec: OpenCV at full size) and ``codec`` ("auto": libjpeg-turbo's YUV
+    planes where libturbojpeg is installed, else OpenCV; "opencv": OpenCV's BGR path) and ``device``
+    ("cuda" or "cuda:N": torchvision's nvJPEG codec on that GPU, see pack_gpu)."""
 
     resize: int = 0
     center_crop: bool = False
@@ -52,6 +56,8 @@ class PackOptions:
     num_thread: int = 1
     no_upscale: bool = False
     reduced_decode: bool = True
+    codec: str = "auto"
+    device: str = "cpu"
 
     def record_options(self) -> dict:
         """The options that decide the output bytes (not how many processes make them)."""
@@ -100,6 +106,10 @@ def validate(options: PackOptions) -> None:
     low, high = (1, 100) if options.encoding == ".jpg" else (0, 9)
     if not low <= options.quality <= high:
         raise UserError(f"--quality {options.quality}: {options.encoding} takes {low}..{high}")
+    if options.codec not in CODECS:
+        raise UserError(f"--codec {options.codec}: use {' or '.join(CODECS)}")
+    if options.device != "cpu" and options.device.split(":")[0] != "cuda":
+        raise UserError(f"--device {options.device}: use cpu, cuda or cuda:N")
     if options.num_thread < 1:
         raise UserError(f"--num-thread {options.num_thread}: give 1 or more worker processes")
 
@@ -364,12 +374,26 @@ def _worker_options(root: str, options: PackOptions) -> dict:
     return {**options.record_options(), "root": root}
 
 
-def _run(
-    chunks: list[Chunk], root: str, options: PackOptions, progress: Progress, on_event: EventSink
-) -> None:
-    """Feed batches to the workers and write results strictly in list order."""
+def _pool(root: str, options: PackOptions, codec):
+    """Worker processes on the CPU, or the GPU codec fed by reader threads."""
+    if codec is not None:
+        from engine.prep.pack_gpu import GpuPool
+
+        return GpuPool(_worker_options(root, options), codec)
     from engine.prep.pack_pool import Pool
 
+    return Pool(options.num_thread, _worker_options(root, options))
+
+
+def _run(
+    chunks: list[Chunk],
+    root: str,
+    options: PackOptions,
+    progress: Progress,
+    on_event: EventSink,
+    codec=None,
+) -> None:
+    """Feed batches to the workers and write results strictly in list order."""
     pending = {}  # sequence number -> (chunk, items)
     done: dict[int, list] = {}
     next_seq = 0
@@ -380,7 +404,7 @@ def _run(
             chunk.finish()
     if not any(left.values()):
         return
-    pool = Pool(options.num_thread, _worker_options(root, options))
+    pool = _pool(root, options, codec)
     try:
         while True:
             while pool.capacity > 0 and (nxt := next(batches, None)):
@@ -441,6 +465,17 @@ def _announce(chunk: Chunk, on_event: EventSink) -> None:
     on_event(StageState(stage="pack", state="running", message=message))
 
 
+def codec_note(options: PackOptions) -> str:
+    """One line when the YUV-plane codec would apply but libturbojpeg is missing ('' otherwise)."""
+    wanted = options.codec == "auto" and options.reduced_decode and options.resize > 0
+    if not wanted or options.pass_through or options.encoding != ".jpg" or turbojpeg.load():
+        return ""
+    return (
+        "libturbojpeg not found: packing with OpenCV, about 1.3x slower "
+        "(install it: apt-get install libturbojpeg0)"
+    )
+
+
 def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink) -> list[Chunk]:
     chunks: list[Chunk] = []
     try:
@@ -459,22 +494,42 @@ def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink
 
 
 def pack_lists(
-    lst_paths, root: str | os.PathLike, options: PackOptions, *, on_event: EventSink = ignore
+    lst_paths,
+    root: str | os.PathLike,
+    options: PackOptions,
+    *,
+    on_event: EventSink = ignore,
+    gpu_codec=None,
 ) -> PackResult:
-    """Pack each .lst into .rec/.idx beside it (see the module docstring); resumes interrupted chunks."""
+    """Pack each .lst into .rec/.idx beside it (see the module docstring); resumes interrupted chunks.
+
+    With ``options.device`` other than cpu, ``gpu_codec`` (a pack_gpu.Codec) does the pixel work;
+    when none is given, torchvision's is loaded, or a UserError says why it cannot be.
+    """
     validate(options)
+    if options.device != "cpu" and gpu_codec is None:
+        from engine.prep.pack_gpu import load_codec
+
+        gpu_codec = load_codec(options.device)
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise UserError(
             f"ROOT {root} is not a folder; give the folder the .lst paths are relative to"
         )
     started = time.monotonic()
-    on_event(StageState(stage="pack", state="running"))
+    on_event(StageState(stage="pack", state="running", message=codec_note(options)))
     chunks: list[Chunk] = []
     try:
         chunks = _open_chunks(lst_paths, root, options, on_event)
         progress = Progress(chunks, on_event)
-        _run(chunks, root, options, progress, on_event)
+        _run(
+            chunks,
+            root,
+            options,
+            progress,
+            on_event,
+            gpu_codec if options.device != "cpu" else None,
+        )
     except OSError as exc:
         if exc.errno in DISK_FULL:
             where = pathlib.Path(lst_paths[0]).parent if lst_paths else root

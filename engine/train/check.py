@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from engine.errors import UserError
+from engine.train.checkpoints import kept_epochs, saved_epochs
 from engine.train.facts import Facts, gather_facts
 from engine.train.options import MIN_SIDE, build_train_parser
 
@@ -350,12 +351,14 @@ def check_ports(f: Facts) -> list[Finding]:
 
 
 def checkpoint_bytes(f: Facts) -> int:
-    """Bytes of the checkpoints a run keeps: params (+ momentum states) per saved epoch."""
+    """Bytes of the checkpoints a run keeps: params (+ momentum states) per epoch --keep-checkpoints keeps."""
     millions = PARAMS_M.get((f.network, f.num_layers if f.network == "resnet" else 0), 60.0)
     per_class = 2048 if f.network == "resnet" and f.num_layers >= 50 else 512
     params = millions * 1e6 + (f.num_classes - 1000) * per_class
-    saves = max(1, f.num_epochs // max(1, f.save_period))
-    return int(params * 4 * 2 * saves)
+    saves = len(
+        kept_epochs(saved_epochs(f.num_epochs, f.save_period), f.keep_checkpoints, f.save_period)
+    )
+    return int(params * 4 * 2 * max(1, saves))
 
 
 def check_disk(f: Facts) -> list[Finding]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
+from engine.train.checkpoints import DEFAULT_KEEP
 from engine.train.recfiles import check_magic
 
 
@@ -34,6 +35,7 @@ class Facts:
     random_resized_crop: int = 0
     num_epochs: int = 80
     save_period: int = 1
+    keep_checkpoints: int = DEFAULT_KEEP
     dtype: str = "float32"
     label_map: str | None = None
     label_map_classes: int | None = None
@@ -197,14 +199,16 @@ def _next_record(f) -> bytes | None:
 
 
 def _image_bytes(payload: bytes) -> bytes:
+    if len(payload) < 24:
+        return b""  # not even an image-record header: no image to size
     flag = struct.unpack("<I", payload[:4])[0]
     return payload[24 + 4 * flag :]
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG SOF or PNG IHDR header."""
+    """(width, height) from a JPEG SOF or PNG IHDR header; None for anything shorter or else."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return struct.unpack(">II", data[16:24])
+        return struct.unpack(">II", data[16:24]) if len(data) >= 24 else None
     i = 2
     while data[:2] == b"\xff\xd8" and i + 9 < len(data):
         if data[i] != 0xFF:
@@ -273,6 +277,7 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
                 "random_resized_crop",
                 "num_epochs",
                 "save_period",
+                "keep_checkpoints",
                 "dtype",
             )
         }
