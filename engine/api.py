@@ -301,6 +301,12 @@ class Session:
         self._follow_job()
         return self.job.id
 
+    def running_job(self) -> str | None:
+        """The id of this workspace's job while it runs (closing the console leaves it running)."""
+        if self.job is not None and self.job.active:
+            return str(self.job.id)
+        return None
+
     async def stop_job(self) -> None:
         if self.job is None:
             raise UserError("no job to stop")
@@ -310,8 +316,9 @@ class Session:
         """Relaunch the failed job (resuming from its newest checkpoint)."""
         if self.job is None:
             raise UserError("no job to relaunch; launch one with l")
-        await _maybe_await(self.job.relaunch())
-        self._follow_job()
+        await _maybe_await(
+            self.job.relaunch()
+        )  # the same job: its stream, already followed, goes on
 
     async def kill_leftovers(self) -> int:
         """End every process this tool launched on every host; returns how many were ended."""
@@ -326,6 +333,7 @@ class Session:
         return diagnose(self.speeds, topology, self.workspace.state.get("speed_jobs", {}))
 
     def _follow_job(self) -> None:
+        """One pump per job: a second one would hand the console every line twice."""
         self.tasks.append(asyncio.create_task(self._pump_job(self.job)))
 
     async def _pump_job(self, job: Any) -> None:
