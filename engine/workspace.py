@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UserError
+from engine.prep import options as prep_options
 
 CONFIG_NAME = "workspace.toml"
 STATE_NAME = "state.json"
@@ -18,14 +19,11 @@ STAGES = ("disk", "extract", "filter", "split", "list", "pack", "place", "train"
 UNDOABLE = ("filter", "split")
 STATES = ("pending", "running", "done", "failed", "stale", "stopped")
 
-# What a new workspace starts with; the tutorial's values, scaled down by --demo.
+# What a new workspace starts with: the tutorial's values, from the stages' option dataclasses.
 DEFAULT_STAGE_OPTIONS: dict[str, dict[str, Any]] = {
     "disk": {"margin": 1.1},
     "extract": {},
-    "filter": {"min_images": 500},
-    "split": {"val_per_class": 50, "seed": 1},
-    "list": {"chunks": 8, "exts": ".jpeg,.jpg,.png"},
-    "pack": {"resize": 480, "quality": 90, "num_thread": 2},
+    **prep_options.workspace_defaults(),
     "place": {},
 }
 DEFAULT_TRAIN: dict[str, Any] = {
@@ -147,6 +145,8 @@ class Workspace:
             )
         current = self.stage_options(stage)
         typed = {k: coerce_like(current.get(k), v, f"{stage}.{k}") for k, v in values.items()}
+        if stage in prep_options.GROUPS:
+            prep_options.stage_options(stage, {**current, **typed})  # bounds, before saving
         self.config.setdefault("stages", {}).setdefault(stage, {}).update(typed)
         save_config(self.path, self.config)
         self.mark_stale_from(stage)
@@ -272,8 +272,8 @@ TYPE_WORDS = {
 
 
 def _check_type(config_path: Path, name: str, default: Any, value: Any) -> None:
-    if default is None:
-        return  # an option without a default takes what it is given
+    if default is None or (isinstance(default, list) and isinstance(value, str)):
+        return  # no default: anything goes; a list may be written as "a,b" text
     numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
     ok = isinstance(value, bool) == isinstance(default, bool) and (
         isinstance(value, (int, float)) if numeric else isinstance(value, type(default))

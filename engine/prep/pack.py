@@ -12,7 +12,6 @@ After a power loss a torn manifest no longer parses and the chunk simply starts 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import json
@@ -25,6 +24,7 @@ from engine import recordio
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
 from engine.prep.journal import lock_or_fail
+from engine.prep.options import PackOptions
 from engine.prep.report import one_field, printable
 
 MANIFEST_VERSION = 1
@@ -34,30 +34,6 @@ ROOT_SAMPLE = 20  # list paths checked up front against ROOT
 PROGRESS_INTERVAL_S = 0.2
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 REPORT_HEADER = "line\tid\tpath\treason\n"
-
-
-@dataclass(frozen=True)
-class PackOptions:
-    """im2rec's record options, plus ``no_upscale`` (store small JPEGs as they are) and
-    ``reduced_decode`` (decode large JPEGs at 1/2, 1/4 or 1/8 scale when that still covers the target;
-    turn off for output byte-identical to im2rec on large images too)."""
-
-    resize: int = 0
-    center_crop: bool = False
-    quality: int = 95
-    encoding: str = ".jpg"
-    color: int = 1
-    pass_through: bool = False
-    pack_label: bool = False
-    num_thread: int = 1
-    no_upscale: bool = False
-    reduced_decode: bool = True
-
-    def record_options(self) -> dict:
-        """The options that decide the output bytes (not how many processes make them)."""
-        opts = dataclasses.asdict(self)
-        del opts["num_thread"]
-        return opts
 
 
 @dataclass(frozen=True)
@@ -85,23 +61,6 @@ class PackResult:
     @property
     def skipped(self) -> int:
         return sum(c.skipped for c in self.chunks)
-
-
-def validate(options: PackOptions) -> None:
-    """Reject option values im2rec would choke on, naming the flag."""
-    if options.encoding not in (".jpg", ".png"):
-        raise UserError(f"--encoding {options.encoding}: use .jpg or .png")
-    if options.color not in (-1, 0, 1):
-        raise UserError(f"--color {options.color}: use 1 (colour), 0 (greyscale) or -1 (unchanged)")
-    if options.resize < 0:
-        raise UserError(
-            f"--resize {options.resize}: give a short-edge size in pixels, or 0 to keep sizes"
-        )
-    low, high = (1, 100) if options.encoding == ".jpg" else (0, 9)
-    if not low <= options.quality <= high:
-        raise UserError(f"--quality {options.quality}: {options.encoding} takes {low}..{high}")
-    if options.num_thread < 1:
-        raise UserError(f"--num-thread {options.num_thread}: give 1 or more worker processes")
 
 
 def find_lists(prefix: str | os.PathLike) -> list[pathlib.Path]:
@@ -360,15 +319,12 @@ def _batches(chunks: list[Chunk]):
             yield chunk, todo[start : start + BATCH_SIZE]
 
 
-def _worker_options(root: str, options: PackOptions) -> dict:
-    return {**options.record_options(), "root": root}
-
-
 def _run(
     chunks: list[Chunk], root: str, options: PackOptions, progress: Progress, on_event: EventSink
 ) -> None:
     """Feed batches to the workers and write results strictly in list order."""
     from engine.prep.pack_pool import Pool
+    from engine.prep.pack_worker import Setup
 
     pending = {}  # sequence number -> (chunk, items)
     done: dict[int, list] = {}
@@ -380,7 +336,7 @@ def _run(
             chunk.finish()
     if not any(left.values()):
         return
-    pool = Pool(options.num_thread, _worker_options(root, options))
+    pool = Pool(options.num_thread, Setup(root, options))
     try:
         while True:
             while pool.capacity > 0 and (nxt := next(batches, None)):
@@ -461,8 +417,9 @@ def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink
 def pack_lists(
     lst_paths, root: str | os.PathLike, options: PackOptions, *, on_event: EventSink = ignore
 ) -> PackResult:
-    """Pack each .lst into .rec/.idx beside it (see the module docstring); resumes interrupted chunks."""
-    validate(options)
+    """Pack each .lst into .rec/.idx beside it (see the module docstring); resumes interrupted chunks.
+
+    ``options`` checked its own values when it was made (engine.prep.options)."""
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise UserError(

@@ -1,7 +1,7 @@
 """Entry of the torch engine: `imgscale train --engine torch …` or `python -m engine.train.torch.run …`.
 
-Takes the same train_imagenet-style options as the MXNet engine (engine/train/options.py) plus a few
-torch-only ones (``add_torch_args``). Importing this module is light: torch loads inside ``main``.
+Takes the same train_imagenet-style options as the MXNet engine plus a few torch-only ones (all in
+engine.train.options.TrainOptions). Importing this module is light: torch loads inside ``main``.
 """
 
 from __future__ import annotations
@@ -15,45 +15,10 @@ from collections.abc import Sequence
 from engine.errors import UserError
 
 
-def add_torch_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Options only the torch engine reads; the MXNet engine ignores them."""
-    g = parser.add_argument_group("Torch engine", "used with --engine torch")
-    g.add_argument(
-        "--amp",
-        default="auto",
-        choices=("auto", "bf16", "off"),
-        help="bf16 autocast: auto = on for GPUs, off on the CPU",
-    )
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the network (slower start, faster steps)",
-    )
-    g.add_argument(
-        "--width",
-        type=int,
-        default=64,
-        help="resnet base width (64 is the standard network; smaller for quick tests)",
-    )
-    g.add_argument(
-        "--decode",
-        default="auto",
-        choices=("auto", "cpu", "gpu"),
-        help="JPEG decoding on GPUs: gpu = nvJPEG (needs torchvision), cpu = OpenCV in "
-        "--data-nthreads worker processes; auto = gpu when torchvision is importable",
-    )
-    g.add_argument(
-        "--warmup-epochs", type=float, default=0, help="linear learning-rate warm-up, in epochs"
-    )
-    return g
-
-
 def build_parser() -> argparse.ArgumentParser:
     from engine.train.options import build_train_parser
 
     parser = build_train_parser(argparse.ArgumentParser(prog="python -m engine.train.torch.run"))
-    if not any("--amp" in action.option_strings for action in parser._actions):
-        add_torch_args(parser)  # unless the shared train parser already carries them
     parser.set_defaults(engine="torch")
     return parser
 
