@@ -374,7 +374,7 @@ def _prepare_parser(sub) -> None:
     g = p.add_argument_group(
         "stage options (a new workspace saves them; default: the tutorial's values)"
     )
-    for stage, options in TUTORIAL.items():
+    for options in TUTORIAL.values():
         opt.add_arguments(
             g, type(options), only=console_values(options), base=options, keep_unset=True
         )
