@@ -15,6 +15,7 @@ from engine import workspace as wsmod
 from engine.errors import StageRefused, UserError
 from engine.events import EventSink, StageProgress, StageState
 from engine.prep import options as prep_options
+from engine.train import options as train_options
 
 # The demo's smaller values for the stages' options (checked: a demo changes values, not fields).
 DEMO_OPTIONS = prep_options.demo_overrides(
@@ -25,18 +26,20 @@ DEMO_OPTIONS = prep_options.demo_overrides(
         "pack": {"resize": 64, "quality": 90, "num_thread": 1},
     }
 )
-DEMO_TRAIN = {
-    "network": "resnet",
-    "num_layers": 18,
-    "batch_size": 8,
-    "kv_store": "local",
-    "num_epochs": 1,
-    "image_shape": "3,32,32",
-    "data_nthreads": 1,
-    "disp_batches": 2,
-    "num_servers": 0,
-    "workers": 1,
-}
+DEMO_TRAIN = train_options.overrides(
+    {
+        "network": "resnet",
+        "num_layers": 18,
+        "batch_size": 8,
+        "kv_store": "local",
+        "num_epochs": 1,
+        "image_shape": "3,32,32",
+        "data_nthreads": 1,
+        "disp_batches": 2,
+        "num_servers": 0,
+        "workers": 1,
+    }
+)
 
 
 def run_stage(ws: wsmod.Workspace, stage: str, on_event: EventSink, undo: bool = False) -> Any:

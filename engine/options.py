@@ -41,6 +41,7 @@ class Spec:
     negate: str = ""  # the flag that turns a default-True switch off, e.g. --no-reduced-decode
     group: str = ""
     nargs: str | None = None
+    append: bool = False  # a repeatable flag collecting a list
     console: bool = True  # a workspace.toml key and a field of the console's form
 
     def flag(self, name: str) -> str:
@@ -207,6 +208,8 @@ def _add_one(parser: Any, name: str, spec: Spec, default: Any, kind: Any, help_t
         kwargs["metavar"] = spec.metavar
     if spec.nargs:
         kwargs["nargs"] = spec.nargs
+    if spec.append:
+        kwargs["action"] = "append"
     parser.add_argument(*flags, **kwargs)
 
 
@@ -232,22 +235,28 @@ def given(cls: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def to_argv(obj: Any, only: Sequence[str] | None = None) -> list[str]:
-    """Flags that reproduce ``obj`` when parsed by a parser built with :func:`add_arguments`."""
+    """Flags that reproduce ``obj`` when parsed by a parser built with :func:`add_arguments`
+    (in field order, or in the order of ``only``)."""
+    by_name = {f.name: spec for f, spec in fields(obj)}
     argv: list[str] = []
-    for f, spec in fields(obj):
-        if only is not None and f.name not in only:
-            continue
-        value = getattr(obj, f.name)
-        if isinstance(value, bool):
-            if spec.negate and not value:
-                argv.append(spec.negate)
-            elif value and not spec.negate:
-                argv.append(spec.flag(f.name))
-        elif value is not None and spec.nargs:
-            argv += [spec.flag(f.name), *map(str, value)]
-        elif value is not None:
-            argv += [spec.flag(f.name), text_of(spec, value)]
+    for name in only if only is not None else by_name:
+        argv += _flag_words(by_name[name], name, getattr(obj, name))
     return argv
+
+
+def _flag_words(spec: Spec, name: str, value: Any) -> list[str]:
+    flag = spec.flag(name)
+    if isinstance(value, bool):
+        if spec.negate:
+            return [] if value else [spec.negate]
+        return [flag] if value else []
+    if value is None:
+        return []
+    if spec.append:
+        return [word for item in value for word in (flag, str(item))]
+    if spec.nargs:
+        return [flag, *map(str, value)]
+    return [flag, text_of(spec, value)]
 
 
 # ---- the console's forms ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.errors import UserError
 from engine.prep import options as prep_options
+from engine.train import options as train_options
 
 CONFIG_NAME = "workspace.toml"
 STATE_NAME = "state.json"
@@ -26,22 +27,7 @@ DEFAULT_STAGE_OPTIONS: dict[str, dict[str, Any]] = {
     **prep_options.workspace_defaults(),
     "place": {},
 }
-DEFAULT_TRAIN: dict[str, Any] = {
-    "network": "resnet",
-    "num_layers": 18,
-    "batch_size": 32,
-    "kv_store": "dist_sync",
-    "num_epochs": 1,
-    "lr": 0.1,
-    "image_shape": "3,224,224",
-    "data_nthreads": 4,
-    "disp_batches": 20,
-    "gpus": "",
-    "num_servers": 1,
-    "mirror": False,
-    "model_prefix": "model/resnet",
-    "extra_args": [],
-}
+DEFAULT_TRAIN: dict[str, Any] = train_options.workspace_defaults()
 
 
 @dataclass(frozen=True)
@@ -154,6 +140,7 @@ class Workspace:
     def set_train_options(self, values: dict[str, Any]) -> None:
         current = self.train_options()
         typed = {k: coerce_like(current.get(k), v, f"train.{k}") for k, v in values.items()}
+        typed = {k: train_options.workspace_value(k, v) for k, v in typed.items()}
         self.config.setdefault("train", {}).update(typed)
         save_config(self.path, self.config)
 

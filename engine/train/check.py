@@ -9,7 +9,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from engine import options as opt
 from engine.train.networks import MIN_SIDE
+from engine.train.options import CheckOptions, TrainOptions
+
+DEFAULT = TrainOptions()  # what the checks assume of an option they were not given
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 TUTORIAL_EDGE = 480  # the tutorial packs with im2rec --resize 480
@@ -43,20 +47,20 @@ class Finding:
 class Facts:
     """Everything the checks look at; None where it could not be found out."""
 
-    network: str = "resnet"
-    num_layers: int = 50
-    num_classes: int = 1000
-    num_examples: int = 1281167
-    batch_size: int = 128
+    network: str = DEFAULT.network
+    num_layers: int = DEFAULT.num_layers
+    num_classes: int = DEFAULT.num_classes
+    num_examples: int = DEFAULT.num_examples
+    batch_size: int = DEFAULT.batch_size
     gpus: list[int] = field(default_factory=list)
-    kv_store: str = "device"
-    image_shape: list[int] = field(default_factory=lambda: [3, 224, 224])
-    min_random_scale: float = 1.0
-    max_random_scale: float = 1.0
-    random_resized_crop: int = 0
-    num_epochs: int = 80
-    save_period: int = 1
-    dtype: str = "float32"
+    kv_store: str = DEFAULT.kv_store
+    image_shape: list[int] = field(default_factory=lambda: list(DEFAULT.image_shape))
+    min_random_scale: float = DEFAULT.min_random_scale
+    max_random_scale: float = DEFAULT.max_random_scale
+    random_resized_crop: int = DEFAULT.random_resized_crop
+    num_epochs: int = DEFAULT.num_epochs
+    save_period: int = DEFAULT.save_period
+    dtype: str = DEFAULT.dtype
     label_map: str | None = None
     label_map_classes: int | None = None
     max_label: int | None = None  # largest label in the training lists
@@ -447,11 +451,11 @@ def run_checks(facts: Facts) -> list[Finding]:
     return sorted(findings, key=lambda x: order[x.level])
 
 
-def preflight(args) -> list[Finding]:
-    """All findings for parsed `imgscale check` options (train options plus hosts, -n, -s …)."""
+def preflight(train, check: CheckOptions | None = None) -> list[Finding]:
+    """All findings for training options (TrainOptions or parsed flags) against ``check``'s cluster and data."""
     from engine.train.facts import gather_facts
 
-    return run_checks(gather_facts(args))
+    return run_checks(gather_facts(train, check or CheckOptions()))
 
 
 def preflight_argv(
@@ -473,15 +477,14 @@ def preflight_argv(
         from engine.errors import UserError
 
         raise UserError(f"training options not valid: {' '.join(train_argv)}") from None
-    extra = {"hosts": hosts, "num_workers": num_workers, "num_servers": num_servers, "port": port}
-    extra.update({"label_map": None, "lst": None, "packed_edge": None, "json": False})
-    return preflight(argparse.Namespace(**vars(args), **extra))
+    check = CheckOptions(hosts=hosts, num_workers=num_workers, num_servers=num_servers, port=port)
+    return preflight(args, check)
 
 
 def main(args) -> int:
     """`imgscale check`: print the findings; exit status 1 when any is an error."""
-    findings = preflight(args)
-    if getattr(args, "json", False):
+    findings = preflight(args, opt.from_args(CheckOptions, args))
+    if args.json:
         print(json.dumps([asdict(x) for x in findings], indent=2))
     else:
         for finding in findings:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from engine.train.check import Facts
+from engine.train.options import CheckOptions
 
 
 def data_files(path: str | None) -> tuple[list[str], list[str], bool]:
@@ -210,8 +211,12 @@ def local_gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-def gather_facts(args, probe_local: bool = True) -> Facts:
-    """Read what the checks need: lists, label map, first records, hosts file, ports, free disk."""
+def gather_facts(args, check: CheckOptions | None = None, probe_local: bool = True) -> Facts:
+    """Read what the checks need: lists, label map, first records, hosts file, ports, free disk.
+
+    ``args`` carries the training options (TrainOptions or parsed flags); ``check`` the cluster
+    and data to check them against."""
+    check = check or CheckOptions()
     f = Facts(
         **{
             k: getattr(args, k)
@@ -233,22 +238,19 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
             )
         }
     )
-    f.num_workers, f.num_servers = (
-        getattr(args, "num_workers", None),
-        getattr(args, "num_servers", None),
-    )
+    f.num_workers, f.num_servers = check.num_workers, check.num_servers
     recs = _gather_data(f, args)
-    lsts = getattr(args, "lst", None)
+    lsts = check.lst
     f.examples_found, f.example_source, f.max_label = count_examples(recs, lsts)
-    f.label_map = getattr(args, "label_map", None) or find_label_map(recs, lsts)
+    f.label_map = check.label_map or find_label_map(recs, lsts)
     if f.label_map and os.path.isfile(f.label_map):
         f.label_map_classes = count_label_map(f.label_map)
-    f.packed_edge = getattr(args, "packed_edge", None)
+    f.packed_edge = check.packed_edge
     f.packed_edge_source = "--packed-edge" if f.packed_edge else "read from the first records"
     if f.packed_edge is None:
         f.packed_edge = packed_edge(recs)
-    _gather_hosts(f, args, probe_local)
-    _gather_disk_and_ports(f, args)
+    _gather_hosts(f, check, probe_local)
+    _gather_disk_and_ports(f, args, check)
     return f
 
 
@@ -284,11 +286,11 @@ def _bad_data(path: str, recs: list[str]) -> list[str]:
     return problems
 
 
-def _gather_hosts(f: Facts, args, probe_local: bool) -> None:
-    if getattr(args, "hosts", None):
+def _gather_hosts(f: Facts, check: CheckOptions, probe_local: bool) -> None:
+    if check.hosts:
         from engine.cluster.hosts import read_hosts
 
-        specs = read_hosts(args.hosts)
+        specs = read_hosts(check.hosts)
         f.hosts = [(h.name, h.slots, list(h.gpus) if h.gpus is not None else None) for h in specs]
         if f.num_workers is None:
             f.num_workers = len(specs)
@@ -306,7 +308,7 @@ def _gather_hosts(f: Facts, args, probe_local: bool) -> None:
         f.host_gpu_counts["this host"] = local_gpu_count()
 
 
-def _gather_disk_and_ports(f: Facts, args) -> None:
+def _gather_disk_and_ports(f: Facts, args, check: CheckOptions) -> None:
     prefix = getattr(args, "model_prefix", None)
     if prefix:
         folder = os.path.dirname(os.path.abspath(prefix))
@@ -314,6 +316,6 @@ def _gather_disk_and_ports(f: Facts, args) -> None:
             folder = os.path.dirname(folder)
         f.checkpoint_dir = folder
         f.free_disk_bytes = shutil.disk_usage(folder).free
-    port = getattr(args, "port", None) or int(os.environ.get("DMLC_PS_ROOT_PORT", "0") or 0)
+    port = check.port or int(os.environ.get("DMLC_PS_ROOT_PORT", "0") or 0)
     if port and port_busy(port):
         f.busy_ports.append(port)

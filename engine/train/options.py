@@ -8,6 +8,7 @@ import os
 import pathlib
 import tomllib
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -223,6 +224,140 @@ class TrainOptions:
         choices=("auto", "cpu", "gpu"),
     )
     warmup_epochs: float = _torch(0.0, "linear learning-rate warm-up, in epochs")
+
+
+def with_flags(train: TrainOptions, argv: Sequence[str]) -> TrainOptions:
+    """``train`` with more flags typed by a user applied on top (a workspace's extra_args)."""
+    if not argv:
+        return train
+    parser = build_train_parser(argparse.ArgumentParser(prog="imgscale train", add_help=False))
+    parser.set_defaults(**dataclasses.asdict(train))
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit:  # argparse printed what is wrong
+        raise UserError(f"extra training flags not valid: {' '.join(argv)}") from None
+    return opt.from_args(TrainOptions, args)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What the console adds to training when it launches a job on the workspace's hosts."""
+
+    num_servers: int = opt.option(
+        1, "parameter servers (dist kv-stores only)", low=0, high=opt.FANOUT_CAP
+    )
+    workers: int = opt.option(
+        0, "workers in all (0: one per host)", low=0, high=opt.FANOUT_CAP, console=False
+    )
+    omp_threads: int = opt.option(
+        1,
+        "OMP_NUM_THREADS of every process",
+        low=1,
+        high=opt.PROCESS_CAP,
+        high_why=THREADS_WHY,
+        console=False,
+    )
+    max_restarts: int = opt.option(
+        0, "relaunch after a fault up to K times", low=0, high=1000, console=False
+    )
+    extra_args: list[str] = opt.option([], "more `imgscale train` flags, as typed")
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """What `imgscale check` checks the training options against (its "Pre-flight" group)."""
+
+    hosts: str | None = opt.option(
+        None, "hosts file (launch.py format, slots=N)", flags=("--hosts", "-H")
+    )
+    num_workers: int | None = opt.option(
+        None,
+        "total workers",
+        flags=("-n", "--num-workers"),
+        parse=positive_int,
+        low=1,
+        high=opt.FANOUT_CAP,
+    )
+    num_servers: int | None = opt.option(
+        None, "total servers", flags=("-s", "--num-servers"), parse=int, low=0, high=opt.FANOUT_CAP
+    )
+    label_map: str | None = opt.option(None, "the PREFIX_labels.txt written by `imgscale list`")
+    lst: list[str] | None = opt.option(None, "a training .lst file (repeatable)", append=True)
+    packed_edge: int | None = opt.option(
+        None,
+        "short edge the data was packed at (default: read from the first records)",
+        parse=positive_int,
+        low=1,
+    )
+    port: int | None = opt.option(
+        None,
+        "scheduler port to check is free (DMLC_PS_ROOT_PORT)",
+        parse=int,
+        low=1,
+        high=65535,
+    )
+    json: bool = opt.option(False, "print the findings as JSON")
+
+
+# A new workspace trains a small network on its own cluster; these training options are its to edit.
+WORKSPACE_FIELDS = (
+    "network",
+    "num_layers",
+    "batch_size",
+    "kv_store",
+    "num_epochs",
+    "lr",
+    "image_shape",
+    "data_nthreads",
+    "disp_batches",
+    "gpus",
+    "mirror",
+    "model_prefix",
+)
+IMAGENET = TrainOptions(random_crop=1, random_mirror=1)  # the parser's: augmentation level 1
+CLUSTER = TrainOptions(
+    num_layers=18, batch_size=32, kv_store="dist_sync", num_epochs=1, model_prefix="model/resnet"
+)
+
+
+def workspace_defaults() -> dict[str, Any]:
+    """workspace.toml's [train] table of a new workspace."""
+    train = {name: getattr(CLUSTER, name) for name in WORKSPACE_FIELDS}
+    return {**train, **opt.defaults(JobOptions, console_only=True)}
+
+
+def group_of(name: str) -> Any:
+    """The dataclass a workspace [train] key belongs to."""
+    return JobOptions if name in {f.name for f, _ in opt.fields(JobOptions)} else TrainOptions
+
+
+def workspace_value(name: str, value: Any) -> Any:
+    """A [train] value typed in the console, in its flag's type and checked against its bounds."""
+    group = group_of(name)
+    if name not in {f.name for f, _ in opt.fields(group)}:
+        return value  # a key of the user's own: kept as typed
+    spec = opt.spec_of(group, name)
+    if spec.parse is not None and isinstance(value, (str, list)):
+        try:
+            value = spec.parse(value if isinstance(value, str) else ",".join(map(str, value)))
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise UserError(f"train.{name}: {exc}") from None
+    opt.check_value(spec, name, value)
+    return value
+
+
+def overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """Other values for existing [train] options (the demo's): typed and checked, never new keys."""
+    known = {f.name for group in (TrainOptions, JobOptions) for f, _ in opt.fields(group)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a training or job option")
+    return {name: workspace_value(name, value) for name, value in values.items()}
+
+
+def flag_text(name: str, value: Any) -> str:
+    """A [train] value as its flag takes it on the command line ([3, 224, 224] -> 3,224,224)."""
+    return opt.text_of(opt.spec_of(group_of(name), name), value)
 
 
 def _add_group(parser: argparse.ArgumentParser, name: str, text: str) -> argparse._ArgumentGroup:
