@@ -20,6 +20,7 @@ from typing import Any
 
 from engine import workspace as wsmod
 from engine.errors import UserError
+from engine.options import FormField
 from engine.events import (
     ClusterRate,
     Event,
@@ -238,6 +239,10 @@ class Session:
 
     async def set_train_options(self, values: dict[str, Any]) -> None:
         await asyncio.to_thread(self.workspace.set_train_options, values)
+
+    def option_fields(self, stage: str) -> tuple[FormField, ...]:
+        """The options form of a stage (or "train"): each field's type, value, default, bounds and help."""
+        return self.workspace.option_fields(stage)
 
     def stage_options(self, stage: str) -> dict[str, Any]:
         return (
@@ -558,6 +563,7 @@ def create_demo_workspace(path: str | Path, classes: int = 6, images: int = 40) 
 
 __all__ = [
     "Diagnosis",
+    "FormField",
     "HostState",
     "LaunchPlan",
     "LogLine",

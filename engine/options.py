@@ -274,18 +274,21 @@ class FormField:
     choices: tuple[str, ...] = ()
 
 
-def form_fields(cls: Any, values: dict[str, Any]) -> tuple[FormField, ...]:
-    """The console's fields for an option group, filled with the current ``values``."""
+def form_fields(
+    cls: Any, values: dict[str, Any], base: Any = None, only: Sequence[str] | None = None
+) -> tuple[FormField, ...]:
+    """The console's fields for an option group, filled with the current ``values``; ``base`` (an
+    instance) gives other defaults than the dataclass's, ``only`` picks fields (default: console ones)."""
     out = []
     for f, spec in fields(cls):
-        if not spec.console:
+        if (f.name not in only) if only is not None else not spec.console:
             continue
-        default = default_of(f)
+        default = getattr(base, f.name) if base is not None else default_of(f)
         current = values.get(f.name, default)
         out.append(
             FormField(
                 name=f.name,
-                kind=_kind(spec, default),
+                kind=_kind(spec, default_of(f)),
                 value=_form_text(current),
                 default=_form_text(default),
                 help=spec.help,
@@ -295,6 +298,11 @@ def form_fields(cls: Any, values: dict[str, Any]) -> tuple[FormField, ...]:
             )
         )
     return tuple(out)
+
+
+def plain_field(name: str, value: Any) -> FormField:
+    """A field no option group declares (a key a user added to workspace.toml)."""
+    return FormField(name, "text", _form_text(value), "", "")
 
 
 def _form_text(value: Any) -> str:

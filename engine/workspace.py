@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import options as opt
 from engine.errors import UserError
 from engine.prep import options as prep_options
 from engine.train import options as train_options
@@ -122,6 +123,25 @@ class Workspace:
         merged = dict(DEFAULT_TRAIN)
         merged.update(self.config.get("train", {}))
         return merged
+
+    def option_fields(self, stage: str) -> tuple[opt.FormField, ...]:
+        """The console's form for a stage's (or "train") options: type, default, bounds and help."""
+        values = self.train_options() if stage == "train" else self.stage_options(stage)
+        if stage == "train":
+            declared = opt.form_fields(
+                train_options.TrainOptions,
+                values,
+                base=train_options.CLUSTER,
+                only=train_options.WORKSPACE_FIELDS,
+            ) + opt.form_fields(train_options.JobOptions, values)
+        elif stage in prep_options.GROUPS:
+            declared = opt.form_fields(
+                prep_options.GROUPS[stage], values, base=prep_options.TUTORIAL[stage]
+            )
+        else:
+            declared = ()
+        names = {f.name for f in declared}
+        return declared + tuple(opt.plain_field(k, v) for k, v in values.items() if k not in names)
 
     def set_stage_options(self, stage: str, values: dict[str, Any]) -> None:
         """Save new options; a finished stage (and those after it) become stale."""
