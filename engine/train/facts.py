@@ -1,4 +1,4 @@
-"""Gathering the pre-flight facts: lists, label map, first records, hosts file, GPUs, mxnet builds, ports, disk."""
+"""The pre-flight Facts and gathering them: lists, label map, first records, hosts file, GPUs, mxnet builds, ports, disk."""
 
 from __future__ import annotations
 
@@ -10,9 +10,55 @@ import struct
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from engine.train.check import Facts
-from engine.train.options import CheckOptions
+from engine.cluster.hosts import read_hosts
+from engine.errors import UserError
+from engine.train.options import CheckOptions, TrainOptions
+from engine.train.recfiles import check_magic
+
+DEFAULT = TrainOptions()  # what the checks assume of an option they were not given
+
+
+@dataclass
+class Facts:
+    """Everything the checks look at; None where it could not be found out."""
+
+    network: str = DEFAULT.network
+    num_layers: int = DEFAULT.num_layers
+    num_classes: int = DEFAULT.num_classes
+    num_examples: int = DEFAULT.num_examples
+    batch_size: int = DEFAULT.batch_size
+    gpus: list[int] = field(default_factory=list)
+    kv_store: str = DEFAULT.kv_store
+    image_shape: list[int] = field(default_factory=lambda: list(DEFAULT.image_shape))
+    min_random_scale: float = DEFAULT.min_random_scale
+    max_random_scale: float = DEFAULT.max_random_scale
+    random_resized_crop: int = DEFAULT.random_resized_crop
+    num_epochs: int = DEFAULT.num_epochs
+    save_period: int = DEFAULT.save_period
+    dtype: str = DEFAULT.dtype
+    label_map: str | None = None
+    label_map_classes: int | None = None
+    max_label: int | None = None  # largest label in the training lists
+    example_source: str | None = None  # the .idx/.lst files counted
+    examples_found: int | None = None
+    packed_edge: int | None = None
+    packed_edge_source: str = ""
+    stray: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # data directory -> non-.rec files in it
+    missing_data: list[str] = field(default_factory=list)
+    # empty data folders, files that are not RecordIO
+    bad_data: list[str] = field(default_factory=list)
+    hosts: list[tuple[str, int | None, list[int] | None]] | None = None  # (name, slots, gpus=)
+    num_workers: int | None = None
+    num_servers: int | None = None
+    host_gpu_counts: dict[str, int | None] = field(default_factory=dict)  # from probes
+    host_mxnet: dict[str, str | None] = field(default_factory=dict)  # "1.9.1 dist_kvstore=yes"
+    busy_ports: list[int] = field(default_factory=list)
+    checkpoint_dir: str | None = None
+    free_disk_bytes: int | None = None
 
 
 def data_files(path: str | None) -> tuple[list[str], list[str], bool]:
@@ -270,9 +316,6 @@ def _gather_data(f: Facts, args) -> list[str]:
 
 def _bad_data(path: str, recs: list[str]) -> list[str]:
     """What MXNet could not read in a data path: no .rec at all, or files that are not RecordIO."""
-    from engine.errors import UserError
-    from engine.train.data import check_magic
-
     if not recs:
         return [f"{path}: no .rec files here"]
     problems = []
@@ -288,8 +331,6 @@ def _bad_data(path: str, recs: list[str]) -> list[str]:
 
 def _gather_hosts(f: Facts, check: CheckOptions, probe_local: bool) -> None:
     if check.hosts:
-        from engine.cluster.hosts import read_hosts
-
         specs = read_hosts(check.hosts)
         f.hosts = [(h.name, h.slots, list(h.gpus) if h.gpus is not None else None) for h in specs]
         if f.num_workers is None:

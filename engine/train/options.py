@@ -16,6 +16,8 @@ from engine import options as opt
 from engine.errors import UserError
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
+# Smallest input side each network accepts (its strides and pooling windows must still fit).
+MIN_SIDE = {"resnet": 32, "alexnet": 67, "inception-v3": 299, "vgg": 32, "mobilenet": 32}
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 KV_STORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 ENGINES = ("mxnet", "torch")

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from engine.errors import UserError
+from engine.train.options import build_train_parser, parse_with_config, validate
+from engine.train.torch.launch import torch_env
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.train.options import build_train_parser
-
     parser = build_train_parser(argparse.ArgumentParser(prog="python -m engine.train.torch.run"))
     parser.set_defaults(engine="torch")
     return parser
@@ -25,8 +25,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check(args: argparse.Namespace) -> None:
     """Mistakes to report before any process starts: one line naming the flag."""
-    from engine.train.options import validate
-
     validate(args)
     if args.test_io and not args.data_train:
         raise UserError(
@@ -67,8 +65,6 @@ def spawn_local(args: argparse.Namespace) -> int:
     """One process per listed GPU on this host, with the environment a launcher would give them."""
     import torch.multiprocessing as mp
 
-    from engine.train.torch.launch import torch_env
-
     envs = torch_env(["127.0.0.1"], len(args.gpus), "127.0.0.1", free_port())
     # The CLI's namespace carries its handler (a lambda); spawned processes get the options only.
     plain = argparse.Namespace(**{k: v for k, v in vars(args).items() if not callable(v)})
@@ -100,8 +96,6 @@ def _run_reporting(args: argparse.Namespace) -> int:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """`python -m engine.train.torch.run FLAGS`: what the launcher runs on every host."""
-    from engine.train.options import parse_with_config
-
     args = parse_with_config(build_parser(), argv)
     try:
         return main(args)
