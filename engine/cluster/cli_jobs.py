@@ -45,16 +45,13 @@ def register(sub) -> None:
     )
     parser.add_argument("job", nargs="?", help="job id")
     parser.add_argument("--all", action="store_true", help="every job imgscale launched from here")
-    parser.add_argument(
-        "--grace", type=int, default=5, help="seconds between TERM and KILL (default 5)"
-    )
+    opt.add_arguments(parser, LaunchSpec, only=("grace_s", "run_root"))
     parser.add_argument(
         "-H",
         "--hosts",
         help="with --all: also sweep these hosts' run directories (jobs launched elsewhere, or "
         "whose records here are gone)",
     )
-    parser.add_argument("--run-dir", default=jobs.DEFAULT_RUN_ROOT, help="run directory to sweep")
     parser.set_defaults(func=run_kill)
     parser = sub.add_parser("jobs", help="list the jobs launched from this machine")
     parser.set_defaults(func=run_jobs)
@@ -312,21 +309,22 @@ def run_kill(args: argparse.Namespace) -> int:
         raise UserError("name one job, or give --all (see `imgscale jobs`)")
     if args.hosts and not args.all:
         raise UserError("-H sweeps hosts for every job: use it with --all")
-    if args.grace < 0:
-        raise UserError(f"--grace {args.grace}: give 0 or more seconds between TERM and KILL")
+    opt.check(args, LaunchSpec)
     if args.hosts:  # a bad hosts file is reported before any local job is killed
         from .hosts import read_hosts
 
         read_hosts(args.hosts)
     printer = Printer()
     if args.all:
-        count = asyncio.run(kill_everywhere(grace_s=args.grace, emit=printer))
+        count = asyncio.run(kill_everywhere(grace_s=args.grace_s, emit=printer))
         if args.hosts:
             count += ended(
-                asyncio.run(sweep_hosts(args.hosts, args.run_dir, grace_s=args.grace, emit=printer))
+                asyncio.run(
+                    sweep_hosts(args.hosts, args.run_root, grace_s=args.grace_s, emit=printer)
+                )
             )
     else:
-        count = ended(asyncio.run(kill_job(args.job, grace_s=args.grace, emit=printer)))
+        count = ended(asyncio.run(kill_job(args.job, grace_s=args.grace_s, emit=printer)))
     print(f"ended {count} process group(s)")
     return 0
 
