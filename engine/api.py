@@ -9,10 +9,8 @@ stops one; opening the workspace again re-attaches to it.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +19,10 @@ from typing import Any
 from engine import workspace as wsmod
 from engine.errors import UserError
 from engine.options import FormField
+from engine.train.doctor import Diagnosis, Topology, diagnose
+from engine.train.progress import progress_text
+from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
 from engine.events import (
-    ClusterRate,
     Event,
     Failure,
     HostState,
@@ -31,11 +31,10 @@ from engine.events import (
     StageProgress,
     StageState,
     Throughput,
+    TrainProgress,
 )
 
 QUEUE_LIMIT = 100_000  # events waiting for the console; beyond that the oldest telemetry is dropped
-STRAGGLER_K = 0.8
-RATE_WINDOW_S = 30.0
 TRAIN_STAGE_STATES = {
     "starting": "running",
     "running": "running",
@@ -69,17 +68,6 @@ class LaunchPlan:
     blocking: bool = False  # a finding that makes the launch pointless
 
 
-@dataclass(frozen=True)
-class Diagnosis:
-    """The doctor's verdict: which of IO, compute or network bounds the job, per host, and what to try."""
-
-    verdict: str  # io-bound | compute-bound | network-bound | unknown
-    rows: tuple[
-        tuple[str, float | None, float | None, float | None], ...
-    ]  # host, test-io, benchmark, real
-    advice: tuple[str, ...] = ()
-
-
 @dataclass
 class _RunningStage:
     thread: threading.Thread
@@ -99,6 +87,7 @@ class Session:
         self.hosts: tuple[str, ...] = ()
         self.job: Any = None  # engine.cluster.launcher job object when one is attached
         self.rates = RateBoard()
+        self.progress: TrainProgress | None = None  # the training job's newest progress
         self.speeds: dict[str, dict[str, float]] = {}  # mode -> host -> images/s (for the doctor)
         self.tasks: list[asyncio.Task[Any]] = []
         self.closed = False
@@ -309,13 +298,19 @@ class Session:
             raise UserError(
                 f"job {self.job.id} is still running; stop it (t) or kill leftovers (K) first"
             )
-        self.rates = RateBoard(baseline=self._baseline())
+        self.rates = RateBoard(baseline=self._baseline(), speedup=mode == "train")
         if self.job is not None:
             await _maybe_await(self.job.detach())
         self.job = await jobs.launch(self.workspace, mode, self.emit)
         self.workspace.set_job(self.job.id, "starting")
         self._follow_job()
         return self.job.id
+
+    def running_job(self) -> str | None:
+        """The id of this workspace's job while it runs (closing the console leaves it running)."""
+        if self.job is not None and self.job.active:
+            return str(self.job.id)
+        return None
 
     async def stop_job(self) -> None:
         if self.job is None:
@@ -326,8 +321,9 @@ class Session:
         """Relaunch the failed job (resuming from its newest checkpoint)."""
         if self.job is None:
             raise UserError("no job to relaunch; launch one with l")
-        await _maybe_await(self.job.relaunch())
-        self._follow_job()
+        await _maybe_await(
+            self.job.relaunch()
+        )  # the same job: its stream, already followed, goes on
 
     async def kill_leftovers(self) -> int:
         """End every process this tool launched on every host; returns how many were ended."""
@@ -336,15 +332,21 @@ class Session:
         return await jobs.kill_all(self.workspace, self.emit)
 
     async def doctor(self) -> Diagnosis:
-        return diagnose(self.speeds)
+        opts = self.workspace.train_options()
+        workers = int(opts.get("workers") or len(self.hosts) or 1)
+        topology = Topology(str(opts["kv_store"]), workers)
+        return diagnose(self.speeds, topology, self.workspace.state.get("speed_jobs", {}))
 
     def _follow_job(self) -> None:
+        """One pump per job: a second one would hand the console every line twice."""
         self.tasks.append(asyncio.create_task(self._pump_job(self.job)))
 
     async def _pump_job(self, job: Any) -> None:
         async for event in job.events():
             if isinstance(event, JobState):
                 self._job_changed(job, event)
+            elif isinstance(event, TrainProgress):
+                self.progress = event
             self._put(event)
 
     def _job_changed(self, job: Any, event: JobState) -> None:
@@ -352,25 +354,41 @@ class Session:
         self.workspace.set_job(event.job, event.state)
         if event.state in ("done", "stopped", "failed"):
             self._record_speed(job)
+            summary = self.rates.summary(event.job, event.time)
+            if (
+                summary is not None
+            ):  # the header and grid end on the run's figure, not its last reading
+                self._put(summary)
         stage_state = TRAIN_STAGE_STATES.get(event.state)
         if getattr(job, "mode", "train") == "train" and stage_state:
             message = f"job {event.job}: {event.state}" + (
                 f" - {event.message}" if event.message else ""
             )
+            if self.progress is not None and self.progress.job == event.job:
+                message += f" · {progress_text(self.progress)}"
             self.workspace.update_stage("train", state=stage_state, message=message)
             self._put(StageState("train", stage_state, message))
 
     def _record_speed(self, job: Any) -> None:
+        """Each host's whole-run images/s of this job, kept for the doctor under the job's mode."""
         mode = getattr(job, "mode", "train")
         per_host = dict(self.rates.host_rates())
         if per_host:
             self.speeds[mode] = per_host
-            self.workspace.state.setdefault("speeds", {})[mode] = per_host
-            wsmod.save_state(self.workspace.path, self.workspace.state)
+            with self.workspace.lock:
+                self.workspace.state.setdefault("speeds", {})[mode] = per_host
+                self.workspace.state.setdefault("speed_jobs", {})[mode] = job.id
+                wsmod.save_state(self.workspace.path, self.workspace.state)
 
     def _baseline(self) -> float | None:
+        """One worker's benchmark rate: the slowest host's whole-run figure over its workers."""
         bench = self.workspace.state.get("speeds", {}).get("benchmark", {})
-        return min(bench.values()) if bench else None
+        per_worker = min(bench.values()) / max(1, self._workers_per_host()) if bench else None
+        return per_worker
+
+    def _workers_per_host(self) -> int:
+        workers = int(self.workspace.train_options().get("workers") or len(self.hosts) or 1)
+        return max(1, -(-workers // max(1, len(self.hosts))))
 
     async def _reattach(self) -> None:
         from engine import api_jobs as jobs
@@ -381,6 +399,7 @@ class Session:
             return
         self.job = await jobs.attach(self.workspace, job_id, self.emit)
         if self.job is not None:
+            self.rates = RateBoard(baseline=self._baseline(), speedup=self.job.mode == "train")
             self._follow_job()
 
     def _start_probes(self) -> None:
@@ -433,103 +452,6 @@ class _StageSink:
             self.session.workspace.update_stage(self.stage, **counts)
 
 
-class RateBoard:
-    """Newest images/s per worker → cluster rate, per-host rates, speedup and stragglers."""
-
-    def __init__(self, baseline: float | None = None, k: float = STRAGGLER_K) -> None:
-        self.baseline = baseline
-        self.k = k
-        self.latest: dict[tuple[str, int | None], Throughput] = {}
-        self.history: deque[tuple[float, float]] = deque(maxlen=600)
-
-    def add(self, event: Throughput) -> ClusterRate | None:
-        self.latest[(event.host, event.rank)] = event
-        fresh = [t for t in self.latest.values() if event.time - t.time <= RATE_WINDOW_S]
-        if not fresh:
-            return None
-        rates = [t.samples_per_sec for t in fresh]
-        total = sum(rates)
-        median = statistics.median(rates)
-        baseline = self.baseline or max(rates)
-        stragglers = tuple(
-            f"{t.host}#{t.rank}"
-            for t in fresh
-            if len(fresh) > 1 and t.samples_per_sec < self.k * median
-        )
-        self.history.append((event.time, total))
-        return ClusterRate(
-            job=event.job,
-            images_per_sec=total,
-            workers=len(fresh),
-            hosts=self.host_rates(fresh),
-            median_worker=median,
-            baseline=baseline,
-            speedup=total / baseline if baseline else None,
-            stragglers=stragglers,
-            time=event.time,
-        )
-
-    def host_rates(self, fresh: list[Throughput] | None = None) -> tuple[tuple[str, float], ...]:
-        per_host: dict[str, float] = {}
-        for t in fresh if fresh is not None else self.latest.values():
-            per_host[t.host] = per_host.get(t.host, 0.0) + t.samples_per_sec
-        return tuple(sorted(per_host.items()))
-
-
-def diagnose(speeds: dict[str, dict[str, float]]) -> Diagnosis:
-    """Compare per-host images/s of --test-io (data only), --benchmark (no data) and the real job.
-
-    Real speed near the test-io speed and well below benchmark: reading/decoding bounds it (IO).
-    Real near benchmark: the GPUs (compute) bound it. Benchmark itself far below a one-host
-    benchmark, or real well below both: communication (network) bounds it.
-    """
-    test_io, bench, real = (speeds.get(k, {}) for k in ("test-io", "benchmark", "train"))
-    hosts = sorted(set(test_io) | set(bench) | set(real))
-    rows = tuple((h, test_io.get(h), bench.get(h), real.get(h)) for h in hosts)
-    if not hosts:
-        return Diagnosis(
-            "unknown", rows, ("run --test-io (i), --benchmark (b) and a training job (l) first",)
-        )
-    t = _median_of(test_io)
-    b = _median_of(bench)
-    r = _median_of(real)
-    if r is None or (t is None and b is None):
-        missing = [
-            name
-            for name, v in (("--test-io (i)", t), ("--benchmark (b)", b), ("training (l)", r))
-            if v is None
-        ]
-        return Diagnosis("unknown", rows, (f"measure {', '.join(missing)} to compare",))
-    if t is not None and t < (b or float("inf")) and r >= 0.8 * t:
-        return Diagnosis(
-            "io-bound",
-            rows,
-            (
-                "raise --data-nthreads (n) so decoding keeps up",
-                "pack with a smaller --resize or use --no-upscale so each image decodes faster",
-                "put the .rec files on a local disk or faster shared filesystem",
-            ),
-        )
-    if b is not None and r >= 0.8 * b:
-        return Diagnosis(
-            "compute-bound",
-            rows,
-            ("the GPUs are the limit: a larger batch per GPU, --dtype float16, or more GPUs",),
-        )
-    return Diagnosis(
-        "network-bound",
-        rows,
-        (
-            "gradients exchange is the limit: add servers (one per worker host), use dist_device_sync",
-            "a larger batch per GPU sends fewer updates per image; check the hosts' link speed",
-        ),
-    )
-
-
-def _median_of(values: dict[str, float]) -> float | None:
-    return statistics.median(values.values()) if values else None
-
-
 def _host_names(ws: wsmod.Workspace) -> tuple[str, ...]:
     from engine import api_jobs as jobs
 
@@ -562,8 +484,12 @@ def create_demo_workspace(path: str | Path, classes: int = 6, images: int = 40) 
 
 
 __all__ = [
+    "RATE_WINDOW_S",
     "Diagnosis",
     "FormField",
+    "RateBoard",
+    "Series",
+    "Topology",
     "HostState",
     "LaunchPlan",
     "LogLine",

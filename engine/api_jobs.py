@@ -113,6 +113,7 @@ TRAIN_KEYS = (
     "image_shape",
     "data_nthreads",
     "disp_batches",
+    "keep_checkpoints",
 )
 
 
@@ -123,14 +124,9 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     cmd = [sys.executable, "-m", "engine", "train"]
     for key in TRAIN_KEYS:
         cmd += ["--" + key.replace("_", "-"), train_options.flag_text(key, opts[key])]
-    cmd += [
-        "--model-prefix",
-        str(ws.resolve(str(opts["model_prefix"]))),
-        "--data-train",
-        str(ws.train_dir),
-        "--data-val",
-        str(ws.val_dir),
-    ]
+    if mode == "train":  # a benchmark or test-io run must never write over the trained model
+        cmd += ["--model-prefix", str(ws.resolve(str(opts["model_prefix"])))]
+    cmd += ["--data-train", str(ws.train_dir), "--data-val", str(ws.val_dir)]
     if opts.get("gpus"):
         cmd += ["--gpus", train_options.flag_text("gpus", opts["gpus"])]
     cmd += list(MODE_FLAGS[mode])
@@ -228,7 +224,8 @@ def options_of(ws: wsmod.Workspace, mode: str) -> train_options.TrainOptions:
     values = {k: train_options.workspace_value(k, opts[k]) for k in train_options.WORKSPACE_FIELDS}
     num_classes, num_examples = _data_counts(ws, ws.lists_dir)
     values.update(
-        model_prefix=str(ws.resolve(str(opts["model_prefix"]))),
+        # a benchmark or test-io run is not given the model's prefix (train_command's rule)
+        model_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,
         data_train=str(ws.train_dir),
         data_val=str(ws.val_dir),
         test_io=mode == "test-io",
@@ -271,11 +268,15 @@ def _launcher() -> Any:
 class ConsoleJob:
     """A launcher Job as the console sees it: its events plus throughput and epochs parsed from its logs."""
 
-    def __init__(self, job: Any, mode: str, batch_size: int | None = None) -> None:
+    def __init__(
+        self, job: Any, mode: str, batch_size: int | None = None, tracker: Any = None
+    ) -> None:
         self.job = job
         self.mode = mode
         self.batch_size = batch_size
         self.parsers: dict[tuple[str, int | None], Any] = {}
+        self.tracker = tracker  # a training job's progress (engine.train.progress), else None
+        self.early: list[Any] = []  # events from before the job's stream was subscribed
 
     @property
     def id(self) -> str:
@@ -286,13 +287,33 @@ class ConsoleJob:
         return self.job.status().state in ("starting", "running", "stopping", "relaunching")
 
     async def events(self) -> Any:
+        """The job's events with what its workers' lines say (rates, epochs, progress), in order.
+
+        Events the job emitted while re-attaching (kept in ``early``) come first; the job's own
+        stream takes over from the moment it is subscribed, so no event is lost or doubled.
+        """
+        stream = self.job.events()
+        first = await stream.__anext__()  # subscribed: from here on the stream has every event
+        self.job.sink = None
+        for event in [*self.early, first]:
+            for out in self._with_parsed(event):
+                yield out
+        self.early = []
+        async for event in stream:
+            for out in self._with_parsed(event):
+                yield out
+
+    def _with_parsed(self, event: Any) -> list[Any]:
         from engine.events import LogLine
 
-        async for event in self.job.events():
-            yield event
-            if isinstance(event, LogLine) and event.role in ("worker", "local"):
-                for parsed in self._parser(event).feed(event.text, time=event.time):
-                    yield parsed
+        found = [event]
+        if isinstance(event, LogLine) and event.role in ("worker", "local"):
+            for parsed in self._parser(event).feed(event.text, time=event.time):
+                found.append(parsed)
+                progress = self.tracker.add(parsed) if self.tracker is not None else None
+                if progress is not None:
+                    found.append(progress)
+        return found
 
     def _parser(self, line: Any) -> Any:
         from engine.train.logparse import LogParser
@@ -343,20 +364,40 @@ async def launch(ws: wsmod.Workspace, mode: str, emit: Emit) -> ConsoleJob:
         )
     job = await launcher.launch(launch_spec(ws, mode))
     _remember_mode(ws, job.job_id, mode)
-    return ConsoleJob(job, mode, int(ws.train_options()["batch_size"]))
+    return console_job(ws, job, mode)
 
 
 async def attach(ws: wsmod.Workspace, job_id: str, emit: Emit) -> ConsoleJob | None:
     """Re-attach to the workspace's last job (running or not): its state, recent log lines and metrics."""
     launcher = _launcher()
+    early: list[
+        Event
+    ] = []  # a finished job's last lines come during attach(), before anyone listens
     try:
-        job = launcher.open_job(job_id)
+        job = launcher.open_job(job_id, sink=early.append)
     except UserError as exc:
         emit(Failure(source=f"job {job_id}", message=str(exc)))
         return None
     await job.attach()
     mode = ws.state.get("job_modes", {}).get(job_id, "train")
-    return ConsoleJob(job, mode, int(ws.train_options()["batch_size"]))
+    console = console_job(ws, job, mode)
+    console.early = early
+    return console
+
+
+def console_job(ws: wsmod.Workspace, job: Any, mode: str) -> ConsoleJob:
+    """The console's view of a launched job; a training job also tracks its progress."""
+    from engine.train.options import epoch_size
+    from engine.train.progress import TrainTracker
+
+    opts = ws.train_options()
+    batch, workers = int(opts["batch_size"]), workers_of(ws)
+    tracker = None
+    if mode == "train":
+        examples = _data_counts(ws, ws.lists_dir)[1]
+        batches = epoch_size(examples, batch, workers) if examples else None
+        tracker = TrainTracker(job.job_id, int(opts["num_epochs"]), batches, batch, workers)
+    return ConsoleJob(job, mode, batch, tracker)
 
 
 def _remember_mode(ws: wsmod.Workspace, job_id: str, mode: str) -> None:

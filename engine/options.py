@@ -184,6 +184,12 @@ def add_arguments(
 def _add_one(parser: Any, name: str, spec: Spec, default: Any, kind: Any, help_text: str) -> None:
     """One flag; ``kind`` is the dataclass default, which decides switch, number or text."""
     flags = spec.flags or (spec.flag(name),)
+    if isinstance(kind, bool) and spec.parse is not None:  # --flag, or --flag 1 / --flag 0
+        parser.add_argument(
+            *flags, dest=name, nargs="?", const=True, default=default, type=spec.parse,
+            metavar=spec.metavar, help=help_text,
+        )  # fmt: skip
+        return
     if isinstance(kind, bool):
         if spec.negate:
             parser.add_argument(spec.negate, dest=name, action="store_false", help=help_text)
@@ -210,6 +216,7 @@ def _add_one(parser: Any, name: str, spec: Spec, default: Any, kind: Any, help_t
         kwargs["nargs"] = spec.nargs
     if spec.append:
         kwargs["action"] = "append"
+        kwargs["default"] = None if default is None else list(default)
     parser.add_argument(*flags, **kwargs)
 
 

@@ -22,6 +22,7 @@ from engine.events import Event, Failure, HostState, JobState, LogLine
 
 from . import jobs
 from .launcher import LaunchSpec
+from .slurm import SlurmRequest
 
 FINAL = ("done", "failed", "stopped")
 LAUNCH_HELP = "start a distributed MXNet job on the hosts (tools/launch.py semantics), supervised"
@@ -85,7 +86,12 @@ def _add_launch(sub) -> None:
     p.add_argument(
         "--detach", action="store_true", help="return once started; supervise in the background"
     )
-    p.add_argument("--dry-run", action="store_true", help="print where each process would run")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print where each process would run (with --launcher slurm: the batch script)",
+    )
+    _add_slurm(p)
     p.add_argument("--quiet", action="store_true", help="print only state changes and failures")
     p.add_argument(
         "argv",
@@ -94,6 +100,19 @@ def _add_launch(sub) -> None:
         help="the command every process runs",
     )
     p.set_defaults(func=run_launch)
+
+
+def _add_slurm(p) -> None:
+    g = p.add_argument_group(
+        "--launcher slurm (allocate with sbatch, start each process with srun)"
+    )
+    opt.add_arguments(g, SlurmRequest)
+
+
+def slurm_options(args: argparse.Namespace) -> dict:
+    """The SLURM flags that were given (``sbatch_args`` as a list)."""
+    given = opt.given(SlurmRequest, args)
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in given.items() if v != []}
 
 
 def spec_from_args(args: argparse.Namespace):
@@ -113,6 +132,7 @@ def spec_from_args(args: argparse.Namespace):
         env_server=parse_role_env(args.env_server, "--env-server"),
         env_worker=parse_role_env(args.env_worker, "--env-worker"),
         cwd=os.getcwd(),
+        slurm=slurm_options(args),
     )
 
 
@@ -188,6 +208,11 @@ def _dry_run(spec) -> int:
     from .placement import describe, place
 
     check_spec(spec)
+    if spec.launcher == "slurm":
+        from .slurm_job import dry_run_script
+
+        print(dry_run_script(spec.to_dict()), end="")
+        return 0
     hosts = load_hosts(spec.hosts_file, spec.launcher)
     plan = place(
         spec.num_workers,
@@ -204,20 +229,20 @@ async def _launch(spec, args: argparse.Namespace) -> int:
     from .launcher import launch
 
     printer = Printer(args.quiet)
-    job = await launch(spec, sink=printer)
-    _err(
-        f"job {job.job_id} started; `imgscale attach {job.job_id}` re-attaches, "
-        f"`imgscale kill {job.job_id}` ends it"
-    )
-    if args.detach:
-        await job.close()
-        _hand_over(job.job_id)
-        return 0
     # SIGTERM (a process manager, `kill`) stops the job like Ctrl-C: dying silently would leave
-    # it running on every host with nobody supervising it.
-    outcome = await _wait_or_signal(
-        job, {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "detach"}
-    )
+    # it running on every host with nobody supervising it. The signals are caught from before the
+    # start: a Ctrl-C while processes start stops them once started, never leaves them behind.
+    actions = {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "detach"}
+    with SignalChoice(actions) as signals:
+        job = await launch(spec, sink=printer)
+        _err(
+            f"job {job.job_id} started; `imgscale attach {job.job_id}` re-attaches, "
+            f"`imgscale kill {job.job_id}` ends it"
+        )
+        if args.detach and not signals.chosen.done():
+            outcome = "detach"
+        else:
+            outcome = await signals.wait(job)
     if outcome == "stop":
         _err("interrupted: stopping the job on every host")
         state = await job.stop("interrupted (Ctrl-C)")
@@ -231,30 +256,40 @@ async def _launch(spec, args: argparse.Namespace) -> int:
     return exit_status(job.status())
 
 
-async def _wait_or_signal(job, actions: dict) -> str:
-    """Wait for the job's end or one of ``actions``' signals; returns "final" or the action."""
-    loop = asyncio.get_running_loop()
-    chosen: asyncio.Future = loop.create_future()
+class SignalChoice:
+    """While entered, each of ``actions``' signals chooses its action (the first one counts)."""
 
-    def choose(action: str) -> None:
-        if not chosen.done():  # a second signal before the wait returns changes nothing
-            chosen.set_result(action)
+    def __init__(self, actions: dict) -> None:
+        self.actions = actions
+        self.loop = asyncio.get_running_loop()
+        self.chosen: asyncio.Future = self.loop.create_future()
 
-    for sig, action in actions.items():
-        loop.add_signal_handler(sig, choose, action)
-    waiter = asyncio.ensure_future(job.wait())
-    try:
-        await asyncio.wait({waiter, chosen}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for sig in actions:
-            loop.remove_signal_handler(sig)
-        waiter.cancel()
-    return chosen.result() if chosen.done() else "final"
+    def __enter__(self) -> SignalChoice:
+        for sig, action in self.actions.items():
+            self.loop.add_signal_handler(sig, self._choose, action)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for sig in self.actions:
+            self.loop.remove_signal_handler(sig)
+
+    def _choose(self, action: str) -> None:
+        if not self.chosen.done():  # a second signal before the wait returns changes nothing
+            self.chosen.set_result(action)
+
+    async def wait(self, job) -> str:
+        """Wait for the job's end or a signal; returns "final" or the chosen action."""
+        waiter = asyncio.ensure_future(job.wait())
+        try:
+            await asyncio.wait({waiter, self.chosen}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        return self.chosen.result() if self.chosen.done() else "final"
 
 
 def _hand_over(job_id: str) -> None:
     """Start a background supervisor for the job on this machine (it survives this terminal)."""
-    log = jobs.jobs_dir() / job_id / "supervisor.log"
+    log = jobs.job_dir(job_id) / "supervisor.log"
     with open(log, "ab") as out:
         subprocess.Popen(
             [
@@ -294,7 +329,8 @@ async def _attach(args: argparse.Namespace) -> int:
     if args.supervise:  # the background supervisor has no terminal; only kill/stop end it
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         actions = {}
-    outcome = await _wait_or_signal(job, actions)
+    with SignalChoice(actions) as signals:
+        outcome = await signals.wait(job)
     await job.close()
     if outcome == "detach":
         _err(f"detached; job {job.job_id} keeps running")
@@ -336,7 +372,9 @@ def run_jobs(args: argparse.Namespace) -> int:
         return 0
     for r in records:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
-        hosts = ",".join(r.host_names)
+        hosts = ",".join(r.host_names) or ",".join(sorted({p.host for p in r.processes}))
+        if r.scheduler_id:
+            hosts = f"SLURM {r.scheduler_id} {hosts}".strip()
         print(
             f"{r.job:<36} {r.state:<11} attempt {r.attempt}  {len(r.processes)} procs  {when}  {hosts}"
         )

@@ -25,7 +25,7 @@ from engine.prep.options import PackOptions
 
 from . import jobs
 from .detach import DetachedProcess, shell_path
-from .hostpool import TransportPool, make_transport
+from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
 from .supervisor import Job, Planned, SuperviseOptions
 from .transport import TransportError
@@ -67,7 +67,7 @@ def host_script(python: str, chunks: Sequence[str], root: str, args: Sequence[st
     return "\n".join(lines)
 
 
-def pack_planner(record: jobs.JobRecord, pool: TransportPool):
+def pack_planner(record: jobs.JobRecord, pool: HostPool):
     """The Planner of a distributed pack job (also used to relaunch it: chunks resume)."""
     args = record.launch_args
 
@@ -128,7 +128,7 @@ class ProgressReader:
 
     def __init__(
         self,
-        pool: TransportPool,
+        pool: HostPool,
         share: dict[str, list[str]],
         totals: dict[str, int],
         on_event: EventSink,
@@ -230,7 +230,6 @@ async def pack_on_hosts_async(
     run_root: str = jobs.DEFAULT_RUN_ROOT,
     job: str | None = None,
     max_restarts: int = 0,
-    factory=make_transport,
 ):
     """Pack on every host and wait; returns engine.prep.pack.PackResult, like a local pack."""
     import time
@@ -242,7 +241,7 @@ async def pack_on_hosts_async(
     record = jobs.save(
         new_pack_record(hosts_file, hosts, lists, os.path.abspath(root), options, run_root, job)
     )
-    pool = TransportPool(hosts, factory)
+    pool = HostPool(hosts)
     started = time.monotonic()
     on_event(
         StageState(

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from engine import options as opt
 from engine.errors import UserError
@@ -26,16 +26,17 @@ from engine.options import option
 from engine.paths import require_folder_path
 from engine.train.checkpoints import newest_checkpoint
 
-from . import jobs
+from . import jobs, slurm_job
 from .detach import DetachedProcess
+from .dpack import pack_planner
 from .dmlc_env import ClusterEnv, forwarded_env, process_env
-from .hostpool import TransportPool, make_transport
+from .hostpool import HostPool, record_hosts
 from .hosts import HostSpec, local_host, read_hosts
 from .placement import place
+from .remote_cmd import with_python
 from .supervisor import Job, Planned, Planner, SuperviseOptions
 from .transport import Transport, TransportError
 
-PYTHON_WORDS = ("python", "python3")
 LOCAL_CAP = max(16, opt.PROCESS_CAP)  # processes one local launch starts (scheduler aside)
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
@@ -61,7 +62,7 @@ class LaunchSpec:
         None, "hosts file (see hosts.example)", flags=("-H", "--hostfile", "--hosts")
     )
     launcher: str | None = option(  # None: ssh with a hosts file, else local
-        None, "default: ssh with -H, else local", choices=("ssh", "local")
+        None, "default: ssh with -H, else local", choices=("ssh", "local", "slurm")
     )
     servers_per_host: int | None = option(
         None, "exactly this many servers on every host", parse=int, low=0, high=opt.FANOUT_CAP
@@ -104,11 +105,13 @@ class LaunchSpec:
         5, "seconds between TERM and KILL when stopping", flags=("--grace",), low=0
     )
     lost_timeout_s: float = 10.0  # a host unreachable this long is lost (the job is stopped)
+    # --launcher slurm: nodes, gpus_per_node, partition, time, account, sbatch_args
+    slurm: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["command"] = list(self.command)
-        for key in ("env", "env_server", "env_worker"):
+        for key in ("env", "env_server", "env_worker", "slurm"):
             data[key] = dict(getattr(self, key))
         return data
 
@@ -145,13 +148,6 @@ def node_address(host: HostSpec) -> str:
     return host.address
 
 
-def with_python(argv: Sequence[str], python: str) -> tuple[str, ...]:
-    """Replace a leading ``python`` word by the host's interpreter."""
-    if argv and (argv[0] in PYTHON_WORDS or argv[0] == sys.executable):
-        return (python, *argv[1:])
-    return tuple(argv)
-
-
 def work_dir(spec: LaunchSpec, host: HostSpec) -> str:
     return spec.sync_dst_dir or host.option("workdir") or spec.cwd or os.getcwd()
 
@@ -183,7 +179,7 @@ class TrainingPlanner:
 
 
 def training_planner(
-    spec: LaunchSpec, job: str, pool: TransportPool, resume: ResumeHook | None = None
+    spec: LaunchSpec, job: str, pool: HostPool, resume: ResumeHook | None = None
 ) -> TrainingPlanner:
     """The Planner of a DMLC job: placement, a free scheduler port, per-process env and argv."""
 
@@ -246,7 +242,7 @@ def training_planner(
     return TrainingPlanner(plan, prefetch)
 
 
-async def _port_on(pool: TransportPool, host: str, python: str) -> int:
+async def _port_on(pool: HostPool, host: str, python: str) -> int:
     return await free_port(await pool.get(host), python)
 
 
@@ -279,8 +275,10 @@ def check_spec(spec: LaunchSpec) -> None:
         raise UserError(
             "give the command to run after --, e.g. -- python train.py --kv-store dist_sync"
         )
-    if spec.launcher not in (None, "ssh", "local"):
-        raise UserError(f"--launcher {spec.launcher}: use ssh or local")
+    if spec.launcher not in (None, "ssh", "local", "slurm"):
+        raise UserError(f"--launcher {spec.launcher}: use ssh, local or slurm")
+    if spec.slurm and spec.launcher != "slurm":
+        raise UserError("--nodes, --partition, --time … are for --launcher slurm")
     if spec.launcher == "ssh" and not spec.hosts_file:
         raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")
     check_numbers(spec)
@@ -305,7 +303,15 @@ def check_numbers(spec: LaunchSpec) -> None:
         )
 
 
-def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "train") -> jobs.JobRecord:
+def job_kind(command: Sequence[str]) -> str:
+    """A job's kind, which also starts its id: bench-… and testio-… runs are not training runs."""
+    if "--benchmark" in command:
+        return "bench"
+    return "testio" if "--test-io" in command else "train"
+
+
+def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "") -> jobs.JobRecord:
+    kind = kind or job_kind(spec.command)
     if spec.job:
         job = jobs.check_job_name(spec.job)
         if jobs.exists(job):
@@ -326,7 +332,7 @@ def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "train")
 
 
 async def sync_work_dir(
-    pool: TransportPool, hosts: Sequence[HostSpec], source: str, target: str
+    pool: HostPool, hosts: Sequence[HostSpec], source: str, target: str
 ) -> None:
     """Copy the contents of ``source`` into ``target`` on every host (launch.py's --sync-dst-dir)."""
     entries = sorted(os.listdir(source))
@@ -341,22 +347,20 @@ async def sync_work_dir(
             await transport.put(os.path.join(source, entry), target, recurse=True)
 
 
-async def connect_all(pool: TransportPool, hosts: Sequence[HostSpec]) -> None:
-    """Open every host's connection at once (a host that fails is reported when starting there)."""
-    await asyncio.gather(*(pool.get(h.name) for h in hosts), return_exceptions=True)
-
-
 async def launch(
     spec: LaunchSpec,
     *,
     sink: EventSink | None = None,
     resume: ResumeHook | None = None,
-    factory: Callable[[HostSpec], Transport] = make_transport,
-) -> Job:
+) -> Job | slurm_job.SlurmJob:
     """Start a distributed job detached on its hosts and return it, supervised by this process."""
     check_spec(spec)
     if spec.cwd is None:
         spec = LaunchSpec.from_dict({**spec.to_dict(), "cwd": os.getcwd()})
+    if resume is None and spec.resume_prefix:
+        resume = checkpoint_resume(spec.resume_prefix)
+    if spec.launcher == "slurm":
+        return await slurm_job.launch(spec.to_dict(), "train", sink=sink, resume=resume)
     hosts = load_hosts(spec.hosts_file, spec.launcher)
     place(
         spec.num_workers,
@@ -365,18 +369,16 @@ async def launch(
         servers_per_host=spec.servers_per_host,
     )
     record = jobs.save(new_record(spec, hosts))
-    pool = TransportPool(hosts, factory)
+    pool = HostPool(hosts)
     if spec.sync_dst_dir:
         try:
             await sync_work_dir(pool, hosts, spec.cwd or os.getcwd(), spec.sync_dst_dir)
         except TransportError as exc:
             raise UserError(f"--sync-dst-dir: {exc}") from None
-    if resume is None and spec.resume_prefix:
-        resume = checkpoint_resume(spec.resume_prefix)
     planner = training_planner(spec, record.job, pool, resume)
     if not spec.root_port:
         planner.prefetch(hosts[0].name)
-    await connect_all(pool, hosts)
+    await pool.connect_all()  # all at once; a host that failed is reported when starting there
     job = Job(record, pool, planner=planner, options=spec.supervise_options(), sink=sink)
     try:
         await job.start()
@@ -394,17 +396,21 @@ def open_job(
     job_id: str | None,
     *,
     sink: EventSink | None = None,
-    factory: Callable[[HostSpec], Transport] = make_transport,
     tail_lines: int | None = 20,
     resume: ResumeHook | None = None,
-) -> Job:
+) -> Job | slurm_job.SlurmJob:
     """The recorded job (the newest running one without a name), ready to ``attach()``."""
     record = jobs.resolve(job_id)
+    if record.launch_args.get("launcher") == "slurm":
+        spec = LaunchSpec.from_dict(record.launch_args)
+        if resume is None and spec.resume_prefix:
+            resume = checkpoint_resume(spec.resume_prefix)
+        return slurm_job.SlurmJob(
+            record, slurm_job.request_of(record), sink=sink, resume=resume, tail_lines=tail_lines
+        )
     hosts = record_hosts(record)
-    pool = TransportPool(hosts, factory)
+    pool = HostPool(hosts)
     if record.kind == "pack":
-        from .dpack import pack_planner
-
         planner, options = pack_planner(record, pool), SuperviseOptions(tail_lines=tail_lines)
     else:
         spec = LaunchSpec.from_dict(record.launch_args)
@@ -413,16 +419,3 @@ def open_job(
         planner = training_planner(spec, record.job, pool, resume)
         options = spec.supervise_options(tail_lines=tail_lines)
     return Job(record, pool, planner=planner, options=options, sink=sink)
-
-
-def record_hosts(record: jobs.JobRecord) -> list[HostSpec]:
-    """The HostSpecs of a recorded job (its hosts file is read again)."""
-    if record.hosts_file is None:
-        return [local_host(name) for name in record.host_names]
-    by_name = {h.name: h for h in read_hosts(record.hosts_file)}
-    missing = [n for n in record.host_names if n not in by_name]
-    if missing:
-        raise UserError(
-            f"{record.hosts_file} no longer lists {', '.join(missing)} (job {record.job})"
-        )
-    return [by_name[n] for n in record.host_names]

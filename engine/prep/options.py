@@ -16,6 +16,7 @@ from engine.errors import UserError
 
 MAX_EDGE = 1 << 15  # pixels: a short edge above this is a typo, not an image size
 CORES_WHY = f"4 x {opt.CORES} cores"
+CODECS = ("auto", "opencv")
 MAX_CHUNKS = 4096  # .lst files one list run writes; more are also refused beyond the image count
 
 
@@ -85,8 +86,10 @@ class ListOptions:
 @dataclass(frozen=True)
 class PackOptions:
     """im2rec's record options, plus ``no_upscale`` (store small JPEGs as they are) and
-    ``reduced_decode`` (decode large JPEGs at 1/2, 1/4 or 1/8 scale when that still covers the target;
-    turn off for output byte-identical to im2rec on large images too)."""
+    ``reduced_decode`` (decode large JPEGs at a DCT scale that still covers the target; turn off for
+    output byte-identical to im2rec: OpenCV at full size) and ``codec`` ("auto": libjpeg-turbo's YUV
+    planes where libturbojpeg is installed, else OpenCV; "opencv": OpenCV's BGR path) and ``device``
+    ("cuda" or "cuda:N": torchvision's nvJPEG codec on that GPU, see pack_gpu)."""
 
     resize: int = opt.option(
         0,
@@ -118,8 +121,20 @@ class PackOptions:
     )
     reduced_decode: bool = opt.option(
         True,
-        "decode large JPEGs at full size like im2rec (identical bytes, slower)",
+        "decode with OpenCV at full size like im2rec: byte-identical records, slower",
         negate="--no-reduced-decode",
+        console=False,
+    )
+    codec: str = opt.option(
+        "auto",
+        "auto: libjpeg-turbo's YUV planes where libturbojpeg is installed (fastest); "
+        "opencv: OpenCV's BGR path",
+        choices=CODECS,
+        console=False,
+    )
+    device: str = opt.option(
+        "cpu",
+        "cpu, or cuda / cuda:N: decode, resize and encode on that GPU (torchvision nvJPEG)",
         console=False,
     )
 
@@ -128,6 +143,8 @@ class PackOptions:
         low, high = (1, 100) if self.encoding == ".jpg" else (0, 9)
         if not low <= self.quality <= high:
             raise UserError(f"--quality {self.quality}: {self.encoding} takes {low}..{high}")
+        if self.device != "cpu" and self.device.split(":")[0] != "cuda":
+            raise UserError(f"--device {self.device}: use cpu, cuda or cuda:N")
 
     def record_options(self) -> dict:
         """The options that decide the output bytes (not how many processes make them)."""

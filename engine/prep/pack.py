@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import json
 import os
 import pathlib
@@ -23,8 +24,10 @@ from dataclasses import dataclass
 from engine import recordio
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
+from engine.prep import turbojpeg
 from engine.prep.journal import lock_or_fail
 from engine.prep.options import PackOptions
+from engine.prep.pack_worker import Setup
 from engine.prep.report import one_field, printable
 
 MANIFEST_VERSION = 1
@@ -93,9 +96,13 @@ def parse_line(number: int, raw: bytes) -> tuple | None:
             (),
         )
     try:
-        return (number, int(parts[0]), parts[-1], tuple(float(v) for v in parts[1:-1]))
+        labels = tuple(float(v) for v in parts[1:-1])
+        entry = (number, int(parts[0]), parts[-1], labels)
     except ValueError as exc:
         return (number, None, f"malformed .lst line: {exc}", ())
+    if not all(math.isfinite(v) for v in labels):  # a NaN label would train on garbage silently
+        return (number, None, f"label {'/'.join(parts[1:-1])} is not a finite number", ())
+    return entry
 
 
 def read_entries(lst: pathlib.Path) -> tuple[list[tuple], str]:
@@ -319,13 +326,27 @@ def _batches(chunks: list[Chunk]):
             yield chunk, todo[start : start + BATCH_SIZE]
 
 
+def _pool(root: str, options: PackOptions, codec):
+    """Worker processes on the CPU, or the GPU codec fed by reader threads."""
+    setup = Setup(root, options)  # typed options, the same for both
+    if codec is not None:
+        from engine.prep.pack_gpu import GpuPool
+
+        return GpuPool(setup, codec)
+    from engine.prep.pack_pool import Pool
+
+    return Pool(options.num_thread, setup)
+
+
 def _run(
-    chunks: list[Chunk], root: str, options: PackOptions, progress: Progress, on_event: EventSink
+    chunks: list[Chunk],
+    root: str,
+    options: PackOptions,
+    progress: Progress,
+    on_event: EventSink,
+    codec=None,
 ) -> None:
     """Feed batches to the workers and write results strictly in list order."""
-    from engine.prep.pack_pool import Pool
-    from engine.prep.pack_worker import Setup
-
     pending = {}  # sequence number -> (chunk, items)
     done: dict[int, list] = {}
     next_seq = 0
@@ -336,7 +357,7 @@ def _run(
             chunk.finish()
     if not any(left.values()):
         return
-    pool = Pool(options.num_thread, Setup(root, options))
+    pool = _pool(root, options, codec)
     try:
         while True:
             while pool.capacity > 0 and (nxt := next(batches, None)):
@@ -397,6 +418,17 @@ def _announce(chunk: Chunk, on_event: EventSink) -> None:
     on_event(StageState(stage="pack", state="running", message=message))
 
 
+def codec_note(options: PackOptions) -> str:
+    """One line when the YUV-plane codec would apply but libturbojpeg is missing ('' otherwise)."""
+    wanted = options.codec == "auto" and options.reduced_decode and options.resize > 0
+    if not wanted or options.pass_through or options.encoding != ".jpg" or turbojpeg.load():
+        return ""
+    return (
+        "libturbojpeg not found: packing with OpenCV, about 1.3x slower "
+        "(install it: apt-get install libturbojpeg0)"
+    )
+
+
 def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink) -> list[Chunk]:
     chunks: list[Chunk] = []
     try:
@@ -415,23 +447,42 @@ def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink
 
 
 def pack_lists(
-    lst_paths, root: str | os.PathLike, options: PackOptions, *, on_event: EventSink = ignore
+    lst_paths,
+    root: str | os.PathLike,
+    options: PackOptions,
+    *,
+    on_event: EventSink = ignore,
+    gpu_codec=None,
 ) -> PackResult:
     """Pack each .lst into .rec/.idx beside it (see the module docstring); resumes interrupted chunks.
 
-    ``options`` checked its own values when it was made (engine.prep.options)."""
+    ``options`` checked its own values when it was made (engine.prep.options). With
+    ``options.device`` other than cpu, ``gpu_codec`` (a pack_gpu.Codec) does the pixel work;
+    when none is given, torchvision's is loaded, or a UserError says why it cannot be.
+    """
+    if options.device != "cpu" and gpu_codec is None:
+        from engine.prep.pack_gpu import load_codec
+
+        gpu_codec = load_codec(options.device)
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise UserError(
             f"ROOT {root} is not a folder; give the folder the .lst paths are relative to"
         )
     started = time.monotonic()
-    on_event(StageState(stage="pack", state="running"))
+    on_event(StageState(stage="pack", state="running", message=codec_note(options)))
     chunks: list[Chunk] = []
     try:
         chunks = _open_chunks(lst_paths, root, options, on_event)
         progress = Progress(chunks, on_event)
-        _run(chunks, root, options, progress, on_event)
+        _run(
+            chunks,
+            root,
+            options,
+            progress,
+            on_event,
+            gpu_codec if options.device != "cpu" else None,
+        )
     except OSError as exc:
         if exc.errno in DISK_FULL:
             where = pathlib.Path(lst_paths[0]).parent if lst_paths else root

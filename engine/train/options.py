@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from engine import options as opt
 from engine.errors import UserError
+from engine.train.checkpoints import DEFAULT_KEEP
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
 # Smallest input side each network accepts (its strides and pooling windows must still fit).
@@ -78,6 +79,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def switch(text: str) -> bool:
+    """An on/off flag's optional value, as train_imagenet.py writes it (1/0) or in words."""
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: give 1 or 0 (or leave the value out for 1)")
+
+
 # --- the options: one dataclass, grouped as MXNet's common/fit.py and common/data.py group them ---
 FIT, DATA, AUG, TORCH = "Training", "Data", "Augmentation", "Torch engine"
 THREADS_WHY = f"4 x {opt.CORES} cores"
@@ -134,6 +145,12 @@ class TrainOptions:
         flags=("--model-prefix", "--model"),
     )
     save_period: int = _fit(1, "checkpoint every N epochs", parse=positive_int, low=1)
+    keep_checkpoints: int = _fit(
+        DEFAULT_KEEP,
+        "keep the newest N epoch checkpoints (0: all) and every --save-period multiple above 1",
+        metavar="N",
+        low=0,
+    )
     save_batches: int = _fit(
         0,
         "also checkpoint every N batches within an epoch (0: off), for resume mid-epoch",
@@ -154,8 +171,16 @@ class TrainOptions:
         False,
         "set MXNET_BACKWARD_DO_MIRROR=1: recompute cheap layers in backward to save memory",
     )
-    test_io: bool = _fit(False, "read and decode the data only; report images/s")
-    benchmark: bool = _fit(False, "train on synthetic data: compute and communication only, no IO")
+    # train_imagenet.py spells these `--test-io 1` and `--benchmark 1`: both forms are accepted.
+    test_io: bool = _fit(
+        False, "read and decode the data only; report images/s", parse=switch, metavar="1|0"
+    )
+    benchmark: bool = _fit(
+        False,
+        "train on synthetic data: compute and communication only, no IO",
+        parse=switch,
+        metavar="1|0",
+    )
     num_batches: int = _fit(
         0, "stop each epoch after N batches (test-io, benchmark; 0: a full epoch)"
     )
@@ -315,6 +340,7 @@ WORKSPACE_FIELDS = (
     "gpus",
     "mirror",
     "model_prefix",
+    "keep_checkpoints",
 )
 IMAGENET = TrainOptions(random_crop=1, random_mirror=1)  # the parser's: augmentation level 1
 CLUSTER = TrainOptions(

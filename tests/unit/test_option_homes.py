@@ -14,6 +14,7 @@ from engine import options as opt
 from engine import workspace as wsmod
 from engine.cluster.dpack import pack_args
 from engine.cluster.launcher import LaunchSpec
+from engine.cluster.slurm import SlurmRequest
 from engine.prep import options as prep_options
 from engine.prep.options import GROUPS, TUTORIAL, ListOptions, PackOptions
 from engine.train import options as train_options
@@ -46,7 +47,7 @@ def field_names(cls) -> set[str]:
         ("check", (TrainOptions, CheckOptions), set()),
         (
             "launch",
-            (LaunchSpec,),
+            (LaunchSpec, SlurmRequest),
             {"env", "env_server", "env_worker", "detach", "dry_run", "quiet"},
         ),
     ],
@@ -84,6 +85,7 @@ OTHER_MEANING = {
     ("prep/cli_stages.py", "--seed"),
     ("prep/cli_pack.py", "--hosts"),
     ("cluster/cli_hosts.py", "--hosts"),
+    ("cluster/cli_hosts.py", "--job"),  # a running job to probe, not the new job's name
     ("cluster/cli_jobs.py", "--hosts"),
     ("train/options.py", "--config"),
 }
@@ -92,7 +94,7 @@ OTHER_MEANING = {
 def test_no_module_declares_an_option_flag_of_a_dataclass_by_hand():
     flags = {
         opt.spec_of(cls, f.name).flag(f.name)
-        for cls in (*GROUPS.values(), TrainOptions, CheckOptions, LaunchSpec)
+        for cls in (*GROUPS.values(), TrainOptions, CheckOptions, LaunchSpec, SlurmRequest)
         for f, _ in opt.fields(cls)
     }
     hand_made = re.compile(r"add_argument\(\s*(?:\"-\w\",\s*)?\"(--[\w-]+)\"")
