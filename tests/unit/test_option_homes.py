@@ -182,10 +182,18 @@ def test_console_preflight_calls_the_check_without_the_cli_parser(tmp_path, monk
     def no_parser(*_args, **_kwargs):
         raise AssertionError("the console must not re-parse its own options")
 
+    train = dict(api_stages.DEMO_TRAIN, extra_args=[])  # typed-in flags are the one thing parsed
+    ws = wsmod.create(tmp_path / "w", {"root": "images", "train": train})
     monkeypatch.setattr(cli, "build_parser", no_parser)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", no_parser)
-    ws = wsmod.create(tmp_path / "w", {"root": "images", "train": dict(api_stages.DEMO_TRAIN)})
     findings = api_jobs._preflight(ws, "benchmark")
     assert findings and not any("could not run" in f for f in findings), findings
-    train = api_jobs.options_of(ws, "benchmark")
-    assert isinstance(train, TrainOptions) and train.benchmark and train.kv_store == "local"
+    options = api_jobs.options_of(ws, "benchmark")
+    assert isinstance(options, TrainOptions) and options.benchmark and options.kv_store == "local"
+
+
+def test_console_training_options_take_the_typed_in_extra_flags(tmp_path):
+    ws = wsmod.create(tmp_path / "w", {"root": "images", "train": dict(api_stages.DEMO_TRAIN)})
+    options = api_jobs.options_of(ws, "train")
+    assert options.min_random_scale == 0.578 and options.image_shape == [3, 32, 32]
+    assert options.model_prefix and options.model_prefix.endswith("model/resnet")
