@@ -90,7 +90,7 @@ def port_free(port: int) -> bool:
 
 
 def report(paths: Sequence[str], with_torch: bool, port: int | None = None) -> dict:
-    facts = {
+    facts: dict = {
         "imgscale": version("imgscale"),
         "python": platform.python_version(),
         "mxnet": version("mxnet") or version("mxnet-cu112"),

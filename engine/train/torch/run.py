@@ -1,7 +1,7 @@
 """Entry of the torch engine: `imgscale train --engine torch …` or `python -m engine.train.torch.run …`.
 
-Takes the same train_imagenet-style options as the MXNet engine (engine/train/options.py) plus a few
-torch-only ones (``options.add_torch_args``). Importing this module is light: torch loads inside ``main``.
+Takes the same train_imagenet-style options as the MXNet engine plus a few torch-only ones (all in
+engine.train.options.TrainOptions). Importing this module is light: torch loads inside ``main``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ def check(args: argparse.Namespace) -> None:
         and not os.path.exists(args.data_train)
     ):
         raise UserError(f"--data-train {args.data_train}: no such file or directory")
-    if not 1 <= getattr(args, "dist_timeout", 5.0) <= 3600:
-        raise UserError(f"--dist-timeout {args.dist_timeout}: give seconds from 1 to 3600")
     if getattr(args, "width", 64) < 4:
         raise UserError(f"--width {args.width}: the resnet base width must be at least 4")
 
