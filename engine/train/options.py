@@ -335,6 +335,7 @@ class CheckOptions:
 
 # A new workspace trains a small network on its own cluster; these training options are its to edit.
 WORKSPACE_FIELDS = (
+    "engine",
     "network",
     "num_layers",
     "batch_size",
