@@ -90,7 +90,10 @@ for p in "$@"; do
       stat_of "$q" && [ "$pg" = "$g" ] && [ "$state" != Z ] && ours "$q" && { found=1; break; }
     done
   fi
-  if [ -n "$found" ]; then groups="$groups $g"; kill -s TERM -- "-$g" 2>/dev/null; echo "term $g"
+  # CONT after TERM: a stopped (hung, SIGSTOPped) process acts on TERM only once it runs again
+  if [ -n "$found" ]; then
+    groups="$groups $g"; kill -s TERM -- "-$g" 2>/dev/null; kill -s CONT -- "-$g" 2>/dev/null
+    echo "term $g"
   else echo "gone $g"; fi
 done
 if [ -n "$unrecorded" ]; then

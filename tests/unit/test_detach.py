@@ -152,6 +152,14 @@ def test_kill_ends_the_whole_group_term_first(tmp_path):
     assert status(proc) == 128 + signal.SIGTERM
 
 
+def test_kill_ends_a_stopped_hung_process_with_term_not_after_the_grace_period(tmp_path):
+    proc = start(tmp_path, ["sleep", "30"])
+    _w, pgid, child = record(proc)
+    os.kill(child, signal.SIGSTOP)  # a hung rank: TERM alone would wait until it runs again
+    report = parse_kill(sh(kill_command(JOB, [proc.prefix], 5)).stdout)
+    assert report.terminated == (pgid,) and report.killed == () and gone(pgid)
+
+
 def test_kill_escalates_to_sigkill_after_the_grace_period(tmp_path):
     proc = start(tmp_path, ["sh", "-c", "trap '' TERM; sleep 30 & wait; sleep 30"])
     _w, pgid, _c = record(proc)
