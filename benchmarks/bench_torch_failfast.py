@@ -31,22 +31,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cluster")]
 
 from launch_helpers import Events, pid_record  # noqa: E402
 from sshd import SshCluster, sshd_available  # noqa: E402
+from torchdata import demo_rec  # noqa: E402
 
 from engine.cluster.launcher import LaunchSpec, launch  # noqa: E402
 from engine.events import JobState  # noqa: E402
 
 REFERENCE_LIMIT_S = 120.0  # torchrun with a hung rank waits for Gloo's 30 min default: cut here
-
-
-def make_data(folder: Path) -> Path:
-    from engine.prep.demo import make_demo_tree
-    from engine.prep.lst import write_lists
-    from engine.prep.pack import PackOptions, pack_lists
-
-    make_demo_tree(folder / "tree", classes=4, images_per_class=(200, 200), seed=1, size_scale=0.1)
-    lists = write_lists(folder / "data" / "demo", folder / "tree", recursive=True, train_ratio=0.8)
-    pack_lists(lists, folder / "tree", PackOptions(resize=20, quality=90))
-    return folder / "data"
 
 
 def train_args(data: Path, dist_timeout: float) -> list[str]:
@@ -159,7 +149,7 @@ def main() -> int:
         sys.exit(f"needs sshd test hosts: {reason}")
     folder = Path(tempfile.mkdtemp(prefix="bench-failfast-"))
     os.environ["IMGSCALE_HOME"] = str(folder / "home")
-    data = make_data(folder)
+    data = demo_rec(folder, classes=4, per_class=200, train_ratio=0.8, edge=20)
     cluster = SshCluster.start(folder / "sshd", count=2, shared=(folder,))
     try:
         for fault in args.faults.split(","):

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torchdata
 from launch_helpers import Events, pid_record, run_to_end
 
 from engine.cluster.launcher import LaunchSpec, launch
-from engine.events import JobState
+from engine.events import JobState, Throughput
+from engine.train.logparse import LogParser
 
 pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
 pytestmark = [pytest.mark.cluster]
@@ -28,17 +30,7 @@ CLASSES = 4  # chance is 25 %
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """4 classes x 200 demo images, listed 80/20 and packed at short edge 20 (tiny, so fast)."""
-    from engine.prep.demo import make_demo_tree
-    from engine.prep.lst import write_lists
-    from engine.prep.pack import PackOptions, pack_lists
-
-    top = tmp_path_factory.mktemp("torchdemo")
-    make_demo_tree(
-        top / "tree", classes=CLASSES, images_per_class=(200, 200), seed=1, size_scale=0.1
-    )
-    lists = write_lists(top / "data" / "demo", top / "tree", recursive=True, train_ratio=0.8)
-    pack_lists(lists, top / "tree", PackOptions(resize=20, quality=90))
-    return top / "data"
+    return torchdata.demo_rec(tmp_path_factory.mktemp("torchdemo"), CLASSES, 200, 0.8, 20)
 
 
 def train_command(demo: Path, prefix: str, epochs: int, *extra: str) -> tuple[str, ...]:
@@ -110,6 +102,14 @@ def assert_learned_world_of_two(events: Events, final: JobState, prefix: str) ->
     # every rank's Speedometer lines carry Node[rank@host], which the log parser reads
     hosts = {p.rank: p.host for p in final.processes}
     assert f"Node[1@{hosts[1]}]" in rank1 and "samples/sec" in rank1
+    # the console's parser reads torch ranks as MXNet workers: img/s per host and rank
+    rates = {
+        (e.host, e.rank)
+        for rank in (0, 1)
+        for e in LogParser(hosts[rank], rank).feed_text(texts(events, rank))
+        if isinstance(e, Throughput) and e.samples_per_sec > 0
+    }
+    assert rates == {(hosts[0], 0), (hosts[1], 1)}
 
 
 async def test_two_hosts_one_rank_each_train_one_job_of_world_size_two(cluster, demo, state_home):

@@ -175,3 +175,11 @@ def test_a_torch_process_started_by_a_launcher_without_world_size_refuses(env, r
         assert reason is None
     else:
         assert refused in reason and "imgscale launch --engine torch" in reason
+
+
+def test_fewer_processes_on_a_host_than_listed_gpus_is_refused():
+    from engine.train.torch.run import idle_gpus
+
+    assert "slots=4" in idle_gpus([0, 1, 2, 3], {"LOCAL_WORLD_SIZE": "1"})
+    assert idle_gpus([0, 1], {"LOCAL_WORLD_SIZE": "2"}) is None
+    assert idle_gpus([0, 1], {}) is None  # alone: one process per GPU is spawned here
