@@ -53,8 +53,11 @@ def _child(args: argparse.Namespace) -> int:
     except UserError as exc:
         print(f"imgscale train: {exc}", file=sys.stderr)
         return 2
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # what the interpreter does with it (MXNet's server roles exit so)
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
     except BaseException:
         traceback.print_exc()
         return 1
