@@ -22,7 +22,6 @@ from engine.train.doctor import Diagnosis, Topology, diagnose
 from engine.train.progress import progress_text
 from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
 from engine.events import (
-    ClusterRate,
     Event,
     Failure,
     HostState,
@@ -302,6 +301,12 @@ class Session:
         self._follow_job()
         return self.job.id
 
+    def running_job(self) -> str | None:
+        """The id of this workspace's job while it runs (closing the console leaves it running)."""
+        if self.job is not None and self.job.active:
+            return str(self.job.id)
+        return None
+
     async def stop_job(self) -> None:
         if self.job is None:
             raise UserError("no job to stop")
@@ -311,8 +316,9 @@ class Session:
         """Relaunch the failed job (resuming from its newest checkpoint)."""
         if self.job is None:
             raise UserError("no job to relaunch; launch one with l")
-        await _maybe_await(self.job.relaunch())
-        self._follow_job()
+        await _maybe_await(
+            self.job.relaunch()
+        )  # the same job: its stream, already followed, goes on
 
     async def kill_leftovers(self) -> int:
         """End every process this tool launched on every host; returns how many were ended."""
@@ -327,6 +333,7 @@ class Session:
         return diagnose(self.speeds, topology, self.workspace.state.get("speed_jobs", {}))
 
     def _follow_job(self) -> None:
+        """One pump per job: a second one would hand the console every line twice."""
         self.tasks.append(asyncio.create_task(self._pump_job(self.job)))
 
     async def _pump_job(self, job: Any) -> None:
@@ -343,7 +350,9 @@ class Session:
         if event.state in ("done", "stopped", "failed"):
             self._record_speed(job)
             summary = self.rates.summary(event.job, event.time)
-            if summary is not None:  # the header and grid end on the run's figure, not its last reading
+            if (
+                summary is not None
+            ):  # the header and grid end on the run's figure, not its last reading
                 self._put(summary)
         stage_state = TRAIN_STAGE_STATES.get(event.state)
         if getattr(job, "mode", "train") == "train" and stage_state:

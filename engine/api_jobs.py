@@ -111,6 +111,7 @@ TRAIN_KEYS = (
     "image_shape",
     "data_nthreads",
     "disp_batches",
+    "keep_checkpoints",
 )
 
 
@@ -353,7 +354,9 @@ async def launch(ws: wsmod.Workspace, mode: str, emit: Emit) -> ConsoleJob:
 async def attach(ws: wsmod.Workspace, job_id: str, emit: Emit) -> ConsoleJob | None:
     """Re-attach to the workspace's last job (running or not): its state, recent log lines and metrics."""
     launcher = _launcher()
-    early: list[Event] = []  # a finished job's last lines come during attach(), before anyone listens
+    early: list[
+        Event
+    ] = []  # a finished job's last lines come during attach(), before anyone listens
     try:
         job = launcher.open_job(job_id, sink=early.append)
     except UserError as exc:

@@ -32,6 +32,8 @@ DEMO_TRAIN = {
     "disp_batches": 2,
     "num_servers": 0,
     "workers": 1,
+    # 32-pixel crops of images packed at 64: scale down first (as the tutorial's 0.533 for 224 at 480)
+    "extra_args": ["--min-random-scale", "0.578"],
 }
 
 
@@ -119,13 +121,22 @@ class Passes:
     figures, so the console's row ends at "129/129 images", not at the last pass's "20/20".
     """
 
-    def __init__(self, on_event: EventSink) -> None:
+    def __init__(self, on_event: EventSink, names: tuple[str, ...] = ("train", "val")) -> None:
         self.on_event = on_event
         self.base = StageProgress("", 0, 0)
         self.last: StageProgress | None = None
+        self.names = names
+        self.said: list[
+            str
+        ] = []  # each finished pass's closing words, so the last pass's don't stand alone
 
     def __call__(self, event: Any) -> None:
-        if isinstance(event, StageProgress) and not event.part:
+        if isinstance(event, StageState) and event.state == "done":
+            # A pass ending is not the stage ending: say what every pass did so far, still running.
+            name = self.names[min(len(self.said), len(self.names) - 1)]
+            self.said.append(f"{name}: {event.message}" if event.message else name)
+            event = replace(event, state="running", message="; ".join(self.said))
+        elif isinstance(event, StageProgress) and not event.part:
             self.last = event
             event = replace(
                 event,

@@ -42,6 +42,7 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "num_servers": 1,
     "mirror": False,
     "model_prefix": "model/resnet",
+    "keep_checkpoints": 3,  # the newest epoch checkpoints kept (0: all)
     "extra_args": [],
 }
 
@@ -263,6 +264,10 @@ def check_config(config_path: Path, config: dict[str, Any]) -> None:
         if key in config and not isinstance(config[key], str):
             raise UserError(
                 f'{config_path}: {key} = {config[key]!r} must be text, e.g. {key} = "…"'
+            )
+        if "\0" in config.get(key, ""):
+            raise UserError(
+                f"{config_path}: {key} = {config[key]!r}: a path cannot hold a NUL byte"
             )
     for table in ("stages", "train"):
         if not isinstance(config.get(table, {}), dict):

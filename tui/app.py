@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -31,7 +32,12 @@ from tui.widgets.logview import LogView
 from tui.widgets.panels import JobSummary, StageDetails, StatusBar
 from tui.widgets.stagetable import StageTable
 
-PANE_TITLES = (("stages", "1 Stages"), ("hosts", "2 Hosts"), ("log", "3 Log"), ("actions", "4 Actions"))
+PANE_TITLES = (
+    ("stages", "1 Stages"),
+    ("hosts", "2 Hosts"),
+    ("log", "3 Log"),
+    ("actions", "4 Actions"),
+)
 # the widget of each pane that takes the keys
 PANE_FOCUS: dict[str, type[Widget]] = {
     "stages": StageTable,
@@ -110,7 +116,7 @@ ACTIONS = [
 ]
 
 
-class ImgscaleApp(App):
+class ImgscaleApp(App[str | None]):
     """One workspace's console; quitting leaves its jobs running."""
 
     TITLE = "imgscale"
@@ -413,7 +419,18 @@ class ImgscaleApp(App):
         )
 
     def action_relaunch(self) -> None:
-        self.engine_call(lambda s: s.relaunch(), "relaunch")
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.engine_call(lambda s: s.relaunch(), "relaunch")
+
+        self.push_screen(
+            ConfirmScreen(
+                "Relaunch the job?",
+                "Stops what still runs of the job on every host and starts it again,\n"
+                "resuming from its newest checkpoint.",
+            ),
+            confirmed,
+        )
 
     def action_kill_leftovers(self) -> None:
         def confirmed(yes: bool | None) -> None:
@@ -528,10 +545,13 @@ class ImgscaleApp(App):
             await self.session.close()
 
     async def action_quit(self) -> None:
-        """Leave: stages stop (they resume later), jobs keep running on their hosts."""
+        """Leave: stages stop (they resume later), jobs keep running on their hosts (and we say how to return)."""
+        note = None
         if self.session is not None:
+            job = self.session.running_job()
+            note = reattach_note(job, self.workspace_path) if job else None
             await self.session.close()
-        self.exit()
+        self.exit(note)
 
 
 def _runner(app: App, action: str) -> Callable[[], Any]:
@@ -540,6 +560,15 @@ def _runner(app: App, action: str) -> Callable[[], Any]:
 
 def _key_label(key: str) -> str:
     return {"question_mark": "?"}.get(key, key)
+
+
+def reattach_note(job: str, workspace: Path) -> str:
+    """What quitting prints while a job runs: it keeps running, and how to come back to it."""
+    return (
+        f"job {job} keeps running on its hosts.\n"
+        f"  re-attach: imgscale-tui {shlex.quote(str(workspace))}\n"
+        f"  or follow its log: imgscale attach {job}"
+    )
 
 
 def plan_text(plan: api.LaunchPlan) -> str:
@@ -611,5 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"imgscale-tui: {exc}", file=sys.stderr)
         return 2
-    ImgscaleApp(workspace, args.hosts).run()
+    note = ImgscaleApp(workspace, args.hosts).run()
+    if note:
+        print(note)
     return 0

@@ -184,6 +184,8 @@ def _scaling(args: argparse.Namespace) -> int:
     print(time_breakdown(config, points))
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
+    if "png" not in result.files:
+        print(report.PLOT_MISSING)
     return 0 if any(p.images_per_sec for p in points) else 1
 
 

@@ -95,6 +95,10 @@ def local_host(name: str = "localhost", **options: str) -> HostSpec:
 
 def read_hosts(path: str | Path) -> list[HostSpec]:
     """Parse a hosts file; UserError names the file and line of the first mistake."""
+    if "\0" in str(path):  # no file name can hold one; open() would raise a bare ValueError
+        raise UserError(
+            f"hosts file {str(path)!r}: a file name cannot contain a NUL byte; fix the name"
+        )
     path = Path(path)
     try:
         text = path.read_text()

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import shlex
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -55,7 +54,7 @@ from .detach import (
     start_command,
     watch_command,
 )
-from .hostpool import TransportPool
+from .hostpool import HostPool
 from .jobs import JobRecord, ProcRecord
 from .transport import TransportError
 
@@ -135,7 +134,7 @@ class Job:
     def __init__(
         self,
         record: JobRecord,
-        pool: TransportPool,
+        pool: HostPool,
         *,
         planner: Planner | None = None,
         options: SuperviseOptions = SuperviseOptions(),
@@ -221,7 +220,7 @@ class Job:
             try:
                 transport = await self.pool.get(info.host)
                 result = await transport.run(
-                    f"tail -n {int(lines)} {shlex.quote(info.log_path)}", timeout=10
+                    f"tail -n {int(lines)} -- {shell_path(info.log_path)}", timeout=10
                 )
             except TransportError:
                 continue  # the host is gone; its state line already says the job's outcome

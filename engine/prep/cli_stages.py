@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
@@ -457,4 +458,19 @@ def summary_lines(result, seconds: float) -> list[str]:
     lines.append(
         f"Training needs: --num-classes {result.num_classes} --num-examples {result.num_examples}"
     )
+    lines += next_commands(result)
     return lines
+
+
+def next_commands(result) -> list[str]:
+    """What to run next: the console on this workspace, or a training run on this machine."""
+    train = (
+        f"imgscale train --data-train {shlex.quote(str(result.train_dir))} "
+        f"--data-val {shlex.quote(str(result.val_dir))} --num-classes {result.num_classes} "
+        f"--num-examples {result.num_examples} --kv-store local"
+    )
+    return [
+        "Next:",
+        f"  imgscale-tui {shlex.quote(str(result.workspace))}    (then l: launch training)",
+        f"  or {train}",
+    ]

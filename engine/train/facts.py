@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
+from engine.train.checkpoints import DEFAULT_KEEP
 from engine.train.recfiles import check_magic
 
 
@@ -34,6 +36,8 @@ class Facts:
     random_resized_crop: int = 0
     num_epochs: int = 80
     save_period: int = 1
+    keep_checkpoints: int = DEFAULT_KEEP
+    benchmark: bool = False  # synthetic data: nothing about the data applies
     dtype: str = "float32"
     label_map: str | None = None
     label_map_classes: int | None = None
@@ -48,6 +52,8 @@ class Facts:
     missing_data: list[str] = field(default_factory=list)
     # empty data folders, files that are not RecordIO
     bad_data: list[str] = field(default_factory=list)
+    # .lst -> its lines with a path leaving ROOT or a NaN/inf label
+    list_oddities: dict[str, list[str]] = field(default_factory=dict)
     hosts: list[tuple[str, int | None, list[int] | None]] | None = None  # (name, slots, gpus=)
     num_workers: int | None = None
     num_servers: int | None = None
@@ -116,6 +122,13 @@ def count_examples(
     return (found, where, _max_label(lists) if lists else None) if recs else (None, None, None)
 
 
+def _lists_beside(recs: list[str]) -> list[str]:
+    found = (
+        next((p for p in _candidates(rec, (".lst",)) if os.path.isfile(p)), None) for rec in recs
+    )
+    return [p for p in found if p]
+
+
 def _count_lines(paths: Sequence[str]) -> int:
     total = 0
     for path in paths:
@@ -132,10 +145,37 @@ def _max_label(lsts: Sequence[str]) -> int | None:
                 parts = line.split("\t")
                 try:
                     label = int(float(parts[1]))
-                except (IndexError, ValueError):
+                except (IndexError, ValueError, OverflowError):  # short line, text, NaN or inf
                     continue
                 best = label if best is None else max(best, label)
     return best
+
+
+def list_oddities(lsts: Sequence[str]) -> dict[str, list[str]]:
+    """Per .lst, its lines that pack reads but a person should know about: paths leaving ROOT
+    (absolute or through '..'; im2rec reads them, so do we) and NaN/inf labels (pack skips those)."""
+    found: dict[str, list[str]] = {}
+    for path in lsts:
+        with open(path, errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 3:
+                    continue
+                name = parts[-1].strip()
+                if name.startswith("/") or ".." in name.replace("\\", "/").split("/"):
+                    found.setdefault(path, []).append(f"line {number}: {name} leaves ROOT")
+                if any(not math.isfinite(_number(v)) for v in parts[1:-1]):
+                    found.setdefault(path, []).append(
+                        f"line {number}: label {parts[1].strip()} is not finite"
+                    )
+    return found
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0  # not a number at all: pack reports that line itself
 
 
 def find_label_map(recs: list[str], lsts: Sequence[str] | None) -> str | None:
@@ -197,14 +237,16 @@ def _next_record(f) -> bytes | None:
 
 
 def _image_bytes(payload: bytes) -> bytes:
+    if len(payload) < 24:
+        return b""  # not even an image-record header: no image to size
     flag = struct.unpack("<I", payload[:4])[0]
     return payload[24 + 4 * flag :]
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG SOF or PNG IHDR header."""
+    """(width, height) from a JPEG SOF or PNG IHDR header; None for anything shorter or else."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return struct.unpack(">II", data[16:24])
+        return struct.unpack(">II", data[16:24]) if len(data) >= 24 else None
     i = 2
     while data[:2] == b"\xff\xd8" and i + 9 < len(data):
         if data[i] != 0xFF:
@@ -273,6 +315,8 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
                 "random_resized_crop",
                 "num_epochs",
                 "save_period",
+                "keep_checkpoints",
+                "benchmark",
                 "dtype",
             )
         }
@@ -284,6 +328,7 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
     recs = _gather_data(f, args)
     lsts = getattr(args, "lst", None)
     f.examples_found, f.example_source, f.max_label = count_examples(recs, lsts)
+    f.list_oddities = list_oddities(lsts or _lists_beside(recs))
     f.label_map = getattr(args, "label_map", None) or find_label_map(recs, lsts)
     if f.label_map and os.path.isfile(f.label_map):
         f.label_map_classes = count_label_map(f.label_map)

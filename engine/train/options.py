@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from engine.errors import UserError
+from engine.train.checkpoints import DEFAULT_KEEP
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
 # Smallest input side each network accepts (its strides and pooling windows must still fit).
@@ -77,6 +78,16 @@ def positive_int(text: str) -> int:
 # --- the groups, composable as in MXNet's common/fit.py and common/data.py ---
 
 
+def switch(text: str) -> bool:
+    """An on/off flag's optional value, as train_imagenet.py writes it (1/0) or in words."""
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: give 1 or 0 (or leave the value out for 1)")
+
+
 def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Model, optimisation, kvstore, checkpoint and troubleshooting options (common/fit.py)."""
     g = parser.add_argument_group("Training", "model and optimisation")
@@ -121,6 +132,13 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     )
     g.add_argument("--save-period", type=positive_int, default=1, help="checkpoint every N epochs")
     g.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help="keep the newest N epoch checkpoints (0: all) and every --save-period multiple above 1",
+    )
+    g.add_argument(
         "--save-batches",
         type=int,
         default=0,
@@ -144,12 +162,23 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         action="store_true",
         help="set MXNET_BACKWARD_DO_MIRROR=1: recompute cheap layers in backward to save memory",
     )
+    # train_imagenet.py spells these `--test-io 1` and `--benchmark 1`: both forms are accepted.
     g.add_argument(
-        "--test-io", action="store_true", help="read and decode the data only; report images/s"
+        "--test-io",
+        nargs="?",
+        const=True,
+        default=False,
+        type=switch,
+        metavar="1|0",
+        help="read and decode the data only; report images/s",
     )
     g.add_argument(
         "--benchmark",
-        action="store_true",
+        nargs="?",
+        const=True,
+        default=False,
+        type=switch,
+        metavar="1|0",
         help="train on synthetic data: compute and communication only, no IO",
     )
     g.add_argument(
@@ -385,6 +414,8 @@ def validate(args: argparse.Namespace) -> None:
         )
     if args.save_batches < 0:
         raise UserError("--save-batches must be 0 (off) or a positive number of batches")
+    if args.keep_checkpoints < 0:
+        raise UserError("--keep-checkpoints must be 0 (keep all) or how many newest to keep")
     if args.load_epoch is not None and args.load_epoch < 0:
         raise UserError("--load-epoch must be >= 0")
     if (args.load_epoch is not None or args.resume) and not args.model_prefix:
