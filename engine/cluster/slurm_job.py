@@ -28,7 +28,8 @@ from . import jobs, slurm
 from .slurm_driver import Plan, attempt_dir, write_private
 from .remote_cmd import with_python
 from .srun import node_spec
-from .supervisor import FINAL, describe_status, line_level
+from .faults import FINAL, describe_status
+from .watcher import line_level
 
 POLL_S = 0.5
 LAST_LINES = 20
