@@ -19,6 +19,7 @@ from engine.events import ProcessInfo
 from .jobs import JobRecord
 
 FINAL = ("done", "failed", "stopped")
+ACTIVE = ("starting", "running")  # a process (or job) in one of these may still change
 # What the states of a job's processes call for (see next_step).
 KILLED, FAILED, DONE, WORKERS_DONE, RUNNING = "killed", "failed", "done", "workers-done", "running"
 
