@@ -1,9 +1,10 @@
 """Supervision of a detached job: watch every process on every host, stop the job on a fault, relaunch it.
 
 The parts: watcher.HostWatcher follows each host over one long-lived channel (detach.watch_command),
-reporting every process's state twice a second and its log; faults.py decides what states and faults
-mean (stop, relaunch, exclude a host); kill.kill_processes stops the job on every host. ``Job`` ties
-them together and is the API. A process that exits non-zero (or vanishes without an exit status,
+reporting every process's state twice a second and its log (watcher.Processes keeps what they saw);
+faults.py decides what states mean and carries a fault through (FaultPolicy.recover: stop, report,
+exclude a host, relaunch); kill.kill_processes stops the job on every host. ``Job`` ties them
+together and is the API. A process that exits non-zero (or vanishes without an exit status,
 e.g. SIGKILLed with its wrapper), a host that stays unreachable for ``lost_timeout_s``, or a job
 with no new log line for ``stall_timeout_s`` is a fault: the whole job is stopped on every host
 (TERM to each recorded process group, KILL after the grace period), a ``Failure`` names the
@@ -41,21 +42,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from engine.errors import UserError
-from engine.events import Event, EventSink, Failure, HostState, JobState
+from engine.events import Event, EventSink, HostState, JobState
 
 from . import jobs
 from .detach import DetachedProcess, RemoteStatus
 from .faults import (
     DONE,
-    ACTIVE,
+    LIVE,
     FAILED,
     FINAL,
     KILLED,
     RUNNING,
     WORKERS_DONE,
+    Fault,
     FaultPolicy,
     describe_status,
-    diagnosis,
     next_step,
 )
 from .hostpool import HostPool
@@ -185,8 +186,8 @@ class Job:
         await self._cancel_acting()
         self.record = replace(self.record, excluded=tuple({*self.record.excluded, *exclude}))
         if self.procs.any_running():
-            await self._stop_everywhere()
-        self._start_failed(await self._relaunch())
+            await self.stop_everywhere()
+        self._start_failed(await self.next_attempt())
         return self.status()
 
     async def wait(self) -> JobState:
@@ -211,27 +212,27 @@ class Job:
         return attempt == self.record.attempt
 
     def on_log(self, index: int, text: str) -> None:
-        self._emit(self.procs.log(index, text, self.record.job))
+        self.emit(self.procs.log(index, text, self.record.job))
 
     def on_status(self, index: int, status: RemoteStatus) -> None:
-        stopping = self.phase in ("stopping", "stopped") or self._stop_requested()
+        stopping = self.phase in ("stopping", "stopped") or self.stop_requested()
         if self.procs.update(index, status, stopping):
-            self._emit(self.status())
+            self.emit(self.status())
 
     def on_round(self) -> None:
         self._evaluate()
 
     def on_host(self, state: HostState) -> None:
-        self._emit(state)
+        self.emit(state)
 
     def on_lost(self, host: str, indices: Sequence[int], reason: str) -> None:
         self.procs.mark("lost", indices)
-        self._emit(HostState(host, False, reason))
-        if self.phase in ACTIVE:
-            self._fault(f"host {host}", f"lost: {reason}", host=host)
+        self.emit(HostState(host, False, reason))
+        if self.phase in LIVE:
+            self._fault(Fault(f"host {host}", f"lost: {reason}", host))
 
     # ---- events and the record ---------------------------------------------------------------
-    def _emit(self, event: Event) -> None:
+    def emit(self, event: Event) -> None:
         if self.sink is not None:
             self.sink(event)
         for queue in self._queues:
@@ -241,14 +242,14 @@ class Job:
         self.phase = phase
         if message is not None:
             self.message = message
-        self._emit(self.status())
+        self.emit(self.status())
         if self.supervising:
             self.record = jobs.save(replace(self.record, state=self.phase, message=self.message))
 
     def _take_lock(self) -> None:
         self.lock.take(required=True)
 
-    def _stop_requested(self) -> bool:
+    def stop_requested(self) -> bool:
         return jobs.stop_marker(self.record.job).exists()
 
     # ---- starting and watching ---------------------------------------------------------------
@@ -283,8 +284,7 @@ class Job:
 
     def _start_failed(self, failed: tuple[str, str] | None) -> None:
         if failed:
-            host, reason = failed
-            self._fault(f"host {host}", f"could not start processes: {reason}", host=host)
+            self._fault(Fault.not_started(*failed))
 
     def _watch(self, tail_lines: int | None, starts: dict[str, Start] | None = None) -> None:
         """Watch every host; ``starts`` holds the processes a host's first channel starts."""
@@ -322,8 +322,9 @@ class Job:
         timeout = float(self.options.stall_timeout_s or 0)
         while self.watching(attempt):
             idle = time.monotonic() - self.procs.last_output
-            if idle >= timeout and self.phase in ACTIVE:
-                self._fault("job " + self.record.job, f"stalled: no new log line for {idle:.0f} s")
+            if idle >= timeout and self.phase in LIVE:
+                message = f"stalled: no new log line for {idle:.0f} s"
+                self._fault(Fault("job " + self.record.job, message))
                 return
             await asyncio.sleep(max(0.2, min(1.0, timeout - idle)))  # the watchdog's tick
 
@@ -349,7 +350,7 @@ class Job:
         self.record = record
         if record.state != self.phase or record.message != self.message:
             self.phase, self.message = record.state, record.message
-            self._emit(self.status())
+            self.emit(self.status())
 
     async def _cancel_tasks(self, keep_current: bool = False) -> None:
         """Cancel the watch tasks but the caller's; only close() waits for them to end."""
@@ -363,17 +364,18 @@ class Job:
 
     # ---- decisions (faults.py) ---------------------------------------------------------------
     def _evaluate(self) -> None:
-        if not self.supervising or self._acting is not None or self.phase not in ACTIVE:
+        """After each status round: act on what the processes' states call for."""
+        if not self.supervising or self._acting is not None or self.phase not in LIVE:
             return
-        step, index = next_step(self.procs.infos, self.phase, self._stop_requested())
+        step, index = next_step(self.procs.infos, self.phase, self.stop_requested())
         if step == KILLED:
             self._act(self._stopped_by_kill())
         elif step == FAILED and index is not None:
             info = self.procs.infos[index]
             source = f"{info.role} {info.rank} on {info.host}"
-            self._fault(source, describe_status(info.exit_status), host=info.host, index=index)
+            self._fault(Fault(source, describe_status(info.exit_status), info.host, index))
         elif step == DONE:
-            self._act(self._drain_then("done", "every process exited with status 0"))
+            self._act(self.drain_then("done", "every process exited with status 0"))
         elif step == WORKERS_DONE:
             self._arm_finish_timer()
         elif step == RUNNING:
@@ -392,13 +394,11 @@ class Job:
             message = f"workers finished; servers/scheduler stopped after {grace}"
             self._act(self._stop_then("done", message))
 
-    def _fault(
-        self, source: str, message: str, *, host: str | None = None, index: int | None = None
-    ) -> None:
+    def _fault(self, fault: Fault) -> None:
         if not self.supervising or self._acting is not None or self.phase in FINAL:
             return
-        self.policy.count(host)
-        self._act(self._handle_fault(source, message, host, index))
+        self.policy.count(fault.host)
+        self._act(self.policy.recover(self, fault))
 
     def _act(self, work: Awaitable[None]) -> None:
         async def run() -> None:
@@ -415,42 +415,14 @@ class Job:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _handle_fault(
-        self, source: str, message: str, host: str | None, index: int | None
-    ) -> None:
-        """Stop the job, report the fault, and relaunch while restarts are left."""
-        while True:
-            await self._report_fault(source, message, index)
-            self.record = replace(self.record, excluded=self.policy.excluded(self.record, host))
-            if not self.policy.relaunch(self.record, self._stop_requested()):
-                await self._drain_then("failed", f"{source} {message}")
-                return
-            failed = await self._relaunch()
-            if failed is None:
-                return
-            host, index = failed[0], None
-            source, message = f"host {host}", f"could not start processes: {failed[1]}"
-            self.policy.count(host)
-
-    async def _report_fault(self, source: str, message: str, index: int | None) -> None:
-        last = await self._last_lines(index) if index is not None else ()
-        await self._stop_everywhere()
-        self._emit(
-            Failure(
-                source,
-                message,
-                diagnosis=diagnosis(message),
-                last_lines=last,
-                job=self.record.job,
-            )
-        )
-
-    async def _last_lines(self, index: int) -> tuple[str, ...]:
+    async def last_lines(self, index: int) -> tuple[str, ...]:
+        """The failed process's last log lines (for the policy's Failure)."""
         proc = self.record.processes[index]
         lines = await tail_of(self.pool, proc.host, proc.log_path, self.options.last_lines)
         return tuple(self.procs.tails[index] if lines is None else lines)
 
-    async def _relaunch(self) -> tuple[str, str] | None:
+    async def next_attempt(self) -> tuple[str, str] | None:
+        """Relaunch: a new attempt (resume hook applied); (host, why) if a host did not start."""
         await self._cancel_tasks(keep_current=True)
         self._final.clear()
         self._cancel_finish_timer()
@@ -459,16 +431,16 @@ class Job:
         return await self._start_attempt(self.record.attempt + 1)
 
     # ---- stopping and finishing --------------------------------------------------------------
-    async def _stop_everywhere(self) -> None:
+    async def stop_everywhere(self) -> None:
         """Every recorded process group of every attempt ended on its host (kill.py)."""
         self._set_phase("stopping")
-        clean = await kill_processes(self.record, self.pool, self.options.grace_s, self._emit)
+        clean = await kill_processes(self.record, self.pool, self.options.grace_s, self.emit)
         self.record = replace(self.record, clean=clean)
         self.procs.mark("killed")
 
     async def _stop_then(self, phase: str, message: str) -> None:
-        await self._stop_everywhere()
-        await self._drain_then(phase, message)
+        await self.stop_everywhere()
+        await self.drain_then(phase, message)
 
     async def _stopped_by_kill(self) -> None:
         """`imgscale kill` is ending the processes: let it, and step in only if it gives up."""
@@ -477,12 +449,12 @@ class Job:
         while time.monotonic() < deadline and self.procs.any_running():
             await asyncio.sleep(0.2)  # the status loop updates the processes' states meanwhile
         if self.procs.any_running():
-            await self._stop_everywhere()
+            await self.stop_everywhere()
         else:
             self.record = replace(self.record, clean=True)
-        await self._drain_then("stopped", "stopped by imgscale kill")
+        await self.drain_then("stopped", "stopped by imgscale kill")
 
-    async def _drain_then(self, phase: str, message: str) -> None:
+    async def drain_then(self, phase: str, message: str) -> None:
         """Finish once the logs' last lines have arrived (tail may lag the exit status a little)."""
         start = time.monotonic()
         while time.monotonic() - start < DRAIN_MAX_S:

@@ -27,7 +27,7 @@ from .detach import (
     split_tagged,
     watch_command,
 )
-from .faults import ACTIVE
+from .faults import LIVE
 from .hostpool import HostPool
 from .jobs import ProcRecord
 from .transport import TransportError
@@ -272,11 +272,11 @@ class Processes:
     def mark(self, state: str, indices: Sequence[int] | None = None) -> None:
         """Processes still starting or running (of ``indices``, default all) are now ``state``."""
         for i in range(len(self.infos)) if indices is None else indices:
-            if self.infos[i].state in ACTIVE:
+            if self.infos[i].state in LIVE:
                 self.infos[i] = replace(self.infos[i], state=state)
 
     def any_running(self) -> bool:
-        return any(i.state in ACTIVE for i in self.infos)
+        return any(i.state in LIVE for i in self.infos)
 
     def all_ended(self) -> bool:
         return all(i.state in ("exited", "killed", "failed") for i in self.infos)
