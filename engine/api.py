@@ -18,6 +18,7 @@ from typing import Any
 
 from engine import workspace as wsmod
 from engine.errors import UserError
+from engine.options import FormField
 from engine.train.doctor import Diagnosis, Topology, diagnose
 from engine.train.progress import progress_text
 from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
@@ -227,6 +228,10 @@ class Session:
 
     async def set_train_options(self, values: dict[str, Any]) -> None:
         await asyncio.to_thread(self.workspace.set_train_options, values)
+
+    def option_fields(self, stage: str) -> tuple[FormField, ...]:
+        """The options form of a stage (or "train"): each field's type, value, default, bounds and help."""
+        return self.workspace.option_fields(stage)
 
     def stage_options(self, stage: str) -> dict[str, Any]:
         return (
@@ -481,6 +486,7 @@ def create_demo_workspace(path: str | Path, classes: int = 6, images: int = 40) 
 __all__ = [
     "RATE_WINDOW_S",
     "Diagnosis",
+    "FormField",
     "RateBoard",
     "Series",
     "Topology",

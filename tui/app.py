@@ -301,8 +301,8 @@ class ImgscaleApp(App[str | None]):
         if stage == "train":
             self.action_edit_train()
             return
-        options = self.session.stage_options(stage)
-        if not options:
+        fields = self.session.option_fields(stage)
+        if not fields:
             self.notify(f"stage {stage} has no options")
             return
 
@@ -314,7 +314,7 @@ class ImgscaleApp(App[str | None]):
                     then=lambda _: self.show_stage_details(),
                 )
 
-        self.push_screen(OptionsForm(f"{stage} options", options), save)
+        self.push_screen(OptionsForm(f"{stage} options", fields), save)
 
     def request_prompt_host_filter(self) -> None:
         grid = self.grid
@@ -490,8 +490,9 @@ class ImgscaleApp(App[str | None]):
                     then=lambda _: self.apply_snapshot(),
                 )
 
-        options = {k: v for k, v in self.train_options.items()}
-        self.push_screen(OptionsForm("training options", options), save)
+        if self.session is None:
+            return
+        self.push_screen(OptionsForm("training options", self.session.option_fields("train")), save)
 
     def action_doctor(self) -> None:
         async def show(session: api.Session) -> None:

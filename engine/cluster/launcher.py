@@ -19,8 +19,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from engine import options as opt
 from engine.errors import UserError
 from engine.events import EventSink
+from engine.options import option
 from engine.paths import require_folder_path
 from engine.train.checkpoints import newest_checkpoint
 
@@ -35,6 +37,7 @@ from .remote_cmd import with_python
 from .supervisor import Job, Planned, Planner, SuperviseOptions
 from .transport import Transport, TransportError
 
+LOCAL_CAP = max(16, opt.PROCESS_CAP)  # processes one local launch starts (scheduler aside)
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
 
@@ -44,28 +47,63 @@ class LaunchSpec:
     """What `imgscale launch` was asked for (JSON-able: it is kept in the job record)."""
 
     command: tuple[str, ...]
-    num_workers: int
-    num_servers: int | None = None  # None: as many as workers (launch.py)
-    hosts_file: str | None = None  # None: this machine only
-    launcher: str | None = None  # ssh | local; None: ssh with a hosts file, else local
-    servers_per_host: int | None = None
+    num_workers: int = option(
+        1, "number of workers", flags=("-n", "--num-workers"), low=1, high=opt.FANOUT_CAP
+    )
+    num_servers: int | None = option(  # None: as many as workers (launch.py)
+        None,
+        "number of servers (default: as -n)",
+        flags=("-s", "--num-servers"),
+        parse=int,
+        low=0,
+        high=opt.FANOUT_CAP,
+    )
+    hosts_file: str | None = option(  # None: this machine only
+        None, "hosts file (see hosts.example)", flags=("-H", "--hostfile", "--hosts")
+    )
+    launcher: str | None = option(  # None: ssh with a hosts file, else local
+        None, "default: ssh with -H, else local", choices=("ssh", "local", "slurm")
+    )
+    servers_per_host: int | None = option(
+        None, "exactly this many servers on every host", parse=int, low=0, high=opt.FANOUT_CAP
+    )
     env: Mapping[str, str] = field(default_factory=dict)  # every role
     env_server: Mapping[str, str] = field(default_factory=dict)  # servers (and the scheduler)
     env_worker: Mapping[str, str] = field(default_factory=dict)  # workers only
-    sync_dst_dir: str | None = None
+    sync_dst_dir: str | None = option(
+        None, "copy this directory to DIR on every host and run there"
+    )
     cwd: str | None = None  # default: the launching process's current directory
-    interface: str | None = None
+    interface: str | None = option(None, "DMLC_INTERFACE: the network interface ps-lite uses")
     root_uri: str | None = None  # default: the first host's address
-    root_port: int | None = None  # default: a free port on the first host
-    heartbeat_interval: int | None = None
-    heartbeat_timeout: int | None = None
-    run_root: str = jobs.DEFAULT_RUN_ROOT
-    job: str | None = None
-    resume_prefix: str | None = None  # checkpoint prefix: relaunches add --load-epoch N
-    max_restarts: int = 0
-    stall_timeout_s: float | None = None
-    exclude_after: int = 0
-    grace_s: int = 5
+    root_port: int | None = option(  # default: a free port on the first host
+        None, "scheduler port (default: a free one)", parse=int, low=1, high=65535
+    )
+    heartbeat_interval: int | None = option(None, "PS_HEARTBEAT_INTERVAL seconds", parse=int, low=1)
+    heartbeat_timeout: int | None = option(None, "PS_HEARTBEAT_TIMEOUT seconds", parse=int, low=1)
+    run_root: str = option(
+        jobs.DEFAULT_RUN_ROOT,
+        "logs and pid records on each host (default ~/.imgscale/runs)",
+        flags=("--run-dir",),
+    )
+    job: str | None = option(None, "job name (default: train-DATE-TIME-XXXX)")
+    resume_prefix: str | None = option(  # checkpoint prefix: relaunches add --load-epoch N
+        None, "checkpoint prefix: relaunches add --load-epoch N"
+    )
+    max_restarts: int = option(0, "relaunch after a fault up to K times", low=0, high=1000)
+    stall_timeout_s: float | None = option(
+        None,
+        "no new log line for SEC seconds is a fault (0: off)",
+        flags=("--stall-timeout",),
+        parse=float,
+        low=0,
+    )
+    exclude_after: int = option(
+        0, "leave out a host after it caused this many faults (0: never)", low=0
+    )
+    grace_s: int = option(
+        5, "seconds between TERM and KILL when stopping", flags=("--grace",), low=0
+    )
     lost_timeout_s: float = 10.0  # a host unreachable this long is lost (the job is stopped)
     # --launcher slurm: nodes, gpus_per_node, partition, time, account, sbatch_args
     slurm: Mapping[str, Any] = field(default_factory=dict)
@@ -243,8 +281,6 @@ def check_spec(spec: LaunchSpec) -> None:
         raise UserError("--nodes, --partition, --time … are for --launcher slurm")
     if spec.launcher == "ssh" and not spec.hosts_file:
         raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")
-    if spec.max_restarts < 0:
-        raise UserError(f"--max-restarts {spec.max_restarts}: must be 0 or more")
     check_numbers(spec)
     if (
         spec.launcher == "local"
@@ -258,20 +294,13 @@ def check_spec(spec: LaunchSpec) -> None:
 
 def check_numbers(spec: LaunchSpec) -> None:
     """Ports, timeouts and counts that could never work are refused before anything starts."""
-    if spec.root_port is not None and not 1 <= spec.root_port <= 65535:
+    opt.check(spec)
+    local = spec.num_workers + (spec.num_workers if spec.num_servers is None else spec.num_servers)
+    if (spec.launcher or ("ssh" if spec.hosts_file else "local")) == "local" and local > LOCAL_CAP:
         raise UserError(
-            f"--root-port {spec.root_port}: give a port from 1 to 65535 (or leave it out)"
+            f"-n {spec.num_workers} -s {spec.num_servers}: {local} processes on this machine; "
+            f"give at most {LOCAL_CAP} in all (4 x {opt.CORES} cores), or spread them with -H"
         )
-    for flag, value in (("--heartbeat-interval", spec.heartbeat_interval),
-                        ("--heartbeat-timeout", spec.heartbeat_timeout)):  # fmt: skip
-        if value is not None and not value > 0:
-            raise UserError(f"{flag} {value}: give seconds above 0 (or leave it out)")
-    if spec.stall_timeout_s is not None and not spec.stall_timeout_s >= 0:  # 0: no stall check
-        raise UserError(f"--stall-timeout {spec.stall_timeout_s}: give 0 (off) or more seconds")
-    if spec.grace_s < 0:
-        raise UserError(f"--grace {spec.grace_s}: give 0 or more seconds between TERM and KILL")
-    if spec.exclude_after < 0:
-        raise UserError(f"--exclude-after {spec.exclude_after}: must be 0 or more")
 
 
 def job_kind(command: Sequence[str]) -> str:

@@ -10,10 +10,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from engine import options as opt
 from engine.errors import UserError
 from engine.train.checkpoints import kept_epochs, saved_epochs
 from engine.train.facts import Facts, gather_facts
-from engine.train.options import MIN_SIDE, build_train_parser
+from engine.train.options import MIN_SIDE, CheckOptions, build_train_parser
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 TUTORIAL_EDGE = 480  # the tutorial packs with im2rec --resize 480
@@ -429,9 +430,9 @@ def run_checks(facts: Facts) -> list[Finding]:
     return sorted(findings, key=lambda x: order[x.level])
 
 
-def preflight(args) -> list[Finding]:
-    """All findings for parsed `imgscale check` options (train options plus hosts, -n, -s …)."""
-    return run_checks(gather_facts(args))
+def preflight(train, check: CheckOptions | None = None) -> list[Finding]:
+    """All findings for training options (TrainOptions or parsed flags) against ``check``'s cluster and data."""
+    return run_checks(gather_facts(train, check or CheckOptions()))
 
 
 def preflight_argv(
@@ -447,15 +448,14 @@ def preflight_argv(
         args = parser.parse_args(list(train_argv))
     except SystemExit:  # argparse printed what is wrong
         raise UserError(f"training options not valid: {' '.join(train_argv)}") from None
-    extra = {"hosts": hosts, "num_workers": num_workers, "num_servers": num_servers, "port": port}
-    extra.update({"label_map": None, "lst": None, "packed_edge": None, "json": False})
-    return preflight(argparse.Namespace(**vars(args), **extra))
+    check = CheckOptions(hosts=hosts, num_workers=num_workers, num_servers=num_servers, port=port)
+    return preflight(args, check)
 
 
 def main(args) -> int:
     """`imgscale check`: print the findings; exit status 1 when any is an error."""
-    findings = preflight(args)
-    if getattr(args, "json", False):
+    findings = preflight(args, opt.from_args(CheckOptions, args))
+    if args.json:
         print(json.dumps([asdict(x) for x in findings], indent=2))
     else:
         for finding in findings:

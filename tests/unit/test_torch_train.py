@@ -216,7 +216,10 @@ def test_benchmark_and_test_io_report_speed_without_training_data_reads(demo_rec
     status, out = _run(flags + ["--test-io"])[0]
     assert status == 0, out[-2000:]
     assert re.search(r"test-io: 96 images in [\d.]+ s: [\d.]+ images/sec", out)
-    assert len(parse_log(out)) == 2  # test-io Batch lines count as throughput for the console
+    readings = parse_log(out)
+    # two test-io Batch lines count as throughput for the console, then the run's whole summary
+    assert [r.summary for r in readings] == [False, False, True]
+    assert readings[-1].samples_per_sec == float(re.search(r"([\d.]+) images/sec", out)[1])
 
 
 def test_a_label_outside_num_classes_is_one_clear_line(demo_rec):
