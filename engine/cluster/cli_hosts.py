@@ -12,6 +12,7 @@ from engine.events import Event, GpuSample, HostSample, HostState
 from . import jobs
 from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
+from .probes import ProbeSet, probe_once
 from .slurm_job import node_specs
 from .transport import TransportError
 
@@ -120,8 +121,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 async def _probe_once(pool: HostPool) -> int:
-    from .probes import probe_once
-
     try:
         events = await probe_once(pool)
     finally:
@@ -134,8 +133,6 @@ async def _probe_once(pool: HostPool) -> int:
 
 
 async def _probe_loop(pool: HostPool, interval: float, count: int) -> None:
-    from .probes import ProbeSet
-
     seen: dict[str, int] = {}
     done = asyncio.Event()
 
