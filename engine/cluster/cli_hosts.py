@@ -11,7 +11,7 @@ from engine.errors import UserError
 from engine.events import Event, GpuSample, HostSample, HostState
 
 from . import jobs
-from .connect import HostPool
+from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
 from .slurm_job import node_specs
 from .transport import TransportError

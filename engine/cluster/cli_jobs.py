@@ -290,20 +290,20 @@ async def _launch(spec, args: argparse.Namespace) -> int:
     from .launcher import launch
 
     printer = Printer(args.quiet)
-    job = await launch(spec, sink=printer)
-    _err(
-        f"job {job.job_id} started; `imgscale attach {job.job_id}` re-attaches, "
-        f"`imgscale kill {job.job_id}` ends it"
-    )
-    if args.detach:
-        await job.close()
-        _hand_over(job.job_id)
-        return 0
     # SIGTERM (a process manager, `kill`) stops the job like Ctrl-C: dying silently would leave
-    # it running on every host with nobody supervising it.
-    outcome = await _wait_or_signal(
-        job, {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "detach"}
-    )
+    # it running on every host with nobody supervising it. The signals are caught from before the
+    # start: a Ctrl-C while processes start stops them once started, never leaves them behind.
+    actions = {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "detach"}
+    with SignalChoice(actions) as signals:
+        job = await launch(spec, sink=printer)
+        _err(
+            f"job {job.job_id} started; `imgscale attach {job.job_id}` re-attaches, "
+            f"`imgscale kill {job.job_id}` ends it"
+        )
+        if args.detach and not signals.chosen.done():
+            outcome = "detach"
+        else:
+            outcome = await signals.wait(job)
     if outcome == "stop":
         _err("interrupted: stopping the job on every host")
         state = await job.stop("interrupted (Ctrl-C)")
@@ -317,25 +317,35 @@ async def _launch(spec, args: argparse.Namespace) -> int:
     return exit_status(job.status())
 
 
-async def _wait_or_signal(job, actions: dict) -> str:
-    """Wait for the job's end or one of ``actions``' signals; returns "final" or the action."""
-    loop = asyncio.get_running_loop()
-    chosen: asyncio.Future = loop.create_future()
+class SignalChoice:
+    """While entered, each of ``actions``' signals chooses its action (the first one counts)."""
 
-    def choose(action: str) -> None:
-        if not chosen.done():  # a second signal before the wait returns changes nothing
-            chosen.set_result(action)
+    def __init__(self, actions: dict) -> None:
+        self.actions = actions
+        self.loop = asyncio.get_running_loop()
+        self.chosen: asyncio.Future = self.loop.create_future()
 
-    for sig, action in actions.items():
-        loop.add_signal_handler(sig, choose, action)
-    waiter = asyncio.ensure_future(job.wait())
-    try:
-        await asyncio.wait({waiter, chosen}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for sig in actions:
-            loop.remove_signal_handler(sig)
-        waiter.cancel()
-    return chosen.result() if chosen.done() else "final"
+    def __enter__(self) -> SignalChoice:
+        for sig, action in self.actions.items():
+            self.loop.add_signal_handler(sig, self._choose, action)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for sig in self.actions:
+            self.loop.remove_signal_handler(sig)
+
+    def _choose(self, action: str) -> None:
+        if not self.chosen.done():  # a second signal before the wait returns changes nothing
+            self.chosen.set_result(action)
+
+    async def wait(self, job) -> str:
+        """Wait for the job's end or a signal; returns "final" or the chosen action."""
+        waiter = asyncio.ensure_future(job.wait())
+        try:
+            await asyncio.wait({waiter, self.chosen}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        return self.chosen.result() if self.chosen.done() else "final"
 
 
 def _hand_over(job_id: str) -> None:
@@ -380,7 +390,8 @@ async def _attach(args: argparse.Namespace) -> int:
     if args.supervise:  # the background supervisor has no terminal; only kill/stop end it
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         actions = {}
-    outcome = await _wait_or_signal(job, actions)
+    with SignalChoice(actions) as signals:
+        outcome = await signals.wait(job)
     await job.close()
     if outcome == "detach":
         _err(f"detached; job {job.job_id} keeps running")

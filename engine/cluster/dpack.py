@@ -23,7 +23,7 @@ from engine.events import EventSink, StageProgress, StageState, ignore
 
 from . import jobs
 from .detach import DetachedProcess, shell_path
-from .hostpool import TransportPool, make_transport
+from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
 from .supervisor import Job, Planned, SuperviseOptions
 from .transport import TransportError
@@ -90,7 +90,7 @@ def host_script(python: str, chunks: Sequence[str], root: str, args: Sequence[st
     return "\n".join(lines)
 
 
-def pack_planner(record: jobs.JobRecord, pool: TransportPool):
+def pack_planner(record: jobs.JobRecord, pool: HostPool):
     """The Planner of a distributed pack job (also used to relaunch it: chunks resume)."""
     args = record.launch_args
 
@@ -151,7 +151,7 @@ class ProgressReader:
 
     def __init__(
         self,
-        pool: TransportPool,
+        pool: HostPool,
         share: dict[str, list[str]],
         totals: dict[str, int],
         on_event: EventSink,
@@ -253,7 +253,6 @@ async def pack_on_hosts_async(
     run_root: str = jobs.DEFAULT_RUN_ROOT,
     job: str | None = None,
     max_restarts: int = 0,
-    factory=make_transport,
 ):
     """Pack on every host and wait; returns engine.prep.pack.PackResult, like a local pack."""
     import time
@@ -265,7 +264,7 @@ async def pack_on_hosts_async(
     record = jobs.save(
         new_pack_record(hosts_file, hosts, lists, os.path.abspath(root), options, run_root, job)
     )
-    pool = TransportPool(hosts, factory)
+    pool = HostPool(hosts)
     started = time.monotonic()
     on_event(
         StageState(

@@ -16,7 +16,8 @@ from engine.events import EventSink, Failure
 
 from . import jobs
 from .detach import KillReport, kill_command, parse_kill, sweep_command
-from .hostpool import TransportPool, make_transport
+from .hostpool import HostPool, record_hosts
+from .hosts import read_hosts
 from .slurm_job import cancel_record
 from .transport import TransportError
 
@@ -26,7 +27,6 @@ async def kill_job(
     *,
     grace_s: int = 5,
     emit: EventSink | None = None,
-    factory=make_transport,
 ) -> dict[str, KillReport | None]:
     """End one job's processes on every host; per host its report (None: host unreachable)."""
     record = job if isinstance(job, jobs.JobRecord) else jobs.load(job)
@@ -34,9 +34,7 @@ async def kill_job(
         return await _cancel_slurm(record, emit)
     jobs.stop_marker(record.job).parent.mkdir(parents=True, exist_ok=True)
     jobs.stop_marker(record.job).touch()  # a running supervisor must not relaunch it
-    from .launcher import record_hosts
-
-    pool = TransportPool(record_hosts(record), factory)
+    pool = HostPool(record_hosts(record))
     try:
         reports = await _kill_hosts(record, pool, grace_s, emit)
     finally:
@@ -45,7 +43,7 @@ async def kill_job(
     return reports
 
 
-async def _kill_hosts(record: jobs.JobRecord, pool: TransportPool, grace_s: int, emit) -> dict:
+async def _kill_hosts(record: jobs.JobRecord, pool: HostPool, grace_s: int, emit) -> dict:
     by_host: dict[str, list[str]] = collections.defaultdict(list)
     for proc in record.processes + record.past_processes:
         by_host[proc.host].append(proc.prefix)
@@ -97,9 +95,7 @@ def ended(reports: dict[str, KillReport | None]) -> int:
     return sum(len(r.terminated) for r in reports.values() if r is not None)
 
 
-async def kill_everywhere(
-    *, grace_s: int = 5, emit: EventSink | None = None, factory=make_transport
-) -> int:
+async def kill_everywhere(*, grace_s: int = 5, emit: EventSink | None = None) -> int:
     """End every job imgscale launched from here that still has processes; returns the groups ended.
 
     Every record is checked, including those marked clean: a launcher killed before it could stop
@@ -108,7 +104,7 @@ async def kill_everywhere(
     """
     count = 0
     for record in jobs.all_jobs():
-        count += ended(await kill_job(record, grace_s=grace_s, emit=emit, factory=factory))
+        count += ended(await kill_job(record, grace_s=grace_s, emit=emit))
     return count
 
 
@@ -118,7 +114,6 @@ async def sweep_hosts(
     *,
     grace_s: int = 5,
     emit: EventSink | None = None,
-    factory=make_transport,
 ) -> dict[str, KillReport | None]:
     """End every imgscale process recorded under ``run_root`` on every host of ``hosts_file``.
 
@@ -126,9 +121,7 @@ async def sweep_hosts(
     each host reads its own pid records, and a group is signalled only if its process carries
     the job id of the directory the record is in (see detach.SWEEP and detach.KILL).
     """
-    from .hosts import read_hosts
-
-    pool = TransportPool(read_hosts(hosts_file), factory)
+    pool = HostPool(read_hosts(hosts_file))
     try:
         names = list(pool.specs)
         results = await asyncio.gather(

@@ -26,8 +26,9 @@ from engine.train.checkpoints import newest_checkpoint
 
 from . import jobs, slurm_job
 from .detach import DetachedProcess
+from .dpack import pack_planner
 from .dmlc_env import ClusterEnv, forwarded_env, process_env
-from .hostpool import TransportPool, make_transport
+from .hostpool import HostPool, record_hosts
 from .hosts import HostSpec, local_host, read_hosts
 from .placement import place
 from .remote_cmd import with_python
@@ -140,7 +141,7 @@ class TrainingPlanner:
 
 
 def training_planner(
-    spec: LaunchSpec, job: str, pool: TransportPool, resume: ResumeHook | None = None
+    spec: LaunchSpec, job: str, pool: HostPool, resume: ResumeHook | None = None
 ) -> TrainingPlanner:
     """The Planner of a DMLC job: placement, a free scheduler port, per-process env and argv."""
 
@@ -203,7 +204,7 @@ def training_planner(
     return TrainingPlanner(plan, prefetch)
 
 
-async def _port_on(pool: TransportPool, host: str, python: str) -> int:
+async def _port_on(pool: HostPool, host: str, python: str) -> int:
     return await free_port(await pool.get(host), python)
 
 
@@ -302,7 +303,7 @@ def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "") -> j
 
 
 async def sync_work_dir(
-    pool: TransportPool, hosts: Sequence[HostSpec], source: str, target: str
+    pool: HostPool, hosts: Sequence[HostSpec], source: str, target: str
 ) -> None:
     """Copy the contents of ``source`` into ``target`` on every host (launch.py's --sync-dst-dir)."""
     entries = sorted(os.listdir(source))
@@ -317,17 +318,11 @@ async def sync_work_dir(
             await transport.put(os.path.join(source, entry), target, recurse=True)
 
 
-async def connect_all(pool: TransportPool, hosts: Sequence[HostSpec]) -> None:
-    """Open every host's connection at once (a host that fails is reported when starting there)."""
-    await asyncio.gather(*(pool.get(h.name) for h in hosts), return_exceptions=True)
-
-
 async def launch(
     spec: LaunchSpec,
     *,
     sink: EventSink | None = None,
     resume: ResumeHook | None = None,
-    factory: Callable[[HostSpec], Transport] = make_transport,
 ) -> Job | slurm_job.SlurmJob:
     """Start a distributed job detached on its hosts and return it, supervised by this process."""
     check_spec(spec)
@@ -345,7 +340,7 @@ async def launch(
         servers_per_host=spec.servers_per_host,
     )
     record = jobs.save(new_record(spec, hosts))
-    pool = TransportPool(hosts, factory)
+    pool = HostPool(hosts)
     if spec.sync_dst_dir:
         try:
             await sync_work_dir(pool, hosts, spec.cwd or os.getcwd(), spec.sync_dst_dir)
@@ -354,7 +349,7 @@ async def launch(
     planner = training_planner(spec, record.job, pool, resume)
     if not spec.root_port:
         planner.prefetch(hosts[0].name)
-    await connect_all(pool, hosts)
+    await pool.connect_all()  # all at once; a host that failed is reported when starting there
     job = Job(record, pool, planner=planner, options=spec.supervise_options(), sink=sink)
     try:
         await job.start()
@@ -372,7 +367,6 @@ def open_job(
     job_id: str | None,
     *,
     sink: EventSink | None = None,
-    factory: Callable[[HostSpec], Transport] = make_transport,
     tail_lines: int | None = 20,
     resume: ResumeHook | None = None,
 ) -> Job | slurm_job.SlurmJob:
@@ -386,10 +380,8 @@ def open_job(
             record, slurm_job.request_of(record), sink=sink, resume=resume, tail_lines=tail_lines
         )
     hosts = record_hosts(record)
-    pool = TransportPool(hosts, factory)
+    pool = HostPool(hosts)
     if record.kind == "pack":
-        from .dpack import pack_planner
-
         planner, options = pack_planner(record, pool), SuperviseOptions(tail_lines=tail_lines)
     else:
         spec = LaunchSpec.from_dict(record.launch_args)
@@ -398,16 +390,3 @@ def open_job(
         planner = training_planner(spec, record.job, pool, resume)
         options = spec.supervise_options(tail_lines=tail_lines)
     return Job(record, pool, planner=planner, options=options, sink=sink)
-
-
-def record_hosts(record: jobs.JobRecord) -> list[HostSpec]:
-    """The HostSpecs of a recorded job (its hosts file is read again)."""
-    if record.hosts_file is None:
-        return [local_host(name) for name in record.host_names]
-    by_name = {h.name: h for h in read_hosts(record.hosts_file)}
-    missing = [n for n in record.host_names if n not in by_name]
-    if missing:
-        raise UserError(
-            f"{record.hosts_file} no longer lists {', '.join(missing)} (job {record.job})"
-        )
-    return [by_name[n] for n in record.host_names]

@@ -8,11 +8,8 @@ pinned to one node. Everything else is LocalTransport's (a process group per com
 
 from __future__ import annotations
 
-import asyncio
-
 from .hosts import HostSpec
 from .local import LocalTransport
-from .transport import TransportError
 
 
 def srun_prefix(slurm_job: str, node: str) -> list[str]:
@@ -35,20 +32,8 @@ class SrunTransport(LocalTransport):
         super().__init__(spec.name, env=spec.env, path_prepend=spec.path_prepend)
         self.slurm_job = spec.option("slurm_job") or ""
 
-    async def _spawn(self, line: str, stdin: int) -> asyncio.subprocess.Process:
-        try:
-            return await asyncio.create_subprocess_exec(
-                *srun_prefix(self.slurm_job, self.host),
-                "/bin/sh",
-                "-c",
-                line,
-                stdin=stdin,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise TransportError(self.host, f"cannot start srun: {exc.strerror}") from None
+    def _argv(self, line: str) -> list[str]:
+        return [*srun_prefix(self.slurm_job, self.host), "/bin/sh", "-c", line]
 
 
 def node_spec(node: str, address: str, slurm_job: str) -> HostSpec:

@@ -54,7 +54,7 @@ from .detach import (
     start_command,
     watch_command,
 )
-from .hostpool import TransportPool
+from .hostpool import HostPool
 from .jobs import JobRecord, ProcRecord
 from .transport import TransportError
 
@@ -134,7 +134,7 @@ class Job:
     def __init__(
         self,
         record: JobRecord,
-        pool: TransportPool,
+        pool: HostPool,
         *,
         planner: Planner | None = None,
         options: SuperviseOptions = SuperviseOptions(),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import math
 import json
 import os
 import pathlib
@@ -144,9 +145,13 @@ def parse_line(number: int, raw: bytes) -> tuple | None:
             (),
         )
     try:
-        return (number, int(parts[0]), parts[-1], tuple(float(v) for v in parts[1:-1]))
+        labels = tuple(float(v) for v in parts[1:-1])
+        entry = (number, int(parts[0]), parts[-1], labels)
     except ValueError as exc:
         return (number, None, f"malformed .lst line: {exc}", ())
+    if not all(math.isfinite(v) for v in labels):  # a NaN label would train on garbage silently
+        return (number, None, f"label {'/'.join(parts[1:-1])} is not a finite number", ())
+    return entry
 
 
 def read_entries(lst: pathlib.Path) -> tuple[list[tuple], str]:

@@ -74,6 +74,19 @@ def check_num_classes(f: Facts) -> list[Finding]:
     return [Finding(INFO, f"--num-classes {f.num_classes} matches {f.label_map}")]
 
 
+def check_lists(f: Facts) -> list[Finding]:
+    """Lines the packer reads anyway (paths outside ROOT) or skips (NaN/inf labels): say so."""
+    return [
+        Finding(
+            WARNING,
+            f"{lst}: {len(lines)} line(s) to look at, e.g. {lines[0]}",
+            "paths outside ROOT are read as im2rec reads them; lines with NaN/inf labels are "
+            "skipped by pack and listed in its skip report",
+        )
+        for lst, lines in f.list_oddities.items()
+    ]
+
+
 def check_num_examples(f: Facts) -> list[Finding]:
     if f.examples_found is None:
         return [
@@ -395,6 +408,7 @@ def check_disk(f: Facts) -> list[Finding]:
 CHECKS = (
     check_num_classes,
     check_num_examples,
+    check_lists,
     check_batch,
     check_scale,
     check_data_dirs,

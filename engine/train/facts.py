@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -51,6 +52,8 @@ class Facts:
     missing_data: list[str] = field(default_factory=list)
     # empty data folders, files that are not RecordIO
     bad_data: list[str] = field(default_factory=list)
+    # .lst -> its lines with a path leaving ROOT or a NaN/inf label
+    list_oddities: dict[str, list[str]] = field(default_factory=dict)
     hosts: list[tuple[str, int | None, list[int] | None]] | None = None  # (name, slots, gpus=)
     num_workers: int | None = None
     num_servers: int | None = None
@@ -119,6 +122,13 @@ def count_examples(
     return (found, where, _max_label(lists) if lists else None) if recs else (None, None, None)
 
 
+def _lists_beside(recs: list[str]) -> list[str]:
+    found = (
+        next((p for p in _candidates(rec, (".lst",)) if os.path.isfile(p)), None) for rec in recs
+    )
+    return [p for p in found if p]
+
+
 def _count_lines(paths: Sequence[str]) -> int:
     total = 0
     for path in paths:
@@ -135,10 +145,37 @@ def _max_label(lsts: Sequence[str]) -> int | None:
                 parts = line.split("\t")
                 try:
                     label = int(float(parts[1]))
-                except (IndexError, ValueError):
+                except (IndexError, ValueError, OverflowError):  # short line, text, NaN or inf
                     continue
                 best = label if best is None else max(best, label)
     return best
+
+
+def list_oddities(lsts: Sequence[str]) -> dict[str, list[str]]:
+    """Per .lst, its lines that pack reads but a person should know about: paths leaving ROOT
+    (absolute or through '..'; im2rec reads them, so do we) and NaN/inf labels (pack skips those)."""
+    found: dict[str, list[str]] = {}
+    for path in lsts:
+        with open(path, errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 3:
+                    continue
+                name = parts[-1].strip()
+                if name.startswith("/") or ".." in name.replace("\\", "/").split("/"):
+                    found.setdefault(path, []).append(f"line {number}: {name} leaves ROOT")
+                if any(not math.isfinite(_number(v)) for v in parts[1:-1]):
+                    found.setdefault(path, []).append(
+                        f"line {number}: label {parts[1].strip()} is not finite"
+                    )
+    return found
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0  # not a number at all: pack reports that line itself
 
 
 def find_label_map(recs: list[str], lsts: Sequence[str] | None) -> str | None:
@@ -291,6 +328,7 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
     recs = _gather_data(f, args)
     lsts = getattr(args, "lst", None)
     f.examples_found, f.example_source, f.max_label = count_examples(recs, lsts)
+    f.list_oddities = list_oddities(lsts or _lists_beside(recs))
     f.label_map = getattr(args, "label_map", None) or find_label_map(recs, lsts)
     if f.label_map and os.path.isfile(f.label_map):
         f.label_map_classes = count_label_map(f.label_map)
