@@ -19,6 +19,7 @@ from typing import Any
 from engine import workspace as wsmod
 from engine.errors import UserError
 from engine.cluster.export import GRID_FIELDS, grid_rows, write_both
+from engine.options import FormField
 from engine.train.doctor import CAUSE_ADVICE, Diagnosis, HostReading, Topology, diagnose, host_cause
 from engine.train.progress import progress_text
 from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
@@ -69,6 +70,7 @@ class LaunchPlan:
     command: tuple[str, ...]
     findings: tuple[str, ...] = ()
     blocking: bool = False  # a finding that makes the launch pointless
+    engine: str = "mxnet"  # torch: roles are ranks ("rank", N), no scheduler or servers
 
 
 @dataclass
@@ -234,6 +236,10 @@ class Session:
 
     async def set_train_options(self, values: dict[str, Any]) -> None:
         await asyncio.to_thread(self.workspace.set_train_options, values)
+
+    def option_fields(self, stage: str) -> tuple[FormField, ...]:
+        """The options form of a stage (or "train"): each field's type, value, default, bounds and help."""
+        return self.workspace.option_fields(stage)
 
     def stage_options(self, stage: str) -> dict[str, Any]:
         return (
@@ -524,6 +530,7 @@ __all__ = [
     "host_cause",
     "RATE_WINDOW_S",
     "Diagnosis",
+    "FormField",
     "RateBoard",
     "Series",
     "Topology",

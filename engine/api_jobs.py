@@ -11,10 +11,13 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from engine import workspace as wsmod
+from engine.train import options as train_options
 from engine.errors import UserError
 from engine.events import Event, Failure, HostSample, HostState
 
@@ -120,13 +123,15 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     opts = ws.train_options()
     lists = ws.lists_dir
     cmd = [sys.executable, "-m", "engine", "train"]
+    if engine_of(ws) == "torch":  # the launcher reads the engine from the command too
+        cmd += ["--engine", "torch"]
     for key in TRAIN_KEYS:
-        cmd += ["--" + key.replace("_", "-"), str(opts[key])]
+        cmd += ["--" + key.replace("_", "-"), train_options.flag_text(key, opts[key])]
     if mode == "train":  # a benchmark or test-io run must never write over the trained model
         cmd += ["--model-prefix", str(ws.resolve(str(opts["model_prefix"])))]
     cmd += ["--data-train", str(ws.train_dir), "--data-val", str(ws.val_dir)]
     if opts.get("gpus"):
-        cmd += ["--gpus", str(opts["gpus"])]
+        cmd += ["--gpus", train_options.flag_text("gpus", opts["gpus"])]
     cmd += list(MODE_FLAGS[mode])
     num_classes, num_examples = _data_counts(ws, lists)
     if num_classes:
@@ -160,28 +165,46 @@ def job_env(ws: wsmod.Workspace) -> dict[str, str]:
     }
 
 
-def gpu_count(gpus: str) -> int:
-    return len([g for g in str(gpus).split(",") if g.strip()])
+def engine_of(ws: wsmod.Workspace) -> str:
+    """The workspace's training engine: [train] engine = "mxnet" (default) or "torch"."""
+    return str(ws.train_options().get("engine") or "mxnet")
+
+
+def plan_roles(ws: wsmod.Workspace) -> tuple[tuple[str, str, int | None], ...]:
+    """(host, role, rank) of every process: MXNet's scheduler, servers and workers, or torch's
+    ranks host by host (the launcher's own placement, so the dialog shows what will run)."""
+    from engine.cluster import launcher, placement
+
+    specs = host_specs(ws)
+    if engine_of(ws) == "torch":
+        layout = launcher.torch_layout(workers_of(ws), specs)
+        hosts = [host.name for host, count in layout for _ in range(count)]
+        return tuple((host, "rank", rank) for rank, host in enumerate(hosts))
+    places = placement.place(workers_of(ws), servers_of(ws), [s.slots for s in specs])
+    return tuple((specs[p.host].name, p.role, p.rank) for p in places)
+
+
+def gpu_count(gpus: Any) -> int:
+    return len(train_options.workspace_value("gpus", gpus))
 
 
 def plan(ws: wsmod.Workspace, mode: str) -> Any:
     """The launch plan shown before launching: placement, batch sizes and pre-flight findings."""
     from engine.api import LaunchPlan
-    from engine.cluster import placement
 
     if mode not in MODE_FLAGS:
         raise UserError(f"unknown job mode {mode!r}; one of {', '.join(MODE_FLAGS)}")
     opts = ws.train_options()
     specs = host_specs(ws)
-    workers, servers = workers_of(ws), servers_of(ws)
-    places = placement.place(workers, servers, [s.slots for s in specs])
+    workers = workers_of(ws)
     gpus = gpu_count(opts.get("gpus", ""))
     batch = int(opts["batch_size"])
     findings = tuple(_preflight(ws, mode))
     return LaunchPlan(
         mode=mode,
         hosts=tuple(s.name for s in specs),
-        roles=tuple((specs[p.host].name, p.role, p.rank) for p in places),
+        roles=plan_roles(ws),
+        engine=engine_of(ws),
         gpus_per_worker=gpus,
         batch_per_gpu=batch / max(1, gpus),
         batch_per_worker=batch,
@@ -203,33 +226,65 @@ def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
         )
         return findings
     try:
-        from engine.cli import build_parser
         from engine.train.check import preflight
 
-        argv = ["check", *train_command(ws, mode)[4:], *_check_args(ws)]
-        args = build_parser().parse_args(argv)
-        findings.extend(f.line().replace("\n        ", " ") for f in preflight(args))
+        train = options_of(ws, mode)
+        found = [*preflight(train, _check_options(ws)), *_across_hosts(ws, train)]
+        findings.extend(f.line().replace("\n        ", " ") for f in found)
     except UserError as exc:
         findings.append(f"error   {exc}")
-    except SystemExit:  # argparse refused an option: say which command line it was
-        findings.append("error   the training options do not parse; edit them with T")
     except Exception as exc:  # noqa: BLE001 - the check advises; its own fault must not block a launch
         findings.append(f"warning the pre-flight check could not run ({type(exc).__name__}: {exc})")
     return findings
 
 
-def _check_args(ws: wsmod.Workspace) -> list[str]:
+def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> list[Any]:
+    """With a hosts file: reach every host, compare versions and data, time an all-reduce (torch)."""
+    if ws.hosts_file is None:
+        return []
+    from engine.cluster.preflight import check_across_hosts
+
+    return check_across_hosts(
+        SimpleNamespace(
+            hosts=str(ws.hosts_file),
+            engine=engine_of(ws),
+            data_train=train.data_train,
+            data_val=train.data_val,
+            gpus=train.gpus,
+            port=None,
+            num_workers=workers_of(ws),
+        )
+    )
+
+
+def options_of(ws: wsmod.Workspace, mode: str) -> train_options.TrainOptions:
+    """The options every worker will train with: the workspace's, its data and the mode."""
     opts = ws.train_options()
-    args = ["-n", str(workers_of(ws)), "-s", str(servers_of(ws))]
-    if ws.hosts_file is not None:
-        args += ["--hosts", str(ws.hosts_file)]
+    values = {k: train_options.workspace_value(k, opts[k]) for k in train_options.WORKSPACE_FIELDS}
+    num_classes, num_examples = _data_counts(ws, ws.lists_dir)
+    values.update(
+        # a benchmark or test-io run is not given the model's prefix (train_command's rule)
+        model_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,
+        data_train=str(ws.train_dir),
+        data_val=str(ws.val_dir),
+        test_io=mode == "test-io",
+        benchmark=mode == "benchmark",
+        num_classes=num_classes or train_options.IMAGENET.num_classes,
+        num_examples=num_examples or train_options.IMAGENET.num_examples,
+    )
+    train = replace(train_options.IMAGENET, **values)
+    return train_options.with_flags(train, [str(a) for a in opts.get("extra_args", [])])
+
+
+def _check_options(ws: wsmod.Workspace) -> train_options.CheckOptions:
     labels = ws.lists_dir / "train_labels.txt"
-    if labels.is_file():
-        args += ["--label-map", str(labels)]
-    for lst in sorted(ws.lists_dir.glob("train*.lst")):
-        args += ["--lst", str(lst)]
-    del opts
-    return args
+    return train_options.CheckOptions(
+        hosts=str(ws.hosts_file) if ws.hosts_file is not None else None,
+        num_workers=workers_of(ws),
+        num_servers=servers_of(ws),
+        label_map=str(labels) if labels.is_file() else None,
+        lst=[str(p) for p in sorted(ws.lists_dir.glob("train*.lst"))] or None,
+    )
 
 
 def workers_of(ws: wsmod.Workspace) -> int:
@@ -238,6 +293,8 @@ def workers_of(ws: wsmod.Workspace) -> int:
 
 def servers_of(ws: wsmod.Workspace) -> int:
     opts = ws.train_options()
+    if engine_of(ws) == "torch":  # DDP ranks all-reduce among themselves
+        return 0
     return int(opts.get("num_servers", 1)) if str(opts["kv_store"]).startswith("dist") else 0
 
 
@@ -335,6 +392,7 @@ def launch_spec(ws: wsmod.Workspace, mode: str) -> Any:
         cwd=str(ws.path),
         resume_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,
         max_restarts=int(opts.get("max_restarts", 0)),
+        engine=engine_of(ws),
         **local_only,
     )
 

@@ -306,8 +306,8 @@ class ImgscaleApp(App[str | None]):
         if stage == "train":
             self.action_edit_train()
             return
-        options = self.session.stage_options(stage)
-        if not options:
+        fields = self.session.option_fields(stage)
+        if not fields:
             self.notify(f"stage {stage} has no options")
             return
 
@@ -319,7 +319,7 @@ class ImgscaleApp(App[str | None]):
                     then=lambda _: self.show_stage_details(),
                 )
 
-        self.push_screen(OptionsForm(f"{stage} options", options), save)
+        self.push_screen(OptionsForm(f"{stage} options", fields), save)
 
     def request_prompt_host_filter(self) -> None:
         grid = self.grid
@@ -495,8 +495,9 @@ class ImgscaleApp(App[str | None]):
                     then=lambda _: self.apply_snapshot(),
                 )
 
-        options = {k: v for k, v in self.train_options.items()}
-        self.push_screen(OptionsForm("training options", options), save)
+        if self.session is None:
+            return
+        self.push_screen(OptionsForm("training options", self.session.option_fields("train")), save)
 
     def action_doctor(self) -> None:
         async def show(session: api.Session) -> None:
@@ -588,7 +589,8 @@ def plan_text(plan: api.LaunchPlan) -> str:
         f"  {host:<20} {role:<10} {'' if rank is None else rank}" for host, role, rank in plan.roles
     )
     lines = [
-        f"mode: {plan.mode}    hosts: {len(plan.hosts)}    processes: {len(plan.roles)}",
+        f"mode: {plan.mode}    hosts: {len(plan.hosts)}    processes: {len(plan.roles)}"
+        + ("    engine: torch (DDP ranks)" if plan.engine == "torch" else ""),
         roles,
         (
             f"batch: {plan.batch_per_gpu:g} per GPU · {plan.batch_per_worker} per worker"

@@ -6,10 +6,13 @@ import argparse
 import sys
 import time
 
+from engine import options as opt
 from engine.errors import UserError
 from engine.paths import require_folder_path
+from engine.train.options import CLUSTER, KV_STORES, TrainOptions
 
-KV_STORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
+__all__ = ["KV_STORES", "register"]  # KV_STORES: the scaling screen's choices
+
 SCALING_HELP = (
     "images/s against the number of GPUs (workers): the tutorial's table, CSV, JSON and plot"
 )
@@ -59,7 +62,7 @@ def _add_scaling(p: argparse.ArgumentParser) -> None:
         help="GPUs each worker drives (one worker per host, as the tutorial)",
     )
     p.add_argument("-H", "--hosts", default=None, help="hosts file (default: all on this machine)")
-    p.add_argument("--kv-store", default="dist_sync", choices=KV_STORES)
+    opt.add_arguments(p, TrainOptions, only=("kv_store",), base=CLUSTER)
     p.add_argument(
         "-s", "--servers", type=int, default=None, help="servers per run (default: = workers)"
     )
@@ -320,7 +323,7 @@ def _add_bandwidth(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--size-mb", type=float, default=0.0, help="move N MB of equal arrays instead of a network"
     )
-    p.add_argument("--kv-store", default="dist_sync", choices=KV_STORES)
+    opt.add_arguments(p, TrainOptions, only=("kv_store",), base=CLUSTER)
     p.add_argument("-n", "--workers", type=int, default=2, help="workers (dist kvstores)")
     p.add_argument("-s", "--servers", type=int, default=None, help="servers (default: = workers)")
     p.add_argument("-H", "--hosts", default=None, help="hosts file (default: all on this machine)")

@@ -13,6 +13,7 @@ from engine.events import Event, GpuSample, HostSample, HostState
 from . import jobs
 from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
+from .probes import ProbeSet, probe_once
 from .slurm_job import node_specs
 from .transport import TransportError
 
@@ -126,8 +127,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 async def _probe_once(pool: HostPool, form: str = "") -> int:
-    from .probes import probe_once
-
     try:
         events = await probe_once(pool)
     finally:
@@ -143,8 +142,6 @@ async def _probe_once(pool: HostPool, form: str = "") -> int:
 
 
 async def _probe_loop(pool: HostPool, interval: float, count: int) -> None:
-    from .probes import ProbeSet
-
     seen: dict[str, int] = {}
     done = asyncio.Event()
 

@@ -16,13 +16,23 @@ import subprocess
 import sys
 import time
 
+from engine import options as opt
 from engine.errors import UserError
 from engine.events import Event, Failure, HostState, JobState, LogLine
 
 from . import jobs
+from .dmlc_env import parse_env_args, parse_role_env
+from .hosts import read_hosts
+from .kill import ended, kill_everywhere, kill_job, sweep_hosts
+from .launcher import LaunchSpec, check_spec, launch, open_job, plan_lines
+from .slurm_job import dry_run_script
+from .slurm import SlurmRequest
 
 FINAL = ("done", "failed", "stopped")
-LAUNCH_HELP = "start a distributed MXNet job on the hosts (tools/launch.py semantics), supervised"
+LAUNCH_HELP = (
+    "start a distributed job on the hosts, supervised: MXNet (tools/launch.py semantics: "
+    "scheduler, servers, workers) or torch (torchrun's variables, one process per slot)"
+)
 
 
 def register(sub) -> None:
@@ -43,16 +53,13 @@ def register(sub) -> None:
     )
     parser.add_argument("job", nargs="?", help="job id")
     parser.add_argument("--all", action="store_true", help="every job imgscale launched from here")
-    parser.add_argument(
-        "--grace", type=int, default=5, help="seconds between TERM and KILL (default 5)"
-    )
+    opt.add_arguments(parser, LaunchSpec, only=("grace_s", "run_root"))
     parser.add_argument(
         "-H",
         "--hosts",
         help="with --all: also sweep these hosts' run directories (jobs launched elsewhere, or "
         "whose records here are gone)",
     )
-    parser.add_argument("--run-dir", default=jobs.DEFAULT_RUN_ROOT, help="run directory to sweep")
     parser.set_defaults(func=run_kill)
     parser = sub.add_parser("jobs", help="list the jobs launched from this machine")
     parser.set_defaults(func=run_jobs)
@@ -60,15 +67,8 @@ def register(sub) -> None:
 
 def _add_launch(sub) -> None:
     p = sub.add_parser("launch", help=LAUNCH_HELP, description=LAUNCH_HELP)
-    p.add_argument("-n", "--num-workers", type=int, required=True, help="number of workers")
-    p.add_argument("-s", "--num-servers", type=int, help="number of servers (default: as -n)")
-    p.add_argument(
-        "-H", "--hostfile", "--hosts", dest="hosts", help="hosts file (see hosts.example)"
-    )
-    p.add_argument(
-        "--launcher", choices=("ssh", "local", "slurm"), help="default: ssh with -H, else local"
-    )
-    p.add_argument("--sync-dst-dir", help="copy this directory to DIR on every host and run there")
+    opt.add_arguments(p, LaunchSpec)
+    p.set_defaults(num_workers=None)  # -n is required: launch.py has no default either
     p.add_argument(
         "--env",
         action="append",
@@ -90,31 +90,6 @@ def _add_launch(sub) -> None:
         metavar="K:V",
         help="environment for workers only (launch.py)",
     )
-    p.add_argument("--servers-per-host", type=int, help="exactly this many servers on every host")
-    p.add_argument("--interface", help="DMLC_INTERFACE: the network interface ps-lite uses")
-    p.add_argument("--root-port", type=int, help="scheduler port (default: a free one)")
-    p.add_argument("--heartbeat-interval", type=int, help="PS_HEARTBEAT_INTERVAL seconds")
-    p.add_argument("--heartbeat-timeout", type=int, help="PS_HEARTBEAT_TIMEOUT seconds")
-    p.add_argument(
-        "--max-restarts", type=int, default=0, help="relaunch after a fault up to K times"
-    )
-    p.add_argument("--stall-timeout", type=float, help="no new log line for SEC seconds is a fault")
-    p.add_argument(
-        "--exclude-after",
-        type=int,
-        default=0,
-        help="leave out a host after it caused this many faults (0: never)",
-    )
-    p.add_argument("--resume-prefix", help="checkpoint prefix: relaunches add --load-epoch N")
-    p.add_argument(
-        "--grace", type=int, default=5, help="seconds between TERM and KILL when stopping"
-    )
-    p.add_argument(
-        "--run-dir",
-        default=jobs.DEFAULT_RUN_ROOT,
-        help="logs and pid records on each host (default ~/.imgscale/runs)",
-    )
-    p.add_argument("--job", help="job name (default: train-DATE-TIME-XXXX)")
     p.add_argument(
         "--detach", action="store_true", help="return once started; supervise in the background"
     )
@@ -138,61 +113,30 @@ def _add_slurm(p) -> None:
     g = p.add_argument_group(
         "--launcher slurm (allocate with sbatch, start each process with srun)"
     )
-    g.add_argument("--nodes", type=int, help="nodes to allocate (default: as SLURM places -n)")
-    g.add_argument("--gpus-per-node", type=int, help="GPUs to allocate on each node")
-    g.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
-    g.add_argument("--time", help="time limit in SLURM's forms: MINUTES, H:MM:SS, D-HH:MM:SS")
-    g.add_argument("--account", help="account to charge")
-    g.add_argument(
-        "--sbatch-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="any other sbatch option, e.g. --sbatch-arg=--qos=high (repeat)",
-    )
-
-
-SLURM_FLAGS = ("nodes", "gpus_per_node", "partition", "time", "account")
+    opt.add_arguments(g, SlurmRequest)
 
 
 def slurm_options(args: argparse.Namespace) -> dict:
     """The SLURM flags that were given (``sbatch_args`` as a list)."""
-    options = {k: getattr(args, k) for k in SLURM_FLAGS if getattr(args, k) is not None}
-    if args.sbatch_arg:
-        options["sbatch_args"] = list(args.sbatch_arg)
-    return options
+    given = opt.given(SlurmRequest, args)
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in given.items() if v != []}
 
 
 def spec_from_args(args: argparse.Namespace):
-    from .dmlc_env import parse_env_args, parse_role_env
-    from .launcher import LaunchSpec
-
     command = list(args.argv)
     if command and command[0] == "--":
         command = command[1:]
-    return LaunchSpec(
+    if args.num_workers is None:
+        raise UserError("-n NUM_WORKERS is required: give the total number of workers")
+    return opt.from_args(
+        LaunchSpec,
+        args,
         command=tuple(command),
-        num_workers=args.num_workers,
-        num_servers=args.num_servers,
-        hosts_file=args.hosts,
-        launcher=args.launcher or ("ssh" if args.hosts else "local"),
-        servers_per_host=args.servers_per_host,
+        launcher=args.launcher or ("ssh" if args.hosts_file else "local"),
         env=parse_env_args(args.env),
         env_server=parse_role_env(args.env_server, "--env-server"),
         env_worker=parse_role_env(args.env_worker, "--env-worker"),
-        sync_dst_dir=args.sync_dst_dir,
         cwd=os.getcwd(),
-        interface=args.interface,
-        root_port=args.root_port,
-        heartbeat_interval=args.heartbeat_interval,
-        heartbeat_timeout=args.heartbeat_timeout,
-        run_root=args.run_dir,
-        job=args.job,
-        resume_prefix=args.resume_prefix,
-        max_restarts=args.max_restarts,
-        stall_timeout_s=args.stall_timeout,
-        exclude_after=args.exclude_after,
-        grace_s=args.grace,
         slurm=slurm_options(args),
     )
 
@@ -265,30 +209,16 @@ def run_launch(args: argparse.Namespace) -> int:
 
 
 def _dry_run(spec) -> int:
-    from .launcher import check_spec, load_hosts
-    from .placement import describe, place
-
     check_spec(spec)
     if spec.launcher == "slurm":
-        from .slurm_job import dry_run_script
-
         print(dry_run_script(spec.to_dict()), end="")
         return 0
-    hosts = load_hosts(spec.hosts_file, spec.launcher)
-    plan = place(
-        spec.num_workers,
-        spec.num_servers,
-        [h.slots for h in hosts],
-        servers_per_host=spec.servers_per_host,
-    )
-    for line in describe(plan, [h.name for h in hosts]):
+    for line in plan_lines(spec):
         print(line)
     return 0
 
 
 async def _launch(spec, args: argparse.Namespace) -> int:
-    from .launcher import launch
-
     printer = Printer(args.quiet)
     # SIGTERM (a process manager, `kill`) stops the job like Ctrl-C: dying silently would leave
     # it running on every host with nobody supervising it. The signals are caught from before the
@@ -378,8 +308,6 @@ def run_attach(args: argparse.Namespace) -> int:
 
 
 async def _attach(args: argparse.Namespace) -> int:
-    from .launcher import open_job
-
     if args.lines < 0:
         raise UserError(f"--lines {args.lines}: give 0 or more log lines")
     job = open_job(args.job, sink=Printer(args.quiet), tail_lines=args.lines)
@@ -400,27 +328,24 @@ async def _attach(args: argparse.Namespace) -> int:
 
 
 def run_kill(args: argparse.Namespace) -> int:
-    from .kill import ended, kill_everywhere, kill_job, sweep_hosts
-
     if args.all == bool(args.job):
         raise UserError("name one job, or give --all (see `imgscale jobs`)")
     if args.hosts and not args.all:
         raise UserError("-H sweeps hosts for every job: use it with --all")
-    if args.grace < 0:
-        raise UserError(f"--grace {args.grace}: give 0 or more seconds between TERM and KILL")
+    opt.check(args, LaunchSpec)
     if args.hosts:  # a bad hosts file is reported before any local job is killed
-        from .hosts import read_hosts
-
         read_hosts(args.hosts)
     printer = Printer()
     if args.all:
-        count = asyncio.run(kill_everywhere(grace_s=args.grace, emit=printer))
+        count = asyncio.run(kill_everywhere(grace_s=args.grace_s, emit=printer))
         if args.hosts:
             count += ended(
-                asyncio.run(sweep_hosts(args.hosts, args.run_dir, grace_s=args.grace, emit=printer))
+                asyncio.run(
+                    sweep_hosts(args.hosts, args.run_root, grace_s=args.grace_s, emit=printer)
+                )
             )
     else:
-        count = ended(asyncio.run(kill_job(args.job, grace_s=args.grace, emit=printer)))
+        count = ended(asyncio.run(kill_job(args.job, grace_s=args.grace_s, emit=printer)))
     print(f"ended {count} process group(s)")
     return 0
 

@@ -14,12 +14,16 @@ import asyncio
 import json
 import os
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from engine import options as opt
 from engine.errors import UserError
 from engine.events import EventSink, StageProgress, StageState, ignore
+from engine.prep.options import PackOptions
+from engine.prep.pack import ChunkResult, PackResult
 
 from . import jobs
 from .detach import DetachedProcess, shell_path
@@ -50,34 +54,9 @@ def assign(chunks: Sequence[Path], hosts: Sequence[HostSpec]) -> dict[str, list[
     return {h: sorted(c) for h, c in share.items() if c}
 
 
-def pack_args(options) -> list[str]:
-    """``imgscale pack`` flags reproducing ``options`` (engine.prep.pack.PackOptions)."""
-    args = [
-        "--resize",
-        str(options.resize),
-        "--quality",
-        str(options.quality),
-        "--encoding",
-        options.encoding,
-        "--color",
-        str(options.color),
-        "--num-thread",
-        str(options.num_thread),
-    ]
-    flags = {
-        "center_crop": "--center-crop",
-        "pass_through": "--pass-through",
-        "pack_label": "--pack-label",
-        "no_upscale": "--no-upscale",
-    }
-    args += [flag for key, flag in flags.items() if getattr(options, key)]
-    if not options.reduced_decode:
-        args.append("--no-reduced-decode")
-    if options.codec != "auto":
-        args += ["--codec", options.codec]
-    if options.device != "cpu":
-        args += ["--device", options.device]
-    return args
+def pack_args(options: PackOptions) -> list[str]:
+    """``imgscale pack`` flags reproducing ``options``, derived from the option dataclass."""
+    return opt.to_argv(options)
 
 
 def host_script(python: str, chunks: Sequence[str], root: str, args: Sequence[str]) -> str:
@@ -255,8 +234,6 @@ async def pack_on_hosts_async(
     max_restarts: int = 0,
 ):
     """Pack on every host and wait; returns engine.prep.pack.PackResult, like a local pack."""
-    import time
-
     lists = [os.path.abspath(p) for p in lst_paths]
     if not lists:
         raise UserError("no .lst files to pack")
@@ -302,8 +279,6 @@ async def pack_on_hosts_async(
 
 def collect_result(lists: Sequence[str], seconds: float):
     """The PackResult a local pack would return, read from the finished chunks' manifests."""
-    from engine.prep.pack import ChunkResult, PackResult
-
     chunks = []
     for lst in lists:
         manifest = json.loads(Path(manifest_path(lst)).read_text())

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from engine.errors import UserError
+from engine.options import FANOUT_CAP
 
 # key -> what it means (shown in errors about unknown keys and in hosts.example)
 KNOWN_OPTIONS = {
@@ -124,6 +125,8 @@ def parse_hosts(text: str, source: str = "hosts file") -> list[HostSpec]:
             lines.append((number, words[0], options))
     if not lines:
         raise UserError(f"{source}: no hosts listed (one host per line, e.g. 'node-a slots=4')")
+    if len(lines) > FANOUT_CAP:  # every command connects to every host at once
+        raise UserError(f"{source}: {len(lines)} hosts; give at most {FANOUT_CAP} in one file")
     return _resolve(lines, defaults, source)
 
 

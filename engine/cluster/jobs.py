@@ -213,3 +213,26 @@ def take_supervisor_lock(job: str, required: bool) -> int | None:
 
 def run_prefix(run_root: str, job: str, attempt: int, proc_name: str) -> str:
     return f"{run_root.rstrip('/')}/{job}/a{attempt}/{proc_name}"
+
+
+class SupervisorLock:
+    """The flock that makes one process the job's supervisor (the one that may start attempts)."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def take(self, required: bool = False) -> bool:
+        """True when this process holds the lock now; ``required``: a UserError if another holds it."""
+        if self._fd is None:
+            self._fd = take_supervisor_lock(self.job, required)
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

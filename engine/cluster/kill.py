@@ -54,24 +54,48 @@ async def _kill_hosts(record: jobs.JobRecord, pool: HostPool, grace_s: int, emit
     return dict(zip(hosts, results))
 
 
+async def kill_processes(
+    record: jobs.JobRecord, pool: HostPool, grace_s: int, emit: EventSink | None = None
+) -> bool:
+    """End the job's recorded process groups (every attempt) on every host; False if some may be left."""
+    reports = await _kill_hosts(record, pool, grace_s, emit)
+    return all(_clean(r) for r in reports.values())
+
+
 async def _kill_on(
-    pool, job: str, host: str, prefixes: list[str], grace_s: int, emit
+    pool: HostPool, job: str, host: str, prefixes: list[str], grace_s: int, emit
 ) -> KillReport | None:
+    """The kill script's report from one host; None if the host could not be reached."""
     try:
         transport = await pool.get(host)
         result = await transport.run(kill_command(job, prefixes, grace_s), timeout=grace_s + 30)
     except TransportError as exc:
-        if emit is not None:
-            emit(
-                Failure(
-                    f"host {host}",
-                    f"could not end job {job} there: {exc.reason}",
-                    job=job,
-                    advice=(f"run `imgscale kill {job}` again when the host is back",),
-                )
-            )
+        _report(
+            emit,
+            Failure(
+                f"host {host}",
+                f"could not stop job {job} there: {exc.reason}",
+                job=job,
+                advice=(f"run `imgscale kill {job}` again when the host is back",),
+            ),
+        )
         return None
-    return parse_kill(result.stdout)
+    report = parse_kill(result.stdout)
+    if not report.complete:
+        _report(
+            emit,
+            Failure(f"host {host}", "stopping did not finish: " + result.stderr[-300:], job=job),
+        )
+    return report
+
+
+def _clean(report: KillReport | None) -> bool:
+    return report is not None and report.complete and not report.stuck
+
+
+def _report(emit: EventSink | None, failure: Failure) -> None:
+    if emit is not None:
+        emit(failure)
 
 
 async def _cancel_slurm(record: jobs.JobRecord, emit) -> dict[str, KillReport | None]:
@@ -83,7 +107,7 @@ async def _cancel_slurm(record: jobs.JobRecord, emit) -> dict[str, KillReport | 
 
 
 def _mark(record: jobs.JobRecord, reports: dict[str, KillReport | None]) -> None:
-    clean = all(r is not None and r.complete and not r.stuck for r in reports.values())
+    clean = all(_clean(r) for r in reports.values())
     current = jobs.load(record.job) if jobs.exists(record.job) else record
     state = "stopped" if current.active else current.state
     message = "killed by imgscale kill" if current.active else current.message
@@ -137,7 +161,6 @@ async def _sweep_on(pool, host: str, run_root: str, grace_s: int, emit) -> KillR
         transport = await pool.get(host)
         result = await transport.run(sweep_command(run_root, grace_s), timeout=grace_s + 60)
     except TransportError as exc:
-        if emit is not None:
-            emit(Failure(f"host {host}", f"could not sweep it: {exc.reason}"))
+        _report(emit, Failure(f"host {host}", f"could not sweep it: {exc.reason}"))
         return None
     return parse_kill(result.stdout)

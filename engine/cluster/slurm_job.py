@@ -28,7 +28,8 @@ from . import jobs, slurm
 from .slurm_driver import Plan, attempt_dir, write_private
 from .remote_cmd import with_python
 from .srun import node_spec
-from .supervisor import FINAL, describe_status, line_level
+from .faults import FINAL, describe_status
+from .watcher import line_level
 
 POLL_S = 0.5
 LAST_LINES = 20
@@ -73,7 +74,7 @@ class SlurmJob:
         self._queues: list[asyncio.Queue] = []
         self._final = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._lock_fd: int | None = None
+        self.lock = jobs.SupervisorLock(record.job)
         self.slurm_state: slurm.SlurmState | None = None
         self._load_processes()
 
@@ -100,12 +101,12 @@ class SlurmJob:
             self._queues.remove(queue)
 
     async def start(self) -> None:
-        self.supervising = self._take_lock(required=True)
+        self.supervising = self.lock.take(required=True)
         await asyncio.to_thread(self._submit, self.record.attempt)
         self._task = asyncio.create_task(self._follow())
 
     async def attach(self) -> None:
-        self.supervising = self._take_lock(required=False)
+        self.supervising = self.lock.take()
         self._set_phase(self.record.state, self.record.message)
         self._read_logs(self.tail_lines)
         if self.record.active:
@@ -141,9 +142,7 @@ class SlurmJob:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.lock.release()
         for queue in self._queues:
             queue.put_nowait(None)
 
@@ -343,10 +342,6 @@ class SlurmJob:
             self.sink(event)
         for queue in self._queues:
             queue.put_nowait(event)
-
-    def _take_lock(self, required: bool) -> bool:
-        self._lock_fd = jobs.take_supervisor_lock(self.record.job, required)
-        return self._lock_fd is not None
 
 
 def process_info(info: ProcessInfo, prefix: str) -> ProcessInfo:

@@ -20,6 +20,8 @@ from typing import Any
 from engine import recordio
 from engine.errors import UserError
 from engine.prep import pack_worker
+from engine.prep.options import PackOptions
+from engine.prep.pack_worker import Setup
 from engine.prep.pack_sniff import ImageInfo, sniff
 
 GPU_BATCH = 128  # images per batched decode/encode: enough to fill the codec, small in GPU memory
@@ -78,22 +80,22 @@ def probe(codec: Codec) -> None:
     codec.decode_jpeg([data.cpu()], mode=codec.rgb_mode, device=codec.device)
 
 
-def gpu_suitable(info: ImageInfo, opts: dict) -> bool:
+def gpu_suitable(info: ImageInfo, opts: PackOptions) -> bool:
     """What the GPU path re-encodes: an upright 8-bit JPEG into a colour JPEG."""
     plain = info.format == "jpeg" and info.precision == 8 and info.components in (1, 3)
-    return plain and info.orientation == 1 and opts["color"] == 1 and opts["encoding"] == ".jpg"
+    return plain and info.orientation == 1 and opts.color == 1 and opts.encoding == ".jpg"
 
 
-def resize(codec: Codec, img, opts: dict, full: tuple[int, int]):
+def resize(codec: Codec, img, opts: PackOptions, full: tuple[int, int]):
     """im2rec's centre crop and short-edge resize of one CHW image, bilinear like cv2.INTER_LINEAR."""
     height, width = full
-    if opts["center_crop"]:
+    if opts.center_crop:
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
         img = img[:, top : top + side, left : left + side]
-    if not opts["resize"] or opts["no_upscale"] and min(height, width) <= opts["resize"]:
+    if not opts.resize or opts.no_upscale and min(height, width) <= opts.resize:
         return img.contiguous()
-    w, h = pack_worker.target_size(height, width, opts["resize"], opts["center_crop"])
+    w, h = pack_worker.target_size(height, width, opts.resize, opts.center_crop)
     torch = codec.torch
     scaled = torch.nn.functional.interpolate(
         img[None].float(), size=(h, w), mode="bilinear", align_corners=False, antialias=False
@@ -111,36 +113,37 @@ class Entry:
     result: bytes | str | None = None  # a framed record, a skip reason, or None: needs the GPU
 
 
-def read_entry(item: tuple, opts: dict) -> Entry:
+def read_entry(item: tuple, setup: Setup) -> Entry:
     """Read and check one item; settle it here unless the GPU has to re-encode it."""
     if item[1] is None:
         return Entry(item, result=item[2])  # a malformed .lst line: the parser wrote the reason
+    opts = setup.options
     try:
-        data = pack_worker.read_bytes(os.path.join(opts["root"], item[2]))
+        data = pack_worker.read_bytes(os.path.join(setup.root, item[2]))
     except pack_worker.Skip as exc:
         return Entry(item, result=str(exc))
     info = sniff(data)
     entry = Entry(item, data, info)
     if info.problem:
         entry.result = info.problem
-    elif opts["pass_through"] or pack_worker.can_store_as_is(info, opts):
+    elif opts.pass_through or pack_worker.can_store_as_is(info, opts):
         entry.result = frame(entry, data, opts)
     elif not gpu_suitable(info, opts):
-        entry.result = on_cpu(entry, opts)
+        entry.result = on_cpu(entry, setup)
     return entry
 
 
-def on_cpu(entry: Entry, opts: dict) -> bytes | str:
+def on_cpu(entry: Entry, setup: Setup) -> bytes | str:
     """The CPU worker's answer for one item (OpenCV imported here, once, only when needed)."""
     import cv2
     import numpy as np
 
-    return pack_worker.encode_item(cv2, np, entry.item, opts)
+    return pack_worker.encode_item(cv2, np, entry.item, setup)
 
 
-def frame(entry: Entry, payload: bytes, opts: dict) -> bytes | str:
+def frame(entry: Entry, payload: bytes, opts: PackOptions) -> bytes | str:
     """The framed record, or the reason it cannot be one (over RecordIO's size limit)."""
-    header = pack_worker.make_header(entry.item, opts["pack_label"])
+    header = pack_worker.make_header(entry.item, opts.pack_label)
     try:
         return recordio.frame(recordio.pack(header, payload))
     except recordio.RecordIOError as exc:
@@ -165,20 +168,21 @@ def decode_one(codec: Codec, tensor):
     return img
 
 
-def run_on_gpu(codec: Codec, entries: list[Entry], opts: dict) -> None:
+def run_on_gpu(codec: Codec, entries: list[Entry], setup: Setup) -> None:
     """Fill in the result of every entry that still needs one: decode, resize, encode in batches."""
+    opts = setup.options
     todo = [e for e in entries if e.result is None]
     if not todo:
         return
     decoded = decode_all(codec, todo)
     for entry, img in zip(todo, decoded):
         if img is None:
-            entry.result = on_cpu(entry, opts)
+            entry.result = on_cpu(entry, setup)
     ready = [(e, img) for e, img in zip(todo, decoded) if img is not None]
     if not ready:
         return
     images = [resize(codec, img, opts, (e.info.height, e.info.width)) for e, img in ready]
-    encoded = codec.encode_jpeg(images, quality=opts["quality"])
+    encoded = codec.encode_jpeg(images, quality=opts.quality)
     for (entry, _), data in zip(ready, encoded):
         entry.result = frame(entry, data.cpu().numpy().tobytes(), opts)
 
@@ -186,8 +190,8 @@ def run_on_gpu(codec: Codec, entries: list[Entry], opts: dict) -> None:
 class GpuPool:
     """The worker pool's interface over one GPU: batches are read ahead by threads, coded together."""
 
-    def __init__(self, opts: dict, codec: Codec, depth: int = 2) -> None:
-        self.opts, self.codec = opts, codec
+    def __init__(self, setup: Setup, codec: Codec, depth: int = 2) -> None:
+        self.setup, self.codec = setup, codec
         self.readers = ThreadPoolExecutor(READ_THREADS)
         self.pending: collections.deque[tuple[Any, list[Future]]] = collections.deque()
         self.limit = depth * GPU_BATCH  # images read ahead while the GPU works
@@ -197,7 +201,7 @@ class GpuPool:
         return 1 if sum(len(f) for _, f in self.pending) < self.limit else 0
 
     def submit(self, key, items: list) -> None:
-        futures = [self.readers.submit(read_entry, item, self.opts) for item in items]
+        futures = [self.readers.submit(read_entry, item, self.setup) for item in items]
         self.pending.append((key, futures))
 
     def busy(self) -> bool:
@@ -210,7 +214,7 @@ class GpuPool:
             key, futures = self.pending.popleft()
             batches.append((key, [f.result() for f in futures]))
             count += len(futures)
-        run_on_gpu(self.codec, [e for _, entries in batches for e in entries], self.opts)
+        run_on_gpu(self.codec, [e for _, entries in batches for e in entries], self.setup)
         for key, entries in batches:
             yield key, [e.result for e in entries]
 

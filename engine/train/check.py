@@ -10,10 +10,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from engine import options as opt
 from engine.errors import UserError
 from engine.train.checkpoints import kept_epochs, saved_epochs
 from engine.train.facts import Facts, gather_facts
-from engine.train.options import MIN_SIDE, build_train_parser
+from engine.train.options import MIN_SIDE, CheckOptions, build_train_parser
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 TUTORIAL_EDGE = 480  # the tutorial packs with im2rec --resize 480
@@ -227,7 +228,8 @@ def check_data_dirs(f: Facts) -> list[Finding]:
 def check_hosts(f: Facts) -> list[Finding]:
     out = []
     workers = f.num_workers
-    if workers is not None and workers > 1 and "dist" not in f.kv_store:
+    ps_lite = f.engine != "torch"  # torch ranks all-reduce among themselves: no kvstore, no servers
+    if ps_lite and workers is not None and workers > 1 and "dist" not in f.kv_store:
         out.append(
             Finding(
                 ERROR,
@@ -235,7 +237,7 @@ def check_hosts(f: Facts) -> list[Finding]:
                 "use --kv-store dist_sync (or dist_device_sync, dist_async)",
             )
         )
-    if "dist" in f.kv_store and f.num_servers == 0:
+    if ps_lite and "dist" in f.kv_store and f.num_servers == 0:
         out.append(
             Finding(
                 ERROR,
@@ -429,9 +431,9 @@ def run_checks(facts: Facts) -> list[Finding]:
     return sorted(findings, key=lambda x: order[x.level])
 
 
-def preflight(args) -> list[Finding]:
-    """All findings for parsed `imgscale check` options (train options plus hosts, -n, -s …)."""
-    return run_checks(gather_facts(args))
+def preflight(train, check: CheckOptions | None = None) -> list[Finding]:
+    """All findings for training options (TrainOptions or parsed flags) against ``check``'s cluster and data."""
+    return run_checks(gather_facts(train, check or CheckOptions()))
 
 
 def preflight_argv(
@@ -447,15 +449,17 @@ def preflight_argv(
         args = parser.parse_args(list(train_argv))
     except SystemExit:  # argparse printed what is wrong
         raise UserError(f"training options not valid: {' '.join(train_argv)}") from None
-    extra = {"hosts": hosts, "num_workers": num_workers, "num_servers": num_servers, "port": port}
-    extra.update({"label_map": None, "lst": None, "packed_edge": None, "json": False})
-    return preflight(argparse.Namespace(**vars(args), **extra))
+    check = CheckOptions(hosts=hosts, num_workers=num_workers, num_servers=num_servers, port=port)
+    return preflight(args, check)
 
 
-def main(args) -> int:
-    """`imgscale check`: print the findings; exit status 1 when any is an error."""
-    findings = preflight(args)
-    if getattr(args, "json", False):
+def main(args, across_hosts: Sequence[Finding] = ()) -> int:
+    """`imgscale check`: print the findings (with those from reaching the hosts, ``across_hosts``);
+    exit status 1 when any is an error."""
+    order = {ERROR: 0, WARNING: 1, INFO: 2}
+    own = preflight(args, opt.from_args(CheckOptions, args))
+    findings = sorted([*own, *across_hosts], key=lambda x: order[x.level])
+    if args.json:
         print(json.dumps([asdict(x) for x in findings], indent=2))
     else:
         for finding in findings:

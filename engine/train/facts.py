@@ -15,30 +15,33 @@ from dataclasses import dataclass, field
 
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
-from engine.train.checkpoints import DEFAULT_KEEP
+from engine.train.options import CheckOptions, TrainOptions
 from engine.train.recfiles import check_magic
+
+DEFAULT = TrainOptions()  # what the checks assume of an option they were not given
 
 
 @dataclass
 class Facts:
     """Everything the checks look at; None where it could not be found out."""
 
-    network: str = "resnet"
-    num_layers: int = 50
-    num_classes: int = 1000
-    num_examples: int = 1281167
-    batch_size: int = 128
+    network: str = DEFAULT.network
+    num_layers: int = DEFAULT.num_layers
+    num_classes: int = DEFAULT.num_classes
+    num_examples: int = DEFAULT.num_examples
+    batch_size: int = DEFAULT.batch_size
     gpus: list[int] = field(default_factory=list)
-    kv_store: str = "device"
-    image_shape: list[int] = field(default_factory=lambda: [3, 224, 224])
-    min_random_scale: float = 1.0
-    max_random_scale: float = 1.0
-    random_resized_crop: int = 0
-    num_epochs: int = 80
-    save_period: int = 1
-    keep_checkpoints: int = DEFAULT_KEEP
+    kv_store: str = DEFAULT.kv_store
+    engine: str = DEFAULT.engine  # torch: DDP ranks, no kvstore or parameter servers
+    image_shape: list[int] = field(default_factory=lambda: list(DEFAULT.image_shape))
+    min_random_scale: float = DEFAULT.min_random_scale
+    max_random_scale: float = DEFAULT.max_random_scale
+    random_resized_crop: int = DEFAULT.random_resized_crop
+    num_epochs: int = DEFAULT.num_epochs
+    save_period: int = DEFAULT.save_period
+    keep_checkpoints: int = DEFAULT.keep_checkpoints
     benchmark: bool = False  # synthetic data: nothing about the data applies
-    dtype: str = "float32"
+    dtype: str = DEFAULT.dtype
     label_map: str | None = None
     label_map_classes: int | None = None
     max_label: int | None = None  # largest label in the training lists
@@ -296,8 +299,12 @@ def local_gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-def gather_facts(args, probe_local: bool = True) -> Facts:
-    """Read what the checks need: lists, label map, first records, hosts file, ports, free disk."""
+def gather_facts(args, check: CheckOptions | None = None, probe_local: bool = True) -> Facts:
+    """Read what the checks need: lists, label map, first records, hosts file, ports, free disk.
+
+    ``args`` carries the training options (TrainOptions or parsed flags); ``check`` the cluster
+    and data to check them against."""
+    check = check or CheckOptions()
     f = Facts(
         **{
             k: getattr(args, k)
@@ -309,6 +316,7 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
                 "batch_size",
                 "gpus",
                 "kv_store",
+                "engine",
                 "image_shape",
                 "min_random_scale",
                 "max_random_scale",
@@ -321,23 +329,20 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
             )
         }
     )
-    f.num_workers, f.num_servers = (
-        getattr(args, "num_workers", None),
-        getattr(args, "num_servers", None),
-    )
+    f.num_workers, f.num_servers = check.num_workers, check.num_servers
     recs = _gather_data(f, args)
-    lsts = getattr(args, "lst", None)
+    lsts = check.lst
     f.examples_found, f.example_source, f.max_label = count_examples(recs, lsts)
     f.list_oddities = list_oddities(lsts or _lists_beside(recs))
-    f.label_map = getattr(args, "label_map", None) or find_label_map(recs, lsts)
+    f.label_map = check.label_map or find_label_map(recs, lsts)
     if f.label_map and os.path.isfile(f.label_map):
         f.label_map_classes = count_label_map(f.label_map)
-    f.packed_edge = getattr(args, "packed_edge", None)
+    f.packed_edge = check.packed_edge
     f.packed_edge_source = "--packed-edge" if f.packed_edge else "read from the first records"
     if f.packed_edge is None:
         f.packed_edge = packed_edge(recs)
-    _gather_hosts(f, args, probe_local)
-    _gather_disk_and_ports(f, args)
+    _gather_hosts(f, check, probe_local)
+    _gather_disk_and_ports(f, args, check)
     return f
 
 
@@ -370,9 +375,9 @@ def _bad_data(path: str, recs: list[str]) -> list[str]:
     return problems
 
 
-def _gather_hosts(f: Facts, args, probe_local: bool) -> None:
-    if getattr(args, "hosts", None):
-        specs = read_hosts(args.hosts)
+def _gather_hosts(f: Facts, check: CheckOptions, probe_local: bool) -> None:
+    if check.hosts:
+        specs = read_hosts(check.hosts)
         f.hosts = [(h.name, h.slots, list(h.gpus) if h.gpus is not None else None) for h in specs]
         if f.num_workers is None:
             f.num_workers = len(specs)
@@ -390,7 +395,7 @@ def _gather_hosts(f: Facts, args, probe_local: bool) -> None:
         f.host_gpu_counts["this host"] = local_gpu_count()
 
 
-def _gather_disk_and_ports(f: Facts, args) -> None:
+def _gather_disk_and_ports(f: Facts, args, check: CheckOptions) -> None:
     prefix = getattr(args, "model_prefix", None)
     if prefix:
         folder = os.path.dirname(os.path.abspath(prefix))
@@ -398,6 +403,6 @@ def _gather_disk_and_ports(f: Facts, args) -> None:
             folder = os.path.dirname(folder)
         f.checkpoint_dir = folder
         f.free_disk_bytes = shutil.disk_usage(folder).free
-    port = getattr(args, "port", None) or int(os.environ.get("DMLC_PS_ROOT_PORT", "0") or 0)
+    port = check.port or int(os.environ.get("DMLC_PS_ROOT_PORT", "0") or 0)
     if port and port_busy(port):
         f.busy_ports.append(port)

@@ -4,6 +4,7 @@ framing, fallbacks) run with a stand-in codec that behaves like torchvision.io's
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -85,6 +86,7 @@ def test_stand_in_gpu_codec_gives_the_cpu_paths_records_order_index_and_skips(
     tmp_path, odd_tree, monkeypatch, no_upscale
 ):
     root, names = odd_tree
+    monkeypatch.setattr(pack, "BATCH_SIZE", 8)
     monkeypatch.setattr(pack_gpu, "GPU_BATCH", 12)  # list batches of 8, 8, 4: GPU batches 8, 12
     options = PackOptions(resize=48, quality=90, num_thread=2, no_upscale=no_upscale)
     (tmp_path / "cpu").mkdir()
@@ -141,11 +143,11 @@ def test_a_batch_the_gpu_refuses_is_decoded_image_by_image():
 
 def test_gpu_resize_follows_im2rec_geometry():
     img = torch.zeros((3, 75, 100), dtype=torch.uint8)
-    opts = {"center_crop": False, "resize": 48, "no_upscale": False}
+    opts = PackOptions(center_crop=False, resize=48, no_upscale=False)
     assert tuple(pack_gpu.resize(STAND_IN, img, opts, (75, 100)).shape) == (3, 48, 64)
-    crop = {**opts, "center_crop": True}
+    crop = replace(opts, center_crop=True)
     assert tuple(pack_gpu.resize(STAND_IN, img, crop, (75, 100)).shape) == (3, 48, 48)
-    keep = {**opts, "resize": 80, "no_upscale": True}
+    keep = replace(opts, resize=80, no_upscale=True)
     assert tuple(pack_gpu.resize(STAND_IN, img, keep, (75, 100)).shape) == (3, 75, 100)
 
 
@@ -178,4 +180,4 @@ def test_device_cuda_without_a_gpu_is_refused_in_one_line_before_writing(tmp_pat
 
 def test_unknown_device_names_the_flag(tmp_path):
     with pytest.raises(UserError, match="--device tpu"):
-        pack.validate(PackOptions(device="tpu"))
+        PackOptions(device="tpu")
