@@ -66,6 +66,7 @@ class LaunchPlan:
     command: tuple[str, ...]
     findings: tuple[str, ...] = ()
     blocking: bool = False  # a finding that makes the launch pointless
+    engine: str = "mxnet"  # torch: roles are ranks ("rank", N), no scheduler or servers
 
 
 @dataclass

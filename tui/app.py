@@ -578,7 +578,8 @@ def plan_text(plan: api.LaunchPlan) -> str:
         f"  {host:<20} {role:<10} {'' if rank is None else rank}" for host, role, rank in plan.roles
     )
     lines = [
-        f"mode: {plan.mode}    hosts: {len(plan.hosts)}    processes: {len(plan.roles)}",
+        f"mode: {plan.mode}    hosts: {len(plan.hosts)}    processes: {len(plan.roles)}"
+        + ("    engine: torch (DDP ranks)" if plan.engine == "torch" else ""),
         roles,
         (
             f"batch: {plan.batch_per_gpu:g} per GPU · {plan.batch_per_worker} per worker"

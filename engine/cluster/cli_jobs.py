@@ -24,13 +24,15 @@ from . import jobs
 from .dmlc_env import parse_env_args, parse_role_env
 from .hosts import read_hosts
 from .kill import ended, kill_everywhere, kill_job, sweep_hosts
-from .launcher import LaunchSpec, check_spec, launch, load_hosts, open_job
-from .placement import describe, place
+from .launcher import LaunchSpec, check_spec, launch, open_job, plan_lines
 from .slurm_job import dry_run_script
 from .slurm import SlurmRequest
 
 FINAL = ("done", "failed", "stopped")
-LAUNCH_HELP = "start a distributed MXNet job on the hosts (tools/launch.py semantics), supervised"
+LAUNCH_HELP = (
+    "start a distributed job on the hosts, supervised: MXNet (tools/launch.py semantics: "
+    "scheduler, servers, workers) or torch (torchrun's variables, one process per slot)"
+)
 
 
 def register(sub) -> None:
@@ -211,14 +213,7 @@ def _dry_run(spec) -> int:
     if spec.launcher == "slurm":
         print(dry_run_script(spec.to_dict()), end="")
         return 0
-    hosts = load_hosts(spec.hosts_file, spec.launcher)
-    plan = place(
-        spec.num_workers,
-        spec.num_servers,
-        [h.slots for h in hosts],
-        servers_per_host=spec.servers_per_host,
-    )
-    for line in describe(plan, [h.name for h in hosts]):
+    for line in plan_lines(spec):
         print(line)
     return 0
 

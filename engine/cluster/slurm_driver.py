@@ -29,7 +29,7 @@ from . import jobs, slurm
 from .detach import WRAPPER
 from .dmlc_env import ClusterEnv, process_env
 from .placement import SCHEDULER, SERVER, WORKER, Placement, place
-from engine.train.torch.launch import torch_env
+from .torch_env import torch_env
 
 POLL_S = 0.2
 GRACE_S = 5.0

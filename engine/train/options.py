@@ -251,6 +251,13 @@ class TrainOptions:
         choices=("auto", "cpu", "gpu"),
     )
     warmup_epochs: float = _torch(0.0, "linear learning-rate warm-up, in epochs")
+    dist_timeout: float = _torch(
+        5.0,
+        "seconds a training step's all-reduce waits for the other ranks before the job fails "
+        "(a dead or hung rank is noticed this fast); raise it for slow shared storage",
+        low=1,
+        high=3600,
+    )
 
 
 def with_flags(train: TrainOptions, argv: Sequence[str]) -> TrainOptions:
@@ -328,6 +335,7 @@ class CheckOptions:
 
 # A new workspace trains a small network on its own cluster; these training options are its to edit.
 WORKSPACE_FIELDS = (
+    "engine",
     "network",
     "num_layers",
     "batch_size",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -16,13 +18,22 @@ def run(args: argparse.Namespace) -> int:
     validate(args)
     if args.engine == "torch":
         return run_torch(args)
+    require_mxnet()
     return mxnet_run.main(args)
+
+
+def require_mxnet() -> None:
+    """The MXNet engine where mxnet is not installed: say what to install, and where it runs."""
+    if importlib.util.find_spec("mxnet") is None:
+        raise UserError(
+            "--engine mxnet: mxnet is not installed here; MXNet 1.9.1 needs Python <= 3.11 "
+            f"(this is {sys.version_info.major}.{sys.version_info.minor}): there, "
+            "pip install mxnet==1.9.1 'numpy<1.24' (mxnet-cu112 on GPUs); or use --engine torch"
+        )
 
 
 def run_torch(args: argparse.Namespace) -> int:
     """The PyTorch engine lives in engine.train.torch.run (an optional extra)."""
-    import importlib
-
     try:
         torch_run = importlib.import_module("engine.train.torch.run")
     except ModuleNotFoundError as exc:
