@@ -23,6 +23,7 @@ def test_pack_options_refuse_a_process_count_above_four_per_core():
     with pytest.raises(UserError, match=rf"--num-thread 99999999: give at most {opt.PROCESS_CAP}"):
         PackOptions(num_thread=99999999)
     assert PackOptions(num_thread=opt.PROCESS_CAP).num_thread == opt.PROCESS_CAP
+    assert PackOptions(num_thread=16).num_thread == 16  # the tutorial's, on any machine
 
 
 def test_pack_command_refuses_too_many_workers_before_starting_any(tmp_path, capsys):
