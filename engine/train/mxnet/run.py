@@ -39,7 +39,11 @@ def _child(args: argparse.Namespace) -> int:
         print(f"imgscale train: {exc}", file=sys.stderr)
         return 2
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+        # MXNet's scheduler and servers serve inside `import mxnet`, then sys.exit(): None is 0
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
     except BaseException:
         traceback.print_exc()
         return 1
