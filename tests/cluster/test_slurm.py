@@ -244,3 +244,20 @@ async def test_a_job_asking_for_more_nodes_than_are_up_waits_with_its_reason(sl,
         await job.close()
     assert state.state == "stopped"
     assert slurm.job_state(jobs.load(job.job_id).scheduler_id).state == "CANCELLED"
+
+
+def test_detached_launch_then_attach_and_jobs_from_the_command_line(sl, state_home):
+    env = {"IMGSCALE_HOME": os.environ["IMGSCALE_HOME"]}
+    started = cli(
+        "launch", "--launcher", "slurm", "-n", "2", "--nodes", "2", "--detach", "--job", "sl1",
+        "--run-dir", str(state_home / "runs"), "--",
+        "python", TORCH_JOB, "--steps", "3", "--engine", "torch", env=env,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    attached = cli("attach", "sl1", env=env)
+    assert attached.returncode == 0, attached.stderr
+    assert "n1 worker 0 | rank 0 of 2" in attached.stdout
+    assert "n2 worker 1 | rank 1 of 2" in attached.stdout
+    listed = cli("jobs", env=env)
+    record = jobs.load("sl1")
+    assert record.state == "done" and f"SLURM {record.scheduler_id}" in listed.stdout
