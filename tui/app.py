@@ -63,6 +63,7 @@ GLOBAL_KEYS = [
     ("T", "edit_train", "Edit training options"),
     ("d", "doctor", "Doctor: IO-, compute- or network-bound?"),
     ("S", "scaling", "Scaling: images/s against GPUs, speedup against ideal"),
+    ("E", "export", "Export the hosts grid and the job's images/s history (CSV, JSON)"),
     ("question_mark", "help", "Help: every key"),
     ("q", "quit", "Quit (jobs keep running)"),
 ]
@@ -113,6 +114,7 @@ ACTIONS = [
     ("edit_train", "T", "Edit training options"),
     ("doctor", "d", "Doctor"),
     ("scaling", "S", "Scaling sweep"),
+    ("export", "E", "Export grid and img/s history"),
 ]
 
 
@@ -213,6 +215,7 @@ class ImgscaleApp(App[str | None]):
         status.nthreads = self.train_options.get("data_nthreads")
         self.stages.set_stages(snap.stages)
         self.grid.set_hosts(snap.hosts)
+        self.grid.speeds, self.grid.topology = self.session.speeds, self.session.topology()
         self.show_stage_details()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -245,6 +248,8 @@ class ImgscaleApp(App[str | None]):
             self.summary.rate = event
             self.status.rate = event.images_per_sec
             self.grid.set_cluster(event.hosts, event.stragglers)
+            if self.session is not None:  # a new job starts a new board
+                self.grid.histories = self.session.rates.history
         elif isinstance(event, EpochSummary):
             summary = self.summary
             summary.epochs = {**summary.epochs, (event.host, event.rank): event}
@@ -513,6 +518,12 @@ class ImgscaleApp(App[str | None]):
                 ScalingScreen(hosts_file=hosts, out_dir=self.workspace_path / "scaling"), "scaling"
             )
         self.push_screen("scaling")
+
+    def action_export(self) -> None:
+        def done(paths: list[Path]) -> None:
+            self.show_result("exported " + ", ".join(str(p) for p in paths))
+
+        self.engine_call(lambda s: s.export(), "export", then=done)
 
     def show_result(self, text: str) -> None:
         self.last_result = text

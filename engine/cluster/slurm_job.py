@@ -28,6 +28,7 @@ from . import jobs, slurm
 from .slurm_driver import Plan, attempt_dir, write_private
 from .remote_cmd import with_python
 from .srun import node_spec
+from .torch_env import is_torch_command
 from .faults import FINAL, describe_status
 from .watcher import line_level
 
@@ -35,17 +36,6 @@ POLL_S = 0.5
 LAST_LINES = 20
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
-
-
-def detect_engine(command: Sequence[str]) -> str:
-    """torch when the command is `imgscale train --engine torch …`, else MXNet's roles."""
-    words = list(command)
-    for i, word in enumerate(words):
-        if word == "--engine" and i + 1 < len(words):
-            return words[i + 1]
-        if word.startswith("--engine="):
-            return word.split("=", 1)[1]
-    return "mxnet"
 
 
 class SlurmJob:
@@ -361,7 +351,7 @@ def process_info(info: ProcessInfo, prefix: str) -> ProcessInfo:
 
 def plan_of(record: jobs.JobRecord, attempt: int, command: tuple[str, ...]) -> Plan:
     spec = record.launch_args
-    engine = spec.get("engine") or detect_engine(command)
+    engine = spec.get("engine") or ("torch" if is_torch_command(command) else "mxnet")
     workers = int(spec["num_workers"])
     servers = spec.get("num_servers")
     return Plan(

@@ -236,23 +236,20 @@ def transform_planes(tj, cv2, np, data: bytes, info: ImageInfo, opts: PackOption
         if header.colorspace not in (turbojpeg.CS_YCBCR, turbojpeg.CS_GRAY):
             return None  # RGB, CMYK or YCCK JPEGs: OpenCV converts them
         width, height = tj.scaled(info.width, info.height, opts.resize)
-        if (header.width, header.height) != (
-            info.width,
-            info.height,
-        ) or width * height > MAX_PIXELS:
+        same_frame = (header.width, header.height) == (info.width, info.height)
+        if not same_frame or width * height > MAX_PIXELS:
             return None
         planes = tj.decode_planes(np, data, header, width, height)
         planes[0] = planes[0][:height, :width]  # Y comes padded to whole blocks; chroma is exact
-    except turbojpeg.TurboJPEGError:
-        return None  # corrupt data, even a warning: the OpenCV path skips or keeps it as before
-    size = target_size(info.height, info.width, opts.resize, False)
-    if opts.no_upscale and min(info.width, info.height) <= opts.resize:
-        size = (info.width, info.height)
-    try:
+        size = target_size(info.height, info.width, opts.resize, False)
+        if opts.no_upscale and min(info.width, info.height) <= opts.resize:
+            size = (info.width, info.height)
         planes = resize_planes(tj, cv2, np, planes, size)
-    except cv2.error:
-        return None  # a plane that would scale to nothing (a few pixels): OpenCV's path copes
-    return tj.encode_planes(planes, size, turbojpeg.SAMP_420, opts.quality)
+        return tj.encode_planes(planes, size, turbojpeg.SAMP_420, opts.quality)
+    except (turbojpeg.TurboJPEGError, cv2.error):
+        # Corrupt data (even a warning) or a plane that would scale to nothing: OpenCV's path
+        # then skips or packs the image exactly as it would without this codec.
+        return None
 
 
 def payload_for(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions, tj) -> bytes:

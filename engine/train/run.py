@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 
 from engine.errors import UserError
+from engine.train.mxnet import require_mxnet
 from engine.train.mxnet import run as mxnet_run
 from engine.train.options import build_train_parser, parse_with_config, validate
 
@@ -20,16 +20,6 @@ def run(args: argparse.Namespace) -> int:
         return run_torch(args)
     require_mxnet()
     return mxnet_run.main(args)
-
-
-def require_mxnet() -> None:
-    """The MXNet engine where mxnet is not installed: say what to install, and where it runs."""
-    if importlib.util.find_spec("mxnet") is None:
-        raise UserError(
-            "--engine mxnet: mxnet is not installed here; MXNet 1.9.1 needs Python <= 3.11 "
-            f"(this is {sys.version_info.major}.{sys.version_info.minor}): there, "
-            "pip install mxnet==1.9.1 'numpy<1.24' (mxnet-cu112 on GPUs); or use --engine torch"
-        )
 
 
 def run_torch(args: argparse.Namespace) -> int:
