@@ -165,8 +165,10 @@ def _check_shape(text: str | None, parse) -> None:
 
 def _scaling(args: argparse.Namespace) -> int:
     from engine.bench import report, scaling
+    from engine.train.mxnet import require_mxnet
 
     _check_scaling_args(args)
+    require_mxnet("imgscale bench scaling (its workers train with MXNet)", "")
     config = scaling_config(args)
     result = scaling.run_sweep(config, SweepPrinter(verbose=args.verbose))
     points = result.points
@@ -342,7 +344,9 @@ def _bandwidth(args: argparse.Namespace) -> int:
     import json
 
     from engine.bench import bandwidth
+    from engine.train.mxnet import require_mxnet
 
+    require_mxnet("imgscale bench bandwidth (an MXNet kvstore benchmark)", "")
     if args.rounds < 1:
         raise UserError("--rounds: must be 1 or more")
     _check_bandwidth_args(args)

@@ -84,3 +84,17 @@ def test_what_both_engines_share_imports_neither():
         path: sorted(n for n in names if n.startswith(engines)) for path, names in shared.items()
     }
     assert shared and {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_gpu_benchmark_runs_from_a_checkout_without_the_console_or_ssh_packages():
+    # The GPU machine of issue 10 has torch, numpy 2 and opencv, but no textual, rich, asyncssh,
+    # psutil or mxnet: what bench_torch_gpu.py imports must not need them.
+    pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
+    blocked = "textual", "rich", "asyncssh", "psutil", "mxnet"
+    where = next(d for d in ("benchmarks", "bench") if (ROOT / d / "bench_torch_gpu.py").exists())
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); sys.path.insert(0, {where!r}); "
+        "import engine.train.torch.run, engine.train.torch.fit, engine.train.torch.data; "
+        "import bench_torch_loader; import bench_torch_gpu"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)

@@ -388,7 +388,10 @@ def test_hosts_flag_hands_the_lists_to_distributed_packing(tmp_path, monkeypatch
     from engine.cli import main
 
     calls = []
-    fake = types.SimpleNamespace(pack_on_hosts=lambda *args: calls.append(args))
+    # the launcher imports pack_planner from the same module when the CLI loads it
+    fake = types.SimpleNamespace(
+        pack_on_hosts=lambda *args: calls.append(args), pack_planner=lambda *args: None
+    )
     monkeypatch.setitem(sys.modules, "engine.cluster.dpack", fake)
     (tmp_path / "d.lst").write_text("")
     hosts = tmp_path / "hosts"
