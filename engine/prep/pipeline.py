@@ -1,7 +1,7 @@
 """`imgscale prepare`: every preparation stage, in order, on a workspace; finished stages are skipped.
 
 The workspace is the console's (engine.workspace: workspace.toml + state.json) and each stage runs
-through engine.api_stages, so the CLI and the console share paths, options, state and code. A stage
+through engine.prep.stages, so the CLI and the console share paths, options, state and code. A stage
 interrupted part-way is started again and resumes by itself (extract's manifest, the move journals,
 pack's per-chunk resume).
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from engine import workspace as wsmod
 from engine.errors import UserError
 from engine.events import EventSink, StageProgress, StageState, ignore
+from engine.prep.stages import create_demo, read_labels, run_stage
 
 ORDER = ("disk", "extract", "filter", "split", "list", "pack", "place")
 
@@ -77,8 +78,6 @@ def open_workspace(folder, *, source=None, demo: bool = False) -> wsmod.Workspac
     if demo and source is not None:
         raise UserError("give either --demo or --source, not both")
     if demo and not exists:
-        from engine.api_stages import create_demo
-
         create_demo(folder)
     elif source is not None and not exists:
         source = Path(source).expanduser()
@@ -132,14 +131,10 @@ def check_thresholds(ws: wsmod.Workspace) -> None:
 
 
 def run_one(ws: wsmod.Workspace, stage: str, on_event: EventSink) -> None:
-    from engine.api_stages import run_stage
-
     recorder = _Recorder(on_event)
     ws.update_stage(stage, state="running", message="", done=0, skipped=0)
     try:
         run_stage(ws, stage, recorder)
-        if stage == "list":
-            check_labels(ws)
     except KeyboardInterrupt:
         ws.update_stage(
             stage, state="stopped", message="interrupted; run again to resume", **recorder.counts()
@@ -149,24 +144,6 @@ def run_one(ws: wsmod.Workspace, stage: str, on_event: EventSink) -> None:
         ws.update_stage(stage, state="failed", message=str(exc), **recorder.counts())
         raise
     ws.update_stage(stage, state="done", message="", **recorder.counts())
-
-
-def read_labels(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    return dict(line.split("\t", 1) for line in path.read_text().splitlines() if "\t" in line)
-
-
-def check_labels(ws: wsmod.Workspace) -> None:
-    """im2rec numbers classes by folder order, so val must hold exactly train's classes."""
-    train = read_labels(ws.lists_dir / "train_labels.txt")
-    val = read_labels(ws.lists_dir / "val_labels.txt")
-    if train and val and train != val:
-        missing = sorted(set(train) - set(val))[:3]
-        raise UserError(
-            f"validation classes differ from training classes (e.g. missing in val: {', '.join(missing) or '-'}); "
-            f"every class needs more than split.val_per_class images: check {ws.val_root}"
-        )
 
 
 def count_records(folder: Path, pattern: str) -> int:

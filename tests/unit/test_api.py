@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from engine import api
+from engine.api import session as session_mod
 from engine.events import StageProgress, Throughput
 
 
@@ -64,7 +65,7 @@ async def test_stage_sink_raises_on_stop_and_keeps_counts(tmp_path):
     ws = wsmod.create(tmp_path, {"root": "images"})
     session = api.Session(ws, asyncio.get_running_loop())
     stop = threading.Event()
-    sink = api._StageSink(session, "pack", stop)
+    sink = session_mod._StageSink(session, "pack", stop)
     sink(StageProgress("pack", 3, 10, skipped=1))
     stop.set()
     with pytest.raises(api.StageStopped):

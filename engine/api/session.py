@@ -9,32 +9,30 @@ stops one; opening the workspace again re-attaches to it.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine import workspace as wsmod
+from engine.api import jobs
+from engine.api.doctor import Diagnosis, diagnose
+from engine.api.plan import LaunchPlan, host_names, plan
+from engine.api.rates import RateBoard
+from engine.prep import stages as stage_runner
 from engine.errors import UserError
 from engine.events import (
-    ClusterRate,
     Event,
     Failure,
-    HostState,
     JobState,
-    LogLine,
     StageProgress,
     StageState,
     Throughput,
 )
 
 QUEUE_LIMIT = 100_000  # events waiting for the console; beyond that the oldest telemetry is dropped
-STRAGGLER_K = 0.8
-RATE_WINDOW_S = 30.0
 TRAIN_STAGE_STATES = {
     "starting": "running",
     "running": "running",
@@ -48,35 +46,6 @@ TRAIN_STAGE_STATES = {
 
 class StageStopped(Exception):
     """Raised inside a stage's thread (from its event sink) when the user asked it to stop."""
-
-
-@dataclass(frozen=True)
-class LaunchPlan:
-    """What a launch would do, shown for confirmation: hosts, roles, batches and pre-flight findings."""
-
-    mode: str  # train | benchmark | test-io
-    hosts: tuple[str, ...]
-    roles: tuple[tuple[str, str, int | None], ...]  # (host, role, rank)
-    gpus_per_worker: int
-    batch_per_gpu: float
-    batch_per_worker: int
-    global_batch: int
-    mirror: bool
-    data_nthreads: int
-    command: tuple[str, ...]
-    findings: tuple[str, ...] = ()
-    blocking: bool = False  # a finding that makes the launch pointless
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    """The doctor's verdict: which of IO, compute or network bounds the job, per host, and what to try."""
-
-    verdict: str  # io-bound | compute-bound | network-bound | unknown
-    rows: tuple[
-        tuple[str, float | None, float | None, float | None], ...
-    ]  # host, test-io, benchmark, real
-    advice: tuple[str, ...] = ()
 
 
 @dataclass
@@ -113,7 +82,7 @@ class Session:
             wsmod.save_config(ws.path, ws.config)
         session = cls(ws, asyncio.get_running_loop())
         session._recover_interrupted_stages()
-        session.hosts = await asyncio.to_thread(_host_names, ws)
+        session.hosts = await asyncio.to_thread(host_names, ws)
         if telemetry:
             session._start_probes()
         await session._reattach()
@@ -129,14 +98,12 @@ class Session:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for run in list(self.running.values()):
             await asyncio.to_thread(run.thread.join, 10.0)
-        if self.job is not None and hasattr(self.job, "detach"):
-            await _maybe_await(self.job.detach())
+        if self.job is not None:
+            await self.job.detach()
 
     # ---- reading -----------------------------------------------------------------------
     def snapshot(self) -> wsmod.WorkspaceSnapshot:
-        snap = self.workspace.snapshot(self.hosts)
-        stages = tuple(self._live_status(s) for s in snap.stages)
-        return wsmod.WorkspaceSnapshot(**{**snap.__dict__, "stages": stages})
+        return self.workspace.snapshot(self.hosts)
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event of this session, in order, until it closes."""
@@ -254,8 +221,6 @@ class Session:
         run = self.running[stage]
         sink = _StageSink(self, stage, run.stop)
         try:
-            from engine import api_stages as stage_runner
-
             stage_runner.run_stage(self.workspace, stage, sink, undo=undo)
             final = ("pending" if undo else "done"), sink.message
         except StageStopped:
@@ -279,9 +244,6 @@ class Session:
         if run is not None:
             run.finished.set()
 
-    def _live_status(self, status: wsmod.StageStatus) -> wsmod.StageStatus:
-        return status
-
     def _recover_interrupted_stages(self) -> None:
         """A stage marked running by a console that died is resumable, not running."""
         for status in self.workspace.stage_statuses():
@@ -292,22 +254,18 @@ class Session:
 
     # ---- jobs --------------------------------------------------------------------------
     async def plan_launch(self, mode: str = "train") -> LaunchPlan:
-        from engine import api_jobs as jobs
-
-        return await asyncio.to_thread(jobs.plan, self.workspace, mode)
+        return await asyncio.to_thread(plan, self.workspace, mode)
 
     async def launch(self, mode: str = "train") -> str:
         """Start a detached job (train | benchmark | test-io) on the workspace's hosts; returns its id."""
-        from engine import api_jobs as jobs
-
         if self.job is not None and getattr(self.job, "active", False):
             raise UserError(
                 f"job {self.job.id} is still running; stop it (t) or kill leftovers (K) first"
             )
         self.rates = RateBoard(baseline=self._baseline())
         if self.job is not None:
-            await _maybe_await(self.job.detach())
-        self.job = await jobs.launch(self.workspace, mode, self.emit)
+            await self.job.detach()
+        self.job = await jobs.launch(self.workspace, mode)
         self.workspace.set_job(self.job.id, "starting")
         self._follow_job()
         return self.job.id
@@ -315,19 +273,17 @@ class Session:
     async def stop_job(self) -> None:
         if self.job is None:
             raise UserError("no job to stop")
-        await _maybe_await(self.job.stop())
+        await self.job.stop()
 
     async def relaunch(self) -> None:
         """Relaunch the failed job (resuming from its newest checkpoint)."""
         if self.job is None:
             raise UserError("no job to relaunch; launch one with l")
-        await _maybe_await(self.job.relaunch())
+        await self.job.relaunch()
         self._follow_job()
 
     async def kill_leftovers(self) -> int:
         """End every process this tool launched on every host; returns how many were ended."""
-        from engine import api_jobs as jobs
-
         return await jobs.kill_all(self.workspace, self.emit)
 
     async def doctor(self) -> Diagnosis:
@@ -368,8 +324,6 @@ class Session:
         return min(bench.values()) if bench else None
 
     async def _reattach(self) -> None:
-        from engine import api_jobs as jobs
-
         self.speeds = {k: dict(v) for k, v in self.workspace.state.get("speeds", {}).items()}
         job_id = self.workspace.state.get("job", {}).get("id")
         if not job_id:
@@ -379,8 +333,6 @@ class Session:
             self._follow_job()
 
     def _start_probes(self) -> None:
-        from engine import api_jobs as jobs
-
         self.tasks.append(asyncio.create_task(jobs.watch_hosts(self.workspace, self.emit)))
 
 
@@ -428,115 +380,6 @@ class _StageSink:
             self.session.workspace.update_stage(self.stage, **counts)
 
 
-class RateBoard:
-    """Newest images/s per worker → cluster rate, per-host rates, speedup and stragglers."""
-
-    def __init__(self, baseline: float | None = None, k: float = STRAGGLER_K) -> None:
-        self.baseline = baseline
-        self.k = k
-        self.latest: dict[tuple[str, int | None], Throughput] = {}
-        self.history: deque[tuple[float, float]] = deque(maxlen=600)
-
-    def add(self, event: Throughput) -> ClusterRate | None:
-        self.latest[(event.host, event.rank)] = event
-        fresh = [t for t in self.latest.values() if event.time - t.time <= RATE_WINDOW_S]
-        if not fresh:
-            return None
-        rates = [t.samples_per_sec for t in fresh]
-        total = sum(rates)
-        median = statistics.median(rates)
-        baseline = self.baseline or max(rates)
-        stragglers = tuple(
-            f"{t.host}#{t.rank}"
-            for t in fresh
-            if len(fresh) > 1 and t.samples_per_sec < self.k * median
-        )
-        self.history.append((event.time, total))
-        return ClusterRate(
-            job=event.job,
-            images_per_sec=total,
-            workers=len(fresh),
-            hosts=self.host_rates(fresh),
-            median_worker=median,
-            baseline=baseline,
-            speedup=total / baseline if baseline else None,
-            stragglers=stragglers,
-            time=event.time,
-        )
-
-    def host_rates(self, fresh: list[Throughput] | None = None) -> tuple[tuple[str, float], ...]:
-        per_host: dict[str, float] = {}
-        for t in fresh if fresh is not None else self.latest.values():
-            per_host[t.host] = per_host.get(t.host, 0.0) + t.samples_per_sec
-        return tuple(sorted(per_host.items()))
-
-
-def diagnose(speeds: dict[str, dict[str, float]]) -> Diagnosis:
-    """Compare per-host images/s of --test-io (data only), --benchmark (no data) and the real job.
-
-    Real speed near the test-io speed and well below benchmark: reading/decoding bounds it (IO).
-    Real near benchmark: the GPUs (compute) bound it. Benchmark itself far below a one-host
-    benchmark, or real well below both: communication (network) bounds it.
-    """
-    test_io, bench, real = (speeds.get(k, {}) for k in ("test-io", "benchmark", "train"))
-    hosts = sorted(set(test_io) | set(bench) | set(real))
-    rows = tuple((h, test_io.get(h), bench.get(h), real.get(h)) for h in hosts)
-    if not hosts:
-        return Diagnosis(
-            "unknown", rows, ("run --test-io (i), --benchmark (b) and a training job (l) first",)
-        )
-    t = _median_of(test_io)
-    b = _median_of(bench)
-    r = _median_of(real)
-    if r is None or (t is None and b is None):
-        missing = [
-            name
-            for name, v in (("--test-io (i)", t), ("--benchmark (b)", b), ("training (l)", r))
-            if v is None
-        ]
-        return Diagnosis("unknown", rows, (f"measure {', '.join(missing)} to compare",))
-    if t is not None and t < (b or float("inf")) and r >= 0.8 * t:
-        return Diagnosis(
-            "io-bound",
-            rows,
-            (
-                "raise --data-nthreads (n) so decoding keeps up",
-                "pack with a smaller --resize or use --no-upscale so each image decodes faster",
-                "put the .rec files on a local disk or faster shared filesystem",
-            ),
-        )
-    if b is not None and r >= 0.8 * b:
-        return Diagnosis(
-            "compute-bound",
-            rows,
-            ("the GPUs are the limit: a larger batch per GPU, --dtype float16, or more GPUs",),
-        )
-    return Diagnosis(
-        "network-bound",
-        rows,
-        (
-            "gradients exchange is the limit: add servers (one per worker host), use dist_device_sync",
-            "a larger batch per GPU sends fewer updates per image; check the hosts' link speed",
-        ),
-    )
-
-
-def _median_of(values: dict[str, float]) -> float | None:
-    return statistics.median(values.values()) if values else None
-
-
-def _host_names(ws: wsmod.Workspace) -> tuple[str, ...]:
-    from engine import api_jobs as jobs
-
-    return jobs.host_names(ws)
-
-
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value
-    return value
-
-
 async def open_workspace(
     path: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True
 ) -> Session:
@@ -551,18 +394,4 @@ def check_workspace(path: str | Path) -> None:
 
 def create_demo_workspace(path: str | Path, classes: int = 6, images: int = 40) -> Path:
     """A demo workspace: a generated ImageNet-shaped tarball, this machine as the only host, small thresholds."""
-    from engine import api_stages as stage_runner
-
     return stage_runner.create_demo(Path(path), classes=classes, images=images)
-
-
-__all__ = [
-    "Diagnosis",
-    "HostState",
-    "LaunchPlan",
-    "LogLine",
-    "Session",
-    "create_demo_workspace",
-    "diagnose",
-    "open_workspace",
-]
