@@ -29,8 +29,8 @@ BARE_FIT = r"""
 import json, logging, sys
 import mxnet as mx
 from engine.train.options import build_train_parser, parse_with_config
-from engine.train import data
-from engine.train.networks import get_symbol
+from engine.train.mxnet import data
+from engine.train.mxnet.networks import get_symbol
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 args = parse_with_config(build_train_parser(), json.loads(sys.argv[1]))
 # the same iterator settings and symbol as ours; everything else is plain MXNet
@@ -50,7 +50,7 @@ BARE_IO = r"""
 import json, sys, time
 import mxnet as mx
 from engine.train.options import build_train_parser, parse_with_config
-from engine.train import data
+from engine.train.mxnet import data
 args = parse_with_config(build_train_parser(), json.loads(sys.argv[1]))
 it = mx.io.ImageRecordIter(path_imgrec=data.imgrec_arg(data.rec_files(args.data_train)), shuffle=True,
                            **data._common_kwargs(args, 0, 1), **data._aug_kwargs(args))
@@ -69,7 +69,7 @@ print("bare-io: %.2f images/sec" % (done * args.batch_size / (time.time() - star
 PLAN = r"""
 import re, sys
 import mxnet as mx
-from engine.train.networks import get_symbol
+from engine.train.mxnet.networks import get_symbol
 net, layers, batch, side = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 ex = get_symbol(net, 1000, layers, (3, side, side)).simple_bind(
     mx.cpu(), data=(batch, 3, side, side), softmax_label=(batch,), grad_req="write")

@@ -249,7 +249,7 @@ def array_shapes(
 ) -> list[tuple[int, ...]]:
     """Shapes of the network's parameter arrays (weights, biases, BN gamma/beta): one kvstore key each."""
     from engine.bench.scaling import split_network
-    from engine.train.networks import get_symbol
+    from engine.train.mxnet.networks import get_symbol
 
     base, depth = split_network(network)
     symbol = get_symbol(base, num_classes, depth or 50, tuple(image_shape))

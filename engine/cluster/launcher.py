@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from engine.errors import UserError
 from engine.events import EventSink
 from engine.paths import require_folder_path
+from engine.train.checkpoints import newest_checkpoint
 
 from . import jobs
 from .detach import DetachedProcess
@@ -215,21 +216,10 @@ def checkpoint_resume(prefix: str) -> ResumeHook:
     """Relaunches continue from the newest complete checkpoint ``prefix-NNNN.params``."""
 
     def hook(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
-        epoch = newest_epoch(prefix)
+        epoch = newest_checkpoint(prefix)
         return command if epoch is None else set_option(command, "--load-epoch", str(epoch))
 
     return hook
-
-
-def newest_epoch(prefix: str) -> int | None:
-    try:  # supplied by the training area
-        from engine.train.checkpoints import newest_checkpoint  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    found = newest_checkpoint(prefix)
-    if found is None or isinstance(found, int):
-        return found
-    return getattr(found, "epoch", None)
 
 
 def set_option(command: Sequence[str], flag: str, value: str) -> tuple[str, ...]:

@@ -1,15 +1,18 @@
 """Pre-flight check (`imgscale check`): training options against the data, hosts and disk; each finding says what to change.
 
-The checks are pure functions over gathered Facts, so each is unit-tested; engine.train.facts does the reading.
+The checks are pure functions over Facts, so each is unit-tested; engine.train.facts defines and gathers them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-from engine.train.networks import MIN_SIDE
+from engine.errors import UserError
+from engine.train.facts import Facts, gather_facts
+from engine.train.options import MIN_SIDE, build_train_parser
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 TUTORIAL_EDGE = 480  # the tutorial packs with im2rec --resize 480
@@ -37,47 +40,6 @@ class Finding:
         return f"{self.level:<7} {self.what}" + (
             f"\n        -> {self.change}" if self.change else ""
         )
-
-
-@dataclass
-class Facts:
-    """Everything the checks look at; None where it could not be found out."""
-
-    network: str = "resnet"
-    num_layers: int = 50
-    num_classes: int = 1000
-    num_examples: int = 1281167
-    batch_size: int = 128
-    gpus: list[int] = field(default_factory=list)
-    kv_store: str = "device"
-    image_shape: list[int] = field(default_factory=lambda: [3, 224, 224])
-    min_random_scale: float = 1.0
-    max_random_scale: float = 1.0
-    random_resized_crop: int = 0
-    num_epochs: int = 80
-    save_period: int = 1
-    dtype: str = "float32"
-    label_map: str | None = None
-    label_map_classes: int | None = None
-    max_label: int | None = None  # largest label in the training lists
-    example_source: str | None = None  # the .idx/.lst files counted
-    examples_found: int | None = None
-    packed_edge: int | None = None
-    packed_edge_source: str = ""
-    stray: dict[str, list[str]] = field(
-        default_factory=dict
-    )  # data directory -> non-.rec files in it
-    missing_data: list[str] = field(default_factory=list)
-    # empty data folders, files that are not RecordIO
-    bad_data: list[str] = field(default_factory=list)
-    hosts: list[tuple[str, int | None, list[int] | None]] | None = None  # (name, slots, gpus=)
-    num_workers: int | None = None
-    num_servers: int | None = None
-    host_gpu_counts: dict[str, int | None] = field(default_factory=dict)  # from probes
-    host_mxnet: dict[str, str | None] = field(default_factory=dict)  # "1.9.1 dist_kvstore=yes"
-    busy_ports: list[int] = field(default_factory=list)
-    checkpoint_dir: str | None = None
-    free_disk_bytes: int | None = None
 
 
 # --- the checks: each returns a list of findings ---
@@ -449,8 +411,6 @@ def run_checks(facts: Facts) -> list[Finding]:
 
 def preflight(args) -> list[Finding]:
     """All findings for parsed `imgscale check` options (train options plus hosts, -n, -s …)."""
-    from engine.train.facts import gather_facts
-
     return run_checks(gather_facts(args))
 
 
@@ -462,16 +422,10 @@ def preflight_argv(
     port: int | None = None,
 ) -> list[Finding]:
     """Findings for a training command line (what the launcher is about to run on every host)."""
-    import argparse
-
-    from engine.train.options import build_train_parser
-
     parser = build_train_parser(argparse.ArgumentParser(prog="imgscale train", add_help=False))
     try:
         args = parser.parse_args(list(train_argv))
     except SystemExit:  # argparse printed what is wrong
-        from engine.errors import UserError
-
         raise UserError(f"training options not valid: {' '.join(train_argv)}") from None
     extra = {"hosts": hosts, "num_workers": num_workers, "num_servers": num_servers, "port": port}
     extra.update({"label_map": None, "lst": None, "packed_edge": None, "json": False})

@@ -1,4 +1,5 @@
-"""Checkpoint files: MXNet's PREFIX-symbol.json + PREFIX-NNNN.params (+ .states), written atomically; finding the newest.
+"""Checkpoint names of both engines and finding the newest: MXNet's PREFIX-symbol.json + PREFIX-NNNN.params
+(+ .states), the torch engine's PREFIX-NNNN.pt; every file written atomically.
 
 Epoch checkpoint N holds the weights after N complete epochs (as mx.model.save_checkpoint numbers them).
 A batch checkpoint PREFIX-NNNN.bBBBBBB.params holds the weights after N epochs plus B batches of the next.
@@ -13,8 +14,8 @@ import os
 import re
 from dataclasses import dataclass
 
-EPOCH_PARAMS = re.compile(r"-(\d{4,})\.params$")
-BATCH_PARAMS = re.compile(r"-(\d{4,})\.b(\d{6,})\.params$")
+MXNET = ".params"  # the MXNet engine's weights (with PREFIX-symbol.json beside them)
+TORCH = ".pt"  # the torch engine's whole training state
 
 
 @dataclass(frozen=True)
@@ -31,26 +32,40 @@ def symbol_path(prefix: str) -> str:
     return f"{prefix}-symbol.json"
 
 
-def params_path(prefix: str, epoch: int, batch: int = 0) -> str:
-    return f"{prefix}-{epoch:04d}.b{batch:06d}.params" if batch else f"{prefix}-{epoch:04d}.params"
+def params_path(prefix: str, epoch: int, batch: int = 0, suffix: str = MXNET) -> str:
+    return (
+        f"{prefix}-{epoch:04d}.b{batch:06d}{suffix}" if batch else f"{prefix}-{epoch:04d}{suffix}"
+    )
 
 
 def states_path(prefix: str, epoch: int, batch: int = 0) -> str:
-    return params_path(prefix, epoch, batch)[: -len(".params")] + ".states"
+    return params_path(prefix, epoch, batch)[: -len(MXNET)] + ".states"
 
 
-def _escape(prefix: str) -> str:
-    return glob.escape(prefix)
+def checkpoints(prefix: str, suffix: str = MXNET) -> list[tuple[int, int]]:
+    """(epoch, batch) of every complete checkpoint of ``prefix``, oldest first; batch 0 is an epoch checkpoint.
+
+    A file only gets its final name once fully written, so temporary files never match.
+    """
+    name = re.compile(r"-(\d{4,})(?:\.b(\d{6,}))?" + re.escape(suffix) + "$")
+    found = []
+    for path in glob.glob(glob.escape(prefix) + "-*" + suffix):
+        match = name.search(path)
+        if match:
+            point = int(match.group(1)), int(match.group(2) or 0)
+            if path == params_path(prefix, *point, suffix=suffix):
+                found.append(point)
+    return sorted(found)
 
 
 def epoch_checkpoints(prefix: str) -> list[int]:
-    """Epochs with a complete params file (sorted); a params file only exists once fully written."""
-    found = []
-    for path in glob.glob(_escape(prefix) + "-*.params"):
-        match = EPOCH_PARAMS.search(path)
-        if match and path == params_path(prefix, int(match.group(1))):
-            found.append(int(match.group(1)))
-    return sorted(found)
+    """Epochs with a complete MXNet params file (sorted)."""
+    return [epoch for epoch, batch in checkpoints(prefix) if not batch]
+
+
+def batch_checkpoints(prefix: str) -> list[tuple[int, int]]:
+    """(epoch, batch) of every complete MXNet batch checkpoint, sorted."""
+    return [point for point in checkpoints(prefix) if point[1]]
 
 
 def newest_checkpoint(prefix: str) -> int | None:
@@ -61,21 +76,11 @@ def newest_checkpoint(prefix: str) -> int | None:
     return epochs[-1] if epochs else None
 
 
-def batch_checkpoints(prefix: str) -> list[tuple[int, int]]:
-    """(epoch, batch) of every complete batch checkpoint, sorted."""
-    found = []
-    for path in glob.glob(_escape(prefix) + "-*.b*.params"):
-        match = BATCH_PARAMS.search(path)
-        if match and path == params_path(prefix, int(match.group(1)), int(match.group(2))):
-            found.append((int(match.group(1)), int(match.group(2))))
-    return sorted(found)
-
-
 def newest_resume_point(prefix: str) -> ResumePoint | None:
     """The furthest point training can continue from: an epoch checkpoint or a later batch checkpoint."""
     if not os.path.isfile(symbol_path(prefix)):
         return None
-    points = [(e, 0) for e in epoch_checkpoints(prefix)] + batch_checkpoints(prefix)
+    points = checkpoints(prefix)
     if not points:
         return None
     epoch, batch = max(points)
@@ -107,31 +112,3 @@ def write_atomic(path: str, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def save_params(path: str, arg_params: dict, aux_params: dict) -> None:
-    """The params format mx.model.load_checkpoint reads: 'arg:NAME' and 'aux:NAME' NDArrays."""
-    import mxnet as mx
-
-    data = {f"arg:{k}": v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
-    data.update({f"aux:{k}": v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
-    write_atomic(path, lambda tmp: mx.nd.save(tmp, data))
-
-
-def load_params(path: str) -> tuple[dict, dict]:
-    import mxnet as mx
-
-    arg_params: dict = {}
-    aux_params: dict = {}
-    for key, value in mx.nd.load(path).items():
-        kind, name = key.split(":", 1)
-        (arg_params if kind == "arg" else aux_params)[name] = value
-    return arg_params, aux_params
-
-
-def save_symbol(prefix: str, symbol) -> None:
-    write_atomic(symbol_path(prefix), symbol.save)
-
-
-def save_states(path: str, module) -> None:
-    write_atomic(path, module.save_optimizer_states)

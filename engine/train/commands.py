@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from engine.errors import UserError
+from engine.train import check, run
 from engine.train.options import build_train_parser, merge_config, positive_int
 
 TRAIN_HELP = "train a network on RecordIO data (train_imagenet.py's options; --engine mxnet|torch)"
@@ -16,10 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help=TRAIN_HELP, description=TRAIN_HELP)
     build_train_parser(train)
     train.set_defaults(func=lambda args: _train(train, args))
-    check = sub.add_parser("check", help=CHECK_HELP, description=CHECK_HELP)
-    build_train_parser(check)
-    add_check_args(check)
-    check.set_defaults(func=lambda args: _check(check, args))
+    checker = sub.add_parser("check", help=CHECK_HELP, description=CHECK_HELP)
+    build_train_parser(checker)
+    add_check_args(checker)
+    checker.set_defaults(func=lambda args: _check(checker, args))
 
 
 def add_check_args(parser: argparse.ArgumentParser) -> None:
@@ -55,23 +57,17 @@ def add_check_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from engine.train.run import run
-
-    return run(merge_config(parser, args))
+    return run.run(merge_config(parser, args))
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from engine.train.check import main
-
     if args.num_servers is not None and args.num_servers < 0:
         raise UserError(f"-s {args.num_servers}: give 0 or more servers")
     if args.port is not None and not 1 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: give a port from 1 to 65535")
-    import os
-
     given = [("--lst", p) for p in args.lst or []] + [("--label-map", args.label_map)]
     for flag, path in given:
         if path and not os.path.isfile(path):
             what = "is a folder" if os.path.isdir(path) else "does not exist"
             raise UserError(f"{flag} {path} {what}; give the file `imgscale list` wrote")
-    return main(merge_config(parser, args))
+    return check.main(merge_config(parser, args))

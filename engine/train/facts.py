@@ -1,4 +1,4 @@
-"""Gathering the pre-flight facts: lists, label map, first records, hosts file, GPUs, mxnet builds, ports, disk."""
+"""The pre-flight Facts and gathering them: lists, label map, first records, hosts file, GPUs, mxnet builds, ports, disk."""
 
 from __future__ import annotations
 
@@ -10,8 +10,52 @@ import struct
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from engine.train.check import Facts
+from engine.cluster.hosts import read_hosts
+from engine.errors import UserError
+from engine.train.recfiles import check_magic
+
+
+@dataclass
+class Facts:
+    """Everything the checks look at; None where it could not be found out."""
+
+    network: str = "resnet"
+    num_layers: int = 50
+    num_classes: int = 1000
+    num_examples: int = 1281167
+    batch_size: int = 128
+    gpus: list[int] = field(default_factory=list)
+    kv_store: str = "device"
+    image_shape: list[int] = field(default_factory=lambda: [3, 224, 224])
+    min_random_scale: float = 1.0
+    max_random_scale: float = 1.0
+    random_resized_crop: int = 0
+    num_epochs: int = 80
+    save_period: int = 1
+    dtype: str = "float32"
+    label_map: str | None = None
+    label_map_classes: int | None = None
+    max_label: int | None = None  # largest label in the training lists
+    example_source: str | None = None  # the .idx/.lst files counted
+    examples_found: int | None = None
+    packed_edge: int | None = None
+    packed_edge_source: str = ""
+    stray: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # data directory -> non-.rec files in it
+    missing_data: list[str] = field(default_factory=list)
+    # empty data folders, files that are not RecordIO
+    bad_data: list[str] = field(default_factory=list)
+    hosts: list[tuple[str, int | None, list[int] | None]] | None = None  # (name, slots, gpus=)
+    num_workers: int | None = None
+    num_servers: int | None = None
+    host_gpu_counts: dict[str, int | None] = field(default_factory=dict)  # from probes
+    host_mxnet: dict[str, str | None] = field(default_factory=dict)  # "1.9.1 dist_kvstore=yes"
+    busy_ports: list[int] = field(default_factory=list)
+    checkpoint_dir: str | None = None
+    free_disk_bytes: int | None = None
 
 
 def data_files(path: str | None) -> tuple[list[str], list[str], bool]:
@@ -268,9 +312,6 @@ def _gather_data(f: Facts, args) -> list[str]:
 
 def _bad_data(path: str, recs: list[str]) -> list[str]:
     """What MXNet could not read in a data path: no .rec at all, or files that are not RecordIO."""
-    from engine.errors import UserError
-    from engine.train.data import check_magic
-
     if not recs:
         return [f"{path}: no .rec files here"]
     problems = []
@@ -286,8 +327,6 @@ def _bad_data(path: str, recs: list[str]) -> list[str]:
 
 def _gather_hosts(f: Facts, args, probe_local: bool) -> None:
     if getattr(args, "hosts", None):
-        from engine.cluster.hosts import read_hosts
-
         specs = read_hosts(args.hosts)
         f.hosts = [(h.name, h.slots, list(h.gpus) if h.gpus is not None else None) for h in specs]
         if f.num_workers is None:

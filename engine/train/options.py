@@ -13,6 +13,8 @@ from typing import Any, cast
 from engine.errors import UserError
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
+# Smallest input side each network accepts (its strides and pooling windows must still fit).
+MIN_SIDE = {"resnet": 32, "alexnet": 67, "inception-v3": 299, "vgg": 32, "mobilenet": 32}
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 KV_STORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop", "adagrad", "adadelta", "ftml", "lamb", "signum")
@@ -262,17 +264,41 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
     add_data_args(parser)
     add_aug_args(parser)
     set_aug_level(parser, 1)
-    _add_torch_args(parser)
+    add_torch_args(parser)
     return parser
 
 
-def _add_torch_args(parser: argparse.ArgumentParser) -> None:
-    """The torch engine's own options (--amp, --compile …), so `imgscale train --engine torch` takes them."""
-    try:
-        from engine.train.torch.run import add_torch_args
-    except ImportError:  # the torch engine is optional
-        return
-    add_torch_args(parser)
+def add_torch_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Options only the torch engine reads; the MXNet engine ignores them."""
+    g = parser.add_argument_group("Torch engine", "used with --engine torch")
+    g.add_argument(
+        "--amp",
+        default="auto",
+        choices=("auto", "bf16", "off"),
+        help="bf16 autocast: auto = on for GPUs, off on the CPU",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (slower start, faster steps)",
+    )
+    g.add_argument(
+        "--width",
+        type=int,
+        default=64,
+        help="resnet base width (64 is the standard network; smaller for quick tests)",
+    )
+    g.add_argument(
+        "--decode",
+        default="auto",
+        choices=("auto", "cpu", "gpu"),
+        help="JPEG decoding on GPUs: gpu = nvJPEG (needs torchvision), cpu = OpenCV in "
+        "--data-nthreads worker processes; auto = gpu when torchvision is importable",
+    )
+    g.add_argument(
+        "--warmup-epochs", type=float, default=0, help="linear learning-rate warm-up, in epochs"
+    )
+    return g
 
 
 # --- --config FILE ---

@@ -1,49 +1,22 @@
-"""`python -m engine.train.run …`: what every worker executes; the only entry that imports the MXNet engine."""
+"""`python -m engine.train.run …`: what every worker executes; picks the engine (engine.train.mxnet or .torch)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from engine.errors import UserError
+from engine.train.mxnet import run as mxnet_run
 from engine.train.options import build_train_parser, parse_with_config, validate
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train with the engine args.engine names; an out-of-memory error becomes a diagnosis, exit status 1."""
+    """Train with the engine args.engine names."""
     validate(args)
     if args.engine == "torch":
         return run_torch(args)
-    from engine.train.fit import train
-
-    try:
-        return train(args)
-    except UserError:
-        raise
-    except (
-        Exception
-    ) as exc:  # MXNetError and friends: diagnose what we recognise, re-raise the rest
-        from engine.train.oom import diagnose_text, failure_lines
-
-        failure = diagnose_text(
-            str(exc),
-            source="training",
-            batch_size=args.batch_size,
-            gpus=args.gpus,
-            dtype=args.dtype,
-        )
-        if failure is None:
-            raise
-        for line in failure_lines(failure):
-            logging.getLogger("imgscale.train").error("%s", line)
-        # MXNet's engine is unusable after a failed allocation and its exit hook would raise again,
-        # burying the diagnosis under a traceback: leave now.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+    return mxnet_run.main(args)
 
 
 def run_torch(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from psjob import run_dist
 from trainrun import COMMON, ROOT, data_args, run_train
 
 from engine.train import checkpoints as ck
+from engine.train.mxnet import saving
 from engine.train.logparse import latest_summaries, parse_log
 
 pytestmark = [pytest.mark.mxnet, pytest.mark.slow]
@@ -95,13 +96,13 @@ def test_our_checkpoint_loads_in_plain_mxnet_and_gives_the_same_outputs(local_ru
     import mxnet as mx
     import numpy as np
 
-    from engine.train.networks import get_symbol
+    from engine.train.mxnet.networks import get_symbol
 
     prefix, log = local_run
     plain, labels = _outputs(*mx.model.load_checkpoint(prefix, 3), demo_rec.val)
     ours, _ = _outputs(
         get_symbol("resnet", 10, 18, (3, 32, 32)),
-        *ck.load_params(ck.params_path(prefix, 3)),
+        *saving.load_params(ck.params_path(prefix, 3)),
         demo_rec.val,
     )
     assert len(labels) == 120 and np.allclose(plain, ours, rtol=1e-5, atol=1e-6)

@@ -189,8 +189,8 @@ def test_kill_all_reads_the_hosts_file_before_killing_anything(junk, capsys, mon
 
 
 def test_check_reports_data_that_mxnet_cannot_read(junk, capsys):
-    from engine.train.check import ERROR, Facts, check_data_dirs
-    from engine.train.facts import _bad_data
+    from engine.train.check import ERROR, check_data_dirs
+    from engine.train.facts import Facts, _bad_data
 
     problems = _bad_data(str(junk / "empty"), []) + _bad_data(
         str(junk / "recbad"), [str(junk / "recbad" / "a.rec"), str(junk / "empty.rec")]
@@ -205,7 +205,7 @@ def test_check_reports_data_that_mxnet_cannot_read(junk, capsys):
 
 
 def test_train_data_that_is_not_recordio_is_named(junk):
-    from engine.train.data import rec_files
+    from engine.train.recfiles import rec_files
 
     with pytest.raises(UserError, match="a.rec is not a RecordIO file"):
         rec_files(str(junk / "recbad"))

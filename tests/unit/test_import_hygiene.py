@@ -46,3 +46,41 @@ def test_no_engine_module_imports_ui_anywhere():
         for path in (ROOT / "engine").rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def _engine_imports(path: pathlib.Path) -> set[str]:
+    """Every engine.* module a file imports, at any depth (inside functions too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name.startswith("engine.")}
+
+
+def _train_imports(folder: str, glob: str = "*.py") -> dict[str, set[str]]:
+    return {
+        str(path.relative_to(ROOT)): _engine_imports(path)
+        for path in (ROOT / "engine" / "train" / folder).glob(glob)
+    }
+
+
+@pytest.mark.parametrize(("engine", "other"), [("mxnet", "torch"), ("torch", "mxnet")])
+def test_training_engines_never_import_each_other(engine, other):
+    prefix = f"engine.train.{other}"
+    offenders = {
+        path: sorted(n for n in names if n.startswith(prefix))
+        for path, names in _train_imports(engine).items()
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_what_both_engines_share_imports_neither():
+    """engine/train/*.py (options, log format, checkpoints …) is shared; only run.py picks an engine."""
+    engines = ("engine.train.mxnet", "engine.train.torch")
+    shared = {k: v for k, v in _train_imports(".").items() if not k.endswith("/run.py")}
+    offenders = {
+        path: sorted(n for n in names if n.startswith(engines)) for path, names in shared.items()
+    }
+    assert shared and {k: v for k, v in offenders.items() if v} == {}

@@ -7,7 +7,6 @@ from engine.train.check import (
     ERROR,
     INFO,
     WARNING,
-    Facts,
     check_batch,
     check_data_dirs,
     check_disk,
@@ -20,7 +19,7 @@ from engine.train.check import (
     check_scale,
     run_checks,
 )
-from engine.train.facts import gather_facts, image_size, port_busy
+from engine.train.facts import Facts, gather_facts, image_size, port_busy
 from engine.train.options import build_train_parser
 
 

@@ -4,7 +4,8 @@ import pytest
 
 from engine.errors import UserError
 from engine.recordio import MAGIC_BYTES
-from engine.train.data import fixed_batches, imgrec_arg, rec_files
+from engine.train.mxnet.data import fixed_batches, imgrec_arg
+from engine.train.recfiles import rec_files
 
 
 def test_a_directory_gives_its_rec_chunks_and_names_the_ignored_files(tmp_path):

@@ -7,7 +7,8 @@ import pathlib
 import pytest
 
 from engine.errors import UserError
-from engine.train.fit import lr_at_epoch, lr_schedule, node_label
+from engine.train.logsetup import node_label
+from engine.train.mxnet.fit import lr_at_epoch, lr_schedule
 from engine.train.options import (
     batch_sizes,
     build_train_parser,

@@ -84,7 +84,7 @@ class RecordIndex:
 def open_index(path: str, flag: str = "--data-train") -> RecordIndex:
     """The records of a .rec file or of a directory of .rec chunks, each read through its .idx."""
     from engine.errors import UserError
-    from engine.train.data import rec_files
+    from engine.train.recfiles import rec_files
 
     files = rec_files(
         path, flag, warn=lambda _msg: None

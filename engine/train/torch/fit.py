@@ -9,10 +9,8 @@ PREFIX-NNNN.bBBBBBB.pt (N epochs and B batches), each written to a temporary nam
 from __future__ import annotations
 
 import argparse
-import glob
 import logging
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass
@@ -23,11 +21,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from engine.errors import UserError
-from engine.train.checkpoints import write_atomic
+from engine.train import checkpoints as ckpt
+from engine.train.logsetup import setup_logging
+from engine.train.options import save_resolved
 from engine.train.torch import data, nets
 
 log = logging.getLogger("imgscale.train")
-CKPT = re.compile(r"-(\d{4,})(?:\.b(\d{6,}))?\.pt$")
 
 
 # ---------------------------------------------------------------- where this process stands
@@ -102,25 +101,18 @@ def init_distributed(gpus: list[int]) -> Rank:
 
 
 def checkpoint_path(prefix: str, epoch: int, batch: int = 0) -> str:
-    return f"{prefix}-{epoch:04d}.b{batch:06d}.pt" if batch else f"{prefix}-{epoch:04d}.pt"
+    return ckpt.params_path(prefix, epoch, batch, ckpt.TORCH)
 
 
 def list_checkpoints(prefix: str) -> list[tuple[int, int]]:
     """(epoch, batch) of every complete checkpoint of ``prefix``, oldest first (temp files never match)."""
-    found = []
-    for path in glob.glob(glob.escape(prefix) + "-*.pt"):
-        match = CKPT.search(path)
-        if match:
-            point = int(match.group(1)), int(match.group(2) or 0)
-            if path == checkpoint_path(prefix, *point):
-                found.append(point)
-    return sorted(found)
+    return ckpt.checkpoints(prefix, ckpt.TORCH)
 
 
 def save_checkpoint(path: str, state: dict) -> None:
     """torch.save to a temporary name, then rename: a file with the final name is always whole."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    ckpt.write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def resume_checkpoint(args) -> str | None:
@@ -519,8 +511,6 @@ def per_process_batch(args) -> int:
 
 def fit(args) -> int:
     """Train (or --test-io / --benchmark) as one rank of the job; returns the exit status."""
-    from engine.train.fit import setup_logging
-
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -584,8 +574,6 @@ def train(args, rank: Rank) -> int:
         )
     trainer = build_trainer(args, rank, epoch_batches, batch_size)
     if rank.main and args.model_prefix:
-        from engine.train.options import save_resolved
-
         os.makedirs(os.path.dirname(os.path.abspath(args.model_prefix)), exist_ok=True)
         save_resolved(args, f"{args.model_prefix}-args.json")
     log.info(

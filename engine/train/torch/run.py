@@ -1,7 +1,7 @@
 """Entry of the torch engine: `imgscale train --engine torch …` or `python -m engine.train.torch.run …`.
 
 Takes the same train_imagenet-style options as the MXNet engine (engine/train/options.py) plus a few
-torch-only ones (``add_torch_args``). Importing this module is light: torch loads inside ``main``.
+torch-only ones (``options.add_torch_args``). Importing this module is light: torch loads inside ``main``.
 """
 
 from __future__ import annotations
@@ -13,55 +13,18 @@ import sys
 from collections.abc import Sequence
 
 from engine.errors import UserError
-
-
-def add_torch_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Options only the torch engine reads; the MXNet engine ignores them."""
-    g = parser.add_argument_group("Torch engine", "used with --engine torch")
-    g.add_argument(
-        "--amp",
-        default="auto",
-        choices=("auto", "bf16", "off"),
-        help="bf16 autocast: auto = on for GPUs, off on the CPU",
-    )
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the network (slower start, faster steps)",
-    )
-    g.add_argument(
-        "--width",
-        type=int,
-        default=64,
-        help="resnet base width (64 is the standard network; smaller for quick tests)",
-    )
-    g.add_argument(
-        "--decode",
-        default="auto",
-        choices=("auto", "cpu", "gpu"),
-        help="JPEG decoding on GPUs: gpu = nvJPEG (needs torchvision), cpu = OpenCV in "
-        "--data-nthreads worker processes; auto = gpu when torchvision is importable",
-    )
-    g.add_argument(
-        "--warmup-epochs", type=float, default=0, help="linear learning-rate warm-up, in epochs"
-    )
-    return g
+from engine.train.options import build_train_parser, parse_with_config, validate
+from engine.train.torch.launch import torch_env
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.train.options import build_train_parser
-
     parser = build_train_parser(argparse.ArgumentParser(prog="python -m engine.train.torch.run"))
-    if not any("--amp" in action.option_strings for action in parser._actions):
-        add_torch_args(parser)  # unless the shared train parser already carries them
     parser.set_defaults(engine="torch")
     return parser
 
 
 def check(args: argparse.Namespace) -> None:
     """Mistakes to report before any process starts: one line naming the flag."""
-    from engine.train.options import validate
-
     validate(args)
     if args.test_io and not args.data_train:
         raise UserError(
@@ -102,8 +65,6 @@ def spawn_local(args: argparse.Namespace) -> int:
     """One process per listed GPU on this host, with the environment a launcher would give them."""
     import torch.multiprocessing as mp
 
-    from engine.train.torch.launch import torch_env
-
     envs = torch_env(["127.0.0.1"], len(args.gpus), "127.0.0.1", free_port())
     # The CLI's namespace carries its handler (a lambda); spawned processes get the options only.
     plain = argparse.Namespace(**{k: v for k, v in vars(args).items() if not callable(v)})
@@ -135,8 +96,6 @@ def _run_reporting(args: argparse.Namespace) -> int:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """`python -m engine.train.torch.run FLAGS`: what the launcher runs on every host."""
-    from engine.train.options import parse_with_config
-
     args = parse_with_config(build_parser(), argv)
     try:
         return main(args)

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 from engine.errors import UserError
 from engine.train import checkpoints as ckpt
+from engine.train.logsetup import setup_logging
+from engine.train.mxnet import data, saving
+from engine.train.mxnet.networks import get_symbol
+from engine.train.recfiles import rec_files
 from engine.train.options import batch_sizes, epoch_size, save_resolved
 
 log = logging.getLogger("imgscale.train")
@@ -44,21 +48,6 @@ def lr_schedule(
 
 def lr_at_epoch(lr: float, factor: float, step_epochs: list[int], epoch: int) -> float:
     return lr * factor ** sum(1 for step in step_epochs if epoch >= step)
-
-
-def node_label(rank: int, host: str) -> str:
-    """'Node[0]' as common/fit.py logs it, with the host when the launcher told us: 'Node[0@node-a]'."""
-    return f"Node[{rank}@{host}]" if host else f"Node[{rank}]"
-
-
-def setup_logging(rank: int, host: str) -> None:
-    """MXNet's training-log format on stdout; the log parser reads it back."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)-15s {node_label(rank, host)} %(message)s",
-        handlers=[logging.StreamHandler(__import__("sys").stdout)],
-        force=True,
-    )
 
 
 @dataclass
@@ -131,8 +120,6 @@ def train(args) -> int:
     if args.model_prefix and plan.rank == 0:
         _prepare_prefix(args)
     if args.test_io:
-        from engine.train import data
-
         it = data.train_iter(args, rank, num_workers)
         data.run_test_io(it, args.batch_size, plan.epoch_batches, args.disp_batches, log)
         return 0
@@ -187,7 +174,6 @@ def _prepare_prefix(args) -> None:
 
 
 def _train_source(args, rank: int, parts: int):
-    from engine.train import data
 
     if not args.benchmark:
         return data.train_iter(args, rank, parts)
@@ -201,9 +187,8 @@ def _validation_source(args, rank: int, parts: int):
     """A function making a fresh validation iterator (see data.val_iter), or None."""
     if not args.data_val or args.benchmark:
         return None
-    from engine.train import data
 
-    data.rec_files(args.data_val, "--data-val")  # a wrong path fails now, not after the first epoch
+    rec_files(args.data_val, "--data-val")  # a wrong path fails now, not after the first epoch
     return lambda: data.val_iter(args, rank, parts)
 
 
@@ -219,8 +204,6 @@ def _initializer(name: str):
 def _build_module(args, train_it, plan: Plan, kv):
     import mxnet as mx
 
-    from engine.train.networks import get_symbol
-
     symbol = get_symbol(
         args.network, args.num_classes, args.num_layers, tuple(args.image_shape), args.dtype
     )
@@ -231,7 +214,7 @@ def _build_module(args, train_it, plan: Plan, kv):
     )
     arg_params = aux_params = None
     if plan.resume:
-        arg_params, aux_params = ckpt.load_params(plan.resume.params)
+        arg_params, aux_params = saving.load_params(plan.resume.params)
     module.init_params(
         _initializer(args.initializer),
         arg_params=arg_params,
@@ -314,9 +297,7 @@ def _train_epoch(
     """Module.fit's inner loop, from batch `first` (a resumed epoch) to the epoch's fixed length."""
     import mxnet as mx
 
-    from engine.train.data import fixed_batches
-
-    batches = fixed_batches(source, plan.epoch_batches - first)
+    batches = data.fixed_batches(source, plan.epoch_batches - first)
     for nbatch, batch in enumerate(batches, start=first):
         module.forward_backward(batch)
         module.update()
@@ -365,13 +346,13 @@ def _save(args, module, plan: Plan, epoch: int, batch: int) -> None:
     mx.nd.waitall()
     arg_params, aux_params = module.get_params()
     prefix = args.model_prefix
-    ckpt.save_symbol(prefix, module.symbol)
+    saving.save_symbol(prefix, module.symbol)
     params = ckpt.params_path(prefix, epoch, batch)
-    ckpt.save_params(params, arg_params, aux_params)
+    saving.save_params(params, arg_params, aux_params)
     if (
         "dist" not in args.kv_store
     ):  # with a distributed store the optimizer state lives on the servers
-        ckpt.save_states(ckpt.states_path(prefix, epoch, batch), module)
+        saving.save_states(ckpt.states_path(prefix, epoch, batch), module)
     ckpt.remove_batch_checkpoints(prefix, keep=(epoch, batch) if batch else None)
     log.info('Saved checkpoint to "%s"', params)
 

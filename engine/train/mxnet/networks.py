@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-# Smallest input side each network accepts (its strides and pooling windows must still fit).
-MIN_SIDE = {"resnet": 32, "alexnet": 67, "inception-v3": 299, "vgg": 32, "mobilenet": 32}
+from engine.errors import UserError
+from engine.train.options import MIN_SIDE
 
 RESNET_UNITS = {
     18: [2, 2, 2, 2],
@@ -28,8 +28,6 @@ def get_symbol(
 
     side = min(image_shape[1:])
     if side < MIN_SIDE.get(network, 1):
-        from engine.errors import UserError
-
         raise UserError(
             f"--image-shape {','.join(map(str, image_shape))}: {network} needs sides of at least "
             f"{MIN_SIDE[network]} pixels"
@@ -126,8 +124,6 @@ def _gluon_logits(network, data, num_classes, num_layers, dtype):
     elif network == "mobilenet":
         net = vision.mobilenet1_0(classes=num_classes, prefix="mobilenet_")
     else:
-        from engine.errors import UserError
-
         raise UserError(
             f"--network {network}: unknown; choose resnet, alexnet, inception-v3, vgg or mobilenet"
         )
