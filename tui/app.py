@@ -527,9 +527,7 @@ def diagnosis_text(d: api.Diagnosis) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from engine.cli import OneLineParser
-
-    parser = OneLineParser(
+    parser = api.OneLineParser(
         prog="imgscale-tui", description="The imgscale console over one workspace."
     )
     parser.add_argument(
@@ -557,9 +555,7 @@ def main(argv: list[str] | None = None) -> int:
                 api.create_demo_workspace(workspace)
         api.check_workspace(workspace)
         if args.hosts:  # a bad hosts file is named here, not after the console has opened
-            from engine.cluster.hosts import read_hosts
-
-            read_hosts(args.hosts)
+            api.check_hosts_file(args.hosts)
     except UserError as exc:
         print(f"imgscale-tui: {exc}", file=sys.stderr)
         return 2

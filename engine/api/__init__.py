@@ -5,11 +5,32 @@ plan      LaunchPlan: the workers' command line, roles, batches and pre-flight f
 jobs      launch, re-attach, stop and kill detached jobs; probe hosts
 rates     RateBoard: cluster images/s, speedup and stragglers from the workers' logs
 doctor    diagnose: IO-, compute- or network-bound, from --test-io, --benchmark and the real job
+scaling   the scaling sweep (as `imgscale bench scaling` runs it), the published table, rows, plots
+
+The console (tui/) imports this package, engine.events and engine.errors, nothing else (a test
+checks it), so every name it needs is re-exported here.
 """
 
 from engine.api.doctor import Diagnosis, diagnose
-from engine.api.plan import LaunchPlan
+from engine.api.plan import LaunchPlan, check_hosts_file
 from engine.api.rates import RATE_WINDOW_S, RateBoard
+from engine.api.scaling import (
+    IDEAL,
+    KV_STORES,
+    STAGE,
+    TABLE_COLUMNS,
+    Sweep,
+    SweepConfig,
+    SweepResult,
+    TextPlot,
+    add_speedup,
+    published_cluster,
+    published_points,
+    speedup_plot,
+    speedup_series,
+    sweep_config,
+    table_rows,
+)
 from engine.api.session import (
     Session,
     StageStopped,
@@ -17,16 +38,37 @@ from engine.api.session import (
     create_demo_workspace,
     open_workspace,
 )
+from engine.cli import OneLineParser
+from engine.workspace import StageStatus, WorkspaceSnapshot
 
 __all__ = [
+    "IDEAL",
+    "KV_STORES",
     "RATE_WINDOW_S",
+    "STAGE",
+    "TABLE_COLUMNS",
     "Diagnosis",
     "LaunchPlan",
+    "OneLineParser",
     "RateBoard",
     "Session",
+    "StageStatus",
     "StageStopped",
+    "Sweep",
+    "SweepConfig",
+    "SweepResult",
+    "TextPlot",
+    "WorkspaceSnapshot",
+    "add_speedup",
+    "check_hosts_file",
     "check_workspace",
     "create_demo_workspace",
     "diagnose",
     "open_workspace",
+    "published_cluster",
+    "published_points",
+    "speedup_plot",
+    "speedup_series",
+    "sweep_config",
+    "table_rows",
 ]

@@ -184,3 +184,8 @@ def workers_of(ws: wsmod.Workspace) -> int:
 def servers_of(ws: wsmod.Workspace) -> int:
     opts = ws.train_options()
     return int(opts.get("num_servers", 1)) if str(opts["kv_store"]).startswith("dist") else 0
+
+
+def check_hosts_file(path: str | Path) -> None:
+    """Raise UserError (one line naming the file and line) if ``path`` is not a usable hosts file."""
+    hosts.read_hosts(path)

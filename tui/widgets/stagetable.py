@@ -16,7 +16,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from engine.events import SkippedItem, StageProgress, StageState
-from engine.workspace import StageStatus
+from engine.api import StageStatus
 from tui.messages import Act
 from tui.widgets import fmt
 
