@@ -14,7 +14,9 @@ from engine.errors import UserError
 
 CONFIG_NAME = "workspace.toml"
 STATE_NAME = "state.json"
-STAGES = ("disk", "extract", "filter", "split", "list", "pack", "place", "train")
+# The one stage order: the preparation stages, then training (the job).
+PREP_STAGES = ("disk", "extract", "filter", "split", "list", "pack", "place")
+STAGES = (*PREP_STAGES, "train")
 UNDOABLE = ("filter", "split")
 STATES = ("pending", "running", "done", "failed", "stale", "stopped")
 

@@ -465,7 +465,7 @@ class ImgscaleApp(App):
         for key, action, description in GLOBAL_KEYS:
             if action not in ("help",):
                 yield SystemCommand(description, f"key {_key_label(key)}", _runner(self, action))
-        for stage in ("disk", "extract", "filter", "split", "list", "pack", "place"):
+        for stage in api.PREP_STAGES:
             yield SystemCommand(
                 f"Start stage {stage}",
                 "runs (or resumes) the stage",

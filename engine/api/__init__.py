@@ -39,11 +39,12 @@ from engine.api.session import (
     open_workspace,
 )
 from engine.cli import OneLineParser
-from engine.workspace import StageStatus, WorkspaceSnapshot
+from engine.workspace import PREP_STAGES, StageStatus, WorkspaceSnapshot
 
 __all__ = [
     "IDEAL",
     "KV_STORES",
+    "PREP_STAGES",
     "RATE_WINDOW_S",
     "STAGE",
     "TABLE_COLUMNS",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,12 @@ from engine.api.doctor import Diagnosis, diagnose
 from engine.api.plan import LaunchPlan, host_names, plan
 from engine.api.rates import RateBoard
 from engine.prep import stages as stage_runner
+from engine.prep.runner import StageRun, StageStopped
 from engine.errors import UserError
 from engine.events import (
     Event,
     Failure,
     JobState,
-    StageProgress,
     StageState,
     Throughput,
 )
@@ -44,16 +43,11 @@ TRAIN_STAGE_STATES = {
 }
 
 
-class StageStopped(Exception):
-    """Raised inside a stage's thread (from its event sink) when the user asked it to stop."""
-
-
 @dataclass
 class _RunningStage:
+    run: StageRun
     thread: threading.Thread
-    stop: threading.Event = field(default_factory=threading.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
-    started: float = field(default_factory=time.monotonic)
 
 
 class Session:
@@ -91,13 +85,13 @@ class Session:
     async def close(self) -> None:
         """Stop probes and stages; a running job is left running on its hosts."""
         self.closed = True
-        for run in self.running.values():
-            run.stop.set()
+        for running in self.running.values():
+            running.run.stop.set()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for run in list(self.running.values()):
-            await asyncio.to_thread(run.thread.join, 10.0)
+        for running in list(self.running.values()):
+            await asyncio.to_thread(running.thread.join, 10.0)
         if self.job is not None:
             await self.job.detach()
 
@@ -150,15 +144,14 @@ class Session:
             raise UserError(f"stage {stage} is already running; stop it first (x)")
         if undo and stage not in wsmod.UNDOABLE:
             raise UserError(f"stage {stage} cannot be undone (only {', '.join(wsmod.UNDOABLE)})")
-        run = _RunningStage(
-            threading.Thread(target=self._stage_thread, args=(stage, undo), daemon=True)
+        run = StageRun(self.workspace, stage, self.emit, undo=undo)
+        running = _RunningStage(
+            run, threading.Thread(target=self._stage_thread, args=(run,), daemon=True)
         )
-        self.running[stage] = run
-        self.workspace.update_stage(
-            stage, state="running", message="undo" if undo else "", done=0, skipped=0
-        )
+        self.running[stage] = running
+        run.begin()
         self.emit(StageState(stage, "running", "undoing" if undo else ""))
-        run.thread.start()
+        running.thread.start()
 
     async def start_all(self) -> None:
         """Run every preparation stage that is not done, in order, stopping at the first that fails."""
@@ -186,16 +179,16 @@ class Session:
         if stage == "train":
             await self.stop_job()
             return
-        run = self.running.get(stage)
-        if run is None:
+        running = self.running.get(stage)
+        if running is None:
             raise UserError(f"stage {stage} is not running")
-        run.stop.set()
+        running.run.stop.set()
 
     async def wait_stage(self, stage: str, timeout: float | None = None) -> None:
         """Until the stage's thread ended and its final state is saved."""
-        run = self.running.get(stage)
-        if run is not None:
-            await asyncio.wait_for(run.finished.wait(), timeout)
+        running = self.running.get(stage)
+        if running is not None:
+            await asyncio.wait_for(running.finished.wait(), timeout)
 
     async def set_stage_options(self, stage: str, values: dict[str, Any]) -> None:
         await asyncio.to_thread(self.workspace.set_stage_options, stage, values)
@@ -217,32 +210,23 @@ class Session:
         if stage not in wsmod.STAGES:
             raise UserError(f"unknown stage {stage!r}; stages: {', '.join(wsmod.STAGES)}")
 
-    def _stage_thread(self, stage: str, undo: bool) -> None:
-        run = self.running[stage]
-        sink = _StageSink(self, stage, run.stop)
+    def _stage_thread(self, run: StageRun) -> None:
         try:
-            stage_runner.run_stage(self.workspace, stage, sink, undo=undo)
-            final = ("pending" if undo else "done"), sink.message
-        except StageStopped:
-            final = "stopped", "stopped; start again to resume"
-        except UserError as exc:
-            final = "failed", str(exc)
-        except Exception as exc:  # noqa: BLE001 - a bug in a stage must reach the console, not kill it
-            final = "failed", f"{type(exc).__name__}: {exc}"
-            self.emit(Failure(source=f"stage {stage}", message=final[1]))
+            run.run()  # saves the stage's end in the workspace
+        except (StageStopped, UserError):
+            pass  # the saved end says it
+        except Exception:  # noqa: BLE001 - a bug in a stage must reach the console, not kill it
+            self.emit(Failure(source=f"stage {run.stage}", message=run.outcome[1]))
         try:
-            self.loop.call_soon_threadsafe(self._stage_finished, stage, final[0], final[1], sink)
-        except RuntimeError:  # the console's loop is gone: save the outcome from here
-            self.workspace.update_stage(stage, state=final[0], message=final[1], **sink.counts())
+            self.loop.call_soon_threadsafe(self._stage_finished, run)
+        except RuntimeError:  # the console's loop is gone: nobody is waiting any more
+            pass
 
-    def _stage_finished(self, stage: str, state: str, message: str, sink: _StageSink) -> None:
-        run = self.running.pop(stage, None)
-        self.workspace.update_stage(stage, state=state, message=message, **sink.counts())
-        if state in ("done", "pending"):
-            self.workspace.mark_stale_from(stage, include_self=False)
-        self._put(StageState(stage, state, message))
-        if run is not None:
-            run.finished.set()
+    def _stage_finished(self, run: StageRun) -> None:
+        running = self.running.pop(run.stage, None)
+        self._put(StageState(run.stage, *run.outcome))
+        if running is not None:
+            running.finished.set()
 
     def _recover_interrupted_stages(self) -> None:
         """A stage marked running by a console that died is resumable, not running."""
@@ -334,50 +318,6 @@ class Session:
 
     def _start_probes(self) -> None:
         self.tasks.append(asyncio.create_task(jobs.watch_hosts(self.workspace, self.emit)))
-
-
-class _StageSink:
-    """The on_event callback a stage thread calls: forwards events, keeps counts, raises on stop."""
-
-    def __init__(self, session: Session, stage: str, stop: threading.Event) -> None:
-        self.session = session
-        self.stage = stage
-        self.stop = stop
-        self.last: StageProgress | None = None
-        self.message = ""  # the stage's own last word ("kept 4 classes, moved 2 …")
-        self.skipped = 0
-        self.last_save = 0.0
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, StageProgress):
-            self.last = event
-            self.skipped = max(self.skipped, event.skipped)
-            self._save_now_and_then()
-        elif type(event).__name__ == "SkippedItem":
-            self.skipped += 1
-        elif isinstance(event, StageState) and event.stage == self.stage:
-            self.message = event.message
-        self.session.emit(event)
-        if self.stop.is_set():
-            raise StageStopped(self.stage)
-
-    def counts(self) -> dict[str, Any]:
-        if self.last is None:
-            return {"skipped": self.skipped}
-        return {
-            "done": self.last.done,
-            "total": self.last.total,
-            "unit": self.last.unit,
-            "skipped": max(self.skipped, self.last.skipped),
-        }
-
-    def _save_now_and_then(self) -> None:
-        # State on disk lets a reopened console show how far a stage got; once a second is enough.
-        now = time.monotonic()
-        if now - self.last_save >= 1.0:
-            self.last_save = now
-            counts = self.counts()
-            self.session.workspace.update_stage(self.stage, **counts)
 
 
 async def open_workspace(
