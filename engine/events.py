@@ -126,6 +126,7 @@ class Throughput:
     metrics: tuple[tuple[str, float], ...] = ()
     job: str = ""
     time: float = field(default_factory=_now)
+    summary: bool = False  # the run's own closing figure (all its images over all its time)
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,27 @@ class ClusterRate:
 
 
 @dataclass(frozen=True)
+class TrainProgress:
+    """How far a training job has come, for the train row: epoch and batch of totals, rate, ETA, accuracy."""
+
+    job: str
+    epoch: int  # the epoch in progress, counted from 0
+    epochs: int
+    batch: int  # batches done in that epoch (the slowest worker's)
+    batches: int | None  # batches per epoch per worker; None when the data size is unknown
+    images_per_sec: float | None = None  # the cluster's, from whole Speedometer readings
+    eta_s: float | None = None  # until the job's last epoch ends
+    val_accuracy: float | None = None  # the newest validation accuracy
+    time: float = field(default_factory=_now)
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.batches or not self.epochs:
+            return None
+        return min(1.0, (self.epoch * self.batches + self.batch) / (self.epochs * self.batches))
+
+
+@dataclass(frozen=True)
 class ScalingPoint:
     """One cell of a scaling sweep: a network at one cluster size, its steady-state images/s.
 
@@ -233,6 +255,7 @@ Event = (
     | JobState
     | Failure
     | ClusterRate
+    | TrainProgress
     | ScalingPoint
 )
 

@@ -86,12 +86,29 @@ class Workspace:
     state: dict[str, Any] = field(default_factory=dict)
     # Stage threads and the console's loop both record state.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    # Folders the user named on this command line: the only places outside the workspace folder
+    # that stages may write to or move files in (workspace.toml alone cannot send them there).
+    given: tuple[Path, ...] = ()
 
     # ---- paths -------------------------------------------------------------------------
     def resolve(self, value: str) -> Path:
         """A config path, relative to the workspace folder unless absolute."""
         p = Path(os.path.expanduser(value))
         return p if p.is_absolute() else self.path / p
+
+    def check_paths(self) -> None:
+        """Refuse a workspace.toml whose written-to paths leave the workspace folder: a stray
+        ``root = "../../etc"`` must never make a stage extract into or move files out of /etc."""
+        for key in WRITTEN_KEYS:
+            if key not in self.config:
+                continue  # defaults lie inside the workspace, or beside an allowed root
+            path = Path(os.path.normpath(self.resolve(self.config[key]))).resolve()
+            if not any(path == top or top in path.parents for top in (self.path, *self.given)):
+                how = f" or give it on the command line: --source {path}" if key == "root" else ""
+                raise UserError(
+                    f"{self.path / CONFIG_NAME}: {key} = {self.config[key]!r} leads to {path}, "
+                    f"outside the workspace; use a folder inside {self.path}{how}"
+                )
 
     @property
     def name(self) -> str:
@@ -237,6 +254,8 @@ def coerce_like(current: Any, value: Any, name: str) -> Any:
     return value
 
 
+# Paths stages extract into, move files in or write to (tarball and hosts are only read).
+WRITTEN_KEYS = ("root", "val_root", "lists_dir", "train_dir", "val_dir")
 PATH_KEYS = ("root", "tarball", "val_root", "lists_dir", "train_dir", "val_dir", "hosts", "name")
 
 

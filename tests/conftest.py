@@ -17,6 +17,10 @@ def ssh_cluster(tmp_path_factory):
     reason = sshd_available()
     if reason:
         pytest.skip(f"no sshd test hosts: {reason}")
-    cluster = SshCluster.start(tmp_path_factory.mktemp("sshd"), count=3)
+    # Every host sees the session's temporary folders (like a shared file system); the rest of
+    # its /tmp and its ~/.imgscale are its own.
+    cluster = SshCluster.start(
+        tmp_path_factory.mktemp("sshd"), count=3, shared=(tmp_path_factory.getbasetemp(),)
+    )
     yield cluster
     cluster.close()

@@ -16,8 +16,18 @@ Used by the session fixture ``ssh_cluster`` (tests/conftest.py) and by benchmark
     cluster.fake_gpu_option("mig.csv")  # options giving a host the recorded fake nvidia-smi
     cluster.close()
 
-Traffic stays on 127.0.0.0/8. The remote shell is root's login shell on this same machine, so the
-venv's python is at the same path on every test host (hosts files carry ``python=`` for it).
+Each host is its own PID, mount and UTS (hostname) namespace (``unshare``; tests/host_init.py is its PID 1): a process
+started on one host is invisible from another, and each host has a private /tmp and ~/.imgscale
+(so the default run folder ~/.imgscale/runs is per host). The folders named in ``shared`` (the test
+session's temporary folder in the fixture) are bound back in at the same paths, like a shared file
+system; /work, and with it the venv's python, is the same path on every host. The network is the
+machine's loopback: each sshd listens only on its own 127.0.0.x address. From the test process
+(the launching machine, which sees every namespace):
+
+    cluster.processes_of(job)          # {"node1": [pid in node1, …], …, "local": […]}
+    cluster.group_alive("node2", pgid) # pids and groups as the host itself numbers them
+    cluster.kill("node2", pid, signal.SIGKILL)
+    cluster.host_path("node1", "/tmp/x")   # that host's /tmp/x, read from here
 """
 
 from __future__ import annotations
@@ -29,10 +39,13 @@ import socket
 import subprocess
 import sys
 import time
+
+import psutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
+HOST_INIT = Path(__file__).parent / "host_init.py"
 READY_TIMEOUT_S = 15.0
 FAKE_NVIDIA_SMI = Path(__file__).parent / "data" / "nvsmi" / "fake_nvidia_smi.py"
 
@@ -47,19 +60,35 @@ class SshHost:
     host_key: Path
     config: Path
     log: Path
-    process: subprocess.Popen | None = field(default=None, repr=False)
+    private: Path  # its own /tmp and ~/.imgscale live under here (see host_init.py)
+    process: subprocess.Popen | None = field(default=None, repr=False)  # nsenter … sshd -D
+    namespace: subprocess.Popen | None = field(default=None, repr=False)  # unshare … host_init
+    init_pid: int = 0  # the host's PID 1, as this machine numbers it
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
 
+@dataclass(frozen=True)
+class HostProcess:
+    """A process on a test host: its pid and group as that host numbers them, and this machine's pid."""
+
+    host: str
+    pid: int
+    pgid: int
+    root_pid: int
+
+
 def sshd_available() -> str:
     """An empty string when real sshd test hosts can run here, otherwise why not."""
     if not os.path.exists(SSHD):
         return f"{SSHD} is not installed (apt-get install openssh-server)"
-    if not shutil.which("ssh-keygen"):
-        return "ssh-keygen is not installed (apt-get install openssh-client)"
+    for tool in ("ssh-keygen", "unshare", "nsenter"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (apt-get install openssh-client util-linux)"
+    if os.geteuid() != 0:
+        return "test hosts need root for their PID and mount namespaces (unshare)"
     return ""
 
 
@@ -137,10 +166,13 @@ def _kill_quietly(pid: int) -> None:
 class SshCluster:
     """Several sshd processes on loopback sharing one client key and one known_hosts file."""
 
-    def __init__(self, root: Path, hosts: list[SshHost], python: str) -> None:
+    def __init__(
+        self, root: Path, hosts: list[SshHost], python: str, shared: tuple[Path, ...]
+    ) -> None:
         self.root = root
         self.hosts = hosts
         self.python = python
+        self.shared = shared
         self.client_key = root / "id_client"
         self.known_hosts = root / "known_hosts"
         self.ssh_config = root / "ssh_config"
@@ -150,16 +182,26 @@ class SshCluster:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def start(
-        cls, root: Path | str, count: int = 3, *, first_address: int = 2, python: str | None = None
+        cls,
+        root: Path | str,
+        count: int = 3,
+        *,
+        first_address: int = 2,
+        python: str | None = None,
+        shared: tuple[Path | str, ...] = (),
     ) -> SshCluster:
-        """Generate keys and configs under ``root`` and start ``count`` sshd hosts."""
+        """Generate keys and configs under ``root`` and start ``count`` sshd hosts.
+
+        Every host sees ``root`` and the ``shared`` folders; the rest of /tmp is its own.
+        """
         reason = sshd_available()
         if reason:
             raise RuntimeError(reason)
-        root = Path(root)
+        root = Path(root).absolute()
         root.mkdir(parents=True, exist_ok=True)
         hosts = [cls._plan_host(root, i, first_address + i) for i in range(count)]
-        cluster = cls(root, hosts, python or sys.executable)
+        seen = (root, *(Path(p).absolute() for p in shared))
+        cluster = cls(root, hosts, python or sys.executable, seen)
         cluster._write_client_files()
         try:
             for i in range(count):
@@ -182,6 +224,7 @@ class SshCluster:
             host_key,
             root / f"sshd_{name}.conf",
             root / f"sshd_{name}.log",
+            root / "host-dirs" / name,
         )
         host.config.write_text(_sshd_config(host, root))
         return host
@@ -250,20 +293,50 @@ class SshCluster:
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start_host(self, index: int) -> None:
-        """Start (or restart) host ``index``'s sshd and wait until its port accepts connections."""
+        """Start (or restart) host ``index``'s sshd and wait until its port accepts connections.
+
+        The host's namespaces outlive its sshd: what ran there before a restart still runs.
+        """
         host = self.hosts[index]
         if host.running:
             return
         _ensure_privsep_dir()
+        if host.namespace is None:
+            self._start_namespace(host)
         log = open(host.log, "ab")  # noqa: SIM115 - sshd keeps writing to it after this returns
         host.process = subprocess.Popen(
-            [SSHD, "-D", "-f", str(host.config), "-E", str(host.log)],
+            [
+                *("nsenter", f"--target={host.init_pid}", "--pid", "--mount", "--uts", "--"),
+                *(SSHD, "-D", "-f", str(host.config), "-E", str(host.log)),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
         )
         log.close()
         self._wait_ready(host)
+
+    def _start_namespace(self, host: SshHost) -> None:
+        host.private.mkdir(parents=True, exist_ok=True)
+        host.namespace = subprocess.Popen(
+            [
+                *("unshare", "--pid", "--mount", "--uts", "--fork", "--mount-proc"),
+                *(self.python, str(HOST_INIT), str(host.private), *map(str, self.shared)),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        ready = host.namespace.stdout.readline()  # host_init prints it once its mounts are in place
+        if ready != "ready\n":
+            host.namespace.kill()
+            raise RuntimeError(
+                f"{host.name}'s namespace did not start: {host.namespace.stderr.read()}"
+            )
+
+        (init,) = psutil.Process(host.namespace.pid).children()  # unshare forked PID 1
+        host.init_pid = init.pid
 
     def _wait_ready(self, host: SshHost) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -289,30 +362,32 @@ class SshCluster:
         host = self.hosts[index]
         if host.process is None:
             return
-        session_pids = self._session_pids(host) if sessions else []
+        listener, session_pids = self._sshd_pids(host)
         if host.process.poll() is None:
-            host.process.terminate()
+            # nsenter passes no signal on: end the sshd it started, then nsenter ends with it.
+            for pid in listener:
+                os.kill(pid, signal.SIGTERM)
             try:
                 host.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                host.process.kill()
+                for pid in listener:
+                    _kill_quietly(pid)
                 host.process.wait()
-        for pid in session_pids:
+        for pid in session_pids if sessions else []:
             _kill_quietly(pid)
         host.process = None
         self._wait_port_closed(host)
 
     @staticmethod
-    def _session_pids(host: SshHost) -> list[int]:
+    def _sshd_pids(host: SshHost) -> tuple[list[int], list[int]]:
+        """The listening sshd (nsenter's child) and the per-connection sshd processes under it."""
+
         try:
-            import psutil
-        except ImportError:  # still stop the listener below
-            return []
-        try:
-            children = psutil.Process(host.process.pid).children(recursive=True)
+            listener = psutil.Process(host.process.pid).children()
+            sessions = [c for p in listener for c in p.children(recursive=True)]
         except psutil.NoSuchProcess:
-            return []
-        return [c.pid for c in children if _is_sshd(c)]
+            return [], []
+        return [p.pid for p in listener], [c.pid for c in sessions if _is_sshd(c)]
 
     @staticmethod
     def _wait_port_closed(host: SshHost) -> None:
@@ -321,5 +396,76 @@ class SshCluster:
             time.sleep(0.05)
 
     def close(self) -> None:
-        for i in range(len(self.hosts)):
+        """Stop every host; ending its PID 1 ends whatever still ran there."""
+        for i, host in enumerate(self.hosts):
             self.stop_host(i)
+            if host.namespace is not None:
+                _kill_quietly(host.init_pid)
+                host.namespace.wait()
+                host.namespace = None
+
+    # ---- looking inside the hosts -------------------------------------------------------
+    def host(self, name: str) -> SshHost:
+        (found,) = [h for h in self.hosts if h.name == name]
+        return found
+
+    def host_path(self, name: str, path: str | Path) -> Path:
+        """``path`` as host ``name`` sees it (its private /tmp and ~/.imgscale), readable from here."""
+        return Path(f"/proc/{self.host(name).init_pid}/root") / Path(path).relative_to("/")
+
+    def processes(self) -> list[HostProcess]:
+        """Every process on the test hosts, and on this machine as host "local"."""
+        names = {_pid_namespace("self"): "local"}
+        names.update({_pid_namespace(str(h.init_pid)): h.name for h in self.hosts if h.init_pid})
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                seen = _host_process(int(entry), names)
+                if seen is not None:
+                    found.append(seen)
+        return found
+
+    def processes_of(self, job: str) -> dict[str, list[int]]:
+        """Host name -> pids (as that host numbers them) whose environment names ``job``."""
+        needle = f"IMGSCALE_JOB={job}".encode()
+        found: dict[str, list[int]] = {}
+        for proc in self.processes():
+            if needle in _environ(proc.root_pid):
+                found.setdefault(proc.host, []).append(proc.pid)
+        return found
+
+    def group_alive(self, name: str, pgid: int) -> bool:
+        """Whether host ``name`` has a live (not zombie) process in group ``pgid``."""
+        return any(p.host == name and p.pgid == pgid for p in self.processes())
+
+    def kill(self, name: str, pid: int, sig: int) -> None:
+        """Send ``sig`` to the process host ``name`` calls ``pid``."""
+        (proc,) = [p for p in self.processes() if p.host == name and p.pid == pid]
+        os.kill(proc.root_pid, sig)
+
+
+def _pid_namespace(pid: str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
+def _environ(root_pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{root_pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _host_process(root_pid: int, names: dict[str, str]) -> HostProcess | None:
+    """The process as its own host sees it; None when it ended, is a zombie or is on no test host."""
+    try:
+        host = names.get(_pid_namespace(str(root_pid)))
+        status = Path(f"/proc/{root_pid}/status").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if host is None or fields["State"].split()[0] == "Z":
+        return None
+    # NSpid / NSpgid list the ids from the outermost namespace to the process's own.
+    return HostProcess(
+        host, int(fields["NSpid"].split()[-1]), int(fields["NSpgid"].split()[-1]), root_pid
+    )

@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, OptionList, Static, TabbedContent, TabPane
+from textual.containers import Container, Horizontal, Vertical
+from textual.widgets import Footer, OptionList, Static, Tab, Tabs
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
@@ -30,7 +31,14 @@ from tui.widgets.logview import LogView
 from tui.widgets.panels import JobSummary, StageDetails, StatusBar
 from tui.widgets.stagetable import StageTable
 
-PANES = ("stages", "hosts", "log", "actions")
+PANE_TITLES = (("stages", "1 Stages"), ("hosts", "2 Hosts"), ("log", "3 Log"), ("actions", "4 Actions"))
+# the widget of each pane that takes the keys
+PANE_FOCUS: dict[str, type[Widget]] = {
+    "stages": StageTable,
+    "hosts": HostGrid,
+    "log": LogView,
+    "actions": OptionList,
+}
 
 # (key, action, description): the app-wide keys, shown by `?`, the footer and the command palette.
 GLOBAL_KEYS = [
@@ -85,7 +93,8 @@ PANE_KEYS = [
     ),
 ]
 BLOCKED_IN_DIALOGS = {action.split("(")[0] for _, action, _ in GLOBAL_KEYS} - {"quit"}
-SHOWN_IN_FOOTER = {"1", "2", "3", "4", "l", "question_mark", "q"}
+SHOWN_IN_FOOTER = {"l"}  # pane keys are on the tabs and pane titles; ? and q have their own corner
+FOOTER_NAMES = {"l": "Launch"}
 ACTIONS = [
     ("launch('train')", "l", "Launch training"),
     ("stop_job", "t", "Stop the job"),
@@ -106,7 +115,13 @@ class ImgscaleApp(App):
 
     TITLE = "imgscale"
     CSS_PATH = Path(__file__).with_name("app.tcss")
-    BINDINGS = [Binding(k, a, d, show=k in SHOWN_IN_FOOTER) for k, a, d in GLOBAL_KEYS]
+    # A terminal of at least 160x45 shows every pane at once (a dashboard); a smaller one, tabs.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (160, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (45, "-tall")]
+    BINDINGS = [
+        Binding(k, a, FOOTER_NAMES.get(k, d), show=k in SHOWN_IN_FOOTER, tooltip=d)
+        for k, a, d in GLOBAL_KEYS
+    ]
 
     def __init__(
         self, workspace: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True
@@ -118,26 +133,31 @@ class ImgscaleApp(App):
         self.session: api.Session | None = None
         self.train_options: dict[str, Any] = {}
         self.last_result = ""
+        self.active_pane = "stages"
 
     # ---- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
-        with TabbedContent(initial="stages", id="panes"):
-            with TabPane("1 Stages", id="stages"):
+        yield Tabs(*(Tab(title, id=f"tab-{pane}") for pane, title in PANE_TITLES), id="pane-tabs")
+        with Container(id="panes"):
+            with Vertical(id="stages", classes="pane -active"):
                 yield StageTable(id="stage-table")
                 yield StageDetails(id="stage-details")
-            with TabPane("2 Hosts", id="hosts"):
-                yield HostGrid(id="host-grid")
-            with TabPane("3 Log", id="log"):
-                yield JobSummary(id="job-summary")
-                yield LogView(id="log-view")
-            with TabPane("4 Actions", id="actions"):
+            with Vertical(id="actions", classes="pane"):
                 yield OptionList(
                     *(Option(f"{key:>2}  {text}", id=a) for a, key, text in ACTIONS),
                     id="action-list",
                 )
                 yield Static("", id="action-result", markup=False)
-        yield Footer()
+            with Vertical(id="hosts", classes="pane"):
+                yield HostGrid(id="host-grid")
+            with Vertical(id="log", classes="pane"):
+                yield JobSummary(id="job-summary")
+                yield LogView(id="log-view")
+        with Horizontal(id="footer-row"):
+            yield Footer()
+            # always in view, however many keys the focused pane adds to the footer
+            yield Static("? help  q quit", id="footer-keys")
 
     def on_mount(self) -> None:
         # The main screen's widgets, kept: app.query_one would search a dialog shown on top.
@@ -149,8 +169,20 @@ class ImgscaleApp(App):
         self.summary = self.query_one(JobSummary)
         self.result = self.query_one("#action-result", Static)
         self.status.workspace = self.workspace_path.name
+        for pane, title in PANE_TITLES:
+            self.query_one(f"#{pane}").border_title = title
         self.stages.focus()
         self.bridge()
+
+    @property
+    def main(self) -> Screen:
+        """The console's own screen, under any dialog."""
+        return self.screen_stack[0]
+
+    @property
+    def dashboard(self) -> bool:
+        """Every pane at once (app.tcss: a screen both -wide and -tall), else tabs."""
+        return self.main.has_class("-wide") and self.main.has_class("-tall")
 
     # ---- the one bridge from engine events to messages -----------------------------------
     @work(exclusive=True, group="engine", exit_on_error=False)
@@ -321,14 +353,28 @@ class ImgscaleApp(App):
         return not (len(self.screen_stack) > 1 and action in BLOCKED_IN_DIALOGS)
 
     def action_pane(self, pane: str) -> None:
-        self.query_one(TabbedContent).active = pane
-        targets: dict[str, type[Widget]] = {
-            "stages": StageTable,
-            "hosts": HostGrid,
-            "log": LogView,
-            "actions": OptionList,
-        }
-        self.query_one(targets[pane]).focus()
+        """Show the pane (tabs) and give it the keys (focus)."""
+        self.active_pane = pane
+        for name, _ in PANE_TITLES:
+            self.query_one(f"#{name}").set_class(name == pane, "-active")
+        tabs = self.query_one(Tabs)
+        if tabs.active != f"tab-{pane}":
+            tabs.active = f"tab-{pane}"
+        target = self.query_one(f"#{pane}").query(PANE_FOCUS[pane]).first()
+        if not target.has_focus:
+            target.focus()
+
+    @on(Tabs.TabActivated, "#pane-tabs")
+    def _tab_chosen(self, event: Tabs.TabActivated) -> None:
+        if event.tab.id and event.tab.id.removeprefix("tab-") != self.active_pane:
+            self.action_pane(event.tab.id.removeprefix("tab-"))
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """Focus moved (tab key, click): the pane holding it becomes the active one."""
+        for name, _ in PANE_TITLES:
+            if self.active_pane != name and self.query_one(f"#{name}") in event.widget.ancestors:
+                self.action_pane(name)
+                return
 
     def action_help(self) -> None:
         keys = [(_key_label(k), d) for k, _, d in GLOBAL_KEYS]
@@ -523,7 +569,9 @@ def diagnosis_text(d: api.Diagnosis) -> str:
 
     head = f"{'host':<20}{'test-io':>10}{'benchmark':>11}{'real':>10}   (images/s)"
     rows = [f"{h:<20}{cell(t):>10}{cell(b):>11}{cell(r):>10}" for h, t, b, r in d.rows]
-    return "\n".join([f"verdict: {d.verdict}", head, *rows, "", *(f"• {a}" for a in d.advice)])
+    return "\n".join(
+        [f"verdict: {d.verdict}", d.basis, head, *rows, "", *(f"• {a}" for a in d.advice)]
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

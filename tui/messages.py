@@ -20,6 +20,7 @@ from engine.events import (
     SkippedItem,
     StageProgress,
     StageState,
+    TrainProgress,
 )
 
 TELEMETRY_TYPES = ("GpuSample", "HostSample", "HostState", "Throughput")
@@ -56,13 +57,15 @@ class LogBatch(Message):
 
 
 class StageEvent(Message):
-    """A stage's progress, state or skipped file; progress of the same stage coalesces."""
+    """A stage's progress, state or skipped file, or the train row's progress; progress coalesces."""
 
-    def __init__(self, event: StageProgress | StageState | SkippedItem) -> None:
+    def __init__(self, event: StageProgress | StageState | SkippedItem | TrainProgress) -> None:
         super().__init__()
         self.event = event
 
     def can_replace(self, message: Message) -> bool:
+        if isinstance(self.event, TrainProgress):
+            return isinstance(message, StageEvent) and isinstance(message.event, TrainProgress)
         return (
             isinstance(self.event, StageProgress)
             and isinstance(message, StageEvent)
@@ -107,7 +110,7 @@ def split_batch(events: list[Any]) -> list[Message]:
             telemetry[source_key(event)] = event
         elif kind == "LogLine":
             lines.append(event)
-        elif kind in ("StageProgress", "StageState", "SkippedItem"):
+        elif kind in ("StageProgress", "StageState", "SkippedItem", "TrainProgress"):
             out.append(StageEvent(event))
         else:
             out.append(JobEvent(event))

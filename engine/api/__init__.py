@@ -3,17 +3,16 @@
 session   Session: a workspace's stages, hosts, telemetry and job; events on one asyncio queue
 plan      LaunchPlan: the workers' command line, roles, batches and pre-flight findings
 jobs      launch, re-attach, stop and kill detached jobs; probe hosts
-rates     RateBoard: cluster images/s, speedup and stragglers from the workers' logs
-doctor    diagnose: IO-, compute- or network-bound, from --test-io, --benchmark and the real job
 scaling   the scaling sweep (as `imgscale bench scaling` runs it), the published table, rows, plots
+
+It also re-exports what the console draws from elsewhere in the engine: the cluster rate board
+and the doctor (engine.train.rates, engine.train.doctor), stage statuses (engine.workspace).
 
 The console (tui/) imports this package, engine.events and engine.errors, nothing else (a test
 checks it), so every name it needs is re-exported here.
 """
 
-from engine.api.doctor import Diagnosis, diagnose
 from engine.api.plan import LaunchPlan, check_hosts_file
-from engine.api.rates import RATE_WINDOW_S, RateBoard
 from engine.api.scaling import (
     IDEAL,
     KV_STORES,
@@ -39,6 +38,8 @@ from engine.api.session import (
     open_workspace,
 )
 from engine.cli import OneLineParser
+from engine.train.doctor import Diagnosis, Topology, diagnose
+from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
 from engine.workspace import PREP_STAGES, StageStatus, WorkspaceSnapshot
 
 __all__ = [
@@ -56,9 +57,11 @@ __all__ = [
     "StageStatus",
     "StageStopped",
     "Sweep",
+    "Series",
     "SweepConfig",
     "SweepResult",
     "TextPlot",
+    "Topology",
     "WorkspaceSnapshot",
     "add_speedup",
     "check_hosts_file",

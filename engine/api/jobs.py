@@ -11,14 +11,23 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from engine import workspace as wsmod
-from engine.api.plan import host_specs, job_env, servers_of, train_command, workers_of
+from engine.api.plan import (
+    data_counts,
+    host_specs,
+    job_env,
+    servers_of,
+    train_command,
+    workers_of,
+)
 from engine.cluster import launcher
 from engine.cluster.kill import kill_everywhere
 from engine.cluster.launcher import LaunchSpec
 from engine.cluster.probes import ProbeSet
 from engine.errors import UserError
-from engine.events import Event, Failure, LogLine
+from engine.events import EpochSummary, Event, Failure, LogLine, Throughput, TrainProgress
 from engine.train.logparse import LogParser
+from engine.train.options import epoch_size
+from engine.train.progress import TrainTracker
 
 Emit = Callable[[Event], None]
 PROBE_INTERVAL_S = 1.0
@@ -37,11 +46,19 @@ async def watch_hosts(ws: wsmod.Workspace, emit: Emit) -> None:
 class ConsoleJob:
     """A launcher Job as the console sees it: its events plus throughput and epochs parsed from its logs."""
 
-    def __init__(self, job: Any, mode: str, batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        job: Any,
+        mode: str,
+        batch_size: int | None = None,
+        tracker: TrainTracker | None = None,
+    ) -> None:
         self.job = job
         self.mode = mode
         self.batch_size = batch_size
-        self.parsers: dict[tuple[str, int | None], Any] = {}
+        self.parsers: dict[tuple[str, int | None], LogParser] = {}
+        self.tracker = tracker  # a training job's progress, else None
+        self.early: list[Event] = []  # events from before the job's stream was subscribed
 
     @property
     def id(self) -> str:
@@ -52,11 +69,36 @@ class ConsoleJob:
         return self.job.status().state in ("starting", "running", "stopping", "relaunching")
 
     async def events(self) -> AsyncIterator[Event]:
-        async for event in self.job.events():
-            yield event
-            if isinstance(event, LogLine) and event.role in ("worker", "local"):
-                for parsed in self._parser(event).feed(event.text, time=event.time):
-                    yield parsed
+        """The job's events with what its workers' lines say (rates, epochs, progress), in order.
+
+        Events the job emitted while re-attaching (kept in ``early``) come first; the job's own
+        stream takes over from the moment it is subscribed, so no event is lost or doubled.
+        """
+        stream = self.job.events()
+        first = await stream.__anext__()  # subscribed: from here on the stream has every event
+        self.job.sink = None
+        for event in [*self.early, first]:
+            for out in self._with_parsed(event):
+                yield out
+        self.early = []
+        async for event in stream:
+            for out in self._with_parsed(event):
+                yield out
+
+    def _with_parsed(self, event: Event) -> list[Event]:
+        found = [event]
+        if isinstance(event, LogLine) and event.role in ("worker", "local"):
+            for parsed in self._parser(event).feed(event.text, time=event.time):
+                found.append(parsed)
+                progress = self._progress(parsed)
+                if progress is not None:
+                    found.append(progress)
+        return found
+
+    def _progress(self, parsed: Event) -> TrainProgress | None:
+        if self.tracker is None or not isinstance(parsed, (Throughput, EpochSummary)):
+            return None
+        return self.tracker.add(parsed)
 
     def _parser(self, line: LogLine) -> LogParser:
         key = (line.host, line.rank)
@@ -102,19 +144,36 @@ async def launch(ws: wsmod.Workspace, mode: str) -> ConsoleJob:
         )
     job = await launcher.launch(launch_spec(ws, mode))
     _remember_mode(ws, job.job_id, mode)
-    return ConsoleJob(job, mode, int(ws.train_options()["batch_size"]))
+    return console_job(ws, job, mode)
 
 
 async def attach(ws: wsmod.Workspace, job_id: str, emit: Emit) -> ConsoleJob | None:
     """Re-attach to the workspace's last job (running or not): its state, recent log lines and metrics."""
+    early: list[
+        Event
+    ] = []  # a finished job's last lines come during attach(), before anyone listens
     try:
-        job = launcher.open_job(job_id)
+        job = launcher.open_job(job_id, sink=early.append)
     except UserError as exc:
         emit(Failure(source=f"job {job_id}", message=str(exc)))
         return None
     await job.attach()
     mode = ws.state.get("job_modes", {}).get(job_id, "train")
-    return ConsoleJob(job, mode, int(ws.train_options()["batch_size"]))
+    console = console_job(ws, job, mode)
+    console.early = early
+    return console
+
+
+def console_job(ws: wsmod.Workspace, job: Any, mode: str) -> ConsoleJob:
+    """The console's view of a launched job; a training job also tracks its progress."""
+    opts = ws.train_options()
+    batch, workers = int(opts["batch_size"]), workers_of(ws)
+    tracker = None
+    if mode == "train":
+        examples = data_counts(ws, ws.lists_dir)[1]
+        batches = epoch_size(examples, batch, workers) if examples else None
+        tracker = TrainTracker(job.job_id, int(opts["num_epochs"]), batches, batch, workers)
+    return ConsoleJob(job, mode, batch, tracker)
 
 
 def _remember_mode(ws: wsmod.Workspace, job_id: str, mode: str) -> None:

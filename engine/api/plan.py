@@ -68,18 +68,13 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     cmd = [sys.executable, "-m", "engine", "train"]
     for key in TRAIN_KEYS:
         cmd += ["--" + key.replace("_", "-"), str(opts[key])]
-    cmd += [
-        "--model-prefix",
-        str(ws.resolve(str(opts["model_prefix"]))),
-        "--data-train",
-        str(ws.train_dir),
-        "--data-val",
-        str(ws.val_dir),
-    ]
+    if mode == "train":  # a benchmark or test-io run must never write over the trained model
+        cmd += ["--model-prefix", str(ws.resolve(str(opts["model_prefix"])))]
+    cmd += ["--data-train", str(ws.train_dir), "--data-val", str(ws.val_dir)]
     if opts.get("gpus"):
         cmd += ["--gpus", str(opts["gpus"])]
     cmd += list(MODE_FLAGS[mode])
-    num_classes, num_examples = _data_counts(ws, lists)
+    num_classes, num_examples = data_counts(ws, lists)
     if num_classes:
         cmd += ["--num-classes", str(num_classes)]
     if num_examples:
@@ -88,7 +83,7 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     return tuple(cmd)
 
 
-def _data_counts(ws: wsmod.Workspace, lists: Path) -> tuple[int | None, int | None]:
+def data_counts(ws: wsmod.Workspace, lists: Path) -> tuple[int | None, int | None]:
     """Classes and training images from the .lst files (so the epoch length and schedule are right)."""
     train_lists = sorted(lists.glob("train*.lst")) if lists.is_dir() else []
     if not train_lists:

@@ -17,18 +17,20 @@ from typing import Any
 
 from engine import workspace as wsmod
 from engine.api import jobs
-from engine.api.doctor import Diagnosis, diagnose
 from engine.api.plan import LaunchPlan, host_names, plan
-from engine.api.rates import RateBoard
 from engine.prep import stages as stage_runner
 from engine.prep.runner import StageRun, StageStopped
 from engine.errors import UserError
+from engine.train.doctor import Diagnosis, Topology, diagnose
+from engine.train.progress import progress_text
+from engine.train.rates import RateBoard
 from engine.events import (
     Event,
     Failure,
     JobState,
     StageState,
     Throughput,
+    TrainProgress,
 )
 
 QUEUE_LIMIT = 100_000  # events waiting for the console; beyond that the oldest telemetry is dropped
@@ -61,6 +63,7 @@ class Session:
         self.hosts: tuple[str, ...] = ()
         self.job: Any = None  # engine.cluster.launcher job object when one is attached
         self.rates = RateBoard()
+        self.progress: TrainProgress | None = None  # the training job's newest progress
         self.speeds: dict[str, dict[str, float]] = {}  # mode -> host -> images/s (for the doctor)
         self.tasks: list[asyncio.Task[Any]] = []
         self.closed = False
@@ -246,7 +249,7 @@ class Session:
             raise UserError(
                 f"job {self.job.id} is still running; stop it (t) or kill leftovers (K) first"
             )
-        self.rates = RateBoard(baseline=self._baseline())
+        self.rates = RateBoard(baseline=self._baseline(), speedup=mode == "train")
         if self.job is not None:
             await self.job.detach()
         self.job = await jobs.launch(self.workspace, mode)
@@ -271,7 +274,10 @@ class Session:
         return await jobs.kill_all(self.workspace, self.emit)
 
     async def doctor(self) -> Diagnosis:
-        return diagnose(self.speeds)
+        opts = self.workspace.train_options()
+        workers = int(opts.get("workers") or len(self.hosts) or 1)
+        topology = Topology(str(opts["kv_store"]), workers)
+        return diagnose(self.speeds, topology, self.workspace.state.get("speed_jobs", {}))
 
     def _follow_job(self) -> None:
         self.tasks.append(asyncio.create_task(self._pump_job(self.job)))
@@ -280,6 +286,8 @@ class Session:
         async for event in job.events():
             if isinstance(event, JobState):
                 self._job_changed(job, event)
+            elif isinstance(event, TrainProgress):
+                self.progress = event
             self._put(event)
 
     def _job_changed(self, job: Any, event: JobState) -> None:
@@ -287,25 +295,41 @@ class Session:
         self.workspace.set_job(event.job, event.state)
         if event.state in ("done", "stopped", "failed"):
             self._record_speed(job)
+            summary = self.rates.summary(event.job, event.time)
+            if (
+                summary is not None
+            ):  # the header and grid end on the run's figure, not its last reading
+                self._put(summary)
         stage_state = TRAIN_STAGE_STATES.get(event.state)
         if getattr(job, "mode", "train") == "train" and stage_state:
             message = f"job {event.job}: {event.state}" + (
                 f" - {event.message}" if event.message else ""
             )
+            if self.progress is not None and self.progress.job == event.job:
+                message += f" · {progress_text(self.progress)}"
             self.workspace.update_stage("train", state=stage_state, message=message)
             self._put(StageState("train", stage_state, message))
 
     def _record_speed(self, job: Any) -> None:
+        """Each host's whole-run images/s of this job, kept for the doctor under the job's mode."""
         mode = getattr(job, "mode", "train")
         per_host = dict(self.rates.host_rates())
         if per_host:
             self.speeds[mode] = per_host
-            self.workspace.state.setdefault("speeds", {})[mode] = per_host
-            wsmod.save_state(self.workspace.path, self.workspace.state)
+            with self.workspace.lock:
+                self.workspace.state.setdefault("speeds", {})[mode] = per_host
+                self.workspace.state.setdefault("speed_jobs", {})[mode] = job.id
+                wsmod.save_state(self.workspace.path, self.workspace.state)
 
     def _baseline(self) -> float | None:
+        """One worker's benchmark rate: the slowest host's whole-run figure over its workers."""
         bench = self.workspace.state.get("speeds", {}).get("benchmark", {})
-        return min(bench.values()) if bench else None
+        per_worker = min(bench.values()) / max(1, self._workers_per_host()) if bench else None
+        return per_worker
+
+    def _workers_per_host(self) -> int:
+        workers = int(self.workspace.train_options().get("workers") or len(self.hosts) or 1)
+        return max(1, -(-workers // max(1, len(self.hosts))))
 
     async def _reattach(self) -> None:
         self.speeds = {k: dict(v) for k, v in self.workspace.state.get("speeds", {}).items()}
@@ -314,6 +338,7 @@ class Session:
             return
         self.job = await jobs.attach(self.workspace, job_id, self.emit)
         if self.job is not None:
+            self.rates = RateBoard(baseline=self._baseline(), speedup=self.job.mode == "train")
             self._follow_job()
 
     def _start_probes(self) -> None:

@@ -65,7 +65,9 @@ def _add_launch(sub) -> None:
     p.add_argument(
         "-H", "--hostfile", "--hosts", dest="hosts", help="hosts file (see hosts.example)"
     )
-    p.add_argument("--launcher", choices=("ssh", "local"), help="default: ssh with -H, else local")
+    p.add_argument(
+        "--launcher", choices=("ssh", "local", "slurm"), help="default: ssh with -H, else local"
+    )
     p.add_argument("--sync-dst-dir", help="copy this directory to DIR on every host and run there")
     p.add_argument(
         "--env",
@@ -116,7 +118,12 @@ def _add_launch(sub) -> None:
     p.add_argument(
         "--detach", action="store_true", help="return once started; supervise in the background"
     )
-    p.add_argument("--dry-run", action="store_true", help="print where each process would run")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print where each process would run (with --launcher slurm: the batch script)",
+    )
+    _add_slurm(p)
     p.add_argument("--quiet", action="store_true", help="print only state changes and failures")
     p.add_argument(
         "argv",
@@ -125,6 +132,35 @@ def _add_launch(sub) -> None:
         help="the command every process runs",
     )
     p.set_defaults(func=run_launch)
+
+
+def _add_slurm(p) -> None:
+    g = p.add_argument_group(
+        "--launcher slurm (allocate with sbatch, start each process with srun)"
+    )
+    g.add_argument("--nodes", type=int, help="nodes to allocate (default: as SLURM places -n)")
+    g.add_argument("--gpus-per-node", type=int, help="GPUs to allocate on each node")
+    g.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
+    g.add_argument("--time", help="time limit in SLURM's forms: MINUTES, H:MM:SS, D-HH:MM:SS")
+    g.add_argument("--account", help="account to charge")
+    g.add_argument(
+        "--sbatch-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="any other sbatch option, e.g. --sbatch-arg=--qos=high (repeat)",
+    )
+
+
+SLURM_FLAGS = ("nodes", "gpus_per_node", "partition", "time", "account")
+
+
+def slurm_options(args: argparse.Namespace) -> dict:
+    """The SLURM flags that were given (``sbatch_args`` as a list)."""
+    options = {k: getattr(args, k) for k in SLURM_FLAGS if getattr(args, k) is not None}
+    if args.sbatch_arg:
+        options["sbatch_args"] = list(args.sbatch_arg)
+    return options
 
 
 def spec_from_args(args: argparse.Namespace):
@@ -157,6 +193,7 @@ def spec_from_args(args: argparse.Namespace):
         stall_timeout_s=args.stall_timeout,
         exclude_after=args.exclude_after,
         grace_s=args.grace,
+        slurm=slurm_options(args),
     )
 
 
@@ -232,6 +269,11 @@ def _dry_run(spec) -> int:
     from .placement import describe, place
 
     check_spec(spec)
+    if spec.launcher == "slurm":
+        from .slurm_job import dry_run_script
+
+        print(dry_run_script(spec.to_dict()), end="")
+        return 0
     hosts = load_hosts(spec.hosts_file, spec.launcher)
     plan = place(
         spec.num_workers,
@@ -379,7 +421,9 @@ def run_jobs(args: argparse.Namespace) -> int:
         return 0
     for r in records:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
-        hosts = ",".join(r.host_names)
+        hosts = ",".join(r.host_names) or ",".join(sorted({p.host for p in r.processes}))
+        if r.scheduler_id:
+            hosts = f"SLURM {r.scheduler_id} {hosts}".strip()
         print(
             f"{r.job:<36} {r.state:<11} attempt {r.attempt}  {len(r.processes)} procs  {when}  {hosts}"
         )

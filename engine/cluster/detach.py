@@ -14,20 +14,26 @@ is expanded by the host's shell (``"$HOME"/…``), everything else is ``shlex.qu
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-# $1 prefix, $2 working directory, $3… the command. Runs under dash as well as bash.
+# $1 prefix, $2 working directory, $3… the command. Runs under dash as well as bash. The
+# environment comes from PREFIX.env (mode 0600, removed once read), never from a command line.
+# fd 3 is the starter's pipe: closing it, once the pid record exists, tells the starter that this
+# process has left the starter's session and can no longer die with it.
 WRAPPER = r"""p=$1; d=$2; shift 2
+if [ -f "$p.env" ]; then . "$p.env"; rm -f "$p.env"; fi
 if ! cd "$d" 2>>"$p.log"; then
   echo "imgscale: cannot enter working directory $d" >>"$p.log"
   echo 126 >"$p.status.tmp" && mv -f "$p.status.tmp" "$p.status"; exit 126
 fi
-"$@" >>"$p.log" 2>&1 </dev/null &
+"$@" >>"$p.log" 2>&1 </dev/null 3>&- &
 c=$!
 trap 'kill -s TERM "$c" 2>/dev/null' TERM HUP INT
 echo "$$ $$ $c" >"$p.pid.tmp" && mv -f "$p.pid.tmp" "$p.pid"
+exec 3>&-
 while :; do wait "$c"; r=$?; kill -s 0 "$c" 2>/dev/null || break; done
 echo "$r" >"$p.status.tmp" && mv -f "$p.status.tmp" "$p.status"
 """
@@ -52,27 +58,45 @@ done
 """
 
 # $1 job id, $2 grace seconds, $3… prefixes. Signals the process group of every recorded process
-# that is provably ours (IMGSCALE_JOB=<job> in its environment and still in the recorded group):
-# TERM, then KILL after the grace period, then waits (3 s at most) until each group is empty.
+# that is provably ours (run by this user, IMGSCALE_JOB=<job> in its environment and still in the
+# recorded group): TERM, then KILL after the grace period, then waits (3 s at most) until each
+# group is empty. A prefix without its pid record yet (stopped while starting) sends the script
+# through /proc for the job's processes: each one in a group of its own has its group ended like
+# a recorded one; one still in its starter's group is killed alone (it runs nothing of the user's).
 # Prints "term PGID", "kill PGID", "gone PGID", "foreign PID", "stuck PGID" (survived KILL), "done".
 KILL = r"""job=$1; grace=$2; shift 2
-groups=
+me=$(id -u)
+stat_of() { st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; set -- ${st##*) }; state=$1; pg=$3; }
+uid_of() { while read -r k a _; do [ "$k" = Uid: ] && { echo "$a"; return; }; done <"/proc/$1/status"; }
+carries_job() { tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF "IMGSCALE_JOB=$job"; }
+ours() { [ "$(uid_of "$1" 2>/dev/null)" = "$me" ] && carries_job "$1"; }
+groups=; unrecorded=
 for p in "$@"; do
-  [ -f "$p.pid" ] || continue
+  [ -f "$p.pid" ] || { unrecorded=1; continue; }
   read w g c <"$p.pid"
   found=
   for q in "$w" "$c"; do
-    if [ -d "/proc/$q" ]; then
-      st=$(cat "/proc/$q/stat" 2>/dev/null); set -- ${st##*) }
-      [ "$1" = Z ] && continue  # exited, not yet reaped: nothing to signal
-      if [ "$3" = "$g" ] && tr '\0' '\n' <"/proc/$q/environ" 2>/dev/null | grep -qxF "IMGSCALE_JOB=$job"; then
-        found=1
+    if stat_of "$q"; then
+      [ "$state" = Z ] && continue  # exited, not yet reaped: nothing to signal
+      if [ "$pg" = "$g" ] && ours "$q"; then found=1
       else echo "foreign $q"; fi
     fi
   done
   if [ -n "$found" ]; then groups="$groups $g"; kill -s TERM -- "-$g" 2>/dev/null; echo "term $g"
   else echo "gone $g"; fi
 done
+if [ -n "$unrecorded" ]; then
+  for d in /proc/[0-9]*; do
+    q=${d#/proc/}
+    [ "$q" = "$$" ] && continue
+    stat_of "$q" && [ "$state" != Z ] && ours "$q" || continue
+    case " $groups " in *" $pg "*) continue ;; esac
+    g=$pg
+    if [ "$g" = "$q" ] || { stat_of "$g" && ours "$g"; }; then
+      groups="$groups $g"; kill -s TERM -- "-$g" 2>/dev/null; echo "term $g"
+    else kill -s KILL "$q" 2>/dev/null; echo "kill $q"; fi
+  done
+fi
 n=0; killed=
 while [ -n "$groups" ]; do
   left=
@@ -106,6 +130,12 @@ def env_assignments(env: Mapping[str, str]) -> str:
     return " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items())
 
 
+# Only the job id travels on the command line (``kill`` proves a process is ours by it, from the
+# process's first environment); every other variable, the user's secrets included, goes through
+# PREFIX.env, which no `ps` shows.
+INLINE_ENV = ("IMGSCALE_JOB",)
+
+
 @dataclass(frozen=True)
 class DetachedProcess:
     """One process to start detached: its file prefix on the host, working directory, argv and env."""
@@ -127,9 +157,26 @@ class DetachedProcess:
     def status_path(self) -> str:
         return self.prefix + ".status"
 
+    @property
+    def env_path(self) -> str:
+        return self.prefix + ".env"
+
+    @property
+    def inline_env(self) -> dict[str, str]:
+        return {k: v for k, v in self.env.items() if k in INLINE_ENV}
+
+    @property
+    def file_env(self) -> dict[str, str]:
+        return {k: v for k, v in self.env.items() if k not in INLINE_ENV}
+
 
 def start_one(proc: DetachedProcess) -> str:
-    """The line that starts one process detached and returns at once (no fd left to the channel)."""
+    """The line that starts one process detached and returns once it has its own session.
+
+    The command substitution reads the wrapper's fd 3 until the wrapper closes it after writing
+    its pid record: only then may the channel (and its process group) go away. Returning as soon
+    as ``setsid`` was backgrounded let a closing channel kill a child not yet in its session.
+    """
     words = [
         "setsid",
         "sh",
@@ -139,18 +186,35 @@ def start_one(proc: DetachedProcess) -> str:
         shell_path(proc.prefix),
         shell_path(proc.cwd),
     ] + [shlex.quote(a) for a in proc.argv]
-    assign = env_assignments(proc.env)
+    assign = env_assignments(proc.inline_env)
     line = (assign + " " if assign else "") + " ".join(words)
-    return line + " </dev/null >/dev/null 2>&1 &"
+    return f"ready=$({line} 3>&1 </dev/null >/dev/null 2>&1 &)"
 
 
 def start_command(procs: Sequence[DetachedProcess]) -> str:
-    """One command line starting every process of one host, after creating their directories."""
+    """One command line starting every process of one host, after creating their directories.
+
+    Run ``env_files`` first: the processes read their environment from there."""
     # Each attempt has a fresh run directory, so there are no stale records to remove first.
-    dirs = sorted({_dirname(p.prefix) for p in procs})
-    mkdir = "mkdir -p " + " ".join(shell_path(d) for d in dirs)
     starts = "\n".join(start_one(p) for p in procs)
-    return f"{mkdir} || exit 1\n{starts}\necho started"
+    return f"{mkdir_command(procs)} || exit 1\n{starts}\necho started"
+
+
+def mkdir_command(procs: Sequence[DetachedProcess]) -> str:
+    dirs = sorted({_dirname(p.prefix) for p in procs})
+    return "mkdir -p " + " ".join(shell_path(d) for d in dirs)
+
+
+def env_files(procs: Sequence[DetachedProcess]) -> tuple[str, str]:
+    """A command and the script to give it on stdin that write every process's PREFIX.env (0600).
+
+    The values travel inside the script on stdin, so no command line on the host ever holds them."""
+    mark = "IMGSCALE_ENV_" + secrets.token_hex(8)
+    parts = []
+    for proc in procs:
+        lines = "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in proc.file_env.items())
+        parts.append(f"cat >{shell_path(proc.env_path)} <<'{mark}'\n{lines}{mark}\n")
+    return f"umask 077 && {mkdir_command(procs)} && sh -s", "set -e\n" + "".join(parts)
 
 
 def _dirname(prefix: str) -> str:

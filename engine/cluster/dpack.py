@@ -73,6 +73,8 @@ def pack_args(options) -> list[str]:
     args += [flag for key, flag in flags.items() if getattr(options, key)]
     if not options.reduced_decode:
         args.append("--no-reduced-decode")
+    if options.codec != "auto":
+        args += ["--codec", options.codec]
     return args
 
 

@@ -8,6 +8,7 @@ The record is what ``imgscale attach``, ``imgscale kill`` and ``imgscale jobs`` 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -54,7 +55,7 @@ class JobRecord:
     """Everything needed to re-attach to, relaunch or kill a job after the launcher has gone."""
 
     job: str
-    kind: str  # train | pack | command
+    kind: str  # train | bench | testio | pack | command
     command: tuple[str, ...]
     hosts_file: str | None  # None: this machine only (the local launcher)
     host_names: tuple[str, ...]
@@ -70,6 +71,7 @@ class JobRecord:
     updated: float = field(default_factory=time.time)
     launcher_pid: int | None = None
     clean: bool = False  # True once no process of the job can be left on any host
+    scheduler_id: str = ""  # the SLURM job id of the current attempt (--launcher slurm)
 
     @property
     def active(self) -> bool:
@@ -177,6 +179,21 @@ def stop_marker(job: str) -> Path:
 
 def supervisor_lock(job: str) -> Path:
     return jobs_dir() / job / "supervisor.lock"
+
+
+def take_supervisor_lock(job: str, required: bool) -> int | None:
+    """The job's supervisor lock (an open fd holding flock), or None when another process holds it."""
+    path = supervisor_lock(job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        if required:
+            raise UserError(f"job {job} is supervised by another imgscale process") from None
+        return None
+    return fd
 
 
 def run_prefix(run_root: str, job: str, attempt: int, proc_name: str) -> str:

@@ -17,6 +17,7 @@ from engine.events import EventSink, Failure
 from . import jobs
 from .detach import KillReport, kill_command, parse_kill, sweep_command
 from .hostpool import TransportPool, make_transport
+from .slurm_job import cancel_record
 from .transport import TransportError
 
 
@@ -29,6 +30,8 @@ async def kill_job(
 ) -> dict[str, KillReport | None]:
     """End one job's processes on every host; per host its report (None: host unreachable)."""
     record = job if isinstance(job, jobs.JobRecord) else jobs.load(job)
+    if record.scheduler_id:  # a SLURM job: SLURM ends every step of it
+        return await _cancel_slurm(record, emit)
     jobs.stop_marker(record.job).parent.mkdir(parents=True, exist_ok=True)
     jobs.stop_marker(record.job).touch()  # a running supervisor must not relaunch it
     from .launcher import record_hosts
@@ -71,6 +74,14 @@ async def _kill_on(
             )
         return None
     return parse_kill(result.stdout)
+
+
+async def _cancel_slurm(record: jobs.JobRecord, emit) -> dict[str, KillReport | None]:
+    """scancel the job; one report with the SLURM job id as its group when it was still there."""
+    cancelled = await asyncio.to_thread(cancel_record, record)
+    group = int(record.scheduler_id) if record.scheduler_id.isdigit() else 0
+    report = KillReport(terminated=(group,) if cancelled else (), complete=True)
+    return {f"slurm job {record.scheduler_id}": report}
 
 
 def _mark(record: jobs.JobRecord, reports: dict[str, KillReport | None]) -> None:

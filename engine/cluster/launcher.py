@@ -15,25 +15,25 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from engine.errors import UserError
 from engine.events import EventSink
 from engine.paths import require_folder_path
 from engine.train.checkpoints import newest_checkpoint
 
-from . import jobs
+from . import jobs, slurm_job
 from .detach import DetachedProcess
 from .dmlc_env import ClusterEnv, forwarded_env, process_env
 from .hostpool import TransportPool, make_transport
 from .hosts import HostSpec, local_host, read_hosts
 from .placement import place
+from .remote_cmd import with_python
 from .supervisor import Job, Planned, Planner, SuperviseOptions
 from .transport import Transport, TransportError
 
-PYTHON_WORDS = ("python", "python3")
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
 
@@ -66,11 +66,13 @@ class LaunchSpec:
     exclude_after: int = 0
     grace_s: int = 5
     lost_timeout_s: float = 10.0  # a host unreachable this long is lost (the job is stopped)
+    # --launcher slurm: nodes, gpus_per_node, partition, time, account, sbatch_args
+    slurm: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["command"] = list(self.command)
-        for key in ("env", "env_server", "env_worker"):
+        for key in ("env", "env_server", "env_worker", "slurm"):
             data[key] = dict(getattr(self, key))
         return data
 
@@ -105,13 +107,6 @@ def node_address(host: HostSpec) -> str:
     if host.is_local and host.address == "localhost":
         return "127.0.0.1"
     return host.address
-
-
-def with_python(argv: Sequence[str], python: str) -> tuple[str, ...]:
-    """Replace a leading ``python`` word by the host's interpreter."""
-    if argv and (argv[0] in PYTHON_WORDS or argv[0] == sys.executable):
-        return (python, *argv[1:])
-    return tuple(argv)
 
 
 def work_dir(spec: LaunchSpec, host: HostSpec) -> str:
@@ -241,8 +236,10 @@ def check_spec(spec: LaunchSpec) -> None:
         raise UserError(
             "give the command to run after --, e.g. -- python train.py --kv-store dist_sync"
         )
-    if spec.launcher not in (None, "ssh", "local"):
-        raise UserError(f"--launcher {spec.launcher}: use ssh or local")
+    if spec.launcher not in (None, "ssh", "local", "slurm"):
+        raise UserError(f"--launcher {spec.launcher}: use ssh, local or slurm")
+    if spec.slurm and spec.launcher != "slurm":
+        raise UserError("--nodes, --partition, --time … are for --launcher slurm")
     if spec.launcher == "ssh" and not spec.hosts_file:
         raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")
     if spec.max_restarts < 0:
@@ -276,7 +273,15 @@ def check_numbers(spec: LaunchSpec) -> None:
         raise UserError(f"--exclude-after {spec.exclude_after}: must be 0 or more")
 
 
-def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "train") -> jobs.JobRecord:
+def job_kind(command: Sequence[str]) -> str:
+    """A job's kind, which also starts its id: bench-… and testio-… runs are not training runs."""
+    if "--benchmark" in command:
+        return "bench"
+    return "testio" if "--test-io" in command else "train"
+
+
+def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "") -> jobs.JobRecord:
+    kind = kind or job_kind(spec.command)
     if spec.job:
         job = jobs.check_job_name(spec.job)
         if jobs.exists(job):
@@ -323,11 +328,15 @@ async def launch(
     sink: EventSink | None = None,
     resume: ResumeHook | None = None,
     factory: Callable[[HostSpec], Transport] = make_transport,
-) -> Job:
+) -> Job | slurm_job.SlurmJob:
     """Start a distributed job detached on its hosts and return it, supervised by this process."""
     check_spec(spec)
     if spec.cwd is None:
         spec = LaunchSpec.from_dict({**spec.to_dict(), "cwd": os.getcwd()})
+    if resume is None and spec.resume_prefix:
+        resume = checkpoint_resume(spec.resume_prefix)
+    if spec.launcher == "slurm":
+        return await slurm_job.launch(spec.to_dict(), "train", sink=sink, resume=resume)
     hosts = load_hosts(spec.hosts_file, spec.launcher)
     place(
         spec.num_workers,
@@ -342,8 +351,6 @@ async def launch(
             await sync_work_dir(pool, hosts, spec.cwd or os.getcwd(), spec.sync_dst_dir)
         except TransportError as exc:
             raise UserError(f"--sync-dst-dir: {exc}") from None
-    if resume is None and spec.resume_prefix:
-        resume = checkpoint_resume(spec.resume_prefix)
     planner = training_planner(spec, record.job, pool, resume)
     if not spec.root_port:
         planner.prefetch(hosts[0].name)
@@ -368,9 +375,16 @@ def open_job(
     factory: Callable[[HostSpec], Transport] = make_transport,
     tail_lines: int | None = 20,
     resume: ResumeHook | None = None,
-) -> Job:
+) -> Job | slurm_job.SlurmJob:
     """The recorded job (the newest running one without a name), ready to ``attach()``."""
     record = jobs.resolve(job_id)
+    if record.launch_args.get("launcher") == "slurm":
+        spec = LaunchSpec.from_dict(record.launch_args)
+        if resume is None and spec.resume_prefix:
+            resume = checkpoint_resume(spec.resume_prefix)
+        return slurm_job.SlurmJob(
+            record, slurm_job.request_of(record), sink=sink, resume=resume, tail_lines=tail_lines
+        )
     hosts = record_hosts(record)
     pool = TransportPool(hosts, factory)
     if record.kind == "pack":

@@ -9,10 +9,12 @@ one like ``a; b``. The remote login shell must be a POSIX shell (sh, bash, dash,
 from __future__ import annotations
 
 import re
+import sys
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PYTHON_WORDS = ("python", "python3")
 
 
 def join_argv(argv: Sequence[str]) -> str:
@@ -69,3 +71,10 @@ def _refuse_nul(text: str, what: str) -> None:
     # A NUL byte cannot be passed through any shell or exec call; say so instead of truncating.
     if "\0" in text:
         raise ValueError(f"{what} contains a NUL byte")
+
+
+def with_python(argv: Sequence[str], python: str) -> tuple[str, ...]:
+    """Replace a leading ``python`` word by the host's interpreter."""
+    if argv and (argv[0] in PYTHON_WORDS or argv[0] == sys.executable):
+        return (python, *argv[1:])
+    return tuple(argv)

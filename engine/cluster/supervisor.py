@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fcntl
 import os
 import shlex
 import signal
@@ -52,6 +51,7 @@ from .detach import (
     parse_status,
     shell_path,
     split_tagged,
+    env_files,
     start_command,
     watch_command,
 )
@@ -291,17 +291,9 @@ class Job:
 
     # ---- the supervisor lock -----------------------------------------------------------------
     def _take_lock(self, required: bool) -> bool:
-        path = jobs.supervisor_lock(self.record.job)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            if required:
-                raise UserError(f"job {self.record.job} is supervised by another imgscale process")
+        self._lock_fd = jobs.take_supervisor_lock(self.record.job, required)
+        if self._lock_fd is None:
             return False
-        self._lock_fd = fd
         self.supervising = True
         return True
 
@@ -344,11 +336,26 @@ class Job:
         by_host: dict[str, list[DetachedProcess]] = collections.defaultdict(list)
         for p in planned:
             by_host[p.record.host].append(p.process)
+        written = await asyncio.gather(*(self._write_env(h, procs) for h, procs in by_host.items()))
+        if any(written):
+            return next(w for w in written if w is not None)
         loop = asyncio.get_running_loop()
         started = {host: loop.create_future() for host in by_host}
         self._watch(None, {h: (procs, started[h]) for h, procs in by_host.items()})
         results = await asyncio.gather(*(self._started_on(h, f) for h, f in started.items()))
         return next((r for r in results if r is not None), None)
+
+    async def _write_env(self, host: str, procs: list[DetachedProcess]) -> tuple[str, str] | None:
+        """Each process's environment into its 0600 PREFIX.env, sent on stdin (never in `ps`)."""
+        command, script = env_files(procs)
+        try:
+            transport = await self.pool.get(host)
+            result = await transport.run(command, input=script, timeout=START_TIMEOUT_S)
+        except TransportError as exc:
+            return host, exc.reason
+        if result.exit_status != 0:
+            return host, f"cannot write the environment files: {result.stderr.strip()[-300:]}"
+        return None
 
     @staticmethod
     async def _started_on(host: str, started: asyncio.Future) -> tuple[str, str] | None:

@@ -93,7 +93,14 @@ def add_pack_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-reduced-decode",
         dest="reduced_decode",
         action="store_false",
-        help="decode large JPEGs at full size like im2rec (identical bytes, slower)",
+        help="decode with OpenCV at full size like im2rec: byte-identical records, slower",
+    )
+    parser.add_argument(
+        "--codec",
+        choices=("auto", "opencv"),
+        default="auto",
+        help="auto: libjpeg-turbo's YUV planes where libturbojpeg is installed (fastest); "
+        "opencv: OpenCV's BGR path",
     )
     parser.add_argument(
         "--hosts", metavar="FILE", help="spread the chunks over the hosts of a hosts file"
@@ -163,6 +170,7 @@ def options_from_args(args: argparse.Namespace):
         num_thread=args.num_thread,
         no_upscale=args.no_upscale,
         reduced_decode=args.reduced_decode,
+        codec=args.codec,
     )
 
 

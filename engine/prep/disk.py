@@ -212,7 +212,7 @@ def estimate_space(
             f"{images} images in the tree",
         )
     else:
-        source_bytes = source.stat().st_size
+        source_bytes = tar_real_bytes(source)
         images = source_bytes // 110_000  # ImageNet's mean JPEG size; only sizes the .lst row
         ratio, note = packed_ratio(sample_tar(source), settings), "from the archive size"
         target = extract_root or workspace
@@ -222,6 +222,40 @@ def estimate_space(
         _row("pack", int(source_bytes * ratio), workspace, f"{ratio:.2f} x source bytes ({note})")
     )
     return rows
+
+
+SCAN_HEADERS = 200_000  # a small archive's headers are all read; extraction guards the rest
+
+
+def tar_real_bytes(path: Path, budget: int = SCAN_HEADERS) -> int:
+    """The archive's size plus what its sparse members (outer or in inner tars) expand to once
+    written: a 20 KiB tar can hold a 2 GiB sparse file. Reads headers only, up to ``budget``."""
+    extra, seen = 0, 0
+    try:
+        with tarfile.open(path, "r:") as outer:  # a compressed archive is not scanned
+            for member in outer:
+                seen += 1
+                extra += sparse_extra(member)
+                if member.isfile() and member.name.endswith(".tar"):
+                    inner_file = outer.extractfile(member)
+                    with tarfile.open(fileobj=inner_file, mode="r:") as inner:
+                        for m in inner:
+                            seen += 1
+                            extra += sparse_extra(m)
+                            if seen >= budget:
+                                break
+                if seen >= budget:
+                    break
+    except (tarfile.TarError, OSError):
+        pass  # unreadable or compressed: the archive's size is all we know
+    return path.stat().st_size + extra
+
+
+def sparse_extra(member: tarfile.TarInfo) -> int:
+    """Bytes a sparse member writes beyond the bytes it stores in the archive."""
+    if not member.sparse:
+        return 0
+    return max(0, member.size - sum(size for _offset, size in member.sparse))
 
 
 def _row(stage: str, need: int, target: Path, note: str) -> SpaceNeed:

@@ -8,6 +8,7 @@ half-done one from scratch. Members whose paths would land outside ROOT stop the
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -25,7 +26,39 @@ from engine.prep.report import one_field, printable
 
 PARTIAL = ".partial-"
 PROGRESS_EVERY_S = 0.25
+NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits on one path component and on a whole path
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+# No photograph in a dataset comes near this; a bigger member is a sparse-file bomb or not an image.
+MAX_IMAGE_BYTES = 256 << 20
+SHOWN_NAME_CHARS = 120  # a name in a message or report, cut to stay one readable line
+
+
+class HeaderWatch(tarfile.TarInfo):
+    """Remembers on the archive why its last header could not be read, so the reader can tell a
+    proper end (zero blocks) from an archive cut short, which tarfile treats alike."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.HeaderError as exc:
+            tarfile_.last_header_error = exc  # type: ignore[attr-defined]
+            raise
+
+
+def cut_short(archive: tarfile.TarFile) -> bool:
+    """True when reading stopped at the archive's physical end or at garbage, not at its end marker."""
+    error = getattr(archive, "last_header_error", None)
+    return not isinstance(error, tarfile.EOFHeaderError)
+
+
+def shown_name(name: str) -> str:
+    text = printable(name)
+    return (
+        text
+        if len(text) <= SHOWN_NAME_CHARS
+        else text[:SHOWN_NAME_CHARS] + f"… ({len(text)} chars)"
+    )
 
 
 @dataclass
@@ -42,6 +75,10 @@ class ExtractResult:
 
 class UnsafeMember(UserError):
     """An archive member would be written (or point) outside ROOT."""
+
+
+class Truncated(UserError):
+    """The archive ends before its end-of-archive marker: a cut download or copy."""
 
 
 def safe_target(base: Path, name: str) -> Path:
@@ -115,8 +152,18 @@ class Extractor:
             for member in outer:
                 self.position = member.offset_data + member.size
                 self.member(outer, member)
+            if cut_short(outer):
+                raise self.truncated()
         self.progress(force=True)
         return self.result
+
+    def truncated(self) -> Truncated:
+        r = self.result
+        return Truncated(
+            f"{self.tar_path}: truncated: the archive ends without its end-of-archive marker "
+            f"({r.classes + r.already} classes read); the file is incomplete: copy or download "
+            "it again, then rerun (finished classes are kept)"
+        )
 
     def member(self, outer: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         if is_inner_tar(member):
@@ -142,13 +189,22 @@ class Extractor:
             self.progress(part=cls)
             return
         partial = self.root / (PARTIAL + cls)
-        partial.mkdir(parents=True)
+        try:
+            partial.mkdir(parents=True)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            self.skip(member.name, "class name too long for this file system; class not extracted")
+            return
         try:
             files, nbytes = self.unpack(outer.extractfile(member), partial, member.name)
         except tarfile.TarError as exc:
             shutil.rmtree(partial)
             self.skip(member.name, f"inner tar is damaged ({exc}); class not extracted")
             return
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)  # never leave a half class filling the disk
+            raise
         fsync_dir(partial)
         os.rename(partial, final)
         fsync_dir(self.root)
@@ -163,6 +219,8 @@ class Extractor:
                 shown = f"{inner_name}:{m.name}"
                 if m.isfile():
                     target = self.checked(folder, m.name, shown)
+                    if not self.writable(m, target, shown):
+                        continue
                     nbytes += write_member(inner, m, target)
                     files += 1
                     self.result.images += 1
@@ -170,8 +228,10 @@ class Extractor:
                     self.progress()
                 elif m.issym() or m.islnk():
                     self.link(m, folder, shown)
+                elif m.isdir() and m.name.strip("/") in ("", "."):
+                    continue  # `tar -C class -cf class.tar .` stores the class folder itself as "./"
                 elif m.isdir():
-                    self.checked(folder, m.name, shown).mkdir(parents=True, exist_ok=True)
+                    self.make_dir(self.checked(folder, m.name, shown), shown)
                 else:
                     self.skip(shown, "not a regular file (device, fifo …)")
         return files, nbytes
@@ -182,14 +242,45 @@ class Extractor:
         real_root = os.path.realpath(self.root)
         if os.path.commonpath([real_root, os.path.realpath(target.parent)]) != real_root:
             raise self.unsafe(member.name, "its folder is a link that leads outside ROOT")
+        if not self.writable(member, target, member.name):
+            return
         if target.is_file() and target.stat().st_size == member.size:
             return  # written by an earlier run (files are renamed into place only when complete)
         tmp = target.with_name(f".{target.name}.part")
-        write_member(outer, member, tmp)
+        try:
+            write_member(outer, member, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a partial file must not keep the disk full
+            raise
         os.rename(tmp, target)
         self.result.images += 1
         self.result.bytes += member.size
         self.progress()
+
+    def writable(self, member: tarfile.TarInfo, target: Path, shown: str) -> bool:
+        """Whether a file member may be written: sane size (a sparse member counts at its real
+        size), a name the file system takes, and room for it; otherwise it is skipped and reported."""
+        if member.size > MAX_IMAGE_BYTES:
+            sparse = " (a sparse member)" if member.sparse is not None else ""
+            self.skip(shown, f"{member.size:,} bytes{sparse}: larger than any image; not extracted")
+            return False
+        if (
+            any(len(os.fsencode(part)) > NAME_MAX for part in target.parts)
+            or len(os.fsencode(target)) >= PATH_MAX
+        ):
+            self.skip(shown, "name too long for this file system; not extracted")
+            return False
+        if member.sparse is not None:
+            ensure_space("extract", member.size, self.root)
+        return True
+
+    def make_dir(self, path: Path, shown: str) -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            self.skip(shown, "name too long for this file system; not extracted")
 
     def checked(self, base: Path, name: str, shown: str) -> Path:
         try:
@@ -204,13 +295,13 @@ class Extractor:
 
     def unsafe(self, shown: str, why: str) -> UnsafeMember:
         return UnsafeMember(
-            f"{self.tar_path}: member {shown!r} would escape {self.root} ({why}); refusing this archive "
+            f"{self.tar_path}: member {shown_name(shown)!r} would escape {self.root} ({why}); refusing this archive "
             "(nothing was written outside ROOT); check where it came from"
         )
 
     def skip(self, name: str, reason: str) -> None:
-        self.result.skipped.append((printable(name), reason))
-        self.on_event(SkippedItem("extract", printable(name), reason))
+        self.result.skipped.append((shown_name(name), reason))
+        self.on_event(SkippedItem("extract", shown_name(name), reason))
 
     def progress(self, part: str = "", force: bool = False) -> None:
         now = time.monotonic()
@@ -252,8 +343,8 @@ def open_outer(path: Path) -> tuple[tarfile.TarFile, bool]:
         with open(path, "rb") as f:
             compressed = f.read(6).startswith(COMPRESSED_MAGIC)
         if not compressed:
-            return tarfile.open(path, "r:"), False
-    return tarfile.open(path, "r|*"), True
+            return tarfile.open(path, "r:", tarinfo=HeaderWatch), False
+    return tarfile.open(path, "r|*", tarinfo=HeaderWatch), True
 
 
 def report_path(root: Path) -> Path:
@@ -324,6 +415,11 @@ def extract_archive(
         ) from None
     except tarfile.TarError as exc:
         on_event(StageState("extract", "failed", str(exc)))
+        if "unexpected end of data" in str(exc):  # a member's data cut short: the file is too
+            raise UserError(
+                f"{tar_path}: truncated: the archive ends inside a member; copy or download it "
+                "again, then rerun (finished classes are kept)"
+            ) from None
         raise UserError(
             f"{tar_path}: not a readable tar archive ({exc}); check the file is complete"
         ) from None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.events import EventSink, StageState, ignore
+from engine.events import EventSink, SkippedItem, StageState, ignore
 from engine.paths import require_folder_path
 from engine.prep.disk import ensure_moves_fit
 from engine.prep.journal import Journal, MoveProgress, UndoResult, default_journal_path, undo_stage
@@ -54,6 +54,42 @@ def filtered_root(root: Path) -> Path:
     return root.with_name(root.name + "_filtered")
 
 
+# Folders no image tree ever is: moving their subfolders aside would break the machine.
+SYSTEM_TREES = (
+    "/bin",
+    "/boot",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+)
+# Refused as ROOT themselves; below them (/dev/shm, /run/user, /mnt/data …) a tree may well live.
+SYSTEM_FOLDERS = ("/", "/dev", "/home", "/media", "/mnt", "/opt", "/root", "/run", "/srv", "/tmp",
+                  "/var")  # fmt: skip
+
+
+def home_folders() -> set[Path]:
+    """Every user's home folder (this user's first): a ROOT there holds the user's own files."""
+    import pwd
+
+    homes = {Path(entry.pw_dir) for entry in pwd.getpwall() if entry.pw_dir not in ("", "/")}
+    return homes | {Path.home()}
+
+
+def refuse_system_root(root: Path, what: str) -> None:
+    """ROOT as /, a home folder or a system folder is a wrong path, never a class tree."""
+    inside = any(root == Path(t) or Path(t) in root.parents for t in SYSTEM_TREES)
+    if inside or root in {Path(f) for f in SYSTEM_FOLDERS} | home_folders():
+        raise UserError(
+            f"{what} {root} is a system or home folder, not a tree of class folders; "
+            "give the folder that holds one subfolder per class"
+        )
+
+
 def check_root(root: Path, what: str = "ROOT") -> Path:
     root = Path(root)
     if not root.exists():
@@ -64,15 +100,40 @@ def check_root(root: Path, what: str = "ROOT") -> Path:
         raise UserError(
             f"{root} is not a folder; give the folder that holds one subfolder per class ({what})"
         )
+    refuse_system_root(root.resolve(), what)
     return root.resolve()
 
 
+def refuse_mostly_non_classes(root: Path, counts: dict[str, int]) -> None:
+    """A ROOT where most subfolders hold no image is some other folder given by mistake."""
+    empty = sorted(name for name, n in counts.items() if n == 0)
+    if counts and len(empty) * 2 > len(counts):
+        raise UserError(
+            f"{root}: {len(empty)} of its {len(counts)} subfolders hold no image (e.g. {empty[0]}), "
+            "so it is not a tree of class folders; give the folder with one subfolder per class"
+        )
+
+
+def report_non_classes(stage: str, root: Path, counts: dict[str, int], on_event: EventSink) -> None:
+    """A folder with no image is not a class: named in the report, never moved."""
+    for name, n in counts.items():
+        if n == 0:
+            on_event(
+                SkippedItem(stage, str(root / name), "holds no image: not a class, left in place")
+            )
+
+
 def plan_filter(
-    root: Path, dest: Path, min_images: int
+    root: Path, dest: Path, min_images: int, on_event: EventSink = ignore
 ) -> tuple[list, list, list[tuple[Path, Path]]]:
     kept, removed, moves = [], [], []
+    counts = {folder.name: count_images(folder) for folder in class_folders(root)}
+    refuse_mostly_non_classes(root, counts)
+    report_non_classes("filter", root, counts, on_event)
     for folder in class_folders(root):
-        n = count_images(folder)
+        n = counts[folder.name]
+        if n == 0:
+            continue
         if n >= min_images:
             kept.append((folder.name, n))
             continue
@@ -135,7 +196,7 @@ def filter_classes(
             kept, removed = recount(root, run.moves)
         else:
             require_classes(root)
-            kept, removed, moves = plan_filter(root, dest, min_images)
+            kept, removed, moves = plan_filter(root, dest, min_images, on_event)
             refuse_emptying(root, kept, removed, min_images)
             ensure_moves_fit("filter", moves)
             run = (

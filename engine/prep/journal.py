@@ -5,6 +5,11 @@ and fsync'ed before the first move, so a crash at any point leaves a journal tha
 that may have happened. Each move then gets a ``move`` record (written before the move itself) and
 the run ends with a ``done`` record. Undo walks the plans backwards and moves back whatever the
 file system shows was moved, so an interrupted undo can simply be run again.
+
+A move across file systems is a copy, then the removal of the original. Once the copy is complete
+under its final name a ``copied`` record (``back`` for undo's copies) is fsync'ed: when a crash
+leaves both sides, the newest such record says which side is whole, and resume or undo finishes
+removing the other one.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class Run:
     moves: list[tuple[str, str]]
     started: set[int] = field(default_factory=set)
     done: bool = False
+    # move index -> the side a finished cross-file-system copy made whole: "dst" (a move) or
+    # "src" (an undo); the other side may still hold part of the original.
+    copied: dict[int, str] = field(default_factory=dict)
 
 
 def fsync_dir(path: Path) -> None:
@@ -58,8 +66,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def move_path(src: Path, dst: Path) -> None:
-    """Move a file or folder without ever overwriting; across file systems copy, sync, then remove."""
+def move_path(src: Path, dst: Path, on_copied=None) -> None:
+    """Move a file or folder without ever overwriting; across file systems copy, sync, then remove.
+
+    ``on_copied()`` runs between a complete, durable copy and the removal of the original."""
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, "destination exists", str(dst))
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -68,23 +78,42 @@ def move_path(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        _copy_then_remove(src, dst)
+        _copy_then_remove(src, dst, on_copied)
 
 
-def _copy_then_remove(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".moving")
-    if os.path.lexists(tmp):
-        shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
+def _copy_then_remove(src: Path, dst: Path, on_copied=None) -> None:
+    tmp = moving_path(dst)
+    remove_path(tmp)
     if src.is_dir() and not src.is_symlink():
-        shutil.copytree(src, tmp, symlinks=True)
+        shutil.copytree(src, tmp, symlinks=True, copy_function=_copy_synced)
     else:
-        shutil.copy2(src, tmp, follow_symlinks=False)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        _copy_synced(src, tmp)
     os.rename(tmp, dst)
     fsync_dir(dst.parent)
+    if on_copied is not None:
+        on_copied()
     # Only once the copy is complete under its final name does the original go.
-    shutil.rmtree(src) if src.is_dir() and not src.is_symlink() else src.unlink()
+    remove_path(src)
+
+
+def _copy_synced(src, dst) -> None:
+    shutil.copy2(src, dst, follow_symlinks=False)
+    if not os.path.islink(dst):
+        with open(dst, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def moving_path(dst: Path) -> Path:
+    """Where a cross-file-system copy is built before it takes its final name."""
+    return dst.with_name(dst.name + ".moving")
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder tree if it exists (a half-removed tree too)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
 
 
 class Journal:
@@ -111,6 +140,8 @@ class Journal:
                 runs[run_id].started.add(int(record.get("index", -1)))
             elif run_id in runs and record.get("op") == "done":
                 runs[run_id].done = True
+            elif run_id in runs and record.get("op") == "copied":
+                runs[run_id].copied[int(record.get("index", -1))] = str(record.get("whole", "dst"))
         return list(runs.values())
 
     def _records(self):
@@ -150,6 +181,15 @@ class Journal:
         )
         return Run(run_id, params, pairs)
 
+    def copied(self, run: Run, index: int, whole: str):
+        """The ``on_copied`` of one cross-file-system move: records which side is now whole."""
+
+        def record() -> None:
+            self._append({"op": "copied", "run": run.run_id, "index": index, "whole": whole}, True)
+            run.copied[index] = whole
+
+        return record
+
     def finish(self, run: Run) -> None:
         self._append({"op": "done", "run": run.run_id}, True)
         run.done = True
@@ -175,6 +215,7 @@ class Journal:
         made = 0
         touched: set[Path] = set()
         for index, (src, dst) in enumerate(run.moves):
+            finish_copy(run, index, Path(src), Path(dst))
             if moved_already(Path(src), Path(dst)):
                 if on_move is not None:
                     on_move(
@@ -184,7 +225,7 @@ class Journal:
             _check_movable(Path(src), Path(dst), self.path)
             self._append({"op": "move", "run": run.run_id, "index": index}, False)
             try:
-                move_path(Path(src), Path(dst))
+                move_path(Path(src), Path(dst), self.copied(run, index, "dst"))
             except OSError as exc:
                 raise UserError(
                     f"cannot move {src} to {dst}: {exc.strerror}; fix that and run again to resume"
@@ -232,6 +273,16 @@ def _check_movable(src: Path, dst: Path, journal: Path) -> None:
         )
 
 
+def finish_copy(run: Run, index: int, src: Path, dst: Path) -> None:
+    """After a crash between a complete copy and the removal of its original, remove the rest of
+    the original: the journal says which side the copy made whole."""
+    whole = run.copied.get(index)
+    if whole is None or not (os.path.lexists(src) and os.path.lexists(dst)):
+        return
+    remove_path(src if whole == "dst" else dst)
+    fsync_dir((src if whole == "dst" else dst).parent)
+
+
 def moved_already(src: Path, dst: Path) -> bool:
     """True when a planned move has happened (a resumed run skips it)."""
     return os.path.lexists(dst) and not os.path.lexists(src)
@@ -246,28 +297,32 @@ class UndoResult:
 
 
 def undo_journal(path: Path, on_move=None) -> UndoResult:
-    """Move everything back, newest move first; then retire the journal so a new run starts fresh."""
-    journal = Journal(path)
-    runs = journal.runs()
-    restored = already = 0
-    conflicts: list[str] = []
-    for run in reversed(runs):
-        for src, dst in reversed(run.moves):
-            s, d = Path(src), Path(dst)
-            if os.path.lexists(d) and not os.path.lexists(s):
-                move_path(d, s)
-                restored += 1
-                if on_move is not None:
-                    on_move(d, s)
-            elif os.path.lexists(d):
-                conflicts.append(f"{d} (and {s} both exist)")
-            else:
-                already += 1
-    retired = None
-    if runs and not conflicts:
-        retired = path.with_name(path.name + ".undone")
-        os.replace(path, retired)
-        fsync_dir(path.parent)
+    """Move everything back, newest move first; then retire the journal so a new run starts fresh.
+
+    Holds the journal's lock, like the run it undoes: an undo never races a running stage."""
+    with Journal(path) as journal:
+        runs = journal.runs()
+        restored = already = 0
+        conflicts: list[str] = []
+        for run in reversed(runs):
+            for index in reversed(range(len(run.moves))):
+                s, d = (Path(p) for p in run.moves[index])
+                finish_copy(run, index, s, d)
+                remove_path(moving_path(d))  # a copy cut short by a crash: never a whole file
+                if os.path.lexists(d) and not os.path.lexists(s):
+                    move_path(d, s, journal.copied(run, index, "src"))
+                    restored += 1
+                    if on_move is not None:
+                        on_move(d, s)
+                elif os.path.lexists(d):
+                    conflicts.append(f"{d} (and {s} both exist)")
+                else:
+                    already += 1
+        retired = None
+        if runs and not conflicts:
+            retired = path.with_name(path.name + ".undone")
+            os.replace(path, retired)
+            fsync_dir(path.parent)
     _remove_empty_dirs(runs)
     return UndoResult(restored, already, tuple(conflicts), retired)
 

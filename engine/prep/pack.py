@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from engine import recordio
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
+from engine.prep import turbojpeg
 from engine.prep.journal import lock_or_fail
 from engine.prep.report import one_field, printable
 
@@ -34,13 +35,15 @@ ROOT_SAMPLE = 20  # list paths checked up front against ROOT
 PROGRESS_INTERVAL_S = 0.2
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 REPORT_HEADER = "line\tid\tpath\treason\n"
+CODECS = ("auto", "opencv")
 
 
 @dataclass(frozen=True)
 class PackOptions:
     """im2rec's record options, plus ``no_upscale`` (store small JPEGs as they are) and
-    ``reduced_decode`` (decode large JPEGs at 1/2, 1/4 or 1/8 scale when that still covers the target;
-    turn off for output byte-identical to im2rec on large images too)."""
+    ``reduced_decode`` (decode large JPEGs at a DCT scale that still covers the target; turn off for
+    output byte-identical to im2rec: OpenCV at full size) and ``codec`` ("auto": libjpeg-turbo's YUV
+    planes where libturbojpeg is installed, else OpenCV; "opencv": OpenCV's BGR path)."""
 
     resize: int = 0
     center_crop: bool = False
@@ -52,6 +55,7 @@ class PackOptions:
     num_thread: int = 1
     no_upscale: bool = False
     reduced_decode: bool = True
+    codec: str = "auto"
 
     def record_options(self) -> dict:
         """The options that decide the output bytes (not how many processes make them)."""
@@ -100,6 +104,8 @@ def validate(options: PackOptions) -> None:
     low, high = (1, 100) if options.encoding == ".jpg" else (0, 9)
     if not low <= options.quality <= high:
         raise UserError(f"--quality {options.quality}: {options.encoding} takes {low}..{high}")
+    if options.codec not in CODECS:
+        raise UserError(f"--codec {options.codec}: use {' or '.join(CODECS)}")
     if options.num_thread < 1:
         raise UserError(f"--num-thread {options.num_thread}: give 1 or more worker processes")
 
@@ -441,6 +447,17 @@ def _announce(chunk: Chunk, on_event: EventSink) -> None:
     on_event(StageState(stage="pack", state="running", message=message))
 
 
+def codec_note(options: PackOptions) -> str:
+    """One line when the YUV-plane codec would apply but libturbojpeg is missing ('' otherwise)."""
+    wanted = options.codec == "auto" and options.reduced_decode and options.resize > 0
+    if not wanted or options.pass_through or options.encoding != ".jpg" or turbojpeg.load():
+        return ""
+    return (
+        "libturbojpeg not found: packing with OpenCV, about 1.3x slower "
+        "(install it: apt-get install libturbojpeg0)"
+    )
+
+
 def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink) -> list[Chunk]:
     chunks: list[Chunk] = []
     try:
@@ -469,7 +486,7 @@ def pack_lists(
             f"ROOT {root} is not a folder; give the folder the .lst paths are relative to"
         )
     started = time.monotonic()
-    on_event(StageState(stage="pack", state="running"))
+    on_event(StageState(stage="pack", state="running", message=codec_note(options)))
     chunks: list[Chunk] = []
     try:
         chunks = _open_chunks(lst_paths, root, options, on_event)

@@ -36,6 +36,7 @@ class ImageInfo:
     components: int = 0
     precision: int = 0  # bits per sample
     problem: str = ""
+    orientation: int = 1  # EXIF orientation (OpenCV turns the pixels by it); 0: unreadable EXIF
 
 
 def sniff(data: bytes) -> ImageInfo:
@@ -55,7 +56,7 @@ def sniff(data: bytes) -> ImageInfo:
 
 
 def _sniff_jpeg(data: bytes) -> ImageInfo:
-    pos, size, frame = 2, len(data), None
+    pos, size, frame, orientation = 2, len(data), None, 1
     while True:
         pos = data.find(b"\xff", pos)
         while 0 <= pos < size - 1 and data[pos + 1] == 0xFF:  # fill bytes before a marker
@@ -72,6 +73,8 @@ def _sniff_jpeg(data: bytes) -> ImageInfo:
         if marker in SOF_MARKERS and pos + 10 <= size:
             precision, height, width, components = struct.unpack_from(">BHHB", data, pos + 4)
             frame = (width, height, components, precision)
+        if marker == 0xE1 and data.startswith(b"Exif\0\0", pos + 4):
+            orientation = exif_orientation(data[pos + 10 : pos + 2 + length])
         if marker == 0xDA:  # start of scan: pixels follow
             break
         if marker == 0xD9 or length < 2:
@@ -82,12 +85,25 @@ def _sniff_jpeg(data: bytes) -> ImageInfo:
     if frame is None:
         return ImageInfo(format="jpeg", problem="corrupt JPEG: no frame header (size unknown)")
     width, height, components, precision = frame
-    info = ImageInfo("jpeg", width, height, components, precision)
-    if data.find(JPEG_EOI, pos + 2) < 0:
-        return ImageInfo(
-            "jpeg", width, height, components, precision, "truncated JPEG: no end-of-image marker"
-        )
-    return info
+    problem = "" if data.find(JPEG_EOI, pos + 2) >= 0 else "truncated JPEG: no end-of-image marker"
+    return ImageInfo("jpeg", width, height, components, precision, problem, orientation)
+
+
+def exif_orientation(tiff: bytes) -> int:
+    """The orientation tag (0x0112) of IFD0 in an EXIF TIFF block: 1 when absent, 0 when unreadable."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 0
+    try:
+        (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, ifd)
+        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind, _n, value = struct.unpack_from(order + "HHIH", tiff, entry)
+            if tag == 0x0112:
+                return value if kind == 3 else 0
+    except struct.error:
+        return 0
+    return 1
 
 
 def _sniff_png(data: bytes) -> ImageInfo:

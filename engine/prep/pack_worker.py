@@ -18,6 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from engine import recordio
+from engine.prep import turbojpeg
 from engine.prep.pack_sniff import ImageInfo, sniff
 
 ENCODER_THREADS = 2
@@ -180,7 +181,71 @@ def transform(cv2, np, data: bytes, info: ImageInfo, opts: dict) -> bytes:
     return encode(cv2, reshape(cv2, img, full, opts), opts)
 
 
-def encode_item(cv2, np, item: tuple, opts: dict) -> bytes | str:
+def can_use_planes(info: ImageInfo, opts: dict) -> bool:
+    """The YUV-plane path takes an upright 8-bit JPEG to be resized into a colour JPEG, uncropped."""
+    wanted = opts["codec"] == "auto" and opts["reduced_decode"] and opts["color"] == 1
+    plain = info.format == "jpeg" and info.precision == 8 and info.components in AS_IS_COMPONENTS
+    return (
+        wanted
+        and plain
+        and info.orientation == 1
+        and bool(opts["resize"])
+        and not opts["center_crop"]
+        and opts["encoding"].lower() in (".jpg", ".jpeg")
+    )
+
+
+def resize_planes(tj, cv2, np, planes: list, size: tuple[int, int]) -> list:
+    """Y to the target size, chroma to its 4:2:0 size (from any subsampling: resizing covers it).
+
+    The encoder reads whole 4:2:0 blocks, so an odd-sized Y plane gets an edge-copied row or column.
+    """
+    rows, cols = tj.plane_size(0, size[0], size[1], turbojpeg.SAMP_420)
+    chroma = tj.plane_size(1, size[0], size[1], turbojpeg.SAMP_420)
+    luma = cv2.resize(planes[0], size)
+    if (rows, cols) != luma.shape:
+        luma = cv2.copyMakeBorder(luma, 0, rows - size[1], 0, cols - size[0], cv2.BORDER_REPLICATE)
+    if len(planes) == 1:  # a greyscale JPEG: OpenCV would store it as colour, so neutral chroma
+        return [luma, *[np.full(chroma, 128, np.uint8)] * 2]
+    return [luma, *(cv2.resize(p, chroma[::-1]) for p in planes[1:])]
+
+
+def transform_planes(tj, cv2, np, data: bytes, info: ImageInfo, opts: dict) -> bytes | None:
+    """im2rec's geometry on the JPEG's own YUV planes, DCT-scaled when large; None: OpenCV decides."""
+    try:
+        header = tj.header(data)
+        if header.colorspace not in (turbojpeg.CS_YCBCR, turbojpeg.CS_GRAY):
+            return None  # RGB, CMYK or YCCK JPEGs: OpenCV converts them
+        width, height = tj.scaled(info.width, info.height, opts["resize"])
+        if (header.width, header.height) != (
+            info.width,
+            info.height,
+        ) or width * height > MAX_PIXELS:
+            return None
+        planes = tj.decode_planes(np, data, header, width, height)
+        planes[0] = planes[0][:height, :width]  # Y comes padded to whole blocks; chroma is exact
+    except turbojpeg.TurboJPEGError:
+        return None  # corrupt data, even a warning: the OpenCV path skips or keeps it as before
+    size = target_size(info.height, info.width, opts["resize"], False)
+    if opts["no_upscale"] and min(info.width, info.height) <= opts["resize"]:
+        size = (info.width, info.height)
+    planes = resize_planes(tj, cv2, np, planes, size)
+    return tj.encode_planes(planes, size, turbojpeg.SAMP_420, opts["quality"])
+
+
+def payload_for(cv2, np, data: bytes, info: ImageInfo, opts: dict, tj) -> bytes:
+    """The record's image bytes: the file itself, the YUV-plane path's, or OpenCV's."""
+    if opts["pass_through"] or can_store_as_is(info, opts):
+        return data
+    planes = (
+        transform_planes(tj, cv2, np, data, info, opts)
+        if tj and can_use_planes(info, opts)
+        else None
+    )
+    return planes if planes is not None else transform(cv2, np, data, info, opts)
+
+
+def encode_item(cv2, np, item: tuple, opts: dict, tj=None) -> bytes | str:
     """One .lst entry -> the framed record bytes, or the reason it was skipped."""
     if item[1] is None:  # a malformed .lst line: the parser already wrote the reason
         return item[2]
@@ -190,10 +255,7 @@ def encode_item(cv2, np, item: tuple, opts: dict) -> bytes | str:
         info = sniff(data)
         if info.problem:
             raise Skip(info.problem)
-        if opts["pass_through"] or can_store_as_is(info, opts):
-            payload = data
-        else:
-            payload = transform(cv2, np, data, info, opts)
+        payload = payload_for(cv2, np, data, info, opts, tj)
         return recordio.frame(recordio.pack(make_header(item, opts["pack_label"]), payload))
     except Skip as exc:
         return str(exc)
@@ -225,6 +287,7 @@ def serve(tasks_fd: int, results_fd: int) -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV threads would only contend
     tasks, results = Connection(tasks_fd, writable=False), Connection(results_fd, readable=False)
     opts = pickle.loads(tasks.recv_bytes())
+    tj = turbojpeg.load() if opts["codec"] == "auto" and opts["reduced_decode"] else None
     outbox: queue.SimpleQueue = (
         queue.SimpleQueue()
     )  # bounded by the batches the packer has in flight
@@ -238,7 +301,7 @@ def serve(tasks_fd: int, results_fd: int) -> None:
             key, items = pickle.loads(tasks.recv_bytes())
         except EOFError:
             break
-        out = list(encoders.map(lambda item: encode_item(cv2, np, item, opts), items))
+        out = list(encoders.map(lambda item: encode_item(cv2, np, item, opts, tj), items))
         outbox.put(pickle.dumps((key, out), protocol=pickle.HIGHEST_PROTOCOL))
     outbox.put(None)
     sender.join()

@@ -73,6 +73,8 @@ def open_workspace(folder, *, source=None, demo: bool = False) -> wsmod.Workspac
     used = ws.tarball if ws.config.get("tarball") else ws.root
     if source is not None and exists and used.resolve() != Path(source).expanduser().resolve():
         raise UserError(f"{folder} was set up for {used}; use a new folder for {source}")
+    if source is not None:
+        ws.given = (Path(source).expanduser().resolve(),)  # named on the command line: trusted
     return ws
 
 

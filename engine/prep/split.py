@@ -15,7 +15,15 @@ from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageState, ignore
 from engine.paths import require_folder_path
 from engine.prep.disk import ensure_moves_fit
-from engine.prep.filter import check_root, class_folders, class_images, require_classes
+from engine.prep.filter import (
+    check_root,
+    class_folders,
+    class_images,
+    refuse_mostly_non_classes,
+    refuse_system_root,
+    report_non_classes,
+    require_classes,
+)
 from engine.prep.journal import Journal, MoveProgress, UndoResult, default_journal_path, undo_stage
 
 
@@ -34,10 +42,16 @@ def choose(images: list[Path], per_class: int, seed: int, cls: str) -> list[Path
     return sorted(random.Random(f"{seed}:{cls}").sample(images, per_class))
 
 
-def plan_split(root: Path, val_root: Path, per_class: int, seed: int):
+def plan_split(root: Path, val_root: Path, per_class: int, seed: int, on_event: EventSink = ignore):
     moved, short, moves = [], [], []
+    found = {folder.name: class_images(folder) for folder in class_folders(root)}
+    counts = {name: len(images) for name, images in found.items()}
+    refuse_mostly_non_classes(root, counts)
+    report_non_classes("split", root, counts, on_event)
     for folder in class_folders(root):
-        images = class_images(folder)
+        images = found[folder.name]
+        if not images:
+            continue
         if len(images) <= per_class:
             short.append((folder.name, len(images)))
             continue
@@ -60,6 +74,7 @@ def check_split_paths(root: Path, val_root: Path, per_class: int) -> tuple[Path,
             f"VAL_ROOT {val_root} is not a folder; give a folder for the validation images"
         )
     require_folder_path(val_root, "VAL_ROOT")
+    refuse_system_root(val_root, "VAL_ROOT")
     if val_root == root or root in val_root.parents:
         raise UserError(
             f"VAL_ROOT {val_root} is inside ROOT {root}; choose a folder outside it (e.g. a sibling)"
@@ -93,7 +108,7 @@ def split_validation(
             return already_split(root, val_root, done_before[-1], journal.path, on_event)
         if run is None:
             require_classes(root)
-            moved, short, moves = plan_split(root, val_root, per_class, seed)
+            moved, short, moves = plan_split(root, val_root, per_class, seed, on_event)
             report_short(root, short, per_class, on_event)
             ensure_moves_fit("split", moves)
             run = journal.begin("split", dict(params, short=short), moves)

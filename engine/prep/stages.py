@@ -40,6 +40,7 @@ DEMO_TRAIN = {
 
 def run_stage(ws: wsmod.Workspace, stage: str, on_event: EventSink, undo: bool = False) -> Any:
     """Run (or undo) one stage of the workspace; raises UserError with a clear line when it cannot."""
+    ws.check_paths()
     if undo:
         return UNDO[stage](ws, on_event)
     return RUN[stage](ws, ws.stage_options(stage), on_event)

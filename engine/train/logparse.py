@@ -8,6 +8,7 @@ The lines it reads, as MXNet 1.9.1 and `imgscale train` write them (prefixes suc
     Epoch[0] Batch [40]\tSpeed: …                 (Speedometer with auto_reset=False)
     Iter[0] Batch [40]\tSpeed: 12.5 samples/sec   (Speedometer without metrics)
     test-io: Batch [20-40]\tSpeed: 5000.00 samples/sec
+    test-io: 2560 images in 0.254 s: 10096.00 images/sec   (the run's summary)
     Epoch[0] Train-accuracy=0.500000
     Epoch[0] Time cost=123.456
     Saved checkpoint to "prefix-0001.params"
@@ -34,6 +35,9 @@ TRAIN = re.compile(rf"Epoch\[(?P<epoch>\d+)\]\s+Train-(?P<name>[^=\s]+)=(?P<valu
 VALIDATION = re.compile(
     rf"Epoch\[(?P<epoch>\d+)\]\s+Validation-(?P<name>[^=\s]+)=(?P<value>{NUMBER})"
 )
+TEST_IO_SUMMARY = re.compile(
+    rf"test-io:\s*(?P<images>\d+) images in (?P<seconds>{NUMBER}) s:\s*(?P<speed>{NUMBER}) images/sec"
+)
 TIME_COST = re.compile(rf"Epoch\[(?P<epoch>\d+)\]\s+Time cost=(?P<value>{NUMBER})")
 SAVED = re.compile(r'Saved checkpoint to "(?P<path>[^"]+)"')
 CHECKPOINT_EPOCH = re.compile(r"-(\d{4,})\.(?:params|pt)$")
@@ -44,7 +48,7 @@ CHECKPOINT_BATCH = re.compile(r"-(\d{4,})\.b\d+\.(?:params|pt)$")
 class Parsed:
     """What one line says, before it is attributed to a worker."""
 
-    kind: str  # speed | train | validation | time | checkpoint
+    kind: str  # speed | summary | train | validation | time | checkpoint
     epoch: int | None = None
     batch: int | None = None
     speed: float | None = None
@@ -57,7 +61,9 @@ class Parsed:
 
 def parse_line(text: str) -> Parsed | None:
     """One log line -> Parsed, or None when it is not a training-progress line."""
-    parsed = _speed(text) or _epoch_metric(text) or _time_cost(text) or _saved(text)
+    parsed = (
+        _speed(text) or _test_io_summary(text) or _epoch_metric(text) or _time_cost(text) or _saved(text)
+    )
     if parsed is None:
         return None
     node = NODE.search(text)
@@ -82,6 +88,11 @@ def _speed(text: str) -> Parsed | None:
         speed=float(m.group("speed")),
         metrics=_metrics(m.group("rest")),
     )
+
+
+def _test_io_summary(text: str) -> Parsed | None:
+    m = TEST_IO_SUMMARY.search(text)
+    return Parsed("summary", speed=float(m.group("speed"))) if m else None
 
 
 def _epoch_metric(text: str) -> Parsed | None:
@@ -151,7 +162,7 @@ class LogParser:
 
     def _event(self, parsed: Parsed, stamp: dict) -> Event:
         host, rank = self._who(parsed)
-        if parsed.kind == "speed":
+        if parsed.kind in ("speed", "summary"):
             return Throughput(
                 host=host,
                 rank=rank,
@@ -160,6 +171,7 @@ class LogParser:
                 batch=parsed.batch,
                 metrics=parsed.metrics,
                 job=self.job,
+                summary=parsed.kind == "summary",
                 **stamp,
             )
         epoch = parsed.epoch if parsed.epoch is not None else (self.last_epoch or 0)

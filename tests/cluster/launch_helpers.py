@@ -63,23 +63,8 @@ class Events:
         return [e.state for e in self.events if isinstance(e, JobState)]
 
 
-def processes_of(job: str) -> list[int]:
-    """Pids on this machine (every sshd test host is this machine) whose environment names ``job``."""
-    needle = f"IMGSCALE_JOB={job}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(int(entry))
-    return found
-
-
-def group_alive(pgid: int) -> bool:
+def local_group_alive(pgid: int) -> bool:
+    """For jobs of the local launcher (no hosts file): their groups are on this machine."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

@@ -8,6 +8,7 @@ running long enough to be interrupted), --load-epoch N (printed: the resume hook
 
 import argparse
 import os
+import socket
 import sys
 import time
 
@@ -28,7 +29,7 @@ def main() -> int:
     print(
         f"role={role} rank={os.environ.get('IMGSCALE_RANK')} "
         f"MXNET_BACKWARD_DO_MIRROR={os.environ.get('MXNET_BACKWARD_DO_MIRROR')} "
-        f"load_epoch={args.load_epoch}",
+        f"load_epoch={args.load_epoch} hostname={socket.gethostname()}",
         flush=True,
     )
     import mxnet as mx  # servers and the scheduler serve inside this import and exit

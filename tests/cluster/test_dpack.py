@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from launch_helpers import processes_of
 
 from engine.cluster import jobs
 from engine.cluster.dpack import pack_on_hosts_async
@@ -53,7 +52,7 @@ async def test_pack_on_three_hosts_matches_a_local_pack(cluster, tmp_path, monke
     assert len(chunk_done) == 3 and {h for h, _ in chunk_done} == {"node1", "node2", "node3"}
     (record,) = jobs.all_jobs()
     assert record.kind == "pack" and record.state == "done"
-    assert processes_of(record.job) == []
+    assert cluster.processes_of(record.job) == {}
 
 
 def test_imgscale_pack_hosts_from_the_shell(cluster, tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from launch_helpers import MX_JOB, Events, processes_of, run_to_end
+from launch_helpers import MX_JOB, Events, run_to_end
 
 from engine.cluster import jobs
 from engine.cluster.launcher import LaunchSpec
@@ -38,8 +38,12 @@ async def test_dist_sync_job_completes_with_logs_attributed_to_host_role_and_ran
     for (role, rank), host in where.items():
         lines = [e.text for e in events.logs(role, rank)]
         assert all(e.host == host for e in events.logs(role, rank))
-        # the user's env reached every role, which launch.py's --env fails to do in MXNet 1.9.1
-        assert f"role={role} rank={rank} MXNET_BACKWARD_DO_MIRROR=1 load_epoch=None" in lines
+        # the user's env reached every role, which launch.py's --env fails to do in MXNet 1.9.1;
+        # each test host has its own hostname (its UTS namespace): the process ran where recorded
+        assert (
+            f"role={role} rank={rank} MXNET_BACKWARD_DO_MIRROR=1 load_epoch=None hostname={host}"
+            in lines
+        )
     for rank in (0, 1):
         texts = [e.text for e in events.logs("worker", rank)]
         assert any("Speed:" in t and "samples/sec" in t for t in texts), texts
@@ -47,4 +51,4 @@ async def test_dist_sync_job_completes_with_logs_attributed_to_host_role_and_ran
     assert {p.exit_status for p in final.processes} == {0}
     record = jobs.load(job.job_id)
     assert record.state == "done" and record.clean
-    assert processes_of(job.job_id) == []
+    assert cluster.processes_of(job.job_id) == {}

@@ -88,3 +88,38 @@ async def test_attaching_to_a_finished_job_shows_the_last_lines_of_every_process
     assert shown == sorted(
         (host, f"line {i} on {host}") for host in ("node1", "node2") for i in (3, 4, 5)
     )
+
+
+async def test_env_values_never_show_in_ps_on_any_host(cluster, state_home):
+    """Issue 11 item 7: `--env SECRET=…` reaches the job but no command line on a host shows it."""
+    import subprocess
+
+    from engine.cluster.launcher import launch
+
+    secret = "s3cr3t-token-a8f2"
+    spec = LaunchSpec(
+        command=("sh", "-c", 'echo "token=$SECRET_TOKEN"; exec sleep 600'),
+        num_workers=3,
+        num_servers=0,
+        hosts_file=str(cluster.hosts_file),
+        env={"SECRET_TOKEN": secret},
+        run_root=str(state_home / "runs"),
+    )
+    events = Events()
+    job = await launch(spec, sink=events)
+    try:
+        for host in ("node1", "node2", "node3"):
+            await events.wait_for(
+                lambda e, h=host: (
+                    getattr(e, "host", "") == h and getattr(e, "text", "") == f"token={secret}"
+                ),
+                60,
+                f"the job's output on {host}",
+            )
+        # every sshd host is this machine: one `ps` sees every host's command lines
+        args = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+        assert secret not in args.stdout
+        assert not list(state_home.rglob("*.env"))  # read once, then removed
+    finally:
+        await job.stop()
+        await job.close()

@@ -1,8 +1,11 @@
 """The sshd test hosts themselves: every host accepts our key and proves its known host key."""
 
+import signal
 import subprocess
+from pathlib import Path
 
 import pytest
+from sshd import port_accepts
 
 pytestmark = pytest.mark.cluster
 
@@ -44,3 +47,45 @@ def test_stopped_host_refuses_then_comes_back_on_the_same_port(ssh_cluster):
         ssh_cluster.start_host(2)
     out = subprocess.run(ssh_argv(ssh_cluster, "node3", "true"), capture_output=True, timeout=30)
     assert out.returncode == 0
+
+
+def test_each_host_has_its_own_processes_files_and_hostname(ssh_cluster, tmp_path):
+    marker = f"IMGSCALE_JOB=seen-{tmp_path.name}"
+    start = subprocess.run(
+        ssh_argv(ssh_cluster, "node2", f"{marker} setsid sleep 60 </dev/null >/dev/null 2>&1 &"),
+        capture_output=True,
+        timeout=30,
+    )
+    assert start.returncode == 0
+    job = marker.split("=")[1]
+    try:
+        (pid,) = ssh_cluster.processes_of(job)["node2"]
+        # node1 has no such process; node2 numbers it as recorded
+        for alias, expect in (("node1", 1), ("node2", 0)):
+            probe = subprocess.run(
+                ssh_argv(
+                    ssh_cluster,
+                    alias,
+                    f"kill -0 {pid} 2>/dev/null && grep -qz {job} /proc/{pid}/environ",
+                ),
+                capture_output=True,
+                timeout=30,
+            )
+            assert probe.returncode == expect, alias
+        write = ssh_argv(ssh_cluster, "node1", f"echo mine > /tmp/{job}; hostname")
+        assert subprocess.run(write, capture_output=True, text=True, timeout=30).stdout == "node1\n"
+        assert ssh_cluster.host_path("node1", f"/tmp/{job}").read_text() == "mine\n"
+        assert not ssh_cluster.host_path("node2", f"/tmp/{job}").exists()
+        assert not (Path("/tmp") / job).exists()  # nor on the launching machine
+        # the session's shared folder is the same on every host
+        (tmp_path / "shared").write_text("all")
+        read = ssh_argv(ssh_cluster, "node3", f"cat {tmp_path / 'shared'}")
+        assert subprocess.run(read, capture_output=True, text=True, timeout=30).stdout == "all"
+    finally:
+        ssh_cluster.kill("node2", pid, signal.SIGKILL)
+
+
+def test_each_sshd_answers_only_at_its_own_address(ssh_cluster):
+    one, two = ssh_cluster.hosts[0], ssh_cluster.hosts[1]
+    assert port_accepts(one.address, one.port)
+    assert not port_accepts(two.address, one.port)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import tomllib
 
 from textual.command import CommandPalette
-from textual.widgets import Input, TabbedContent
-from tui_helpers import cluster_events, job_events, log_events, opened, wait_for
+from textual.widgets import Input, OptionList, Tabs
+from tui_helpers import cluster_events, job_events, log_events, opened, train_progress, wait_for
 
-from engine.events import LogLine, StageProgress
+from engine.events import LogLine, StageProgress, StageState
 from tui.app import ImgscaleApp
 from tui.messages import LogBatch, Telemetry
 from tui.screens.confirm import ConfirmScreen
@@ -52,7 +52,6 @@ async def test_number_keys_switch_panes_and_focus(demo_ws):
     app = ImgscaleApp(demo_ws, telemetry=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await opened(pilot)
-        tabs = app.query_one(TabbedContent)
         for key, pane, widget in (
             ("2", "hosts", HostGrid),
             ("3", "log", LogView),
@@ -60,9 +59,61 @@ async def test_number_keys_switch_panes_and_focus(demo_ws):
             ("1", "stages", StageTable),
         ):
             await pilot.press(key)
-            assert tabs.active == pane
+            assert app.active_pane == pane
+            assert app.query_one(f"#{pane}").display and app.query_one(Tabs).display
             if widget is not None:
                 assert isinstance(app.focused, widget)
+
+
+async def test_a_large_terminal_shows_stages_hosts_and_log_at_once(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await opened(pilot)
+        assert app.dashboard and not app.query_one(Tabs).display
+        screen = app.screen.region
+        for pane in ("stages", "hosts", "log", "actions"):
+            region = app.query_one(f"#{pane}").region
+            assert region.height > 3 and screen.contains_region(region), pane
+        await pilot.press("2")
+        assert isinstance(app.focused, HostGrid)
+        assert app.query_one("#stages").region.height > 3  # still shown: only the keys moved
+        await pilot.press("3")
+        assert isinstance(app.focused, LogView)
+        await pilot.resize_terminal(100, 30)
+        await wait_for(pilot, lambda: not app.dashboard, "tabs on a small terminal")
+        assert app.query_one(Tabs).display
+        assert [p for p in ("stages", "hosts", "log", "actions") if app.query_one(f"#{p}").display] == ["log"]
+
+
+async def test_every_action_shows_without_scrolling_and_the_footer_keeps_help_and_quit(demo_ws):
+    from tui.app import ACTIONS
+
+    for size in ((80, 24), (200, 60)):
+        app = ImgscaleApp(demo_ws, telemetry=False)
+        async with app.run_test(size=size) as pilot:
+            await opened(pilot)
+            await pilot.press("4")
+            options = app.query_one("#action-list", OptionList)
+            await wait_for(pilot, lambda: options.region.height > 0, "actions drawn")
+            assert options.option_count == len(ACTIONS)
+            assert options.max_scroll_y == 0 and options.region.height >= len(ACTIONS), size
+            corner = app.query_one("#footer-keys")
+            assert app.screen.region.contains_region(corner.region), size
+            assert str(corner.render()) == "? help  q quit"
+
+
+async def test_train_row_shows_epoch_batch_rate_eta_and_accuracy(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await opened(pilot)
+        app.session.emit(StageState("train", "running", "job train-1: running"))
+        app.session.emit(train_progress())
+        view = app.stages.view_of("train")
+        await wait_for(pilot, lambda: view.train is not None, "progress drawn")
+        index = app.stages.views.index(view)
+        row = app.stages.render_line(index + 1).text
+        for needle in ("ep 3/15 b 120/400", "1,234/s", "05:00", "0.412"):
+            assert needle in row, row
 
 
 async def test_help_lists_every_global_key(demo_ws):
@@ -461,7 +512,7 @@ async def test_console_keys_wait_while_a_dialog_is_open_and_events_still_land(de
             app.session.emit(event)
         await wait_for(pilot, lambda: app.log_view.received == 5, "events drawn under the dialog")
         await pilot.press("escape")
-        assert app.query_one(TabbedContent).active == "stages"
+        assert app.active_pane == "stages"
         assert not app.status.mirror
 
 
@@ -480,7 +531,7 @@ async def test_scaling_key_opens_the_scaling_screen_and_console_keys_wait_there(
             pilot, lambda: not isinstance(app.screen, ScalingScreen), "back to the console"
         )
         await pilot.press("2")
-        assert app.query_one(TabbedContent).active == "hosts"
+        assert app.active_pane == "hosts"
 
 
 async def test_hosts_option_probes_the_file_and_an_unreachable_host_shows_its_reason(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tui_helpers import cluster_events, job_events, log_events, opened, wait_for
+from tui_helpers import cluster_events, job_events, log_events, opened, train_progress, wait_for
+
+from engine.events import StageState
 
 from engine.api import LaunchPlan
 from tui.app import ImgscaleApp, plan_text
@@ -27,6 +29,9 @@ async def feed(pilot, events) -> None:
 def test_stages_screen(snap_compare, demo_ws, size):
     async def run_before(pilot):
         await opened(pilot)
+        await feed(pilot, [StageState("train", "running", "job train-1: running"), train_progress()])
+        view = pilot.app.stages.view_of("train")
+        await wait_for(pilot, lambda: view.train is not None, "train progress drawn")
         await pilot.press("j")
 
     assert snap_compare(make_app(demo_ws), terminal_size=size, run_before=run_before)

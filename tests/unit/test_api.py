@@ -53,7 +53,7 @@ def test_speedup_uses_the_benchmark_baseline_and_forgets_silent_workers():
     ],
 )
 def test_doctor_verdicts(speeds, verdict):
-    diagnosis = api.diagnose(speeds)
+    diagnosis = api.diagnose(speeds, api.Topology("dist_sync", workers=4))
     assert diagnosis.verdict == verdict
     assert diagnosis.advice
 

@@ -10,6 +10,7 @@ import pytest
 
 from engine.cluster.detach import (
     DetachedProcess,
+    env_files,
     kill_command,
     parse_kill,
     parse_status,
@@ -47,9 +48,17 @@ def start(tmp_path, argv, *, env=None, cwd=None, name="worker-0"):
         tuple(argv),
         {"IMGSCALE_JOB": JOB, **(env or {})},
     )
+    write_env([proc])
     result = sh(start_command([proc]))
     assert result.returncode == 0 and result.stdout.strip() == "started", result.stderr
     return proc
+
+
+def write_env(procs):
+    command, script = env_files(procs)
+    result = subprocess.run(["/bin/sh", "-c", command], input=script, text=True, check=False,
+                            capture_output=True, timeout=20)  # fmt: skip
+    assert result.returncode == 0, result.stderr
 
 
 def record(proc):
@@ -173,6 +182,75 @@ def test_kill_of_another_job_id_touches_nothing(tmp_path):
         assert report.terminated == () and not gone(pgid)
     finally:
         os.killpg(pgid, signal.SIGKILL)
+
+
+def test_started_means_every_process_has_left_the_starters_session(tmp_path):
+    # Issue 11 item 3: the channel's process group is ended as soon as "started" is read, the way
+    # closing a local channel does; no process may die with it, and each has its record already.
+    procs = [
+        DetachedProcess(
+            str(tmp_path / f"p{i}"), str(tmp_path), ("sleep", "30"), {"IMGSCALE_JOB": JOB}
+        )
+        for i in range(4)
+    ]
+    write_env(procs)
+    starter = subprocess.Popen(["/bin/sh", "-c", start_command(procs)], stdout=subprocess.PIPE,
+                               text=True, start_new_session=True)  # fmt: skip
+    assert starter.stdout.readline().strip() == "started"
+    os.killpg(starter.pid, signal.SIGKILL)
+    starter.wait()
+    assert all(Path(p.pid_path).exists() for p in procs)  # written before "started"
+    groups = [record(p)[1] for p in procs]
+    try:
+        assert not any(gone(g) for g in groups) and starter.pid not in groups
+    finally:
+        for g in groups:
+            os.killpg(g, signal.SIGKILL)
+
+
+def test_kill_finds_a_process_started_before_its_pid_record(tmp_path):
+    # Issue 11 item 4: stopped while starting, a process can already run without a .pid record.
+    env = {**os.environ, "IMGSCALE_JOB": JOB}
+    line = "setsid sh -c 'sleep 30 & wait' </dev/null >/dev/null 2>&1 & echo $!"
+    leader = int(subprocess.check_output(["sh", "-c", line], env=env, timeout=10))
+    wait_for(lambda: os.getpgid(leader) == leader, what="its own session")
+    # One not yet in a session of its own: killed alone, never its group (here: this test's).
+    joiner = subprocess.Popen(["sleep", "30"], env=env)
+    try:
+        report = parse_kill(sh(kill_command(JOB, [str(tmp_path / "w0")], 3)).stdout)
+        assert report.terminated == (leader,) and report.killed == (joiner.pid,)
+        assert joiner.wait(5) == -signal.SIGKILL and gone(leader)
+    finally:
+        joiner.kill()
+        joiner.wait()
+        if not gone(leader):
+            os.killpg(leader, signal.SIGKILL)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a process as another user needs root")
+def test_kill_leaves_another_users_process_with_the_job_id_alone(tmp_path):
+    # Issue 11 item 14: carrying IMGSCALE_JOB=<job> is not enough; the process must be ours too.
+    env = {**os.environ, "IMGSCALE_JOB": JOB}
+    other = subprocess.Popen(["sleep", "30"], env=env, user=65534, start_new_session=True)
+    try:
+        prefix = tmp_path / "worker-7"
+        Path(str(prefix) + ".pid").write_text(f"{other.pid} {other.pid} {other.pid}\n")
+        report = parse_kill(sh(kill_command(JOB, [str(prefix)], 1)).stdout)
+        assert report.foreign == (other.pid, other.pid) and report.terminated == ()
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_environment_travels_in_a_private_file_not_on_a_command_line(tmp_path):
+    # Issue 11 item 7: the values are in the stdin script, never in a command; the file is 0600.
+    proc = DetachedProcess(str(tmp_path / "w"), str(tmp_path), ("true",),
+                           {"IMGSCALE_JOB": JOB, "SECRET_TOKEN": "s3cr3t-value"})  # fmt: skip
+    command, script = env_files([proc])
+    assert "s3cr3t" not in command and "s3cr3t" not in start_command([proc])
+    write_env([proc])
+    assert os.stat(proc.env_path).st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize(

@@ -29,11 +29,11 @@ def test_plan_is_written_and_synced_before_the_first_move(tmp_path, monkeypatch)
     moves = [(s, tmp_path / "b" / s.name) for s in srcs]
     seen_before_move = []
 
-    def spying_move(src, dst):
+    def spying_move(src, dst, on_copied=None):
         seen_before_move.append(
             [json.loads(line)["op"] for line in journal_file.read_text().splitlines()]
         )
-        real_move(src, dst)
+        real_move(src, dst, on_copied)
 
     journal_file = tmp_path / "j.jsonl"
     real_move = jmod.move_path

@@ -1,14 +1,38 @@
 """nvidia-smi CSV parsing on recorded output; each case is named after the failure it prevents."""
 
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from engine.cluster import nvsmi
 from engine.cluster.nvsmi import SampleGrouper, parse_line, parse_output, query_command
 
 DATA = Path(__file__).parent.parent / "data" / "nvsmi"
+FAKE = DATA / "fake_nvidia_smi.py"
+
+
+def fake(sample: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """Run the fake nvidia-smi (as the test hosts do) on a recorded sample."""
+    env = {**os.environ, "IMGSCALE_FAKE_NVSMI": sample}
+    return subprocess.run(
+        [sys.executable, str(FAKE), *argv], capture_output=True, text=True, env=env, timeout=30
+    )
+
+
+def nvidia_smi_answer(sample: str) -> str:
+    """What nvidia-smi prints for the probes' own query (query_command) on this sample."""
+    argv = shlex.split(query_command(None))[1:]
+    out = fake(sample, argv)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
 
 
 def parse(name: str):
-    return parse_output((DATA / name).read_text(), "h", now=1.0)
+    return parse_output(nvidia_smi_answer(name), "h", now=1.0)
 
 
 def test_multi_gpu_rows_become_one_sample_per_gpu_with_numbers():
@@ -70,7 +94,7 @@ def test_garbage_header_truncated_and_warning_lines_are_ignored():
 
 def test_looping_output_is_grouped_into_whole_samples_without_waiting_for_the_next():
     grouper = SampleGrouper("h")
-    text = (DATA / "normal_4gpu.csv").read_text().splitlines()
+    text = nvidia_smi_answer("normal_4gpu.csv").splitlines()
     first = [grouper.feed(line) for line in text]
     # the first sample is known complete only when the next one starts
     assert first == [[], [], [], []]
@@ -89,3 +113,32 @@ def test_the_probe_query_is_csv_without_header_or_units_and_loops():
 def test_loop_period_is_whole_seconds_as_nvidia_smi_requires():
     assert query_command(0.3).endswith("-l 1") and query_command(2.4).endswith("-l 2")
     assert " -l " not in query_command(None)
+
+
+def test_fake_answers_exactly_the_fields_asked_in_the_order_asked():
+    out = fake("normal_4gpu.csv", ["--query-gpu=power.draw,index", "--format=csv,noheader,nounits"])
+    assert out.returncode == 0
+    assert out.stdout.splitlines() == ["251.32, 0", "243.10, 1", "258.77, 2", "239.05, 3"]
+
+
+def test_fake_refuses_a_field_the_recording_lacks_like_nvidia_smi():
+    query = ["--query-gpu=index,clocks.sm", "--format=csv,noheader,nounits"]
+    out = fake("normal_4gpu.csv", query)
+    assert out.returncode == 2 and 'Field "clocks.sm" is not a valid field' in out.stdout
+
+
+def test_every_sample_holds_every_field_the_probes_query():
+    for path in DATA.glob("*.csv"):
+        (query,) = [x for x in path.read_text().splitlines() if x.startswith("# query:")]
+        assert set(nvsmi.QUERY_FIELDS) <= set(query.split(":", 1)[1].strip().split(",")), path
+
+
+def test_a_query_reordered_against_the_parser_is_caught(monkeypatch):
+    """Swap two fields in the probes' query only: the parser's positional unpacking now reads
+    memory.total as memory.used, and the end-to-end check above fails."""
+    fields = list(nvsmi.QUERY_FIELDS)
+    used, total = fields.index("memory.used"), fields.index("memory.total")
+    fields[used], fields[total] = fields[total], fields[used]
+    monkeypatch.setattr(nvsmi, "QUERY_FIELDS", tuple(fields))
+    with pytest.raises(AssertionError):
+        test_multi_gpu_rows_become_one_sample_per_gpu_with_numbers()

@@ -142,6 +142,8 @@ def test_a_threshold_that_filters_everything_can_be_lowered(tmp_path, capsys):
     args = [
         "prepare",
         ws,
+        "--source",  # a root outside the workspace is named again (workspace.toml alone cannot)
+        str(tmp_path / "photos"),
         "--min-images",
         "5",
         "--per-class",

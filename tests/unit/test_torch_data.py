@@ -151,17 +151,102 @@ def test_a_directory_reads_only_its_rec_chunks_and_needs_their_idx(solid_rec, tm
         data.open_index(str(tmp_path))
 
 
-def test_the_gpu_decoding_path_crops_flips_and_normalises_like_the_cpu_path(solid_rec, monkeypatch):
-    """The nvJPEG path run on the CPU: only the decoder itself is swapped for OpenCV (no GPU here)."""
-    monkeypatch.setattr(data, "_decode_on_gpu", lambda packed, device: _cv2_decode_all(packed))
+RGB = "ImageReadMode.RGB"  # stands in for torchvision.io.ImageReadMode.RGB
+
+
+class StandInDecodeJpeg:
+    """Behaves like torchvision.io.decode_jpeg, on the CPU (no GPU here).
+
+    Same signature; the input is one 1-D uint8 CPU tensor or a list of them; a list is decoded all
+    or nothing (one refused image fails the batched nvJPEG call); data that is not a decodable
+    JPEG raises RuntimeError, as nvJPEG does for a damaged image, a PNG or an empty payload.
+    Every call is recorded: how many images it was given.
+    """
+
+    def __init__(self):
+        self.calls: list[int | None] = []  # list length, or None for a single tensor
+
+    def __call__(self, input, mode=None, device="cpu", apply_exif_orientation=False):
+        assert mode == RGB and str(device) == "cpu"
+        if isinstance(input, list):
+            self.calls.append(len(input))
+            return [self._one(t) for t in input]
+        self.calls.append(None)
+        return self._one(input)
+
+    @staticmethod
+    def _one(blob):
+        assert blob.dtype == torch.uint8 and blob.dim() == 1 and blob.device.type == "cpu"
+        raw = blob.numpy()
+        if raw[:2].tobytes() != b"\xff\xd8":
+            raise RuntimeError(f"Not a JPEG file: starts with 0x{raw[:2].tobytes().hex()}")
+        bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise RuntimeError("nvjpegDecode failed: NVJPEG_STATUS_BAD_JPEG")
+        return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1)))
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    decode = StandInDecodeJpeg()
+    monkeypatch.setattr(data, "_nvjpeg", lambda: (decode, RGB))
+    return decode
+
+
+def _png(rgb):
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:] = rgb[::-1]
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+def test_gpu_decode_is_one_batched_call_when_every_image_decodes(stand_in):
+    blobs = [_jpeg(COLOURS[k]) for k in range(4)]
+    images, corrupt = data._decode_on_gpu(data._pack_blobs(blobs), torch.device("cpu"))
+    assert stand_in.calls == [4] and corrupt == 0
+    assert [tuple(img.shape) for img in images] == [(3, 48, 64)] * 4
+    for k, img in enumerate(images):
+        assert np.allclose(img.float().mean(dim=(1, 2)).numpy(), COLOURS[k], atol=4), k
+
+
+def test_gpu_decode_falls_back_per_image_opencv_takes_a_png_and_only_the_undecodable_count():
+    decode = StandInDecodeJpeg()
+    blobs = [_jpeg(COLOURS[0]), _png(COLOURS[1]), b"not a jpeg at all", b"", _jpeg(COLOURS[2])]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data, "_nvjpeg", lambda: (decode, RGB))
+        images, corrupt = data._decode_on_gpu(data._pack_blobs(blobs), torch.device("cpu"))
+    # the batched call failed on the PNG; then one call per image
+    assert decode.calls == [5, None, None, None, None, None]
+    assert corrupt == 2  # the garbage and the empty record; the PNG is OpenCV's
+    means = [tuple(img.float().mean(dim=(1, 2)).round().tolist()) for img in images]
+    assert len(means) == 5
+    assert np.allclose(means[0], COLOURS[0], atol=4) and np.allclose(means[4], COLOURS[2], atol=4)
+    assert np.allclose(means[1], COLOURS[1], atol=1)  # PNG is lossless
+    assert means[2] == means[3] == (0.0, 0.0, 0.0)
+
+
+def test_the_gpu_path_counts_corrupt_images_and_blacks_them_like_the_cpu_path(solid_rec, stand_in):
+    batches = list(_loader(solid_rec, gpu_decode=True))
+    assert len(batches) == 3
+    x = torch.cat([b.data for b in batches])
+    assert x.shape == (12, 3, 16, 16)
+    for k in range(12):
+        expected = (0, 0, 0) if k in (7, 10) else COLOURS[k % 4]
+        assert np.allclose(x[k].mean(dim=(1, 2)).numpy(), expected, atol=4), k
+    assert [b.corrupt for b in batches] == [0, 1, 1]  # records 7 and 10
+    assert stand_in.calls.count(4) == 3  # every batch tried nvJPEG's batched call first
+
+
+def test_the_gpu_decoding_path_crops_flips_and_normalises_like_the_cpu_path(solid_rec, stand_in):
     aug = data.Augment(size=16, mode="resized", min_area=0.3)
     gpu_path = list(_loader(solid_rec, aug=aug, gpu_decode=True, seed=5))
     cpu_path = list(_loader(solid_rec, aug=aug, gpu_decode=False, seed=5))
-    for g, c in zip(gpu_path, cpu_path):
+    assert len(gpu_path) == len(cpu_path) == 3
+    compared = 0
+    for g, c in zip(gpu_path, cpu_path, strict=True):
         assert g.data.shape == c.data.shape and g.data.is_contiguous(
             memory_format=torch.channels_last
         )
-        assert torch.equal(g.label, c.label)
+        assert torch.equal(g.label, c.label) and g.corrupt == c.corrupt
         good = [
             k
             for k in range(len(g.label))
@@ -169,12 +254,8 @@ def test_the_gpu_decoding_path_crops_flips_and_normalises_like_the_cpu_path(soli
         ]
         # solid colours: both paths give the same colour whatever the resampling filter
         assert torch.allclose(g.data[good].mean(dim=(2, 3)), c.data[good].mean(dim=(2, 3)), atol=4)
-
-
-def _cv2_decode_all(packed):
-    flat, ends = packed
-    starts = [0, *ends[:-1]]
-    return [data._cv2_chw(flat[s:e].numpy()) for s, e in zip(starts, ends)]
+        compared += len(good)
+    assert compared == 10  # every image but the two corrupt ones was compared
 
 
 def test_an_index_that_does_not_match_its_rec_is_one_clear_error(solid_rec, tmp_path):

@@ -2,6 +2,8 @@
 
 import pathlib
 
+import pytest
+
 from engine.train import checkpoints as ck
 
 
@@ -59,11 +61,9 @@ def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path):
         pathlib.Path(tmp).write_bytes(b"half")
         raise OSError("disk full")
 
-    try:
+    with pytest.raises(OSError, match="disk full"):
         ck.write_atomic(str(target), fail)
-    except OSError:
-        pass
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the half-written temp file
 
 
 def test_remove_batch_checkpoints_keeps_only_the_given_one(tmp_path):

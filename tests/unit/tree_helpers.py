@@ -1,7 +1,9 @@
 """What the prep tests share: file-tree snapshots, small class trees, a process that dies between moves."""
 
+import contextlib
 import hashlib
 import pathlib
+import subprocess
 
 import pytest
 
@@ -32,13 +34,29 @@ def crash_on_move(monkeypatch, action, number):
     """Run ``action`` with the process 'dying' (KeyboardInterrupt) just before its NUMBER-th move."""
     real_move, calls = jmod.move_path, []
 
-    def move(src, dst):
+    def move(src, dst, on_copied=None):
         calls.append(src)
         if len(calls) == number:
             raise KeyboardInterrupt
-        real_move(src, dst)
+        real_move(src, dst, on_copied)
 
     monkeypatch.setattr(jmod, "move_path", move)
     with pytest.raises(KeyboardInterrupt):
         action()
     monkeypatch.setattr(jmod, "move_path", real_move)
+
+
+@contextlib.contextmanager
+def tmpfs(path, size="32m"):
+    """A tmpfs mounted at PATH (a second file system, or a small disk), unmounted afterwards;
+    skips the test, saying why, where mounting is not allowed."""
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -100,6 +100,7 @@ class HostGrid(ScrollView, can_focus=True):
         self.lines: list[tuple[HostRow | None, int]] = []  # (row, line within row) per screen line
         self.stragglers: frozenset[str] = frozenset()
         self.dirty = True
+        self.crowded = False
         self._style_cache: dict[
             str, Style
         ] = {}  # component styles, looked up once per refresh not per cell
@@ -158,17 +159,22 @@ class HostGrid(ScrollView, can_focus=True):
         self.dirty = False
         self._style_cache.clear()
         self.order = sorted(self._visible_rows(), key=self._sort_value)
-        per_line = self._cells_per_line()
-        self.lines = [(None, 0)]
-        for row in self.order:
-            extra = (
-                0
-                if self.is_compact or row.reachable is False
-                else -(-max(1, len(row.gpus)) // per_line)
-            )
-            self.lines.extend((row, i) for i in range(1 + extra))
+        self.crowded = False
+        self.lines = self._layout(self.is_compact)
+        if self.compact is None and not self.is_compact and len(self.lines) > self.size.height:
+            self.crowded = True  # full rows would not fit: one line per host shows them all
+            self.lines = self._layout(True)
         self.virtual_size = Size(self.size.width, len(self.lines))
         self.refresh()
+
+    def _layout(self, compact: bool) -> list[tuple[HostRow | None, int]]:
+        per_line = self._cells_per_line()
+        lines: list[tuple[HostRow | None, int]] = [(None, 0)]
+        for row in self.order:
+            full = not compact and row.reachable is not False
+            extra = -(-max(1, len(row.gpus)) // per_line) if full else 0
+            lines.extend((row, i) for i in range(1 + extra))
+        return lines
 
     def _visible_rows(self) -> list[HostRow]:
         text = self.name_filter.strip().lower()
@@ -194,7 +200,10 @@ class HostGrid(ScrollView, can_focus=True):
 
     @property
     def is_compact(self) -> bool:
-        return self.compact if self.compact is not None else self.size.width < 120
+        """Chosen with c; else by width, and by height once full rows would not fit (crowded)."""
+        if self.compact is not None:
+            return self.compact
+        return self.size.width < 120 or self.crowded
 
     def _cells_per_line(self) -> int:
         return max(1, (self.size.width - 4) // GPU_CELL)

@@ -84,11 +84,7 @@ class JobSummary(Static):
         if r is None:
             head = "cluster: -- img/s (no throughput yet)"
         else:
-            speedup = (
-                f"×{r.speedup:.2f} of ideal ×{r.workers}"
-                if r.speedup is not None
-                else "speedup N/A"
-            )
+            speedup = f"×{r.speedup:.2f} of ideal ×{r.workers}" if r.speedup is not None else ""
             head = (
                 f"cluster: {r.images_per_sec:,.0f} img/s {fmt.spark(self.history, 24)}  {speedup}"
             )

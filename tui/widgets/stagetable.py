@@ -15,8 +15,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.events import SkippedItem, StageProgress, StageState
 from engine.api import StageStatus
+from engine.events import SkippedItem, StageProgress, StageState, TrainProgress
 from tui.messages import Act
 from tui.widgets import fmt
 
@@ -32,6 +32,7 @@ class StageView:
     started_at: float | None = None
     start_done: int = 0
     skipped_items: list[SkippedItem] = field(default_factory=list)
+    train: TrainProgress | None = None  # the train row's epoch, batch, rate, ETA and accuracy
 
     def progress(self, event: StageProgress) -> None:
         if self.started_at is None or event.done < self.start_done:
@@ -99,10 +100,12 @@ class StageTable(ScrollView, can_focus=True):
         self.refresh()
 
     def ingest(self, event: Any) -> None:
-        view = self.view_of(event.stage)
+        view = self.view_of("train" if isinstance(event, TrainProgress) else event.stage)
         if view is None:
             return
-        if isinstance(event, StageProgress):
+        if isinstance(event, TrainProgress):
+            view.train = event
+        elif isinstance(event, StageProgress):
             view.progress(event)
         elif isinstance(event, StageState):
             view.state(event)
@@ -124,7 +127,7 @@ class StageTable(ScrollView, can_focus=True):
         width = self.size.width
         bar, count = self._widths(width)
         if y == 0:
-            head = f"  {'STAGE':<8}{'STATE':<9}{'PROGRESS':<{bar + 7}}{'COUNT':<{count}}{'RATE':>10}{'ETA':>8}{'SKIP':>6}"
+            head = f"  {'STAGE':<8}{'STATE':<9}{'PROGRESS':<{bar + 7}}{'COUNT':<{count}}{'RATE':>10}{'ETA':>8}{'SKIP':>6}{'ACC':>6}"
             return Strip(
                 [
                     Segment(
@@ -141,20 +144,13 @@ class StageTable(ScrollView, can_focus=True):
     @staticmethod
     def _widths(width: int) -> tuple[int, int]:
         """Bar and count column widths: narrower on an 80-column terminal so rate, ETA and skips fit."""
-        return (BAR, 22) if width >= 100 else (8, 16)
+        return (BAR, 22) if width >= 100 else (6, 18)
 
     def _stage_strip(
         self, view: StageView, selected: bool, width: int, bar: int, count_w: int
     ) -> Strip:
         s = view.status
-        frac = (s.done / s.total) if s.total else (1.0 if s.state == "done" else None)
-        count = (
-            f"{s.done:,}/{s.total:,} {s.unit}"
-            if s.total is not None
-            else (f"{s.done:,} {s.unit}" if s.done else "")
-        )
-        rate = f"{s.rate:,.1f}/s" if s.rate is not None and s.state == "running" else ""
-        eta = fmt.duration(s.eta_s) if s.state == "running" else ""
+        frac, count, rate, eta, acc = _columns(s, view.train)
         percent = "" if frac is None else f"{frac * 100:3.0f}%"
         cursor = "▶ " if selected else "  "
         state_style = (
@@ -165,7 +161,7 @@ class StageTable(ScrollView, can_focus=True):
             Segment(f"{s.state:<9}", state_style),
             Segment(fmt.bar(frac, bar), self.get_component_rich_style("stagetable--bar")),
             Segment(
-                f" {percent:>4}  {count[: count_w - 1]:<{count_w}}{rate:>10}{eta:>8}{(s.skipped or ''):>6}"
+                f" {percent:>4}  {count[: count_w - 1]:<{count_w}}{rate:>10}{eta:>8}{(s.skipped or ''):>6}{acc:>6}"
             ),
         ]
         strip = Strip(segments).crop(0, width).adjust_cell_length(width)
@@ -193,3 +189,27 @@ class StageTable(ScrollView, can_focus=True):
 
 
 _STATES = ("pending", "running", "done", "failed", "stale", "stopped")
+
+
+def _columns(
+    s: StageStatus, train: TrainProgress | None
+) -> tuple[float | None, str, str, str, str]:
+    """Fraction done, COUNT, RATE, ETA and ACC of a row; the train row counts epochs and batches."""
+    running = s.state == "running"
+    if train is not None:
+        batches = f"/{train.batches}" if train.batches else ""
+        count = f"ep {min(train.epoch + 1, train.epochs)}/{train.epochs} b {train.batch}{batches}"
+        rate = "" if train.images_per_sec is None else f"{train.images_per_sec:,.0f}/s"
+        eta = fmt.duration(train.eta_s) if running else ""
+        acc = "" if train.val_accuracy is None else f"{train.val_accuracy:.3f}"
+        fraction = 1.0 if s.state == "done" else train.fraction
+        return fraction, count, rate, eta, acc
+    frac = (s.done / s.total) if s.total else (1.0 if s.state == "done" else None)
+    count = (
+        f"{s.done:,}/{s.total:,} {s.unit}"
+        if s.total is not None
+        else (f"{s.done:,} {s.unit}" if s.done else "")
+    )
+    rate = f"{s.rate:,.1f}/s" if s.rate is not None and running else ""
+    eta = fmt.duration(s.eta_s) if running else ""
+    return frac, count, rate, eta, ""

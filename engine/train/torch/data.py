@@ -287,7 +287,7 @@ class RecordBatchDataset:
         # Tensors (not numpy arrays) travel from worker processes through shared memory, not a pipe.
         out = torch.empty((len(records), self.aug.size, self.aug.size, 3), dtype=torch.uint8)
         pixels, bad = out.numpy(), 0
-        for i, ((_, buf), (box, r)) in enumerate(zip(records, plans)):
+        for i, ((_, buf), (box, r)) in enumerate(zip(records, plans, strict=True)):
             bad += not decode_into(pixels[i], buf, box, r, bool(flips[i]))
         return out, labels, bad
 
@@ -306,7 +306,7 @@ def _pack_blobs(blobs) -> tuple:
     ends = np.cumsum([len(b) for b in blobs])
     flat = torch.empty(int(ends[-1]) if len(ends) else 0, dtype=torch.uint8)
     view, start = flat.numpy(), 0
-    for blob, end in zip(blobs, ends):
+    for blob, end in zip(blobs, ends, strict=True):
         view[start:end] = np.frombuffer(blob, dtype=np.uint8)
         start = end
     return flat, ends
@@ -469,7 +469,8 @@ class RecordLoader:
         import torch.nn.functional as F
 
         size, out = self.aug.size, []
-        for img, box, flip in zip(_decode_on_gpu(packed, self.device), boxes, flips):
+        images, corrupt = _decode_on_gpu(packed, self.device)
+        for img, box, flip in zip(images, boxes, flips, strict=True):
             top, left, ch, cw = crop_pixels(img.shape[1], img.shape[2], box)
             crop = img[:, top : top + ch, left : left + cw].unsqueeze(0).float()
             crop = F.interpolate(
@@ -477,40 +478,59 @@ class RecordLoader:
             )
             out.append(crop.flip(3) if flip else crop)
         x = torch.cat(out).clamp_(0, 255)
-        return Batch(self._normalise(x), labels.to(self.device, non_blocking=True), 0)
+        return Batch(self._normalise(x), labels.to(self.device, non_blocking=True), corrupt)
 
 
-def _decode_on_gpu(packed, device) -> list:
-    """nvJPEG batch decode (RGB); an image nvJPEG refuses (CMYK, PNG …) is decoded by OpenCV."""
+def _nvjpeg():
+    """torchvision's decode_jpeg and its RGB mode (optional: torchvision is not a dependency)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    return decode_jpeg, ImageReadMode.RGB
+
+
+def _decode_on_gpu(packed, device) -> tuple[list, int]:
+    """nvJPEG batch decode (RGB), and how many images were corrupt.
+
+    An image nvJPEG refuses (CMYK, PNG, damaged …) is decoded by OpenCV; one that neither decodes
+    is corrupt: a small black image, counted, as the CPU path counts it.
+    """
+    decode_jpeg, rgb = _nvjpeg()
     flat, ends = packed
-    blobs = [flat[s:e] for s, e in zip([0, *ends[:-1]], ends)]
+    blobs = [flat[s:e] for s, e in zip([0, *ends[:-1]], ends, strict=True)]
     try:
-        return decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device)
-    # An image nvJPEG refuses, or a torchvision without batch decoding: one image at a time.
-    except (RuntimeError, TypeError):
-        images = []
-        for blob in blobs:
-            try:
-                images.append(decode_jpeg(blob, mode=ImageReadMode.RGB, device=device))
-            except RuntimeError:
-                images.append(_cv2_chw(blob.numpy()).to(device))
-        return images
+        return list(decode_jpeg(blobs, mode=rgb, device=device)), 0
+    except (RuntimeError, TypeError):  # one refused image fails the batch (or no batch decoding)
+        pass
+    images, corrupt = [], 0
+    for blob in blobs:
+        try:
+            images.append(decode_jpeg(blob, mode=rgb, device=device))
+            continue
+        except RuntimeError:
+            img = _cv2_chw(blob.numpy())
+        corrupt += img is None
+        images.append((_black_chw() if img is None else img).to(device))
+    return images, corrupt
 
 
 def _cv2_chw(buf: np.ndarray):
-    """OpenCV decode to an RGB CHW uint8 tensor; a corrupt image becomes a small black one."""
+    """OpenCV decode to an RGB CHW uint8 tensor; None when the image is corrupt."""
     import cv2
     import torch
 
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error:  # an empty payload
-        img = None
+        return None
     if img is None:
-        img = np.zeros((8, 8, 3), dtype=np.uint8)
+        return None
     return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)))
+
+
+def _black_chw():
+    import torch
+
+    return torch.zeros((3, 8, 8), dtype=torch.uint8)
 
 
 def gpu_decode_available(device) -> bool:

@@ -1,0 +1,468 @@
+"""A job launched under SLURM, seen from the login node: submit, follow, stop, relaunch.
+
+The same public face as the SSH launcher's ``supervisor.Job`` (``events()``, ``status()``,
+``start()``, ``attach()``, ``stop()``, ``relaunch()``, ``wait()``, ``close()``), so `imgscale
+launch/attach/kill/jobs` and the console treat both alike. The state comes from SLURM
+(``scontrol show job``: PENDING with its reason and queue position, RUNNING, COMPLETED, FAILED,
+TIMEOUT, NODE_FAIL …); logs and process states from the files the driver's steps write under the
+job's run folder, which the login node shares with the nodes. Inside the allocation the driver
+stops every process as soon as one fails, so the job ends at once and a relaunch (``--max-restarts``)
+is a new ``sbatch`` of the next attempt, with the resume hook applied to its command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.events import Event, EventSink, Failure, JobState, LogLine, ProcessInfo
+
+from . import jobs, slurm
+from .slurm_driver import Plan, attempt_dir, write_private
+from .remote_cmd import with_python
+from .supervisor import FINAL, describe_status, line_level
+
+POLL_S = 0.5
+LAST_LINES = 20
+# (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
+ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
+
+
+def detect_engine(command: Sequence[str]) -> str:
+    """torch when the command is `imgscale train --engine torch …`, else MXNet's roles."""
+    words = list(command)
+    for i, word in enumerate(words):
+        if word == "--engine" and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith("--engine="):
+            return word.split("=", 1)[1]
+    return "mxnet"
+
+
+class SlurmJob:
+    """One recorded SLURM job of ours (``record.scheduler_id`` is SLURM's job id)."""
+
+    def __init__(
+        self,
+        record: jobs.JobRecord,
+        request: slurm.SlurmRequest,
+        *,
+        sink: EventSink | None = None,
+        resume: ResumeHook | None = None,
+        tail_lines: int | None = None,
+    ) -> None:
+        self.record = record
+        self.request = request
+        self.sink = sink
+        self.resume = resume
+        self.tail_lines = tail_lines
+        self.phase = record.state
+        self.message = record.message
+        self.supervising = False
+        self.infos: list[ProcessInfo] = []
+        self.tails: list[collections.deque[str]] = []
+        self.offsets: list[int] = []
+        self._queues: list[asyncio.Queue] = []
+        self._final = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._lock_fd: int | None = None
+        self.slurm_state: slurm.SlurmState | None = None
+        self._load_processes()
+
+    # ---- public face -----------------------------------------------------------------------
+    @property
+    def job_id(self) -> str:
+        return self.record.job
+
+    def status(self) -> JobState:
+        return JobState(
+            self.record.job, self.phase, tuple(self.infos), self.record.restarts, self.message
+        )
+
+    async def events(self) -> AsyncIterator[Event]:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues.append(queue)
+        queue.put_nowait(self.status())
+        if self._final.is_set():
+            queue.put_nowait(None)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._queues.remove(queue)
+
+    async def start(self) -> None:
+        self.supervising = self._take_lock(required=True)
+        await asyncio.to_thread(self._submit, self.record.attempt)
+        self._task = asyncio.create_task(self._follow())
+
+    async def attach(self) -> None:
+        self.supervising = self._take_lock(required=False)
+        self._set_phase(self.record.state, self.record.message)
+        self._read_logs(self.tail_lines)
+        if self.record.active:
+            self._task = asyncio.create_task(self._follow())
+        else:
+            self._finish(self.record.state, self.record.message)
+
+    async def stop(self, message: str = "stopped on request") -> JobState:
+        jobs.stop_marker(self.record.job).touch()
+        if self.record.scheduler_id and self.phase not in FINAL:
+            self._set_phase("stopping", f"scancel {self.record.scheduler_id}")
+            await asyncio.to_thread(slurm.cancel, self.record.scheduler_id)
+            await self._until_ended()
+            self._read_logs(None)
+        self._finish("stopped", message)
+        return self.status()
+
+    async def relaunch(self, exclude: Sequence[str] = ()) -> JobState:
+        if self.phase not in FINAL:
+            await asyncio.to_thread(slurm.cancel, self.record.scheduler_id)
+            await self._until_ended()
+        await self._next_attempt()
+        if self._task is None or self._task.done():
+            self._final.clear()
+            self._task = asyncio.create_task(self._follow())
+        return self.status()
+
+    async def wait(self) -> JobState:
+        await self._final.wait()
+        return self.status()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        for queue in self._queues:
+            queue.put_nowait(None)
+
+    # ---- submitting ------------------------------------------------------------------------
+    def _submit(self, attempt: int) -> None:
+        """Write the attempt's plan and batch script next to its logs, and `sbatch` it."""
+        spec = self.record.launch_args
+        command = tuple(self.record.command)
+        if attempt and self.resume is not None:
+            command = tuple(self.resume(command, attempt))
+        folder = attempt_dir(spec.get("run_root", jobs.DEFAULT_RUN_ROOT), self.record.job, attempt)
+        os.makedirs(folder, exist_ok=True)
+        plan = plan_of(self.record, attempt, command)
+        plan.write(f"{folder}/plan.json")
+        script = slurm.batch_script(
+            self.request,
+            job=self.record.job,
+            attempt=attempt,
+            python=spec.get("python") or sys.executable,
+            plan_path=f"{folder}/plan.json",
+            output=f"{folder}/slurm.out",
+            workdir=plan.cwd,
+        )
+        write_private(f"{folder}/job.sbatch", script)
+        jobs.stop_marker(self.record.job).unlink(missing_ok=True)
+        slurm_id = slurm.submit(f"{folder}/job.sbatch")
+        past = self.record.past_processes + (self.record.processes if attempt else ())
+        self.record = jobs.save(
+            replace(
+                self.record,
+                attempt=attempt,
+                scheduler_id=slurm_id,
+                processes=(),
+                past_processes=past,
+                launcher_pid=os.getpid(),
+            )
+        )
+        self._load_processes()
+        self._set_phase("starting", f"SLURM job {slurm_id} submitted (attempt {attempt})")
+
+    async def _next_attempt(self) -> None:
+        self.record = jobs.save(replace(self.record, restarts=self.record.restarts + 1))
+        self._set_phase("relaunching", f"attempt {self.record.attempt + 1}")
+        await asyncio.to_thread(self._submit, self.record.attempt + 1)
+
+    # ---- following ---------------------------------------------------------------------------
+    async def _follow(self) -> None:
+        """Poll SLURM and the run folder until the job is final (relaunching when allowed)."""
+        while True:
+            state = await asyncio.to_thread(slurm.job_state, self.record.scheduler_id)
+            self._load_processes()
+            self._read_logs(None)
+            self._read_statuses()
+            if state is None or state.ended:
+                if await self._ended(state):
+                    return
+            else:
+                self._on_state(state)
+            await asyncio.sleep(POLL_S)
+
+    def _on_state(self, state: slurm.SlurmState) -> None:
+        self.slurm_state = state
+        if state.state == "RUNNING" and self.infos:
+            self._set_phase(
+                "running", f"SLURM job {self.record.scheduler_id} on {','.join(state.nodes)}"
+            )
+        elif state.state != "RUNNING":
+            self._set_phase("starting", f"SLURM job {self.record.scheduler_id}: {state.describe()}")
+
+    async def _ended(self, state: slurm.SlurmState | None) -> bool:
+        """The SLURM job ended: finish, or relaunch; True when there is nothing more to follow."""
+        outcome = self._outcome()
+        word = state.state if state else ("COMPLETED" if outcome.get("status") == 0 else "FAILED")
+        phase = slurm.ENDED.get(word, "failed")
+        if jobs.stop_marker(self.record.job).exists():
+            phase = "stopped"
+        message = f"SLURM {word}" + (f": {outcome['message']}" if outcome.get("message") else "")
+        if phase == "failed":
+            self._report_failure(message)
+            restarts = int(self.record.launch_args.get("max_restarts", 0))
+            if self.supervising and self.record.restarts < restarts:
+                await self._next_attempt()
+                return False
+        self._finish(phase, message)
+        return True
+
+    async def _until_ended(self) -> None:
+        while True:
+            state = await asyncio.to_thread(slurm.job_state, self.record.scheduler_id)
+            if state is None or state.ended:
+                return
+            await asyncio.sleep(POLL_S)
+
+    def _outcome(self) -> dict:
+        folder = self._folder()
+        try:
+            return json.loads(Path(f"{folder}/outcome.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _report_failure(self, message: str) -> None:
+        failed = next((i for i, p in enumerate(self.infos) if p.state == "failed"), None)
+        if failed is None:
+            self._emit(
+                Failure(f"SLURM job {self.record.scheduler_id}", message, job=self.record.job)
+            )
+            return
+        info = self.infos[failed]
+        self._emit(
+            Failure(
+                f"{info.role} {info.rank} on {info.host}",
+                describe_status(info.exit_status),
+                last_lines=tuple(self.tails[failed]),
+                job=self.record.job,
+            )
+        )
+
+    # ---- the run folder ----------------------------------------------------------------------
+    def _folder(self) -> str:
+        run_root = self.record.launch_args.get("run_root", jobs.DEFAULT_RUN_ROOT)
+        return attempt_dir(run_root, self.record.job, self.record.attempt)
+
+    def _load_processes(self) -> None:
+        """The driver's procs.json: which process of this attempt runs on which node."""
+        if self.record.processes:
+            if not self.infos:
+                self._reset_infos()
+            return
+        try:
+            data = json.loads(Path(f"{self._folder()}/procs.json").read_text())
+        except (OSError, ValueError):
+            return
+        procs = tuple(jobs.ProcRecord(**p) for p in data)
+        self.record = replace(self.record, processes=procs)
+        if self.supervising:
+            self.record = jobs.save(self.record)
+        self._reset_infos()
+
+    def _reset_infos(self) -> None:
+        procs = self.record.processes
+        self.infos = [ProcessInfo(p.host, p.role, p.rank, log_path=p.log_path) for p in procs]
+        self.tails = [collections.deque(maxlen=LAST_LINES) for _ in procs]
+        self.offsets = [0] * len(procs)
+
+    def _read_logs(self, last: int | None) -> None:
+        """New lines of every process's log (on attach: only the last ``last`` lines first)."""
+        for i, proc in enumerate(self.record.processes):
+            try:
+                with open(proc.log_path, "rb") as log:
+                    log.seek(self.offsets[i])
+                    data = log.read()
+            except OSError:
+                continue
+            cut = data.rfind(b"\n") + 1  # a half-written line waits for its end
+            self.offsets[i] += cut
+            lines = data[:cut].decode("utf-8", "replace").splitlines()
+            for text in lines if last is None else lines[-last:] if last else []:
+                self._on_log(i, text)
+
+    def _on_log(self, index: int, text: str) -> None:
+        info = self.infos[index]
+        self.tails[index].append(text)
+        self._emit(
+            LogLine(
+                info.host, info.role, info.rank, text, level=line_level(text), job=self.record.job
+            )
+        )
+
+    def _read_statuses(self) -> None:
+        changed = False
+        for i, proc in enumerate(self.record.processes):
+            new = process_info(self.infos[i], proc.prefix)
+            if new != self.infos[i]:
+                self.infos[i], changed = new, True
+        if changed:
+            self._emit(self.status())
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    def _set_phase(self, phase: str, message: str) -> None:
+        if (phase, message) == (self.phase, self.message) and self.record.state == phase:
+            return
+        self.phase, self.message = phase, message
+        if self.supervising:
+            self.record = jobs.save(replace(self.record, state=phase, message=message))
+        self._emit(self.status())
+
+    def _finish(self, phase: str, message: str) -> None:
+        self._set_phase(phase, message)
+        if self.supervising:
+            self.record = jobs.save(replace(self.record, clean=True))
+        self._final.set()
+        for queue in self._queues:
+            queue.put_nowait(None)
+
+    def _emit(self, event: Event) -> None:
+        if self.sink is not None:
+            self.sink(event)
+        for queue in self._queues:
+            queue.put_nowait(event)
+
+    def _take_lock(self, required: bool) -> bool:
+        self._lock_fd = jobs.take_supervisor_lock(self.record.job, required)
+        return self._lock_fd is not None
+
+
+def process_info(info: ProcessInfo, prefix: str) -> ProcessInfo:
+    """A process's state from its wrapper's files: .pid while it runs, .status once it ended."""
+    try:
+        code = int(Path(prefix + ".status").read_text().strip())
+    except (OSError, ValueError):
+        code = None
+    if code is not None:
+        return replace(info, state="exited" if code == 0 else "failed", exit_status=code)
+    try:
+        _w, pgid, pid = (int(x) for x in Path(prefix + ".pid").read_text().split())
+    except (OSError, ValueError):
+        return info
+    return replace(info, state="running", pid=pid, pgid=pgid)
+
+
+def plan_of(record: jobs.JobRecord, attempt: int, command: tuple[str, ...]) -> Plan:
+    spec = record.launch_args
+    engine = spec.get("engine") or detect_engine(command)
+    workers = int(spec["num_workers"])
+    servers = spec.get("num_servers")
+    return Plan(
+        job=record.job,
+        attempt=attempt,
+        engine=engine,
+        command=with_python(command, spec.get("python") or sys.executable),
+        num_workers=workers,
+        num_servers=0 if engine == "torch" else (workers if servers is None else int(servers)),
+        env=dict(spec.get("env") or {}),
+        cwd=spec.get("cwd") or os.getcwd(),
+        run_root=spec.get("run_root") or jobs.DEFAULT_RUN_ROOT,
+        gpus_per_node=int((spec.get("slurm") or {}).get("gpus_per_node") or 0),
+        interface=spec.get("interface"),
+    )
+
+
+def request_of(record: jobs.JobRecord) -> slurm.SlurmRequest:
+    options = dict(record.launch_args.get("slurm") or {})
+    options["sbatch_args"] = tuple(options.get("sbatch_args") or ())
+    return slurm.SlurmRequest(tasks=int(record.launch_args["num_workers"]), **options)
+
+
+def cancel_record(record: jobs.JobRecord) -> bool:
+    """`imgscale kill` of a SLURM job: scancel it; True when SLURM still had it running."""
+    jobs.stop_marker(record.job).parent.mkdir(parents=True, exist_ok=True)
+    jobs.stop_marker(record.job).touch()
+    if not record.scheduler_id:
+        return False
+    state = slurm.job_state(record.scheduler_id)
+    if state is not None and state.ended:
+        return False
+    slurm.cancel(record.scheduler_id)
+    if record.active:
+        jobs.save(replace(record, state="stopped", message=f"scancel {record.scheduler_id}"))
+    return True
+
+
+def require_request(request: slurm.SlurmRequest) -> None:
+    slurm.require_commands()
+    request.check()
+    findings = slurm.check_request(request, slurm.partitions())
+    errors = [f for f in findings if f.startswith("error")]
+    if errors:
+        raise UserError(errors[0][len("error") :].strip())
+    for finding in findings:
+        print(f"imgscale: {finding}", file=sys.stderr)
+
+
+async def launch(
+    spec_args: dict, kind: str, *, sink: EventSink | None = None, resume: ResumeHook | None = None
+) -> SlurmJob:
+    """Record and submit a new SLURM job (``spec_args``: the LaunchSpec as a dict)."""
+    record = new_record(spec_args, kind)
+    await asyncio.to_thread(require_request, request_of(record))
+    job = SlurmJob(jobs.save(record), request_of(record), sink=sink, resume=resume)
+    await job.start()
+    return job
+
+
+def new_record(spec_args: dict, kind: str) -> jobs.JobRecord:
+    name = spec_args.get("job")
+    if name:
+        jobs.check_job_name(name)
+        if jobs.exists(name):
+            raise UserError(f"--job {name}: a job of that name exists; pick another name")
+    return jobs.JobRecord(
+        name or jobs.new_job_id(kind),
+        kind,
+        tuple(spec_args["command"]),
+        None,
+        (),
+        launch_args=spec_args,
+    )
+
+
+def dry_run_script(spec_args: dict) -> str:
+    """What `--dry-run` prints: the batch script the job would be submitted with."""
+    record = new_record({**spec_args, "job": spec_args.get("job") or "JOB"}, "train")
+    folder = attempt_dir(spec_args.get("run_root", jobs.DEFAULT_RUN_ROOT), record.job, 0)
+    plan = plan_of(record, 0, record.command)
+    lines = [
+        f"# {plan.engine} job: {plan.num_workers} "
+        + (
+            "ranks"
+            if plan.engine == "torch"
+            else f"workers, {plan.num_servers} servers, 1 scheduler"
+        ),
+        "# processes are placed on the allocated nodes and started with srun by engine.cluster.slurm_driver",
+    ]
+    script = slurm.batch_script(
+        request_of(record),
+        job=record.job,
+        attempt=0,
+        python=spec_args.get("python") or sys.executable,
+        plan_path=f"{folder}/plan.json",
+        output=f"{folder}/slurm.out",
+        workdir=plan.cwd,
+    )
+    return "\n".join(lines) + "\n" + script

@@ -1,0 +1,217 @@
+"""`--launcher slurm` against a real SLURM (munged, slurmctld, two slurmd and one node that never came up).
+
+MXNet's roles and torch's ranks are placed on the allocated nodes and started with srun; a SIGKILLed
+rank fails the job at once and the relaunch resumes from the newest checkpoint; `imgscale kill`
+cancels; a job asking for more nodes than are up waits with SLURM's reason and can be cancelled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from launch_helpers import MX_JOB, Events, processes_of
+from slurm import SlurmCluster, slurm_available
+
+from engine.cluster import jobs, slurm
+from engine.cluster.launcher import LaunchSpec, launch
+from engine.events import JobState
+
+pytestmark = [pytest.mark.cluster]
+TORCH_JOB = str(Path(__file__).parent / "torch_dist_job.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    reason = slurm_available()
+    if reason:
+        pytest.skip(f"no local SLURM cluster: {reason}")
+    cluster = SlurmCluster.start(tmp_path_factory.mktemp("slurm"), nodes=2, spare=1)
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture()
+def sl(slurm_cluster, state_home, monkeypatch):
+    for key, value in slurm_cluster.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the batch script's python finds this checkout
+    yield slurm_cluster
+    slurm_cluster.cancel_all()
+
+
+def spec(state_home: Path, command, workers: int, **options) -> LaunchSpec:
+    slurm_options = options.pop("slurm", {"nodes": 2})
+    return LaunchSpec(
+        command=tuple(command),
+        num_workers=workers,
+        launcher="slurm",
+        run_root=str(state_home / "runs"),
+        cwd=str(state_home),
+        slurm=slurm_options,
+        **options,
+    )
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_dry_run_prints_the_batch_script(tmp_path):
+    out = cli(
+        "launch", "--launcher", "slurm", "-n", "4", "--nodes", "2", "--gpus-per-node", "2",
+        "--partition", "gpu", "--time", "1:00:00", "--sbatch-arg=--qos=high", "--dry-run",
+        "--", "imgscale", "train", "--engine", "torch",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for line in ("#SBATCH --ntasks=4", "#SBATCH --nodes=2", "#SBATCH --gpus-per-node=2",
+                 "#SBATCH --partition=gpu", "#SBATCH --time=1:00:00", "#SBATCH --qos=high"):  # fmt: skip
+        assert line in out.stdout
+    assert "-m engine.cluster.slurm_driver" in out.stdout
+    assert "# torch job: 4 ranks" in out.stdout
+
+
+def test_without_slurm_commands_launch_says_so_in_one_line(tmp_path):
+    out = cli(
+        "launch", "--launcher", "slurm", "-n", "2", "--", "true",
+        env={"PATH": "/nonexistent", "IMGSCALE_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "SLURM's commands" in out.stderr
+
+
+def test_preflight_refuses_an_unknown_partition_and_a_time_over_the_limit(sl, state_home):
+    out = cli("launch", "--launcher", "slurm", "-n", "2", "--partition", "nope", "--", "true")
+    assert out.returncode == 2 and "no such partition" in out.stderr, out.stderr
+    out = cli("launch", "--launcher", "slurm", "-n", "2", "--time", "2:00:00", "--", "true")
+    assert out.returncode == 2 and "allows 1:00:00" in out.stderr, out.stderr
+    assert sl.job_ids() == []
+
+
+@pytest.mark.mxnet
+async def test_mxnet_dist_sync_job_runs_to_the_end_with_roles_on_both_nodes(sl, state_home):
+    events = Events()
+    job = await launch(
+        spec(state_home, ["python", MX_JOB, "--batches", "4"], 2, num_servers=1), sink=events
+    )
+    try:
+        state = await job.wait()
+    finally:
+        await job.close()
+    assert state.state == "done", (state, events.failures())
+    record = jobs.load(job.job_id)
+    assert record.scheduler_id and record.launch_args["launcher"] == "slurm"
+    placed = {(p.role, p.rank): p.host for p in record.processes}
+    assert placed == {
+        ("scheduler", 0): "n1",
+        ("server", 0): "n1",
+        ("worker", 0): "n1",
+        ("worker", 1): "n2",
+    }
+    texts = [e.text for e in events.logs("worker")]
+    assert any("worker rank 0 of 2" in t or "worker rank 1 of 2" in t for t in texts)
+    assert {e.host for e in events.logs("worker") if "Speed:" in e.text} == {"n1", "n2"}
+    assert processes_of(job.job_id) == []
+
+
+async def test_torch_gloo_job_of_world_size_2_runs_across_both_nodes(sl, state_home):
+    events = Events()
+    command = ["python", TORCH_JOB, "--steps", "3", "--engine", "torch"]
+    job = await launch(spec(state_home, command, 2), sink=events)
+    try:
+        state = await job.wait()
+    finally:
+        await job.close()
+    assert state.state == "done", (state, events.failures())
+    lines = {(e.host, e.rank): e.text for e in events.logs("worker") if e.text.startswith("rank")}
+    assert sorted(lines) == [("n1", 0), ("n2", 1)]
+    assert lines[("n1", 0)].startswith("rank 0 of 2") and lines[("n2", 1)].startswith("rank 1 of 2")
+    sums = {e.text for e in events.logs("worker") if e.text.startswith("step 2")}
+    assert sums == {"step 2 sum=3"}  # both ranks reduced over the same group
+
+
+async def test_sigkilled_rank_fails_the_job_and_the_relaunch_resumes(sl, state_home):
+    prefix = state_home / "ck" / "model"
+    prefix.parent.mkdir()
+    Path(f"{prefix}-symbol.json").write_text("{}")
+    Path(f"{prefix}-0002.params").write_bytes(b"weights")  # a complete epoch-2 checkpoint
+    events = Events()
+    command = ["python", TORCH_JOB, "--steps", "100000", "--pause", "0.05", "--engine", "torch"]
+    job = await launch(
+        spec(state_home, command, 2, max_restarts=1, resume_prefix=str(prefix)),
+        sink=events,
+        resume=None,
+    )
+    try:
+        await events.wait_for(
+            lambda e: getattr(e, "rank", None) == 1 and "step 3 " in getattr(e, "text", ""),
+            120,
+            "rank 1 stepping",
+        )
+        victim = next(p for p in jobs.load(job.job_id).processes if p.rank == 1)
+        _w, _g, pid = (int(x) for x in Path(victim.prefix + ".pid").read_text().split())
+        os.kill(pid, signal.SIGKILL)
+        await events.wait_for(
+            lambda e: isinstance(e, JobState) and e.state == "relaunching", 60, "the relaunch"
+        )
+        resumed, _t = await events.wait_for(
+            lambda e: "load_epoch=2" in getattr(e, "text", ""), 120, "a rank resuming at epoch 2"
+        )
+        assert jobs.load(job.job_id).attempt == 1
+        failure = events.failures()[0]
+        assert failure.source == "worker 1 on n2" and "SIGKILL" in failure.message
+        await job.stop()
+    finally:
+        await job.close()
+    assert jobs.load(job.job_id).state == "stopped"
+    assert processes_of(job.job_id) == []
+
+
+async def test_imgscale_kill_cancels_the_slurm_job(sl, state_home):
+    events = Events()
+    command = ["python", TORCH_JOB, "--steps", "100000", "--pause", "0.05", "--engine", "torch"]
+    job = await launch(spec(state_home, command, 2), sink=events)
+    try:
+        await events.wait_for(lambda e: "step 1 " in getattr(e, "text", ""), 120, "progress")
+        out = cli("kill", job.job_id)
+        assert out.returncode == 0, out.stderr
+        state = await job.wait()
+    finally:
+        await job.close()
+    assert state.state == "stopped"
+    slurm_state = slurm.job_state(jobs.load(job.job_id).scheduler_id)
+    assert slurm_state is not None and slurm_state.state == "CANCELLED"
+    assert processes_of(job.job_id) == []
+
+
+async def test_a_job_asking_for_more_nodes_than_are_up_waits_with_its_reason(sl, state_home):
+    events = Events()
+    job = await launch(
+        spec(state_home, ["python", TORCH_JOB, "--engine", "torch"], 3, slurm={"nodes": 3}),
+        sink=events,
+    )
+    try:
+        pending, _t = await events.wait_for(
+            lambda e: isinstance(e, JobState) and "PENDING (" in e.message, 60, "the pending state"
+        )
+        assert pending.state == "starting"
+        assert "position 1 in the queue" in pending.message
+        state = await job.stop()
+    finally:
+        await job.close()
+    assert state.state == "stopped"
+    assert slurm.job_state(jobs.load(job.job_id).scheduler_id).state == "CANCELLED"

@@ -1,0 +1,64 @@
+"""Reopening the console on a finished job shows its newest attempt's last lines (no lost events)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from engine.api import jobs as api_jobs
+from engine import workspace as wsmod
+from engine.cluster import jobs
+from engine.cluster.launcher import LaunchSpec, launch, open_job
+from engine.events import JobState, LogLine
+
+SAY = "import os; print('hello from', os.environ.get('IMGSCALE_JOB'), flush=True)"
+
+
+async def run_to_end(job) -> None:
+    await asyncio.wait_for(job.wait(), 60)
+    await job.close()
+
+
+async def lines_of(console, count: int) -> list[LogLine]:
+    """The first `count` log lines the console's stream gives."""
+    found: list[LogLine] = []
+
+    async def read() -> None:
+        async for event in console.events():
+            if isinstance(event, LogLine):
+                found.append(event)
+                if len(found) >= count:
+                    return
+
+    await asyncio.wait_for(read(), 30)
+    return found
+
+
+async def test_reopening_a_stopped_relaunched_job_shows_its_newest_attempts_log(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
+    ws = wsmod.create(tmp_path / "ws", {"root": "images"})
+    spec = LaunchSpec(
+        command=(sys.executable, "-c", SAY),
+        num_workers=1,
+        num_servers=0,
+        launcher="local",
+        run_root=str(tmp_path / "runs"),
+        cwd=str(tmp_path),
+    )
+    first = await launch(spec)
+    await run_to_end(first)
+    again = open_job(first.job_id)
+    await again.attach()
+    await again.relaunch()  # a second attempt, in its own run folder
+    await run_to_end(again)
+    record = jobs.load(first.job_id)
+    assert record.attempt == 1 and record.state == "done"
+
+    console = await api_jobs.attach(ws, first.job_id, lambda event: None)
+    lines = await lines_of(console, 1)
+    assert "hello from" in lines[0].text
+    assert "/a1/" in record.processes[0].log_path  # the lines come from the newest attempt's log
+    assert console.job.status().state == "done" and isinstance(console.job.status(), JobState)
+    await console.detach()
