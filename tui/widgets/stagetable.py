@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich.segment import Segment
-from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -17,6 +16,7 @@ from textual.strip import Strip
 
 from engine.api import StageStatus
 from engine.events import SkippedItem, StageProgress, StageState, TrainProgress
+from tui.keys import STAGE_KEYS, bindings
 from tui.messages import Act
 from tui.widgets import fmt
 
@@ -73,16 +73,7 @@ class StageTable(ScrollView, can_focus=True):
         "stagetable--stopped",
         "stagetable--bar",
     }
-    BINDINGS = [
-        Binding("s,enter", "stage('start')", "Start"),
-        Binding("r", "stage('resume')", "Resume"),
-        Binding("x", "stage('stop')", "Stop"),
-        Binding("u", "stage('undo')", "Undo"),
-        Binding("e", "stage('edit')", "Options"),
-        Binding("a", "stage('all')", "Run all"),
-        Binding("up,k", "move(-1)", "Up", show=False),
-        Binding("down,j", "move(1)", "Down", show=False),
-    ]
+    BINDINGS = bindings(STAGE_KEYS)
 
     cursor: reactive[int] = reactive(0)
 
