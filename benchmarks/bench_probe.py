@@ -123,7 +123,7 @@ def cpu_seconds() -> float:
 
 
 async def measure(hosts_file: Path, refreshes: int, seconds: float) -> dict:
-    from engine.cluster.connect import HostPool
+    from engine.cluster.hostpool import HostPool
     from engine.cluster.hosts import read_hosts
     from engine.cluster.probes import ProbeSet, probe_once
     from engine.events import GpuSample, HostSample, HostState

@@ -253,3 +253,77 @@ class IndexedRecordReader(RecordReader):
         if record is None:
             raise RecordIOError(f"{self.path}: index points past the end of the file for key {key}")
         return record
+
+
+# ---- framing checks: find a cut or damaged .rec before a training run dies on it ------------------
+TAIL_WINDOW = 16 << 20  # the last record is looked for in the file's last 16 MiB
+SYNC_WINDOW = 1 << 20
+
+
+def framing_problem(path: str | os.PathLike, samples: int = 4) -> str | None:
+    """None when the first record, records at ``samples`` evenly spaced places and the last record
+    are whole; else one line naming the file and the offset. Every 4-byte-aligned magic in a .rec
+    starts a record (writers split payloads at aligned magics), so a reader can start anywhere."""
+    size = os.path.getsize(path)
+    with RecordReader(path) as reader:
+        try:
+            for start in _sample_starts(reader.file, size, samples):
+                reader.seek(start)
+                reader.read()
+                after = reader.tell()
+                if reader.file.read(4) not in (b"", MAGIC_BYTES):  # a wrong length field
+                    return f"{reader.path}: the record at offset {start} is not followed by another (offset {after})"
+        except RecordIOError as exc:
+            return str(exc)
+        return _tail_problem(reader, size)
+
+
+def _sample_starts(f: BinaryIO, size: int, samples: int) -> list[int]:
+    starts = [0]
+    for k in range(1, samples):
+        found = _next_magic(f, size * k // samples & ~3)
+        if found is not None and found not in starts:
+            starts.append(found)
+    return starts
+
+
+def _next_magic(f: BinaryIO, at: int) -> int | None:
+    f.seek(at)
+    chunk = f.read(SYNC_WINDOW)
+    pos = chunk.find(MAGIC_BYTES)
+    while pos >= 0 and (at + pos) % 4:
+        pos = chunk.find(MAGIC_BYTES, pos + 1)
+    return None if pos < 0 else at + pos
+
+
+def _tail_problem(reader: RecordReader, size: int) -> str | None:
+    """The last aligned magic must start a record (part) that ends exactly at the end of the file."""
+    start = max(0, size - TAIL_WINDOW) & ~3
+    reader.file.seek(start)
+    window = reader.file.read()
+    pos = window.rfind(MAGIC_BYTES)
+    while pos >= 0 and (start + pos) % 4:
+        pos = window.rfind(MAGIC_BYTES, 0, pos)
+    if pos < 0:
+        return None if start else f"{reader.path}: no record found"
+    if size - (start + pos) < 8:
+        return f"{reader.path}: torn record header at offset {start + pos}"
+    _magic, lrec = _LREC.unpack_from(window, pos)
+    end = start + pos + 8 + (((lrec & _LENGTH_MASK) + 3) & ~3)
+    if end > size:
+        return f"{reader.path}: record at offset {start + pos} is cut short (the file is truncated)"
+    if end < size:
+        return f"{reader.path}: {size - end} stray bytes after the last record, at offset {end}"
+    return None
+
+
+def first_damage(paths: list[str]) -> str | None:
+    """Read every record of ``paths`` (slow: only once something failed) and name the first damage."""
+    for path in paths:
+        try:
+            with RecordReader(path) as reader:
+                for _record in reader:
+                    pass
+        except RecordIOError as exc:
+            return str(exc)
+    return None

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import options as opt
 from engine.errors import UserError
+from engine.prep import options as prep_options
+from engine.train import options as train_options
 
 CONFIG_NAME = "workspace.toml"
 STATE_NAME = "state.json"
@@ -20,32 +23,14 @@ STAGES = (*PREP_STAGES, "train")
 UNDOABLE = ("filter", "split")
 STATES = ("pending", "running", "done", "failed", "stale", "stopped")
 
-# What a new workspace starts with; the tutorial's values, scaled down by --demo.
+# What a new workspace starts with: the tutorial's values, from the stages' option dataclasses.
 DEFAULT_STAGE_OPTIONS: dict[str, dict[str, Any]] = {
     "disk": {"margin": 1.1},
     "extract": {},
-    "filter": {"min_images": 500},
-    "split": {"val_per_class": 50, "seed": 1},
-    "list": {"chunks": 8, "exts": ".jpeg,.jpg,.png"},
-    "pack": {"resize": 480, "quality": 90, "num_thread": 2},
+    **prep_options.workspace_defaults(),
     "place": {},
 }
-DEFAULT_TRAIN: dict[str, Any] = {
-    "network": "resnet",
-    "num_layers": 18,
-    "batch_size": 32,
-    "kv_store": "dist_sync",
-    "num_epochs": 1,
-    "lr": 0.1,
-    "image_shape": "3,224,224",
-    "data_nthreads": 4,
-    "disp_batches": 20,
-    "gpus": "",
-    "num_servers": 1,
-    "mirror": False,
-    "model_prefix": "model/resnet",
-    "extra_args": [],
-}
+DEFAULT_TRAIN: dict[str, Any] = train_options.workspace_defaults()
 
 
 @dataclass(frozen=True)
@@ -158,6 +143,25 @@ class Workspace:
         merged.update(self.config.get("train", {}))
         return merged
 
+    def option_fields(self, stage: str) -> tuple[opt.FormField, ...]:
+        """The console's form for a stage's (or "train") options: type, default, bounds and help."""
+        values = self.train_options() if stage == "train" else self.stage_options(stage)
+        if stage == "train":
+            declared = opt.form_fields(
+                train_options.TrainOptions,
+                values,
+                base=train_options.CLUSTER,
+                only=train_options.WORKSPACE_FIELDS,
+            ) + opt.form_fields(train_options.JobOptions, values)
+        elif stage in prep_options.GROUPS:
+            declared = opt.form_fields(
+                prep_options.GROUPS[stage], values, base=prep_options.TUTORIAL[stage]
+            )
+        else:
+            declared = ()
+        names = {f.name for f in declared}
+        return declared + tuple(opt.plain_field(k, v) for k, v in values.items() if k not in names)
+
     def set_stage_options(self, stage: str, values: dict[str, Any]) -> None:
         """Save new options; a finished stage (and those after it) become stale."""
         if stage not in DEFAULT_STAGE_OPTIONS:
@@ -166,6 +170,8 @@ class Workspace:
             )
         current = self.stage_options(stage)
         typed = {k: coerce_like(current.get(k), v, f"{stage}.{k}") for k, v in values.items()}
+        if stage in prep_options.GROUPS:
+            prep_options.stage_options(stage, {**current, **typed})  # bounds, before saving
         self.config.setdefault("stages", {}).setdefault(stage, {}).update(typed)
         save_config(self.path, self.config)
         self.mark_stale_from(stage)
@@ -173,6 +179,7 @@ class Workspace:
     def set_train_options(self, values: dict[str, Any]) -> None:
         current = self.train_options()
         typed = {k: coerce_like(current.get(k), v, f"train.{k}") for k, v in values.items()}
+        typed = {k: train_options.workspace_value(k, v) for k, v in typed.items()}
         self.config.setdefault("train", {}).update(typed)
         save_config(self.path, self.config)
 
@@ -266,6 +273,10 @@ def check_config(config_path: Path, config: dict[str, Any]) -> None:
             raise UserError(
                 f'{config_path}: {key} = {config[key]!r} must be text, e.g. {key} = "…"'
             )
+        if "\0" in config.get(key, ""):
+            raise UserError(
+                f"{config_path}: {key} = {config[key]!r}: a path cannot hold a NUL byte"
+            )
     for table in ("stages", "train"):
         if not isinstance(config.get(table, {}), dict):
             raise UserError(
@@ -293,8 +304,8 @@ TYPE_WORDS = {
 
 
 def _check_type(config_path: Path, name: str, default: Any, value: Any) -> None:
-    if default is None:
-        return  # an option without a default takes what it is given
+    if default is None or (isinstance(default, list) and isinstance(value, str)):
+        return  # no default: anything goes; a list may be written as "a,b" text
     numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
     ok = isinstance(value, bool) == isinstance(default, bool) and (
         isinstance(value, (int, float)) if numeric else isinstance(value, type(default))

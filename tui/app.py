@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -32,7 +33,12 @@ from tui.widgets.panels import JobSummary, StageDetails, StatusBar
 from tui.keys import ACTIONS, GLOBAL_KEYS, bindings, help_keymap
 from tui.widgets.stagetable import StageTable
 
-PANE_TITLES = (("stages", "1 Stages"), ("hosts", "2 Hosts"), ("log", "3 Log"), ("actions", "4 Actions"))
+PANE_TITLES = (
+    ("stages", "1 Stages"),
+    ("hosts", "2 Hosts"),
+    ("log", "3 Log"),
+    ("actions", "4 Actions"),
+)
 # the widget of each pane that takes the keys
 PANE_FOCUS: dict[str, type[Widget]] = {
     "stages": StageTable,
@@ -44,7 +50,7 @@ PANE_FOCUS: dict[str, type[Widget]] = {
 BLOCKED_IN_DIALOGS = {k.action.split("(")[0] for k in GLOBAL_KEYS} - {"quit"}
 
 
-class ImgscaleApp(App):
+class ImgscaleApp(App[str | None]):
     """One workspace's console; quitting leaves its jobs running."""
 
     TITLE = "imgscale"
@@ -226,8 +232,8 @@ class ImgscaleApp(App):
         if stage == "train":
             self.action_edit_train()
             return
-        options = self.session.stage_options(stage)
-        if not options:
+        fields = self.session.option_fields(stage)
+        if not fields:
             self.notify(f"stage {stage} has no options")
             return
 
@@ -239,7 +245,7 @@ class ImgscaleApp(App):
                     then=lambda _: self.show_stage_details(),
                 )
 
-        self.push_screen(OptionsForm(f"{stage} options", options), save)
+        self.push_screen(OptionsForm(f"{stage} options", fields), save)
 
     def request_prompt_host_filter(self) -> None:
         grid = self.grid
@@ -343,7 +349,18 @@ class ImgscaleApp(App):
         )
 
     def action_relaunch(self) -> None:
-        self.engine_call(lambda s: s.relaunch(), "relaunch")
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.engine_call(lambda s: s.relaunch(), "relaunch")
+
+        self.push_screen(
+            ConfirmScreen(
+                "Relaunch the job?",
+                "Stops what still runs of the job on every host and starts it again,\n"
+                "resuming from its newest checkpoint.",
+            ),
+            confirmed,
+        )
 
     def action_kill_leftovers(self) -> None:
         def confirmed(yes: bool | None) -> None:
@@ -403,8 +420,9 @@ class ImgscaleApp(App):
                     then=lambda _: self.apply_snapshot(),
                 )
 
-        options = {k: v for k, v in self.train_options.items()}
-        self.push_screen(OptionsForm("training options", options), save)
+        if self.session is None:
+            return
+        self.push_screen(OptionsForm("training options", self.session.option_fields("train")), save)
 
     def action_doctor(self) -> None:
         async def show(session: api.Session) -> None:
@@ -456,14 +474,26 @@ class ImgscaleApp(App):
             await self.session.close()
 
     async def action_quit(self) -> None:
-        """Leave: stages stop (they resume later), jobs keep running on their hosts."""
+        """Leave: stages stop (they resume later), jobs keep running on their hosts (and we say how to return)."""
+        note = None
         if self.session is not None:
+            job = self.session.running_job()
+            note = reattach_note(job, self.workspace_path) if job else None
             await self.session.close()
-        self.exit()
+        self.exit(note)
 
 
 def _runner(app: App, action: str) -> Callable[[], Any]:
     return lambda: app.run_action(action)
+
+
+def reattach_note(job: str, workspace: Path) -> str:
+    """What quitting prints while a job runs: it keeps running, and how to come back to it."""
+    return (
+        f"job {job} keeps running on its hosts.\n"
+        f"  re-attach: imgscale-tui {shlex.quote(str(workspace))}\n"
+        f"  or follow its log: imgscale attach {job}"
+    )
 
 
 def plan_text(plan: api.LaunchPlan) -> str:
@@ -531,5 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"imgscale-tui: {exc}", file=sys.stderr)
         return 2
-    ImgscaleApp(workspace, args.hosts).run()
+    note = ImgscaleApp(workspace, args.hosts).run()
+    if note:
+        print(note)
     return 0

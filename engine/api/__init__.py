@@ -38,6 +38,7 @@ from engine.api.session import (
     open_workspace,
 )
 from engine.cli import OneLineParser
+from engine.options import FormField
 from engine.train.doctor import Diagnosis, Topology, diagnose
 from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
 from engine.workspace import PREP_STAGES, StageStatus, WorkspaceSnapshot
@@ -50,6 +51,7 @@ __all__ = [
     "STAGE",
     "TABLE_COLUMNS",
     "Diagnosis",
+    "FormField",
     "LaunchPlan",
     "OneLineParser",
     "RateBoard",

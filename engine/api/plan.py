@@ -7,13 +7,14 @@ and used by engine.api.jobs to start the job.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from engine import workspace as wsmod
-from engine.cli import build_parser
 from engine.cluster import hosts, placement
 from engine.errors import UserError
+from engine.train import options as train_options
 from engine.train.check import preflight
 
 MODE_FLAGS = {"train": (), "benchmark": ("--benchmark",), "test-io": ("--test-io",)}
@@ -58,6 +59,7 @@ TRAIN_KEYS = (
     "image_shape",
     "data_nthreads",
     "disp_batches",
+    "keep_checkpoints",
 )
 
 
@@ -67,12 +69,12 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     lists = ws.lists_dir
     cmd = [sys.executable, "-m", "engine", "train"]
     for key in TRAIN_KEYS:
-        cmd += ["--" + key.replace("_", "-"), str(opts[key])]
+        cmd += ["--" + key.replace("_", "-"), train_options.flag_text(key, opts[key])]
     if mode == "train":  # a benchmark or test-io run must never write over the trained model
         cmd += ["--model-prefix", str(ws.resolve(str(opts["model_prefix"])))]
     cmd += ["--data-train", str(ws.train_dir), "--data-val", str(ws.val_dir)]
     if opts.get("gpus"):
-        cmd += ["--gpus", str(opts["gpus"])]
+        cmd += ["--gpus", train_options.flag_text("gpus", opts["gpus"])]
     cmd += list(MODE_FLAGS[mode])
     num_classes, num_examples = data_counts(ws, lists)
     if num_classes:
@@ -106,8 +108,8 @@ def job_env(ws: wsmod.Workspace) -> dict[str, str]:
     }
 
 
-def gpu_count(gpus: str) -> int:
-    return len([g for g in str(gpus).split(",") if g.strip()])
+def gpu_count(gpus: Any) -> int:
+    return len(train_options.workspace_value("gpus", gpus))
 
 
 def plan(ws: wsmod.Workspace, mode: str) -> LaunchPlan:
@@ -146,30 +148,45 @@ def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
         )
         return findings
     try:
-        argv = ["check", *train_command(ws, mode)[4:], *_check_args(ws)]
-        args = build_parser().parse_args(argv)
-        findings.extend(f.line().replace("\n        ", " ") for f in preflight(args))
+        train = options_of(ws, mode)
+        findings.extend(
+            f.line().replace("\n        ", " ") for f in preflight(train, _check_options(ws))
+        )
     except UserError as exc:
         findings.append(f"error   {exc}")
-    except SystemExit:  # argparse refused an option: say which command line it was
-        findings.append("error   the training options do not parse; edit them with T")
     except Exception as exc:  # noqa: BLE001 - the check advises; its own fault must not block a launch
         findings.append(f"warning the pre-flight check could not run ({type(exc).__name__}: {exc})")
     return findings
 
 
-def _check_args(ws: wsmod.Workspace) -> list[str]:
+def options_of(ws: wsmod.Workspace, mode: str) -> train_options.TrainOptions:
+    """The options every worker will train with: the workspace's, its data and the mode."""
     opts = ws.train_options()
-    args = ["-n", str(workers_of(ws)), "-s", str(servers_of(ws))]
-    if ws.hosts_file is not None:
-        args += ["--hosts", str(ws.hosts_file)]
+    values = {k: train_options.workspace_value(k, opts[k]) for k in train_options.WORKSPACE_FIELDS}
+    num_classes, num_examples = data_counts(ws, ws.lists_dir)
+    values.update(
+        # a benchmark or test-io run is not given the model's prefix (train_command's rule)
+        model_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,
+        data_train=str(ws.train_dir),
+        data_val=str(ws.val_dir),
+        test_io=mode == "test-io",
+        benchmark=mode == "benchmark",
+        num_classes=num_classes or train_options.IMAGENET.num_classes,
+        num_examples=num_examples or train_options.IMAGENET.num_examples,
+    )
+    train = replace(train_options.IMAGENET, **values)
+    return train_options.with_flags(train, [str(a) for a in opts.get("extra_args", [])])
+
+
+def _check_options(ws: wsmod.Workspace) -> train_options.CheckOptions:
     labels = ws.lists_dir / "train_labels.txt"
-    if labels.is_file():
-        args += ["--label-map", str(labels)]
-    for lst in sorted(ws.lists_dir.glob("train*.lst")):
-        args += ["--lst", str(lst)]
-    del opts
-    return args
+    return train_options.CheckOptions(
+        hosts=str(ws.hosts_file) if ws.hosts_file is not None else None,
+        num_workers=workers_of(ws),
+        num_servers=servers_of(ws),
+        label_map=str(labels) if labels.is_file() else None,
+        lst=[str(p) for p in sorted(ws.lists_dir.glob("train*.lst"))] or None,
+    )
 
 
 def workers_of(ws: wsmod.Workspace) -> int:

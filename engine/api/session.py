@@ -21,6 +21,7 @@ from engine.api.plan import LaunchPlan, host_names, plan
 from engine.prep import stages as stage_runner
 from engine.prep.runner import StageRun, StageStopped
 from engine.errors import UserError
+from engine.options import FormField
 from engine.train.doctor import Diagnosis, Topology, diagnose
 from engine.train.progress import progress_text
 from engine.train.rates import RateBoard
@@ -202,6 +203,10 @@ class Session:
     async def set_train_options(self, values: dict[str, Any]) -> None:
         await asyncio.to_thread(self.workspace.set_train_options, values)
 
+    def option_fields(self, stage: str) -> tuple[FormField, ...]:
+        """The options form of a stage (or "train"): each field's type, value, default, bounds and help."""
+        return self.workspace.option_fields(stage)
+
     def stage_options(self, stage: str) -> dict[str, Any]:
         return (
             self.workspace.train_options()
@@ -257,6 +262,12 @@ class Session:
         self._follow_job()
         return self.job.id
 
+    def running_job(self) -> str | None:
+        """The id of this workspace's job while it runs (closing the console leaves it running)."""
+        if self.job is not None and self.job.active:
+            return str(self.job.id)
+        return None
+
     async def stop_job(self) -> None:
         if self.job is None:
             raise UserError("no job to stop")
@@ -266,8 +277,7 @@ class Session:
         """Relaunch the failed job (resuming from its newest checkpoint)."""
         if self.job is None:
             raise UserError("no job to relaunch; launch one with l")
-        await self.job.relaunch()
-        self._follow_job()
+        await self.job.relaunch()  # the same job: its stream, already followed, goes on
 
     async def kill_leftovers(self) -> int:
         """End every process this tool launched on every host; returns how many were ended."""
@@ -280,6 +290,7 @@ class Session:
         return diagnose(self.speeds, topology, self.workspace.state.get("speed_jobs", {}))
 
     def _follow_job(self) -> None:
+        """One pump per job: a second one would hand the console every line twice."""
         self.tasks.append(asyncio.create_task(self._pump_job(self.job)))
 
     async def _pump_job(self, job: Any) -> None:

@@ -28,6 +28,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from engine import options as opt
+from engine.train.options import CLUSTER, TrainOptions
+
 PREFIX = "imgscale-bandwidth"
 LINE = re.compile(rf"^{PREFIX}\s+(?P<fields>(?:\w+=\S+\s*)+)$")
 
@@ -367,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--network", default="resnet-50")
     parser.add_argument("--image-shape", default="3,224,224")
     parser.add_argument("--num-classes", type=int, default=1000)
-    parser.add_argument("--kv-store", default="dist_sync")
+    opt.add_arguments(parser, TrainOptions, only=("kv_store",), base=CLUSTER)
     parser.add_argument("--gpus", default="")
     parser.add_argument("--devices", type=int, default=1, help="CPU contexts when no --gpus")
     parser.add_argument("--rounds", type=int, default=5)

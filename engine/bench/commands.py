@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine import options as opt
 from engine.bench import bandwidth, model, published, report, scaling
 from engine.bench.scaling import DEFAULT_NETWORKS, KNOWN_BASES, check_depth, split_network
 from engine.bench.sweep import run_sweep
@@ -17,7 +18,7 @@ from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
 from engine.events import Failure, LogLine, ScalingPoint, StageProgress, StageState
 from engine.paths import require_folder_path
-from engine.train.options import KV_STORES, gpu_list, image_shape
+from engine.train.options import CLUSTER, TrainOptions, gpu_list, image_shape
 
 SCALING_HELP = (
     "images/s against the number of GPUs (workers): the tutorial's table, CSV, JSON and plot"
@@ -66,7 +67,7 @@ def _add_scaling(p: argparse.ArgumentParser) -> None:
         help="GPUs each worker drives (one worker per host, as the tutorial)",
     )
     p.add_argument("-H", "--hosts", default=None, help="hosts file (default: all on this machine)")
-    p.add_argument("--kv-store", default="dist_sync", choices=KV_STORES)
+    opt.add_arguments(p, TrainOptions, only=("kv_store",), base=CLUSTER)
     p.add_argument(
         "-s", "--servers", type=int, default=None, help="servers per run (default: = workers)"
     )
@@ -169,6 +170,8 @@ def _scaling(args: argparse.Namespace) -> int:
     print(time_breakdown(config, points))
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
+    if "png" not in result.files:
+        print(report.PLOT_MISSING)
     return 0 if any(p.images_per_sec for p in points) else 1
 
 
@@ -241,7 +244,7 @@ def _add_bandwidth(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--size-mb", type=float, default=0.0, help="move N MB of equal arrays instead of a network"
     )
-    p.add_argument("--kv-store", default="dist_sync", choices=KV_STORES)
+    opt.add_arguments(p, TrainOptions, only=("kv_store",), base=CLUSTER)
     p.add_argument("-n", "--workers", type=int, default=2, help="workers (dist kvstores)")
     p.add_argument("-s", "--servers", type=int, default=None, help="servers (default: = workers)")
     p.add_argument("-H", "--hosts", default=None, help="hosts file (default: all on this machine)")

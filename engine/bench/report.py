@@ -201,6 +201,16 @@ def use_log_axes(series: Series) -> bool:
     return bool(xs) and max(xs) / min(xs) >= 8
 
 
+PLOT_MISSING = "scaling.png not drawn: it needs matplotlib (pip install 'imgscale[plot]')"
+
+
+def can_plot() -> bool:
+    """Whether matplotlib can be imported here (found without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def write_png(
     points: Iterable[ScalingPoint], path: Path, title: str = "Speedup against ideal"
 ) -> Path:

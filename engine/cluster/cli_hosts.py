@@ -9,8 +9,10 @@ import shlex
 from engine.errors import UserError
 from engine.events import Event, GpuSample, HostSample, HostState
 
-from .connect import HostPool
+from . import jobs
+from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
+from .slurm_job import node_specs
 from .transport import TransportError
 
 
@@ -24,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     probe = sub.add_parser("probe", help="print GPU/CPU/memory/disk/network of every host")
     probe.add_argument("--hosts", "-H", metavar="FILE", help="hosts file (default: this machine)")
+    probe.add_argument(
+        "--job",
+        help="a SLURM job launched from here: probe its allocated nodes (through srun --overlap)",
+    )
     probe.add_argument("--once", action="store_true", help="one reading of every host, then exit")
     probe.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
     probe.add_argument(
@@ -37,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _pool(path: str | None) -> HostPool:
     return HostPool(read_hosts(path)) if path else HostPool.local()
+
+
+def _job_pool(job: str) -> HostPool:
+    return HostPool(node_specs(jobs.load(jobs.check_job_name(job))))
 
 
 # ---- hosts check --------------------------------------------------------------------------
@@ -97,7 +107,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise UserError(f"--interval {args.interval}: give seconds above 0, e.g. 2")
     if args.count < 0:
         raise UserError(f"--count {args.count}: give 1 or more readings (0 or none: until Ctrl-C)")
-    pool = _pool(args.hosts)
+    if args.job and args.hosts:
+        raise UserError("give -H FILE or --job JOB, not both")
+    pool = _job_pool(args.job) if args.job else _pool(args.hosts)
     if args.once:
         return asyncio.run(_probe_once(pool))
     try:

@@ -16,10 +16,13 @@ import subprocess
 import sys
 import time
 
+from engine import options as opt
 from engine.errors import UserError
 from engine.events import Event, Failure, HostState, JobState, LogLine
 
 from . import jobs
+from .launcher import LaunchSpec
+from .slurm import SlurmRequest
 
 FINAL = ("done", "failed", "stopped")
 LAUNCH_HELP = "start a distributed MXNet job on the hosts (tools/launch.py semantics), supervised"
@@ -43,16 +46,13 @@ def register(sub) -> None:
     )
     parser.add_argument("job", nargs="?", help="job id")
     parser.add_argument("--all", action="store_true", help="every job imgscale launched from here")
-    parser.add_argument(
-        "--grace", type=int, default=5, help="seconds between TERM and KILL (default 5)"
-    )
+    opt.add_arguments(parser, LaunchSpec, only=("grace_s", "run_root"))
     parser.add_argument(
         "-H",
         "--hosts",
         help="with --all: also sweep these hosts' run directories (jobs launched elsewhere, or "
         "whose records here are gone)",
     )
-    parser.add_argument("--run-dir", default=jobs.DEFAULT_RUN_ROOT, help="run directory to sweep")
     parser.set_defaults(func=run_kill)
     parser = sub.add_parser("jobs", help="list the jobs launched from this machine")
     parser.set_defaults(func=run_jobs)
@@ -60,15 +60,8 @@ def register(sub) -> None:
 
 def _add_launch(sub) -> None:
     p = sub.add_parser("launch", help=LAUNCH_HELP, description=LAUNCH_HELP)
-    p.add_argument("-n", "--num-workers", type=int, required=True, help="number of workers")
-    p.add_argument("-s", "--num-servers", type=int, help="number of servers (default: as -n)")
-    p.add_argument(
-        "-H", "--hostfile", "--hosts", dest="hosts", help="hosts file (see hosts.example)"
-    )
-    p.add_argument(
-        "--launcher", choices=("ssh", "local", "slurm"), help="default: ssh with -H, else local"
-    )
-    p.add_argument("--sync-dst-dir", help="copy this directory to DIR on every host and run there")
+    opt.add_arguments(p, LaunchSpec)
+    p.set_defaults(num_workers=None)  # -n is required: launch.py has no default either
     p.add_argument(
         "--env",
         action="append",
@@ -90,31 +83,6 @@ def _add_launch(sub) -> None:
         metavar="K:V",
         help="environment for workers only (launch.py)",
     )
-    p.add_argument("--servers-per-host", type=int, help="exactly this many servers on every host")
-    p.add_argument("--interface", help="DMLC_INTERFACE: the network interface ps-lite uses")
-    p.add_argument("--root-port", type=int, help="scheduler port (default: a free one)")
-    p.add_argument("--heartbeat-interval", type=int, help="PS_HEARTBEAT_INTERVAL seconds")
-    p.add_argument("--heartbeat-timeout", type=int, help="PS_HEARTBEAT_TIMEOUT seconds")
-    p.add_argument(
-        "--max-restarts", type=int, default=0, help="relaunch after a fault up to K times"
-    )
-    p.add_argument("--stall-timeout", type=float, help="no new log line for SEC seconds is a fault")
-    p.add_argument(
-        "--exclude-after",
-        type=int,
-        default=0,
-        help="leave out a host after it caused this many faults (0: never)",
-    )
-    p.add_argument("--resume-prefix", help="checkpoint prefix: relaunches add --load-epoch N")
-    p.add_argument(
-        "--grace", type=int, default=5, help="seconds between TERM and KILL when stopping"
-    )
-    p.add_argument(
-        "--run-dir",
-        default=jobs.DEFAULT_RUN_ROOT,
-        help="logs and pid records on each host (default ~/.imgscale/runs)",
-    )
-    p.add_argument("--job", help="job name (default: train-DATE-TIME-XXXX)")
     p.add_argument(
         "--detach", action="store_true", help="return once started; supervise in the background"
     )
@@ -138,61 +106,32 @@ def _add_slurm(p) -> None:
     g = p.add_argument_group(
         "--launcher slurm (allocate with sbatch, start each process with srun)"
     )
-    g.add_argument("--nodes", type=int, help="nodes to allocate (default: as SLURM places -n)")
-    g.add_argument("--gpus-per-node", type=int, help="GPUs to allocate on each node")
-    g.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
-    g.add_argument("--time", help="time limit in SLURM's forms: MINUTES, H:MM:SS, D-HH:MM:SS")
-    g.add_argument("--account", help="account to charge")
-    g.add_argument(
-        "--sbatch-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="any other sbatch option, e.g. --sbatch-arg=--qos=high (repeat)",
-    )
-
-
-SLURM_FLAGS = ("nodes", "gpus_per_node", "partition", "time", "account")
+    opt.add_arguments(g, SlurmRequest)
 
 
 def slurm_options(args: argparse.Namespace) -> dict:
     """The SLURM flags that were given (``sbatch_args`` as a list)."""
-    options = {k: getattr(args, k) for k in SLURM_FLAGS if getattr(args, k) is not None}
-    if args.sbatch_arg:
-        options["sbatch_args"] = list(args.sbatch_arg)
-    return options
+    given = opt.given(SlurmRequest, args)
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in given.items() if v != []}
 
 
 def spec_from_args(args: argparse.Namespace):
     from .dmlc_env import parse_env_args, parse_role_env
-    from .launcher import LaunchSpec
 
     command = list(args.argv)
     if command and command[0] == "--":
         command = command[1:]
-    return LaunchSpec(
+    if args.num_workers is None:
+        raise UserError("-n NUM_WORKERS is required: give the total number of workers")
+    return opt.from_args(
+        LaunchSpec,
+        args,
         command=tuple(command),
-        num_workers=args.num_workers,
-        num_servers=args.num_servers,
-        hosts_file=args.hosts,
-        launcher=args.launcher or ("ssh" if args.hosts else "local"),
-        servers_per_host=args.servers_per_host,
+        launcher=args.launcher or ("ssh" if args.hosts_file else "local"),
         env=parse_env_args(args.env),
         env_server=parse_role_env(args.env_server, "--env-server"),
         env_worker=parse_role_env(args.env_worker, "--env-worker"),
-        sync_dst_dir=args.sync_dst_dir,
         cwd=os.getcwd(),
-        interface=args.interface,
-        root_port=args.root_port,
-        heartbeat_interval=args.heartbeat_interval,
-        heartbeat_timeout=args.heartbeat_timeout,
-        run_root=args.run_dir,
-        job=args.job,
-        resume_prefix=args.resume_prefix,
-        max_restarts=args.max_restarts,
-        stall_timeout_s=args.stall_timeout,
-        exclude_after=args.exclude_after,
-        grace_s=args.grace,
         slurm=slurm_options(args),
     )
 
@@ -290,20 +229,20 @@ async def _launch(spec, args: argparse.Namespace) -> int:
     from .launcher import launch
 
     printer = Printer(args.quiet)
-    job = await launch(spec, sink=printer)
-    _err(
-        f"job {job.job_id} started; `imgscale attach {job.job_id}` re-attaches, "
-        f"`imgscale kill {job.job_id}` ends it"
-    )
-    if args.detach:
-        await job.close()
-        _hand_over(job.job_id)
-        return 0
     # SIGTERM (a process manager, `kill`) stops the job like Ctrl-C: dying silently would leave
-    # it running on every host with nobody supervising it.
-    outcome = await _wait_or_signal(
-        job, {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "detach"}
-    )
+    # it running on every host with nobody supervising it. The signals are caught from before the
+    # start: a Ctrl-C while processes start stops them once started, never leaves them behind.
+    actions = {signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "detach"}
+    with SignalChoice(actions) as signals:
+        job = await launch(spec, sink=printer)
+        _err(
+            f"job {job.job_id} started; `imgscale attach {job.job_id}` re-attaches, "
+            f"`imgscale kill {job.job_id}` ends it"
+        )
+        if args.detach and not signals.chosen.done():
+            outcome = "detach"
+        else:
+            outcome = await signals.wait(job)
     if outcome == "stop":
         _err("interrupted: stopping the job on every host")
         state = await job.stop("interrupted (Ctrl-C)")
@@ -317,30 +256,40 @@ async def _launch(spec, args: argparse.Namespace) -> int:
     return exit_status(job.status())
 
 
-async def _wait_or_signal(job, actions: dict) -> str:
-    """Wait for the job's end or one of ``actions``' signals; returns "final" or the action."""
-    loop = asyncio.get_running_loop()
-    chosen: asyncio.Future = loop.create_future()
+class SignalChoice:
+    """While entered, each of ``actions``' signals chooses its action (the first one counts)."""
 
-    def choose(action: str) -> None:
-        if not chosen.done():  # a second signal before the wait returns changes nothing
-            chosen.set_result(action)
+    def __init__(self, actions: dict) -> None:
+        self.actions = actions
+        self.loop = asyncio.get_running_loop()
+        self.chosen: asyncio.Future = self.loop.create_future()
 
-    for sig, action in actions.items():
-        loop.add_signal_handler(sig, choose, action)
-    waiter = asyncio.ensure_future(job.wait())
-    try:
-        await asyncio.wait({waiter, chosen}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for sig in actions:
-            loop.remove_signal_handler(sig)
-        waiter.cancel()
-    return chosen.result() if chosen.done() else "final"
+    def __enter__(self) -> SignalChoice:
+        for sig, action in self.actions.items():
+            self.loop.add_signal_handler(sig, self._choose, action)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for sig in self.actions:
+            self.loop.remove_signal_handler(sig)
+
+    def _choose(self, action: str) -> None:
+        if not self.chosen.done():  # a second signal before the wait returns changes nothing
+            self.chosen.set_result(action)
+
+    async def wait(self, job) -> str:
+        """Wait for the job's end or a signal; returns "final" or the chosen action."""
+        waiter = asyncio.ensure_future(job.wait())
+        try:
+            await asyncio.wait({waiter, self.chosen}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        return self.chosen.result() if self.chosen.done() else "final"
 
 
 def _hand_over(job_id: str) -> None:
     """Start a background supervisor for the job on this machine (it survives this terminal)."""
-    log = jobs.jobs_dir() / job_id / "supervisor.log"
+    log = jobs.job_dir(job_id) / "supervisor.log"
     with open(log, "ab") as out:
         subprocess.Popen(
             [
@@ -380,7 +329,8 @@ async def _attach(args: argparse.Namespace) -> int:
     if args.supervise:  # the background supervisor has no terminal; only kill/stop end it
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         actions = {}
-    outcome = await _wait_or_signal(job, actions)
+    with SignalChoice(actions) as signals:
+        outcome = await signals.wait(job)
     await job.close()
     if outcome == "detach":
         _err(f"detached; job {job.job_id} keeps running")
@@ -395,21 +345,22 @@ def run_kill(args: argparse.Namespace) -> int:
         raise UserError("name one job, or give --all (see `imgscale jobs`)")
     if args.hosts and not args.all:
         raise UserError("-H sweeps hosts for every job: use it with --all")
-    if args.grace < 0:
-        raise UserError(f"--grace {args.grace}: give 0 or more seconds between TERM and KILL")
+    opt.check(args, LaunchSpec)
     if args.hosts:  # a bad hosts file is reported before any local job is killed
         from .hosts import read_hosts
 
         read_hosts(args.hosts)
     printer = Printer()
     if args.all:
-        count = asyncio.run(kill_everywhere(grace_s=args.grace, emit=printer))
+        count = asyncio.run(kill_everywhere(grace_s=args.grace_s, emit=printer))
         if args.hosts:
             count += ended(
-                asyncio.run(sweep_hosts(args.hosts, args.run_dir, grace_s=args.grace, emit=printer))
+                asyncio.run(
+                    sweep_hosts(args.hosts, args.run_root, grace_s=args.grace_s, emit=printer)
+                )
             )
     else:
-        count = ended(asyncio.run(kill_job(args.job, grace_s=args.grace, emit=printer)))
+        count = ended(asyncio.run(kill_job(args.job, grace_s=args.grace_s, emit=printer)))
     print(f"ended {count} process group(s)")
     return 0
 

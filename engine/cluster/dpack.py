@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from engine import options as opt
 from engine.errors import UserError
 from engine.events import EventSink, StageProgress, StageState, ignore
+from engine.prep.options import PackOptions
 
 from . import jobs
 from .detach import DetachedProcess, shell_path
-from .hostpool import TransportPool, make_transport
+from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
 from .supervisor import Job, Planned, SuperviseOptions
 from .transport import TransportError
@@ -50,32 +52,9 @@ def assign(chunks: Sequence[Path], hosts: Sequence[HostSpec]) -> dict[str, list[
     return {h: sorted(c) for h, c in share.items() if c}
 
 
-def pack_args(options) -> list[str]:
-    """``imgscale pack`` flags reproducing ``options`` (engine.prep.pack.PackOptions)."""
-    args = [
-        "--resize",
-        str(options.resize),
-        "--quality",
-        str(options.quality),
-        "--encoding",
-        options.encoding,
-        "--color",
-        str(options.color),
-        "--num-thread",
-        str(options.num_thread),
-    ]
-    flags = {
-        "center_crop": "--center-crop",
-        "pass_through": "--pass-through",
-        "pack_label": "--pack-label",
-        "no_upscale": "--no-upscale",
-    }
-    args += [flag for key, flag in flags.items() if getattr(options, key)]
-    if not options.reduced_decode:
-        args.append("--no-reduced-decode")
-    if options.codec != "auto":
-        args += ["--codec", options.codec]
-    return args
+def pack_args(options: PackOptions) -> list[str]:
+    """``imgscale pack`` flags reproducing ``options``, derived from the option dataclass."""
+    return opt.to_argv(options)
 
 
 def host_script(python: str, chunks: Sequence[str], root: str, args: Sequence[str]) -> str:
@@ -88,7 +67,7 @@ def host_script(python: str, chunks: Sequence[str], root: str, args: Sequence[st
     return "\n".join(lines)
 
 
-def pack_planner(record: jobs.JobRecord, pool: TransportPool):
+def pack_planner(record: jobs.JobRecord, pool: HostPool):
     """The Planner of a distributed pack job (also used to relaunch it: chunks resume)."""
     args = record.launch_args
 
@@ -149,7 +128,7 @@ class ProgressReader:
 
     def __init__(
         self,
-        pool: TransportPool,
+        pool: HostPool,
         share: dict[str, list[str]],
         totals: dict[str, int],
         on_event: EventSink,
@@ -251,7 +230,6 @@ async def pack_on_hosts_async(
     run_root: str = jobs.DEFAULT_RUN_ROOT,
     job: str | None = None,
     max_restarts: int = 0,
-    factory=make_transport,
 ):
     """Pack on every host and wait; returns engine.prep.pack.PackResult, like a local pack."""
     import time
@@ -263,7 +241,7 @@ async def pack_on_hosts_async(
     record = jobs.save(
         new_pack_record(hosts_file, hosts, lists, os.path.abspath(root), options, run_root, job)
     )
-    pool = TransportPool(hosts, factory)
+    pool = HostPool(hosts)
     started = time.monotonic()
     on_event(
         StageState(

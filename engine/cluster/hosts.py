@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from engine.errors import UserError
+from engine.options import FANOUT_CAP
 
 # key -> what it means (shown in errors about unknown keys and in hosts.example)
 KNOWN_OPTIONS = {
@@ -95,6 +96,10 @@ def local_host(name: str = "localhost", **options: str) -> HostSpec:
 
 def read_hosts(path: str | Path) -> list[HostSpec]:
     """Parse a hosts file; UserError names the file and line of the first mistake."""
+    if "\0" in str(path):  # no file name can hold one; open() would raise a bare ValueError
+        raise UserError(
+            f"hosts file {str(path)!r}: a file name cannot contain a NUL byte; fix the name"
+        )
     path = Path(path)
     try:
         text = path.read_text()
@@ -120,6 +125,8 @@ def parse_hosts(text: str, source: str = "hosts file") -> list[HostSpec]:
             lines.append((number, words[0], options))
     if not lines:
         raise UserError(f"{source}: no hosts listed (one host per line, e.g. 'node-a slots=4')")
+    if len(lines) > FANOUT_CAP:  # every command connects to every host at once
+        raise UserError(f"{source}: {len(lines)} hosts; give at most {FANOUT_CAP} in one file")
     return _resolve(lines, defaults, source)
 
 

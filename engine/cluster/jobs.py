@@ -91,8 +91,18 @@ def check_job_name(name: str) -> str:
     return name
 
 
+def job_dir(job: str) -> Path:
+    """The job's folder under the jobs folder; a name that could lead elsewhere ('../x') is refused
+    wherever it comes from (a command line or a job.json someone edited)."""
+    if not isinstance(job, str) or not JOB_NAME.match(job):
+        raise UserError(
+            f"{job!r} is not a job name (letters, digits, '.', '_' or '-'); see `imgscale jobs`"
+        )
+    return jobs_dir() / job
+
+
 def record_path(job: str) -> Path:
-    return jobs_dir() / job / "job.json"
+    return job_dir(job) / "job.json"
 
 
 def save(record: JobRecord) -> JobRecord:
@@ -123,12 +133,17 @@ def load(job: str) -> JobRecord:
     except (OSError, ValueError) as exc:
         raise UserError(f"job record {path} is unreadable: {exc}") from None
     try:
-        return _from_dict(data)
+        record = _from_dict(data)
     except (AttributeError, TypeError, ValueError):
         # valid JSON of the wrong shape: a hand-edited or foreign file, not one we wrote
         raise UserError(
             f"job record {path} is not one imgscale wrote (wrong fields); move that folder away"
         ) from None
+    if record.job != job:  # every later path is built from record.job: it must be this folder's
+        raise UserError(
+            f"job record {path} names job {record.job!r}, not {job!r}; move that folder away"
+        )
+    return record
 
 
 def _from_dict(data: dict) -> JobRecord:
@@ -148,7 +163,7 @@ def all_jobs() -> list[JobRecord]:
     if not root.is_dir():
         return []
     for entry in root.iterdir():
-        if (entry / "job.json").is_file():
+        if JOB_NAME.match(entry.name) and (entry / "job.json").is_file():
             try:
                 records.append(load(entry.name))
             except UserError:
@@ -174,11 +189,11 @@ def resolve(job: str | None) -> JobRecord:
 
 def stop_marker(job: str) -> Path:
     """Created by `imgscale kill` so that a running supervisor stops instead of relaunching."""
-    return jobs_dir() / job / "stop"
+    return job_dir(job) / "stop"
 
 
 def supervisor_lock(job: str) -> Path:
-    return jobs_dir() / job / "supervisor.lock"
+    return job_dir(job) / "supervisor.lock"
 
 
 def take_supervisor_lock(job: str, required: bool) -> int | None:
@@ -198,3 +213,26 @@ def take_supervisor_lock(job: str, required: bool) -> int | None:
 
 def run_prefix(run_root: str, job: str, attempt: int, proc_name: str) -> str:
     return f"{run_root.rstrip('/')}/{job}/a{attempt}/{proc_name}"
+
+
+class SupervisorLock:
+    """The flock that makes one process the job's supervisor (the one that may start attempts)."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def take(self, required: bool = False) -> bool:
+        """True when this process holds the lock now; ``required``: a UserError if another holds it."""
+        if self._fd is None:
+            self._fd = take_supervisor_lock(self.job, required)
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

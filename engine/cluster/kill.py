@@ -16,7 +16,8 @@ from engine.events import EventSink, Failure
 
 from . import jobs
 from .detach import KillReport, kill_command, parse_kill, sweep_command
-from .hostpool import TransportPool, make_transport
+from .hostpool import HostPool, record_hosts
+from .hosts import read_hosts
 from .slurm_job import cancel_record
 from .transport import TransportError
 
@@ -26,7 +27,6 @@ async def kill_job(
     *,
     grace_s: int = 5,
     emit: EventSink | None = None,
-    factory=make_transport,
 ) -> dict[str, KillReport | None]:
     """End one job's processes on every host; per host its report (None: host unreachable)."""
     record = job if isinstance(job, jobs.JobRecord) else jobs.load(job)
@@ -34,9 +34,7 @@ async def kill_job(
         return await _cancel_slurm(record, emit)
     jobs.stop_marker(record.job).parent.mkdir(parents=True, exist_ok=True)
     jobs.stop_marker(record.job).touch()  # a running supervisor must not relaunch it
-    from .launcher import record_hosts
-
-    pool = TransportPool(record_hosts(record), factory)
+    pool = HostPool(record_hosts(record))
     try:
         reports = await _kill_hosts(record, pool, grace_s, emit)
     finally:
@@ -45,7 +43,7 @@ async def kill_job(
     return reports
 
 
-async def _kill_hosts(record: jobs.JobRecord, pool: TransportPool, grace_s: int, emit) -> dict:
+async def _kill_hosts(record: jobs.JobRecord, pool: HostPool, grace_s: int, emit) -> dict:
     by_host: dict[str, list[str]] = collections.defaultdict(list)
     for proc in record.processes + record.past_processes:
         by_host[proc.host].append(proc.prefix)
@@ -56,24 +54,48 @@ async def _kill_hosts(record: jobs.JobRecord, pool: TransportPool, grace_s: int,
     return dict(zip(hosts, results))
 
 
+async def kill_processes(
+    record: jobs.JobRecord, pool: HostPool, grace_s: int, emit: EventSink | None = None
+) -> bool:
+    """End the job's recorded process groups (every attempt) on every host; False if some may be left."""
+    reports = await _kill_hosts(record, pool, grace_s, emit)
+    return all(_clean(r) for r in reports.values())
+
+
 async def _kill_on(
-    pool, job: str, host: str, prefixes: list[str], grace_s: int, emit
+    pool: HostPool, job: str, host: str, prefixes: list[str], grace_s: int, emit
 ) -> KillReport | None:
+    """The kill script's report from one host; None if the host could not be reached."""
     try:
         transport = await pool.get(host)
         result = await transport.run(kill_command(job, prefixes, grace_s), timeout=grace_s + 30)
     except TransportError as exc:
-        if emit is not None:
-            emit(
-                Failure(
-                    f"host {host}",
-                    f"could not end job {job} there: {exc.reason}",
-                    job=job,
-                    advice=(f"run `imgscale kill {job}` again when the host is back",),
-                )
-            )
+        _report(
+            emit,
+            Failure(
+                f"host {host}",
+                f"could not stop job {job} there: {exc.reason}",
+                job=job,
+                advice=(f"run `imgscale kill {job}` again when the host is back",),
+            ),
+        )
         return None
-    return parse_kill(result.stdout)
+    report = parse_kill(result.stdout)
+    if not report.complete:
+        _report(
+            emit,
+            Failure(f"host {host}", "stopping did not finish: " + result.stderr[-300:], job=job),
+        )
+    return report
+
+
+def _clean(report: KillReport | None) -> bool:
+    return report is not None and report.complete and not report.stuck
+
+
+def _report(emit: EventSink | None, failure: Failure) -> None:
+    if emit is not None:
+        emit(failure)
 
 
 async def _cancel_slurm(record: jobs.JobRecord, emit) -> dict[str, KillReport | None]:
@@ -85,7 +107,7 @@ async def _cancel_slurm(record: jobs.JobRecord, emit) -> dict[str, KillReport | 
 
 
 def _mark(record: jobs.JobRecord, reports: dict[str, KillReport | None]) -> None:
-    clean = all(r is not None and r.complete and not r.stuck for r in reports.values())
+    clean = all(_clean(r) for r in reports.values())
     current = jobs.load(record.job) if jobs.exists(record.job) else record
     state = "stopped" if current.active else current.state
     message = "killed by imgscale kill" if current.active else current.message
@@ -97,9 +119,7 @@ def ended(reports: dict[str, KillReport | None]) -> int:
     return sum(len(r.terminated) for r in reports.values() if r is not None)
 
 
-async def kill_everywhere(
-    *, grace_s: int = 5, emit: EventSink | None = None, factory=make_transport
-) -> int:
+async def kill_everywhere(*, grace_s: int = 5, emit: EventSink | None = None) -> int:
     """End every job imgscale launched from here that still has processes; returns the groups ended.
 
     Every record is checked, including those marked clean: a launcher killed before it could stop
@@ -108,7 +128,7 @@ async def kill_everywhere(
     """
     count = 0
     for record in jobs.all_jobs():
-        count += ended(await kill_job(record, grace_s=grace_s, emit=emit, factory=factory))
+        count += ended(await kill_job(record, grace_s=grace_s, emit=emit))
     return count
 
 
@@ -118,7 +138,6 @@ async def sweep_hosts(
     *,
     grace_s: int = 5,
     emit: EventSink | None = None,
-    factory=make_transport,
 ) -> dict[str, KillReport | None]:
     """End every imgscale process recorded under ``run_root`` on every host of ``hosts_file``.
 
@@ -126,9 +145,7 @@ async def sweep_hosts(
     each host reads its own pid records, and a group is signalled only if its process carries
     the job id of the directory the record is in (see detach.SWEEP and detach.KILL).
     """
-    from .hosts import read_hosts
-
-    pool = TransportPool(read_hosts(hosts_file), factory)
+    pool = HostPool(read_hosts(hosts_file))
     try:
         names = list(pool.specs)
         results = await asyncio.gather(
@@ -144,7 +161,6 @@ async def _sweep_on(pool, host: str, run_root: str, grace_s: int, emit) -> KillR
         transport = await pool.get(host)
         result = await transport.run(sweep_command(run_root, grace_s), timeout=grace_s + 60)
     except TransportError as exc:
-        if emit is not None:
-            emit(Failure(f"host {host}", f"could not sweep it: {exc.reason}"))
+        _report(emit, Failure(f"host {host}", f"could not sweep it: {exc.reason}"))
         return None
     return parse_kill(result.stdout)

@@ -19,21 +19,25 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from engine import options as opt
 from engine.errors import UserError
 from engine.events import EventSink
+from engine.options import option
 from engine.paths import require_folder_path
 from engine.train.checkpoints import newest_checkpoint
 
 from . import jobs, slurm_job
 from .detach import DetachedProcess
+from .dpack import pack_planner
 from .dmlc_env import ClusterEnv, forwarded_env, process_env
-from .hostpool import TransportPool, make_transport
+from .hostpool import HostPool, record_hosts
 from .hosts import HostSpec, local_host, read_hosts
 from .placement import place
 from .remote_cmd import with_python
 from .supervisor import Job, Planned, Planner, SuperviseOptions
 from .transport import Transport, TransportError
 
+LOCAL_CAP = max(16, opt.PROCESS_CAP)  # processes one local launch starts (scheduler aside)
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
 
@@ -43,28 +47,63 @@ class LaunchSpec:
     """What `imgscale launch` was asked for (JSON-able: it is kept in the job record)."""
 
     command: tuple[str, ...]
-    num_workers: int
-    num_servers: int | None = None  # None: as many as workers (launch.py)
-    hosts_file: str | None = None  # None: this machine only
-    launcher: str | None = None  # ssh | local; None: ssh with a hosts file, else local
-    servers_per_host: int | None = None
+    num_workers: int = option(
+        1, "number of workers", flags=("-n", "--num-workers"), low=1, high=opt.FANOUT_CAP
+    )
+    num_servers: int | None = option(  # None: as many as workers (launch.py)
+        None,
+        "number of servers (default: as -n)",
+        flags=("-s", "--num-servers"),
+        parse=int,
+        low=0,
+        high=opt.FANOUT_CAP,
+    )
+    hosts_file: str | None = option(  # None: this machine only
+        None, "hosts file (see hosts.example)", flags=("-H", "--hostfile", "--hosts")
+    )
+    launcher: str | None = option(  # None: ssh with a hosts file, else local
+        None, "default: ssh with -H, else local", choices=("ssh", "local", "slurm")
+    )
+    servers_per_host: int | None = option(
+        None, "exactly this many servers on every host", parse=int, low=0, high=opt.FANOUT_CAP
+    )
     env: Mapping[str, str] = field(default_factory=dict)  # every role
     env_server: Mapping[str, str] = field(default_factory=dict)  # servers (and the scheduler)
     env_worker: Mapping[str, str] = field(default_factory=dict)  # workers only
-    sync_dst_dir: str | None = None
+    sync_dst_dir: str | None = option(
+        None, "copy this directory to DIR on every host and run there"
+    )
     cwd: str | None = None  # default: the launching process's current directory
-    interface: str | None = None
+    interface: str | None = option(None, "DMLC_INTERFACE: the network interface ps-lite uses")
     root_uri: str | None = None  # default: the first host's address
-    root_port: int | None = None  # default: a free port on the first host
-    heartbeat_interval: int | None = None
-    heartbeat_timeout: int | None = None
-    run_root: str = jobs.DEFAULT_RUN_ROOT
-    job: str | None = None
-    resume_prefix: str | None = None  # checkpoint prefix: relaunches add --load-epoch N
-    max_restarts: int = 0
-    stall_timeout_s: float | None = None
-    exclude_after: int = 0
-    grace_s: int = 5
+    root_port: int | None = option(  # default: a free port on the first host
+        None, "scheduler port (default: a free one)", parse=int, low=1, high=65535
+    )
+    heartbeat_interval: int | None = option(None, "PS_HEARTBEAT_INTERVAL seconds", parse=int, low=1)
+    heartbeat_timeout: int | None = option(None, "PS_HEARTBEAT_TIMEOUT seconds", parse=int, low=1)
+    run_root: str = option(
+        jobs.DEFAULT_RUN_ROOT,
+        "logs and pid records on each host (default ~/.imgscale/runs)",
+        flags=("--run-dir",),
+    )
+    job: str | None = option(None, "job name (default: train-DATE-TIME-XXXX)")
+    resume_prefix: str | None = option(  # checkpoint prefix: relaunches add --load-epoch N
+        None, "checkpoint prefix: relaunches add --load-epoch N"
+    )
+    max_restarts: int = option(0, "relaunch after a fault up to K times", low=0, high=1000)
+    stall_timeout_s: float | None = option(
+        None,
+        "no new log line for SEC seconds is a fault (0: off)",
+        flags=("--stall-timeout",),
+        parse=float,
+        low=0,
+    )
+    exclude_after: int = option(
+        0, "leave out a host after it caused this many faults (0: never)", low=0
+    )
+    grace_s: int = option(
+        5, "seconds between TERM and KILL when stopping", flags=("--grace",), low=0
+    )
     lost_timeout_s: float = 10.0  # a host unreachable this long is lost (the job is stopped)
     # --launcher slurm: nodes, gpus_per_node, partition, time, account, sbatch_args
     slurm: Mapping[str, Any] = field(default_factory=dict)
@@ -140,7 +179,7 @@ class TrainingPlanner:
 
 
 def training_planner(
-    spec: LaunchSpec, job: str, pool: TransportPool, resume: ResumeHook | None = None
+    spec: LaunchSpec, job: str, pool: HostPool, resume: ResumeHook | None = None
 ) -> TrainingPlanner:
     """The Planner of a DMLC job: placement, a free scheduler port, per-process env and argv."""
 
@@ -203,7 +242,7 @@ def training_planner(
     return TrainingPlanner(plan, prefetch)
 
 
-async def _port_on(pool: TransportPool, host: str, python: str) -> int:
+async def _port_on(pool: HostPool, host: str, python: str) -> int:
     return await free_port(await pool.get(host), python)
 
 
@@ -242,8 +281,6 @@ def check_spec(spec: LaunchSpec) -> None:
         raise UserError("--nodes, --partition, --time … are for --launcher slurm")
     if spec.launcher == "ssh" and not spec.hosts_file:
         raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")
-    if spec.max_restarts < 0:
-        raise UserError(f"--max-restarts {spec.max_restarts}: must be 0 or more")
     check_numbers(spec)
     if (
         spec.launcher == "local"
@@ -257,20 +294,13 @@ def check_spec(spec: LaunchSpec) -> None:
 
 def check_numbers(spec: LaunchSpec) -> None:
     """Ports, timeouts and counts that could never work are refused before anything starts."""
-    if spec.root_port is not None and not 1 <= spec.root_port <= 65535:
+    opt.check(spec)
+    local = spec.num_workers + (spec.num_workers if spec.num_servers is None else spec.num_servers)
+    if (spec.launcher or ("ssh" if spec.hosts_file else "local")) == "local" and local > LOCAL_CAP:
         raise UserError(
-            f"--root-port {spec.root_port}: give a port from 1 to 65535 (or leave it out)"
+            f"-n {spec.num_workers} -s {spec.num_servers}: {local} processes on this machine; "
+            f"give at most {LOCAL_CAP} in all (4 x {opt.CORES} cores), or spread them with -H"
         )
-    for flag, value in (("--heartbeat-interval", spec.heartbeat_interval),
-                        ("--heartbeat-timeout", spec.heartbeat_timeout)):  # fmt: skip
-        if value is not None and not value > 0:
-            raise UserError(f"{flag} {value}: give seconds above 0 (or leave it out)")
-    if spec.stall_timeout_s is not None and not spec.stall_timeout_s >= 0:  # 0: no stall check
-        raise UserError(f"--stall-timeout {spec.stall_timeout_s}: give 0 (off) or more seconds")
-    if spec.grace_s < 0:
-        raise UserError(f"--grace {spec.grace_s}: give 0 or more seconds between TERM and KILL")
-    if spec.exclude_after < 0:
-        raise UserError(f"--exclude-after {spec.exclude_after}: must be 0 or more")
 
 
 def job_kind(command: Sequence[str]) -> str:
@@ -302,7 +332,7 @@ def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "") -> j
 
 
 async def sync_work_dir(
-    pool: TransportPool, hosts: Sequence[HostSpec], source: str, target: str
+    pool: HostPool, hosts: Sequence[HostSpec], source: str, target: str
 ) -> None:
     """Copy the contents of ``source`` into ``target`` on every host (launch.py's --sync-dst-dir)."""
     entries = sorted(os.listdir(source))
@@ -317,17 +347,11 @@ async def sync_work_dir(
             await transport.put(os.path.join(source, entry), target, recurse=True)
 
 
-async def connect_all(pool: TransportPool, hosts: Sequence[HostSpec]) -> None:
-    """Open every host's connection at once (a host that fails is reported when starting there)."""
-    await asyncio.gather(*(pool.get(h.name) for h in hosts), return_exceptions=True)
-
-
 async def launch(
     spec: LaunchSpec,
     *,
     sink: EventSink | None = None,
     resume: ResumeHook | None = None,
-    factory: Callable[[HostSpec], Transport] = make_transport,
 ) -> Job | slurm_job.SlurmJob:
     """Start a distributed job detached on its hosts and return it, supervised by this process."""
     check_spec(spec)
@@ -345,7 +369,7 @@ async def launch(
         servers_per_host=spec.servers_per_host,
     )
     record = jobs.save(new_record(spec, hosts))
-    pool = TransportPool(hosts, factory)
+    pool = HostPool(hosts)
     if spec.sync_dst_dir:
         try:
             await sync_work_dir(pool, hosts, spec.cwd or os.getcwd(), spec.sync_dst_dir)
@@ -354,7 +378,7 @@ async def launch(
     planner = training_planner(spec, record.job, pool, resume)
     if not spec.root_port:
         planner.prefetch(hosts[0].name)
-    await connect_all(pool, hosts)
+    await pool.connect_all()  # all at once; a host that failed is reported when starting there
     job = Job(record, pool, planner=planner, options=spec.supervise_options(), sink=sink)
     try:
         await job.start()
@@ -372,7 +396,6 @@ def open_job(
     job_id: str | None,
     *,
     sink: EventSink | None = None,
-    factory: Callable[[HostSpec], Transport] = make_transport,
     tail_lines: int | None = 20,
     resume: ResumeHook | None = None,
 ) -> Job | slurm_job.SlurmJob:
@@ -386,10 +409,8 @@ def open_job(
             record, slurm_job.request_of(record), sink=sink, resume=resume, tail_lines=tail_lines
         )
     hosts = record_hosts(record)
-    pool = TransportPool(hosts, factory)
+    pool = HostPool(hosts)
     if record.kind == "pack":
-        from .dpack import pack_planner
-
         planner, options = pack_planner(record, pool), SuperviseOptions(tail_lines=tail_lines)
     else:
         spec = LaunchSpec.from_dict(record.launch_args)
@@ -398,16 +419,3 @@ def open_job(
         planner = training_planner(spec, record.job, pool, resume)
         options = spec.supervise_options(tail_lines=tail_lines)
     return Job(record, pool, planner=planner, options=options, sink=sink)
-
-
-def record_hosts(record: jobs.JobRecord) -> list[HostSpec]:
-    """The HostSpecs of a recorded job (its hosts file is read again)."""
-    if record.hosts_file is None:
-        return [local_host(name) for name in record.host_names]
-    by_name = {h.name: h for h in read_hosts(record.hosts_file)}
-    missing = [n for n in record.host_names if n not in by_name]
-    if missing:
-        raise UserError(
-            f"{record.hosts_file} no longer lists {', '.join(missing)} (job {record.job})"
-        )
-    return [by_name[n] for n in record.host_names]

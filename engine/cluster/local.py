@@ -46,19 +46,21 @@ class LocalTransport(Transport):
             command, env={**self.env, **(env or {})}, cwd=cwd, path_prepend=self.path_prepend
         )
 
+    def _argv(self, line: str) -> list[str]:
+        return ["/bin/sh", "-c", line]
+
     async def _spawn(self, line: str, stdin: int) -> asyncio.subprocess.Process:
+        argv = self._argv(line)
         try:
             return await asyncio.create_subprocess_exec(
-                "/bin/sh",
-                "-c",
-                line,
+                *argv,
                 stdin=stdin,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # its own process group: a timeout ends all of it
             )
         except OSError as exc:
-            raise TransportError(self.host, f"cannot start /bin/sh: {exc.strerror}") from None
+            raise TransportError(self.host, f"cannot start {argv[0]}: {exc.strerror}") from None
 
     async def run(self, command, *, env=None, cwd=None, timeout=30.0, input=None) -> CommandResult:
         stdin = asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL

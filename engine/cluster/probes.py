@@ -1,7 +1,7 @@
 """Per-host telemetry about once a second: GPUs (one long-lived nvidia-smi channel), CPU, memory,
 load, disk and network (one cheap shell command reading /proc), and reachability with backoff.
 
-    probes = ProbeSet(pool, on_event, interval=1.0)   # pool: connect.HostPool (shared connections)
+    probes = ProbeSet(pool, on_event, interval=1.0)   # pool: hostpool.HostPool (shared connections)
     await probes.start()      # one task per host; a host's failure never touches the others
     ...                       # on_event gets HostSample, GpuSample, HostState events
     await probes.stop()
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from engine.events import Event, Failure, GpuSample, HostSample, HostState
 
 from . import nvsmi
-from .connect import HostPool
+from .hostpool import HostPool
 from .hosts import HostSpec
 from .transport import LineStream, Transport, TransportError
 

@@ -16,7 +16,9 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from engine import options as opt
 from engine.errors import UserError
+from engine.options import option
 
 COMMANDS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo")
 TIME_LIMIT = re.compile(r"\A(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\Z")
@@ -41,22 +43,33 @@ class SlurmRequest:
     """What the allocation is asked for (the `--launcher slurm` flags of `imgscale launch`)."""
 
     tasks: int  # processes of the job: torch ranks, or scheduler + servers + workers
-    nodes: int | None = None
-    gpus_per_node: int | None = None
-    partition: str | None = None
-    time: str | None = None  # SLURM's forms: MINUTES, H:MM:SS, D-HH …
-    account: str | None = None
-    sbatch_args: tuple[str, ...] = ()
+    nodes: int | None = option(
+        None, "nodes to allocate (default: as SLURM places -n)", parse=int, low=1
+    )
+    gpus_per_node: int | None = option(
+        None, "GPUs to allocate on each node", parse=int, low=0, high=64
+    )
+    partition: str | None = option(None, "SLURM partition (default: the cluster's default)")
+    time: str | None = option(  # SLURM's forms: MINUTES, H:MM:SS, D-HH …
+        None, "time limit in SLURM's forms: MINUTES, H:MM:SS, D-HH:MM:SS"
+    )
+    account: str | None = option(None, "account to charge")
+    sbatch_args: tuple[str, ...] = option(
+        (),
+        "any other sbatch option, e.g. --sbatch-arg=--qos=high (repeat)",
+        flags=("--sbatch-arg",),
+        append=True,
+        metavar="ARG",
+    )
 
     def check(self) -> None:
         if self.tasks < 1:
             raise UserError(f"-n {self.tasks}: a SLURM job needs at least one process")
+        opt.check(self)
         if self.nodes is not None and not 1 <= self.nodes <= self.tasks:
             raise UserError(
                 f"--nodes {self.nodes}: give 1 to {self.tasks} (the job has {self.tasks} processes)"
             )
-        if self.gpus_per_node is not None and not 0 <= self.gpus_per_node <= 64:
-            raise UserError(f"--gpus-per-node {self.gpus_per_node}: give 0 to 64")
         if self.time is not None and time_minutes(self.time) is None:
             raise UserError(
                 f"--time {self.time}: use SLURM's forms, e.g. 90, 1:30:00 or 2-00:00:00"

@@ -27,7 +27,9 @@ from engine.events import Event, EventSink, Failure, JobState, LogLine, ProcessI
 from . import jobs, slurm
 from .slurm_driver import Plan, attempt_dir, write_private
 from .remote_cmd import with_python
-from .supervisor import FINAL, describe_status, line_level
+from .srun import node_spec
+from .faults import FINAL, describe_status
+from .watcher import line_level
 
 POLL_S = 0.5
 LAST_LINES = 20
@@ -402,6 +404,18 @@ def cancel_record(record: jobs.JobRecord) -> bool:
     if record.active:
         jobs.save(replace(record, state="stopped", message=f"scancel {record.scheduler_id}"))
     return True
+
+
+def node_specs(record: jobs.JobRecord) -> list:
+    """The allocated nodes of a running SLURM job, as hosts reached through `srun --overlap`."""
+    if not record.scheduler_id:
+        raise UserError(f"job {record.job} was not launched under SLURM")
+    state = slurm.job_state(record.scheduler_id)
+    if state is None or not state.nodes:
+        what = state.describe() if state else "no longer known to SLURM"
+        raise UserError(f"job {record.job} (SLURM {record.scheduler_id}) has no nodes now: {what}")
+    addresses = slurm.node_addresses(state.nodes)
+    return [node_spec(n, addresses[n], record.scheduler_id) for n in state.nodes]
 
 
 def require_request(request: slurm.SlurmRequest) -> None:

@@ -7,7 +7,9 @@ import importlib
 import os
 import sys
 
+from engine import options as opt
 from engine.errors import UserError
+from engine.prep.options import ListOptions, PackOptions
 
 LIST_HELP = (
     "write .lst files exactly as `im2rec.py --list` does, plus PREFIX_labels.txt (class -> label)"
@@ -24,25 +26,7 @@ def add_list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "root", help="folder that holds the images (one subfolder per class with --recursive)"
     )
-    parser.add_argument(
-        "--recursive", action="store_true", help="walk subfolders; each folder gets its own label"
-    )
-    parser.add_argument("--chunks", type=int, default=1, help="number of chunks (PREFIX_0.lst …)")
-    parser.add_argument(
-        "--train-ratio", type=float, default=1.0, help="share of images for PREFIX_train.lst"
-    )
-    parser.add_argument(
-        "--test-ratio", type=float, default=0.0, help="share of images for PREFIX_test.lst"
-    )
-    parser.add_argument(
-        "--no-shuffle",
-        dest="shuffle",
-        action="store_false",
-        help="keep walk order (no seeded shuffle)",
-    )
-    parser.add_argument(
-        "--exts", nargs="+", default=[".jpeg", ".jpg", ".png"], help="image extensions (any case)"
-    )
+    opt.add_arguments(parser, ListOptions)
 
 
 def build_list_parser() -> argparse.ArgumentParser:
@@ -56,52 +40,7 @@ def add_pack_arguments(parser: argparse.ArgumentParser) -> None:
         "prefix", help="a .lst file's prefix, or a folder: every matching .lst is packed"
     )
     parser.add_argument("root", help="folder the .lst paths are relative to")
-    parser.add_argument(
-        "--resize",
-        type=int,
-        default=0,
-        help="resize the short edge to this many pixels (im2rec enlarges smaller images too)",
-    )
-    parser.add_argument("--center-crop", action="store_true", help="crop the centre square first")
-    parser.add_argument(
-        "--quality", type=int, default=95, help="JPEG quality 1-100, or PNG compression 0-9"
-    )
-    parser.add_argument("--encoding", default=".jpg", help=".jpg or .png")
-    parser.add_argument(
-        "--color", type=int, default=1, help="1 colour, 0 greyscale, -1 unchanged (with alpha)"
-    )
-    parser.add_argument(
-        "--pass-through",
-        action="store_true",
-        help="store the files as they are (checked, not decoded)",
-    )
-    parser.add_argument(
-        "--pack-label", action="store_true", help="store every label of multi-label lines"
-    )
-    parser.add_argument(
-        "--num-thread",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="worker processes (default: all cores)",
-    )
-    parser.add_argument(
-        "--no-upscale",
-        action="store_true",
-        help="store JPEGs whose short edge is already at or below --resize as they are (no re-encoding)",
-    )
-    parser.add_argument(
-        "--no-reduced-decode",
-        dest="reduced_decode",
-        action="store_false",
-        help="decode with OpenCV at full size like im2rec: byte-identical records, slower",
-    )
-    parser.add_argument(
-        "--codec",
-        choices=("auto", "opencv"),
-        default="auto",
-        help="auto: libjpeg-turbo's YUV planes where libturbojpeg is installed (fastest); "
-        "opencv: OpenCV's BGR path",
-    )
+    opt.add_arguments(parser, PackOptions)
     parser.add_argument(
         "--hosts", metavar="FILE", help="spread the chunks over the hosts of a hosts file"
     )
@@ -133,17 +72,8 @@ def write_lists_from(args: argparse.Namespace, on_event=None) -> list:
     from engine.events import ignore
     from engine.prep import lst
 
-    return lst.write_lists(
-        args.prefix,
-        args.root,
-        recursive=args.recursive,
-        chunks=args.chunks,
-        train_ratio=args.train_ratio,
-        test_ratio=args.test_ratio,
-        shuffle=args.shuffle,
-        exts=tuple(args.exts),
-        on_event=on_event or ignore,
-    )
+    options = opt.from_args(ListOptions, args)
+    return lst.write_lists(args.prefix, args.root, options, on_event=on_event or ignore)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -154,24 +84,6 @@ def run_list(args: argparse.Namespace) -> int:
         print(path)
     print(lst.labels_path(os.path.abspath(args.prefix)))
     return 0
-
-
-def options_from_args(args: argparse.Namespace):
-    from engine.prep.pack import PackOptions
-
-    return PackOptions(
-        resize=args.resize,
-        center_crop=args.center_crop,
-        quality=args.quality,
-        encoding=args.encoding,
-        color=args.color,
-        pass_through=args.pass_through,
-        pack_label=args.pack_label,
-        num_thread=args.num_thread,
-        no_upscale=args.no_upscale,
-        reduced_decode=args.reduced_decode,
-        codec=args.codec,
-    )
 
 
 def _dpack():
@@ -188,8 +100,7 @@ def _dpack():
 def run_pack(args: argparse.Namespace) -> int:
     from engine.prep import pack
 
-    options = options_from_args(args)
-    pack.validate(options)
+    options = opt.from_args(PackOptions, args)
     lists = pack.find_lists(args.prefix)
     sink = _progress(args)
     if args.hosts:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
+from engine import options as opt
 from engine.cli_progress import CliProgress, human_bytes
 from engine.errors import UserError
 from engine.paths import require_folder_path
+from engine.prep import options as prep_options
+from engine.prep.options import (
+    GROUPS,
+    TUTORIAL,
+    FilterOptions,
+    PackOptions,
+    SplitOptions,
+    console_values,
+)
 
 
 def register(sub) -> None:
@@ -136,24 +147,11 @@ def _disk_parser(sub) -> None:
     _pack_size_args(p)
 
 
+DISK_FIELDS = ("resize", "quality", "center_crop", "no_upscale", "pass_through")
+
+
 def _pack_size_args(p) -> None:
-    p.add_argument(
-        "--resize", type=int, default=480, help="short edge in pixels, 0 keeps sizes (default 480)"
-    )
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
-    p.add_argument("--center-crop", action="store_true", help="crop to a centred square first")
-    p.add_argument(
-        "--no-upscale", action="store_true", help="store images at or below --resize as they are"
-    )
-    p.add_argument("--pass-through", action="store_true", help="store the files' bytes as they are")
-
-
-def _check_pack_numbers(resize: int | None, quality: int | None) -> None:
-    """Refuse sizes pack would refuse, before any estimate or stage runs."""
-    if resize is not None and resize < 0:
-        raise UserError(f"--resize {resize}: give the short edge in pixels, or 0 to keep sizes")
-    if quality is not None and not 1 <= quality <= 100:
-        raise UserError(f"--quality {quality}: give a JPEG quality from 1 to 100")
+    opt.add_arguments(p, PackOptions, only=DISK_FIELDS, base=TUTORIAL["pack"])
 
 
 def _check_disk_paths(source: Path, target: Path) -> None:
@@ -186,11 +184,8 @@ def _disk(args) -> int:
 
     source = Path(args.source)
     target = Path(args.target) if args.target else source.absolute().parent
-    _check_pack_numbers(args.resize, args.quality)
+    settings = opt.from_args(PackOptions, args)
     _check_disk_paths(source, target)
-    settings = disk.PackSettings(
-        args.resize, args.quality, args.center_crop, args.no_upscale, args.pass_through
-    )
     rows = disk.estimate_space(source, target, settings)
     _out(disk.format_table(rows))
     return 0 if all(need <= free for need, free in disk.totals_by_mount(rows).values()) else 1
@@ -229,9 +224,7 @@ def _filter_parser(sub) -> None:
         sub, "filter", "move classes with fewer than N images to ROOT_filtered/ (undoable)", _filter
     )
     p.add_argument("root", metavar="ROOT", help="the folder of class folders")
-    p.add_argument(
-        "--min-images", type=int, default=500, help="classes below this move aside (default 500)"
-    )
+    opt.add_arguments(p, FilterOptions)
     p.add_argument(
         "--dest", default=None, help="where to move them (default ROOT_filtered beside ROOT)"
     )
@@ -243,8 +236,9 @@ def _filter(args) -> int:
 
     if args.undo:
         return _report_undo(stage.undo_filter(args.root, on_event=CliProgress()), "classes")
+    options = opt.from_args(FilterOptions, args)
     result = stage.filter_classes(
-        args.root, min_images=args.min_images, dest=args.dest, on_event=CliProgress()
+        args.root, min_images=options.min_images, dest=args.dest, on_event=CliProgress()
     )
     rows = [("keep", c, n, "") for c, n in result.kept]
     rows += [("remove", c, n, f"  -> {result.dest / c}") for c, n in result.removed]
@@ -286,10 +280,7 @@ def _split_parser(sub) -> None:
         default=None,
         help="the validation tree to fill (outside ROOT)",
     )
-    p.add_argument(
-        "--per-class", type=int, default=50, help="validation images per class (default 50)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random choice (default 0)")
+    opt.add_arguments(p, SplitOptions)
     p.add_argument("--undo", action="store_true", help="move every validation image back")
 
 
@@ -304,13 +295,14 @@ def _split(args) -> int:
         raise UserError(
             "missing VAL_ROOT: give the folder for validation images, e.g. imgscale split train val"
         )
-    result = split.split_validation(args.root, args.val_root, per_class=args.per_class, seed=args.seed,
-                                    on_event=CliProgress())  # fmt: skip
+    options = opt.from_args(SplitOptions, args)
+    result = split.split_validation(args.root, args.val_root, per_class=options.val_per_class,
+                                    seed=options.seed, on_event=CliProgress())  # fmt: skip
     moved = sum(n for _, n in result.moved)
     state = "moved" if result.moved_now or not moved else "already moved"
     _out(f"{state} {moved} images of {len(result.moved)} classes to {result.val_root}")
     for cls, n in result.short:
-        _out(f"  left whole: {cls} has only {n} images (need more than {args.per_class})")
+        _out(f"  left whole: {cls} has only {n} images (need more than {options.val_per_class})")
     _out(f"undo with: imgscale split {result.root} --undo")
     return 0
 
@@ -383,26 +375,18 @@ def _prepare_parser(sub) -> None:
     g = p.add_argument_group(
         "stage options (a new workspace saves them; default: the tutorial's values)"
     )
-    g.add_argument(
-        "--min-images", type=int, default=None, help="filter: classes below this move aside (500)"
-    )
-    g.add_argument(
-        "--per-class", type=int, default=None, help="split: validation images per class (50)"
-    )
-    g.add_argument("--seed", type=int, default=None, help="split: seed")
-    g.add_argument("--chunks", type=int, default=None, help="list: training .lst chunks (8)")
-    g.add_argument("--resize", type=int, default=None, help="pack: short edge (480)")
-    g.add_argument("--quality", type=int, default=None, help="pack: JPEG quality (90)")
-    g.add_argument("--num-thread", type=int, default=None, help="pack: processes (2)")
+    for options in TUTORIAL.values():
+        opt.add_arguments(
+            g, type(options), only=console_values(options), base=options, keep_unset=True
+        )
 
 
 def stage_options(args) -> dict[str, dict]:
-    return {
-        "filter": {"min_images": args.min_images},
-        "split": {"val_per_class": args.per_class, "seed": args.seed},
-        "list": {"chunks": args.chunks},
-        "pack": {"resize": args.resize, "quality": args.quality, "num_thread": args.num_thread},
-    }
+    """The stage options given on the command line (checked against their bounds), by stage."""
+    given = {stage: opt.given(cls, args) for stage, cls in GROUPS.items()}
+    for stage, values in given.items():
+        prep_options.stage_options(stage, values)
+    return given
 
 
 def _check_prepare_args(args) -> None:
@@ -410,11 +394,7 @@ def _check_prepare_args(args) -> None:
     folder = Path(args.workspace).expanduser()
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; give a folder for the workspace (DIR)")
-    for flag, value, low in (("--min-images", args.min_images, 0), ("--per-class", args.per_class, 1),
-                             ("--chunks", args.chunks, 1), ("--num-thread", args.num_thread, 1)):  # fmt: skip
-        if value is not None and value < low:
-            raise UserError(f"{flag} {value}: give {low} or more")
-    _check_pack_numbers(args.resize, args.quality)
+    stage_options(args)
     source = Path(args.source).expanduser() if args.source else None
     if source is not None and source.is_file() and not _is_tar(source):
         raise UserError(
@@ -457,4 +437,19 @@ def summary_lines(result, seconds: float) -> list[str]:
     lines.append(
         f"Training needs: --num-classes {result.num_classes} --num-examples {result.num_examples}"
     )
+    lines += next_commands(result)
     return lines
+
+
+def next_commands(result) -> list[str]:
+    """What to run next: the console on this workspace, or a training run on this machine."""
+    train = (
+        f"imgscale train --data-train {shlex.quote(str(result.train_dir))} "
+        f"--data-val {shlex.quote(str(result.val_dir))} --num-classes {result.num_classes} "
+        f"--num-examples {result.num_examples} --kv-store local"
+    )
+    return [
+        "Next:",
+        f"  imgscale-tui {shlex.quote(str(result.workspace))}    (then l: launch training)",
+        f"  or {train}",
+    ]

@@ -17,6 +17,7 @@ from typing import IO
 
 from engine.cli_progress import human_bytes
 from engine.errors import StageRefused, UserError
+from engine.prep.options import TUTORIAL, PackOptions
 
 IMAGE_EXTS = (".jpeg", ".jpg", ".png")
 MARGIN = 0.05  # estimates are estimates: ask for 5% more than computed
@@ -39,18 +40,6 @@ class SpaceNeed:
     @property
     def fits(self) -> bool:
         return with_margin(self.need_bytes) <= self.free_bytes
-
-
-@dataclass(frozen=True)
-class PackSettings:
-    """The pack options that change output size (im2rec's meaning)."""
-
-    resize: int = 480
-    quality: int = 90
-    center_crop: bool = False
-    no_upscale: bool = False
-    pass_through: bool = False
-    encoding: str = ".jpg"
 
 
 def with_margin(need: int) -> int:
@@ -99,7 +88,7 @@ def image_files(root: Path) -> list[Path]:
     return found
 
 
-def target_size(w: int, h: int, s: PackSettings) -> tuple[int, int] | None:
+def target_size(w: int, h: int, s: PackOptions) -> tuple[int, int] | None:
     """Stored dimensions, or None when the image is stored as it is (pass-through, no-upscale)."""
     if s.pass_through:
         return None
@@ -114,7 +103,7 @@ def target_size(w: int, h: int, s: PackSettings) -> tuple[int, int] | None:
     return w, h
 
 
-def packed_size(data: bytes, s: PackSettings) -> int | None:
+def packed_size(data: bytes, s: PackOptions) -> int | None:
     """Bytes one image takes once packed with settings ``s``; None if it does not decode."""
     import cv2
     import numpy as np
@@ -134,7 +123,7 @@ def packed_size(data: bytes, s: PackSettings) -> int | None:
     return len(buf) + RECORD_OVERHEAD if ok else None
 
 
-def packed_ratio(samples: list[bytes], s: PackSettings) -> float:
+def packed_ratio(samples: list[bytes], s: PackOptions) -> float:
     """Packed bytes per source byte over a sample (1.0 when nothing decodes: assume no shrinkage)."""
     src = out = 0
     for data in samples:
@@ -193,7 +182,7 @@ def _member_file(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
 def estimate_space(
     source: Path,
     workspace: Path,
-    settings: PackSettings = PackSettings(),
+    settings: PackOptions = TUTORIAL["pack"],
     *,
     extract_root: Path | None = None,
 ) -> list[SpaceNeed]:

@@ -18,13 +18,14 @@ import os
 import pathlib
 import random
 from collections.abc import Iterator
+import dataclasses
 from dataclasses import dataclass, field
 
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, ignore
+from engine.prep.options import ListOptions
 from engine.prep.report import one_field, printable
 
-DEFAULT_EXTS = (".jpeg", ".jpg", ".png")
 SHUFFLE_SEED = 100  # im2rec's fixed seed
 BAD_NAME_CHARS = ("\t", "\n", "\r")
 PROGRESS_EVERY = 1000
@@ -169,21 +170,16 @@ def plan_lists(
     return plan
 
 
-def _check_options(root: str, chunks: int, train_ratio: float, test_ratio: float, exts) -> None:
+def _check_root(root: str) -> None:
     if not os.path.isdir(root):
         raise UserError(f"ROOT {root} is not a folder; give the folder that holds the images")
-    if chunks < 1:
-        raise UserError(f"--chunks {chunks}: give 1 or more")
-    if (
-        not (0.0 <= train_ratio <= 1.0 and 0.0 <= test_ratio <= 1.0)
-        or train_ratio + test_ratio > 1.0
-    ):
+
+
+def _check_chunks(chunks: int, images: int) -> None:
+    """More chunks than images would write lists with nothing in them."""
+    if chunks > images:
         raise UserError(
-            f"--train-ratio {train_ratio} --test-ratio {test_ratio}: each in 0..1, summing to at most 1"
-        )
-    if not exts or any(not e.startswith(".") for e in exts):
-        raise UserError(
-            f"--exts {' '.join(exts)}: give extensions with a leading dot, e.g. .jpg .jpeg .png"
+            f"--chunks {chunks}: there are only {images} images; give at most {images} chunks"
         )
 
 
@@ -216,19 +212,19 @@ def _write_side_files(prefix: str, root: str, listing: Listing) -> None:
 def write_lists(
     prefix: str | os.PathLike,
     root: str | os.PathLike,
+    options: ListOptions | None = None,
     *,
-    recursive: bool = False,
-    chunks: int = 1,
-    train_ratio: float = 1.0,
-    test_ratio: float = 0.0,
-    shuffle: bool = True,
-    exts: tuple[str, ...] | list[str] = DEFAULT_EXTS,
     on_event: EventSink = ignore,
+    **values,
 ) -> list[pathlib.Path]:
-    """Write PREFIX[_i][_train|_val|_test].lst as `im2rec.py --list` would; return the paths written."""
+    """Write PREFIX[_i][_train|_val|_test].lst as `im2rec.py --list` would; return the paths written.
+
+    ``values`` (recursive=…, chunks=…) replace fields of ``options`` (default: im2rec's)."""
+    options = dataclasses.replace(options or ListOptions(), **values)
     prefix, root = os.path.abspath(prefix), os.path.abspath(root)  # im2rec makes both absolute
-    exts = tuple(e.lower() for e in exts)
-    _check_options(root, chunks, train_ratio, test_ratio, exts)
+    recursive, chunks = options.recursive, options.chunks
+    exts = tuple(e.lower() for e in options.exts)
+    _check_root(root)
     listing = list_images(root, recursive, exts, on_event)
     for path, why in listing.skipped:
         on_event(SkippedItem(stage="list", path=printable(path), reason=why))
@@ -238,13 +234,14 @@ def write_lists(
             + ("" if recursive else " (add --recursive?)")
         )
     items = list(listing.items)
-    if shuffle:
+    _check_chunks(chunks, len(items))
+    if options.shuffle:
         random.Random(SHUFFLE_SEED).shuffle(
             items
         )  # same sequence as im2rec's random.seed(100); shuffle()
     _make_prefix_folder(prefix)
     written = []
-    for name, chunk in plan_lists(items, prefix, chunks, train_ratio, test_ratio):
+    for name, chunk in plan_lists(items, prefix, chunks, options.train_ratio, options.test_ratio):
         _write_text(pathlib.Path(name), format_lines(chunk))
         written.append(pathlib.Path(name))
     _write_side_files(prefix, root, listing)

@@ -12,9 +12,9 @@ After a power loss a torn manifest no longer parses and the chunk simply starts 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
+import math
 import json
 import os
 import pathlib
@@ -26,6 +26,8 @@ from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
 from engine.prep import turbojpeg
 from engine.prep.journal import lock_or_fail
+from engine.prep.options import PackOptions
+from engine.prep.pack_worker import Setup
 from engine.prep.report import one_field, printable
 
 MANIFEST_VERSION = 1
@@ -35,33 +37,6 @@ ROOT_SAMPLE = 20  # list paths checked up front against ROOT
 PROGRESS_INTERVAL_S = 0.2
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 REPORT_HEADER = "line\tid\tpath\treason\n"
-CODECS = ("auto", "opencv")
-
-
-@dataclass(frozen=True)
-class PackOptions:
-    """im2rec's record options, plus ``no_upscale`` (store small JPEGs as they are) and
-    ``reduced_decode`` (decode large JPEGs at a DCT scale that still covers the target; turn off for
-    output byte-identical to im2rec: OpenCV at full size) and ``codec`` ("auto": libjpeg-turbo's YUV
-    planes where libturbojpeg is installed, else OpenCV; "opencv": OpenCV's BGR path)."""
-
-    resize: int = 0
-    center_crop: bool = False
-    quality: int = 95
-    encoding: str = ".jpg"
-    color: int = 1
-    pass_through: bool = False
-    pack_label: bool = False
-    num_thread: int = 1
-    no_upscale: bool = False
-    reduced_decode: bool = True
-    codec: str = "auto"
-
-    def record_options(self) -> dict:
-        """The options that decide the output bytes (not how many processes make them)."""
-        opts = dataclasses.asdict(self)
-        del opts["num_thread"]
-        return opts
 
 
 @dataclass(frozen=True)
@@ -89,25 +64,6 @@ class PackResult:
     @property
     def skipped(self) -> int:
         return sum(c.skipped for c in self.chunks)
-
-
-def validate(options: PackOptions) -> None:
-    """Reject option values im2rec would choke on, naming the flag."""
-    if options.encoding not in (".jpg", ".png"):
-        raise UserError(f"--encoding {options.encoding}: use .jpg or .png")
-    if options.color not in (-1, 0, 1):
-        raise UserError(f"--color {options.color}: use 1 (colour), 0 (greyscale) or -1 (unchanged)")
-    if options.resize < 0:
-        raise UserError(
-            f"--resize {options.resize}: give a short-edge size in pixels, or 0 to keep sizes"
-        )
-    low, high = (1, 100) if options.encoding == ".jpg" else (0, 9)
-    if not low <= options.quality <= high:
-        raise UserError(f"--quality {options.quality}: {options.encoding} takes {low}..{high}")
-    if options.codec not in CODECS:
-        raise UserError(f"--codec {options.codec}: use {' or '.join(CODECS)}")
-    if options.num_thread < 1:
-        raise UserError(f"--num-thread {options.num_thread}: give 1 or more worker processes")
 
 
 def find_lists(prefix: str | os.PathLike) -> list[pathlib.Path]:
@@ -140,9 +96,13 @@ def parse_line(number: int, raw: bytes) -> tuple | None:
             (),
         )
     try:
-        return (number, int(parts[0]), parts[-1], tuple(float(v) for v in parts[1:-1]))
+        labels = tuple(float(v) for v in parts[1:-1])
+        entry = (number, int(parts[0]), parts[-1], labels)
     except ValueError as exc:
         return (number, None, f"malformed .lst line: {exc}", ())
+    if not all(math.isfinite(v) for v in labels):  # a NaN label would train on garbage silently
+        return (number, None, f"label {'/'.join(parts[1:-1])} is not a finite number", ())
+    return entry
 
 
 def read_entries(lst: pathlib.Path) -> tuple[list[tuple], str]:
@@ -366,16 +326,27 @@ def _batches(chunks: list[Chunk]):
             yield chunk, todo[start : start + BATCH_SIZE]
 
 
-def _worker_options(root: str, options: PackOptions) -> dict:
-    return {**options.record_options(), "root": root}
+def _pool(root: str, options: PackOptions, codec):
+    """Worker processes on the CPU, or the GPU codec fed by reader threads."""
+    setup = Setup(root, options)  # typed options, the same for both
+    if codec is not None:
+        from engine.prep.pack_gpu import GpuPool
+
+        return GpuPool(setup, codec)
+    from engine.prep.pack_pool import Pool
+
+    return Pool(options.num_thread, setup)
 
 
 def _run(
-    chunks: list[Chunk], root: str, options: PackOptions, progress: Progress, on_event: EventSink
+    chunks: list[Chunk],
+    root: str,
+    options: PackOptions,
+    progress: Progress,
+    on_event: EventSink,
+    codec=None,
 ) -> None:
     """Feed batches to the workers and write results strictly in list order."""
-    from engine.prep.pack_pool import Pool
-
     pending = {}  # sequence number -> (chunk, items)
     done: dict[int, list] = {}
     next_seq = 0
@@ -386,7 +357,7 @@ def _run(
             chunk.finish()
     if not any(left.values()):
         return
-    pool = Pool(options.num_thread, _worker_options(root, options))
+    pool = _pool(root, options, codec)
     try:
         while True:
             while pool.capacity > 0 and (nxt := next(batches, None)):
@@ -476,10 +447,23 @@ def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink
 
 
 def pack_lists(
-    lst_paths, root: str | os.PathLike, options: PackOptions, *, on_event: EventSink = ignore
+    lst_paths,
+    root: str | os.PathLike,
+    options: PackOptions,
+    *,
+    on_event: EventSink = ignore,
+    gpu_codec=None,
 ) -> PackResult:
-    """Pack each .lst into .rec/.idx beside it (see the module docstring); resumes interrupted chunks."""
-    validate(options)
+    """Pack each .lst into .rec/.idx beside it (see the module docstring); resumes interrupted chunks.
+
+    ``options`` checked its own values when it was made (engine.prep.options). With
+    ``options.device`` other than cpu, ``gpu_codec`` (a pack_gpu.Codec) does the pixel work;
+    when none is given, torchvision's is loaded, or a UserError says why it cannot be.
+    """
+    if options.device != "cpu" and gpu_codec is None:
+        from engine.prep.pack_gpu import load_codec
+
+        gpu_codec = load_codec(options.device)
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise UserError(
@@ -491,7 +475,14 @@ def pack_lists(
     try:
         chunks = _open_chunks(lst_paths, root, options, on_event)
         progress = Progress(chunks, on_event)
-        _run(chunks, root, options, progress, on_event)
+        _run(
+            chunks,
+            root,
+            options,
+            progress,
+            on_event,
+            gpu_codec if options.device != "cpu" else None,
+        )
     except OSError as exc:
         if exc.errno in DISK_FULL:
             where = pathlib.Path(lst_paths[0]).parent if lst_paths else root

@@ -82,8 +82,8 @@ class Pool:
     A result list has, per item, the framed record bytes or the reason (str) it was skipped.
     """
 
-    def __init__(self, processes: int, opts: dict, depth: int = 4) -> None:
-        self.init = pickle.dumps(opts)
+    def __init__(self, processes: int, setup: object, depth: int = 4) -> None:
+        self.init = pickle.dumps(setup)  # a pack_worker.Setup: typed options, not a free-form dict
         self.env = dict(os.environ)
         self.env.setdefault("OMP_NUM_THREADS", "1")
         self.env.setdefault("OPENCV_LOG_LEVEL", "ERROR")

@@ -85,7 +85,9 @@ def _sniff_jpeg(data: bytes) -> ImageInfo:
     if frame is None:
         return ImageInfo(format="jpeg", problem="corrupt JPEG: no frame header (size unknown)")
     width, height, components, precision = frame
-    problem = "" if data.find(JPEG_EOI, pos + 2) >= 0 else "truncated JPEG: no end-of-image marker"
+    # Searched from the end, where it sits: a forward search stops at every 0xFF of the scan data.
+    whole = data.rfind(JPEG_EOI, pos + 2) >= 0
+    problem = "" if whole else "truncated JPEG: no end-of-image marker"
     return ImageInfo("jpeg", width, height, components, precision, problem, orientation)
 
 

@@ -17,7 +17,10 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from dataclasses import dataclass
+
 from engine import recordio
+from engine.prep.options import PackOptions
 from engine.prep import turbojpeg
 from engine.prep.pack_sniff import ImageInfo, sniff
 
@@ -25,6 +28,14 @@ ENCODER_THREADS = 2
 MAX_PIXELS = 1 << 28  # ~268 Mpixel: above this a full decode would need gigabytes
 REDUCE_FACTORS = (8, 4, 2)  # libjpeg can decode at 1/8, 1/4 and 1/2 scale in the DCT domain
 AS_IS_COMPONENTS = (1, 3)  # greyscale or YCbCr: what every JPEG decoder reads
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every worker is told once: where the .lst paths start and the record options."""
+
+    root: str
+    options: PackOptions
 
 
 class Skip(Exception):
@@ -79,30 +90,25 @@ def target_size(height: int, width: int, resize: int, center_crop: bool) -> tupl
     return width * resize // height, resize
 
 
-def reduce_factor(info: ImageInfo, opts: dict) -> int:
+def reduce_factor(info: ImageInfo, opts: PackOptions) -> int:
     """Largest DCT scale-down that still leaves at least the target short edge (1 when none applies)."""
-    if (
-        info.format != "jpeg"
-        or not opts["resize"]
-        or opts["color"] == -1
-        or not opts["reduced_decode"]
-    ):
+    if info.format != "jpeg" or not opts.resize or opts.color == -1 or not opts.reduced_decode:
         return 1
     short = min(info.width, info.height)
-    return next((f for f in REDUCE_FACTORS if short // f >= opts["resize"]), 1)
+    return next((f for f in REDUCE_FACTORS if short // f >= opts.resize), 1)
 
 
-def can_store_as_is(info: ImageInfo, opts: dict) -> bool:
+def can_store_as_is(info: ImageInfo, opts: PackOptions) -> bool:
     """--no-upscale: a sound JPEG already at or below the target is stored without re-encoding."""
-    if not (opts["no_upscale"] and opts["resize"] and info.format == "jpeg"):
+    if not (opts.no_upscale and opts.resize and info.format == "jpeg"):
         return False
-    if opts["encoding"].lower() not in (".jpg", ".jpeg") or info.precision != 8:
+    if opts.encoding.lower() not in (".jpg", ".jpeg") or info.precision != 8:
         return False
-    if info.components not in AS_IS_COMPONENTS or (opts["color"] == 0 and info.components != 1):
+    if info.components not in AS_IS_COMPONENTS or (opts.color == 0 and info.components != 1):
         return False
-    if opts["center_crop"] and info.width != info.height:
+    if opts.center_crop and info.width != info.height:
         return False
-    return opts["color"] != -1 and min(info.width, info.height) <= opts["resize"]
+    return opts.color != -1 and min(info.width, info.height) <= opts.resize
 
 
 def center_crop(img):
@@ -114,16 +120,16 @@ def center_crop(img):
     return img[:, margin : margin + height]
 
 
-def decode(cv2, np, data: bytes, info: ImageInfo, opts: dict, factor: int):
+def decode(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions, factor: int):
     """Decode at 1/factor scale; None if the decoded shape does not match the header (EXIF rotation)."""
-    flag = opts["color"]
+    flag = opts.color
     if factor > 1:
         flag = {
             8: cv2.IMREAD_REDUCED_COLOR_8,
             4: cv2.IMREAD_REDUCED_COLOR_4,
             2: cv2.IMREAD_REDUCED_COLOR_2,
         }[factor]
-        if opts["color"] == 0:
+        if opts.color == 0:
             flag = {
                 8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
                 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
@@ -140,7 +146,7 @@ def decode(cv2, np, data: bytes, info: ImageInfo, opts: dict, factor: int):
     return img
 
 
-def decode_scaled(cv2, np, data: bytes, info: ImageInfo, opts: dict):
+def decode_scaled(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions):
     """The decoded image and the full-size (height, width) that im2rec's geometry is computed from."""
     factor = reduce_factor(info, opts)
     if (info.width // factor) * (info.height // factor) > MAX_PIXELS:
@@ -151,47 +157,47 @@ def decode_scaled(cv2, np, data: bytes, info: ImageInfo, opts: dict):
     return img, (info.height, info.width)
 
 
-def reshape(cv2, img, full: tuple[int, int] | None, opts: dict):
+def reshape(cv2, img, full: tuple[int, int] | None, opts: PackOptions):
     """im2rec's centre crop and short-edge resize (never enlarging with --no-upscale)."""
     height, width = full or img.shape[:2]
-    if opts["center_crop"]:
+    if opts.center_crop:
         img = center_crop(img)
-    if not opts["resize"] or opts["no_upscale"] and min(height, width) <= opts["resize"]:
+    if not opts.resize or opts.no_upscale and min(height, width) <= opts.resize:
         return img
-    return cv2.resize(img, target_size(height, width, opts["resize"], opts["center_crop"]))
+    return cv2.resize(img, target_size(height, width, opts.resize, opts.center_crop))
 
 
-def encode(cv2, img, opts: dict) -> bytes:
-    params = [cv2.IMWRITE_JPEG_QUALITY, opts["quality"]]
-    if opts["encoding"].lower() == ".png":
-        params = [cv2.IMWRITE_PNG_COMPRESSION, opts["quality"]]
+def encode(cv2, img, opts: PackOptions) -> bytes:
+    params = [cv2.IMWRITE_JPEG_QUALITY, opts.quality]
+    if opts.encoding.lower() == ".png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, opts.quality]
     try:
-        ok, buf = cv2.imencode(opts["encoding"], img, params)
+        ok, buf = cv2.imencode(opts.encoding, img, params)
     except cv2.error as exc:
         last = str(exc).strip().splitlines()[-1]
-        raise Skip(f"cannot encode as {opts['encoding']}: {last}") from None
+        raise Skip(f"cannot encode as {opts.encoding}: {last}") from None
     if not ok:
-        raise Skip(f"cannot encode as {opts['encoding']}")
+        raise Skip(f"cannot encode as {opts.encoding}")
     return buf.tobytes()
 
 
-def transform(cv2, np, data: bytes, info: ImageInfo, opts: dict) -> bytes:
+def transform(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions) -> bytes:
     """im2rec's image_encode: decode, centre-crop, resize the short edge, encode."""
     img, full = decode_scaled(cv2, np, data, info, opts)
     return encode(cv2, reshape(cv2, img, full, opts), opts)
 
 
-def can_use_planes(info: ImageInfo, opts: dict) -> bool:
+def can_use_planes(info: ImageInfo, opts: PackOptions) -> bool:
     """The YUV-plane path takes an upright 8-bit JPEG to be resized into a colour JPEG, uncropped."""
-    wanted = opts["codec"] == "auto" and opts["reduced_decode"] and opts["color"] == 1
+    wanted = opts.codec == "auto" and opts.reduced_decode and opts.color == 1
     plain = info.format == "jpeg" and info.precision == 8 and info.components in AS_IS_COMPONENTS
     return (
         wanted
         and plain
         and info.orientation == 1
-        and bool(opts["resize"])
-        and not opts["center_crop"]
-        and opts["encoding"].lower() in (".jpg", ".jpeg")
+        and bool(opts.resize)
+        and not opts.center_crop
+        and opts.encoding.lower() in (".jpg", ".jpeg")
     )
 
 
@@ -210,13 +216,13 @@ def resize_planes(tj, cv2, np, planes: list, size: tuple[int, int]) -> list:
     return [luma, *(cv2.resize(p, chroma[::-1]) for p in planes[1:])]
 
 
-def transform_planes(tj, cv2, np, data: bytes, info: ImageInfo, opts: dict) -> bytes | None:
+def transform_planes(tj, cv2, np, data: bytes, info: ImageInfo, opts: PackOptions) -> bytes | None:
     """im2rec's geometry on the JPEG's own YUV planes, DCT-scaled when large; None: OpenCV decides."""
     try:
         header = tj.header(data)
         if header.colorspace not in (turbojpeg.CS_YCBCR, turbojpeg.CS_GRAY):
             return None  # RGB, CMYK or YCCK JPEGs: OpenCV converts them
-        width, height = tj.scaled(info.width, info.height, opts["resize"])
+        width, height = tj.scaled(info.width, info.height, opts.resize)
         if (header.width, header.height) != (
             info.width,
             info.height,
@@ -226,16 +232,16 @@ def transform_planes(tj, cv2, np, data: bytes, info: ImageInfo, opts: dict) -> b
         planes[0] = planes[0][:height, :width]  # Y comes padded to whole blocks; chroma is exact
     except turbojpeg.TurboJPEGError:
         return None  # corrupt data, even a warning: the OpenCV path skips or keeps it as before
-    size = target_size(info.height, info.width, opts["resize"], False)
-    if opts["no_upscale"] and min(info.width, info.height) <= opts["resize"]:
+    size = target_size(info.height, info.width, opts.resize, False)
+    if opts.no_upscale and min(info.width, info.height) <= opts.resize:
         size = (info.width, info.height)
     planes = resize_planes(tj, cv2, np, planes, size)
-    return tj.encode_planes(planes, size, turbojpeg.SAMP_420, opts["quality"])
+    return tj.encode_planes(planes, size, turbojpeg.SAMP_420, opts.quality)
 
 
-def payload_for(cv2, np, data: bytes, info: ImageInfo, opts: dict, tj) -> bytes:
+def payload_for(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions, tj) -> bytes:
     """The record's image bytes: the file itself, the YUV-plane path's, or OpenCV's."""
-    if opts["pass_through"] or can_store_as_is(info, opts):
+    if opts.pass_through or can_store_as_is(info, opts):
         return data
     planes = (
         transform_planes(tj, cv2, np, data, info, opts)
@@ -245,18 +251,18 @@ def payload_for(cv2, np, data: bytes, info: ImageInfo, opts: dict, tj) -> bytes:
     return planes if planes is not None else transform(cv2, np, data, info, opts)
 
 
-def encode_item(cv2, np, item: tuple, opts: dict, tj=None) -> bytes | str:
+def encode_item(cv2, np, item: tuple, setup: Setup, tj=None) -> bytes | str:
     """One .lst entry -> the framed record bytes, or the reason it was skipped."""
     if item[1] is None:  # a malformed .lst line: the parser already wrote the reason
         return item[2]
-    path = os.path.join(opts["root"], item[2])
+    path, opts = os.path.join(setup.root, item[2]), setup.options
     try:
         data = read_bytes(path)
         info = sniff(data)
         if info.problem:
             raise Skip(info.problem)
         payload = payload_for(cv2, np, data, info, opts, tj)
-        return recordio.frame(recordio.pack(make_header(item, opts["pack_label"]), payload))
+        return recordio.frame(recordio.pack(make_header(item, opts.pack_label), payload))
     except Skip as exc:
         return str(exc)
     except recordio.RecordIOError as exc:
@@ -286,8 +292,9 @@ def serve(tasks_fd: int, results_fd: int) -> None:
 
     cv2.setNumThreads(1)  # one process per core already; OpenCV threads would only contend
     tasks, results = Connection(tasks_fd, writable=False), Connection(results_fd, readable=False)
-    opts = pickle.loads(tasks.recv_bytes())
-    tj = turbojpeg.load() if opts["codec"] == "auto" and opts["reduced_decode"] else None
+    setup: Setup = pickle.loads(tasks.recv_bytes())
+    opts = setup.options
+    tj = turbojpeg.load() if opts.codec == "auto" and opts.reduced_decode else None
     outbox: queue.SimpleQueue = (
         queue.SimpleQueue()
     )  # bounded by the batches the packer has in flight
@@ -301,7 +308,7 @@ def serve(tasks_fd: int, results_fd: int) -> None:
             key, items = pickle.loads(tasks.recv_bytes())
         except EOFError:
             break
-        out = list(encoders.map(lambda item: encode_item(cv2, np, item, opts, tj), items))
+        out = list(encoders.map(lambda item: encode_item(cv2, np, item, setup, tj), items))
         outbox.put(pickle.dumps((key, out), protocol=pickle.HIGHEST_PROTOCOL))
     outbox.put(None)
     sender.join()

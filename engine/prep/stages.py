@@ -17,25 +17,34 @@ from engine.errors import StageRefused, UserError
 from engine.events import EventSink, StageProgress, StageState
 from engine.prep import demo, disk, extract, lst, pack, place, split
 from engine.prep import filter as filter_stage
+from engine.prep import options as prep_options
+from engine.train import options as train_options
 
-DEMO_OPTIONS = {
-    "filter": {"min_images": 20},
-    "split": {"val_per_class": 5, "seed": 1},
-    "list": {"chunks": 2},
-    "pack": {"resize": 64, "quality": 90, "num_thread": 1},
-}
-DEMO_TRAIN = {
-    "network": "resnet",
-    "num_layers": 18,
-    "batch_size": 8,
-    "kv_store": "local",
-    "num_epochs": 1,
-    "image_shape": "3,32,32",
-    "data_nthreads": 1,
-    "disp_batches": 2,
-    "num_servers": 0,
-    "workers": 1,
-}
+# The demo's smaller values for the stages' options (checked: a demo changes values, not fields).
+DEMO_OPTIONS = prep_options.demo_overrides(
+    {
+        "filter": {"min_images": 20},
+        "split": {"val_per_class": 5, "seed": 1},
+        "list": {"chunks": 2},
+        "pack": {"resize": 64, "quality": 90, "num_thread": 1},
+    }
+)
+DEMO_TRAIN = train_options.overrides(
+    {
+        "network": "resnet",
+        "num_layers": 18,
+        "batch_size": 8,
+        "kv_store": "local",
+        "num_epochs": 1,
+        "image_shape": "3,32,32",
+        "data_nthreads": 1,
+        "disp_batches": 2,
+        "num_servers": 0,
+        "workers": 1,
+        # 32-pixel crops of images packed at 64: scale down first (as the tutorial's 0.533 for 224 at 480)
+        "extra_args": ["--min-random-scale", "0.578"],
+    }
+)
 
 
 def run_stage(ws: wsmod.Workspace, stage: str, on_event: EventSink, undo: bool = False) -> Any:
@@ -46,13 +55,15 @@ def run_stage(ws: wsmod.Workspace, stage: str, on_event: EventSink, undo: bool =
     return RUN[stage](ws, ws.stage_options(stage), on_event)
 
 
+def _options(ws: wsmod.Workspace, stage: str) -> Any:
+    """The stage's option dataclass from workspace.toml (the tutorial's values where unset)."""
+    return prep_options.stage_options(stage, ws.stage_options(stage))
+
+
 def _disk(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
     on_event(StageProgress("disk", 0, 1, unit="checks"))
     source = ws.tarball if ws.tarball.exists() else ws.root
-    settings = disk.PackSettings(
-        resize=int(ws.stage_options("pack")["resize"]),
-        quality=int(ws.stage_options("pack")["quality"]),
-    )
+    settings = _options(ws, "pack")
     rows = disk.estimate_space(source, ws.path, settings, extract_root=ws.root)
     for mount, (need, free) in disk.totals_by_mount(rows).items():
         if need > free:
@@ -82,7 +93,8 @@ def _extract(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
 
 
 def _filter(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    filter_stage.filter_classes(ws.root, min_images=int(opts["min_images"]), on_event=on_event)
+    options = _options(ws, "filter")
+    filter_stage.filter_classes(ws.root, min_images=options.min_images, on_event=on_event)
 
 
 def _undo_filter(ws: wsmod.Workspace, on_event: EventSink) -> None:
@@ -90,12 +102,9 @@ def _undo_filter(ws: wsmod.Workspace, on_event: EventSink) -> None:
 
 
 def _split(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+    options = _options(ws, "split")
     split.split_validation(
-        ws.root,
-        ws.val_root,
-        per_class=int(opts["val_per_class"]),
-        seed=int(opts["seed"]),
-        on_event=on_event,
+        ws.root, ws.val_root, per_class=options.val_per_class, seed=options.seed, on_event=on_event
     )
 
 
@@ -110,13 +119,22 @@ class Passes:
     figures, so the console's row ends at "129/129 images", not at the last pass's "20/20".
     """
 
-    def __init__(self, on_event: EventSink) -> None:
+    def __init__(self, on_event: EventSink, names: tuple[str, ...] = ("train", "val")) -> None:
         self.on_event = on_event
         self.base = StageProgress("", 0, 0)
         self.last: StageProgress | None = None
+        self.names = names
+        self.said: list[
+            str
+        ] = []  # each finished pass's closing words, so the last pass's don't stand alone
 
     def __call__(self, event: Any) -> None:
-        if isinstance(event, StageProgress) and not event.part:
+        if isinstance(event, StageState) and event.state == "done":
+            # A pass ending is not the stage ending: say what every pass did so far, still running.
+            name = self.names[min(len(self.said), len(self.names) - 1)]
+            self.said.append(f"{name}: {event.message}" if event.message else name)
+            event = replace(event, state="running", message="; ".join(self.said))
+        elif isinstance(event, StageProgress) and not event.part:
             self.last = event
             event = replace(
                 event,
@@ -147,21 +165,12 @@ def list_prefixes(ws: wsmod.Workspace) -> dict[str, Path]:
 
 
 def _list(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    exts = tuple(e.strip() for e in str(opts["exts"]).split(",") if e.strip())
+    options = replace(_options(ws, "list"), recursive=True)
     prefixes = list_prefixes(ws)
     passes = Passes(on_event)
-    lst.write_lists(
-        prefixes["train"],
-        ws.root,
-        recursive=True,
-        chunks=int(opts["chunks"]),
-        exts=exts,
-        on_event=passes,
-    )
+    lst.write_lists(prefixes["train"], ws.root, options, on_event=passes)
     passes.next_pass()
-    lst.write_lists(
-        prefixes["val"], ws.val_root, recursive=True, chunks=1, exts=exts, on_event=passes
-    )
+    lst.write_lists(prefixes["val"], ws.val_root, replace(options, chunks=1), on_event=passes)
     check_labels(ws)  # train and val must number the same classes the same way
 
 
@@ -169,9 +178,7 @@ def _pack(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
     lists = sorted(ws.lists_dir.glob("*.lst"))
     if not lists:
         raise UserError(f"no .lst files in {ws.lists_dir}; run the list stage first")
-    options = pack.PackOptions(
-        resize=int(opts["resize"]), quality=int(opts["quality"]), num_thread=int(opts["num_thread"])
-    )
+    options = _options(ws, "pack")
     train = [p for p in lists if p.name.startswith("train")]
     val = [p for p in lists if p.name.startswith("val")]
     passes = Passes(on_event)

@@ -10,9 +10,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from engine import options as opt
 from engine.errors import UserError
+from engine.train.checkpoints import kept_epochs, saved_epochs
 from engine.train.facts import Facts, gather_facts
-from engine.train.options import MIN_SIDE, build_train_parser
+from engine.train.options import MIN_SIDE, CheckOptions, build_train_parser
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 TUTORIAL_EDGE = 480  # the tutorial packs with im2rec --resize 480
@@ -71,6 +73,19 @@ def check_num_classes(f: Facts) -> list[Finding]:
             )
         ]
     return [Finding(INFO, f"--num-classes {f.num_classes} matches {f.label_map}")]
+
+
+def check_lists(f: Facts) -> list[Finding]:
+    """Lines the packer reads anyway (paths outside ROOT) or skips (NaN/inf labels): say so."""
+    return [
+        Finding(
+            WARNING,
+            f"{lst}: {len(lines)} line(s) to look at, e.g. {lines[0]}",
+            "paths outside ROOT are read as im2rec reads them; lines with NaN/inf labels are "
+            "skipped by pack and listed in its skip report",
+        )
+        for lst, lines in f.list_oddities.items()
+    ]
 
 
 def check_num_examples(f: Facts) -> list[Finding]:
@@ -350,12 +365,14 @@ def check_ports(f: Facts) -> list[Finding]:
 
 
 def checkpoint_bytes(f: Facts) -> int:
-    """Bytes of the checkpoints a run keeps: params (+ momentum states) per saved epoch."""
+    """Bytes of the checkpoints a run keeps: params (+ momentum states) per epoch --keep-checkpoints keeps."""
     millions = PARAMS_M.get((f.network, f.num_layers if f.network == "resnet" else 0), 60.0)
     per_class = 2048 if f.network == "resnet" and f.num_layers >= 50 else 512
     params = millions * 1e6 + (f.num_classes - 1000) * per_class
-    saves = max(1, f.num_epochs // max(1, f.save_period))
-    return int(params * 4 * 2 * saves)
+    saves = len(
+        kept_epochs(saved_epochs(f.num_epochs, f.save_period), f.keep_checkpoints, f.save_period)
+    )
+    return int(params * 4 * 2 * max(1, saves))
 
 
 def check_disk(f: Facts) -> list[Finding]:
@@ -392,6 +409,7 @@ def check_disk(f: Facts) -> list[Finding]:
 CHECKS = (
     check_num_classes,
     check_num_examples,
+    check_lists,
     check_batch,
     check_scale,
     check_data_dirs,
@@ -401,17 +419,20 @@ CHECKS = (
     check_ports,
     check_disk,
 )
+# About the data: a --benchmark run reads none (synthetic batches), so these say nothing about it.
+DATA_CHECKS = (check_num_classes, check_num_examples, check_scale, check_data_dirs)
 
 
 def run_checks(facts: Facts) -> list[Finding]:
-    findings = [finding for check in CHECKS for finding in check(facts)]
+    checks = [c for c in CHECKS if not (facts.benchmark and c in DATA_CHECKS)]
+    findings = [finding for check in checks for finding in check(facts)]
     order = {ERROR: 0, WARNING: 1, INFO: 2}
     return sorted(findings, key=lambda x: order[x.level])
 
 
-def preflight(args) -> list[Finding]:
-    """All findings for parsed `imgscale check` options (train options plus hosts, -n, -s …)."""
-    return run_checks(gather_facts(args))
+def preflight(train, check: CheckOptions | None = None) -> list[Finding]:
+    """All findings for training options (TrainOptions or parsed flags) against ``check``'s cluster and data."""
+    return run_checks(gather_facts(train, check or CheckOptions()))
 
 
 def preflight_argv(
@@ -427,15 +448,14 @@ def preflight_argv(
         args = parser.parse_args(list(train_argv))
     except SystemExit:  # argparse printed what is wrong
         raise UserError(f"training options not valid: {' '.join(train_argv)}") from None
-    extra = {"hosts": hosts, "num_workers": num_workers, "num_servers": num_servers, "port": port}
-    extra.update({"label_map": None, "lst": None, "packed_edge": None, "json": False})
-    return preflight(argparse.Namespace(**vars(args), **extra))
+    check = CheckOptions(hosts=hosts, num_workers=num_workers, num_servers=num_servers, port=port)
+    return preflight(args, check)
 
 
 def main(args) -> int:
     """`imgscale check`: print the findings; exit status 1 when any is an error."""
-    findings = preflight(args)
-    if getattr(args, "json", False):
+    findings = preflight(args, opt.from_args(CheckOptions, args))
+    if args.json:
         print(json.dumps([asdict(x) for x in findings], indent=2))
     else:
         for finding in findings:

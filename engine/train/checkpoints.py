@@ -99,6 +99,41 @@ def remove_batch_checkpoints(prefix: str, keep: tuple[int, int] | None = None) -
                     os.remove(path)
 
 
+DEFAULT_KEEP = 3  # --keep-checkpoints: the newest few epoch checkpoints stay
+
+
+def kept_epochs(saved: list[int], keep: int, save_period: int) -> list[int]:
+    """Of the epoch checkpoints saved, those that stay: the newest ``keep`` (0: all) and, when
+    --save-period asked for every Nth epoch (N > 1), every such multiple."""
+    if keep <= 0:
+        return sorted(saved)
+    newest = set(sorted(saved)[-keep:])
+    asked = {e for e in saved if save_period > 1 and e % save_period == 0}
+    return sorted(newest | asked)
+
+
+def saved_epochs(num_epochs: int, save_period: int) -> list[int]:
+    """Epoch checkpoints a run writes: every --save-period epochs, and the last one."""
+    period = max(1, save_period)
+    return [e for e in range(1, num_epochs + 1) if e % period == 0 or e == num_epochs]
+
+
+def prune_epochs(prefix: str, keep: int, save_period: int, suffix: str = MXNET) -> list[int]:
+    """Remove epoch checkpoints (weights and optimizer states) that --keep-checkpoints does not keep;
+    returns the epochs removed."""
+    saved = [epoch for epoch, batch in checkpoints(prefix, suffix) if not batch]
+    stay = set(kept_epochs(saved, keep, save_period))
+    gone = [e for e in saved if e not in stay]
+    for epoch in gone:
+        paths = [params_path(prefix, epoch, suffix=suffix)]
+        if suffix == MXNET:
+            paths.append(states_path(prefix, epoch))
+        for path in paths:
+            if os.path.exists(path):
+                os.remove(path)
+    return gone
+
+
 def _tmp(path: str) -> str:
     return f"{path}.tmp{os.getpid()}"
 

@@ -34,7 +34,9 @@ class Diagnosis:
     """The verdict, the per-host rows it compared, what to try, and the measurements it rests on."""
 
     verdict: str  # io-bound | compute-bound | network-bound | unknown
-    rows: tuple[tuple[str, float | None, float | None, float | None], ...]  # host, test-io, bench, real
+    rows: tuple[
+        tuple[str, float | None, float | None, float | None], ...
+    ]  # host, test-io, bench, real
     advice: tuple[str, ...] = ()
     basis: str = ""  # "rests on: training 45 img/s (train-…), benchmark 50 img/s (bench-…)"
 
@@ -44,7 +46,9 @@ IO_ADVICE = (
     "pack with a smaller --resize so each image decodes faster",
     "put the .rec files on a local disk or faster shared filesystem",
 )
-COMPUTE_ADVICE = ("the devices are the limit: a larger batch per GPU, --dtype float16, or more GPUs",)
+COMPUTE_ADVICE = (
+    "the devices are the limit: a larger batch per GPU, --dtype float16, or more GPUs",
+)
 NETWORK_ADVICE = (
     "gradient exchange is the limit: add servers (one per worker host), use dist_device_sync",
     "a larger batch per GPU sends fewer updates per image; check the hosts' link speed",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -14,27 +15,32 @@ from dataclasses import dataclass, field
 
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
+from engine.train.options import CheckOptions, TrainOptions
 from engine.train.recfiles import check_magic
+
+DEFAULT = TrainOptions()  # what the checks assume of an option they were not given
 
 
 @dataclass
 class Facts:
     """Everything the checks look at; None where it could not be found out."""
 
-    network: str = "resnet"
-    num_layers: int = 50
-    num_classes: int = 1000
-    num_examples: int = 1281167
-    batch_size: int = 128
+    network: str = DEFAULT.network
+    num_layers: int = DEFAULT.num_layers
+    num_classes: int = DEFAULT.num_classes
+    num_examples: int = DEFAULT.num_examples
+    batch_size: int = DEFAULT.batch_size
     gpus: list[int] = field(default_factory=list)
-    kv_store: str = "device"
-    image_shape: list[int] = field(default_factory=lambda: [3, 224, 224])
-    min_random_scale: float = 1.0
-    max_random_scale: float = 1.0
-    random_resized_crop: int = 0
-    num_epochs: int = 80
-    save_period: int = 1
-    dtype: str = "float32"
+    kv_store: str = DEFAULT.kv_store
+    image_shape: list[int] = field(default_factory=lambda: list(DEFAULT.image_shape))
+    min_random_scale: float = DEFAULT.min_random_scale
+    max_random_scale: float = DEFAULT.max_random_scale
+    random_resized_crop: int = DEFAULT.random_resized_crop
+    num_epochs: int = DEFAULT.num_epochs
+    save_period: int = DEFAULT.save_period
+    keep_checkpoints: int = DEFAULT.keep_checkpoints
+    benchmark: bool = False  # synthetic data: nothing about the data applies
+    dtype: str = DEFAULT.dtype
     label_map: str | None = None
     label_map_classes: int | None = None
     max_label: int | None = None  # largest label in the training lists
@@ -48,6 +54,8 @@ class Facts:
     missing_data: list[str] = field(default_factory=list)
     # empty data folders, files that are not RecordIO
     bad_data: list[str] = field(default_factory=list)
+    # .lst -> its lines with a path leaving ROOT or a NaN/inf label
+    list_oddities: dict[str, list[str]] = field(default_factory=dict)
     hosts: list[tuple[str, int | None, list[int] | None]] | None = None  # (name, slots, gpus=)
     num_workers: int | None = None
     num_servers: int | None = None
@@ -116,6 +124,13 @@ def count_examples(
     return (found, where, _max_label(lists) if lists else None) if recs else (None, None, None)
 
 
+def _lists_beside(recs: list[str]) -> list[str]:
+    found = (
+        next((p for p in _candidates(rec, (".lst",)) if os.path.isfile(p)), None) for rec in recs
+    )
+    return [p for p in found if p]
+
+
 def _count_lines(paths: Sequence[str]) -> int:
     total = 0
     for path in paths:
@@ -132,10 +147,37 @@ def _max_label(lsts: Sequence[str]) -> int | None:
                 parts = line.split("\t")
                 try:
                     label = int(float(parts[1]))
-                except (IndexError, ValueError):
+                except (IndexError, ValueError, OverflowError):  # short line, text, NaN or inf
                     continue
                 best = label if best is None else max(best, label)
     return best
+
+
+def list_oddities(lsts: Sequence[str]) -> dict[str, list[str]]:
+    """Per .lst, its lines that pack reads but a person should know about: paths leaving ROOT
+    (absolute or through '..'; im2rec reads them, so do we) and NaN/inf labels (pack skips those)."""
+    found: dict[str, list[str]] = {}
+    for path in lsts:
+        with open(path, errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 3:
+                    continue
+                name = parts[-1].strip()
+                if name.startswith("/") or ".." in name.replace("\\", "/").split("/"):
+                    found.setdefault(path, []).append(f"line {number}: {name} leaves ROOT")
+                if any(not math.isfinite(_number(v)) for v in parts[1:-1]):
+                    found.setdefault(path, []).append(
+                        f"line {number}: label {parts[1].strip()} is not finite"
+                    )
+    return found
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0  # not a number at all: pack reports that line itself
 
 
 def find_label_map(recs: list[str], lsts: Sequence[str] | None) -> str | None:
@@ -197,14 +239,16 @@ def _next_record(f) -> bytes | None:
 
 
 def _image_bytes(payload: bytes) -> bytes:
+    if len(payload) < 24:
+        return b""  # not even an image-record header: no image to size
     flag = struct.unpack("<I", payload[:4])[0]
     return payload[24 + 4 * flag :]
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG SOF or PNG IHDR header."""
+    """(width, height) from a JPEG SOF or PNG IHDR header; None for anything shorter or else."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return struct.unpack(">II", data[16:24])
+        return struct.unpack(">II", data[16:24]) if len(data) >= 24 else None
     i = 2
     while data[:2] == b"\xff\xd8" and i + 9 < len(data):
         if data[i] != 0xFF:
@@ -254,8 +298,12 @@ def local_gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-def gather_facts(args, probe_local: bool = True) -> Facts:
-    """Read what the checks need: lists, label map, first records, hosts file, ports, free disk."""
+def gather_facts(args, check: CheckOptions | None = None, probe_local: bool = True) -> Facts:
+    """Read what the checks need: lists, label map, first records, hosts file, ports, free disk.
+
+    ``args`` carries the training options (TrainOptions or parsed flags); ``check`` the cluster
+    and data to check them against."""
+    check = check or CheckOptions()
     f = Facts(
         **{
             k: getattr(args, k)
@@ -273,26 +321,26 @@ def gather_facts(args, probe_local: bool = True) -> Facts:
                 "random_resized_crop",
                 "num_epochs",
                 "save_period",
+                "keep_checkpoints",
+                "benchmark",
                 "dtype",
             )
         }
     )
-    f.num_workers, f.num_servers = (
-        getattr(args, "num_workers", None),
-        getattr(args, "num_servers", None),
-    )
+    f.num_workers, f.num_servers = check.num_workers, check.num_servers
     recs = _gather_data(f, args)
-    lsts = getattr(args, "lst", None)
+    lsts = check.lst
     f.examples_found, f.example_source, f.max_label = count_examples(recs, lsts)
-    f.label_map = getattr(args, "label_map", None) or find_label_map(recs, lsts)
+    f.list_oddities = list_oddities(lsts or _lists_beside(recs))
+    f.label_map = check.label_map or find_label_map(recs, lsts)
     if f.label_map and os.path.isfile(f.label_map):
         f.label_map_classes = count_label_map(f.label_map)
-    f.packed_edge = getattr(args, "packed_edge", None)
+    f.packed_edge = check.packed_edge
     f.packed_edge_source = "--packed-edge" if f.packed_edge else "read from the first records"
     if f.packed_edge is None:
         f.packed_edge = packed_edge(recs)
-    _gather_hosts(f, args, probe_local)
-    _gather_disk_and_ports(f, args)
+    _gather_hosts(f, check, probe_local)
+    _gather_disk_and_ports(f, args, check)
     return f
 
 
@@ -325,9 +373,9 @@ def _bad_data(path: str, recs: list[str]) -> list[str]:
     return problems
 
 
-def _gather_hosts(f: Facts, args, probe_local: bool) -> None:
-    if getattr(args, "hosts", None):
-        specs = read_hosts(args.hosts)
+def _gather_hosts(f: Facts, check: CheckOptions, probe_local: bool) -> None:
+    if check.hosts:
+        specs = read_hosts(check.hosts)
         f.hosts = [(h.name, h.slots, list(h.gpus) if h.gpus is not None else None) for h in specs]
         if f.num_workers is None:
             f.num_workers = len(specs)
@@ -345,7 +393,7 @@ def _gather_hosts(f: Facts, args, probe_local: bool) -> None:
         f.host_gpu_counts["this host"] = local_gpu_count()
 
 
-def _gather_disk_and_ports(f: Facts, args) -> None:
+def _gather_disk_and_ports(f: Facts, args, check: CheckOptions) -> None:
     prefix = getattr(args, "model_prefix", None)
     if prefix:
         folder = os.path.dirname(os.path.abspath(prefix))
@@ -353,6 +401,6 @@ def _gather_disk_and_ports(f: Facts, args) -> None:
             folder = os.path.dirname(folder)
         f.checkpoint_dir = folder
         f.free_disk_bytes = shutil.disk_usage(folder).free
-    port = getattr(args, "port", None) or int(os.environ.get("DMLC_PS_ROOT_PORT", "0") or 0)
+    port = check.port or int(os.environ.get("DMLC_PS_ROOT_PORT", "0") or 0)
     if port and port_busy(port):
         f.busy_ports.append(port)

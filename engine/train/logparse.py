@@ -62,7 +62,11 @@ class Parsed:
 def parse_line(text: str) -> Parsed | None:
     """One log line -> Parsed, or None when it is not a training-progress line."""
     parsed = (
-        _speed(text) or _test_io_summary(text) or _epoch_metric(text) or _time_cost(text) or _saved(text)
+        _speed(text)
+        or _test_io_summary(text)
+        or _epoch_metric(text)
+        or _time_cost(text)
+        or _saved(text)
     )
     if parsed is None:
         return None

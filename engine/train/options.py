@@ -8,15 +8,20 @@ import os
 import pathlib
 import tomllib
 from collections.abc import Callable, Sequence
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, cast
 
+from engine import options as opt
 from engine.errors import UserError
+from engine.train.checkpoints import DEFAULT_KEEP
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
 # Smallest input side each network accepts (its strides and pooling windows must still fit).
 MIN_SIDE = {"resnet": 32, "alexnet": 67, "inception-v3": 299, "vgg": 32, "mobilenet": 32}
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 KV_STORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
+ENGINES = ("mxnet", "torch")
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop", "adagrad", "adadelta", "ftml", "lamb", "signum")
 DTYPES = ("float32", "float16")
 
@@ -74,165 +79,339 @@ def positive_int(text: str) -> int:
     return value
 
 
-# --- the groups, composable as in MXNet's common/fit.py and common/data.py ---
+def switch(text: str) -> bool:
+    """An on/off flag's optional value, as train_imagenet.py writes it (1/0) or in words."""
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: give 1 or 0 (or leave the value out for 1)")
+
+
+# --- the options: one dataclass, grouped as MXNet's common/fit.py and common/data.py group them ---
+FIT, DATA, AUG, TORCH = "Training", "Data", "Augmentation", "Torch engine"
+THREADS_WHY = f"4 x {opt.CORES} cores"
+
+
+def _fit(default: Any, help: str = "", **spec: Any) -> Any:
+    return opt.option(default, help, group=FIT, **spec)
+
+
+def _data(default: Any, help: str = "", **spec: Any) -> Any:
+    return opt.option(default, help, group=DATA, **spec)
+
+
+def _aug(default: Any, help: str = "", **spec: Any) -> Any:
+    return opt.option(default, help, group=AUG, **spec)
+
+
+def _torch(default: Any, help: str = "", **spec: Any) -> Any:
+    return opt.option(default, help, group=TORCH, **spec)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """train_imagenet.py's options (names, defaults and meaning), plus the torch engine's own."""
+
+    engine: str = opt.option(
+        "mxnet", "training engine: mxnet (this one) or torch (PyTorch DDP)", choices=ENGINES
+    )
+    # Training: model and optimisation (common/fit.py)
+    network: str = _fit("resnet", "the network to train", choices=NETWORKS)
+    num_layers: int = _fit(50, "resnet depth: 18, 34, 50, 101 or 152")
+    gpus: list[int] = _fit([], "GPU ids such as 0,1,2,3; empty means CPU", parse=gpu_list)
+    kv_store: str = _fit("device", "key-value store type", choices=KV_STORES)
+    num_epochs: int = _fit(80, "total epochs (counted from 0)", parse=positive_int, low=1)
+    lr: float = _fit(0.1, "initial learning rate")
+    lr_factor: float = _fit(0.1, "lr multiplier at each step epoch")
+    lr_step_epochs: list[int] = _fit(
+        [30, 60], "epochs at which lr steps, e.g. 30,60", parse=int_list
+    )
+    initializer: str = _fit("default", choices=("default", "xavier", "msra"))
+    optimizer: str = _fit("sgd", choices=OPTIMIZERS)
+    mom: float = _fit(0.9, "momentum (sgd, nag)")
+    wd: float = _fit(0.0001, "weight decay")
+    batch_size: int = _fit(
+        128,
+        "batch size PER WORKER, split evenly across its --gpus (as MXNet defines it)",
+        parse=positive_int,
+        low=1,
+    )
+    disp_batches: int = _fit(20, "log speed every N batches", parse=positive_int, low=1)
+    model_prefix: str | None = _fit(
+        None,
+        "checkpoint prefix: PREFIX-symbol.json, PREFIX-NNNN.params",
+        flags=("--model-prefix", "--model"),
+    )
+    save_period: int = _fit(1, "checkpoint every N epochs", parse=positive_int, low=1)
+    keep_checkpoints: int = _fit(
+        DEFAULT_KEEP,
+        "keep the newest N epoch checkpoints (0: all) and every --save-period multiple above 1",
+        metavar="N",
+        low=0,
+    )
+    save_batches: int = _fit(
+        0,
+        "also checkpoint every N batches within an epoch (0: off), for resume mid-epoch",
+        parse=int,
+        low=0,
+    )
+    load_epoch: int | None = _fit(
+        None, "resume from PREFIX-NNNN.params at this epoch", parse=int, low=0
+    )
+    resume: bool = _fit(
+        False,
+        "resume from the newest complete checkpoint of --model-prefix (epoch or batch), if any",
+    )
+    top_k: int = _fit(0, "also report top-k accuracy (0: off)")
+    loss: str = _fit("", "extra metric: ce (cross-entropy)")
+    dtype: str = _fit("float32", "float16 trains in half precision", choices=DTYPES)
+    mirror: bool = _fit(
+        False,
+        "set MXNET_BACKWARD_DO_MIRROR=1: recompute cheap layers in backward to save memory",
+    )
+    # train_imagenet.py spells these `--test-io 1` and `--benchmark 1`: both forms are accepted.
+    test_io: bool = _fit(
+        False, "read and decode the data only; report images/s", parse=switch, metavar="1|0"
+    )
+    benchmark: bool = _fit(
+        False,
+        "train on synthetic data: compute and communication only, no IO",
+        parse=switch,
+        metavar="1|0",
+    )
+    num_batches: int = _fit(
+        0, "stop each epoch after N batches (test-io, benchmark; 0: a full epoch)"
+    )
+    seed: int | None = _fit(None, "random seed (mxnet, numpy, shuffling)", parse=int)
+    config: str | None = _fit(None, "TOML or JSON file of option defaults; flags override it")
+    # Data: the RecordIO input (common/data.py)
+    data_train: str | None = _data(None, "a .rec file or a directory of .rec chunks")
+    data_val: str | None = _data(None, "a .rec file or a directory of .rec chunks")
+    rgb_mean: list[float] = _data([123.68, 116.779, 103.939], parse=float_list)
+    rgb_std: list[float] = _data([1.0, 1.0, 1.0], parse=float_list)
+    pad_size: int = _data(0)
+    fill_value: int = _data(127)
+    image_shape: list[int] = _data([3, 224, 224], "C,H,W of the network input", parse=image_shape)
+    num_classes: int = _data(1000, "must match the label map", parse=positive_int, low=1)
+    num_examples: int = _data(
+        1281167,
+        "training images in all chunks; sets the epoch length and lr schedule",
+        parse=positive_int,
+        low=1,
+    )
+    data_nthreads: int = _data(
+        4,
+        "decoding threads per worker",
+        parse=positive_int,
+        low=1,
+        high=opt.PROCESS_CAP,
+        high_why=THREADS_WHY,
+    )
+    # Augmentation, named as ImageRecordIter names it (common/data.py)
+    random_crop: int = _aug(0, "1: random crop, 0: centre crop")
+    random_mirror: int = _aug(0, "1: random horizontal flip")
+    max_random_h: int = _aug(0, "max hue change (0-180)")
+    max_random_s: int = _aug(0, "max saturation change (0-255)")
+    max_random_l: int = _aug(0, "max lightness change (0-255)")
+    min_random_aspect_ratio: float | None = _aug(None, parse=float)
+    max_random_aspect_ratio: float = _aug(0.0)
+    max_random_rotate_angle: int = _aug(0)
+    max_random_shear_ratio: float = _aug(0.0)
+    max_random_scale: float = _aug(1.0)
+    min_random_scale: float = _aug(
+        1.0, "for data packed at short edge 480 and 224 crops the tutorial uses 0.533"
+    )
+    max_random_area: float = _aug(1.0)
+    min_random_area: float = _aug(1.0)
+    min_crop_size: int = _aug(-1)
+    max_crop_size: int = _aug(-1)
+    brightness: float = _aug(0.0)
+    contrast: float = _aug(0.0)
+    saturation: float = _aug(0.0)
+    pca_noise: float = _aug(0.0)
+    random_resized_crop: int = _aug(
+        0, "1: Inception-style crop of random area and aspect ratio, resized to the input"
+    )
+    # The torch engine's own; the MXNet engine ignores them
+    amp: str = _torch(
+        "auto",
+        "bf16 autocast: auto = on for GPUs, off on the CPU",
+        choices=("auto", "bf16", "off"),
+    )
+    compile: bool = _torch(False, "torch.compile the network (slower start, faster steps)")
+    width: int = _torch(
+        64, "resnet base width (64 is the standard network; smaller for quick tests)", low=1
+    )
+    decode: str = _torch(
+        "auto",
+        "JPEG decoding on GPUs: gpu = nvJPEG (needs torchvision), cpu = OpenCV in "
+        "--data-nthreads worker processes; auto = gpu when torchvision is importable",
+        choices=("auto", "cpu", "gpu"),
+    )
+    warmup_epochs: float = _torch(0.0, "linear learning-rate warm-up, in epochs")
+
+
+def with_flags(train: TrainOptions, argv: Sequence[str]) -> TrainOptions:
+    """``train`` with more flags typed by a user applied on top (a workspace's extra_args)."""
+    if not argv:
+        return train
+    parser = build_train_parser(argparse.ArgumentParser(prog="imgscale train", add_help=False))
+    parser.set_defaults(**dataclasses.asdict(train))
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit:  # argparse printed what is wrong
+        raise UserError(f"extra training flags not valid: {' '.join(argv)}") from None
+    return opt.from_args(TrainOptions, args)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What the console adds to training when it launches a job on the workspace's hosts."""
+
+    num_servers: int = opt.option(
+        1, "parameter servers (dist kv-stores only)", low=0, high=opt.FANOUT_CAP
+    )
+    workers: int = opt.option(
+        0, "workers in all (0: one per host)", low=0, high=opt.FANOUT_CAP, console=False
+    )
+    omp_threads: int = opt.option(
+        1,
+        "OMP_NUM_THREADS of every process",
+        low=1,
+        high=opt.PROCESS_CAP,
+        high_why=THREADS_WHY,
+        console=False,
+    )
+    max_restarts: int = opt.option(
+        0, "relaunch after a fault up to K times", low=0, high=1000, console=False
+    )
+    extra_args: list[str] = opt.option([], "more `imgscale train` flags, as typed")
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """What `imgscale check` checks the training options against (its "Pre-flight" group)."""
+
+    hosts: str | None = opt.option(
+        None, "hosts file (launch.py format, slots=N)", flags=("--hosts", "-H")
+    )
+    num_workers: int | None = opt.option(
+        None,
+        "total workers",
+        flags=("-n", "--num-workers"),
+        parse=positive_int,
+        low=1,
+        high=opt.FANOUT_CAP,
+    )
+    num_servers: int | None = opt.option(
+        None, "total servers", flags=("-s", "--num-servers"), parse=int, low=0, high=opt.FANOUT_CAP
+    )
+    label_map: str | None = opt.option(None, "the PREFIX_labels.txt written by `imgscale list`")
+    lst: list[str] | None = opt.option(None, "a training .lst file (repeatable)", append=True)
+    packed_edge: int | None = opt.option(
+        None,
+        "short edge the data was packed at (default: read from the first records)",
+        parse=positive_int,
+        low=1,
+    )
+    port: int | None = opt.option(
+        None,
+        "scheduler port to check is free (DMLC_PS_ROOT_PORT)",
+        parse=int,
+        low=1,
+        high=65535,
+    )
+    json: bool = opt.option(False, "print the findings as JSON")
+
+
+# A new workspace trains a small network on its own cluster; these training options are its to edit.
+WORKSPACE_FIELDS = (
+    "network",
+    "num_layers",
+    "batch_size",
+    "kv_store",
+    "num_epochs",
+    "lr",
+    "image_shape",
+    "data_nthreads",
+    "disp_batches",
+    "gpus",
+    "mirror",
+    "model_prefix",
+    "keep_checkpoints",
+)
+IMAGENET = TrainOptions(random_crop=1, random_mirror=1)  # the parser's: augmentation level 1
+CLUSTER = TrainOptions(
+    num_layers=18, batch_size=32, kv_store="dist_sync", num_epochs=1, model_prefix="model/resnet"
+)
+
+
+def workspace_defaults() -> dict[str, Any]:
+    """workspace.toml's [train] table of a new workspace."""
+    train = {name: getattr(CLUSTER, name) for name in WORKSPACE_FIELDS}
+    return {**train, **opt.defaults(JobOptions, console_only=True)}
+
+
+def group_of(name: str) -> Any:
+    """The dataclass a workspace [train] key belongs to."""
+    return JobOptions if name in {f.name for f, _ in opt.fields(JobOptions)} else TrainOptions
+
+
+def workspace_value(name: str, value: Any) -> Any:
+    """A [train] value typed in the console, in its flag's type and checked against its bounds."""
+    group = group_of(name)
+    if name not in {f.name for f, _ in opt.fields(group)}:
+        return value  # a key of the user's own: kept as typed
+    spec = opt.spec_of(group, name)
+    if spec.parse is not None and isinstance(value, (str, list)):
+        try:
+            value = spec.parse(value if isinstance(value, str) else ",".join(map(str, value)))
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise UserError(f"train.{name}: {exc}") from None
+    opt.check_value(spec, name, value)
+    return value
+
+
+def overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """Other values for existing [train] options (the demo's): typed and checked, never new keys."""
+    known = {f.name for group in (TrainOptions, JobOptions) for f, _ in opt.fields(group)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a training or job option")
+    return {name: workspace_value(name, value) for name, value in values.items()}
+
+
+def flag_text(name: str, value: Any) -> str:
+    """A [train] value as its flag takes it on the command line ([3, 224, 224] -> 3,224,224)."""
+    return opt.text_of(opt.spec_of(group_of(name), name), value)
+
+
+def _add_group(parser: argparse.ArgumentParser, name: str, text: str) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group(name, text)
+    opt.add_arguments(group, TrainOptions, group=name)
+    return group
 
 
 def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Model, optimisation, kvstore, checkpoint and troubleshooting options (common/fit.py)."""
-    g = parser.add_argument_group("Training", "model and optimisation")
-    g.add_argument("--network", default="resnet", choices=NETWORKS, help="the network to train")
-    g.add_argument(
-        "--num-layers", type=int, default=50, help="resnet depth: 18, 34, 50, 101 or 152"
-    )
-    g.add_argument(
-        "--gpus", type=gpu_list, default=[], help="GPU ids such as 0,1,2,3; empty means CPU"
-    )
-    g.add_argument("--kv-store", default="device", choices=KV_STORES, help="key-value store type")
-    g.add_argument(
-        "--num-epochs", type=positive_int, default=80, help="total epochs (counted from 0)"
-    )
-    g.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
-    g.add_argument("--lr-factor", type=float, default=0.1, help="lr multiplier at each step epoch")
-    g.add_argument(
-        "--lr-step-epochs",
-        type=int_list,
-        default=[30, 60],
-        help="epochs at which lr steps, e.g. 30,60",
-    )
-    g.add_argument("--initializer", default="default", choices=("default", "xavier", "msra"))
-    g.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
-    g.add_argument("--mom", type=float, default=0.9, help="momentum (sgd, nag)")
-    g.add_argument("--wd", type=float, default=0.0001, help="weight decay")
-    g.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=128,
-        help="batch size PER WORKER, split evenly across its --gpus (as MXNet defines it)",
-    )
-    g.add_argument(
-        "--disp-batches", type=positive_int, default=20, help="log speed every N batches"
-    )
-    g.add_argument(
-        "--model-prefix",
-        "--model",
-        dest="model_prefix",
-        default=None,
-        help="checkpoint prefix: PREFIX-symbol.json, PREFIX-NNNN.params",
-    )
-    g.add_argument("--save-period", type=positive_int, default=1, help="checkpoint every N epochs")
-    g.add_argument(
-        "--save-batches",
-        type=int,
-        default=0,
-        help="also checkpoint every N batches within an epoch (0: off), for resume mid-epoch",
-    )
-    g.add_argument(
-        "--load-epoch", type=int, default=None, help="resume from PREFIX-NNNN.params at this epoch"
-    )
-    g.add_argument(
-        "--resume",
-        action="store_true",
-        help="resume from the newest complete checkpoint of --model-prefix (epoch or batch), if any",
-    )
-    g.add_argument("--top-k", type=int, default=0, help="also report top-k accuracy (0: off)")
-    g.add_argument("--loss", default="", help="extra metric: ce (cross-entropy)")
-    g.add_argument(
-        "--dtype", default="float32", choices=DTYPES, help="float16 trains in half precision"
-    )
-    g.add_argument(
-        "--mirror",
-        action="store_true",
-        help="set MXNET_BACKWARD_DO_MIRROR=1: recompute cheap layers in backward to save memory",
-    )
-    g.add_argument(
-        "--test-io", action="store_true", help="read and decode the data only; report images/s"
-    )
-    g.add_argument(
-        "--benchmark",
-        action="store_true",
-        help="train on synthetic data: compute and communication only, no IO",
-    )
-    g.add_argument(
-        "--num-batches",
-        type=int,
-        default=0,
-        help="stop each epoch after N batches (test-io, benchmark; 0: a full epoch)",
-    )
-    g.add_argument("--seed", type=int, default=None, help="random seed (mxnet, numpy, shuffling)")
-    g.add_argument(
-        "--config", default=None, help="TOML or JSON file of option defaults; flags override it"
-    )
-    return g
+    return _add_group(parser, FIT, "model and optimisation")
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Where the data is and what it looks like (common/data.py)."""
-    g = parser.add_argument_group("Data", "the RecordIO input")
-    g.add_argument("--data-train", default=None, help="a .rec file or a directory of .rec chunks")
-    g.add_argument("--data-val", default=None, help="a .rec file or a directory of .rec chunks")
-    g.add_argument("--rgb-mean", type=float_list, default=[123.68, 116.779, 103.939])
-    g.add_argument("--rgb-std", type=float_list, default=[1.0, 1.0, 1.0])
-    g.add_argument("--pad-size", type=int, default=0)
-    g.add_argument("--fill-value", type=int, default=127)
-    g.add_argument(
-        "--image-shape", type=image_shape, default=[3, 224, 224], help="C,H,W of the network input"
-    )
-    g.add_argument(
-        "--num-classes", type=positive_int, default=1000, help="must match the label map"
-    )
-    g.add_argument(
-        "--num-examples",
-        type=positive_int,
-        default=1281167,
-        help="training images in all chunks; sets the epoch length and lr schedule",
-    )
-    g.add_argument(
-        "--data-nthreads", type=positive_int, default=4, help="decoding threads per worker"
-    )
-    return g
-
-
-# (flag, type, default, help) in --help order; names follow ImageRecordIter (common/data.py)
-_AUG_ARGS: tuple[tuple[str, type, float | int | None, str | None], ...] = (
-    ("--random-crop", int, 0, "1: random crop, 0: centre crop"),
-    ("--random-mirror", int, 0, "1: random horizontal flip"),
-    ("--max-random-h", int, 0, "max hue change (0-180)"),
-    ("--max-random-s", int, 0, "max saturation change (0-255)"),
-    ("--max-random-l", int, 0, "max lightness change (0-255)"),
-    ("--min-random-aspect-ratio", float, None, None),
-    ("--max-random-aspect-ratio", float, 0.0, None),
-    ("--max-random-rotate-angle", int, 0, None),
-    ("--max-random-shear-ratio", float, 0.0, None),
-    ("--max-random-scale", float, 1.0, None),
-    (
-        "--min-random-scale",
-        float,
-        1.0,
-        "for data packed at short edge 480 and 224 crops the tutorial uses 0.533",
-    ),
-    ("--max-random-area", float, 1.0, None),
-    ("--min-random-area", float, 1.0, None),
-    ("--min-crop-size", int, -1, None),
-    ("--max-crop-size", int, -1, None),
-    ("--brightness", float, 0.0, None),
-    ("--contrast", float, 0.0, None),
-    ("--saturation", float, 0.0, None),
-    ("--pca-noise", float, 0.0, None),
-    (
-        "--random-resized-crop",
-        int,
-        0,
-        "1: Inception-style crop of random area and aspect ratio, resized to the input",
-    ),
-)
+    return _add_group(parser, DATA, "the RecordIO input")
 
 
 def add_aug_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Augmentation, named as ImageRecordIter names it (common/data.py)."""
-    g = parser.add_argument_group("Augmentation", "random transforms of training images")
-    for flag, kind, default, text in _AUG_ARGS:
-        g.add_argument(flag, type=kind, default=default, help=text)
-    return g
+    return _add_group(parser, AUG, "random transforms of training images")
+
+
+def add_torch_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Options only the torch engine reads; the MXNet engine ignores them."""
+    return _add_group(parser, TORCH, "used with --engine torch")
 
 
 def set_aug_level(parser: argparse.ArgumentParser, level: int) -> None:
@@ -248,12 +427,7 @@ def set_aug_level(parser: argparse.ArgumentParser, level: int) -> None:
 
 
 def add_engine_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--engine",
-        default="mxnet",
-        choices=("mxnet", "torch"),
-        help="training engine: mxnet (this one) or torch (PyTorch DDP)",
-    )
+    opt.add_arguments(parser, TrainOptions, only=("engine",))
 
 
 def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -266,39 +440,6 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
     set_aug_level(parser, 1)
     add_torch_args(parser)
     return parser
-
-
-def add_torch_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Options only the torch engine reads; the MXNet engine ignores them."""
-    g = parser.add_argument_group("Torch engine", "used with --engine torch")
-    g.add_argument(
-        "--amp",
-        default="auto",
-        choices=("auto", "bf16", "off"),
-        help="bf16 autocast: auto = on for GPUs, off on the CPU",
-    )
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the network (slower start, faster steps)",
-    )
-    g.add_argument(
-        "--width",
-        type=int,
-        default=64,
-        help="resnet base width (64 is the standard network; smaller for quick tests)",
-    )
-    g.add_argument(
-        "--decode",
-        default="auto",
-        choices=("auto", "cpu", "gpu"),
-        help="JPEG decoding on GPUs: gpu = nvJPEG (needs torchvision), cpu = OpenCV in "
-        "--data-nthreads worker processes; auto = gpu when torchvision is importable",
-    )
-    g.add_argument(
-        "--warmup-epochs", type=float, default=0, help="linear learning-rate warm-up, in epochs"
-    )
-    return g
 
 
 # --- --config FILE ---
@@ -383,10 +524,7 @@ def validate(args: argparse.Namespace) -> None:
         raise UserError(
             "--dtype float16 needs --gpus: MXNet has no float16 matrix multiply on the CPU"
         )
-    if args.save_batches < 0:
-        raise UserError("--save-batches must be 0 (off) or a positive number of batches")
-    if args.load_epoch is not None and args.load_epoch < 0:
-        raise UserError("--load-epoch must be >= 0")
+    opt.check(args, TrainOptions)
     if (args.load_epoch is not None or args.resume) and not args.model_prefix:
         raise UserError("--load-epoch/--resume need --model-prefix (where the checkpoints are)")
     if args.load_epoch is not None and args.load_epoch >= args.num_epochs:

@@ -15,7 +15,9 @@ from engine.events import ClusterRate, Throughput
 
 STRAGGLER_K = 0.8
 RATE_WINDOW_S = 30.0
-HISTORY_POINTS = 120  # per host; older points merge pairwise, so the series always spans the whole job
+HISTORY_POINTS = (
+    120  # per host; older points merge pairwise, so the series always spans the whole job
+)
 
 
 class Series:
@@ -39,7 +41,9 @@ class Series:
             self.span *= 2
 
     def values(self) -> list[float]:
-        return [v for _, v in self.points] + ([_mean_point(self.pending)[1]] if self.pending else [])
+        return [v for _, v in self.points] + (
+            [_mean_point(self.pending)[1]] if self.pending else []
+        )
 
 
 def _mean_point(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -52,7 +56,9 @@ class WorkerRun:
 
     latest: Throughput
     readings: int = 0
-    inverse_sum: float = 0.0  # sum of 1/rate: equal images per reading, so the run's rate is n / this
+    inverse_sum: float = (
+        0.0  # sum of 1/rate: equal images per reading, so the run's rate is n / this
+    )
     first: float | None = None  # the first reading (start-up) is left out once there are others
     summary: float | None = None
 
@@ -96,7 +102,9 @@ class RateBoard:
         if run is None:
             run = self.workers[key] = WorkerRun(event)
         run.add(event)
-        fresh = [w.latest for w in self.workers.values() if event.time - w.latest.time <= RATE_WINDOW_S]
+        fresh = [
+            w.latest for w in self.workers.values() if event.time - w.latest.time <= RATE_WINDOW_S
+        ]
         rate = self._cluster(event.job, fresh, event.time)
         if rate is not None and not event.summary:
             self._remember(rate)
@@ -110,7 +118,9 @@ class RateBoard:
         median = statistics.median(rates)
         baseline = self._baseline(rates)
         stragglers = tuple(
-            f"{e.host}#{e.rank}" for e in fresh if len(fresh) > 1 and e.samples_per_sec < self.k * median
+            f"{e.host}#{e.rank}"
+            for e in fresh
+            if len(fresh) > 1 and e.samples_per_sec < self.k * median
         )
         return ClusterRate(
             job=job,

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 
 from engine.errors import UserError
-from engine.recordio import MAGIC_BYTES
+from engine.recordio import MAGIC_BYTES, framing_problem
 
 log = logging.getLogger("imgscale.train")
 
@@ -46,10 +46,14 @@ def rec_files(
 
 
 def check_magic(path: str, flag: str) -> str:
-    """MXNet's iterator dies with a bare StopIteration on an empty or foreign file: name it first."""
+    """MXNet's iterator dies with a bare StopIteration on an empty or foreign file, and with a
+    traceback on a cut or damaged one: name the file (and the offset) before it starts."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head != MAGIC_BYTES:
         what = "is empty" if not head else "is not a RecordIO file (no record magic at its start)"
         raise UserError(f"{flag} {path} {what}; pack it again with `imgscale pack`")
+    problem = framing_problem(path)
+    if problem is not None:
+        raise UserError(f"{flag} {problem}; pack it again with `imgscale pack`".lstrip())
     return path

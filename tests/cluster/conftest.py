@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.cluster.connect import HostPool
+from engine.cluster.hostpool import HostPool
 from engine.cluster.hosts import read_hosts
 
 

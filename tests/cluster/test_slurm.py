@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from launch_helpers import MX_JOB, Events, processes_of
+from launch_helpers import MX_JOB, Events
 from slurm import SlurmCluster, slurm_available
 
 from engine.cluster import jobs, slurm
@@ -43,6 +43,19 @@ def sl(slurm_cluster, state_home, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the batch script's python finds this checkout
     yield slurm_cluster
     slurm_cluster.cancel_all()
+
+
+def processes_of(job: str) -> list[int]:
+    """Pids whose environment names ``job``: the test's slurmd nodes run their steps on this machine."""
+    needle = f"IMGSCALE_JOB={job}".encode()
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
 
 
 def spec(state_home: Path, command, workers: int, **options) -> LaunchSpec:
@@ -181,12 +194,16 @@ async def test_sigkilled_rank_fails_the_job_and_the_relaunch_resumes(sl, state_h
     assert processes_of(job.job_id) == []
 
 
-async def test_imgscale_kill_cancels_the_slurm_job(sl, state_home):
+async def test_probe_reaches_the_allocated_nodes_and_kill_cancels_the_job(sl, state_home):
     events = Events()
     command = ["python", TORCH_JOB, "--steps", "100000", "--pause", "0.05", "--engine", "torch"]
     job = await launch(spec(state_home, command, 2), sink=events)
     try:
         await events.wait_for(lambda e: "step 1 " in getattr(e, "text", ""), 120, "progress")
+        probe = cli("probe", "--job", job.job_id, "--once")
+        assert probe.returncode == 0, probe.stderr
+        probed = {line.split()[0] for line in probe.stdout.splitlines() if line.strip()}
+        assert {"n1", "n2"} <= probed, probe.stdout
         out = cli("kill", job.job_id)
         assert out.returncode == 0, out.stderr
         state = await job.wait()

@@ -2,6 +2,7 @@
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,12 @@ def test_each_host_has_its_own_processes_files_and_hostname(ssh_cluster, tmp_pat
     )
     assert start.returncode == 0
     job = marker.split("=")[1]
+    deadline = time.monotonic() + 30
+    while not ssh_cluster.processes_of(job):  # the background command has not exec'd yet
+        assert time.monotonic() < deadline, "the process never showed up"
+        time.sleep(0.05)  # polling a condition with a deadline
+    (pid,) = ssh_cluster.processes_of(job)["node2"]
     try:
-        (pid,) = ssh_cluster.processes_of(job)["node2"]
         # node1 has no such process; node2 numbers it as recorded
         for alias, expect in (("node1", 1), ("node2", 0)):
             probe = subprocess.run(

@@ -43,7 +43,8 @@ def prepared_template(demo_template, tmp_path_factory) -> Path:
         await asyncio.gather(*session.tasks)
         states = {s.name: s.state for s in session.snapshot().stages}
         await session.close()
-        assert all(state == "done" for name, state in states.items() if name != "train"), states
+        prepared = {name: state for name, state in states.items() if name != "train"}
+        assert prepared and set(prepared.values()) == {"done"}, states
 
     asyncio.run(prepare())
     return target

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 from tui_helpers import opened, wait_for
 
+from engine import api
 from engine.cluster import jobs
 from tui.app import ImgscaleApp
 from tui.screens.confirm import ConfirmScreen
@@ -28,7 +32,7 @@ async def test_job_survives_quit_and_reopened_console_shows_it(prepared_ws):
         await wait_for(pilot, lambda: status.job_state == "running", "job running", JOB_S)
         job_id = status.job
         await pilot.press("q")
-    assert jobs.load(job_id).state == "running"  # the console left; the job did not
+    left_at = time.time()
 
     second = ImgscaleApp(prepared_ws, telemetry=False)
     async with second.run_test(size=(120, 40)) as pilot:
@@ -45,6 +49,11 @@ async def test_job_survives_quit_and_reopened_console_shows_it(prepared_ws):
         await wait_for(pilot, lambda: train.status.state == "done", "train stage done")
         await pilot.press("q")
     assert list((prepared_ws / "model").glob("resnet-0001.params"))
+    # the console left, the job did not: it went on writing its log and ended by itself
+    record = jobs.load(job_id)
+    assert (record.state, record.attempt) == ("done", 0)
+    (worker,) = [p for p in record.processes if p.role == "worker"]
+    assert os.stat(worker.log_path).st_mtime > left_at
 
 
 @pytest.mark.mxnet
@@ -104,9 +113,99 @@ async def test_doctor_compares_test_io_benchmark_and_real_speeds(prepared_ws):
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "doctor dialog")
         body = str(app.screen.query_one("#dialog-body Static").render())
-        assert app.screen.title_text.split(": ")[1] in (
-            "io-bound",
-            "compute-bound",
-            "network-bound",
-        ), body
+        # speeds on shared CPUs vary run to run; for the speeds this run measured there is one
+        # right verdict (the rule itself is tested case by case in tests/unit/test_api.py)
+        speeds = app.session.speeds
+        assert {k: sorted(v) for k, v in speeds.items()} == {
+            "test-io": ["localhost"],
+            "benchmark": ["localhost"],
+            "train": ["localhost"],
+        }
+        expected = api.diagnose(speeds).verdict
+        assert expected in ("io-bound", "compute-bound", "network-bound")
+        assert app.screen.title_text.split(": ")[1] == expected, body
         assert "localhost" in body and "N/A" not in body.split("localhost")[1].splitlines()[0]
+
+
+async def train_epochs(ws, **options) -> None:
+    session = await api.open_workspace(ws, telemetry=False)
+    await session.set_train_options(options)
+    await session.close()
+
+
+def has_line(log, *needles: str) -> bool:
+    return any(all(n in line.text for n in needles) for line in log.all_lines)
+
+
+def sigkill_the_worker(job_id: str) -> None:
+    """SIGKILL the training worker of a local job (its pid record is in the workspace's runs)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    (worker,) = [p for p in jobs.load(job_id).processes if p.role == "worker"]
+    child = int(Path(worker.prefix + ".pid").read_text().split()[2])
+    os.kill(child, signal.SIGKILL)
+
+
+def resumed_from(log) -> set[str]:
+    return {
+        line.text.split("resume: from ")[1] for line in log.all_lines if "resume: from" in line.text
+    }
+
+
+def epochs_after_resume(log) -> set[int]:
+    import re
+
+    lines = [line.text for line in log.all_lines]
+    start = next(i for i, t in enumerate(lines) if "resume: from" in t)
+    return {int(m[1]) for t in lines[start:] if (m := re.search(r"Epoch\[(\d+)\] Train-", t))}
+
+
+async def launch_and_kill_after_the_first_checkpoint(pilot) -> str:
+    app = pilot.app
+    await pilot.press("l")
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "launch plan")
+    await pilot.press("y")
+    # the first checkpoint exists: seen in the worker's log, not guessed from the time
+    await wait_for(
+        pilot, lambda: has_line(app.log_view, "Saved checkpoint", "resnet-0001.params"),
+        "the first checkpoint", JOB_S,
+    )  # fmt: skip
+    job_id = app.status.job
+    sigkill_the_worker(job_id)
+    return job_id
+
+
+@pytest.mark.mxnet
+@pytest.mark.slow
+async def test_relaunch_key_resumes_a_killed_job_from_its_newest_checkpoint(prepared_ws):
+    await train_epochs(prepared_ws, num_epochs=2)
+    app = ImgscaleApp(prepared_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        job_id = await launch_and_kill_after_the_first_checkpoint(pilot)
+        await wait_for(pilot, lambda: app.status.job_state == "failed", "the job failed", JOB_S)
+        await pilot.press("R")
+        await wait_for(pilot, lambda: app.status.job_state == "done", "relaunch done", JOB_S)
+        assert app.status.job == job_id
+        checkpoint = str(prepared_ws / "model" / "resnet-0001.params")
+        assert resumed_from(app.log_view) == {f"{checkpoint} at epoch 1 batch 0"}
+        assert epochs_after_resume(app.log_view) == {1}
+    assert (prepared_ws / "model" / "resnet-0002.params").exists()
+
+
+@pytest.mark.mxnet
+@pytest.mark.slow
+async def test_console_follows_a_job_its_detached_supervisor_relaunches(prepared_ws):
+    await train_epochs(prepared_ws, num_epochs=2, max_restarts=1)
+    app = ImgscaleApp(prepared_ws, telemetry=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot)
+        job_id = await launch_and_kill_after_the_first_checkpoint(pilot)
+        await wait_for(pilot, lambda: app.status.job_state == "done", "relaunched job done", JOB_S)
+        checkpoint = str(prepared_ws / "model" / "resnet-0001.params")
+        assert resumed_from(app.log_view) == {f"{checkpoint} at epoch 1 batch 0"}
+        assert epochs_after_resume(app.log_view) == {1}
+    record = jobs.load(job_id)
+    assert record.attempt == 1 and record.state == "done"

@@ -29,7 +29,9 @@ async def feed(pilot, events) -> None:
 def test_stages_screen(snap_compare, demo_ws, size):
     async def run_before(pilot):
         await opened(pilot)
-        await feed(pilot, [StageState("train", "running", "job train-1: running"), train_progress()])
+        await feed(
+            pilot, [StageState("train", "running", "job train-1: running"), train_progress()]
+        )
         view = pilot.app.stages.view_of("train")
         await wait_for(pilot, lambda: view.train is not None, "train progress drawn")
         await pilot.press("j")

@@ -28,3 +28,17 @@ def test_unknown_total_stays_unknown():
     passes = Passes(seen.append)
     passes(StageProgress("list", 7, None))
     assert seen[-1].total is None and seen[-1].done == 7
+
+
+def test_the_stage_message_names_every_pass_not_only_the_last_chunk():
+    seen = []
+    passes = Passes(seen.append)
+    passes(StageState("pack", "done", "110 records, 0 skipped"))
+    passes.next_pass()
+    passes(StageState("pack", "done", "19 records, 0 skipped"))
+    states = [e for e in seen if isinstance(e, StageState)]
+    assert [e.state for e in states] == [
+        "running",
+        "running",
+    ]  # a pass ending is not the stage ending
+    assert states[-1].message == "train: 110 records, 0 skipped; val: 19 records, 0 skipped"

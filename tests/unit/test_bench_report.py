@@ -407,3 +407,23 @@ def test_bench_mistakes_are_one_clear_line(argv, words, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
+
+
+def test_scaling_without_matplotlib_writes_the_numbers_then_one_line(tmp_path, monkeypatch, capsys):
+    """Issue 11 item 11: no traceback after the sweep; the PNG is the only thing missing."""
+    import sys
+
+    from engine.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if imgscale[plot] were not installed
+    monkeypatch.setattr(scaling, "launcher_runner", _scripted_runner({1: [4.0], 2: [3.0]}))
+    argv = ["bench", "scaling", "--networks", "resnet-18:4", "--workers", "1,2", "--warmup", "0",
+            "--readings", "1", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "scaling.csv",
+        "scaling.json",
+        "table.txt",
+    ]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "scaling.png not drawn: it needs matplotlib (pip install 'imgscale[plot]')"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from engine.api import jobs as api_jobs
+from engine.api import jobs as console_jobs
 from engine import workspace as wsmod
 from engine.cluster import jobs
 from engine.cluster.launcher import LaunchSpec, launch, open_job
@@ -56,9 +56,45 @@ async def test_reopening_a_stopped_relaunched_job_shows_its_newest_attempts_log(
     record = jobs.load(first.job_id)
     assert record.attempt == 1 and record.state == "done"
 
-    console = await api_jobs.attach(ws, first.job_id, lambda event: None)
+    console = await console_jobs.attach(ws, first.job_id, lambda event: None)
     lines = await lines_of(console, 1)
     assert "hello from" in lines[0].text
     assert "/a1/" in record.processes[0].log_path  # the lines come from the newest attempt's log
     assert console.job.status().state == "done" and isinstance(console.job.status(), JobState)
     await console.detach()
+
+
+async def test_a_relaunch_from_the_console_shows_each_line_once(tmp_path, monkeypatch):
+    from engine import api
+
+    monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
+    ws = wsmod.create(tmp_path / "ws", {"root": "images"})
+    session = api.Session(ws, asyncio.get_running_loop())
+    spec = LaunchSpec(
+        command=(sys.executable, "-c", SAY),
+        num_workers=1,
+        num_servers=0,
+        launcher="local",
+        run_root=str(tmp_path / "runs"),
+        cwd=str(tmp_path),
+    )
+    session.job = console_jobs.ConsoleJob(await launch(spec), "test-io")
+    session._follow_job()
+    seen: list = []
+
+    async def until(predicate) -> None:
+        while not predicate():
+            seen.append(await session.queue.get())
+
+    def finished(attempts: int) -> bool:
+        done = [e for e in seen if isinstance(e, JobState) and e.state == "done"]
+        return len(done) >= attempts
+
+    await asyncio.wait_for(until(lambda: finished(1)), 60)
+    await session.relaunch()
+    await asyncio.wait_for(until(lambda: finished(2)), 60)
+    while not session.queue.empty():
+        seen.append(session.queue.get_nowait())
+    hello = [e for e in seen if isinstance(e, LogLine) and "hello from" in e.text]
+    assert len(hello) == 2, hello  # one per attempt, not the second one twice
+    await session.close()

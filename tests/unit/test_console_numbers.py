@@ -38,7 +38,7 @@ def test_whole_run_rate_takes_every_reading_after_the_first_not_the_last():
     board = api.RateBoard()
     for i, rate in enumerate([10.0, 100.0, 100.0, 100.0, 100000.0]):
         board.add(reading(rate, float(i)))
-    (host, rate), = board.host_rates()
+    ((host, rate),) = board.host_rates()
     # equal images per reading: the run's rate is the harmonic mean of readings 2..5
     assert rate == pytest.approx(4 / (3 / 100.0 + 1 / 100000.0))
     assert rate < 140

@@ -9,6 +9,7 @@ from engine.errors import StageRefused
 from engine.prep import disk
 from engine.prep.demo import make_demo_tar, make_demo_tree
 from engine.prep.extract import extract_archive
+from engine.prep.options import PackOptions
 
 
 def fake_free(monkeypatch, free_bytes):
@@ -34,7 +35,7 @@ def test_extract_refuses_before_writing_anything(monkeypatch, tmp_path):
 
 def test_pass_through_estimate_is_the_source_size(tmp_path):
     summary = make_demo_tree(tmp_path / "tree", classes=3, images_per_class=(4, 6), max_side=64)
-    rows = disk.estimate_space(tmp_path / "tree", tmp_path, disk.PackSettings(pass_through=True))
+    rows = disk.estimate_space(tmp_path / "tree", tmp_path, PackOptions(pass_through=True))
     pack = next(r for r in rows if r.stage == "pack")
     assert abs(pack.need_bytes - summary.bytes) <= disk.RECORD_OVERHEAD * summary.images
     assert [r.stage for r in rows] == ["list", "pack"]
@@ -42,19 +43,15 @@ def test_pass_through_estimate_is_the_source_size(tmp_path):
 
 def test_resize_changes_the_estimate_the_right_way(tmp_path):
     make_demo_tree(tmp_path / "tree", classes=2, images_per_class=(8, 8), seed=1)
-    small = disk.estimate_space(
-        tmp_path / "tree", tmp_path, disk.PackSettings(resize=64, quality=90)
-    )
-    large = disk.estimate_space(
-        tmp_path / "tree", tmp_path, disk.PackSettings(resize=480, quality=95)
-    )
+    small = disk.estimate_space(tmp_path / "tree", tmp_path, PackOptions(resize=64, quality=90))
+    large = disk.estimate_space(tmp_path / "tree", tmp_path, PackOptions(resize=480, quality=95))
     need = {r.stage: r.need_bytes for r in small}, {r.stage: r.need_bytes for r in large}
     assert 0 < need[0]["pack"] < need[1]["pack"]
 
 
 def test_tar_estimate_has_an_extract_row_of_the_archive_size(tmp_path):
     make_demo_tar(tmp_path / "demo.tar", classes=2, images_per_class=[4, 4], max_side=64)
-    rows = disk.estimate_space(tmp_path / "demo.tar", tmp_path, disk.PackSettings(resize=32))
+    rows = disk.estimate_space(tmp_path / "demo.tar", tmp_path, PackOptions(resize=32, quality=90))
     extract_row = next(r for r in rows if r.stage == "extract")
     assert extract_row.need_bytes == (tmp_path / "demo.tar").stat().st_size
     assert next(r for r in rows if r.stage == "pack").need_bytes < extract_row.need_bytes
@@ -111,9 +108,7 @@ def test_pack_estimate_matches_what_pack_writes(tmp_path):
     from engine.prep.pack import PackOptions, pack_lists
 
     make_demo_tree(tmp_path / "tree", classes=3, images_per_class=[12, 15, 20], seed=4, corrupt=2)
-    rows = disk.estimate_space(
-        tmp_path / "tree", tmp_path, disk.PackSettings(resize=96, quality=90)
-    )
+    rows = disk.estimate_space(tmp_path / "tree", tmp_path, PackOptions(resize=96, quality=90))
     estimate = next(r.need_bytes for r in rows if r.stage == "pack")
     lists = write_lists(tmp_path / "lists" / "all", tmp_path / "tree", recursive=True)
     pack_lists(lists, tmp_path / "tree", PackOptions(resize=96, quality=90, num_thread=1))

@@ -117,7 +117,7 @@ def test_resume_hook_sets_load_epoch_to_the_newest_complete_checkpoint(tmp_path)
     assert hook(command, 1) == ("python", "train.py", "--load-epoch", "2")
 
 
-def test_newest_epoch_lets_a_failure_through_instead_of_turning_resume_off(tmp_path, monkeypatch):
+def test_resume_hook_lets_a_failure_through_instead_of_turning_resume_off(tmp_path, monkeypatch):
     def broken(prefix):
         raise ImportError("engine.train.checkpoints is missing")
 

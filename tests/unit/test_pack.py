@@ -410,11 +410,12 @@ def test_worker_killed_mid_batch_is_replaced_and_its_batch_retried(tmp_path):
     import signal
 
     from engine.prep.pack_pool import Pool
+    from engine.prep.pack_worker import Setup
 
     root = tmp_path / "images"
     names = make_images(root, SMALL[:3])
     items = [(i + 1, i, name, (0.0,)) for i, name in enumerate(names)]
-    pool = Pool(1, {**PackOptions(pass_through=True).record_options(), "root": str(root)})
+    pool = Pool(1, Setup(str(root), PackOptions(pass_through=True)))
     try:
         victim = pool.workers[0].proc
         os.kill(victim.pid, signal.SIGSTOP)  # it cannot answer before it dies
@@ -433,10 +434,11 @@ def test_worker_that_died_while_idle_is_replaced_on_next_batch(tmp_path):
     import signal
 
     from engine.prep.pack_pool import Pool
+    from engine.prep.pack_worker import Setup
 
     root = tmp_path / "images"
     names = make_images(root, SMALL[:2])
-    pool = Pool(1, {**PackOptions(pass_through=True).record_options(), "root": str(root)})
+    pool = Pool(1, Setup(str(root), PackOptions(pass_through=True)))
     try:
         victim = pool.workers[0].proc
         victim.send_signal(signal.SIGKILL)

@@ -5,7 +5,6 @@ import os
 import pathlib
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
+from tree_helpers import sigkill, start_until_it_stops
 
 from engine.errors import UserError
 from engine.prep import pack
@@ -91,29 +91,40 @@ def lines_done(lists: pathlib.Path) -> int:
         return 0
 
 
-def kill_mid_run(lists: pathlib.Path, root: pathlib.Path, threads: str) -> None:
-    """Start a real `imgscale pack`, SIGKILL it once some batches are durable, and check its workers go too."""
-    # At the lowest priority on a busy machine the watcher, not the packer, gets the CPU first.
-    argv = imgscale(
-        "pack", str(lists / "data"), str(root), *OPTIONS, "--num-thread", threads, "--quiet"
-    )
-    proc = subprocess.Popen(
-        ["nice", "-n", "19", *argv],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(lambda: lines_done(lists) >= 32 or proc.poll() is not None, "partial output")
-        workers = psutil.Process(proc.pid).children()
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, f"pack ended before the kill: {err.decode()[-500:]}"
-    assert 32 <= lines_done(lists) <= COUNT
+# `imgscale pack` that stops itself (SIGSTOP) right after its N-th durable commit (the manifest
+# write that ends PackChunk.save), so the test SIGKILLs it at a known record count, not a guessed time.
+STOP_AFTER_COMMITS = r"""
+import os, signal, sys
+limit, commits = int(os.environ["STOP_AFTER_COMMITS"]), 0
+
+def watch(frame, event, arg):
+    global commits
+    code = frame.f_code
+    if event == "return" and code.co_name == "save" and code.co_filename.endswith("pack.py"):
+        commits += 1
+        if commits == limit:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+sys.setprofile(watch)
+from engine.cli import main
+sys.exit(main())
+"""
+COMMITS = 2  # batches durable before the kill
+
+
+def kill_mid_run(lists: pathlib.Path, root: pathlib.Path, threads: str) -> int:
+    """Run a real `imgscale pack` until COMMITS batches are durable, SIGKILL it there, and check its
+    workers go too; the list lines done at the kill."""
+    argv = ["pack", lists / "data", root, *OPTIONS, "--num-thread", threads, "--quiet"]
+    env = {**ENV, "STOP_AFTER_COMMITS": str(COMMITS)}
+    proc = start_until_it_stops(STOP_AFTER_COMMITS, argv, env, lists / "pack.log")
+    done_at_stop = lines_done(lists)  # observed from the output: the manifest's durable count
+    workers = psutil.Process(proc.pid).children()
+    sigkill(proc)
+    assert 0 < done_at_stop < COUNT and lines_done(lists) == done_at_stop
     assert not (lists / "data.rec").exists() and (lists / "data.rec.part").exists()
     wait_for(lambda: all(map(exited, workers)), "the workers to exit")  # end-of-file on their pipe
+    return done_at_stop
 
 
 def exited(process: psutil.Process) -> bool:
@@ -145,14 +156,14 @@ def test_sigkill_mid_run_then_rerun_gives_the_same_bytes(reference, tmp_path):
 @pytest.mark.slow
 def test_torn_tail_after_kill_is_cut_off(reference, tmp_path):
     lists = fresh_copy(reference, tmp_path)
-    kill_mid_run(lists, reference[1], threads="1")
+    done_at_kill = kill_mid_run(lists, reference[1], threads="1")
     for name in ("data.rec.part", "data.idx.part", "data.skipped.tsv.part"):
         with open(lists / name, "ab") as part:  # a write the kill cut in half
             part.write(b"\x0a\x23\xd7\xce half a record")
     result = pack.pack_lists(
         [lists / "data.lst"], reference[1], PackOptions(resize=128, quality=85)
     )
-    assert result.chunks[0].resumed_at_line >= 32
+    assert result.chunks[0].resumed_at_line == done_at_kill
     assert outputs(lists) == outputs(reference[0] / "lists")
 
 

@@ -39,6 +39,8 @@ def test_demo_runs_every_stage_and_says_what_to_train_with(tmp_path, capsys):
     assert set(train_labels) == set(labels_in(data / "val")) == set(range(classes))
     assert "skipped files are listed in" in out  # the demo's broken files are reported, not lost
     assert (data / "imagenet_demo.tar").exists()  # the source is never deleted
+    assert f"imgscale-tui {tmp_path / 'ws'}" in out  # and the next command to run
+    assert f"imgscale train --data-train {data / 'train'}" in out
 
 
 def test_second_run_skips_everything(tmp_path, capsys):

@@ -131,7 +131,9 @@ def test_mxnet_builds_must_match_and_have_dist_kvstore():
 
 def test_busy_port_and_disk():
     assert levels(check_ports(Facts(busy_ports=[9091]))) == [ERROR]
-    (f,) = check_disk(Facts(checkpoint_dir="/ck", free_disk_bytes=1 << 30, num_epochs=80))
+    (f,) = check_disk(
+        Facts(checkpoint_dir="/ck", free_disk_bytes=1 << 30, num_epochs=80, keep_checkpoints=0)
+    )
     assert f.level == ERROR and "GiB" in f.what
 
 

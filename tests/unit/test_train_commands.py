@@ -36,7 +36,9 @@ def test_check_reports_findings_and_fails_on_errors(tmp_path, capsys):
     train, lists = tmp_path / "train", tmp_path / "lists"
     train.mkdir()
     lists.mkdir()
-    (train / "d_0.rec").write_bytes(MAGIC_BYTES)  # check now reads the first record's magic
+    (train / "d_0.rec").write_bytes(
+        MAGIC_BYTES + bytes(4)
+    )  # one whole (empty) record: check reads its framing
     (lists / "d_0.idx").write_text("0\t0\n1\t100\n")
     (lists / "d_labels.txt").write_text("".join(f"c{i}\t{i}\n" for i in range(5)))
     argv = [

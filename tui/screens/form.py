@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
+from engine.api import FormField
+
 
 class OptionsForm(ModalScreen[dict[str, str] | None]):
-    """ctrl+s (or enter in the last field) saves the changed fields; escape cancels."""
+    """ctrl+s (or enter in the last field) saves the changed fields; escape cancels.
+
+    The fields come from the engine (``Session.option_fields``): each input's tooltip and the
+    line under the form give the option's help, default and bounds."""
 
     BINDINGS = [
         Binding("ctrl+s", "save", "Save"),
         Binding("escape", "cancel", "Cancel"),
     ]
 
-    def __init__(self, title: str, options: dict[str, Any]) -> None:
+    def __init__(self, title: str, fields: tuple[FormField, ...]) -> None:
         super().__init__()
         self.title_text = title
-        self.options = options
+        self.fields = fields
 
     def compose(self) -> ComposeResult:
         dialog = Vertical(id="dialog")
@@ -30,17 +33,29 @@ class OptionsForm(ModalScreen[dict[str, str] | None]):
         dialog.border_subtitle = "tab: next field   ctrl+s: save   esc: cancel"
         with dialog:
             with VerticalScroll(id="form-fields"):
-                for key, value in self.options.items():
+                for field in self.fields:
                     with Horizontal(classes="form-row"):
-                        yield Label(key, classes="form-label")
-                        yield Input(value=_text(value), id=f"opt-{key}", classes="form-input")
+                        yield Label(field.name, classes="form-label")
+                        yield Input(
+                            value=field.value,
+                            placeholder=field.default,
+                            tooltip=describe(field),
+                            id=f"opt-{field.name}",
+                            classes="form-input",
+                        )
+            yield Label("", id="form-help")
+
+    def on_descendant_focus(self) -> None:
+        focused = self.focused
+        field = next((f for f in self.fields if focused and focused.id == f"opt-{f.name}"), None)
+        self.query_one("#form-help", Label).update(describe(field) if field else "")
 
     def changed(self) -> dict[str, str]:
         out = {}
-        for key, value in self.options.items():
-            text = self.query_one(f"#opt-{key}", Input).value
-            if text != _text(value):
-                out[key] = text
+        for field in self.fields:
+            text = self.query_one(f"#opt-{field.name}", Input).value
+            if text != field.value:
+                out[field.name] = text
         return out
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -57,9 +72,15 @@ class OptionsForm(ModalScreen[dict[str, str] | None]):
         self.dismiss(None)
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(v) for v in value)
-    return str(value)
+def describe(field: FormField) -> str:
+    """One line: help, choices or bounds, and the default."""
+    parts = [field.help] if field.help else []
+    if field.choices:
+        parts.append("one of " + ", ".join(field.choices))
+    elif field.low is not None or field.high is not None:
+        low = "" if field.low is None else f"{field.low:g}"
+        high = "" if field.high is None else f"{field.high:g}"
+        parts.append(f"{low}..{high}")
+    if field.default:
+        parts.append(f"default {field.default}")
+    return " · ".join(parts)

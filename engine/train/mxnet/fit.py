@@ -355,6 +355,8 @@ def _save(args, module, plan: Plan, epoch: int, batch: int) -> None:
         saving.save_states(ckpt.states_path(prefix, epoch, batch), module)
     ckpt.remove_batch_checkpoints(prefix, keep=(epoch, batch) if batch else None)
     log.info('Saved checkpoint to "%s"', params)
+    if not batch:
+        ckpt.prune_epochs(prefix, args.keep_checkpoints, args.save_period)
 
 
 def _append_summary(args, plan: Plan, epoch: int, metric, validation, seconds: float) -> None:

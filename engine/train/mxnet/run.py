@@ -1,18 +1,74 @@
-"""The MXNet engine's entry: train, and turn an out-of-memory error into a diagnosis."""
+"""The MXNet engine's entry: train, and turn an out-of-memory error or a damaged .rec into one line."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
+import traceback
 
 from engine.errors import UserError
+from engine.recordio import first_damage
 from engine.train.mxnet.fit import train
 from engine.train.oom import diagnose_text, failure_lines
+from engine.train.recfiles import rec_files
 
 
 def main(args: argparse.Namespace) -> int:
+    """Train in a child process: MXNet's reader threads abort the whole process on a damaged
+    record (a C++ `Check failed`, no Python exception to catch), so a parent that never imports
+    MXNet waits and, after such an abort, names the file and the offset of the damage."""
+    child = os.fork()
+    if child == 0:
+        os._exit(_child(args))
+    status = _wait(child)
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT:
+        damage = first_damage(_data_files(args))
+        if damage is not None:
+            raise UserError(f"{damage}; MXNet stopped there: pack that file again (imgscale pack)")
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code  # killed by signal N: the shell's 128+N
+
+
+def _child(args: argparse.Namespace) -> int:
+    try:
+        return _train(args)
+    except UserError as exc:
+        print(f"imgscale train: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _wait(child: int) -> int:
+    """Wait for the child; a signal sent to this process alone is passed on to it."""
+
+    def forward(signum, _frame) -> None:
+        os.kill(child, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            return os.waitpid(child, 0)[1]
+        except InterruptedError:
+            continue
+
+
+def _data_files(args: argparse.Namespace) -> list[str]:
+    paths = [p for p in (args.data_train, getattr(args, "data_val", None)) if p]
+    return [rec for p in paths for rec in rec_files(p, warn=lambda _msg: None)]
+
+
+def _train(args: argparse.Namespace) -> int:
     """Train with parsed (and validated) options; an out-of-memory error becomes a diagnosis, exit status 1."""
     try:
         return train(args)

@@ -304,6 +304,7 @@ class Trainer:
         for e, b in list_checkpoints(prefix):
             if b and (e, b) < (done_epochs, 0):
                 os.remove(checkpoint_path(prefix, e, b))
+        ckpt.prune_epochs(prefix, self.args.keep_checkpoints, self.args.save_period, ckpt.TORCH)
 
     def evaluate(self, loader) -> list[tuple[str, float]]:
         """Accuracy over the whole validation set: each rank scores its shard, the counts are summed."""

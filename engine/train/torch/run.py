@@ -1,7 +1,7 @@
 """Entry of the torch engine: `imgscale train --engine torch …` or `python -m engine.train.torch.run …`.
 
-Takes the same train_imagenet-style options as the MXNet engine (engine/train/options.py) plus a few
-torch-only ones (``options.add_torch_args``). Importing this module is light: torch loads inside ``main``.
+Takes the same train_imagenet-style options as the MXNet engine plus a few torch-only ones (all in
+engine.train.options.TrainOptions). Importing this module is light: torch loads inside ``main``.
 """
 
 from __future__ import annotations
