@@ -38,6 +38,7 @@ from engine.api.session import (
     open_workspace,
 )
 from engine.cli import OneLineParser
+from engine.cli_progress import human_duration
 from engine.options import FormField
 from engine.train.doctor import Diagnosis, Topology, diagnose
 from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
@@ -70,6 +71,7 @@ __all__ = [
     "check_workspace",
     "create_demo_workspace",
     "diagnose",
+    "human_duration",
     "open_workspace",
     "published_cluster",
     "published_points",

@@ -1,6 +1,6 @@
 """One scaling sweep from the first run to the files: every run's events, the model's predictions, the outputs.
 
-`imgscale bench scaling` (engine.bench.commands, through ``run_sweep``) and the console's Scaling
+`imgscale bench scaling` (engine.bench.cli_bench, through ``run_sweep``) and the console's Scaling
 screen (through engine.api) drive the same ``Sweep``::
 
     sweep = Sweep(config, network_gbits=10.0)
