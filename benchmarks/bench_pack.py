@@ -2,14 +2,17 @@
 
 Builds (once, cached in --workdir) a photo-like demo dataset of --images JPEGs (mostly ~500x375, some
 over 1000 px), writes one .lst, then in rounds packs it with im2rec.py and with `imgscale pack`
-(--resize 480 --quality 90 --num-thread 2 by default), plus `imgscale pack --no-upscale`. Prints
-images/s per run, the median of --repeats rounds, the ratios, and the peak memory (summed RSS of
-each packer's whole process tree). Not a test: the numbers depend on the machine and its load.
+(--resize 480 --quality 90 --num-thread 2 by default): the default path (libjpeg-turbo YUV planes)
+and every switch (--no-upscale, --codec opencv, --no-reduced-decode: im2rec's exact bytes), runs
+alternating within each round. Prints images/s per run, the median of --repeats rounds, the ratios,
+and the peak memory (summed RSS of each packer's whole process tree); then one run at
+--num-thread 16 for memory, with PSS beside RSS (summed RSS counts each shared library once per
+process). Not a test: the numbers depend on the machine and its load.
 On a shared machine the wall-clock ratio swings with other users' load (the scheduler shares CPU
 per runnable thread), so it also prints CPU ms/image (user+system time of the whole process tree
 per record), the load-independent measure of how much work each packer does per image.
 
-    python benchmarks/bench_pack.py [--images 3000] [--repeats 3] [--threads 2] [--workdir DIR]
+    python benchmarks/bench_pack.py [--images 3000] [--repeats 3] [--threads 2] [--memory-threads 16]
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import psutil
 
 IM2REC = pathlib.Path(sys.prefix) / "lib/python3.11/site-packages/mxnet/tools/im2rec.py"
 POLL_S = 0.02
+SWITCHES = ("", "--no-upscale", "--codec opencv", "--no-reduced-decode")
+GOALS = {"imgscale": 1.5, "imgscale --no-upscale": 4.0}
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,7 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--workdir", default=os.path.join(tempfile.gettempdir(), "imgscale-bench-pack")
     )
-    parser.add_argument("--skip-noupscale", action="store_true")
+    parser.add_argument("--memory-threads", type=int, default=16, help="0: no memory run")
     return parser.parse_args()
 
 
@@ -76,8 +81,16 @@ def describe(root: pathlib.Path, resize: int) -> str:
     return f"short edge <= {resize}: {small:.0%}, >= {2 * resize}: {big:.0%} (sampled)"
 
 
-def run_measured(argv: list[str], env: dict) -> tuple[float, int, float]:
-    """Wall seconds, the peak summed RSS of the process tree, and the CPU seconds of the whole tree."""
+def tree_memory(parent: psutil.Process, pss: bool) -> int:
+    """Summed RSS (or PSS: shared pages split between their users) of a process and its children."""
+    tree = [parent, *parent.children(recursive=True)]
+    if pss:
+        return sum(p.memory_full_info().pss for p in tree if p.is_running())
+    return sum(p.memory_info().rss for p in tree if p.is_running())
+
+
+def run_measured(argv: list[str], env: dict, pss: bool = False) -> tuple[float, int, float]:
+    """Wall seconds, the peak summed RSS (or PSS) of the process tree, and the tree's CPU seconds."""
     started = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parent, peak = psutil.Process(proc.pid), 0
@@ -86,8 +99,7 @@ def run_measured(argv: list[str], env: dict) -> tuple[float, int, float]:
         if pid:
             break
         try:
-            tree = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            peak = max(peak, tree_memory(parent, pss))
         except psutil.Error:
             pass
         time.sleep(POLL_S)
@@ -134,16 +146,15 @@ def main() -> None:
     ]
     imgscale = [sys.executable, "-m", "engine.cli", "pack"]
     runners = {
-        "im2rec": lambda out: [sys.executable, str(IM2REC), str(out / "data"), str(root), *common],
-        "imgscale": lambda out: [*imgscale, str(out / "data"), str(root), *common, "--quiet"],
+        "im2rec": lambda out: [sys.executable, str(IM2REC), str(out / "data"), str(root), *common]
     }
-    if not args.skip_noupscale:
-        runners["imgscale --no-upscale"] = lambda out: [
+    for switch in SWITCHES:
+        runners[f"imgscale {switch}".strip()] = lambda out, switch=switch: [
             *imgscale,
             str(out / "data"),
             str(root),
             *common,
-            "--no-upscale",
+            *switch.split(),
             "--quiet",
         ]
     rates: dict[str, list[float]] = {name: [] for name in runners}
@@ -158,7 +169,7 @@ def main() -> None:
             cpu_ms[name].append(cpu / records * 1000)
             peaks[name] = max(peaks[name], peak)
             print(
-                f"round {round_no + 1}  {name:<22} {records} records  {seconds:6.1f} s  "
+                f"round {round_no + 1}  {name:<28} {records} records  {seconds:6.1f} s  "
                 f"{records / seconds:7.1f} images/s  {cpu / records * 1000:5.2f} CPU ms/image  "
                 f"peak RSS {peak / 2**20:6.0f} MiB  load {os.getloadavg()[0]:.1f}",
                 flush=True,
@@ -172,10 +183,51 @@ def main() -> None:
         cpu = statistics.median(cpu_ms[name])
         paired = statistics.median(r / base for r, base in zip(rates[name], rates["im2rec"]))
         print(
-            f"  {name:<22} {rate:7.1f} images/s  {ratio:4.2f}x im2rec (per-round median {paired:4.2f}x)  {cpu:5.2f} CPU ms/image "
+            f"  {name:<28} {rate:7.1f} images/s  {ratio:4.2f}x im2rec (per-round median {paired:4.2f}x)  {cpu:5.2f} CPU ms/image "
             f"({statistics.median(cpu_ms['im2rec']) / cpu:4.2f}x less)  peak RSS {peaks[name] / 2**20:.0f} MiB"
+            + (
+                f"  goal {GOALS[name]:.2f}x: {'met' if ratio >= GOALS[name] else 'MISSED'}"
+                if name in GOALS
+                else ""
+            )
         )
-    print("goals: imgscale >= 1.50x, --no-upscale >= 4.00x, imgscale peak < 1024 MiB")
+    print(
+        "goals: "
+        + ", ".join(f"{name} >= {goal:.2f}x" for name, goal in GOALS.items())
+        + f"; load average now {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
+    if args.memory_threads:
+        memory_run(workdir, lst, root, common, args.memory_threads, env)
+
+
+def memory_run(workdir, lst, root, common: list[str], threads: int, env: dict) -> None:
+    """One default run at --num-thread THREADS: the peak memory of the whole tree, RSS and PSS.
+
+    pack refuses more than 4 worker processes per core, so a small machine measures at its cap.
+    """
+    cap = 4 * (os.cpu_count() or 1)
+    if threads > cap:
+        print(f"memory run: --num-thread {threads} is over this machine's cap; measuring at {cap}")
+        threads = cap
+    argv = [*common[:-1], str(threads)]
+    out = fresh_dir(workdir, "memory", lst)
+    pack = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "pack",
+        str(out / "data"),
+        str(root),
+        *argv,
+        "--quiet",
+    ]
+    _, rss, _ = run_measured(pack, env)
+    out = fresh_dir(workdir, "memory", lst)
+    _, pss, _ = run_measured(pack, env, pss=True)
+    print(
+        f"memory at --num-thread {threads}: peak PSS {pss / 2**20:.0f} MiB (goal < 1024), "
+        f"summed RSS {rss / 2**20:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -292,6 +292,19 @@ def check_config(config_path: Path, config: dict[str, Any]) -> None:
             _check_type(config_path, f"stages.{stage}.{key}", defaults.get(key), value)
     for key, value in config.get("train", {}).items():
         _check_type(config_path, f"train.{key}", DEFAULT_TRAIN.get(key), value)
+    _check_bounds(config_path, config)
+
+
+def _check_bounds(config_path: Path, config: dict[str, Any]) -> None:
+    """Values of the right type but outside their option's bounds, named as written in the file."""
+    try:
+        for stage, options in config.get("stages", {}).items():
+            if stage in prep_options.GROUPS:
+                prep_options.stage_options(stage, options)
+        for key, value in config.get("train", {}).items():
+            train_options.workspace_value(key, value)
+    except UserError as exc:
+        raise UserError(f"{config_path}: {exc}; fix the file and reopen") from None
 
 
 TYPE_WORDS = {

@@ -144,6 +144,7 @@ class ImgscaleApp(App[str | None]):
         status.nthreads = self.train_options.get("data_nthreads")
         self.stages.set_stages(snap.stages)
         self.grid.set_hosts(snap.hosts)
+        self.grid.speeds, self.grid.topology = self.session.speeds, self.session.topology()
         self.show_stage_details()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -176,6 +177,8 @@ class ImgscaleApp(App[str | None]):
             self.summary.rate = event
             self.status.rate = event.images_per_sec
             self.grid.set_cluster(event.hosts, event.stragglers)
+            if self.session is not None:  # a new job starts a new board
+                self.grid.histories = self.session.rates.history
         elif isinstance(event, EpochSummary):
             summary = self.summary
             summary.epochs = {**summary.epochs, (event.host, event.rank): event}
@@ -442,6 +445,12 @@ class ImgscaleApp(App[str | None]):
             )
         self.push_screen("scaling")
 
+    def action_export(self) -> None:
+        def done(paths: list[Path]) -> None:
+            self.show_result("exported " + ", ".join(str(p) for p in paths))
+
+        self.engine_call(lambda s: s.export(), "export", then=done)
+
     def show_result(self, text: str) -> None:
         self.last_result = text
         self.result.update(text)
@@ -502,7 +511,8 @@ def plan_text(plan: api.LaunchPlan) -> str:
         f"  {host:<20} {role:<10} {'' if rank is None else rank}" for host, role, rank in plan.roles
     )
     lines = [
-        f"mode: {plan.mode}    hosts: {len(plan.hosts)}    processes: {len(plan.roles)}",
+        f"mode: {plan.mode}    hosts: {len(plan.hosts)}    processes: {len(plan.roles)}"
+        + ("    engine: torch (DDP ranks)" if plan.engine == "torch" else ""),
         roles,
         (
             f"batch: {plan.batch_per_gpu:g} per GPU · {plan.batch_per_worker} per worker"

@@ -82,6 +82,12 @@ GLOBAL_KEYS = (
         "Scaling: images/s against GPUs, speedup against ideal",
         menu="Scaling sweep",
     ),
+    Key(
+        "E",
+        "export",
+        "Export the hosts grid and the job's images/s history (CSV, JSON)",
+        menu="Export grid and img/s history",
+    ),
     Key("question_mark", "help", "Help: every key"),
     Key("q", "quit", "Quit (jobs keep running)"),
 )

@@ -40,11 +40,12 @@ from engine.api.session import (
 from engine.cli import OneLineParser
 from engine.cli_progress import human_duration
 from engine.options import FormField
-from engine.train.doctor import Diagnosis, Topology, diagnose
+from engine.train.doctor import CAUSE_ADVICE, Diagnosis, HostReading, Topology, diagnose, host_cause
 from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
 from engine.workspace import PREP_STAGES, StageStatus, WorkspaceSnapshot
 
 __all__ = [
+    "CAUSE_ADVICE",
     "IDEAL",
     "KV_STORES",
     "PREP_STAGES",
@@ -53,6 +54,7 @@ __all__ = [
     "TABLE_COLUMNS",
     "Diagnosis",
     "FormField",
+    "HostReading",
     "LaunchPlan",
     "OneLineParser",
     "RateBoard",
@@ -71,6 +73,7 @@ __all__ = [
     "check_workspace",
     "create_demo_workspace",
     "diagnose",
+    "host_cause",
     "human_duration",
     "open_workspace",
     "published_cluster",

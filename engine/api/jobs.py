@@ -13,6 +13,7 @@ from typing import Any
 from engine import workspace as wsmod
 from engine.api.plan import (
     data_counts,
+    engine_of,
     host_specs,
     job_env,
     servers_of,
@@ -132,6 +133,7 @@ def launch_spec(ws: wsmod.Workspace, mode: str) -> LaunchSpec:
         cwd=str(ws.path),
         resume_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,
         max_restarts=int(opts.get("max_restarts", 0)),
+        engine=engine_of(ws),
         **local_only,
     )
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from engine import workspace as wsmod
-from engine.cluster import hosts, placement
+from engine.cluster import hosts, launcher, placement
+from engine.cluster.preflight import check_across_hosts
 from engine.errors import UserError
 from engine.train import options as train_options
 from engine.train.check import preflight
@@ -36,6 +38,7 @@ class LaunchPlan:
     command: tuple[str, ...]
     findings: tuple[str, ...] = ()
     blocking: bool = False  # a finding that makes the launch pointless
+    engine: str = "mxnet"  # torch: roles are ranks ("rank", N), no scheduler or servers
 
 
 def host_specs(ws: wsmod.Workspace) -> list[hosts.HostSpec]:
@@ -68,6 +71,8 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     opts = ws.train_options()
     lists = ws.lists_dir
     cmd = [sys.executable, "-m", "engine", "train"]
+    if engine_of(ws) == "torch":  # the launcher reads the engine from the command too
+        cmd += ["--engine", "torch"]
     for key in TRAIN_KEYS:
         cmd += ["--" + key.replace("_", "-"), train_options.flag_text(key, opts[key])]
     if mode == "train":  # a benchmark or test-io run must never write over the trained model
@@ -108,6 +113,23 @@ def job_env(ws: wsmod.Workspace) -> dict[str, str]:
     }
 
 
+def engine_of(ws: wsmod.Workspace) -> str:
+    """The workspace's training engine: [train] engine = "mxnet" (default) or "torch"."""
+    return str(ws.train_options().get("engine") or "mxnet")
+
+
+def plan_roles(ws: wsmod.Workspace) -> tuple[tuple[str, str, int | None], ...]:
+    """(host, role, rank) of every process: MXNet's scheduler, servers and workers, or torch's
+    ranks host by host (the launcher's own placement, so the dialog shows what will run)."""
+    specs = host_specs(ws)
+    if engine_of(ws) == "torch":
+        layout = launcher.torch_layout(workers_of(ws), specs)
+        names = [host.name for host, count in layout for _ in range(count)]
+        return tuple((host, "rank", rank) for rank, host in enumerate(names))
+    places = placement.place(workers_of(ws), servers_of(ws), [s.slots for s in specs])
+    return tuple((specs[p.host].name, p.role, p.rank) for p in places)
+
+
 def gpu_count(gpus: Any) -> int:
     return len(train_options.workspace_value("gpus", gpus))
 
@@ -118,15 +140,15 @@ def plan(ws: wsmod.Workspace, mode: str) -> LaunchPlan:
         raise UserError(f"unknown job mode {mode!r}; one of {', '.join(MODE_FLAGS)}")
     opts = ws.train_options()
     specs = host_specs(ws)
-    workers, servers = workers_of(ws), servers_of(ws)
-    places = placement.place(workers, servers, [s.slots for s in specs])
+    workers = workers_of(ws)
     gpus = gpu_count(opts.get("gpus", ""))
     batch = int(opts["batch_size"])
     findings = tuple(_preflight(ws, mode))
     return LaunchPlan(
         mode=mode,
         hosts=tuple(s.name for s in specs),
-        roles=tuple((specs[p.host].name, p.role, p.rank) for p in places),
+        roles=plan_roles(ws),
+        engine=engine_of(ws),
         gpus_per_worker=gpus,
         batch_per_gpu=batch / max(1, gpus),
         batch_per_worker=batch,
@@ -149,14 +171,30 @@ def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
         return findings
     try:
         train = options_of(ws, mode)
-        findings.extend(
-            f.line().replace("\n        ", " ") for f in preflight(train, _check_options(ws))
-        )
+        found = [*preflight(train, _check_options(ws)), *_across_hosts(ws, train)]
+        findings.extend(f.line().replace("\n        ", " ") for f in found)
     except UserError as exc:
         findings.append(f"error   {exc}")
     except Exception as exc:  # noqa: BLE001 - the check advises; its own fault must not block a launch
         findings.append(f"warning the pre-flight check could not run ({type(exc).__name__}: {exc})")
     return findings
+
+
+def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> list[Any]:
+    """With a hosts file: reach every host, compare versions and data, time an all-reduce (torch)."""
+    if ws.hosts_file is None:
+        return []
+    return check_across_hosts(
+        SimpleNamespace(
+            hosts=str(ws.hosts_file),
+            engine=engine_of(ws),
+            data_train=train.data_train,
+            data_val=train.data_val,
+            gpus=train.gpus,
+            port=None,
+            num_workers=workers_of(ws),
+        )
+    )
 
 
 def options_of(ws: wsmod.Workspace, mode: str) -> train_options.TrainOptions:
@@ -195,6 +233,8 @@ def workers_of(ws: wsmod.Workspace) -> int:
 
 def servers_of(ws: wsmod.Workspace) -> int:
     opts = ws.train_options()
+    if engine_of(ws) == "torch":  # DDP ranks all-reduce among themselves
+        return 0
     return int(opts.get("num_servers", 1)) if str(opts["kv_store"]).startswith("dist") else 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,19 +22,24 @@ from engine.api.plan import LaunchPlan, host_names, plan
 from engine.prep import stages as stage_runner
 from engine.prep.runner import StageRun, StageStopped
 from engine.errors import UserError
+from engine.cluster.export import GRID_FIELDS, grid_rows, write_both
 from engine.options import FormField
-from engine.train.doctor import Diagnosis, Topology, diagnose
+from engine.train.doctor import Diagnosis, HostReading, Topology, diagnose, host_cause
 from engine.train.progress import progress_text
 from engine.train.rates import RateBoard
 from engine.events import (
     Event,
     Failure,
+    GpuSample,
+    HostSample,
+    HostState,
     JobState,
     StageState,
     Throughput,
     TrainProgress,
 )
 
+HISTORY_FIELDS = ("time", "host", "images_per_sec")
 QUEUE_LIMIT = 100_000  # events waiting for the console; beyond that the oldest telemetry is dropped
 TRAIN_STAGE_STATES = {
     "starting": "running",
@@ -65,6 +71,7 @@ class Session:
         self.job: Any = None  # engine.cluster.launcher job object when one is attached
         self.rates = RateBoard()
         self.progress: TrainProgress | None = None  # the training job's newest progress
+        self.latest: dict[tuple[str, str, int | None], Event] = {}  # newest telemetry per source
         self.speeds: dict[str, dict[str, float]] = {}  # mode -> host -> images/s (for the doctor)
         self.tasks: list[asyncio.Task[Any]] = []
         self.closed = False
@@ -132,6 +139,8 @@ class Session:
         ):
             return  # the console is far behind: dropping a sample is better than unbounded memory
         self.queue.put_nowait(event)
+        if isinstance(event, (HostSample, GpuSample, HostState)):
+            self.latest[(type(event).__name__, event.host, getattr(event, "index", None))] = event
         if isinstance(event, Throughput):
             rate = self.rates.add(event)
             if rate is not None:
@@ -283,11 +292,44 @@ class Session:
         """End every process this tool launched on every host; returns how many were ended."""
         return await jobs.kill_all(self.workspace, self.emit)
 
-    async def doctor(self) -> Diagnosis:
+    def topology(self) -> Topology:
         opts = self.workspace.train_options()
-        workers = int(opts.get("workers") or len(self.hosts) or 1)
-        topology = Topology(str(opts["kv_store"]), workers)
-        return diagnose(self.speeds, topology, self.workspace.state.get("speed_jobs", {}))
+        return Topology(str(opts["kv_store"]), int(opts.get("workers") or len(self.hosts) or 1))
+
+    async def doctor(self) -> Diagnosis:
+        jobs = self.workspace.state.get("speed_jobs", {})
+        return diagnose(self.speeds, self.topology(), jobs)
+
+    def host_reading(
+        self, host: str, rate: float | None, gpu_util: float | None, cpu: float | None
+    ) -> HostReading:
+        """A host's live figures with its last --test-io and --benchmark ones (for its cause)."""
+        test_io = self.speeds.get("test-io", {}).get(host)
+        bench = self.speeds.get("benchmark", {}).get(host)
+        return HostReading(rate, gpu_util, cpu, test_io, bench)
+
+    async def export(self) -> list[Path]:
+        """The hosts grid and this job's throughput history as CSV and JSON under exports/."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = self.workspace.path / "exports"
+        rates = dict(self.rates.host_rates())
+        grid = grid_rows(self.latest.values(), rates)
+        for row in grid:
+            reading = self.host_reading(
+                row["host"], row["images_per_sec"], row["gpu_util_mean"], row.get("cpu_percent")
+            )
+            row["cause"] = host_cause(reading, self.topology())
+        history = [
+            {"time": t, "host": host, "images_per_sec": value}
+            for host, series in sorted(self.rates.history.items())
+            for t, value in series.points
+        ]
+        return await asyncio.to_thread(
+            lambda: [
+                *write_both(folder / f"grid-{stamp}", grid, GRID_FIELDS),
+                *write_both(folder / f"throughput-{stamp}", history, HISTORY_FIELDS),
+            ]
+        )
 
     def _follow_job(self) -> None:
         """One pump per job: a second one would hand the console every line twice."""

@@ -18,6 +18,7 @@ from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
 from engine.events import Failure, LogLine, ScalingPoint, StageProgress, StageState
 from engine.paths import require_folder_path
+from engine.train.mxnet import require_mxnet
 from engine.train.options import CLUSTER, TrainOptions, gpu_list, image_shape
 
 SCALING_HELP = (
@@ -160,6 +161,7 @@ def _check_shape(text: str | None, parse) -> None:
 
 def _scaling(args: argparse.Namespace) -> int:
     _check_scaling_args(args)
+    require_mxnet("imgscale bench scaling (its workers train with MXNet)", "")
     config = scaling_config(args)
     result = run_sweep(config, SweepPrinter(verbose=args.verbose), args.network_gbits)
     points = result.points
@@ -259,6 +261,7 @@ def _add_bandwidth(p: argparse.ArgumentParser) -> None:
 
 
 def _bandwidth(args: argparse.Namespace) -> int:
+    require_mxnet("imgscale bench bandwidth (an MXNet kvstore benchmark)", "")
     if args.rounds < 1:
         raise UserError("--rounds: must be 1 or more")
     _check_bandwidth_args(args)

@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import shlex
 
+from .export import GRID_FIELDS, grid_rows, to_csv, to_json
 from engine.errors import UserError
 from engine.events import Event, GpuSample, HostSample, HostState
 
 from . import jobs
 from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
+from .probes import ProbeSet, probe_once
 from .slurm_job import node_specs
 from .transport import TransportError
 
@@ -31,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a SLURM job launched from here: probe its allocated nodes (through srun --overlap)",
     )
     probe.add_argument("--once", action="store_true", help="one reading of every host, then exit")
+    out = probe.add_mutually_exclusive_group()
+    out.add_argument(
+        "--json", action="store_true", help="one reading of every host as a JSON list (the grid)"
+    )
+    out.add_argument("--csv", action="store_true", help="one reading of every host as CSV")
     probe.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
     probe.add_argument(
         "--count",
@@ -110,8 +117,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.job and args.hosts:
         raise UserError("give -H FILE or --job JOB, not both")
     pool = _job_pool(args.job) if args.job else _pool(args.hosts)
-    if args.once:
-        return asyncio.run(_probe_once(pool))
+    if args.once or args.json or args.csv:
+        return asyncio.run(_probe_once(pool, "json" if args.json else "csv" if args.csv else ""))
     try:
         asyncio.run(_probe_loop(pool, args.interval, args.count))
     except KeyboardInterrupt:
@@ -119,14 +126,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _probe_once(pool: HostPool) -> int:
-    from .probes import probe_once
-
+async def _probe_once(pool: HostPool, form: str = "") -> int:
     try:
         events = await probe_once(pool)
     finally:
         await pool.close()
-    for event in events:
+    if form:
+        rows = grid_rows(events)
+        print(to_json(rows) if form == "json" else to_csv(rows, GRID_FIELDS), end="\n")
+    for event in events if not form else ():
         text = describe(event)
         if text:
             print(text)
@@ -134,8 +142,6 @@ async def _probe_once(pool: HostPool) -> int:
 
 
 async def _probe_loop(pool: HostPool, interval: float, count: int) -> None:
-    from .probes import ProbeSet
-
     seen: dict[str, int] = {}
     done = asyncio.Event()
 

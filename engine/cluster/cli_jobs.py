@@ -21,11 +21,18 @@ from engine.errors import UserError
 from engine.events import Event, Failure, HostState, JobState, LogLine
 
 from . import jobs
-from .launcher import LaunchSpec
+from .dmlc_env import parse_env_args, parse_role_env
+from .hosts import read_hosts
+from .kill import ended, kill_everywhere, kill_job, sweep_hosts
+from .launcher import LaunchSpec, check_spec, launch, open_job, plan_lines
+from .slurm_job import dry_run_script
 from .slurm import SlurmRequest
 
 FINAL = ("done", "failed", "stopped")
-LAUNCH_HELP = "start a distributed MXNet job on the hosts (tools/launch.py semantics), supervised"
+LAUNCH_HELP = (
+    "start a distributed job on the hosts, supervised: MXNet (tools/launch.py semantics: "
+    "scheduler, servers, workers) or torch (torchrun's variables, one process per slot)"
+)
 
 
 def register(sub) -> None:
@@ -116,8 +123,6 @@ def slurm_options(args: argparse.Namespace) -> dict:
 
 
 def spec_from_args(args: argparse.Namespace):
-    from .dmlc_env import parse_env_args, parse_role_env
-
     command = list(args.argv)
     if command and command[0] == "--":
         command = command[1:]
@@ -204,30 +209,16 @@ def run_launch(args: argparse.Namespace) -> int:
 
 
 def _dry_run(spec) -> int:
-    from .launcher import check_spec, load_hosts
-    from .placement import describe, place
-
     check_spec(spec)
     if spec.launcher == "slurm":
-        from .slurm_job import dry_run_script
-
         print(dry_run_script(spec.to_dict()), end="")
         return 0
-    hosts = load_hosts(spec.hosts_file, spec.launcher)
-    plan = place(
-        spec.num_workers,
-        spec.num_servers,
-        [h.slots for h in hosts],
-        servers_per_host=spec.servers_per_host,
-    )
-    for line in describe(plan, [h.name for h in hosts]):
+    for line in plan_lines(spec):
         print(line)
     return 0
 
 
 async def _launch(spec, args: argparse.Namespace) -> int:
-    from .launcher import launch
-
     printer = Printer(args.quiet)
     # SIGTERM (a process manager, `kill`) stops the job like Ctrl-C: dying silently would leave
     # it running on every host with nobody supervising it. The signals are caught from before the
@@ -317,8 +308,6 @@ def run_attach(args: argparse.Namespace) -> int:
 
 
 async def _attach(args: argparse.Namespace) -> int:
-    from .launcher import open_job
-
     if args.lines < 0:
         raise UserError(f"--lines {args.lines}: give 0 or more log lines")
     job = open_job(args.job, sink=Printer(args.quiet), tail_lines=args.lines)
@@ -339,16 +328,12 @@ async def _attach(args: argparse.Namespace) -> int:
 
 
 def run_kill(args: argparse.Namespace) -> int:
-    from .kill import ended, kill_everywhere, kill_job, sweep_hosts
-
     if args.all == bool(args.job):
         raise UserError("name one job, or give --all (see `imgscale jobs`)")
     if args.hosts and not args.all:
         raise UserError("-H sweeps hosts for every job: use it with --all")
     opt.check(args, LaunchSpec)
     if args.hosts:  # a bad hosts file is reported before any local job is killed
-        from .hosts import read_hosts
-
         read_hosts(args.hosts)
     printer = Printer()
     if args.all:

@@ -74,15 +74,26 @@ groups=; unrecorded=
 for p in "$@"; do
   [ -f "$p.pid" ] || { unrecorded=1; continue; }
   read w g c <"$p.pid"
-  found=
+  found=; foreign=
   for q in "$w" "$c"; do
     if stat_of "$q"; then
       [ "$state" = Z ] && continue  # exited, not yet reaped: nothing to signal
       if [ "$pg" = "$g" ] && ours "$q"; then found=1
-      else echo "foreign $q"; fi
+      else echo "foreign $q"; foreign=1; fi
     fi
   done
-  if [ -n "$found" ]; then groups="$groups $g"; kill -s TERM -- "-$g" 2>/dev/null; echo "term $g"
+  # Wrapper and command gone (a SIGKILLed rank), but the group may hold their children still
+  # (a data loader's workers): it is ours if one of its members is ours and carries the job's id.
+  if [ -z "$found$foreign" ] && kill -s 0 -- "-$g" 2>/dev/null; then
+    for d in /proc/[0-9]*; do
+      q=${d#/proc/}
+      stat_of "$q" && [ "$pg" = "$g" ] && [ "$state" != Z ] && ours "$q" && { found=1; break; }
+    done
+  fi
+  # CONT after TERM: a stopped (hung, SIGSTOPped) process acts on TERM only once it runs again
+  if [ -n "$found" ]; then
+    groups="$groups $g"; kill -s TERM -- "-$g" 2>/dev/null; kill -s CONT -- "-$g" 2>/dev/null
+    echo "term $g"
   else echo "gone $g"; fi
 done
 if [ -n "$unrecorded" ]; then

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from engine.errors import UserError
 
 from .placement import SCHEDULER, Placement
+from .torch_env import TORCH_VARS
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Set by the launcher; a user value would break the job (or our bookkeeping), so it is refused.
@@ -24,6 +25,7 @@ RESERVED = (
     "DMLC_NUM_SERVER",
     "DMLC_NUM_WORKER",
     "DMLC_NODE_HOST",
+    *TORCH_VARS,
 )
 RESERVED_PREFIX = "IMGSCALE_"
 # Passed from the launching shell when set and not given with --env, as launch.py does.
@@ -97,15 +99,20 @@ def process_env(
     """The full extra environment for one process (on top of the host's login environment)."""
     env = dict(user_env or {})
     env.update(_dmlc(cluster, proc, node_host))
-    env.update(
-        IMGSCALE_JOB=cluster.job,
-        IMGSCALE_ROLE=proc.role,
-        IMGSCALE_RANK=str(proc.rank),  # ps-lite assigns DMLC_WORKER_ID itself; this rank is stable
-        IMGSCALE_HOST=host_name,
-        IMGSCALE_PROC=proc.name,
-        IMGSCALE_ATTEMPT=str(cluster.attempt),
-    )
+    env.update(identity_env(cluster.job, cluster.attempt, proc, host_name))
     return env
+
+
+def identity_env(job: str, attempt: int, proc: Placement, host_name: str) -> dict[str, str]:
+    """IMGSCALE_*: attribution and safe killing, the same for MXNet and torch processes."""
+    return {
+        "IMGSCALE_JOB": job,
+        "IMGSCALE_ROLE": proc.role,
+        "IMGSCALE_RANK": str(proc.rank),  # ps-lite assigns DMLC_WORKER_ID itself; this is stable
+        "IMGSCALE_HOST": host_name,
+        "IMGSCALE_PROC": proc.name,
+        "IMGSCALE_ATTEMPT": str(attempt),
+    }
 
 
 def _dmlc(cluster: ClusterEnv, proc: Placement, node_host: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +23,7 @@ from engine import options as opt
 from engine.errors import UserError
 from engine.events import EventSink, StageProgress, StageState, ignore
 from engine.prep.options import PackOptions
+from engine.prep.pack import ChunkResult, PackResult
 
 from . import jobs
 from .detach import DetachedProcess, shell_path
@@ -232,8 +234,6 @@ async def pack_on_hosts_async(
     max_restarts: int = 0,
 ):
     """Pack on every host and wait; returns engine.prep.pack.PackResult, like a local pack."""
-    import time
-
     lists = [os.path.abspath(p) for p in lst_paths]
     if not lists:
         raise UserError("no .lst files to pack")
@@ -279,8 +279,6 @@ async def pack_on_hosts_async(
 
 def collect_result(lists: Sequence[str], seconds: float):
     """The PackResult a local pack would return, read from the finished chunks' manifests."""
-    from engine.prep.pack import ChunkResult, PackResult
-
     chunks = []
     for lst in lists:
         manifest = json.loads(Path(manifest_path(lst)).read_text())

@@ -1,6 +1,6 @@
 """The supervisor's fault and relaunch policy: what the processes' states mean for the job, what a
-fault is called, and whether the job is relaunched and on which hosts. Pure decisions; supervisor.Job
-carries them out.
+fault is called, and whether the job is relaunched and on which hosts; ``FaultPolicy.recover`` carries
+a fault through (stop, report, exclude, relaunch) on the job it is given (supervisor.Job).
 
 A process that exits non-zero (or vanishes without an exit status), a lost host or a stalled job is a
 fault: the whole job is stopped and, while restarts are left, relaunched from its newest checkpoint
@@ -12,13 +12,15 @@ from __future__ import annotations
 import collections
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
-from engine.events import ProcessInfo
+from engine.events import Event, Failure, ProcessInfo
 
 from .jobs import JobRecord
 
 FINAL = ("done", "failed", "stopped")
+LIVE = ("starting", "running")  # a process (or a job's phase) that may still change by itself
 # What the states of a job's processes call for (see next_step).
 KILLED, FAILED, DONE, WORKERS_DONE, RUNNING = "killed", "failed", "done", "workers-done", "running"
 
@@ -67,6 +69,40 @@ def next_step(
     return "", None
 
 
+@dataclass(frozen=True)
+class Fault:
+    """Why the job must stop: ``source`` (a process or host) and what happened to it."""
+
+    source: str
+    message: str
+    host: str | None = None  # the host to blame, if any
+    index: int | None = None  # the failed process, whose last log lines are quoted
+
+    @classmethod
+    def not_started(cls, host: str, reason: str) -> Fault:
+        return cls(f"host {host}", f"could not start processes: {reason}", host=host)
+
+
+class Recoverable(Protocol):
+    """What the policy needs of a job to stop, report and relaunch it (supervisor.Job)."""
+
+    record: JobRecord
+
+    def emit(self, event: Event) -> None: ...
+
+    def stop_requested(self) -> bool: ...
+
+    async def last_lines(self, index: int) -> tuple[str, ...]: ...
+
+    async def stop_everywhere(self) -> None: ...
+
+    async def drain_then(self, phase: str, message: str) -> None: ...
+
+    async def next_attempt(self) -> tuple[str, str] | None:
+        """Start a new attempt; (host, why) if a host could not start its processes."""
+        ...
+
+
 @dataclass
 class FaultPolicy:
     """Counts faults per host; decides exclusions and relaunches."""
@@ -89,3 +125,31 @@ class FaultPolicy:
 
     def relaunch(self, record: JobRecord, stop_requested: bool) -> bool:
         return not stop_requested and record.restarts < self.max_restarts
+
+    async def recover(self, job: Recoverable, fault: Fault) -> None:
+        """Stop the job, report the fault, and relaunch it while restarts are left."""
+        while True:
+            await self._report(job, fault)
+            job.record = replace(job.record, excluded=self.excluded(job.record, fault.host))
+            if not self.relaunch(job.record, job.stop_requested()):
+                await job.drain_then("failed", f"{fault.source} {fault.message}")
+                return
+            failed = await job.next_attempt()
+            if failed is None:
+                return
+            fault = Fault.not_started(*failed)
+            self.count(fault.host)
+
+    @staticmethod
+    async def _report(job: Recoverable, fault: Fault) -> None:
+        last = await job.last_lines(fault.index) if fault.index is not None else ()
+        await job.stop_everywhere()
+        job.emit(
+            Failure(
+                fault.source,
+                fault.message,
+                diagnosis=diagnosis(fault.message),
+                last_lines=last,
+                job=job.record.job,
+            )
+        )

@@ -29,15 +29,17 @@ from engine.train.checkpoints import newest_checkpoint
 from . import jobs, slurm_job
 from .detach import DetachedProcess
 from .dpack import pack_planner
-from .dmlc_env import ClusterEnv, forwarded_env, process_env
+from .dmlc_env import ClusterEnv, forwarded_env, identity_env, process_env
 from .hostpool import HostPool, record_hosts
 from .hosts import HostSpec, local_host, read_hosts
-from .placement import place
+from .placement import Placement, describe, place
 from .remote_cmd import with_python
 from .supervisor import Job, Planned, Planner, SuperviseOptions
+from .torch_env import describe as describe_torch
+from .torch_env import interface_env, is_torch_command, torch_env
 from .transport import Transport, TransportError
 
-LOCAL_CAP = max(16, opt.PROCESS_CAP)  # processes one local launch starts (scheduler aside)
+LOCAL_CAP = opt.PROCESS_CAP  # processes one local launch starts (scheduler aside)
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
 
@@ -48,7 +50,11 @@ class LaunchSpec:
 
     command: tuple[str, ...]
     num_workers: int = option(
-        1, "number of workers", flags=("-n", "--num-workers"), low=1, high=opt.FANOUT_CAP
+        1,
+        "number of workers (torch: processes, one per GPU)",
+        flags=("-n", "--num-workers"),
+        low=1,
+        high=opt.FANOUT_CAP,
     )
     num_servers: int | None = option(  # None: as many as workers (launch.py)
         None,
@@ -107,6 +113,18 @@ class LaunchSpec:
     lost_timeout_s: float = 10.0  # a host unreachable this long is lost (the job is stopped)
     # --launcher slurm: nodes, gpus_per_node, partition, time, account, sbatch_args
     slurm: Mapping[str, Any] = field(default_factory=dict)
+    engine: str | None = option(  # None: torch when the command is the torch engine, else mxnet
+        None,
+        "torch: every process gets torchrun's variables (MASTER_ADDR, RANK, WORLD_SIZE …) and no "
+        "scheduler or servers start (default: torch when the command is `imgscale train "
+        "--engine torch`, else mxnet)",
+        choices=("mxnet", "torch"),
+    )
+
+    @property
+    def torch(self) -> bool:
+        """A torch.distributed job: torchrun's variables, no scheduler or servers."""
+        return self.engine == "torch" or (self.engine is None and is_torch_command(self.command))
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -181,7 +199,8 @@ class TrainingPlanner:
 def training_planner(
     spec: LaunchSpec, job: str, pool: HostPool, resume: ResumeHook | None = None
 ) -> TrainingPlanner:
-    """The Planner of a DMLC job: placement, a free scheduler port, per-process env and argv."""
+    """The Planner of a training job (MXNet roles or torch ranks): placement, a free port on the
+    first host (scheduler or rendezvous), per-process env and argv."""
 
     probes: dict[str, asyncio.Task] = {}
 
@@ -200,60 +219,154 @@ def training_planner(
 
     async def plan(attempt: int, host_names: Sequence[str]) -> list[Planned]:
         hosts = [pool.spec(name) for name in host_names]
-        placement = place(
-            spec.num_workers,
-            spec.num_servers,
-            [h.slots for h in hosts],
-            servers_per_host=spec.servers_per_host,
-        )
-        master = hosts[0]
-        port = spec.root_port or await probe_port(master.name)
-        num_servers = sum(1 for p in placement if p.role == "server")
-        cluster = ClusterEnv(
-            job,
-            spec.root_uri or node_address(master),
-            port,
-            spec.num_workers,
-            num_servers,
-            spec.interface,
-            spec.heartbeat_interval,
-            spec.heartbeat_timeout,
-            attempt,
-        )
         command = spec.command
         if attempt and resume is not None:
             command = tuple(resume(command, attempt))
-        user_env = {**forwarded_env(spec.env), **spec.env}
-        planned = []
-        for proc in placement:
-            host = hosts[proc.host]
-            role_env = spec.env_worker if proc.role == "worker" else spec.env_server
-            env = process_env(
-                cluster, proc, node_address(host), host.name, {**user_env, **role_env}
-            )
-            prefix = jobs.run_prefix(spec.run_root, job, attempt, proc.name)
-            argv = with_python(command, host.python)
-            record = jobs.ProcRecord(host.name, proc.role, proc.rank, prefix)
-            planned.append(
-                Planned(record, DetachedProcess(prefix, work_dir(spec, host), argv, env))
-            )
-        return planned
+        if spec.torch:
+            layout = torch_layout(spec.num_workers, hosts)
+            port = spec.root_port or await probe_port(layout[0][0].name)
+            return torch_processes(spec, job, attempt, layout, port, command)
+        port = spec.root_port or await probe_port(hosts[0].name)
+        return dmlc_processes(spec, job, attempt, hosts, port, command)
 
     return TrainingPlanner(plan, prefetch)
+
+
+def dmlc_processes(
+    spec: LaunchSpec,
+    job: str,
+    attempt: int,
+    hosts: Sequence[HostSpec],
+    port: int,
+    command: Sequence[str],
+) -> list[Planned]:
+    """Scheduler, servers and workers of an MXNet job, each with its DMLC_* and user environment."""
+    placement = place_processes(spec, hosts)
+    num_servers = sum(1 for p in placement if p.role == "server")
+    cluster = ClusterEnv(
+        job,
+        spec.root_uri or node_address(hosts[0]),
+        port,
+        spec.num_workers,
+        num_servers,
+        spec.interface,
+        spec.heartbeat_interval,
+        spec.heartbeat_timeout,
+        attempt,
+    )
+    user_env = {**forwarded_env(spec.env), **spec.env}
+    planned = []
+    for proc in placement:
+        host = hosts[proc.host]
+        role_env = spec.env_worker if proc.role == "worker" else spec.env_server
+        env = process_env(cluster, proc, node_address(host), host.name, {**user_env, **role_env})
+        prefix = jobs.run_prefix(spec.run_root, job, attempt, proc.name)
+        argv = with_python(command, host.python)
+        record = jobs.ProcRecord(host.name, proc.role, proc.rank, prefix)
+        planned.append(Planned(record, DetachedProcess(prefix, work_dir(spec, host), argv, env)))
+    return planned
+
+
+def place_processes(spec: LaunchSpec, hosts: Sequence[HostSpec]) -> list[Placement]:
+    """Where each process runs (raises the user's mistake: more processes than slots …)."""
+    if spec.torch:
+        return place(spec.num_workers, 0, [h.slots for h in hosts])
+    return place(
+        spec.num_workers,
+        spec.num_servers,
+        [h.slots for h in hosts],
+        servers_per_host=spec.servers_per_host,
+    )
+
+
+def plan_lines(spec: LaunchSpec) -> list[str]:
+    """What --dry-run prints: the processes (MXNet roles, or torch ranks) each host would run."""
+    hosts = load_hosts(spec.hosts_file, spec.launcher)
+    if spec.torch:
+        layout = torch_layout(spec.num_workers, hosts)
+        master = spec.root_uri or node_address(layout[0][0])
+        port = spec.root_port or f"(a free port on {layout[0][0].name})"
+        names, counts = [h.name for h, _ in layout], [c for _, c in layout]
+        return ["engine: torch", *describe_torch(names, counts, master, port)]
+    return ["engine: mxnet", *describe(place_processes(spec, hosts), [h.name for h in hosts])]
+
+
+def torch_layout(processes: int, hosts: Sequence[HostSpec]) -> list[tuple[HostSpec, int]]:
+    """(host, processes there) for a torch job, hosts in file order, empty hosts left out.
+
+    ``slots=N`` hosts take N processes each (one per GPU); without slots the processes go
+    round-robin, as MXNet workers do. Rank 0 runs on the first host listed.
+    """
+    placement = place(processes, 0, [h.slots for h in hosts])
+    counts = [sum(1 for p in placement if p.host == i) for i in range(len(hosts))]
+    return [(host, count) for host, count in zip(hosts, counts) if count]
+
+
+def torch_processes(
+    spec: LaunchSpec,
+    job: str,
+    attempt: int,
+    layout: Sequence[tuple[HostSpec, int]],
+    port: int,
+    command: Sequence[str],
+) -> list[Planned]:
+    """Every rank of a torch job: torchrun's variables, our identity, the user's environment."""
+    master = spec.root_uri or node_address(layout[0][0])
+    envs = torch_env(
+        [node_address(h) for h, _ in layout], [count for _, count in layout], master, port
+    )
+    user_env = {
+        **forwarded_env(spec.env),
+        **spec.env,
+        **spec.env_worker,
+        **interface_env(spec.interface),
+    }
+    hosts = [host for host, count in layout for _ in range(count)]
+    planned = []
+    for rank, (host, env) in enumerate(zip(hosts, envs)):
+        proc = Placement("worker", rank, int(env["GROUP_RANK"]))
+        ids = identity_env(job, attempt, proc, host.name)
+        prefix = jobs.run_prefix(spec.run_root, job, attempt, proc.name)
+        record = jobs.ProcRecord(host.name, proc.role, rank, prefix)
+        process = DetachedProcess(
+            prefix,
+            work_dir(spec, host),
+            with_python(command, host.python),
+            {**user_env, **env, **ids},
+        )
+        planned.append(Planned(record, process))
+    return planned
 
 
 async def _port_on(pool: HostPool, host: str, python: str) -> int:
     return await free_port(await pool.get(host), python)
 
 
-def checkpoint_resume(prefix: str) -> ResumeHook:
-    """Relaunches continue from the newest complete checkpoint ``prefix-NNNN.params``."""
+def checkpoint_resume(prefix: str, torch: bool = False) -> ResumeHook:
+    """Relaunches continue from the newest complete checkpoint: ``prefix-NNNN.params`` (MXNet, by
+    --load-epoch N) or, for the torch engine, the newest ``.pt``, epoch or mid-epoch (--resume)."""
 
     def hook(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
+        if torch:
+            return torch_resume(command)
         epoch = newest_checkpoint(prefix)
         return command if epoch is None else set_option(command, "--load-epoch", str(epoch))
 
     return hook
+
+
+def torch_resume(command: Sequence[str]) -> tuple[str, ...]:
+    """The torch engine's command with --resume (and no --load-epoch, which would pin an epoch):
+    each rank loads the newest complete .pt and continues at its epoch, batch and lr schedule."""
+    argv, i = list(command), 0
+    while i < len(argv):
+        if argv[i] == "--load-epoch":
+            del argv[i : i + 2]
+        elif argv[i].startswith("--load-epoch="):
+            del argv[i]
+        else:
+            i += 1
+    return tuple(argv) if "--resume" in argv else (*argv, "--resume")
 
 
 def set_option(command: Sequence[str], flag: str, value: str) -> tuple[str, ...]:
@@ -281,6 +394,7 @@ def check_spec(spec: LaunchSpec) -> None:
         raise UserError("--nodes, --partition, --time … are for --launcher slurm")
     if spec.launcher == "ssh" and not spec.hosts_file:
         raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")
+    check_engine(spec)
     check_numbers(spec)
     if (
         spec.launcher == "local"
@@ -292,6 +406,21 @@ def check_spec(spec: LaunchSpec) -> None:
         require_folder_path(os.path.expanduser(spec.run_root), "--run-dir")
 
 
+def check_engine(spec: LaunchSpec) -> None:
+    if spec.engine not in (None, "mxnet", "torch"):
+        raise UserError(f"--engine {spec.engine}: use mxnet or torch")
+    if not spec.torch:
+        return
+    if spec.num_servers or spec.servers_per_host:
+        flag = "-s" if spec.num_servers else "--servers-per-host"
+        raise UserError(
+            f"{flag}: a torch job has no parameter servers (DDP all-reduces between the "
+            "processes); leave it out, -n counts the processes"
+        )
+    if spec.env_server:
+        raise UserError("--env-server: a torch job has no servers; use --env")
+
+
 def check_numbers(spec: LaunchSpec) -> None:
     """Ports, timeouts and counts that could never work are refused before anything starts."""
     opt.check(spec)
@@ -299,7 +428,7 @@ def check_numbers(spec: LaunchSpec) -> None:
     if (spec.launcher or ("ssh" if spec.hosts_file else "local")) == "local" and local > LOCAL_CAP:
         raise UserError(
             f"-n {spec.num_workers} -s {spec.num_servers}: {local} processes on this machine; "
-            f"give at most {LOCAL_CAP} in all (4 x {opt.CORES} cores), or spread them with -H"
+            f"give at most {LOCAL_CAP} in all ({opt.PROCESS_WHY}), or spread them with -H"
         )
 
 
@@ -358,16 +487,11 @@ async def launch(
     if spec.cwd is None:
         spec = LaunchSpec.from_dict({**spec.to_dict(), "cwd": os.getcwd()})
     if resume is None and spec.resume_prefix:
-        resume = checkpoint_resume(spec.resume_prefix)
+        resume = checkpoint_resume(spec.resume_prefix, spec.torch)
     if spec.launcher == "slurm":
         return await slurm_job.launch(spec.to_dict(), "train", sink=sink, resume=resume)
     hosts = load_hosts(spec.hosts_file, spec.launcher)
-    place(
-        spec.num_workers,
-        spec.num_servers,
-        [h.slots for h in hosts],
-        servers_per_host=spec.servers_per_host,
-    )
+    place_processes(spec, hosts)
     record = jobs.save(new_record(spec, hosts))
     pool = HostPool(hosts)
     if spec.sync_dst_dir:
@@ -404,7 +528,7 @@ def open_job(
     if record.launch_args.get("launcher") == "slurm":
         spec = LaunchSpec.from_dict(record.launch_args)
         if resume is None and spec.resume_prefix:
-            resume = checkpoint_resume(spec.resume_prefix)
+            resume = checkpoint_resume(spec.resume_prefix, spec.torch)
         return slurm_job.SlurmJob(
             record, slurm_job.request_of(record), sink=sink, resume=resume, tail_lines=tail_lines
         )
@@ -415,7 +539,7 @@ def open_job(
     else:
         spec = LaunchSpec.from_dict(record.launch_args)
         if resume is None and spec.resume_prefix:
-            resume = checkpoint_resume(spec.resume_prefix)
+            resume = checkpoint_resume(spec.resume_prefix, spec.torch)
         planner = training_planner(spec, record.job, pool, resume)
         options = spec.supervise_options(tail_lines=tail_lines)
     return Job(record, pool, planner=planner, options=options, sink=sink)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shlex
 import time
 from collections.abc import Callable, Sequence
@@ -368,8 +369,6 @@ class ProbeSet:
         try:
             self.on_event(event)
         except Exception:  # a broken consumer must not stop the probes of every host
-            import logging
-
             logging.getLogger(__name__).exception("probe event consumer failed")
 
     async def start(self) -> None:

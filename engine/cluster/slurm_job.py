@@ -28,6 +28,7 @@ from . import jobs, slurm
 from .slurm_driver import Plan, attempt_dir, write_private
 from .remote_cmd import with_python
 from .srun import node_spec
+from .torch_env import is_torch_command
 from .faults import FINAL, describe_status
 from .watcher import line_level
 
@@ -35,17 +36,6 @@ POLL_S = 0.5
 LAST_LINES = 20
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
-
-
-def detect_engine(command: Sequence[str]) -> str:
-    """torch when the command is `imgscale train --engine torch …`, else MXNet's roles."""
-    words = list(command)
-    for i, word in enumerate(words):
-        if word == "--engine" and i + 1 < len(words):
-            return words[i + 1]
-        if word.startswith("--engine="):
-            return word.split("=", 1)[1]
-    return "mxnet"
 
 
 class SlurmJob:
@@ -74,7 +64,7 @@ class SlurmJob:
         self._queues: list[asyncio.Queue] = []
         self._final = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._lock_fd: int | None = None
+        self.lock = jobs.SupervisorLock(record.job)
         self.slurm_state: slurm.SlurmState | None = None
         self._load_processes()
 
@@ -101,12 +91,12 @@ class SlurmJob:
             self._queues.remove(queue)
 
     async def start(self) -> None:
-        self.supervising = self._take_lock(required=True)
+        self.supervising = self.lock.take(required=True)
         await asyncio.to_thread(self._submit, self.record.attempt)
         self._task = asyncio.create_task(self._follow())
 
     async def attach(self) -> None:
-        self.supervising = self._take_lock(required=False)
+        self.supervising = self.lock.take()
         self._set_phase(self.record.state, self.record.message)
         self._read_logs(self.tail_lines)
         if self.record.active:
@@ -142,9 +132,7 @@ class SlurmJob:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.lock.release()
         for queue in self._queues:
             queue.put_nowait(None)
 
@@ -345,10 +333,6 @@ class SlurmJob:
         for queue in self._queues:
             queue.put_nowait(event)
 
-    def _take_lock(self, required: bool) -> bool:
-        self._lock_fd = jobs.take_supervisor_lock(self.record.job, required)
-        return self._lock_fd is not None
-
 
 def process_info(info: ProcessInfo, prefix: str) -> ProcessInfo:
     """A process's state from its wrapper's files: .pid while it runs, .status once it ended."""
@@ -367,7 +351,7 @@ def process_info(info: ProcessInfo, prefix: str) -> ProcessInfo:
 
 def plan_of(record: jobs.JobRecord, attempt: int, command: tuple[str, ...]) -> Plan:
     spec = record.launch_args
-    engine = spec.get("engine") or detect_engine(command)
+    engine = spec.get("engine") or ("torch" if is_torch_command(command) else "mxnet")
     workers = int(spec["num_workers"])
     servers = spec.get("num_servers")
     return Plan(

@@ -1,9 +1,10 @@
 """Supervision of a detached job: watch every process on every host, stop the job on a fault, relaunch it.
 
 The parts: watcher.HostWatcher follows each host over one long-lived channel (detach.watch_command),
-reporting every process's state twice a second and its log; faults.py decides what states and faults
-mean (stop, relaunch, exclude a host); kill.kill_processes stops the job on every host. ``Job`` ties
-them together and is the API. A process that exits non-zero (or vanishes without an exit status,
+reporting every process's state twice a second and its log (watcher.Processes keeps what they saw);
+faults.py decides what states mean and carries a fault through (FaultPolicy.recover: stop, report,
+exclude a host, relaunch); kill.kill_processes stops the job on every host. ``Job`` ties them
+together and is the API. A process that exits non-zero (or vanishes without an exit status,
 e.g. SIGKILLed with its wrapper), a host that stays unreachable for ``lost_timeout_s``, or a job
 with no new log line for ``stall_timeout_s`` is a fault: the whole job is stopped on every host
 (TERM to each recorded process group, KILL after the grace period), a ``Failure`` names the
@@ -41,32 +42,31 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from engine.errors import UserError
-from engine.events import Event, EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
+from engine.events import Event, EventSink, HostState, JobState
 
 from . import jobs
-from .detach import DetachedProcess, RemoteStatus, env_files, shell_path
+from .detach import DetachedProcess, RemoteStatus
 from .faults import (
     DONE,
+    LIVE,
     FAILED,
     FINAL,
     KILLED,
     RUNNING,
     WORKERS_DONE,
+    Fault,
     FaultPolicy,
     describe_status,
-    diagnosis,
     next_step,
 )
 from .hostpool import HostPool
 from .jobs import JobRecord, ProcRecord
 from .kill import kill_processes
-from .transport import TransportError
-from .watcher import START_TIMEOUT_S, HostWatcher, Start, line_level, started_on
+from .watcher import HostWatcher, Processes, Start, start_hosts, tail_of
 
 DRAIN_QUIET_S = 0.6  # a job is final once its logs were quiet this long …
 DRAIN_MAX_S = 3.0  # … or after this long
 KILL_WAIT_S = 15.0  # beyond the grace period, how long `imgscale kill` may take before we step in
-ACTIVE = ("starting", "running")
 
 
 @dataclass(frozen=True)
@@ -96,16 +96,6 @@ class Planned:
 Planner = Callable[[int, Sequence[str]], Awaitable[list[Planned]]]
 
 
-async def tail_of(pool: HostPool, host: str, path: str, lines: int) -> list[str] | None:
-    """The last lines of a log on its host; None if the host or the file cannot be read."""
-    try:
-        transport = await pool.get(host)
-        result = await transport.run(f"tail -n {int(lines)} -- {shell_path(path)}", timeout=10)
-    except TransportError:
-        return None
-    return result.stdout.splitlines() if result.exit_status == 0 else None
-
-
 class Job:
     """A job's processes on its hosts, watched; supervised when this object holds the job's lock."""
 
@@ -127,16 +117,13 @@ class Job:
         self.lock = jobs.SupervisorLock(record.job)
         self.phase = record.state
         self.message = record.message
-        self.infos: list[ProcessInfo] = []
-        self.tails: list[collections.deque[str]] = []
-        self.last_output = time.monotonic()
+        self.procs = Processes(record.processes, options.last_lines)
         self._queues: list[asyncio.Queue] = []
         self._tasks: list[asyncio.Task] = []
         self._acting: asyncio.Task | None = None
         self._final = asyncio.Event()
         self._finish_timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._reset_infos()
 
     # ---- public API ------------------------------------------------------------------------
     @property
@@ -149,7 +136,7 @@ class Job:
 
     def status(self) -> JobState:
         return JobState(
-            self.record.job, self.phase, tuple(self.infos), self.record.restarts, self.message
+            self.record.job, self.phase, tuple(self.procs.infos), self.record.restarts, self.message
         )
 
     async def events(self) -> AsyncIterator[Event]:
@@ -185,7 +172,7 @@ class Job:
 
     async def stop(self, message: str = "stopped on request") -> JobState:
         """Stop every process on every host; the job ends as ``stopped``."""
-        if self.phase in FINAL and not self._any_running():
+        if self.phase in FINAL and not self.procs.any_running():
             return self.status()  # nothing left to stop; keep the outcome it had
         await self._cancel_acting()
         if not self.supervising:  # tell the supervising process not to relaunch
@@ -198,9 +185,9 @@ class Job:
         self._take_lock()  # only one process may start attempts
         await self._cancel_acting()
         self.record = replace(self.record, excluded=tuple({*self.record.excluded, *exclude}))
-        if self._any_running():
-            await self._stop_everywhere()
-        self._start_failed(await self._relaunch())
+        if self.procs.any_running():
+            await self.stop_everywhere()
+        self._start_failed(await self.next_attempt())
         return self.status()
 
     async def wait(self) -> JobState:
@@ -225,47 +212,27 @@ class Job:
         return attempt == self.record.attempt
 
     def on_log(self, index: int, text: str) -> None:
-        info = self.infos[index]
-        self.tails[index].append(text)
-        self.last_output = time.monotonic()
-        level = line_level(text)
-        self._emit(LogLine(info.host, info.role, info.rank, text, level=level, job=self.record.job))
+        self.emit(self.procs.log(index, text, self.record.job))
 
     def on_status(self, index: int, status: RemoteStatus) -> None:
-        info = self.infos[index]
-        new = self._after(info, status)
-        if new != info:
-            self.infos[index] = new
-            self._emit(self.status())
-
-    def _after(self, info: ProcessInfo, status: RemoteStatus) -> ProcessInfo:
-        """A process's info after the status loop saw ``status``."""
-        if status.state == "pending":
-            return replace(info, state="starting")
-        if status.state == "alive":
-            return replace(info, state="running", pid=status.pid, pgid=status.pgid)
-        stopping = self.phase in ("stopping", "stopped") or self._stop_requested()
-        bad = "killed" if stopping else "failed"
-        code = status.exit_status if status.state == "exited" else None  # gone: no exit status
-        state = "exited" if status.state == "exited" and code == 0 else bad
-        return replace(info, state=state, exit_status=code, pid=status.pid, pgid=status.pgid)
+        stopping = self.phase in ("stopping", "stopped") or self.stop_requested()
+        if self.procs.update(index, status, stopping):
+            self.emit(self.status())
 
     def on_round(self) -> None:
         self._evaluate()
 
     def on_host(self, state: HostState) -> None:
-        self._emit(state)
+        self.emit(state)
 
     def on_lost(self, host: str, indices: Sequence[int], reason: str) -> None:
-        for i in indices:
-            if self.infos[i].state in ACTIVE:
-                self.infos[i] = replace(self.infos[i], state="lost")
-        self._emit(HostState(host, False, reason))
-        if self.phase in ACTIVE:
-            self._fault(f"host {host}", f"lost: {reason}", host=host)
+        self.procs.mark("lost", indices)
+        self.emit(HostState(host, False, reason))
+        if self.phase in LIVE:
+            self._fault(Fault(f"host {host}", f"lost: {reason}", host))
 
     # ---- events and the record ---------------------------------------------------------------
-    def _emit(self, event: Event) -> None:
+    def emit(self, event: Event) -> None:
         if self.sink is not None:
             self.sink(event)
         for queue in self._queues:
@@ -275,26 +242,17 @@ class Job:
         self.phase = phase
         if message is not None:
             self.message = message
-        self._emit(self.status())
+        self.emit(self.status())
         if self.supervising:
             self.record = jobs.save(replace(self.record, state=self.phase, message=self.message))
 
     def _take_lock(self) -> None:
         self.lock.take(required=True)
 
-    def _stop_requested(self) -> bool:
+    def stop_requested(self) -> bool:
         return jobs.stop_marker(self.record.job).exists()
 
-    def _any_running(self) -> bool:
-        return any(i.state in ACTIVE for i in self.infos)
-
     # ---- starting and watching ---------------------------------------------------------------
-    def _reset_infos(self) -> None:
-        self.infos = [
-            ProcessInfo(p.host, p.role, p.rank, log_path=p.log_path) for p in self.record.processes
-        ]
-        self.tails = [collections.deque(maxlen=self.options.last_lines) for _ in self.infos]
-
     def _hosts_in_use(self) -> list[str]:
         return [h for h in self.record.host_names if h not in self.record.excluded]
 
@@ -312,43 +270,21 @@ class Job:
             processes=tuple(p.record for p in planned),
             launcher_pid=os.getpid(),
         )
-        self._reset_infos()
+        self.procs.reset(self.record.processes)
         self._set_phase("starting", f"attempt {attempt}")
-        self.last_output = time.monotonic()
+        self.procs.last_output = time.monotonic()
         return await self._launch_on_hosts(planned)
 
     async def _launch_on_hosts(self, planned: list[Planned]) -> tuple[str, str] | None:
         """Start every host's processes through its watch channel (one SSH session per host)."""
-        loop = asyncio.get_running_loop()
-        starts: dict[str, Start] = {}
+        by_host: dict[str, list[DetachedProcess]] = collections.defaultdict(list)
         for p in planned:
-            starts.setdefault(p.record.host, Start([], loop.create_future()))
-            starts[p.record.host].processes.append(p.process)
-        written = await asyncio.gather(
-            *(self._write_env(h, s.processes) for h, s in starts.items())
-        )
-        if any(written):
-            return next(w for w in written if w is not None)
-        self._watch(None, starts)
-        results = await asyncio.gather(*(started_on(h, s) for h, s in starts.items()))
-        return next((r for r in results if r is not None), None)
-
-    async def _write_env(self, host: str, procs: list[DetachedProcess]) -> tuple[str, str] | None:
-        """Each process's environment into its 0600 PREFIX.env, sent on stdin (never in `ps`)."""
-        command, script = env_files(procs)
-        try:
-            transport = await self.pool.get(host)
-            result = await transport.run(command, input=script, timeout=START_TIMEOUT_S)
-        except TransportError as exc:
-            return host, exc.reason
-        if result.exit_status != 0:
-            return host, f"cannot write the environment files: {result.stderr.strip()[-300:]}"
-        return None
+            by_host[p.record.host].append(p.process)
+        return await start_hosts(self.pool, by_host, lambda starts: self._watch(None, starts))
 
     def _start_failed(self, failed: tuple[str, str] | None) -> None:
         if failed:
-            host, reason = failed
-            self._fault(f"host {host}", f"could not start processes: {reason}", host=host)
+            self._fault(Fault.not_started(*failed))
 
     def _watch(self, tail_lines: int | None, starts: dict[str, Start] | None = None) -> None:
         """Watch every host; ``starts`` holds the processes a host's first channel starts."""
@@ -376,18 +312,19 @@ class Job:
         """A finished job: the last lines each process wrote, as re-attaching to a running one shows."""
         if not lines:
             return
-        if not self.infos:
-            self._reset_infos()
-        for index, info in enumerate(self.infos):
+        if not self.procs.infos:
+            self.procs.reset(self.record.processes)
+        for index, info in enumerate(self.procs.infos):
             for text in await tail_of(self.pool, info.host, info.log_path, lines) or ():
                 self.on_log(index, text)
 
     async def _stall_watch(self, attempt: int) -> None:
         timeout = float(self.options.stall_timeout_s or 0)
         while self.watching(attempt):
-            idle = time.monotonic() - self.last_output
-            if idle >= timeout and self.phase in ACTIVE:
-                self._fault("job " + self.record.job, f"stalled: no new log line for {idle:.0f} s")
+            idle = time.monotonic() - self.procs.last_output
+            if idle >= timeout and self.phase in LIVE:
+                message = f"stalled: no new log line for {idle:.0f} s"
+                self._fault(Fault("job " + self.record.job, message))
                 return
             await asyncio.sleep(max(0.2, min(1.0, timeout - idle)))  # the watchdog's tick
 
@@ -402,7 +339,7 @@ class Job:
             if record.attempt != self.record.attempt:
                 await self._cancel_tasks(keep_current=True)
                 self.record = record
-                self._reset_infos()
+                self.procs.reset(record.processes)
                 self._watch(None)
             self._follow_state(record)
             if not record.active:
@@ -413,7 +350,7 @@ class Job:
         self.record = record
         if record.state != self.phase or record.message != self.message:
             self.phase, self.message = record.state, record.message
-            self._emit(self.status())
+            self.emit(self.status())
 
     async def _cancel_tasks(self, keep_current: bool = False) -> None:
         """Cancel the watch tasks but the caller's; only close() waits for them to end."""
@@ -427,17 +364,18 @@ class Job:
 
     # ---- decisions (faults.py) ---------------------------------------------------------------
     def _evaluate(self) -> None:
-        if not self.supervising or self._acting is not None or self.phase not in ACTIVE:
+        """After each status round: act on what the processes' states call for."""
+        if not self.supervising or self._acting is not None or self.phase not in LIVE:
             return
-        step, index = next_step(self.infos, self.phase, self._stop_requested())
+        step, index = next_step(self.procs.infos, self.phase, self.stop_requested())
         if step == KILLED:
             self._act(self._stopped_by_kill())
         elif step == FAILED and index is not None:
-            info = self.infos[index]
+            info = self.procs.infos[index]
             source = f"{info.role} {info.rank} on {info.host}"
-            self._fault(source, describe_status(info.exit_status), host=info.host, index=index)
+            self._fault(Fault(source, describe_status(info.exit_status), info.host, index))
         elif step == DONE:
-            self._act(self._drain_then("done", "every process exited with status 0"))
+            self._act(self.drain_then("done", "every process exited with status 0"))
         elif step == WORKERS_DONE:
             self._arm_finish_timer()
         elif step == RUNNING:
@@ -456,13 +394,11 @@ class Job:
             message = f"workers finished; servers/scheduler stopped after {grace}"
             self._act(self._stop_then("done", message))
 
-    def _fault(
-        self, source: str, message: str, *, host: str | None = None, index: int | None = None
-    ) -> None:
+    def _fault(self, fault: Fault) -> None:
         if not self.supervising or self._acting is not None or self.phase in FINAL:
             return
-        self.policy.count(host)
-        self._act(self._handle_fault(source, message, host, index))
+        self.policy.count(fault.host)
+        self._act(self.policy.recover(self, fault))
 
     def _act(self, work: Awaitable[None]) -> None:
         async def run() -> None:
@@ -479,42 +415,14 @@ class Job:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _handle_fault(
-        self, source: str, message: str, host: str | None, index: int | None
-    ) -> None:
-        """Stop the job, report the fault, and relaunch while restarts are left."""
-        while True:
-            await self._report_fault(source, message, index)
-            self.record = replace(self.record, excluded=self.policy.excluded(self.record, host))
-            if not self.policy.relaunch(self.record, self._stop_requested()):
-                await self._drain_then("failed", f"{source} {message}")
-                return
-            failed = await self._relaunch()
-            if failed is None:
-                return
-            host, index = failed[0], None
-            source, message = f"host {host}", f"could not start processes: {failed[1]}"
-            self.policy.count(host)
-
-    async def _report_fault(self, source: str, message: str, index: int | None) -> None:
-        last = await self._last_lines(index) if index is not None else ()
-        await self._stop_everywhere()
-        self._emit(
-            Failure(
-                source,
-                message,
-                diagnosis=diagnosis(message),
-                last_lines=last,
-                job=self.record.job,
-            )
-        )
-
-    async def _last_lines(self, index: int) -> tuple[str, ...]:
+    async def last_lines(self, index: int) -> tuple[str, ...]:
+        """The failed process's last log lines (for the policy's Failure)."""
         proc = self.record.processes[index]
         lines = await tail_of(self.pool, proc.host, proc.log_path, self.options.last_lines)
-        return tuple(self.tails[index] if lines is None else lines)
+        return tuple(self.procs.tails[index] if lines is None else lines)
 
-    async def _relaunch(self) -> tuple[str, str] | None:
+    async def next_attempt(self) -> tuple[str, str] | None:
+        """Relaunch: a new attempt (resume hook applied); (host, why) if a host did not start."""
         await self._cancel_tasks(keep_current=True)
         self._final.clear()
         self._cancel_finish_timer()
@@ -523,42 +431,40 @@ class Job:
         return await self._start_attempt(self.record.attempt + 1)
 
     # ---- stopping and finishing --------------------------------------------------------------
-    async def _stop_everywhere(self) -> None:
+    async def stop_everywhere(self) -> None:
         """Every recorded process group of every attempt ended on its host (kill.py)."""
         self._set_phase("stopping")
-        clean = await kill_processes(self.record, self.pool, self.options.grace_s, self._emit)
+        clean = await kill_processes(self.record, self.pool, self.options.grace_s, self.emit)
         self.record = replace(self.record, clean=clean)
-        for i, info in enumerate(self.infos):
-            if info.state in ACTIVE:
-                self.infos[i] = replace(info, state="killed")
+        self.procs.mark("killed")
 
     async def _stop_then(self, phase: str, message: str) -> None:
-        await self._stop_everywhere()
-        await self._drain_then(phase, message)
+        await self.stop_everywhere()
+        await self.drain_then(phase, message)
 
     async def _stopped_by_kill(self) -> None:
         """`imgscale kill` is ending the processes: let it, and step in only if it gives up."""
         self._set_phase("stopping", "stopped by imgscale kill")
         deadline = time.monotonic() + self.options.grace_s + KILL_WAIT_S
-        while time.monotonic() < deadline and self._any_running():
+        while time.monotonic() < deadline and self.procs.any_running():
             await asyncio.sleep(0.2)  # the status loop updates the processes' states meanwhile
-        if self._any_running():
-            await self._stop_everywhere()
+        if self.procs.any_running():
+            await self.stop_everywhere()
         else:
             self.record = replace(self.record, clean=True)
-        await self._drain_then("stopped", "stopped by imgscale kill")
+        await self.drain_then("stopped", "stopped by imgscale kill")
 
-    async def _drain_then(self, phase: str, message: str) -> None:
+    async def drain_then(self, phase: str, message: str) -> None:
         """Finish once the logs' last lines have arrived (tail may lag the exit status a little)."""
         start = time.monotonic()
         while time.monotonic() - start < DRAIN_MAX_S:
-            if time.monotonic() - max(self.last_output, start) >= DRAIN_QUIET_S:
+            if time.monotonic() - max(self.procs.last_output, start) >= DRAIN_QUIET_S:
                 break
             await asyncio.sleep(0.1)  # polling the time of the last line, bounded by DRAIN_MAX_S
         self._finish(phase, message)
 
     def _finish(self, phase: str, message: str) -> None:
-        if all(i.state in ("exited", "killed", "failed") for i in self.infos):
+        if self.procs.all_ended():
             self.record = replace(self.record, clean=self.record.clean or phase == "done")
         self._cancel_finish_timer()
         self._set_phase(phase, message)

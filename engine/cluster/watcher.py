@@ -9,22 +9,27 @@ listener (supervisor.Job, with the fault policy in faults.py).
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from engine.events import HostState
+from engine.events import HostState, LogLine, ProcessInfo
 
 from .detach import (
     DetachedProcess,
     RemoteStatus,
+    env_files,
     parse_status,
+    shell_path,
     start_command,
     split_tagged,
     watch_command,
 )
+from .faults import LIVE
 from .hostpool import HostPool
+from .jobs import ProcRecord
 from .transport import TransportError
 
 START_TIMEOUT_S = 60.0  # a host that has not started its processes by then has failed
@@ -85,6 +90,49 @@ async def started_on(host: str, start: Start) -> tuple[str, str] | None:
     except TimeoutError:
         reason = f"no answer within {START_TIMEOUT_S:.0f} s"
     return None if reason is None else (host, reason)
+
+
+async def write_env(
+    pool: HostPool, host: str, procs: list[DetachedProcess]
+) -> tuple[str, str] | None:
+    """Each process's environment into its 0600 PREFIX.env, sent on stdin (never in `ps`)."""
+    command, script = env_files(procs)
+    try:
+        transport = await pool.get(host)
+        result = await transport.run(command, input=script, timeout=START_TIMEOUT_S)
+    except TransportError as exc:
+        return host, exc.reason
+    if result.exit_status != 0:
+        return host, f"cannot write the environment files: {result.stderr.strip()[-300:]}"
+    return None
+
+
+async def start_hosts(
+    pool: HostPool,
+    by_host: dict[str, list[DetachedProcess]],
+    watch: Callable[[dict[str, Start]], None],
+) -> tuple[str, str] | None:
+    """Write every host's environment files, then start its processes through the first channel
+    ``watch`` opens to it; None when all started, else (host, why not) for one that did not."""
+    written = await asyncio.gather(*(write_env(pool, h, procs) for h, procs in by_host.items()))
+    failed = next((w for w in written if w is not None), None)
+    if failed is not None:
+        return failed
+    loop = asyncio.get_running_loop()
+    starts = {host: Start(procs, loop.create_future()) for host, procs in by_host.items()}
+    watch(starts)
+    results = await asyncio.gather(*(started_on(h, s) for h, s in starts.items()))
+    return next((r for r in results if r is not None), None)
+
+
+async def tail_of(pool: HostPool, host: str, path: str, lines: int) -> list[str] | None:
+    """The last lines of a log on its host; None if the host or the file cannot be read."""
+    try:
+        transport = await pool.get(host)
+        result = await transport.run(f"tail -n {int(lines)} -- {shell_path(path)}", timeout=10)
+    except TransportError:
+        return None
+    return result.stdout.splitlines() if result.exit_status == 0 else None
 
 
 async def close_stream(stream) -> None:
@@ -182,3 +230,53 @@ class HostWatcher:
         tagged = split_tagged(text)
         if tagged is not None and tagged[0] < len(self.indices):
             self.listener.on_log(self.indices[tagged[0]], tagged[1])
+
+
+def after(info: ProcessInfo, status: RemoteStatus, stopping: bool) -> ProcessInfo:
+    """A process's info once the status loop saw ``status``; while stopping, an end is a kill."""
+    if status.state == "pending":
+        return replace(info, state="starting")
+    if status.state == "alive":
+        return replace(info, state="running", pid=status.pid, pgid=status.pgid)
+    code = status.exit_status if status.state == "exited" else None  # gone: no exit status
+    bad = "killed" if stopping else "failed"
+    state = "exited" if status.state == "exited" and code == 0 else bad
+    return replace(info, state=state, exit_status=code, pid=status.pid, pgid=status.pgid)
+
+
+class Processes:
+    """What the watchers saw of a job's processes: each one's info and last log lines."""
+
+    def __init__(self, records: Sequence[ProcRecord], last_lines: int) -> None:
+        self.last_lines = last_lines
+        self.last_output = time.monotonic()  # when the job last printed a line
+        self.infos: list[ProcessInfo] = []
+        self.tails: list[collections.deque[str]] = []
+        self.reset(records)
+
+    def reset(self, records: Sequence[ProcRecord]) -> None:
+        self.infos = [ProcessInfo(p.host, p.role, p.rank, log_path=p.log_path) for p in records]
+        self.tails = [collections.deque(maxlen=self.last_lines) for _ in self.infos]
+
+    def log(self, index: int, text: str, job: str) -> LogLine:
+        info = self.infos[index]
+        self.tails[index].append(text)
+        self.last_output = time.monotonic()
+        return LogLine(info.host, info.role, info.rank, text, level=line_level(text), job=job)
+
+    def update(self, index: int, status: RemoteStatus, stopping: bool) -> bool:
+        """Take in a status; True when the process's info changed."""
+        old, self.infos[index] = self.infos[index], after(self.infos[index], status, stopping)
+        return self.infos[index] != old
+
+    def mark(self, state: str, indices: Sequence[int] | None = None) -> None:
+        """Processes still starting or running (of ``indices``, default all) are now ``state``."""
+        for i in range(len(self.infos)) if indices is None else indices:
+            if self.infos[i].state in LIVE:
+                self.infos[i] = replace(self.infos[i], state=state)
+
+    def any_running(self) -> bool:
+        return any(i.state in LIVE for i in self.infos)
+
+    def all_ended(self) -> bool:
+        return all(i.state in ("exited", "killed", "failed") for i in self.infos)

@@ -242,9 +242,10 @@ def tar_real_bytes(path: Path, budget: int = SCAN_HEADERS) -> int:
 
 def sparse_extra(member: tarfile.TarInfo) -> int:
     """Bytes a sparse member writes beyond the bytes it stores in the archive."""
-    if not member.sparse:
+    chunks: list[tuple[int, int]] | None = member.sparse  # type: ignore[assignment]  # typeshed: int
+    if not chunks:
         return 0
-    return max(0, member.size - sum(size for _offset, size in member.sparse))
+    return max(0, member.size - sum(size for _offset, size in chunks))
 
 
 def _row(stage: str, need: int, target: Path, note: str) -> SpaceNeed:

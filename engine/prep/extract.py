@@ -16,6 +16,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Self
 
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
@@ -38,7 +39,7 @@ class HeaderWatch(tarfile.TarInfo):
     proper end (zero blocks) from an archive cut short, which tarfile treats alike."""
 
     @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
         try:
             return super().fromtarfile(tarfile_)
         except tarfile.HeaderError as exc:
@@ -49,7 +50,7 @@ class HeaderWatch(tarfile.TarInfo):
 def cut_short(archive: tarfile.TarFile) -> bool:
     """True when reading stopped at the archive's physical end or at garbage, not at its end marker."""
     error = getattr(archive, "last_header_error", None)
-    return not isinstance(error, tarfile.EOFHeaderError)
+    return type(error).__name__ != "EOFHeaderError"  # zero blocks: tarfile's name for a proper end
 
 
 def shown_name(name: str) -> str:

@@ -32,7 +32,7 @@ from engine.prep.report import one_field, printable
 
 MANIFEST_VERSION = 1
 MANIFEST_BLOCK = 4096
-BATCH_SIZE = 8
+BATCH_SIZE = 16  # list lines per worker task and per durable checkpoint
 ROOT_SAMPLE = 20  # list paths checked up front against ROOT
 PROGRESS_INTERVAL_S = 0.2
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -244,7 +244,8 @@ class Chunk:
             "sizes": self.sizes,
             "complete": complete,
         }
-        data = json.dumps(state, indent=1).encode() + b"\n"
+        # No indent: an indented dump runs json's pure-Python encoder, a tenth of the packer's CPU.
+        data = json.dumps(state).encode() + b"\n"
         if self.manifest_fd is None:
             self.manifest_fd = os.open(self.manifest, os.O_RDWR | os.O_CREAT, 0o644)
         blocks = -(-len(data) // MANIFEST_BLOCK) * MANIFEST_BLOCK

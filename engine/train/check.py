@@ -228,7 +228,8 @@ def check_data_dirs(f: Facts) -> list[Finding]:
 def check_hosts(f: Facts) -> list[Finding]:
     out = []
     workers = f.num_workers
-    if workers is not None and workers > 1 and "dist" not in f.kv_store:
+    ps_lite = f.engine != "torch"  # torch ranks all-reduce among themselves: no kvstore, no servers
+    if ps_lite and workers is not None and workers > 1 and "dist" not in f.kv_store:
         out.append(
             Finding(
                 ERROR,
@@ -236,7 +237,7 @@ def check_hosts(f: Facts) -> list[Finding]:
                 "use --kv-store dist_sync (or dist_device_sync, dist_async)",
             )
         )
-    if "dist" in f.kv_store and f.num_servers == 0:
+    if ps_lite and "dist" in f.kv_store and f.num_servers == 0:
         out.append(
             Finding(
                 ERROR,
@@ -452,9 +453,12 @@ def preflight_argv(
     return preflight(args, check)
 
 
-def main(args) -> int:
-    """`imgscale check`: print the findings; exit status 1 when any is an error."""
-    findings = preflight(args, opt.from_args(CheckOptions, args))
+def main(args, across_hosts: Sequence[Finding] = ()) -> int:
+    """`imgscale check`: print the findings (with those from reaching the hosts, ``across_hosts``);
+    exit status 1 when any is an error."""
+    order = {ERROR: 0, WARNING: 1, INFO: 2}
+    own = preflight(args, opt.from_args(CheckOptions, args))
+    findings = sorted([*own, *across_hosts], key=lambda x: order[x.level])
     if args.json:
         print(json.dumps([asdict(x) for x in findings], indent=2))
     else:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from engine.errors import UserError
 from engine import options as opt
+from engine.cluster.preflight import check_across_hosts
+from engine.errors import UserError
 from engine.train import check, run
 from engine.train.options import CheckOptions, build_train_parser, merge_config
 
@@ -41,4 +42,5 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if path and not os.path.isfile(path):
             what = "is a folder" if os.path.isdir(path) else "does not exist"
             raise UserError(f"{flag} {path} {what}; give the file `imgscale list` wrote")
-    return check.main(merge_config(parser, args))
+    args = merge_config(parser, args)
+    return check.main(args, check_across_hosts(args))

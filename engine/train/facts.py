@@ -32,6 +32,7 @@ class Facts:
     batch_size: int = DEFAULT.batch_size
     gpus: list[int] = field(default_factory=list)
     kv_store: str = DEFAULT.kv_store
+    engine: str = DEFAULT.engine  # torch: DDP ranks, no kvstore or parameter servers
     image_shape: list[int] = field(default_factory=lambda: list(DEFAULT.image_shape))
     min_random_scale: float = DEFAULT.min_random_scale
     max_random_scale: float = DEFAULT.max_random_scale
@@ -315,6 +316,7 @@ def gather_facts(args, check: CheckOptions | None = None, probe_local: bool = Tr
                 "batch_size",
                 "gpus",
                 "kv_store",
+                "engine",
                 "image_shape",
                 "min_random_scale",
                 "max_random_scale",

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, replace
 
 from engine.events import EpochSummary, Event, Failure, Throughput
+from engine.train.oom import diagnose_text
 
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
 NODE = re.compile(r"Node\[(?P<rank>\d+)(?:@(?P<host>[^\]\s]+))?\]")
@@ -189,8 +190,6 @@ class LogParser:
         return summary
 
     def _oom(self, text: str) -> Failure | None:
-        from engine.train.oom import diagnose_text
-
         if self.oom_seen:
             return None
         failure = diagnose_text(

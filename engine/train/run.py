@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from engine.errors import UserError
+from engine.train.mxnet import require_mxnet
 from engine.train.mxnet import run as mxnet_run
 from engine.train.options import build_train_parser, parse_with_config, validate
 
@@ -16,13 +18,12 @@ def run(args: argparse.Namespace) -> int:
     validate(args)
     if args.engine == "torch":
         return run_torch(args)
+    require_mxnet()
     return mxnet_run.main(args)
 
 
 def run_torch(args: argparse.Namespace) -> int:
     """The PyTorch engine lives in engine.train.torch.run (an optional extra)."""
-    import importlib
-
     try:
         torch_run = importlib.import_module("engine.train.torch.run")
     except ModuleNotFoundError as exc:

@@ -272,3 +272,23 @@ def test_blocking_file_finds_the_file_in_the_way(tmp_path):
     assert blocking_file(tmp_path / "f") == tmp_path / "f"
     assert blocking_file(tmp_path / "new" / "deeper") is None
     assert blocking_file(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train", "--benchmark"], ["bench", "bandwidth"], ["bench", "scaling", "--workers", "1"]],
+)
+def test_the_mxnet_engine_where_mxnet_is_absent_is_one_line_naming_python_3_11(
+    argv, monkeypatch, capsys
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mxnet" else real(name, *a)
+    )
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "mxnet is not installed here" in err and "Python <= 3.11" in err
+    assert "pip install mxnet==1.9.1" in err

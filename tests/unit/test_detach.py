@@ -152,6 +152,14 @@ def test_kill_ends_the_whole_group_term_first(tmp_path):
     assert status(proc) == 128 + signal.SIGTERM
 
 
+def test_kill_ends_a_stopped_hung_process_with_term_not_after_the_grace_period(tmp_path):
+    proc = start(tmp_path, ["sleep", "30"])
+    _w, pgid, child = record(proc)
+    os.kill(child, signal.SIGSTOP)  # a hung rank: TERM alone would wait until it runs again
+    report = parse_kill(sh(kill_command(JOB, [proc.prefix], 5)).stdout)
+    assert report.terminated == (pgid,) and report.killed == () and gone(pgid)
+
+
 def test_kill_escalates_to_sigkill_after_the_grace_period(tmp_path):
     proc = start(tmp_path, ["sh", "-c", "trap '' TERM; sleep 30 & wait; sleep 30"])
     _w, pgid, _c = record(proc)
@@ -282,3 +290,35 @@ def test_parse_kill_needs_the_final_marker_to_be_complete():
     report = parse_kill("term 5\nforeign 9\ngone 7\nkill 5\ndone\n")
     assert report.complete and report.terminated == (5,) and report.killed == (5,)
     assert report.gone == (7,) and report.foreign == (9,)
+
+
+def test_kill_ends_a_group_whose_recorded_processes_died_but_whose_children_live(tmp_path):
+    # A SIGKILLed torch rank leaves its data loader's workers in its group: they are ended too.
+    env = {**os.environ, "IMGSCALE_JOB": JOB}
+    leader = subprocess.Popen(
+        ["sh", "-c", "sleep 30 & echo $!"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    child = int(leader.stdout.readline())
+    leader.wait()  # the recorded wrapper and command are gone; the child lives on in the group
+    try:
+        prefix = tmp_path / "worker-1"
+        Path(str(prefix) + ".pid").write_text(f"{leader.pid} {leader.pid} {leader.pid}\n")
+        report = parse_kill(sh(kill_command(JOB, [str(prefix)], 1)).stdout)
+        assert report.terminated == (leader.pid,) and report.complete
+        assert _state(child) in (None, "Z", "X")  # gone, or dead and not yet reaped
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None

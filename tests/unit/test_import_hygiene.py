@@ -137,3 +137,17 @@ def test_the_door_check_catches_a_console_file_that_reaches_past_it(tmp_path):
 
 def test_the_console_process_loads_nothing_heavy_through_the_api():
     assert _loaded_after("import engine.api").isdisjoint(HEAVY)
+
+
+def test_the_gpu_benchmark_runs_from_a_checkout_without_the_console_or_ssh_packages():
+    # The GPU machine of issue 10 has torch, numpy 2 and opencv, but no textual, rich, asyncssh,
+    # psutil or mxnet: what bench_torch_gpu.py imports must not need them.
+    pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
+    blocked = "textual", "rich", "asyncssh", "psutil", "mxnet"
+    where = "benchmarks"
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); sys.path.insert(0, {where!r}); "
+        "import engine.train.torch.run, engine.train.torch.fit, engine.train.torch.data; "
+        "import bench_torch_loader; import bench_torch_gpu"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)

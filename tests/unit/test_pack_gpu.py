@@ -86,6 +86,7 @@ def test_stand_in_gpu_codec_gives_the_cpu_paths_records_order_index_and_skips(
     tmp_path, odd_tree, monkeypatch, no_upscale
 ):
     root, names = odd_tree
+    monkeypatch.setattr(pack, "BATCH_SIZE", 8)
     monkeypatch.setattr(pack_gpu, "GPU_BATCH", 12)  # list batches of 8, 8, 4: GPU batches 8, 12
     options = PackOptions(resize=48, quality=90, num_thread=2, no_upscale=no_upscale)
     (tmp_path / "cpu").mkdir()

@@ -11,11 +11,13 @@ import subprocess
 import sys
 
 import pytest
+import torchdata
 
 torch = pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
 
 from engine.train.logparse import latest_summaries, parse_log
-from engine.train.torch.launch import torch_env, worker_argv
+from engine.cluster.torch_env import torch_env
+from engine.train.torch.launch import worker_argv
 from engine.train.torch.run import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -30,20 +32,8 @@ SPEEDOMETER = re.compile(
 @pytest.fixture(scope="module")
 def demo_rec(tmp_path_factory):
     """The demo dataset (4 classes x 100 images), listed 75/25 and packed at short edge 40 like im2rec."""
-    from engine.prep.demo import make_demo_tree
-    from engine.prep.lst import write_lists
-    from engine.prep.pack import PackOptions, pack_lists
-
-    top = tmp_path_factory.mktemp("demo")
-    make_demo_tree(
-        top / "tree", classes=CLASSES, images_per_class=(100, 100), seed=1, size_scale=0.1
-    )
-    lists = write_lists(top / "data" / "demo", top / "tree", recursive=True, train_ratio=0.75)
-    pack_lists(lists, top / "tree", PackOptions(resize=40, quality=90))
-    return {
-        "train": str(top / "data" / "demo_train.rec"),
-        "val": str(top / "data" / "demo_val.rec"),
-    }
+    data = torchdata.demo_rec(tmp_path_factory.mktemp("demo"), CLASSES, 100, 0.75, 40)
+    return {"train": str(data / "demo_train.rec"), "val": str(data / "demo_val.rec")}
 
 
 def _flags(demo_rec, **extra):
@@ -216,7 +206,10 @@ def test_benchmark_and_test_io_report_speed_without_training_data_reads(demo_rec
     status, out = _run(flags + ["--test-io"])[0]
     assert status == 0, out[-2000:]
     assert re.search(r"test-io: 96 images in [\d.]+ s: [\d.]+ images/sec", out)
-    assert len(parse_log(out)) == 2  # test-io Batch lines count as throughput for the console
+    readings = parse_log(out)
+    # two test-io Batch lines count as throughput for the console, then the run's whole summary
+    assert [r.summary for r in readings] == [False, False, True]
+    assert readings[-1].samples_per_sec == float(re.search(r"([\d.]+) images/sec", out)[1])
 
 
 def test_a_label_outside_num_classes_is_one_clear_line(demo_rec):

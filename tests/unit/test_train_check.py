@@ -201,3 +201,10 @@ def test_preflight_of_a_training_command_line(tmp_path):
     )
     info = next(f for f in findings if f.what.startswith("batch:"))
     assert "32 per GPU, 64 per worker" in info.what and "384 global over 6 worker(s)" in info.what
+
+
+def test_torch_ranks_need_no_dist_kvstore_and_no_servers():
+    mxnet = Facts(num_workers=2, kv_store="device", num_servers=0)
+    torch = Facts(num_workers=2, kv_store="device", num_servers=0, engine="torch")
+    assert any("train separately" in f.what for f in check_hosts(mxnet))
+    assert check_hosts(torch) == []

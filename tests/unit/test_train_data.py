@@ -3,14 +3,14 @@
 import pytest
 
 from engine.errors import UserError
-from engine.recordio import MAGIC_BYTES
+from engine.recordio import frame
 from engine.train.mxnet.data import fixed_batches, imgrec_arg
 from engine.train.recfiles import rec_files
 
 
 def test_a_directory_gives_its_rec_chunks_and_names_the_ignored_files(tmp_path):
     for name in ("b.rec", "a.rec", "a.idx", "train.lst"):
-        (tmp_path / name).write_bytes(MAGIC_BYTES if name.endswith(".rec") else b"x")
+        (tmp_path / name).write_bytes(frame(b"one record") if name.endswith(".rec") else b"x")
     warnings = []
     files = rec_files(str(tmp_path), warn=warnings.append)
     assert files == [str(tmp_path / "a.rec"), str(tmp_path / "b.rec")]

@@ -30,6 +30,18 @@ def spark(values: Iterable[float | None], width: int, top: float | None = None) 
     return "".join(chars).rjust(width)
 
 
+def squeeze(values: list[float], width: int) -> list[float]:
+    """At most `width` values: neighbours averaged, so a whole series fits a sparkline of that width."""
+    if len(values) <= width:
+        return values
+    step = len(values) / width
+    out = []
+    for i in range(width):
+        chunk = values[int(i * step) : max(int(i * step) + 1, int((i + 1) * step))]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
 def level(fraction: float | None) -> str:
     """One character for a 0..1 value (a GPU in compact mode)."""
     if fraction is None:

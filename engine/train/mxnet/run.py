@@ -20,8 +20,10 @@ def main(args: argparse.Namespace) -> int:
     """Train in a child process: MXNet's reader threads abort the whole process on a damaged
     record (a C++ `Check failed`, no Python exception to catch), so a parent that never imports
     MXNet waits and, after such an abort, names the file and the offset of the damage."""
+    parent = os.getpid()
     child = os.fork()
     if child == 0:
+        _die_with(parent)
         os._exit(_child(args))
     status = _wait(child)
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT:
@@ -32,14 +34,30 @@ def main(args: argparse.Namespace) -> int:
     return code if code >= 0 else 128 - code  # killed by signal N: the shell's 128+N
 
 
+def _die_with(parent: int) -> None:
+    """The trainer must not outlive a parent killed with SIGKILL (the OOM killer, `kill -9`)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: the process group still ends both
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(128 + signal.SIGKILL)
+
+
 def _child(args: argparse.Namespace) -> int:
     try:
         return _train(args)
     except UserError as exc:
         print(f"imgscale train: {exc}", file=sys.stderr)
         return 2
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # what the interpreter does with it (MXNet's server roles exit so)
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
     except BaseException:
         traceback.print_exc()
         return 1

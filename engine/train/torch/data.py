@@ -10,6 +10,7 @@ Either way a background thread keeps the next batches on the device, normalised,
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import queue
@@ -19,6 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from engine import recordio
+from engine.errors import UserError
+from engine.train.recfiles import rec_files
 
 # Per-channel mean/std in 0..255 RGB, as train_imagenet.py's --rgb-mean/--rgb-std defaults.
 RGB_MEAN = (123.68, 116.779, 103.939)
@@ -31,9 +36,6 @@ _REDUCED: dict[int, int] = {2: 17, 4: 33, 8: 65}  # cv2.IMREAD_REDUCED_COLOR_N; 
 
 def read_offsets(idx_path: str) -> np.ndarray:
     """Offsets of the records a .idx lists, in file order; a bad .idx is a UserError naming its line."""
-    from engine import recordio
-    from engine.errors import UserError
-
     try:
         pairs = recordio.read_index(idx_path)
     except OSError as exc:
@@ -47,15 +49,12 @@ def read_offsets(idx_path: str) -> np.ndarray:
 
 def unpack_image_record(record: bytes) -> tuple[float, bytes]:
     """The class label (the first one of a label array) and the encoded image of an image record."""
-    from engine import recordio
-
     header, body = recordio.unpack(record)
     label = header.label if header.flag == 0 else header.label[0]
     return float(label), body
 
 
 def _warn_strays(path: str, flag: str) -> None:
-    import logging
 
     if os.path.isdir(path):
         stray = sorted(n for n in os.listdir(path) if not n.endswith((".rec", ".idx")))
@@ -83,9 +82,6 @@ class RecordIndex:
 
 def open_index(path: str, flag: str = "--data-train") -> RecordIndex:
     """The records of a .rec file or of a directory of .rec chunks, each read through its .idx."""
-    from engine.errors import UserError
-    from engine.train.recfiles import rec_files
-
     files = rec_files(
         path, flag, warn=lambda _msg: None
     )  # its .idx files are expected here: warn ourselves
@@ -255,7 +251,6 @@ class RecordBatchDataset:
         self._readers: dict = {}  # opened lazily so each worker process has its own files
 
     def _read(self, position: int) -> tuple[float, bytes]:
-        from engine import recordio
 
         file_no, offset = int(self.index.file_of[position]), int(self.index.offsets[position])
         reader = self._readers.get(file_no)
@@ -269,8 +264,6 @@ class RecordBatchDataset:
 
     def __getitem__(self, item):
         import torch
-
-        from engine import recordio
 
         epoch, batch_no, positions = item
         rng = np.random.default_rng([self.seed, epoch, self.rank, batch_no])
@@ -435,8 +428,6 @@ class RecordLoader:
 
     def _to_device(self, item) -> Batch:
         if isinstance(item, ReadFailure):
-            from engine.errors import UserError
-
             raise UserError(f"{item.message}; re-pack it if its .idx does not belong to it")
         self._check_labels(item[-1] if self.gpu_decode else item[1])
         if self.gpu_decode:
@@ -446,7 +437,6 @@ class RecordLoader:
         return Batch(self._normalise(x), labels.to(self.device, non_blocking=True), bad)
 
     def _check_labels(self, labels) -> None:
-        from engine.errors import UserError
 
         if len(labels) and (
             int(labels.min()) < 0 or (self.num_classes and int(labels.max()) >= self.num_classes)

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -40,10 +41,17 @@ class Rank:
     world: int
     local_rank: int
     device: torch.device
+    steps: Any = None  # the process group of training steps: a short timeout (--dist-timeout)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def sync(self) -> None:
+        """Wait for every rank on the default group (its long timeout): where ranks legitimately
+        drift apart - loaders starting, rank 0 writing a checkpoint - before short-timeout steps."""
+        if self.world > 1:
+            dist.barrier()
 
 
 def env_rank() -> tuple[int, int, int]:
@@ -76,25 +84,41 @@ def pick_device(gpus: list[int], local_rank: int) -> torch.device:
     return torch.device("cuda", gpus[local_rank])
 
 
-def init_distributed(gpus: list[int]) -> Rank:
-    """Join the process group (NCCL for GPUs, Gloo for CPU) when WORLD_SIZE > 1."""
+START_TIMEOUT = timedelta(minutes=5)  # rendezvous, start-up, checkpoint writes, evaluation
+
+
+def init_distributed(gpus: list[int], step_timeout_s: float = 5.0) -> Rank:
+    """Join the process group (NCCL for GPUs, Gloo for CPU) when WORLD_SIZE > 1.
+
+    Two groups: the default one, with a long timeout, for start-up and the points where ranks may
+    drift (``Rank.sync``); and one for training steps whose timeout is short, so a survivor of a
+    dead or hung rank fails within seconds instead of waiting in an all-reduce for half an hour.
+    """
     rank, world, local_rank = env_rank()
     device = pick_device(gpus, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if world > 1:
-        for name in ("MASTER_ADDR", "MASTER_PORT"):
-            if not os.environ.get(name):
-                raise UserError(
-                    f"WORLD_SIZE={world} but {name} is not set; start workers with the launcher"
-                )
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        try:  # device_id (torch >= 2.3) binds NCCL to this GPU at once instead of at the first collective
-            kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
-            dist.init_process_group(backend, rank=rank, world_size=world, **kwargs)
-        except TypeError:
-            dist.init_process_group(backend, rank=rank, world_size=world)
-    return Rank(rank, world, local_rank, device)
+    if world <= 1:
+        return Rank(rank, world, local_rank, device)
+    join(world, rank, device)
+    steps = dist.new_group(timeout=timedelta(seconds=step_timeout_s))
+    return Rank(rank, world, local_rank, device, steps)
+
+
+def join(world: int, rank: int, device: torch.device) -> None:
+    """init_process_group from the launcher's MASTER_ADDR/MASTER_PORT (env://)."""
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if not os.environ.get(name):
+            raise UserError(
+                f"WORLD_SIZE={world} but {name} is not set; start workers with the launcher"
+            )
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs: dict[str, Any] = {"timeout": START_TIMEOUT}
+    try:  # device_id (torch >= 2.3) binds NCCL to this GPU at once instead of at the first collective
+        extra: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend, rank=rank, world_size=world, **kwargs, **extra)
+    except TypeError:
+        dist.init_process_group(backend, rank=rank, world_size=world, **kwargs)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -255,13 +279,23 @@ class Trainer:
         epoch_metrics = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
         window = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
         speed = Speedometer(self.batch_size, self.args.disp_batches)
-        for nbatch, batch in enumerate(batches, start_batch):
+        for nbatch, batch in enumerate(self.synced(batches), start_batch):
             if nbatch >= self.epoch_batches:
                 break
             self.step(batch, (window, epoch_metrics))
             speed(epoch, nbatch, window)
             self.maybe_save_batch(epoch, nbatch + 1)
         return epoch_metrics
+
+    def synced(self, batches):
+        """The batches, every rank waiting for the others once its first batch is ready: loader
+        start-up takes each rank its own time, which the steps' short timeout must not count."""
+        it = iter(batches)
+        first = next(it, None)
+        self.rank.sync()
+        if first is not None:
+            yield first
+            yield from it
 
     def step(self, batch, meters) -> None:
         with self.autocast():
@@ -288,10 +322,13 @@ class Trainer:
     def maybe_save_batch(self, epoch: int, done: int) -> None:
         every = getattr(self.args, "save_batches", 0) or 0
         due = every and done % every == 0 and done < self.epoch_batches
-        if due and self.args.model_prefix and self.rank.main:
+        if not (due and self.args.model_prefix):
+            return
+        if self.rank.main:
             save_checkpoint(
                 checkpoint_path(self.args.model_prefix, epoch, done), self.state(epoch, done)
             )
+        self.rank.sync()  # the others wait here, not in a short-timeout step, while rank 0 writes
 
     def save_epoch(self, done_epochs: int) -> None:
         """PREFIX-NNNN.pt after NNNN complete epochs; batch checkpoints before it are dropped."""
@@ -378,7 +415,7 @@ def build_trainer(args, rank: Rank, epoch_batches: int, batch_size: int) -> Trai
     if rank.world > 1:
         ids = [rank.device.index] if rank.device.type == "cuda" else None
         step_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=ids, gradient_as_bucket_view=True
+            model, device_ids=ids, gradient_as_bucket_view=True, process_group=rank.steps
         )
     if getattr(args, "compile", False):
         step_model = torch.compile(step_model)
@@ -515,7 +552,7 @@ def fit(args) -> int:
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    rank = init_distributed(args.gpus)
+    rank = init_distributed(args.gpus, getattr(args, "dist_timeout", 5.0))
     host = os.environ.get("IMGSCALE_HOST", "") or (socket.gethostname() if rank.world > 1 else "")
     setup_logging(rank.rank, host)
     try:

@@ -10,11 +10,11 @@ import argparse
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from engine.cluster.torch_env import refuse_without_world, torch_env
 from engine.errors import UserError
 from engine.train.options import build_train_parser, parse_with_config, validate
-from engine.train.torch.launch import torch_env
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +48,25 @@ def check(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the torch engine with parsed train options; one process per GPU (spawned here when alone)."""
     check(args)
+    refusal = refuse_without_world(os.environ) or idle_gpus(args.gpus, os.environ)
+    if refusal:
+        raise UserError(refusal)
     if len(args.gpus) > 1 and "WORLD_SIZE" not in os.environ:
         return spawn_local(args)
     from engine.train.torch import fit
 
     return fit.fit(args)
+
+
+def idle_gpus(gpus: Sequence[int], env: Mapping[str, str]) -> str | None:
+    """A launcher started fewer processes on this host than --gpus lists: the rest would idle."""
+    local = env.get("LOCAL_WORLD_SIZE", "")
+    if not local.isdigit() or len(gpus) <= int(local):
+        return None
+    return (
+        f"--gpus lists {len(gpus)} GPUs but the launcher started {local} process(es) on this "
+        f"host: give the host slots={len(gpus)} in the hosts file (one process per GPU)"
+    )
 
 
 def free_port() -> int:
