@@ -17,7 +17,9 @@ from engine.train import options as train_options
 
 CONFIG_NAME = "workspace.toml"
 STATE_NAME = "state.json"
-STAGES = ("disk", "extract", "filter", "split", "list", "pack", "place", "train")
+# The one stage order: the preparation stages, then training (the job).
+PREP_STAGES = ("disk", "extract", "filter", "split", "list", "pack", "place")
+STAGES = (*PREP_STAGES, "train")
 UNDOABLE = ("filter", "split")
 STATES = ("pending", "running", "done", "failed", "stale", "stopped")
 
