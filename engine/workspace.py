@@ -12,6 +12,7 @@ from typing import Any
 
 from engine import options as opt
 from engine.errors import UserError
+from engine.paths import make_folder
 from engine.prep import options as prep_options
 from engine.train import options as train_options
 
@@ -377,12 +378,7 @@ def create(path: str | os.PathLike[str], config: dict[str, Any]) -> Workspace:
     folder = Path(path).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; give a new or existing folder for the workspace")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(
-            f"{folder}: a file is in the way of this path; choose another folder"
-        ) from None
+    make_folder(folder, "workspace")
     if (folder / CONFIG_NAME).exists():
         raise UserError(
             f"{folder / CONFIG_NAME} already exists; open it with `imgscale-tui {folder}`"
