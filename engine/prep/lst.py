@@ -227,7 +227,7 @@ def write_lists(
         random.Random(SHUFFLE_SEED).shuffle(
             items
         )  # same sequence as im2rec's random.seed(100); shuffle()
-    make_folder(pathlib.Path(prefix).parent, "the folder of PREFIX")
+    make_folder(pathlib.Path(prefix).parent, "PREFIX's folder")
     written = []
     for name, chunk in plan_lists(items, prefix, chunks, options.train_ratio, options.test_ratio):
         _write_text(pathlib.Path(name), format_lines(chunk))
