@@ -1,8 +1,11 @@
-"""Folder paths given by the user: a file standing where a folder must be is named, not a traceback."""
+"""Paths and files: a file standing where a folder must be is named, not a traceback; text files
+are written whole (under a temporary name, then renamed)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 
 from engine.errors import UserError
@@ -39,3 +42,20 @@ def make_folder(path: str | os.PathLike[str], label: str) -> Path:
     except PermissionError:
         raise UserError(f"{label} {path}: cannot create it (permission denied)") from None
     return folder
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, private: bool = False) -> Path:
+    """Write ``text`` beside ``path`` under a temporary name, then rename: a reader never sees half a
+    file, and a crash leaves the old one. ``private``: readable by its owner alone (secrets)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -12,7 +12,7 @@ from typing import Any
 
 from engine import options as opt
 from engine.errors import UserError
-from engine.paths import make_folder
+from engine.paths import make_folder, write_text_atomic
 from engine.prep import options as prep_options
 from engine.train import options as train_options
 
@@ -387,18 +387,11 @@ def create(path: str | os.PathLike[str], config: dict[str, Any]) -> Workspace:
 
 
 def save_config(folder: Path, config: dict[str, Any]) -> None:
-    atomic_write(folder / CONFIG_NAME, dumps_toml(config))
+    write_text_atomic(folder / CONFIG_NAME, dumps_toml(config))
 
 
 def save_state(folder: Path, state: dict[str, Any]) -> None:
-    atomic_write(folder / STATE_NAME, json.dumps(state, indent=1, sort_keys=True))
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write beside the target and rename, so a crash never leaves half a file."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(folder / STATE_NAME, json.dumps(state, indent=1, sort_keys=True))
 
 
 # ---- a tiny TOML writer (tomllib only reads) ------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from engine.events import ScalingPoint
+from engine.paths import write_text_atomic
 
 TABLE_COLUMNS = (
     "network",
@@ -177,12 +178,8 @@ def to_json(points: Iterable[ScalingPoint], meta: dict | None = None) -> str:
 
 def write_text(path: Path, text: str) -> Path:
     """Write to a temporary name, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(path, text)
 
 
 def speedup_series(points: Iterable[ScalingPoint]) -> list[tuple[str, list[tuple[float, float]]]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import GpuSample, HostSample, HostState
+from engine.paths import write_text_atomic
 
 GRID_FIELDS = (
     "host",
@@ -78,9 +79,5 @@ def write_both(base: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]
     base.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix, text in ((".csv", to_csv(rows, fields)), (".json", to_json(rows))):
-        path = base.with_suffix(suffix)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_text_atomic(base.with_suffix(suffix), text))
     return written

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.paths import write_text_atomic
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 DEFAULT_RUN_ROOT = "~/.imgscale/runs"
@@ -110,11 +111,7 @@ def save(record: JobRecord) -> JobRecord:
     record = replace(record, updated=time.time())
     path = record_path(record.job)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(asdict(record), out, indent=1)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(asdict(record), indent=1), private=True)
     return record
 
 

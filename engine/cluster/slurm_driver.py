@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.paths import write_text_atomic
 
 from . import jobs, slurm
 from .detach import WRAPPER
@@ -75,11 +76,7 @@ class Process:
 
 def write_private(path: str, text: str) -> None:
     """Write ``path`` atomically, readable by its owner alone (it may hold --env secrets)."""
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text, private=True)
 
 
 def attempt_dir(run_root: str, job: str, attempt: int) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, ignore
-from engine.paths import make_folder
+from engine.paths import make_folder, write_text_atomic
 from engine.prep.options import ListOptions
 from engine.prep.report import one_field, printable
 
@@ -142,13 +142,6 @@ def format_lines(items: list[tuple[int, str, int]]) -> str:
     )
 
 
-def _write_text(path: pathlib.Path, text: str) -> None:
-    """Write under a temporary name and rename, so a crash never leaves a half file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def plan_lists(
     items: list, prefix: str, chunks: int, train_ratio: float, test_ratio: float
 ) -> list[tuple[str, list]]:
@@ -186,13 +179,13 @@ def _check_chunks(chunks: int, images: int) -> None:
 
 def _write_side_files(prefix: str, root: str, listing: Listing) -> None:
     by_label = sorted(listing.labels.items(), key=lambda kv: kv[1])
-    _write_text(
+    write_text_atomic(
         labels_path(prefix), "".join(f"{os.path.relpath(k, root)}\t{v}\n" for k, v in by_label)
     )
     report = skipped_path(prefix)
     if listing.skipped:
         rows = "".join(f"{printable(p)}\t{one_field(why)}\n" for p, why in listing.skipped)
-        _write_text(report, "path\treason\n" + rows)
+        write_text_atomic(report, "path\treason\n" + rows)
     elif report.exists():
         report.unlink()  # a report from an earlier run would describe files no longer skipped
 
@@ -230,7 +223,7 @@ def write_lists(
     make_folder(pathlib.Path(prefix).parent, "PREFIX's folder")
     written = []
     for name, chunk in plan_lists(items, prefix, chunks, options.train_ratio, options.test_ratio):
-        _write_text(pathlib.Path(name), format_lines(chunk))
+        write_text_atomic(pathlib.Path(name), format_lines(chunk))
         written.append(pathlib.Path(name))
     _write_side_files(prefix, root, listing)
     on_event(

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from engine import options as opt
 from engine.errors import UserError
+from engine.paths import write_text_atomic
 from engine.train.checkpoints import DEFAULT_KEEP
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
@@ -598,11 +599,7 @@ def epoch_size(num_examples: int, batch_size: int, num_workers: int) -> int:
 def save_resolved(args: argparse.Namespace, path: str) -> str:
     """Write the resolved options as JSON (temp name, then rename) so a run can be repeated exactly."""
     data = {k: v for k, v in sorted(vars(args).items()) if not callable(v)}
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
     return path
 
 
