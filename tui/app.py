@@ -440,9 +440,11 @@ class ImgscaleApp(App[str | None]):
         """The Scaling screen (issue 6), installed once so a running sweep outlives leaving it."""
         if not self.is_screen_installed("scaling"):
             hosts = self.session.workspace.hosts_file if self.session is not None else None
-            self.install_screen(
-                ScalingScreen(hosts_file=hosts, out_dir=self.workspace_path / "scaling"), "scaling"
+            gpus = self.session.gpus_per_host() if self.session is not None else None
+            screen = ScalingScreen(
+                hosts_file=hosts, out_dir=self.workspace_path / "scaling", gpus=gpus
             )
+            self.install_screen(screen, "scaling")
         self.push_screen("scaling")
 
     def action_export(self) -> None:

@@ -23,11 +23,13 @@ from engine.api.scaling import (
     SweepResult,
     TextPlot,
     add_speedup,
+    estimate_seconds,
     published_cluster,
     published_points,
     speedup_plot,
     speedup_series,
     sweep_config,
+    sweep_defaults,
     table_rows,
 )
 from engine.api.session import (
@@ -45,6 +47,8 @@ from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
 from engine.workspace import PREP_STAGES, StageStatus, WorkspaceSnapshot
 
 __all__ = [
+    "estimate_seconds",
+    "sweep_defaults",
     "CAUSE_ADVICE",
     "IDEAL",
     "KV_STORES",

@@ -24,6 +24,7 @@ from engine.cluster import launcher
 from engine.cluster.kill import kill_everywhere
 from engine.cluster.launcher import LaunchSpec
 from engine.cluster.probes import ProbeSet
+from engine.cluster.slurm_job import watch_allocation
 from engine.errors import UserError
 from engine.events import EpochSummary, Event, Failure, LogLine, Throughput, TrainProgress
 from engine.train.logparse import LogParser
@@ -35,7 +36,10 @@ PROBE_INTERVAL_S = 1.0
 
 
 async def watch_hosts(ws: wsmod.Workspace, emit: Emit) -> None:
-    """Probe every host about once a second until cancelled."""
+    """Probe every host about once a second until cancelled (a SLURM job's allocated nodes)."""
+    if ws.launcher == "slurm":
+        await watch_allocation(lambda: ws.state.get("job", {}).get("id"), emit, PROBE_INTERVAL_S)
+        return
     probe_set = ProbeSet(host_specs(ws), emit, interval=PROBE_INTERVAL_S)
     await probe_set.start()
     try:
@@ -120,15 +124,19 @@ class ConsoleJob:
 
 def launch_spec(ws: wsmod.Workspace, mode: str) -> LaunchSpec:
     opts = ws.train_options()
-    hosts_file = str(ws.hosts_file) if ws.hosts_file is not None else None
-    # On this machine alone the workspace holds the job's logs and pid records too.
+    launcher_name = ws.launcher
+    hosts_file = str(ws.hosts_file) if launcher_name == "ssh" and ws.hosts_file else None
+    # On this machine alone the workspace holds the job's logs and pid records too; under SLURM
+    # it is where the login node and the nodes share them.
     local_only: dict[str, Any] = {} if hosts_file else {"run_root": str(ws.path / "runs")}
+    if launcher_name == "slurm":
+        local_only["slurm"] = ws.slurm_options()
     return LaunchSpec(
         command=train_command(ws, mode),
         num_workers=workers_of(ws),
         num_servers=servers_of(ws),
         hosts_file=hosts_file,
-        launcher="ssh" if hosts_file else "local",
+        launcher=launcher_name,
         env=job_env(ws),
         cwd=str(ws.path),
         resume_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,

@@ -15,6 +15,8 @@ from typing import Any
 from engine import workspace as wsmod
 from engine.cluster import hosts, launcher, placement
 from engine.cluster.preflight import check_across_hosts
+from engine.cluster.slurm import SlurmRequest
+from engine.cluster.slurm_job import SLURM_HOST, preflight_findings
 from engine.errors import UserError
 from engine.train import options as train_options
 from engine.train.check import preflight
@@ -42,6 +44,8 @@ class LaunchPlan:
 
 
 def host_specs(ws: wsmod.Workspace) -> list[hosts.HostSpec]:
+    if ws.launcher == "slurm":  # SLURM picks the nodes when the job starts
+        return [hosts.local_host(SLURM_HOST)]
     if ws.hosts_file is None:
         return [hosts.local_host()]
     return hosts.read_hosts(ws.hosts_file)
@@ -173,6 +177,8 @@ def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
         train = options_of(ws, mode)
         found = [*preflight(train, _check_options(ws)), *_across_hosts(ws, train)]
         findings.extend(f.line().replace("\n        ", " ") for f in found)
+        if ws.launcher == "slurm":
+            findings.extend(_slurm_findings(ws))
     except UserError as exc:
         findings.append(f"error   {exc}")
     except Exception as exc:  # noqa: BLE001 - the check advises; its own fault must not block a launch
@@ -182,7 +188,7 @@ def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
 
 def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> list[Any]:
     """With a hosts file: reach every host, compare versions and data, time an all-reduce (torch)."""
-    if ws.hosts_file is None:
+    if ws.hosts_file is None or ws.launcher != "ssh":
         return []
     return check_across_hosts(
         SimpleNamespace(
@@ -195,6 +201,17 @@ def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> lis
             num_workers=workers_of(ws),
         )
     )
+
+
+def _slurm_findings(ws: wsmod.Workspace) -> list[str]:
+    """`sinfo` against the workspace's [slurm] table (partition, GPUs per node, time limit)."""
+    options = ws.slurm_options()
+    options["sbatch_args"] = tuple(options.get("sbatch_args") or ())
+    try:
+        request = SlurmRequest(tasks=workers_of(ws), **options)
+    except TypeError:
+        return [f"error   {ws.path / wsmod.CONFIG_NAME} [slurm]: unknown keys in {sorted(options)}"]
+    return preflight_findings(request)
 
 
 def options_of(ws: wsmod.Workspace, mode: str) -> train_options.TrainOptions:

@@ -16,7 +16,7 @@ from engine.bench.report import (
     speedup_series,
     table_rows,
 )
-from engine.bench.scaling import STAGE, SweepConfig, sweep_config
+from engine.bench.scaling import STAGE, SweepConfig, estimate_seconds, sweep_config, sweep_defaults
 from engine.bench.sweep import Sweep, SweepResult
 from engine.events import ScalingPoint
 from engine.train.options import KV_STORES
@@ -53,6 +53,8 @@ def published_cluster() -> dict[str, object]:
 
 
 __all__ = [
+    "estimate_seconds",
+    "sweep_defaults",
     "IDEAL",
     "KV_STORES",
     "STAGE",

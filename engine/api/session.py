@@ -292,6 +292,15 @@ class Session:
         """End every process this tool launched on every host; returns how many were ended."""
         return await jobs.kill_all(self.workspace, self.emit)
 
+    def gpus_per_host(self) -> int | None:
+        """The fewest GPUs any probed host has (0: a host without GPUs), None before any probe."""
+        counts = [
+            e.gpu_count
+            for e in self.latest.values()
+            if isinstance(e, HostSample) and e.gpu_count is not None
+        ]
+        return min(counts) if counts else None
+
     def topology(self) -> Topology:
         opts = self.workspace.train_options()
         return Topology(str(opts["kv_store"]), int(opts.get("workers") or len(self.hosts) or 1))

@@ -225,6 +225,37 @@ def sweep_config(
     return config
 
 
+# What a sweep starts from: the tutorial's on GPU hosts; on CPU-only hosts a network and image small
+# enough that a run takes seconds, not minutes.
+GPU_DEFAULTS = {"networks": "resnet-50:32", "workers": "1,2,4", "image_shape": None}
+CPU_DEFAULTS = {"networks": "resnet-18:8", "workers": "1,2", "image_shape": "3,32,32"}
+# Rough images/s of one worker, only to say how long a sweep takes before it starts: a CPU worker
+# trains resnet-18 on 32x32 images at about 30/s (fewer pixels, more images); a GPU at about 200/s.
+CPU_RATE_32PX = 30.0
+GPU_RATE = 200.0
+START_S = 15.0  # launching one run: connections, ps-lite roles, `import mxnet` on every host
+
+
+def sweep_defaults(gpus: int | None) -> dict[str, str | None]:
+    """The form's first values for hosts with ``gpus`` GPUs each (0 or None: no GPU found)."""
+    return dict(GPU_DEFAULTS if gpus else CPU_DEFAULTS)
+
+
+def estimate_seconds(config: SweepConfig, gpus: int | None) -> float:
+    """About how long the sweep takes: each run's start plus its batches at a rough rate per worker."""
+    total = 0.0
+    for run in config.runs:
+        pixels = _pixels(image_shape_for(config, run.network))
+        rate = GPU_RATE * max(1, run.gpus_per_worker) if gpus else CPU_RATE_32PX * 32 * 32 / pixels
+        total += START_S + config.num_batches * run.batch_per_worker / rate
+    return total
+
+
+def _pixels(shape: str) -> int:
+    _, height, width = (int(x) for x in shape.split(","))
+    return height * width
+
+
 def image_shape_for(config: SweepConfig, net: NetworkSpec) -> str:
     return config.image_shape or DEFAULT_SHAPE.get(net.base, "3,224,224")
 
@@ -335,6 +366,11 @@ class RunTally:
     def used(self) -> int:
         return sum(min(self.readings, max(0, len(v) - self.warmup)) for v in self.samples.values())
 
+    def progress(self) -> tuple[int, int]:
+        """(readings in, readings needed) over every worker, each counted up to what it needs."""
+        need = self.warmup + self.readings
+        return sum(min(need, len(v)) for v in self.samples.values()), need * self.workers
+
 
 def point_from_tally(
     run: RunPlan, tally: RunTally, job: str = "", message: str = ""
@@ -423,10 +459,12 @@ async def _measure(
             job = getattr(event, "job", "") or job
             yield event
             for derived in readers.feed(event):
-                if isinstance(derived, Throughput):
-                    tally.add(derived)
                 if derived is not event:
                     yield derived
+                if isinstance(derived, Throughput):
+                    tally.add(derived)
+                    done, need = tally.progress()  # the run's own progress, from its readings
+                    yield StageProgress(STAGE, done, need, unit="readings", part=run.label)
                 message = _failure_message(derived) or message
             message = _failure_message(event) or message
             if tally.complete:

@@ -81,16 +81,26 @@ class ScalingScreen(Screen[None]):
         self,
         hosts_file: str | Path | None = None,
         out_dir: str | Path | None = None,
-        networks: str = "resnet-50:32",
-        workers: str = "1,2,4",
+        networks: str | None = None,
+        workers: str | None = None,
         kv_store: str = "dist_sync",
+        gpus: int | None = None,
         **sweep_options: Any,
     ) -> None:
-        """``sweep_options`` are further SweepConfig fields (image_shape, warmup, readings, command …)."""
+        """``gpus``: GPUs per host (0 or None: none found), which sizes the defaults; ``sweep_options``
+        are further SweepConfig fields (image_shape, warmup, readings, command …)."""
         super().__init__()
         self.hosts_file = str(hosts_file or "")
         self.out_dir = Path(out_dir) if out_dir else None
-        self.defaults = {"networks": networks, "workers": workers, "kv_store": kv_store}
+        self.gpus = gpus
+        sized = api.sweep_defaults(gpus)
+        self.defaults = {
+            "networks": networks or str(sized["networks"]),
+            "workers": workers or str(sized["workers"]),
+            "kv_store": kv_store,
+        }
+        if not networks and sized["image_shape"]:
+            sweep_options.setdefault("image_shape", sized["image_shape"])
         self.sweep_options = sweep_options
         self.published, self.model_error = api.published_points()
         self.points: list[ScalingPoint] = []
@@ -149,6 +159,7 @@ class ScalingScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.show_view()
+        self.show_estimate()
 
     # ---- what is shown ---------------------------------------------------------------------
     def watch_showing(self) -> None:
@@ -212,8 +223,25 @@ class ScalingScreen(Screen[None]):
         self.showing = "sweep"
         self.show_view()
         self.query_one(ProgressBar).update(total=len(config.runs), progress=0)
-        self.set_progress(f"starting {len(config.runs)} runs …")
+        self.set_progress(f"starting {len(config.runs)} runs, {self.estimate(config)} …")
         self.sweep(config, gbits)
+
+    def estimate(self, config: api.SweepConfig) -> str:
+        return f"about {api.human_duration(api.estimate_seconds(config, self.gpus))} in all"
+
+    def show_estimate(self) -> None:
+        """Before a sweep starts: how many runs the form asks for and about how long they take."""
+        if self.running:
+            return
+        try:
+            config, _ = self.read_form()
+        except UserError as exc:
+            self.set_progress(f"✗ {exc}")
+            return
+        self.set_progress(f"{len(config.runs)} runs, {self.estimate(config)} (s starts)")
+
+    def on_input_changed(self) -> None:
+        self.show_estimate()
 
     def read_form(self) -> tuple[api.SweepConfig, float | None]:
         """The form as a SweepConfig (a mistake raises UserError naming the field) and the model's Gbit/s."""
@@ -314,7 +342,11 @@ class ScalingScreen(Screen[None]):
 
     def track_launch(self, event: Any) -> None:
         """Whether the engine is inside a launch: from a run's progress until its job reports."""
-        if isinstance(event, StageProgress) and event.total is not None:  # the sweep's own: counted
+        if isinstance(event, StageProgress) and event.unit == "readings":
+            self.in_launch = False  # readings come from a running job
+        elif (
+            isinstance(event, StageProgress) and event.total is not None
+        ):  # the sweep's own: counted
             self.in_launch = event.done < event.total  # the next run is launched when we read on
         elif isinstance(event, (JobState, ScalingPoint)):
             self.in_launch = False
@@ -349,6 +381,12 @@ class ScalingScreen(Screen[None]):
         event = message.event
         if isinstance(event, ScalingPoint):
             self.add_point(event)
+        elif isinstance(event, StageProgress) and event.unit == "readings":  # the run's own
+            self.set_detail(f"{event.part}: {event.done} of {event.total} Speedometer readings")
+            if event.total:
+                bar = self.query_one(ProgressBar)
+                run = int(bar.progress or 0)
+                bar.update(progress=run + min(0.99, event.done / event.total))
         elif isinstance(event, StageProgress) and event.total is not None:  # the sweep's runs
             self.query_one(ProgressBar).update(total=event.total, progress=event.done)
             self.set_progress(

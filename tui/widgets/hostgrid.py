@@ -107,9 +107,10 @@ class HostGrid(ScrollView, can_focus=True):
 
     # ---- data in -----------------------------------------------------------------------
     def set_hosts(self, names: Iterable[str]) -> None:
+        """The workspace's hosts, drawn at once (the console opens with them listed)."""
         for name in names:
             self.rows.setdefault(name, HostRow(name))
-        self.dirty = True
+        self.rebuild()
 
     def ingest(self, samples: Iterable[Any]) -> None:
         """Merge the newest samples; drawing waits for the next refresh tick."""
