@@ -1,7 +1,7 @@
-"""The small async API the console uses: open a workspace, read a snapshot, iterate events, start/stop things.
+"""A workspace open in the console: its snapshot, its events, its stages (started, stopped, undone) and its job.
 
-Everything the console does goes through a ``Session``; it never touches asyncssh, OpenCV or MXNet.
-Synchronous engine stages run in threads and their events reach the session's asyncio queue through
+Everything the console does to a workspace goes through a ``Session``; it never touches asyncssh,
+OpenCV or MXNet. Stages run through the one stage runner (engine.prep.runner) in threads and their events reach the session's asyncio queue through
 ``loop.call_soon_threadsafe``. Jobs run detached (engine.cluster.launcher), so closing a session never
 stops one; opening the workspace again re-attaches to it.
 """
