@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from engine.errors import UserError
 from engine.train import checkpoints as ckpt
-from engine.train.logsetup import setup_logging
+from engine.train.logsetup import append_summary, setup_logging
 from engine.train.options import save_resolved
 from engine.train.torch import data, nets
 
@@ -644,12 +644,17 @@ def training_data(args, rank: Rank, batch_size: int):
 def run_epoch(trainer: Trainer, epoch: int, start_batch: int, train_data, val_data) -> None:
     tic = time.time()
     train_data.set_epoch(epoch, start_batch)
-    metrics = trainer.train_epoch(epoch, train_data, start_batch)
-    for name, value in metrics.values():
+    metrics = trainer.train_epoch(epoch, train_data, start_batch).values()
+    for name, value in metrics:
         log.info("Epoch[%d] Train-%s=%f", epoch, name, value)
-    log.info("Epoch[%d] Time cost=%.3f", epoch, time.time() - tic)
+    seconds = time.time() - tic
+    log.info("Epoch[%d] Time cost=%.3f", epoch, seconds)
     trainer.save_epoch(epoch + 1)
+    validation: list[tuple[str, float]] = []
     if val_data is not None:
         val_data.set_epoch(epoch)
-        for name, value in trainer.evaluate(val_data):
+        validation = trainer.evaluate(val_data)
+        for name, value in validation:
             log.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
+    if trainer.rank.main and trainer.args.model_prefix:
+        append_summary(trainer.args.model_prefix, epoch, seconds, metrics, validation)
