@@ -12,7 +12,9 @@ import argparse
 import logging
 import os
 import socket
+import sys
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -556,12 +558,28 @@ def fit(args) -> int:
     host = os.environ.get("IMGSCALE_HOST", "") or (socket.gethostname() if rank.world > 1 else "")
     setup_logging(rank.rank, host)
     try:
-        if args.test_io:
-            return run_test_io(args, rank)
-        return train(args, rank)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        status = run_test_io(args, rank) if args.test_io else train(args, rank)
+    except UserError:
+        raise
+    except Exception:
+        if rank.world > 1:
+            leave_at_once()
+        raise
+    # Only after a clean run: with a peer dead or hung, leaving the group would wait on it, and
+    # this rank must exit at once so the supervisor stops the job everywhere.
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return status
+
+
+def leave_at_once() -> None:
+    """A collective failed (a peer died or hung): print why and exit now. A normal exit would
+    shut the data loader's workers down first, which waits seconds per worker, while the job
+    should be stopped everywhere as soon as possible."""
+    traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def run_test_io(args, rank: Rank) -> int:
