@@ -19,7 +19,11 @@ from typing import Any
 from engine.errors import UserError
 
 CORES = os.cpu_count() or 1
-PROCESS_CAP = 4 * CORES  # worker processes or threads per host: beyond this a machine only thrashes
+# Worker processes or threads per host: beyond 4 per core a machine only thrashes; the floor keeps
+# the tutorial's own `--num-thread 16` working on a small machine.
+PROCESS_FLOOR = 32
+PROCESS_CAP = max(4 * CORES, PROCESS_FLOOR)
+PROCESS_WHY = f"4 per core on {CORES} cores, at least {PROCESS_FLOOR}"
 FANOUT_CAP = 1024  # processes or connections one command starts across a cluster
 
 _SPEC = "imgscale.option"

@@ -17,7 +17,9 @@ from engine.train import options as train_options
 
 CONFIG_NAME = "workspace.toml"
 STATE_NAME = "state.json"
-STAGES = ("disk", "extract", "filter", "split", "list", "pack", "place", "train")
+# The one stage order: the preparation stages, then training (the job).
+PREP_STAGES = ("disk", "extract", "filter", "split", "list", "pack", "place")
+STAGES = (*PREP_STAGES, "train")
 UNDOABLE = ("filter", "split")
 STATES = ("pending", "running", "done", "failed", "stale", "stopped")
 
@@ -129,6 +131,20 @@ class Workspace:
     def hosts_file(self) -> Path | None:
         value = self.config.get("hosts", "")
         return self.resolve(value) if value else None
+
+    @property
+    def launcher(self) -> str:
+        """How jobs start: `launcher = "slurm"` in workspace.toml, else ssh with a hosts file, else local."""
+        value = self.config.get("launcher") or ("ssh" if self.hosts_file else "local")
+        if value not in LAUNCHERS:
+            raise UserError(
+                f"{self.path / CONFIG_NAME}: launcher = {value!r}; use one of {', '.join(LAUNCHERS)}"
+            )
+        return str(value)
+
+    def slurm_options(self) -> dict[str, Any]:
+        """The [slurm] table: nodes, gpus_per_node, partition, time, account, sbatch_args."""
+        return dict(self.config.get("slurm", {}))
 
     # ---- options -----------------------------------------------------------------------
     def stage_options(self, stage: str) -> dict[str, Any]:
@@ -261,6 +277,7 @@ def coerce_like(current: Any, value: Any, name: str) -> Any:
 
 # Paths stages extract into, move files in or write to (tarball and hosts are only read).
 WRITTEN_KEYS = ("root", "val_root", "lists_dir", "train_dir", "val_dir")
+LAUNCHERS = ("local", "ssh", "slurm")
 PATH_KEYS = ("root", "tarball", "val_root", "lists_dir", "train_dir", "val_dir", "hosts", "name")
 
 
@@ -290,6 +307,19 @@ def check_config(config_path: Path, config: dict[str, Any]) -> None:
             _check_type(config_path, f"stages.{stage}.{key}", defaults.get(key), value)
     for key, value in config.get("train", {}).items():
         _check_type(config_path, f"train.{key}", DEFAULT_TRAIN.get(key), value)
+    _check_bounds(config_path, config)
+
+
+def _check_bounds(config_path: Path, config: dict[str, Any]) -> None:
+    """Values of the right type but outside their option's bounds, named as written in the file."""
+    try:
+        for stage, options in config.get("stages", {}).items():
+            if stage in prep_options.GROUPS:
+                prep_options.stage_options(stage, options)
+        for key, value in config.get("train", {}).items():
+            train_options.workspace_value(key, value)
+    except UserError as exc:
+        raise UserError(f"{config_path}: {exc}; fix the file and reopen") from None
 
 
 TYPE_WORDS = {

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import shlex
 
+from .export import GRID_FIELDS, grid_rows, to_csv, to_json
 from engine.errors import UserError
 from engine.events import Event, GpuSample, HostSample, HostState
 
@@ -32,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a SLURM job launched from here: probe its allocated nodes (through srun --overlap)",
     )
     probe.add_argument("--once", action="store_true", help="one reading of every host, then exit")
+    out = probe.add_mutually_exclusive_group()
+    out.add_argument(
+        "--json", action="store_true", help="one reading of every host as a JSON list (the grid)"
+    )
+    out.add_argument("--csv", action="store_true", help="one reading of every host as CSV")
     probe.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
     probe.add_argument(
         "--count",
@@ -111,8 +117,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.job and args.hosts:
         raise UserError("give -H FILE or --job JOB, not both")
     pool = _job_pool(args.job) if args.job else _pool(args.hosts)
-    if args.once:
-        return asyncio.run(_probe_once(pool))
+    if args.once or args.json or args.csv:
+        return asyncio.run(_probe_once(pool, "json" if args.json else "csv" if args.csv else ""))
     try:
         asyncio.run(_probe_loop(pool, args.interval, args.count))
     except KeyboardInterrupt:
@@ -120,12 +126,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _probe_once(pool: HostPool) -> int:
+async def _probe_once(pool: HostPool, form: str = "") -> int:
     try:
         events = await probe_once(pool)
     finally:
         await pool.close()
-    for event in events:
+    if form:
+        rows = grid_rows(events)
+        print(to_json(rows) if form == "json" else to_csv(rows, GRID_FIELDS), end="\n")
+    for event in events if not form else ():
         text = describe(event)
         if text:
             print(text)

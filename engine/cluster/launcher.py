@@ -39,7 +39,7 @@ from .torch_env import describe as describe_torch
 from .torch_env import interface_env, is_torch_command, torch_env
 from .transport import Transport, TransportError
 
-LOCAL_CAP = max(16, opt.PROCESS_CAP)  # processes one local launch starts (scheduler aside)
+LOCAL_CAP = opt.PROCESS_CAP  # processes one local launch starts (scheduler aside)
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
 
@@ -428,7 +428,7 @@ def check_numbers(spec: LaunchSpec) -> None:
     if (spec.launcher or ("ssh" if spec.hosts_file else "local")) == "local" and local > LOCAL_CAP:
         raise UserError(
             f"-n {spec.num_workers} -s {spec.num_servers}: {local} processes on this machine; "
-            f"give at most {LOCAL_CAP} in all (4 x {opt.CORES} cores), or spread them with -H"
+            f"give at most {LOCAL_CAP} in all ({opt.PROCESS_WHY}), or spread them with -H"
         )
 
 

@@ -19,8 +19,10 @@ from engine.errors import UserError
 from engine.events import LogLine
 from engine.train.check import ERROR, INFO, WARNING, Finding
 
+from .allreduce_probe import TAG
 from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
+from .launcher import LaunchSpec, launch
 from .transport import TransportError
 
 REPORT_TIMEOUT_S = 60.0
@@ -203,8 +205,6 @@ def bandwidth_findings(results: Sequence[dict], world: int) -> list[Finding]:
 
 
 def probe_results(lines: Sequence[LogLine]) -> list[dict]:
-    from .allreduce_probe import TAG
-
     found = []
     for line in lines:
         if line.text.startswith(TAG + " "):
@@ -217,8 +217,6 @@ def probe_results(lines: Sequence[LogLine]) -> list[dict]:
 
 async def allreduce(hosts_file: str, processes: int, gpus_wanted: bool) -> list[Finding]:
     """Launch the two-second all-reduce as a torch job over ``processes`` slots; its findings."""
-    from .launcher import LaunchSpec, launch
-
     command = ["python", "-m", "engine.cluster.allreduce_probe", "--seconds", "2"]
     spec = LaunchSpec(
         command=tuple(command + (["--gpu"] if gpus_wanted else [])),

@@ -27,9 +27,9 @@ from engine.errors import UserError
 
 from . import jobs, slurm
 from .detach import WRAPPER
-from .dmlc_env import ClusterEnv, process_env
+from .dmlc_env import ClusterEnv, identity_env, process_env
 from .placement import SCHEDULER, SERVER, WORKER, Placement, place
-from .torch_env import torch_env
+from .torch_env import interface_env, torch_env
 
 POLL_S = 0.2
 GRACE_S = 5.0
@@ -121,21 +121,12 @@ def _mxnet_processes(plan, nodes, tasks, addresses, port) -> list[Process]:
 
 def _torch_processes(plan, nodes, tasks, addresses, port) -> list[Process]:
     envs = torch_env([addresses[n] for n in nodes], list(tasks), addresses[nodes[0]], port)
+    user_env = {**(plan.env or {}), **interface_env(plan.interface)}
     procs = []
     for env in envs:
         node = nodes[int(env["GROUP_RANK"])]
-        rank = int(env["RANK"])
-        p = Placement(WORKER, rank, int(env["GROUP_RANK"]))
-        full = {
-            **(plan.env or {}),
-            **env,
-            "IMGSCALE_JOB": plan.job,
-            "IMGSCALE_ROLE": WORKER,
-            "IMGSCALE_RANK": str(rank),
-            "IMGSCALE_HOST": node,
-            "IMGSCALE_PROC": p.name,
-            "IMGSCALE_ATTEMPT": str(plan.attempt),
-        }
+        p = Placement(WORKER, int(env["RANK"]), int(env["GROUP_RANK"]))
+        full = {**user_env, **env, **identity_env(plan.job, plan.attempt, p, node)}
         procs.append(Process(_record(plan, node, p), node, full, 1 if plan.gpus_per_node else 0))
     return procs
 

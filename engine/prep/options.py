@@ -15,7 +15,6 @@ from engine import options as opt
 from engine.errors import UserError
 
 MAX_EDGE = 1 << 15  # pixels: a short edge above this is a typo, not an image size
-CORES_WHY = f"4 x {opt.CORES} cores"
 CODECS = ("auto", "opencv")
 MAX_CHUNKS = 4096  # .lst files one list run writes; more are also refused beyond the image count
 
@@ -112,7 +111,7 @@ class PackOptions:
         "worker processes (default: all cores)",
         low=1,
         high=opt.PROCESS_CAP,
-        high_why=CORES_WHY,
+        high_why=opt.PROCESS_WHY,
     )
     no_upscale: bool = opt.option(
         False,

@@ -19,6 +19,9 @@ from multiprocessing.connection import Connection, wait
 
 CRASH_REASON = "crashed the image decoder (worker process died with status {status})"
 STOP_WAIT_S = 5.0
+# Batches queued per worker: on a busy machine the packer (one process among many) may wait for
+# its turn on a core, and the workers keep encoding meanwhile instead of running dry.
+DEPTH = 8
 PIPE_BYTES = (
     1 << 20
 )  # room for a whole batch of records, so a worker rarely waits for the packer to read
@@ -82,7 +85,7 @@ class Pool:
     A result list has, per item, the framed record bytes or the reason (str) it was skipped.
     """
 
-    def __init__(self, processes: int, setup: object, depth: int = 4) -> None:
+    def __init__(self, processes: int, setup: object, depth: int = DEPTH) -> None:
         self.init = pickle.dumps(setup)  # a pack_worker.Setup: typed options, not a free-form dict
         self.env = dict(os.environ)
         self.env.setdefault("OMP_NUM_THREADS", "1")

@@ -187,6 +187,11 @@ def transform(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions) -> bytes
     return encode(cv2, reshape(cv2, img, full, opts), opts)
 
 
+def plane_codec(opts: PackOptions) -> turbojpeg.TurboJPEG | None:
+    """libjpeg-turbo for the YUV-plane path, when the options want it and it is installed."""
+    return turbojpeg.load() if opts.codec == "auto" and opts.reduced_decode else None
+
+
 def can_use_planes(info: ImageInfo, opts: PackOptions) -> bool:
     """The YUV-plane path takes an upright 8-bit JPEG to be resized into a colour JPEG, uncropped."""
     wanted = opts.codec == "auto" and opts.reduced_decode and opts.color == 1
@@ -236,23 +241,20 @@ def transform_planes(tj, cv2, np, data: bytes, info: ImageInfo, opts: PackOption
         if header.colorspace not in (turbojpeg.CS_YCBCR, turbojpeg.CS_GRAY):
             return None  # RGB, CMYK or YCCK JPEGs: OpenCV converts them
         width, height = tj.scaled(info.width, info.height, opts.resize)
-        if (header.width, header.height) != (
-            info.width,
-            info.height,
-        ) or width * height > MAX_PIXELS:
+        same_frame = (header.width, header.height) == (info.width, info.height)
+        if not same_frame or width * height > MAX_PIXELS:
             return None
         planes = tj.decode_planes(np, data, header, width, height)
         planes[0] = planes[0][:height, :width]  # Y comes padded to whole blocks; chroma is exact
-    except turbojpeg.TurboJPEGError:
-        return None  # corrupt data, even a warning: the OpenCV path skips or keeps it as before
-    size = target_size(info.height, info.width, opts.resize, False)
-    if opts.no_upscale and min(info.width, info.height) <= opts.resize:
-        size = (info.width, info.height)
-    try:
+        size = target_size(info.height, info.width, opts.resize, False)
+        if opts.no_upscale and min(info.width, info.height) <= opts.resize:
+            size = (info.width, info.height)
         planes = resize_planes(tj, cv2, np, planes, size)
-    except cv2.error:
-        return None  # a plane that would scale to nothing (a few pixels): OpenCV's path copes
-    return tj.encode_planes(planes, size, turbojpeg.SAMP_420, opts.quality)
+        return tj.encode_planes(planes, size, turbojpeg.SAMP_420, opts.quality)
+    except (turbojpeg.TurboJPEGError, cv2.error):
+        # Corrupt data (even a warning) or a plane that would scale to nothing: OpenCV's path
+        # then skips or packs the image exactly as it would without this codec.
+        return None
 
 
 def payload_for(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions, tj) -> bytes:
@@ -309,8 +311,7 @@ def serve(tasks_fd: int, results_fd: int) -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV threads would only contend
     tasks, results = Connection(tasks_fd, writable=False), Connection(results_fd, readable=False)
     setup: Setup = pickle.loads(tasks.recv_bytes())
-    opts = setup.options
-    tj = turbojpeg.load() if opts.codec == "auto" and opts.reduced_decode else None
+    tj = plane_codec(setup.options)
     outbox: queue.SimpleQueue = (
         queue.SimpleQueue()
     )  # bounded by the batches the packer has in flight

@@ -58,9 +58,9 @@ def checkpoints(prefix: str, suffix: str = MXNET) -> list[tuple[int, int]]:
     return sorted(found)
 
 
-def epoch_checkpoints(prefix: str) -> list[int]:
-    """Epochs with a complete MXNet params file (sorted)."""
-    return [epoch for epoch, batch in checkpoints(prefix) if not batch]
+def epoch_checkpoints(prefix: str, suffix: str = MXNET) -> list[int]:
+    """Epochs with a complete epoch checkpoint (sorted)."""
+    return [epoch for epoch, batch in checkpoints(prefix, suffix) if not batch]
 
 
 def batch_checkpoints(prefix: str) -> list[tuple[int, int]]:
@@ -68,11 +68,12 @@ def batch_checkpoints(prefix: str) -> list[tuple[int, int]]:
     return [point for point in checkpoints(prefix) if point[1]]
 
 
-def newest_checkpoint(prefix: str) -> int | None:
-    """The newest epoch N with both PREFIX-symbol.json and a complete PREFIX-NNNN.params, or None."""
-    if not os.path.isfile(symbol_path(prefix)):
+def newest_checkpoint(prefix: str, suffix: str = MXNET) -> int | None:
+    """The newest epoch N with a complete PREFIX-NNNN.params (and PREFIX-symbol.json) or, with
+    ``suffix=TORCH``, PREFIX-NNNN.pt; None if there is none."""
+    if suffix == MXNET and not os.path.isfile(symbol_path(prefix)):
         return None
-    epochs = epoch_checkpoints(prefix)
+    epochs = epoch_checkpoints(prefix, suffix)
     return epochs[-1] if epochs else None
 
 

@@ -101,3 +101,46 @@ def _basis(medians: dict[str, float | None], jobs: dict[str, str], topology: Top
 
 def _median(values: dict[str, float]) -> float | None:
     return statistics.median(values.values()) if values else None
+
+
+CAUSE_ADVICE = {
+    "input": "raise --data-nthreads (n) or pack smaller images",
+    "compute": "larger batch per GPU, --dtype float16, or more GPUs",
+    "network": "add servers or use dist_device_sync",
+}
+BUSY = 85.0  # % CPU (all cores) or GPU utilisation that counts as saturated
+
+
+@dataclass(frozen=True)
+class HostReading:
+    """What is known of one host right now, for its cause of slowness."""
+
+    rate: float | None = None  # images/s of its workers (Speedometer)
+    gpu_util: float | None = None  # mean % over its GPUs; None without GPUs or data
+    cpu_percent: float | None = None  # the whole host's CPU, where the data threads decode
+    test_io: float | None = None  # its last --test-io figure
+    benchmark: float | None = None  # its last --benchmark figure
+
+
+def host_cause(r: HostReading, topology: Topology = Topology()) -> str:
+    """input | compute | network | "" (not enough to say) for one host.
+
+    Its last test-io/benchmark figures decide when the job's rate sits near one of them; else live
+    utilisation does: busy GPUs mean compute, idle GPUs with busy CPUs mean decoding (input), idle
+    GPUs and idle CPUs in a distributed job mean the workers wait on the network.
+    """
+    if r.rate is None:
+        return ""
+    if r.test_io and r.rate >= NEAR * r.test_io and r.test_io < (r.benchmark or float("inf")):
+        return "input"
+    if r.benchmark and r.rate >= NEAR * r.benchmark:
+        return "compute"
+    if r.gpu_util is not None:
+        if r.gpu_util >= BUSY:
+            return "compute"
+        if r.cpu_percent is not None and r.cpu_percent >= BUSY:
+            return "input"
+        return "network" if topology.uses_network else "input"
+    if r.cpu_percent is not None and r.cpu_percent >= BUSY:
+        return "compute"  # no GPU: the CPUs train, and decoding shares them
+    return "network" if topology.uses_network and r.cpu_percent is not None else ""

@@ -91,7 +91,6 @@ def switch(text: str) -> bool:
 
 # --- the options: one dataclass, grouped as MXNet's common/fit.py and common/data.py group them ---
 FIT, DATA, AUG, TORCH = "Training", "Data", "Augmentation", "Torch engine"
-THREADS_WHY = f"4 x {opt.CORES} cores"
 
 
 def _fit(default: Any, help: str = "", **spec: Any) -> Any:
@@ -207,7 +206,7 @@ class TrainOptions:
         parse=positive_int,
         low=1,
         high=opt.PROCESS_CAP,
-        high_why=THREADS_WHY,
+        high_why=opt.PROCESS_WHY,
     )
     # Augmentation, named as ImageRecordIter names it (common/data.py)
     random_crop: int = _aug(0, "1: random crop, 0: centre crop")
@@ -288,7 +287,7 @@ class JobOptions:
         "OMP_NUM_THREADS of every process",
         low=1,
         high=opt.PROCESS_CAP,
-        high_why=THREADS_WHY,
+        high_why=opt.PROCESS_WHY,
         console=False,
     )
     max_restarts: int = opt.option(

@@ -47,10 +47,12 @@ class TrainTracker:
         if not self.where:
             return None
         epoch, batch = min(self.where.values())
+        if epoch >= self.epochs and self.batches:  # past the last epoch: all of it is done
+            epoch, batch = self.epochs - 1, self.batches
         rate = sum(self.rates.values()) or None
         return TrainProgress(
             self.job,
-            min(epoch, self.epochs),
+            epoch,
             self.epochs,
             batch,
             self.batches,

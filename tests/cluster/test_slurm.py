@@ -7,6 +7,7 @@ cancels; a job asking for more nodes than are up waits with SLURM's reason and c
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from launch_helpers import MX_JOB, Events
+from launch_helpers import MX_JOB, Events, wait_until
 from slurm import SlurmCluster, slurm_available
 
 from engine.cluster import jobs, slurm
@@ -157,40 +158,52 @@ async def test_torch_gloo_job_of_world_size_2_runs_across_both_nodes(sl, state_h
     assert sums == {"step 2 sum=3"}  # both ranks reduced over the same group
 
 
-async def test_sigkilled_rank_fails_the_job_and_the_relaunch_resumes(sl, state_home):
-    prefix = state_home / "ck" / "model"
-    prefix.parent.mkdir()
-    Path(f"{prefix}-symbol.json").write_text("{}")
-    Path(f"{prefix}-0002.params").write_bytes(b"weights")  # a complete epoch-2 checkpoint
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Tiny packed demo data for a real `imgscale train --engine torch` job."""
+    pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
+    import torchdata
+
+    return torchdata.demo_rec(tmp_path_factory.mktemp("slurmdemo"), 4, 200, 0.8, 20)
+
+
+async def test_a_sigkilled_rank_fails_the_job_and_the_relaunch_resumes_training(
+    sl, demo, state_home
+):
+    from test_launch_torch import train_command  # the same real training as over SSH
+
+    prefix = str(state_home / "ck" / "r18")
     events = Events()
-    command = ["python", TORCH_JOB, "--steps", "100000", "--pause", "0.05", "--engine", "torch"]
     job = await launch(
-        spec(state_home, command, 2, max_restarts=1, resume_prefix=str(prefix)),
+        spec(state_home, train_command(demo, prefix, 2), 2, max_restarts=1, resume_prefix=prefix,
+             env={"OMP_NUM_THREADS": "1"}),
         sink=events,
-        resume=None,
-    )
+    )  # fmt: skip
     try:
+        # rank 1 logs a batch of epoch 1: rank 0 has written r18-0001.pt before joining that step
         await events.wait_for(
-            lambda e: getattr(e, "rank", None) == 1 and "step 3 " in getattr(e, "text", ""),
-            120,
-            "rank 1 stepping",
+            lambda e: getattr(e, "rank", None) == 1 and "Epoch[1] Batch" in getattr(e, "text", ""),
+            300,
+            "rank 1 training in epoch 1",
         )
         victim = next(p for p in jobs.load(job.job_id).processes if p.rank == 1)
         _w, _g, pid = (int(x) for x in Path(victim.prefix + ".pid").read_text().split())
         os.kill(pid, signal.SIGKILL)
-        await events.wait_for(
+        relaunching, _t = await events.wait_for(
             lambda e: isinstance(e, JobState) and e.state == "relaunching", 60, "the relaunch"
         )
-        resumed, _t = await events.wait_for(
-            lambda e: "load_epoch=2" in getattr(e, "text", ""), 120, "a rank resuming at epoch 2"
-        )
-        assert jobs.load(job.job_id).attempt == 1
         failure = events.failures()[0]
         assert failure.source == "worker 1 on n2" and "SIGKILL" in failure.message
-        await job.stop()
+        final = await job.wait()
     finally:
         await job.close()
-    assert jobs.load(job.job_id).state == "stopped"
+    assert final.state == "done" and final.restarts == 1, events.failures()
+    after = events.events[events.events.index(relaunching) :]
+    resumed = [
+        e for e in after if f"Resuming from {prefix}-0001.pt: epoch 1" in getattr(e, "text", "")
+    ]
+    assert {e.rank for e in resumed} == {0, 1}  # every rank of the new attempt resumed
+    assert jobs.load(job.job_id).attempt == 1 and Path(prefix + "-0002.pt").is_file()
     assert processes_of(job.job_id) == []
 
 
@@ -232,3 +245,66 @@ async def test_a_job_asking_for_more_nodes_than_are_up_waits_with_its_reason(sl,
         await job.close()
     assert state.state == "stopped"
     assert slurm.job_state(jobs.load(job.job_id).scheduler_id).state == "CANCELLED"
+
+
+def test_detached_launch_then_attach_and_jobs_from_the_command_line(sl, state_home):
+    env = {"IMGSCALE_HOME": os.environ["IMGSCALE_HOME"]}
+    started = cli(
+        "launch", "--launcher", "slurm", "-n", "2", "--nodes", "2", "--detach", "--job", "sl1",
+        "--run-dir", str(state_home / "runs"), "--",
+        "python", TORCH_JOB, "--steps", "3", "--engine", "torch", env=env,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    attached = cli("attach", "sl1", env=env)
+    assert attached.returncode == 0, attached.stderr
+    assert "n1 worker 0 | rank 0 of 2" in attached.stdout
+    assert "n2 worker 1 | rank 1 of 2" in attached.stdout
+    listed = cli("jobs", env=env)
+    record = jobs.load("sl1")
+    assert record.state == "done" and f"SLURM {record.scheduler_id}" in listed.stdout
+
+
+async def test_a_slurm_workspace_plans_launches_and_shows_the_allocated_nodes(sl, tmp_path):
+    """The console's way: workspace.toml says launcher = "slurm"; the hosts grid is the job's nodes."""
+    from engine import api
+    from engine import workspace as wsmod
+
+    folder = api.create_demo_workspace(tmp_path / "ws")
+    ws = wsmod.load(folder)
+    ws.config.update(launcher="slurm", slurm={"nodes": 2, "time": "10"})
+    ws.config["train"].update(
+        engine="torch", workers=2, num_epochs=1, extra_args=["--num-batches", "400"]
+    )
+    wsmod.save_config(ws.path, ws.config)
+    session = await api.open_workspace(folder)
+    seen: list = []
+
+    async def collect() -> None:
+        async for event in session.events():
+            seen.append(event)
+
+    reader = asyncio.create_task(collect())
+    try:
+        plan = await session.plan_launch("benchmark")
+        assert not plan.blocking, plan.findings
+        assert plan.hosts == ("SLURM",) and plan.engine == "torch"
+        await wait_until(lambda: _state_of(seen, "SLURM", "no job yet"), 30, "the waiting row")
+        job_id = await session.launch("benchmark")
+        await wait_until(
+            lambda: {"n1", "n2"} <= {e.host for e in seen if type(e).__name__ == "HostSample"},
+            120,
+            "samples of both allocated nodes",
+        )
+        record = jobs.load(job_id)
+        assert record.scheduler_id and record.launch_args["slurm"] == {"nodes": 2, "time": "10"}
+        await session.stop_job()
+    finally:
+        reader.cancel()
+        await session.close()
+    assert jobs.load(job_id).state == "stopped"
+
+
+def _state_of(events, host: str, words: str) -> bool:
+    return any(
+        type(e).__name__ == "HostState" and e.host == host and words in e.reason for e in events
+    )

@@ -34,6 +34,7 @@ def test_stages_screen(snap_compare, demo_ws, size):
         )
         view = pilot.app.stages.view_of("train")
         await wait_for(pilot, lambda: view.train is not None, "train progress drawn")
+        await wait_for(pilot, lambda: not pilot.app.grid.dirty, "hosts pane drawn")  # a dashboard
         await pilot.press("j")
 
     assert snap_compare(make_app(demo_ws), terminal_size=size, run_before=run_before)

@@ -23,6 +23,7 @@ def test_pack_options_refuse_a_process_count_above_four_per_core():
     with pytest.raises(UserError, match=rf"--num-thread 99999999: give at most {opt.PROCESS_CAP}"):
         PackOptions(num_thread=99999999)
     assert PackOptions(num_thread=opt.PROCESS_CAP).num_thread == opt.PROCESS_CAP
+    assert PackOptions(num_thread=16).num_thread == 16  # the tutorial's, on any machine
 
 
 def test_pack_command_refuses_too_many_workers_before_starting_any(tmp_path, capsys):
@@ -111,3 +112,12 @@ def test_bound_messages_name_the_flag_and_the_limit():
     assert str(exc.value) == "--num-thread 9: give at most 8 (4 x 2 cores)"
     with pytest.raises(UserError, match="--num-thread 0: give 1 or more"):
         opt.check_value(spec, "num_thread", 0)
+
+
+def test_a_hand_edited_workspace_beyond_a_bound_is_refused_when_opened(tmp_path):
+    (tmp_path / wsmod.CONFIG_NAME).write_text('root = "i"\n[stages.pack]\nnum_thread = 99999999\n')
+    with pytest.raises(UserError, match=r"workspace.toml: --num-thread 99999999: give at most"):
+        wsmod.load(tmp_path)
+    (tmp_path / wsmod.CONFIG_NAME).write_text('root = "i"\n[train]\ndata_nthreads = 5000\n')
+    with pytest.raises(UserError, match=r"workspace.toml: --data-nthreads 5000"):
+        wsmod.load(tmp_path)

@@ -77,3 +77,11 @@ def test_remove_batch_checkpoints_keeps_only_the_given_one(tmp_path):
         touch(tmp_path / name)
     ck.remove_batch_checkpoints(prefix, keep=(1, 20))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r-0001.b000020.params", "r-0001.params"]
+
+
+def test_the_torch_engines_newest_epoch_needs_no_symbol_file(tmp_path):
+    prefix = str(tmp_path / "m")
+    for name in ("m-0001.pt", "m-0002.pt", "m-0002.b000040.pt", "m-0003.pt.tmp9", "m-0004.params"):
+        (tmp_path / name).write_bytes(b"x")
+    assert ck.newest_checkpoint(prefix, ck.TORCH) == 2
+    assert ck.newest_checkpoint(prefix) is None  # MXNet's needs PREFIX-symbol.json too

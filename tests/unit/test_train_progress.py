@@ -25,6 +25,8 @@ def test_validation_accuracy_is_kept_and_an_epoch_end_moves_the_worker_on():
     p = tracker.add(EpochSummary("a", 0, 0, validation=(("accuracy", 0.412),), time=2.0))
     assert p.val_accuracy == 0.412 and (p.epoch, p.batch) == (1, 0)
     assert progress_text(p) == "epoch 2/2, batch 0/10 · 50 img/s · val accuracy 0.412"
+    p = tracker.add(EpochSummary("a", 0, 1, validation=(("accuracy", 0.5),), time=3.0))
+    assert (p.epoch, p.batch, p.fraction) == (1, 10, 1.0)  # the end reads "epoch 2/2, batch 10/10"
 
 
 def test_a_summary_or_an_epochless_reading_moves_nothing():

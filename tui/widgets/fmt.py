@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
 
@@ -31,6 +30,18 @@ def spark(values: Iterable[float | None], width: int, top: float | None = None) 
     return "".join(chars).rjust(width)
 
 
+def squeeze(values: list[float], width: int) -> list[float]:
+    """At most `width` values: neighbours averaged, so a whole series fits a sparkline of that width."""
+    if len(values) <= width:
+        return values
+    step = len(values) / width
+    out = []
+    for i in range(width):
+        chunk = values[int(i * step) : max(int(i * step) + 1, int((i + 1) * step))]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
 def level(fraction: float | None) -> str:
     """One character for a 0..1 value (a GPU in compact mode)."""
     if fraction is None:
@@ -49,18 +60,6 @@ def pct(value: float | None, width: int = 4) -> str:
 
 def gib(value: float | None) -> str:
     return NA if value is None else f"{value / 2**30:.0f}G"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "--:--"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return (
-        f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-        if hours
-        else f"{rest // 60:02d}:{rest % 60:02d}"
-    )
 
 
 def clock(stamp: float) -> str:

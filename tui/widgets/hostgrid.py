@@ -13,17 +13,19 @@ from typing import Any
 
 from rich.segment import Segment
 from rich.style import Style
-from textual.binding import Binding
 from textual.geometry import Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from engine import api
 from engine.events import GpuSample, HostSample, HostState, Throughput
+from tui.keys import HOST_KEYS, bindings
 from tui.messages import Act
 from tui.widgets import fmt
 
 HISTORY = 12
+SPARK = 12  # cells of a host's images/s history (the whole job, squeezed)
 GPU_CELL = 24
 SORTS = ("name", "rate", "util", "state")
 
@@ -42,6 +44,7 @@ class HostRow:
     rate: float | None = None
     straggler: bool = False
     failed: bool = False
+    cause: str = ""  # input | compute | network | "" (engine.api.host_cause)
 
     def add_gpu(self, gpu: GpuSample) -> None:
         self.gpus[gpu.index] = gpu
@@ -79,15 +82,7 @@ class HostGrid(ScrollView, can_focus=True):
         "hostgrid--nogpu",
         "hostgrid--dim",
     }
-    BINDINGS = [
-        Binding("o", "cycle_sort", "Sort"),
-        Binding("slash", "filter", "Filter"),
-        Binding("c", "toggle_compact", "Compact"),
-        Binding("j,down", "scroll_down", "Down", show=False),
-        Binding("k,up", "scroll_up", "Up", show=False),
-        Binding("pagedown", "page_down", show=False),
-        Binding("pageup", "page_up", show=False),
-    ]
+    BINDINGS = bindings(HOST_KEYS)
 
     sort_key: reactive[str] = reactive("name")
     name_filter: reactive[str] = reactive("")
@@ -101,15 +96,21 @@ class HostGrid(ScrollView, can_focus=True):
         self.stragglers: frozenset[str] = frozenset()
         self.dirty = True
         self.crowded = False
+        # what the cause column rests on: last test-io/benchmark figures per host, the job's shape
+        self.speeds: dict[str, dict[str, float]] = {}
+        self.topology = api.Topology()
+        # host -> images/s over the whole job, kept by the engine (every reading, none coalesced away)
+        self.histories: dict[str, api.Series] = {}
         self._style_cache: dict[
             str, Style
         ] = {}  # component styles, looked up once per refresh not per cell
 
     # ---- data in -----------------------------------------------------------------------
     def set_hosts(self, names: Iterable[str]) -> None:
+        """The workspace's hosts, drawn at once (the console opens with them listed)."""
         for name in names:
             self.rows.setdefault(name, HostRow(name))
-        self.dirty = True
+        self.rebuild()
 
     def ingest(self, samples: Iterable[Any]) -> None:
         """Merge the newest samples; drawing waits for the next refresh tick."""
@@ -159,6 +160,8 @@ class HostGrid(ScrollView, can_focus=True):
         self.dirty = False
         self._style_cache.clear()
         self.order = sorted(self._visible_rows(), key=self._sort_value)
+        for row in self.order:
+            row.cause = self._cause(row)
         self.crowded = False
         self.lines = self._layout(self.is_compact)
         if self.compact is None and not self.is_compact and len(self.lines) > self.size.height:
@@ -166,6 +169,17 @@ class HostGrid(ScrollView, can_focus=True):
             self.lines = self._layout(True)
         self.virtual_size = Size(self.size.width, len(self.lines))
         self.refresh()
+
+    def _cause(self, row: HostRow) -> str:
+        s = row.sample
+        reading = api.HostReading(
+            row.rate,
+            row.mean_util,
+            s.cpu_percent if s else None,
+            self.speeds.get("test-io", {}).get(row.name),
+            self.speeds.get("benchmark", {}).get(row.name),
+        )
+        return api.host_cause(reading, self.topology)
 
     def _layout(self, compact: bool) -> list[tuple[HostRow | None, int]]:
         per_line = self._cells_per_line()
@@ -247,10 +261,11 @@ class HostGrid(ScrollView, can_focus=True):
 
     def _header_text(self) -> str:
         if self.is_compact:
-            return f"{'HOST':<14}{'STATE':<6}{'CPU':>5}{'MEM':>5}{'IMG/S':>8}  GPUs (util)  sort:{self.sort_key}"
+            return f"{'HOST':<14}{'STATE':<6}{'CPU':>5}{'MEM':>5}{'IMG/S':>8} {'CAUSE':<8} GPUs (util)  sort:{self.sort_key}"
         return (
-            f"{'HOST':<16}{'STATE':<7}{'CPU':>5} {'':8}{'MEM':>5} {'':6}{'DISK':>5}{'IMG/S':>9}  WORKERS"
-            f"   sort:{self.sort_key}" + (f" filter:{self.name_filter}" if self.name_filter else "")
+            f"{'HOST':<16}{'STATE':<7}{'CPU':>5} {'':8}{'MEM':>5} {'':6}{'DISK':>5}{'IMG/S':>9} "
+            f"{'(JOB)':<{SPARK}} {'CAUSE':<8} WORKERS · ADVICE   sort:{self.sort_key}"
+            + (f" filter:{self.name_filter}" if self.name_filter else "")
         )
 
     def _row_style(self, row: HostRow) -> Style:
@@ -270,7 +285,7 @@ class HostGrid(ScrollView, can_focus=True):
         mem = fmt.ratio(s.mem_used_bytes, s.mem_total_bytes) if s else None
         disk = fmt.ratio(s.disk_used_bytes, s.disk_total_bytes) if s else None
         if self.is_compact:
-            text = f"{row.name[:13]:<14}{row.state_word:<6}{fmt.pct(cpu, 5)}{fmt.pct(_p(mem), 5)}{fmt.num(row.rate, 0, 8)}  "
+            text = f"{row.name[:13]:<14}{row.state_word:<6}{fmt.pct(cpu, 5)}{fmt.pct(_p(mem), 5)}{fmt.num(row.rate, 0, 8)} {row.cause:<8} "
             return (
                 Strip([Segment(text, style), *self._compact_gpus(row, width - len(text))])
                 .crop(0, width)
@@ -283,9 +298,13 @@ class HostGrid(ScrollView, can_focus=True):
             f"w{r}:{fmt.num(v, 0)}"
             for r, v in sorted(row.workers.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
         )
+        advice = api.CAUSE_ADVICE.get(row.cause, "")
+        series = self.histories.get(row.name)
+        history = fmt.spark(fmt.squeeze(series.values() if series else [], SPARK), SPARK)
         text = (
             f"{row.name[:15]:<16}{row.state_word:<7}{fmt.pct(cpu, 5)} {fmt.bar(_f(cpu), 8)}"
-            f"{fmt.pct(_p(mem), 5)} {fmt.bar(mem, 6)}{fmt.pct(_p(disk), 5)}{fmt.num(row.rate, 0, 9)}  {workers}"
+            f"{fmt.pct(_p(mem), 5)} {fmt.bar(mem, 6)}{fmt.pct(_p(disk), 5)}{fmt.num(row.rate, 0, 9)} "
+            f"{history} {row.cause:<8} {workers}" + (f" · {advice}" if advice else "")
         )
         return Strip([Segment(fmt.fit(text, width), style)], width)
 
