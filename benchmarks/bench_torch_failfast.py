@@ -98,8 +98,8 @@ def reference(data: Path, fault: str, timeout: float) -> float:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            if "Node[1]" in line and "Batch [" in line:
+        for line in proc.stdout:  # until rank 1 steps (torchrun's workers log Node[1@host])
+            if "Node[1@" in line and "Batch [" in line:  # Node[rank@host]
                 break
         rank1 = _rank_pid(proc.pid, "1")
         fault_at = time.monotonic()
@@ -118,18 +118,36 @@ def reference(data: Path, fault: str, timeout: float) -> float:
 
 
 def _rank_pid(root: int, rank: str) -> int:
-    """The pid of torchrun's worker with RANK=rank (a descendant of ``root``)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in environ and int(stat[2]) == root:  # same process group
-            return int(entry)
+    """The pid of torchrun's worker with RANK=rank: a descendant of ``root`` whose parent is not
+    itself that rank (its data loader's workers inherit RANK too)."""
+    parents = {pid: _ppid(pid) for pid in map(int, filter(str.isdigit, os.listdir("/proc")))}
+    ranked = {pid for pid in parents if f"RANK={rank}".encode() in _environ(pid)}
+    for pid in ranked:
+        if parents[pid] not in ranked and _descends(pid, root, parents):
+            return pid
     raise RuntimeError(f"torchrun's rank {rank} not found")
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _descends(pid: int, root: int, parents: dict[int, int]) -> bool:
+    while pid > 1:
+        if pid == root:
+            return True
+        pid = parents.get(pid, 0)
+    return False
 
 
 def show(name: str, times: list[float]) -> float:
@@ -157,8 +175,8 @@ def main() -> int:
                 asyncio.run(ours(cluster, folder, data, fault, args.dist_timeout))
                 for _ in range(args.runs)
             ]
-            ref = [reference(data, fault, args.dist_timeout) for _ in range(args.runs)]
             a = show(f"{fault}: imgscale launch (2 hosts)", mine)
+            ref = [reference(data, fault, args.dist_timeout) for _ in range(args.runs)]
             b = show(f"{fault}: torchrun (1 host)", ref)
             print(f"{fault}: ours/torchrun = {a / b:.2f}   goal: ours <= 5 s")
     finally:

@@ -1,34 +1,27 @@
-"""The headless `imgscale` command: one subcommand per engine action, registered by each area."""
+"""The headless `imgscale` command: one subcommand per engine action, registered by each area's cli_*.py."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 from collections.abc import Sequence
 
+from engine.bench import cli_bench
+from engine.cluster import cli_hosts, cli_jobs
 from engine.errors import UserError
+from engine.prep import cli_pack, cli_stages
+from engine.train import cli_train
 
-# Each module defines register(subparsers); a subcommand sets func(args) -> exit status.
-# Each area owns its modules; one not written yet is skipped.
+# Each area's cli_*.py defines register(subparsers); a subcommand sets func(args) -> exit status.
 COMMAND_MODULES = (
-    "engine.prep.cli_stages",  # demo-data, disk, extract, filter, split, place, prepare
-    "engine.prep.cli_pack",  # list, pack
-    "engine.cluster.cli_hosts",  # hosts, probe
-    "engine.cluster.cli_jobs",  # launch, attach, kill, jobs
-    "engine.train.commands",  # train, check
-    "engine.bench.commands",  # bench …
+    cli_stages,  # demo-data, disk, extract, filter, split, place, prepare
+    cli_pack,  # list, pack
+    cli_hosts,  # hosts, probe
+    cli_jobs,  # launch, attach, kill, jobs
+    cli_train,  # train, check
+    cli_bench,  # bench …
 )
-
-
-def _import_if_present(name: str):
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:  # a real import error inside the module must surface
-            raise
-        return None
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -44,10 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prepare ImageNet-sized data, launch and watch distributed training.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        module = _import_if_present(name)
-        if module is not None:
-            module.register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

@@ -5,6 +5,7 @@ The engine never imports a UI library, so the CLI draws its own bar from StagePr
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TextIO
@@ -26,7 +27,8 @@ def human_bytes(n: float | None) -> str:
 
 
 def human_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
+    """M:SS or H:MM:SS, as the CLI's bar and the console's tables show an ETA; --:-- when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "--:--"
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)

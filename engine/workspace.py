@@ -17,7 +17,9 @@ from engine.train import options as train_options
 
 CONFIG_NAME = "workspace.toml"
 STATE_NAME = "state.json"
-STAGES = ("disk", "extract", "filter", "split", "list", "pack", "place", "train")
+# The one stage order: the preparation stages, then training (the job).
+PREP_STAGES = ("disk", "extract", "filter", "split", "list", "pack", "place")
+STAGES = (*PREP_STAGES, "train")
 UNDOABLE = ("filter", "split")
 STATES = ("pending", "running", "done", "failed", "stale", "stopped")
 
@@ -129,6 +131,20 @@ class Workspace:
     def hosts_file(self) -> Path | None:
         value = self.config.get("hosts", "")
         return self.resolve(value) if value else None
+
+    @property
+    def launcher(self) -> str:
+        """How jobs start: `launcher = "slurm"` in workspace.toml, else ssh with a hosts file, else local."""
+        value = self.config.get("launcher") or ("ssh" if self.hosts_file else "local")
+        if value not in LAUNCHERS:
+            raise UserError(
+                f"{self.path / CONFIG_NAME}: launcher = {value!r}; use one of {', '.join(LAUNCHERS)}"
+            )
+        return str(value)
+
+    def slurm_options(self) -> dict[str, Any]:
+        """The [slurm] table: nodes, gpus_per_node, partition, time, account, sbatch_args."""
+        return dict(self.config.get("slurm", {}))
 
     # ---- options -----------------------------------------------------------------------
     def stage_options(self, stage: str) -> dict[str, Any]:
@@ -261,6 +277,7 @@ def coerce_like(current: Any, value: Any, name: str) -> Any:
 
 # Paths stages extract into, move files in or write to (tarball and hosts are only read).
 WRITTEN_KEYS = ("root", "val_root", "lists_dir", "train_dir", "val_dir")
+LAUNCHERS = ("local", "ssh", "slurm")
 PATH_KEYS = ("root", "tarball", "val_root", "lists_dir", "train_dir", "val_dir", "hosts", "name")
 
 

@@ -1,6 +1,6 @@
 """Real OpenSSH sshd test hosts on loopback addresses (127.0.0.2, .3, .4 …) with generated keys.
 
-Used by the session fixture ``ssh_cluster`` (tests/conftest.py) and by bench scripts:
+Used by the session fixture ``ssh_cluster`` (tests/conftest.py) and by benchmarks scripts:
 
     cluster = SshCluster.start(tmp_dir, count=3)
     cluster.hosts_file     # project hosts file: a "*" line (identity, known_hosts, python) and

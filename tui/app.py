@@ -11,7 +11,6 @@ from typing import Any
 
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.containers import Container, Horizontal, Vertical
@@ -27,9 +26,11 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.form import OptionsForm
 from tui.screens.help import HelpScreen
 from tui.screens.prompt import PromptScreen
+from tui.screens.scaling import ScalingScreen
 from tui.widgets.hostgrid import HostGrid
 from tui.widgets.logview import LogView
 from tui.widgets.panels import JobSummary, StageDetails, StatusBar
+from tui.keys import ACTIONS, GLOBAL_KEYS, bindings, help_keymap
 from tui.widgets.stagetable import StageTable
 
 PANE_TITLES = (
@@ -46,76 +47,7 @@ PANE_FOCUS: dict[str, type[Widget]] = {
     "actions": OptionList,
 }
 
-# (key, action, description): the app-wide keys, shown by `?`, the footer and the command palette.
-GLOBAL_KEYS = [
-    ("1", "pane('stages')", "Stages pane"),
-    ("2", "pane('hosts')", "Hosts pane"),
-    ("3", "pane('log')", "Training log pane"),
-    ("4", "pane('actions')", "Actions pane"),
-    ("l", "launch('train')", "Launch training (shows the plan first)"),
-    ("t", "stop_job", "Stop the job on every host"),
-    ("R", "relaunch", "Relaunch the failed job from its newest checkpoint"),
-    ("K", "kill_leftovers", "Kill leftover processes on every host"),
-    ("m", "toggle_mirror", "Toggle MXNET_BACKWARD_DO_MIRROR for the next launch"),
-    ("b", "launch('benchmark')", "Run --benchmark (synthetic data)"),
-    ("i", "launch('test-io')", "Run --test-io (data only)"),
-    ("n", "data_nthreads", "Change --data-nthreads"),
-    ("T", "edit_train", "Edit training options"),
-    ("d", "doctor", "Doctor: IO-, compute- or network-bound?"),
-    ("S", "scaling", "Scaling: images/s against GPUs, speedup against ideal"),
-    ("E", "export", "Export the hosts grid and the job's images/s history (CSV, JSON)"),
-    ("question_mark", "help", "Help: every key"),
-    ("q", "quit", "Quit (jobs keep running)"),
-]
-PANE_KEYS = [
-    (
-        "Stages pane",
-        [
-            ("↑/↓ j/k", "select a stage"),
-            ("s, enter", "start the stage"),
-            ("r", "resume it"),
-            ("x", "stop it (resumable)"),
-            ("u", "undo it (filter, split)"),
-            ("e", "edit its options"),
-            ("a", "run every stage that is not done"),
-        ],
-    ),
-    (
-        "Hosts pane",
-        [
-            ("o", "sort: name, rate, util, state"),
-            ("/", "filter hosts (name, down, failed, straggler)"),
-            ("c", "compact / full rows"),
-            ("↑/↓ pgup/pgdn", "scroll"),
-        ],
-    ),
-    (
-        "Log pane",
-        [
-            ("f", "follow / pause"),
-            ("/", "filter: host:X rank:N role:R level:L words"),
-            ("v", "minimum level"),
-            ("g / G", "top / bottom (G follows)"),
-        ],
-    ),
-]
-BLOCKED_IN_DIALOGS = {action.split("(")[0] for _, action, _ in GLOBAL_KEYS} - {"quit"}
-SHOWN_IN_FOOTER = {"l"}  # pane keys are on the tabs and pane titles; ? and q have their own corner
-FOOTER_NAMES = {"l": "Launch"}
-ACTIONS = [
-    ("launch('train')", "l", "Launch training"),
-    ("stop_job", "t", "Stop the job"),
-    ("relaunch", "R", "Relaunch failed job"),
-    ("kill_leftovers", "K", "Kill leftovers on every host"),
-    ("toggle_mirror", "m", "Toggle MXNET_BACKWARD_DO_MIRROR"),
-    ("launch('benchmark')", "b", "Run --benchmark"),
-    ("launch('test-io')", "i", "Run --test-io"),
-    ("data_nthreads", "n", "Change --data-nthreads"),
-    ("edit_train", "T", "Edit training options"),
-    ("doctor", "d", "Doctor"),
-    ("scaling", "S", "Scaling sweep"),
-    ("export", "E", "Export grid and img/s history"),
-]
+BLOCKED_IN_DIALOGS = {k.action.split("(")[0] for k in GLOBAL_KEYS} - {"quit"}
 
 
 class ImgscaleApp(App[str | None]):
@@ -126,10 +58,7 @@ class ImgscaleApp(App[str | None]):
     # A terminal of at least 160x45 shows every pane at once (a dashboard); a smaller one, tabs.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (160, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (45, "-tall")]
-    BINDINGS = [
-        Binding(k, a, FOOTER_NAMES.get(k, d), show=k in SHOWN_IN_FOOTER, tooltip=d)
-        for k, a, d in GLOBAL_KEYS
-    ]
+    BINDINGS = bindings(GLOBAL_KEYS, tooltips=True)
 
     def __init__(
         self, workspace: str | Path, hosts_file: str | Path | None = None, telemetry: bool = True
@@ -388,8 +317,7 @@ class ImgscaleApp(App[str | None]):
                 return
 
     def action_help(self) -> None:
-        keys = [(_key_label(k), d) for k, _, d in GLOBAL_KEYS]
-        self.push_screen(HelpScreen([("Everywhere", keys), *PANE_KEYS]))
+        self.push_screen(HelpScreen(help_keymap()))
 
     def action_launch(self, mode: str) -> None:
         def confirmed(plan: api.LaunchPlan, yes: bool | None) -> None:
@@ -510,8 +438,6 @@ class ImgscaleApp(App[str | None]):
 
     def action_scaling(self) -> None:
         """The Scaling screen (issue 6), installed once so a running sweep outlives leaving it."""
-        from tui.screens.scaling import ScalingScreen
-
         if not self.is_screen_installed("scaling"):
             hosts = self.session.workspace.hosts_file if self.session is not None else None
             gpus = self.session.gpus_per_host() if self.session is not None else None
@@ -539,10 +465,10 @@ class ImgscaleApp(App[str | None]):
     # ---- command palette ---------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for key, action, description in GLOBAL_KEYS:
-            if action not in ("help",):
-                yield SystemCommand(description, f"key {_key_label(key)}", _runner(self, action))
-        for stage in ("disk", "extract", "filter", "split", "list", "pack", "place"):
+        for key in GLOBAL_KEYS:
+            if key.action not in ("help",):
+                yield SystemCommand(key.text, f"key {key.shown_keys}", _runner(self, key.action))
+        for stage in api.PREP_STAGES:
             yield SystemCommand(
                 f"Start stage {stage}",
                 "runs (or resumes) the stage",
@@ -570,10 +496,6 @@ class ImgscaleApp(App[str | None]):
 
 def _runner(app: App, action: str) -> Callable[[], Any]:
     return lambda: app.run_action(action)
-
-
-def _key_label(key: str) -> str:
-    return {"question_mark": "?"}.get(key, key)
 
 
 def reattach_note(job: str, workspace: Path) -> str:
@@ -619,9 +541,7 @@ def diagnosis_text(d: api.Diagnosis) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from engine.cli import OneLineParser
-
-    parser = OneLineParser(
+    parser = api.OneLineParser(
         prog="imgscale-tui", description="The imgscale console over one workspace."
     )
     parser.add_argument(
@@ -649,9 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                 api.create_demo_workspace(workspace)
         api.check_workspace(workspace)
         if args.hosts:  # a bad hosts file is named here, not after the console has opened
-            from engine.cluster.hosts import read_hosts
-
-            read_hosts(args.hosts)
+            api.check_hosts_file(args.hosts)
     except UserError as exc:
         print(f"imgscale-tui: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ readings`` Speedometer lines; the first ``warmup`` of each worker are dropped (s
 kvstore rounds, allocations), the median of the rest is that worker's steady state, and the job's
 figure is the sum over its workers.
 
-The console and the CLI use the same generator. For the console's Scaling screen::
+engine.bench.sweep drives this generator for the CLI and the console (through engine.api)::
 
     config = sweep_config("resnet-50:32", workers="1,2,4", hosts_file="hosts", kv_store="dist_sync")
     async with contextlib.aclosing(sweep_events(config)) as events:   # closing stops the running job
@@ -16,9 +16,7 @@ The console and the CLI use the same generator. For the console's Scaling screen
                  # cell (speedup/efficiency filled against the smallest size measured so far)
     rows = report.table_rows(points)            # with report.TABLE_COLUMNS
     plot = report.speedup_plot(report.speedup_series(points), width, height)  # TextPlot
-    write_outputs(points, out_dir, sweep_meta(config))  # table.txt, scaling.csv/json/png
-
-``run_sweep`` drives the same generator for the CLI and writes the outputs.
+    write_outputs(points, out_dir, sweep_meta(config))  # engine.bench.sweep: table.txt, scaling.csv/json/png
 """
 
 from __future__ import annotations
@@ -30,12 +28,14 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
+from engine.bench.report import add_speedup
+from engine.cluster import jobs, launcher
 from engine.errors import UserError
+from engine.train.logparse import LogParser
+from engine.train.options import RESNET_DEPTHS
 from engine.events import (
     Event,
     Failure,
@@ -46,9 +46,6 @@ from engine.events import (
     StageState,
     Throughput,
 )
-
-if TYPE_CHECKING:
-    from engine.train.logparse import LogParser
 
 STAGE = "scaling"
 DEFAULT_NETWORKS = "alexnet:512,inception-v3:32,resnet-152:32"
@@ -106,8 +103,6 @@ def parse_networks(text: str, flag: str = "--networks") -> list[NetworkSpec]:
 
 def check_depth(name: str, where: str) -> None:
     """resnet-7 would fail in every worker after launch; say the depths there are now."""
-    from engine.train.options import RESNET_DEPTHS
-
     base, depth = split_network(name)
     if base == "resnet" and depth and depth not in RESNET_DEPTHS:
         depths = ", ".join(f"resnet-{d}" for d in RESNET_DEPTHS)
@@ -419,8 +414,6 @@ async def sweep_events(
     config: SweepConfig, runner: JobRunner | None = None
 ) -> AsyncGenerator[Event, None]:
     """Run every cell of the sweep in turn and yield what happens (see the module docstring)."""
-    from engine.bench.report import add_speedup
-
     runner = runner or launcher_runner
     points: list[ScalingPoint] = []
     total = len(config.runs)
@@ -500,8 +493,6 @@ class WorkerLogs:
             return [event]
         if not (isinstance(event, LogLine) and event.role == "worker"):
             return []
-        from engine.train.logparse import LogParser
-
         key = (event.host, event.rank)
         parser = self.parsers.get(key)
         if parser is None:
@@ -563,8 +554,6 @@ async def job_events(
 
     After ``timeout_s`` without the job ending, yields a Failure saying so and stops the job.
     """
-    from engine.cluster import jobs, launcher
-
     queue: asyncio.Queue[Event] = asyncio.Queue()
     spec = launcher.LaunchSpec(
         command=tuple(argv),
@@ -595,69 +584,3 @@ async def job_events(
         if job.phase not in FINAL_STATES:
             await job.stop("measured")
         await job.close()
-
-
-def write_outputs(points: Iterable[ScalingPoint], out_dir: Path, meta: dict) -> dict[str, Path]:
-    """table.txt, scaling.csv, scaling.json and scaling.png in ``out_dir``."""
-    from engine.bench import report
-
-    points = list(points)
-    out_dir = Path(out_dir)
-    files = {
-        "table": report.write_text(out_dir / "table.txt", report.format_report(points) + "\n"),
-        "csv": report.write_text(out_dir / "scaling.csv", report.to_csv(points)),
-        "json": report.write_text(out_dir / "scaling.json", report.to_json(points, meta)),
-    }
-    if report.can_plot():  # the plot is an extra: without it the numbers are all still written
-        files["png"] = report.write_png(
-            points,
-            out_dir / "scaling.png",
-            title=f"Speedup against ideal ({meta.get('kv_store', '')})",
-        )
-    return files
-
-
-def sweep_meta(config: SweepConfig) -> dict:
-    return {
-        "kv_store": config.kv_store,
-        "hosts_file": config.hosts_file,
-        "warmup_readings": config.warmup,
-        "kept_readings": config.readings,
-        "disp_batches": config.disp_batches,
-        "servers": config.servers,
-        "synthetic_data": True,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    points: tuple[ScalingPoint, ...]
-    files: dict[str, Path]
-
-
-def run_sweep(
-    config: SweepConfig, sink: Callable[[Event], None], runner: JobRunner | None = None
-) -> SweepResult:
-    """The CLI's blocking sweep: feed every event to ``sink``, then write the outputs."""
-
-    async def drive() -> list[ScalingPoint]:
-        latest: dict[tuple[str, int], ScalingPoint] = {}
-        async for event in sweep_events(config, runner):
-            sink(event)
-            if isinstance(event, ScalingPoint):
-                latest[(event.network, event.gpus)] = event
-        return list(latest.values())
-
-    from engine.bench.report import add_speedup
-
-    points = add_speedup(asyncio.run(drive()))
-    files = write_outputs(points, config.out_dir, sweep_meta(config)) if config.out_dir else {}
-    return SweepResult(tuple(points), files)
-
-
-def with_predictions(
-    points: Sequence[ScalingPoint], predicted: dict[tuple[str, int], float]
-) -> list[ScalingPoint]:
-    """Attach the model's efficiency to each point that has one."""
-    return [replace(p, predicted_efficiency=predicted.get((p.network, p.gpus))) for p in points]

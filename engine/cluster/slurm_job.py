@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import os
 import sys
@@ -22,10 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.events import Event, EventSink, Failure, JobState, LogLine, ProcessInfo
+from engine.events import Event, EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
 
 from . import jobs, slurm
 from .slurm_driver import Plan, attempt_dir, write_private
+from .probes import ProbeSet
 from .remote_cmd import with_python
 from .srun import node_spec
 from .torch_env import is_torch_command
@@ -371,6 +373,12 @@ def plan_of(record: jobs.JobRecord, attempt: int, command: tuple[str, ...]) -> P
 
 def request_of(record: jobs.JobRecord) -> slurm.SlurmRequest:
     options = dict(record.launch_args.get("slurm") or {})
+    known = {f.name for f in dataclasses.fields(slurm.SlurmRequest)} - {"tasks"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(
+            f"[slurm] {unknown[0]}: not a SLURM setting (use {', '.join(sorted(known))})"
+        )
     options["sbatch_args"] = tuple(options.get("sbatch_args") or ())
     return slurm.SlurmRequest(tasks=int(record.launch_args["num_workers"]), **options)
 
@@ -402,10 +410,19 @@ def node_specs(record: jobs.JobRecord) -> list:
     return [node_spec(n, addresses[n], record.scheduler_id) for n in state.nodes]
 
 
+def preflight_findings(request: slurm.SlurmRequest) -> list[str]:
+    """What `sinfo` says of the request ("error …"/"warning …"), or that SLURM is not here."""
+    try:
+        slurm.require_commands()
+        request.check()
+        return slurm.check_request(request, slurm.partitions())
+    except UserError as exc:
+        return [f"error   {exc}"]
+
+
 def require_request(request: slurm.SlurmRequest) -> None:
-    slurm.require_commands()
-    request.check()
-    findings = slurm.check_request(request, slurm.partitions())
+    """Refuse with the first error of the pre-flight; print its warnings."""
+    findings = preflight_findings(request)
     errors = [f for f in findings if f.startswith("error")]
     if errors:
         raise UserError(errors[0][len("error") :].strip())
@@ -464,3 +481,56 @@ def dry_run_script(spec_args: dict) -> str:
         workdir=plan.cwd,
     )
     return "\n".join(lines) + "\n" + script
+
+
+# ---- the hosts grid of a SLURM workspace ---------------------------------------------------------
+SLURM_HOST = "SLURM"  # the grid's row while no job holds nodes: why, in its reason
+
+
+async def watch_allocation(
+    current_job: Callable[[], str | None], emit: EventSink, interval: float = 1.0
+) -> None:
+    """Until cancelled: probe the running job's nodes (through srun), or say why there are none."""
+    probes: ProbeSet | None = None
+    nodes: tuple[str, ...] = ()
+    try:
+        while True:
+            record, state = await asyncio.to_thread(_current_allocation, current_job())
+            running = state is not None and state.state == "RUNNING" and bool(state.nodes)
+            if running and state is not None and record is not None and state.nodes != nodes:
+                await _stop(probes)
+                specs = await asyncio.to_thread(node_specs, record)
+                probes, nodes = ProbeSet(specs, emit, interval=interval), state.nodes
+                await probes.start()
+            elif not running:
+                await _stop(probes)
+                probes, nodes = None, ()
+                emit(HostState(SLURM_HOST, False, waiting_reason(record, state)))
+            await asyncio.sleep(2 * interval)
+    finally:
+        await _stop(probes)
+
+
+async def _stop(probes: ProbeSet | None) -> None:
+    if probes is not None:
+        await probes.stop()
+
+
+def _current_allocation(
+    job: str | None,
+) -> tuple[jobs.JobRecord | None, slurm.SlurmState | None]:
+    if not job or not jobs.exists(job):
+        return None, None
+    record = jobs.load(job)
+    if not record.scheduler_id:
+        return record, None
+    return record, slurm.job_state(record.scheduler_id)
+
+
+def waiting_reason(record: jobs.JobRecord | None, state: slurm.SlurmState | None) -> str:
+    """Why the grid shows no node: no job yet, the job waits (SLURM's reason), or it ended."""
+    if record is None:
+        return "no job yet: SLURM hands out nodes when a job starts"
+    if state is None:
+        return f"job {record.job}: not known to SLURM now ({record.state})"
+    return f"job {record.job} (SLURM {record.scheduler_id}): {state.describe()}"

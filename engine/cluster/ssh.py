@@ -316,7 +316,7 @@ def client_options(spec: HostSpec, connect_timeout: float, keepalive: float) -> 
     """asyncssh.connect keywords from a hosts-file line; unset fields defer to ~/.ssh/config."""
     opts: dict[str, Any] = {
         # The same ciphers as asyncssh's default, AES-GCM first: with AES-NI it costs the console
-        # far less CPU per packet than chacha20-poly1305 (measured by bench/bench_probe.py).
+        # far less CPU per packet than chacha20-poly1305 (measured by benchmarks/bench_probe.py).
         "encryption_algs": ENCRYPTION_ALGS,
         "connect_timeout": connect_timeout,
         "login_timeout": connect_timeout,

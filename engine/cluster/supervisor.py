@@ -97,7 +97,11 @@ Planner = Callable[[int, Sequence[str]], Awaitable[list[Planned]]]
 
 
 class Job:
-    """A job's processes on its hosts, watched; supervised when this object holds the job's lock."""
+    """A job's processes on its hosts, watched; supervised when this object holds the job's lock.
+
+    It is each host watcher's listener (watcher.WatchListener), and what the fault policy drives
+    (faults.Recoverable: emit, stop_requested, last_lines, stop_everywhere, drain_then, next_attempt).
+    """
 
     def __init__(
         self,
@@ -154,7 +158,7 @@ class Job:
 
     async def start(self) -> None:
         """Start the record's attempt on every host (this object supervises it)."""
-        self._take_lock()
+        self.lock.take(required=True)
         self._start_failed(await self._start_attempt(self.record.attempt))
 
     async def attach(self) -> None:
@@ -182,7 +186,7 @@ class Job:
 
     async def relaunch(self, exclude: Sequence[str] = ()) -> JobState:
         """Stop what still runs and start a new attempt (resume hook applied); on request."""
-        self._take_lock()  # only one process may start attempts
+        self.lock.take(required=True)  # only one process may start attempts
         await self._cancel_acting()
         self.record = replace(self.record, excluded=tuple({*self.record.excluded, *exclude}))
         if self.procs.any_running():
@@ -245,9 +249,6 @@ class Job:
         self.emit(self.status())
         if self.supervising:
             self.record = jobs.save(replace(self.record, state=self.phase, message=self.message))
-
-    def _take_lock(self) -> None:
-        self.lock.take(required=True)
 
     def stop_requested(self) -> bool:
         return jobs.stop_marker(self.record.job).exists()

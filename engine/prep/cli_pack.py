@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
 from engine import options as opt
+from engine.cli_progress import CliProgress
+from engine.cluster import dpack
 from engine.errors import UserError
+from engine.events import StageProgress, StageState, ignore
+from engine.prep import lst, pack
 from engine.prep.options import ListOptions, PackOptions
 
 LIST_HELP = (
@@ -48,9 +51,6 @@ def add_pack_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _progress(args):
-    from engine.cli_progress import CliProgress
-    from engine.events import StageProgress, StageState
-
     draw = CliProgress(quiet=args.quiet)
 
     def sink(event):
@@ -69,16 +69,12 @@ def _progress(args):
 
 def write_lists_from(args: argparse.Namespace, on_event=None) -> list:
     """Write the .lst files that the `list` command's parsed arguments describe."""
-    from engine.events import ignore
-    from engine.prep import lst
 
     options = opt.from_args(ListOptions, args)
     return lst.write_lists(args.prefix, args.root, options, on_event=on_event or ignore)
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from engine.prep import lst
-
     written = write_lists_from(args, _progress(args))
     for path in written:
         print(path)
@@ -86,27 +82,14 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dpack():
-    try:
-        return importlib.import_module("engine.cluster.dpack")
-    except ModuleNotFoundError as exc:
-        if exc.name != "engine.cluster.dpack":
-            raise
-        raise UserError(
-            "--hosts: distributed packing is not available in this version; pack without --hosts"
-        ) from None
-
-
 def run_pack(args: argparse.Namespace) -> int:
-    from engine.prep import pack
-
     options = opt.from_args(PackOptions, args)
     lists = pack.find_lists(args.prefix)
     sink = _progress(args)
     if args.hosts:
         if not os.path.isfile(args.hosts):
             raise UserError(f"--hosts {args.hosts}: no such file")
-        _dpack().pack_on_hosts(args.hosts, lists, os.path.abspath(args.root), options, sink)
+        dpack.pack_on_hosts(args.hosts, lists, os.path.abspath(args.root), options, sink)
         return 0
     result = pack.pack_lists(lists, args.root, options, on_event=sink)
     for chunk in result.chunks:

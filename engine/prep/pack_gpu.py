@@ -138,7 +138,8 @@ def on_cpu(entry: Entry, setup: Setup) -> bytes | str:
     import cv2
     import numpy as np
 
-    return pack_worker.encode_item(cv2, np, entry.item, setup)
+    tj = pack_worker.plane_codec(setup.options)  # the bytes the CPU workers would write
+    return pack_worker.encode_item(cv2, np, entry.item, setup, tj)
 
 
 def frame(entry: Entry, payload: bytes, opts: PackOptions) -> bytes | str:

@@ -187,6 +187,11 @@ def transform(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions) -> bytes
     return encode(cv2, reshape(cv2, img, full, opts), opts)
 
 
+def plane_codec(opts: PackOptions) -> turbojpeg.TurboJPEG | None:
+    """libjpeg-turbo for the YUV-plane path, when the options want it and it is installed."""
+    return turbojpeg.load() if opts.codec == "auto" and opts.reduced_decode else None
+
+
 def can_use_planes(info: ImageInfo, opts: PackOptions) -> bool:
     """The YUV-plane path takes an upright 8-bit JPEG to be resized into a colour JPEG, uncropped."""
     wanted = opts.codec == "auto" and opts.reduced_decode and opts.color == 1
@@ -306,8 +311,7 @@ def serve(tasks_fd: int, results_fd: int) -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV threads would only contend
     tasks, results = Connection(tasks_fd, writable=False), Connection(results_fd, readable=False)
     setup: Setup = pickle.loads(tasks.recv_bytes())
-    opts = setup.options
-    tj = turbojpeg.load() if opts.codec == "auto" and opts.reduced_decode else None
+    tj = plane_codec(setup.options)
     outbox: queue.SimpleQueue = (
         queue.SimpleQueue()
     )  # bounded by the batches the packer has in flight

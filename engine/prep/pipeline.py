@@ -1,7 +1,8 @@
 """`imgscale prepare`: every preparation stage, in order, on a workspace; finished stages are skipped.
 
 The workspace is the console's (engine.workspace: workspace.toml + state.json) and each stage runs
-through engine.api_stages, so the CLI and the console share paths, options, state and code. A stage
+through the console's own runner (engine.prep.runner), so the CLI and the console share paths,
+options, state and code. A stage
 interrupted part-way is started again and resumes by itself (extract's manifest, the move journals,
 pack's per-chunk resume).
 """
@@ -13,9 +14,9 @@ from pathlib import Path
 
 from engine import workspace as wsmod
 from engine.errors import UserError
-from engine.events import EventSink, StageProgress, StageState, ignore
-
-ORDER = ("disk", "extract", "filter", "split", "list", "pack", "place")
+from engine.events import EventSink, StageState, ignore
+from engine.prep.runner import run_one
+from engine.prep.stages import create_demo, read_labels
 
 
 @dataclass(frozen=True)
@@ -30,27 +31,6 @@ class PrepareResult:
     num_examples: int  # training images packed (what --num-examples must say)
     val_examples: int
     reports: tuple[Path, ...]  # skip reports: files a stage could not use, with the reason
-
-
-class _Recorder:
-    """Passes events on and keeps the stage's last counts for state.json."""
-
-    def __init__(self, on_event: EventSink) -> None:
-        self.on_event = on_event
-        self.last: StageProgress | None = None
-
-    def __call__(self, event) -> None:
-        if isinstance(event, StageProgress):
-            self.last = event
-        self.on_event(event)
-
-    def counts(self) -> dict:
-        p = self.last
-        return (
-            {}
-            if p is None
-            else {"done": p.done, "total": p.total, "skipped": p.skipped, "unit": p.unit}
-        )
 
 
 def new_config(folder: Path, source: Path) -> dict:
@@ -77,8 +57,6 @@ def open_workspace(folder, *, source=None, demo: bool = False) -> wsmod.Workspac
     if demo and source is not None:
         raise UserError("give either --demo or --source, not both")
     if demo and not exists:
-        from engine.api_stages import create_demo
-
         create_demo(folder)
     elif source is not None and not exists:
         source = Path(source).expanduser()
@@ -105,7 +83,7 @@ def apply_options(ws: wsmod.Workspace, options: dict[str, dict]) -> None:
     for stage, values in options.items():
         current = ws.stage_options(stage)
         changed = {k: v for k, v in values.items() if v is not None and current.get(k) != v}
-        later = ORDER[ORDER.index(stage) :]
+        later = wsmod.PREP_STAGES[wsmod.PREP_STAGES.index(stage) :]
         if changed and not all(untouched(ws.stage_record(s)) for s in later):
             key, value = next(iter(changed.items()))
             raise UserError(
@@ -130,44 +108,6 @@ def check_thresholds(ws: wsmod.Workspace) -> None:
         raise UserError(
             f"--min-images {min_images} must be above --per-class {per_class}: every kept class must keep "
             "training images and give validation ones, or train and val labels would not match"
-        )
-
-
-def run_one(ws: wsmod.Workspace, stage: str, on_event: EventSink) -> None:
-    from engine.api_stages import run_stage
-
-    recorder = _Recorder(on_event)
-    ws.update_stage(stage, state="running", message="", done=0, skipped=0)
-    try:
-        run_stage(ws, stage, recorder)
-        if stage == "list":
-            check_labels(ws)
-    except KeyboardInterrupt:
-        ws.update_stage(
-            stage, state="stopped", message="interrupted; run again to resume", **recorder.counts()
-        )
-        raise
-    except Exception as exc:
-        ws.update_stage(stage, state="failed", message=str(exc), **recorder.counts())
-        raise
-    ws.update_stage(stage, state="done", message="", **recorder.counts())
-
-
-def read_labels(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    return dict(line.split("\t", 1) for line in path.read_text().splitlines() if "\t" in line)
-
-
-def check_labels(ws: wsmod.Workspace) -> None:
-    """im2rec numbers classes by folder order, so val must hold exactly train's classes."""
-    train = read_labels(ws.lists_dir / "train_labels.txt")
-    val = read_labels(ws.lists_dir / "val_labels.txt")
-    if train and val and train != val:
-        missing = sorted(set(train) - set(val))[:3]
-        raise UserError(
-            f"validation classes differ from training classes (e.g. missing in val: {', '.join(missing) or '-'}); "
-            f"every class needs more than split.val_per_class images: check {ws.val_root}"
         )
 
 
@@ -211,7 +151,7 @@ def prepare(
     ws = open_workspace(folder, source=source, demo=demo)
     apply_options(ws, options or {})
     ran, done = [], []
-    for stage in ORDER:
+    for stage in wsmod.PREP_STAGES:
         if ws.stage_record(stage).get("state") == "done":
             on_event(StageState(stage, "done", "already done"))
             done.append(stage)

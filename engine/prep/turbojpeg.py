@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -183,16 +184,23 @@ class TurboJPEG:
 
 
 def load(names: tuple[str, ...] = LIBRARY_NAMES) -> TurboJPEG | None:
-    """The library, or None when libturbojpeg is not installed (then OpenCV does the work)."""
-    if os.environ.get(LIBRARY_ENV):
-        names = (os.environ[LIBRARY_ENV],)
+    """The library, or None when libturbojpeg is not installed (then OpenCV does the work).
+
+    One instance per library path for the process: its per-thread handles are made once.
+    """
+    override = os.environ.get(LIBRARY_ENV)
+    return _load((override,) if override else names, search=not override)
+
+
+@functools.cache
+def _load(names: tuple[str, ...], search: bool) -> TurboJPEG | None:
     for name in names:
         try:
             return TurboJPEG(ctypes.CDLL(name))
         except (OSError, AttributeError):
             continue  # missing, or too old to export the TurboJPEG 2 API
-    found = ctypes.util.find_library("turbojpeg")  # slow (runs ldconfig): only when the names fail
-    if not found or found in names or os.environ.get(LIBRARY_ENV):
+    found = ctypes.util.find_library("turbojpeg") if search else None  # slow: runs ldconfig
+    if not found or found in names:
         return None
     try:
         return TurboJPEG(ctypes.CDLL(found))

@@ -33,7 +33,7 @@ HOST_DIAGNOSIS = "host out of memory: an allocation in main memory failed"
 KERNEL_DIAGNOSIS = "the kernel's OOM killer ended the process: the host ran out of memory"
 SIGKILL_STATUSES = (-9, 137)  # killed by signal 9: Python's returncode, or a shell's 128+9
 
-# Measured with bench/bench_train.py --mirror (MXNet 1.9.1, CPU): the planned executor memory changes by
+# Measured with benchmarks/bench_train.py --mirror (MXNet 1.9.1, CPU): the planned executor memory changes by
 # only -4% (resnet-18, inception-v3) to +4% (resnet-50), because MXNet never recomputes convolution or
 # BatchNorm outputs; so mirroring comes after a smaller batch and float16 in the advice.
 MIRROR_EFFECT = (

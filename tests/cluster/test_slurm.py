@@ -7,6 +7,7 @@ cancels; a job asking for more nodes than are up waits with SLURM's reason and c
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from launch_helpers import MX_JOB, Events
+from launch_helpers import MX_JOB, Events, wait_until
 from slurm import SlurmCluster, slurm_available
 
 from engine.cluster import jobs, slurm
@@ -261,3 +262,49 @@ def test_detached_launch_then_attach_and_jobs_from_the_command_line(sl, state_ho
     listed = cli("jobs", env=env)
     record = jobs.load("sl1")
     assert record.state == "done" and f"SLURM {record.scheduler_id}" in listed.stdout
+
+
+async def test_a_slurm_workspace_plans_launches_and_shows_the_allocated_nodes(sl, tmp_path):
+    """The console's way: workspace.toml says launcher = "slurm"; the hosts grid is the job's nodes."""
+    from engine import api
+    from engine import workspace as wsmod
+
+    folder = api.create_demo_workspace(tmp_path / "ws")
+    ws = wsmod.load(folder)
+    ws.config.update(launcher="slurm", slurm={"nodes": 2, "time": "10"})
+    ws.config["train"].update(
+        engine="torch", workers=2, num_epochs=1, extra_args=["--num-batches", "400"]
+    )
+    wsmod.save_config(ws.path, ws.config)
+    session = await api.open_workspace(folder)
+    seen: list = []
+
+    async def collect() -> None:
+        async for event in session.events():
+            seen.append(event)
+
+    reader = asyncio.create_task(collect())
+    try:
+        plan = await session.plan_launch("benchmark")
+        assert not plan.blocking, plan.findings
+        assert plan.hosts == ("SLURM",) and plan.engine == "torch"
+        await wait_until(lambda: _state_of(seen, "SLURM", "no job yet"), 30, "the waiting row")
+        job_id = await session.launch("benchmark")
+        await wait_until(
+            lambda: {"n1", "n2"} <= {e.host for e in seen if type(e).__name__ == "HostSample"},
+            120,
+            "samples of both allocated nodes",
+        )
+        record = jobs.load(job_id)
+        assert record.scheduler_id and record.launch_args["slurm"] == {"nodes": 2, "time": "10"}
+        await session.stop_job()
+    finally:
+        reader.cancel()
+        await session.close()
+    assert jobs.load(job_id).state == "stopped"
+
+
+def _state_of(events, host: str, words: str) -> bool:
+    return any(
+        type(e).__name__ == "HostState" and e.host == host and words in e.reason for e in events
+    )

@@ -196,7 +196,7 @@ async def test_stop_key_stops_a_running_stage_and_resume_finishes_it(demo_ws):
             await pilot.press("s")
             await wait_for(pilot, lambda: "extract" in app.session.running, "extract running")
             await pilot.press("x")
-            assert app.session.running["extract"].stop.is_set()
+            assert app.session.running["extract"].run.stop.is_set()
         finally:
             lock.release()
         await wait_for(pilot, lambda: stage_state(app, "extract") == "stopped", "extract stopped")

@@ -6,7 +6,7 @@ import sys
 
 from tui_helpers import opened, wait_for
 
-from engine import api_jobs
+from engine.api import jobs
 from engine.cluster.kill import kill_job
 from engine.cluster.launcher import LaunchSpec, launch
 from tui.app import ImgscaleApp
@@ -29,7 +29,7 @@ async def test_quit_with_a_running_job_names_it_and_how_to_reattach(demo_ws, tmp
         app = ImgscaleApp(demo_ws, telemetry=False)
         async with app.run_test(size=(100, 30)) as pilot:
             await opened(pilot)
-            console = api_jobs.ConsoleJob(job, "train")
+            console = jobs.ConsoleJob(job, "train")
             await wait_for(pilot, lambda: console.active, "the job running")
             app.session.job = console
             await pilot.press("q")

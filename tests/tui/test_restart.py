@@ -186,9 +186,9 @@ async def test_relaunch_key_resumes_a_killed_job_from_its_newest_checkpoint(prep
         await opened(pilot)
         job_id = await launch_and_kill_after_the_first_checkpoint(pilot)
         await wait_for(pilot, lambda: app.status.job_state == "failed", "the job failed", JOB_S)
-        await pilot.press("R")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "relaunch asks")
-        await pilot.press("y")
+        await pilot.press("R")  # R asks first: relaunching stops what still runs
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "relaunch question")
+        await pilot.press("enter")
         await wait_for(pilot, lambda: app.status.job_state == "done", "relaunch done", JOB_S)
         assert app.status.job == job_id
         checkpoint = str(prepared_ws / "model" / "resnet-0001.params")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine import api, api_jobs
+from engine import api
 from engine import workspace as wsmod
 
 
@@ -17,7 +17,7 @@ async def test_the_plan_dialog_of_a_torch_workspace_shows_ranks_and_no_servers(d
     assert [role for _, role, _ in plan.roles] == ["rank"] * len(plan.roles)
     assert [rank for _, _, rank in plan.roles] == list(range(len(plan.roles)))
     assert "--engine" in plan.command and "torch" in plan.command
-    spec = api_jobs.launch_spec(wsmod.load(demo_ws), "train")
+    spec = api.jobs.launch_spec(wsmod.load(demo_ws), "train")
     assert spec.torch and spec.num_servers == 0
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
 from engine import api
-from engine.events import StageProgress, Throughput
+from engine.prep.runner import StageRun
+from engine.events import StageProgress, StageState, Throughput
 
 
 def tp(host: str, rank: int, rate: float, t: float = 100.0) -> Throughput:
@@ -58,18 +58,32 @@ def test_doctor_verdicts(speeds, verdict):
     assert diagnosis.advice
 
 
-async def test_stage_sink_raises_on_stop_and_keeps_counts(tmp_path):
+def test_stage_run_raises_on_stop_and_keeps_counts(tmp_path):
     from engine import workspace as wsmod
 
     ws = wsmod.create(tmp_path, {"root": "images"})
-    session = api.Session(ws, asyncio.get_running_loop())
-    stop = threading.Event()
-    sink = api._StageSink(session, "pack", stop)
-    sink(StageProgress("pack", 3, 10, skipped=1))
-    stop.set()
+    seen = []
+    run = StageRun(ws, "pack", seen.append)
+    run(StageProgress("pack", 3, 10, skipped=1))
+    run.stop.set()
     with pytest.raises(api.StageStopped):
-        sink(StageProgress("pack", 4, 10))
-    assert sink.counts() == {"done": 4, "total": 10, "unit": "images", "skipped": 1}
+        run(StageProgress("pack", 4, 10))
+    assert run.counts() == {"done": 4, "total": 10, "unit": "images", "skipped": 1}
+    assert len(seen) == 2  # the event that raised still reached the console
+
+
+def test_a_stage_run_saves_its_end_and_its_last_word(tmp_path):
+    from engine import workspace as wsmod
+
+    ws = wsmod.create(tmp_path, {"root": "images"})
+    ws.update_stage("place", state="done")
+    run = StageRun(ws, "split", lambda event: None)
+    run.begin()
+    assert ws.stage_record("split")["state"] == "running"
+    run(StageState("split", "done", "moved 5 images per class"))
+    run.end("done", run.message)
+    assert ws.stage_record("split")["message"] == "moved 5 images per class"
+    assert ws.stage_record("place")["state"] == "stale"  # its input changed
 
 
 async def test_unknown_stage_and_undo_of_a_plain_stage_are_refused(tmp_path):

@@ -1,6 +1,6 @@
 """A stage run as train-then-val passes reports one whole-stage count in the console."""
 
-from engine.api_stages import Passes
+from engine.prep.stages import Passes
 from engine.events import StageProgress, StageState
 
 

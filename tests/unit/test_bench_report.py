@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine.bench import bandwidth, report, scaling
+from engine.bench import bandwidth, report, scaling, sweep
 from engine.bench.scaling import NetworkSpec, RunPlan, RunTally, SweepConfig
 from engine.errors import UserError
 from engine.events import ScalingPoint, Throughput
@@ -347,7 +347,7 @@ def test_run_sweep_writes_every_output(tmp_path):
         "resnet-18:4", workers="1,2", warmup=0, readings=1, out_dir=tmp_path
     )
     seen = []
-    result = scaling.run_sweep(config, seen.append, _scripted_runner({1: [4.0], 2: [3.0]}))
+    result = sweep.run_sweep(config, seen.append, None, _scripted_runner({1: [4.0], 2: [3.0]}))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "scaling.csv",
         "scaling.json",

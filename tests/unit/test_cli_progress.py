@@ -43,6 +43,8 @@ def test_human_units():
         and human_bytes(1536) == "1.5 KiB"
     )
     assert human_duration(3725) == "1:02:05" and human_duration(None) == "--:--"
+    # a clock that went backwards or a rate of 0 gives no ETA rather than a negative one
+    assert {human_duration(v) for v in (-1.0, float("nan"), float("inf"))} == {"--:--"}
 
 
 def test_log_file_shows_each_completion_once():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from engine import api_jobs
+from engine.api import jobs as console_jobs
 from engine import workspace as wsmod
 from engine.cluster import jobs
 from engine.cluster.launcher import LaunchSpec, launch, open_job
@@ -56,7 +56,7 @@ async def test_reopening_a_stopped_relaunched_job_shows_its_newest_attempts_log(
     record = jobs.load(first.job_id)
     assert record.attempt == 1 and record.state == "done"
 
-    console = await api_jobs.attach(ws, first.job_id, lambda event: None)
+    console = await console_jobs.attach(ws, first.job_id, lambda event: None)
     lines = await lines_of(console, 1)
     assert "hello from" in lines[0].text
     assert "/a1/" in record.processes[0].log_path  # the lines come from the newest attempt's log
@@ -78,7 +78,7 @@ async def test_a_relaunch_from_the_console_shows_each_line_once(tmp_path, monkey
         run_root=str(tmp_path / "runs"),
         cwd=str(tmp_path),
     )
-    session.job = api_jobs.ConsoleJob(await launch(spec), "test-io")
+    session.job = console_jobs.ConsoleJob(await launch(spec), "test-io")
     session._follow_job()
     seen: list = []
 

@@ -6,7 +6,7 @@ import pytest
 
 from engine import api
 from engine import workspace as wsmod
-from engine.api_jobs import train_command
+from engine.api.plan import train_command
 from engine.cluster.launcher import job_kind
 from engine.events import Throughput
 from engine.train.logparse import LogParser

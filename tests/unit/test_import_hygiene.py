@@ -86,12 +86,65 @@ def test_what_both_engines_share_imports_neither():
     assert shared and {k: v for k, v in offenders.items() if v} == {}
 
 
+CONSOLE_DOORS = ("engine.api", "engine.events", "engine.errors")
+
+
+def _engine_imports(path: pathlib.Path) -> set[str]:
+    """Every engine module a file imports, at module level or inside a function.
+
+    ``from engine import api`` counts as engine.api; ``from engine.api import scaling`` as
+    engine.api.scaling when that is a module of its own, so a submodule cannot slip through.
+    """
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "engine")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] != "engine":
+                continue
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                is_module = (ROOT / full.replace(".", "/")).with_suffix(".py").is_file() or (
+                    ROOT / full.replace(".", "/") / "__init__.py"
+                ).is_file()
+                found.add(full if is_module else node.module)
+    return found
+
+
+def test_console_goes_through_the_api_only():
+    """tui/ reaches the engine through engine.api, engine.events and engine.errors, nothing else."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_engine_imports(path) - set(CONSOLE_DOORS))
+        for path in (ROOT / "tui").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_door_check_catches_a_console_file_that_reaches_past_it(tmp_path):
+    source = tmp_path / "screen.py"
+    source.write_text(
+        "from engine import api, workspace\n"
+        "from engine.api import Session, scaling\n"
+        "def later():\n"
+        "    import engine.bench.report\n"
+    )
+    assert _engine_imports(source) - set(CONSOLE_DOORS) == {
+        "engine.workspace",
+        "engine.api.scaling",
+        "engine.bench.report",
+    }
+
+
+def test_the_console_process_loads_nothing_heavy_through_the_api():
+    assert _loaded_after("import engine.api").isdisjoint(HEAVY)
+
+
 def test_the_gpu_benchmark_runs_from_a_checkout_without_the_console_or_ssh_packages():
     # The GPU machine of issue 10 has torch, numpy 2 and opencv, but no textual, rich, asyncssh,
     # psutil or mxnet: what bench_torch_gpu.py imports must not need them.
     pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
     blocked = "textual", "rich", "asyncssh", "psutil", "mxnet"
-    where = next(d for d in ("benchmarks", "bench") if (ROOT / d / "bench_torch_gpu.py").exists())
+    where = "benchmarks"
     code = (
         f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); sys.path.insert(0, {where!r}); "
         "import engine.train.torch.run, engine.train.torch.fit, engine.train.torch.data; "

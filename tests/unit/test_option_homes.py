@@ -9,7 +9,9 @@ import re
 
 import pytest
 
-from engine import api_jobs, api_stages, cli
+from engine import cli
+from engine.api import plan
+from engine.prep import stages
 from engine import options as opt
 from engine import workspace as wsmod
 from engine.cluster.dpack import pack_args
@@ -122,9 +124,9 @@ def test_workspace_defaults_are_the_dataclass_values():
 
 
 def test_the_demo_changes_values_but_declares_no_option():
-    for stage, values in api_stages.DEMO_OPTIONS.items():
+    for stage, values in stages.DEMO_OPTIONS.items():
         assert set(values) <= field_names(GROUPS[stage])
-    assert set(api_stages.DEMO_TRAIN) <= field_names(TrainOptions) | field_names(JobOptions)
+    assert set(stages.DEMO_TRAIN) <= field_names(TrainOptions) | field_names(JobOptions)
     with pytest.raises(ValueError, match="not a pack option"):
         prep_options.demo_overrides({"pack": {"resize": 64, "sharpen": 1}})
     with pytest.raises(ValueError, match="not a training or job option"):
@@ -183,18 +185,18 @@ def test_console_preflight_calls_the_check_without_the_cli_parser(tmp_path, monk
     def no_parser(*_args, **_kwargs):
         raise AssertionError("the console must not re-parse its own options")
 
-    train = dict(api_stages.DEMO_TRAIN, extra_args=[])  # typed-in flags are the one thing parsed
+    train = dict(stages.DEMO_TRAIN, extra_args=[])  # typed-in flags are the one thing parsed
     ws = wsmod.create(tmp_path / "w", {"root": "images", "train": train})
     monkeypatch.setattr(cli, "build_parser", no_parser)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", no_parser)
-    findings = api_jobs._preflight(ws, "benchmark")
+    findings = plan._preflight(ws, "benchmark")
     assert findings and not any("could not run" in f for f in findings), findings
-    options = api_jobs.options_of(ws, "benchmark")
+    options = plan.options_of(ws, "benchmark")
     assert isinstance(options, TrainOptions) and options.benchmark and options.kv_store == "local"
 
 
 def test_console_training_options_take_the_typed_in_extra_flags(tmp_path):
-    ws = wsmod.create(tmp_path / "w", {"root": "images", "train": dict(api_stages.DEMO_TRAIN)})
-    options = api_jobs.options_of(ws, "train")
+    ws = wsmod.create(tmp_path / "w", {"root": "images", "train": dict(stages.DEMO_TRAIN)})
+    options = plan.options_of(ws, "train")
     assert options.min_random_scale == 0.578 and options.image_shape == [3, 32, 32]
     assert options.model_prefix and options.model_prefix.endswith("model/resnet")

@@ -372,27 +372,12 @@ def test_two_packers_on_different_chunks_at_once_match_one_run(tmp_path):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
 
 
-def test_hosts_flag_without_distributed_packing_is_a_clear_error(tmp_path, monkeypatch):
-    from engine.prep import cli_pack
-
-    monkeypatch.setitem(
-        sys.modules, "engine.cluster.dpack", None
-    )  # as if the module were not installed
-    with pytest.raises(UserError, match="distributed packing is not available"):
-        cli_pack._dpack()
-
-
 def test_hosts_flag_hands_the_lists_to_distributed_packing(tmp_path, monkeypatch):
-    import types
-
     from engine.cli import main
+    from engine.cluster import dpack
 
     calls = []
-    # the launcher imports pack_planner from the same module when the CLI loads it
-    fake = types.SimpleNamespace(
-        pack_on_hosts=lambda *args: calls.append(args), pack_planner=lambda *args: None
-    )
-    monkeypatch.setitem(sys.modules, "engine.cluster.dpack", fake)
+    monkeypatch.setattr(dpack, "pack_on_hosts", lambda *args: calls.append(args))
     (tmp_path / "d.lst").write_text("")
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1\n")

@@ -76,7 +76,7 @@ def packed(folder, root, names, options, **kwargs):
     lst = write_lst(folder / "d.lst", names)
     result = pack.pack_lists([lst], root, options, **kwargs)
     with recordio.RecordReader(folder / "d.rec") as reader:
-        records = [recordio.unpack_img(r) for r in reader]
+        records = [(*recordio.unpack_img(r), recordio.unpack(r)[1]) for r in reader]
     idx_keys = [line.split("\t")[0] for line in (folder / "d.idx").read_text().splitlines()]
     return result, records, idx_keys, (folder / "d.skipped.tsv").read_text()
 
@@ -112,9 +112,14 @@ def test_stand_in_gpu_codec_gives_the_cpu_paths_records_order_index_and_skips(
     )
     assert gpu[2] == cpu[2]  # the .idx keys, in .lst order
     assert gpu[3] == cpu[3]  # the same skip report: cut.jpg and missing.jpg, same reasons
-    for (g_header, g_img), (c_header, c_img) in zip(gpu[1], cpu[1]):
+    packed_names = [n for n in names if n not in ("cut.jpg", "missing.jpg")]
+    for name, (g_header, g_img, g_bytes), (c_header, c_img, c_bytes) in zip(
+        packed_names, gpu[1], cpu[1]
+    ):
         assert (g_header.id, g_header.label) == (c_header.id, c_header.label)
         assert g_img.shape == c_img.shape  # im2rec's geometry, also for rotated and refused images
+        if name in ("rot.jpg", "refused.jpg", "small.png"):  # handed to the CPU path: its bytes
+            assert g_bytes == c_bytes, name
     identity = json_identity(tmp_path / "gpu" / "d.pack.json")
     assert identity["options"]["device"] == "cuda"  # resuming on the CPU would start afresh
 

@@ -10,7 +10,8 @@ from engine.cli import main
 from engine.errors import UserError
 from engine.events import StageProgress
 from engine.prep.demo import make_demo_tree
-from engine.prep.pipeline import ORDER, prepare
+from engine.prep.pipeline import prepare
+from engine.workspace import PREP_STAGES
 from engine.recordio import RecordReader, unpack
 
 
@@ -26,7 +27,7 @@ def test_demo_runs_every_stage_and_says_what_to_train_with(tmp_path, capsys):
     assert main(["prepare", "--demo", str(tmp_path / "ws")]) == 0
     out = capsys.readouterr().out
     state = json.loads((tmp_path / "ws" / "state.json").read_text())
-    assert all(state["stages"][stage]["state"] == "done" for stage in ORDER)
+    assert all(state["stages"][stage]["state"] == "done" for stage in PREP_STAGES)
     data = tmp_path / "ws" / "data"
     assert {p.suffix for p in (data / "train").iterdir()} == {
         ".rec"

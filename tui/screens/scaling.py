@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,8 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState
 
-from engine.bench import model, published, report, scaling
-from engine.bench.commands import KV_STORES
+from engine import api
 from engine.errors import UserError
 from engine.events import (
     Failure,
@@ -30,7 +28,6 @@ from engine.events import (
     StageState,
     Throughput,
 )
-from tui.widgets.fmt import duration
 from tui.widgets.scaling_plot import ScalingPlot
 from tui.widgets.scaling_table import ScalingTable
 
@@ -42,36 +39,8 @@ PUBLISHED_CAPTION = (
 )
 
 
-def published_points() -> tuple[list[ScalingPoint], float]:
-    """The tutorial's figures as ScalingPoints carrying the model's efficiency, and the model's worst error."""
-    rows = model.compare_published()
-    per_machine = (
-        published.GPUS_PER_MACHINE
-    )  # one worker per machine drives its GPUs, as the tutorial
-    points = [
-        ScalingPoint(
-            c.network,
-            published.PUBLISHED[c.network].batch_per_gpu,
-            c.gpus,
-            math.ceil(c.gpus / per_machine),
-            c.published_images_per_s,
-            predicted_efficiency=c.predicted_efficiency,
-            time=0.0,
-        )
-        for c in rows
-    ]
-    return report.add_speedup(points), max(abs(c.error_points) for c in rows)
-
-
 def published_caption(worst_error: float) -> str:
-    return PUBLISHED_CAPTION.format(
-        machines=published.MACHINES,
-        gpus=published.GPUS_PER_MACHINE,
-        gpu=published.GPU,
-        gbits=published.NETWORK_GBITS_S,
-        kv=published.KV_STORE,
-        err=worst_error,
-    )
+    return PUBLISHED_CAPTION.format(**api.published_cluster(), err=worst_error)
 
 
 class ScalingScreen(Screen[None]):
@@ -124,7 +93,7 @@ class ScalingScreen(Screen[None]):
         self.hosts_file = str(hosts_file or "")
         self.out_dir = Path(out_dir) if out_dir else None
         self.gpus = gpus
-        sized = scaling.sweep_defaults(gpus)
+        sized = api.sweep_defaults(gpus)
         self.defaults = {
             "networks": networks or str(sized["networks"]),
             "workers": workers or str(sized["workers"]),
@@ -133,10 +102,10 @@ class ScalingScreen(Screen[None]):
         if not networks and sized["image_shape"]:
             sweep_options.setdefault("image_shape", sized["image_shape"])
         self.sweep_options = sweep_options
-        self.published, self.model_error = published_points()
+        self.published, self.model_error = api.published_points()
         self.points: list[ScalingPoint] = []
         self.files: dict[str, Path] = {}
-        self.config: scaling.SweepConfig | None = None
+        self.config: api.SweepConfig | None = None
         self.outcome = ""  # the last run's end: done, failed, stopped, or an error
         self.reading: asyncio.Future[None] | None = None  # the task reading the engine's events
         self.in_launch = False  # the engine is launching a job (not to be interrupted)
@@ -160,7 +129,7 @@ class ScalingScreen(Screen[None]):
             )
             yield Label("kv-store", classes="field-label")
             yield Select(
-                [(k, k) for k in KV_STORES],
+                [(k, k) for k in api.KV_STORES],
                 value=self.defaults["kv_store"],
                 allow_blank=False,
                 id="scaling-kv",
@@ -257,8 +226,8 @@ class ScalingScreen(Screen[None]):
         self.set_progress(f"starting {len(config.runs)} runs, {self.estimate(config)} …")
         self.sweep(config, gbits)
 
-    def estimate(self, config: scaling.SweepConfig) -> str:
-        return f"about {duration(scaling.estimate_seconds(config, self.gpus))} in all"
+    def estimate(self, config: api.SweepConfig) -> str:
+        return f"about {api.human_duration(api.estimate_seconds(config, self.gpus))} in all"
 
     def show_estimate(self) -> None:
         """Before a sweep starts: how many runs the form asks for and about how long they take."""
@@ -274,7 +243,7 @@ class ScalingScreen(Screen[None]):
     def on_input_changed(self) -> None:
         self.show_estimate()
 
-    def read_form(self) -> tuple[scaling.SweepConfig, float | None]:
+    def read_form(self) -> tuple[api.SweepConfig, float | None]:
         """The form as a SweepConfig (a mistake raises UserError naming the field) and the model's Gbit/s."""
         value = {w.id: w.value for w in self.query(Input)}
         gbits_text = value["scaling-gbits"].strip()
@@ -286,11 +255,12 @@ class ScalingScreen(Screen[None]):
             ) from None
         if gbits is not None and gbits <= 0:
             raise UserError(f"Gbit/s {gbits_text!r}: must be above 0")
-        config = scaling.sweep_config(
+        config = api.sweep_config(
             value["scaling-networks"],
             workers=value["scaling-workers"],
             hosts_file=value["scaling-hosts"].strip() or None,
             kv_store=str(self.query_one("#scaling-kv", Select).value),
+            out_dir=self.out_dir,
             **self.sweep_options,
         )
         return config, gbits
@@ -342,10 +312,10 @@ class ScalingScreen(Screen[None]):
 
     # ---- the sweep worker -----------------------------------------------------------------------
     @work(exclusive=True, group=GROUP, exit_on_error=False)
-    async def sweep(self, config: scaling.SweepConfig, gbits: float | None) -> None:
+    async def sweep(self, config: api.SweepConfig, gbits: float | None) -> None:
         """Run the sweep, posting every event; then add predictions and write the files, if asked."""
-        latest: dict[tuple[str, int], ScalingPoint] = {}
-        self.reading = asyncio.ensure_future(self.read_events(config, latest))
+        sweep = api.Sweep(config, gbits)
+        self.reading = asyncio.ensure_future(self.read_events(sweep))
         try:
             await asyncio.shield(self.reading)
         except asyncio.CancelledError:
@@ -358,17 +328,14 @@ class ScalingScreen(Screen[None]):
             raise
         if self.stop_requested:
             return
-        await self.finish(config, gbits, report.add_speedup(latest.values()))
+        result = await sweep.finish(self.post_event)
+        self.post_message(self.SweepDone(list(result.points), result.files))
 
-    async def read_events(
-        self, config: scaling.SweepConfig, latest: dict[tuple[str, int], ScalingPoint]
-    ) -> None:
-        """Post every event of the sweep; keep the newest point of each cell in ``latest``."""
-        async with contextlib.aclosing(scaling.sweep_events(config)) as events:
+    async def read_events(self, sweep: api.Sweep) -> None:
+        """Post every event of the sweep (the sweep keeps the newest point of each cell)."""
+        async with contextlib.aclosing(sweep.events()) as events:
             async for event in events:
                 self.track_launch(event)
-                if isinstance(event, ScalingPoint):
-                    latest[(event.network, event.gpus)] = event
                 self.post_message(self.SweepEvent(event))
                 if self.stop_requested and not self.in_launch:
                     break  # a stop asked for during the launch: the job has started, close now
@@ -384,24 +351,8 @@ class ScalingScreen(Screen[None]):
         elif isinstance(event, (JobState, ScalingPoint)):
             self.in_launch = False
 
-    async def finish(
-        self, config: scaling.SweepConfig, gbits: float | None, points: list[ScalingPoint]
-    ) -> None:
-        """Add the model's efficiency (with a bandwidth) and write the files (with out_dir)."""
-        if gbits is not None and any(p.images_per_sec for p in points):
-            from engine.bench.commands import predicted_points
-
-            predicting = StageState(scaling.STAGE, "running", "predicting with the model …")
-            self.post_message(self.SweepEvent(predicting))
-            try:
-                points = await asyncio.to_thread(predicted_points, config, points, gbits)
-            except UserError as exc:  # the measured figures still count and are still written
-                self.post_message(self.SweepEvent(Failure("model", str(exc))))
-        files = {}
-        if self.out_dir is not None and points:
-            meta = {**scaling.sweep_meta(config), "network_gbits": gbits}
-            files = await asyncio.to_thread(scaling.write_outputs, points, self.out_dir, meta)
-        self.post_message(self.SweepDone(points, files))
+    def post_event(self, event: Any) -> None:
+        self.post_message(self.SweepEvent(event))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place the sweep's end lands: finished, stopped, or an error shown as one line."""
@@ -462,7 +413,7 @@ class ScalingScreen(Screen[None]):
         self.points = [
             p for p in self.points if (p.network, p.gpus) != (point.network, point.gpus)
         ] + [point]
-        self.points = report.add_speedup(self.points)
+        self.points = api.add_speedup(self.points)
         if point.images_per_sec is None:
             self.set_detail(f"✗ {point.network} on {point.gpus}: {point.message}")
             self.notify(

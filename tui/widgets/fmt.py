@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
 
@@ -61,18 +60,6 @@ def pct(value: float | None, width: int = 4) -> str:
 
 def gib(value: float | None) -> str:
     return NA if value is None else f"{value / 2**30:.0f}G"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "--:--"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return (
-        f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-        if hours
-        else f"{rest // 60:02d}:{rest % 60:02d}"
-    )
 
 
 def clock(stamp: float) -> str:

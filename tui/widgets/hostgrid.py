@@ -13,7 +13,6 @@ from typing import Any
 
 from rich.segment import Segment
 from rich.style import Style
-from textual.binding import Binding
 from textual.geometry import Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -21,6 +20,7 @@ from textual.strip import Strip
 
 from engine import api
 from engine.events import GpuSample, HostSample, HostState, Throughput
+from tui.keys import HOST_KEYS, bindings
 from tui.messages import Act
 from tui.widgets import fmt
 
@@ -82,15 +82,7 @@ class HostGrid(ScrollView, can_focus=True):
         "hostgrid--nogpu",
         "hostgrid--dim",
     }
-    BINDINGS = [
-        Binding("o", "cycle_sort", "Sort"),
-        Binding("slash", "filter", "Filter"),
-        Binding("c", "toggle_compact", "Compact"),
-        Binding("j,down", "scroll_down", "Down", show=False),
-        Binding("k,up", "scroll_up", "Up", show=False),
-        Binding("pagedown", "page_down", show=False),
-        Binding("pageup", "page_up", show=False),
-    ]
+    BINDINGS = bindings(HOST_KEYS)
 
     sort_key: reactive[str] = reactive("name")
     name_filter: reactive[str] = reactive("")

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.segment import Segment
-from textual.binding import Binding
 from textual.geometry import Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from engine.events import LogLine
+from tui.keys import LOG_KEYS, bindings
 from tui.messages import Act
 from tui.widgets import fmt
 
@@ -95,17 +95,7 @@ class LogView(ScrollView, can_focus=True):
         "logview--debug",
         "logview--match",
     }
-    BINDINGS = [
-        Binding("f", "toggle_follow", "Follow/pause"),
-        Binding("slash", "filter", "Filter"),
-        Binding("v", "cycle_level", "Level"),
-        Binding("g,home", "top", "Top", show=False),
-        Binding("G,end", "bottom", "Bottom", show=False),
-        Binding("j,down", "scroll_down", show=False),
-        Binding("k,up", "scroll_up", show=False),
-        Binding("pagedown", "page_down", show=False),
-        Binding("pageup", "page_up", show=False),
-    ]
+    BINDINGS = bindings(LOG_KEYS)
 
     follow: reactive[bool] = reactive(True)
     filter_text: reactive[str] = reactive("")

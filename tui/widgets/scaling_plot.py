@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from engine.bench import report
+from engine import api
 from engine.events import ScalingPoint
 
 SERIES_CLASSES = tuple(f"scalingplot--series-{i}" for i in range(6))
@@ -34,22 +34,22 @@ class ScalingPlot(Widget):
     empty_text: reactive[str] = reactive("no measurements yet")
 
     def render(self) -> Text:
-        series = [(name, pts) for name, pts in report.speedup_series(self.points) if pts]
+        series = [(name, pts) for name, pts in api.speedup_series(self.points) if pts]
         if not series:
             return Text(self.empty_text, style=self.get_component_rich_style("scalingplot--empty"))
         return self.coloured(self.text_plot(series))
 
-    def text_plot(self, series) -> report.TextPlot:
+    def text_plot(self, series) -> api.TextPlot:
         """The engine's plot sized to this widget (small terminals get a small plot, never a wrapped one)."""
         width = max(8, self.content_size.width - LEFT_FRAME - RIGHT_SLACK)
         height = max(4, self.content_size.height - BELOW_FRAME)
-        return report.speedup_plot(series, width, height)
+        return api.speedup_plot(series, width, height)
 
-    def coloured(self, plot: report.TextPlot) -> Text:
+    def coloured(self, plot: api.TextPlot) -> Text:
         """Rich Text with each character styled by what it belongs to (TextPlot.owners)."""
         axis = self.get_component_rich_style("scalingplot--axis")
         styles = {
-            report.IDEAL: self.get_component_rich_style("scalingplot--ideal"),
+            api.IDEAL: self.get_component_rich_style("scalingplot--ideal"),
             None: axis,
         }
         for index in range(len(plot.legend)):
@@ -65,7 +65,7 @@ class ScalingPlot(Widget):
     def series_style(self, index: int) -> Style:
         return self.get_component_rich_style(SERIES_CLASSES[index % len(SERIES_CLASSES)])
 
-    def _colour_legend(self, text: Text, plot: report.TextPlot) -> None:
+    def _colour_legend(self, text: Text, plot: api.TextPlot) -> None:
         """The legend line names each series: colour its marker and name like its line."""
         legend_row = plot.lines[-1]
         start = len(text.plain) - len(legend_row)

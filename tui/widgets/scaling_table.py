@@ -5,10 +5,10 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
-from engine.bench import report
+from engine import api
 from engine.events import ScalingPoint
 
-# (column of report.TABLE_COLUMNS, header shown): the columns that fit 80 characters.
+# (column of api.TABLE_COLUMNS, header shown): the columns that fit 80 characters.
 COLUMNS = (
     ("network", "network"),
     ("GPUs", "GPUs"),
@@ -46,8 +46,8 @@ class ScalingTable(DataTable):
     def redraw(self) -> None:
         cursor = self.cursor_row
         self.clear()
-        picks = [report.TABLE_COLUMNS.index(name) for name, _ in COLUMNS]
-        for point, row in zip(self._points, report.table_rows(self._points)):
+        picks = [api.TABLE_COLUMNS.index(name) for name, _ in COLUMNS]
+        for point, row in zip(self._points, api.table_rows(self._points)):
             self.add_row(
                 *self.cells(point, [row[i] for i in picks]), key=f"{point.network}@{point.gpus}"
             )

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich.segment import Segment
-from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from engine import api
 from engine.events import SkippedItem, StageProgress, StageState, TrainProgress
-from engine.workspace import StageStatus
+from tui.keys import STAGE_KEYS, bindings
 from tui.messages import Act
 from tui.widgets import fmt
 
@@ -28,7 +28,7 @@ MAX_SKIPPED = 200
 class StageView:
     """A stage as drawn: its saved status plus what live progress events said."""
 
-    status: StageStatus
+    status: api.StageStatus
     started_at: float | None = None
     start_done: int = 0
     skipped_items: list[SkippedItem] = field(default_factory=list)
@@ -73,16 +73,7 @@ class StageTable(ScrollView, can_focus=True):
         "stagetable--stopped",
         "stagetable--bar",
     }
-    BINDINGS = [
-        Binding("s,enter", "stage('start')", "Start"),
-        Binding("r", "stage('resume')", "Resume"),
-        Binding("x", "stage('stop')", "Stop"),
-        Binding("u", "stage('undo')", "Undo"),
-        Binding("e", "stage('edit')", "Options"),
-        Binding("a", "stage('all')", "Run all"),
-        Binding("up,k", "move(-1)", "Up", show=False),
-        Binding("down,j", "move(1)", "Down", show=False),
-    ]
+    BINDINGS = bindings(STAGE_KEYS)
 
     cursor: reactive[int] = reactive(0)
 
@@ -94,7 +85,7 @@ class StageTable(ScrollView, can_focus=True):
         self.views: list[StageView] = []
         self.clock = time.time
 
-    def set_stages(self, statuses: Iterable[StageStatus]) -> None:
+    def set_stages(self, statuses: Iterable[api.StageStatus]) -> None:
         self.views = [StageView(s) for s in statuses]
         self.virtual_size = Size(self.size.width, len(self.views) + 1)
         self.refresh()
@@ -192,7 +183,7 @@ _STATES = ("pending", "running", "done", "failed", "stale", "stopped")
 
 
 def _columns(
-    s: StageStatus, train: TrainProgress | None
+    s: api.StageStatus, train: TrainProgress | None
 ) -> tuple[float | None, str, str, str, str]:
     """Fraction done, COUNT, RATE, ETA and ACC of a row; the train row counts epochs and batches."""
     running = s.state == "running"
@@ -200,7 +191,7 @@ def _columns(
         batches = f"/{train.batches}" if train.batches else ""
         count = f"ep {min(train.epoch + 1, train.epochs)}/{train.epochs} b {train.batch}{batches}"
         rate = "" if train.images_per_sec is None else f"{train.images_per_sec:,.0f}/s"
-        eta = fmt.duration(train.eta_s) if running else ""
+        eta = api.human_duration(train.eta_s) if running else ""
         acc = "" if train.val_accuracy is None else f"{train.val_accuracy:.3f}"
         fraction = 1.0 if s.state == "done" else train.fraction
         return fraction, count, rate, eta, acc
@@ -211,5 +202,5 @@ def _columns(
         else (f"{s.done:,} {s.unit}" if s.done else "")
     )
     rate = f"{s.rate:,.1f}/s" if s.rate is not None and running else ""
-    eta = fmt.duration(s.eta_s) if running else ""
+    eta = api.human_duration(s.eta_s) if running else ""
     return frac, count, rate, eta, ""

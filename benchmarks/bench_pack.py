@@ -12,7 +12,7 @@ On a shared machine the wall-clock ratio swings with other users' load (the sche
 per runnable thread), so it also prints CPU ms/image (user+system time of the whole process tree
 per record), the load-independent measure of how much work each packer does per image.
 
-    python bench/bench_pack.py [--images 3000] [--repeats 3] [--threads 2] [--memory-threads 16]
+    python benchmarks/bench_pack.py [--images 3000] [--repeats 3] [--threads 2] [--memory-threads 16]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Session.emit -> the bridge worker -> coalesced messages -> widgets. Prints, for 
 refresh (ingesting a second's samples, re-laying out the rows and drawing the visible lines) and the
 console process's CPU use; for the log, how far the pane falls behind, its CPU use and its memory.
 
-    .venv/bin/python bench/bench_tui.py [--seconds 20] [--log-seconds 20]
+    .venv/bin/python benchmarks/bench_tui.py [--seconds 20] [--log-seconds 20]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ into --copies chunks so an epoch is long, then measures on GPU 0, each after --w
 Prints images/s of each, real/synthetic (goal >= 0.95) and real vs the 3,000 images/s goal.
 Training is bf16 autocast, channels-last, SGD, the engine's own training step (engine/train/torch/fit.py).
 
-    python bench/bench_torch_gpu.py [--batch-size 256] [--steps 80] [--threads N] [--compile] [--workdir DIR]
+    python benchmarks/bench_torch_gpu.py [--batch-size 256] [--steps 80] [--threads N] [--compile] [--workdir DIR]
 """
 
 from __future__ import annotations

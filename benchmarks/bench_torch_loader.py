@@ -8,7 +8,7 @@ preprocess_threads). Prints images/s (median over --rounds fresh processes x --r
 process after one warm-up pass) and the ratio.
 Not a test: the numbers depend on the machine and its load.
 
-    python bench/bench_torch_loader.py [--images 800] [--threads 2] [--batch-size 64] [--rounds 3] [--workdir DIR]
+    python benchmarks/bench_torch_loader.py [--images 800] [--threads 2] [--batch-size 64] [--rounds 3] [--workdir DIR]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Prints: connect + first refresh time, warm full-refresh time (median of --refres
 and the console's CPU (user+sys from getrusage) at 1 Hz over --seconds (goal < 10 % of a core).
 Not a test: the figures depend on the machine and its load.
 
-    python bench/bench_probe.py [--hosts 64] [--seconds 20] [--refreshes 5]
+    python benchmarks/bench_probe.py [--hosts 64] [--seconds 20] [--refreshes 5]
 """
 
 from __future__ import annotations

@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from engine import workspace as wsmod
+from engine.api import jobs
+from engine.api.plan import LaunchPlan, host_names, plan
+from engine.prep import stages as stage_runner
+from engine.prep.runner import StageRun, StageStopped
 from engine.errors import UserError
 from engine.cluster.export import GRID_FIELDS, grid_rows, write_both
 from engine.options import FormField
-from engine.train.doctor import CAUSE_ADVICE, Diagnosis, HostReading, Topology, diagnose, host_cause
+from engine.train.doctor import Diagnosis, HostReading, Topology, diagnose, host_cause
 from engine.train.progress import progress_text
-from engine.train.rates import RATE_WINDOW_S, RateBoard, Series
+from engine.train.rates import RateBoard
 from engine.events import (
     Event,
     Failure,
@@ -30,8 +34,6 @@ from engine.events import (
     HostSample,
     HostState,
     JobState,
-    LogLine,
-    StageProgress,
     StageState,
     Throughput,
     TrainProgress,
@@ -50,35 +52,11 @@ TRAIN_STAGE_STATES = {
 }
 
 
-class StageStopped(Exception):
-    """Raised inside a stage's thread (from its event sink) when the user asked it to stop."""
-
-
-@dataclass(frozen=True)
-class LaunchPlan:
-    """What a launch would do, shown for confirmation: hosts, roles, batches and pre-flight findings."""
-
-    mode: str  # train | benchmark | test-io
-    hosts: tuple[str, ...]
-    roles: tuple[tuple[str, str, int | None], ...]  # (host, role, rank)
-    gpus_per_worker: int
-    batch_per_gpu: float
-    batch_per_worker: int
-    global_batch: int
-    mirror: bool
-    data_nthreads: int
-    command: tuple[str, ...]
-    findings: tuple[str, ...] = ()
-    blocking: bool = False  # a finding that makes the launch pointless
-    engine: str = "mxnet"  # torch: roles are ranks ("rank", N), no scheduler or servers
-
-
 @dataclass
 class _RunningStage:
+    run: StageRun
     thread: threading.Thread
-    stop: threading.Event = field(default_factory=threading.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
-    started: float = field(default_factory=time.monotonic)
 
 
 class Session:
@@ -109,7 +87,7 @@ class Session:
             wsmod.save_config(ws.path, ws.config)
         session = cls(ws, asyncio.get_running_loop())
         session._recover_interrupted_stages()
-        session.hosts = await asyncio.to_thread(_host_names, ws)
+        session.hosts = await asyncio.to_thread(host_names, ws)
         if telemetry:
             session._start_probes()
         await session._reattach()
@@ -118,21 +96,19 @@ class Session:
     async def close(self) -> None:
         """Stop probes and stages; a running job is left running on its hosts."""
         self.closed = True
-        for run in self.running.values():
-            run.stop.set()
+        for running in self.running.values():
+            running.run.stop.set()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for run in list(self.running.values()):
-            await asyncio.to_thread(run.thread.join, 10.0)
-        if self.job is not None and hasattr(self.job, "detach"):
-            await _maybe_await(self.job.detach())
+        for running in list(self.running.values()):
+            await asyncio.to_thread(running.thread.join, 10.0)
+        if self.job is not None:
+            await self.job.detach()
 
     # ---- reading -----------------------------------------------------------------------
     def snapshot(self) -> wsmod.WorkspaceSnapshot:
-        snap = self.workspace.snapshot(self.hosts)
-        stages = tuple(self._live_status(s) for s in snap.stages)
-        return wsmod.WorkspaceSnapshot(**{**snap.__dict__, "stages": stages})
+        return self.workspace.snapshot(self.hosts)
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event of this session, in order, until it closes."""
@@ -181,15 +157,14 @@ class Session:
             raise UserError(f"stage {stage} is already running; stop it first (x)")
         if undo and stage not in wsmod.UNDOABLE:
             raise UserError(f"stage {stage} cannot be undone (only {', '.join(wsmod.UNDOABLE)})")
-        run = _RunningStage(
-            threading.Thread(target=self._stage_thread, args=(stage, undo), daemon=True)
+        run = StageRun(self.workspace, stage, self.emit, undo=undo)
+        running = _RunningStage(
+            run, threading.Thread(target=self._stage_thread, args=(run,), daemon=True)
         )
-        self.running[stage] = run
-        self.workspace.update_stage(
-            stage, state="running", message="undo" if undo else "", done=0, skipped=0
-        )
+        self.running[stage] = running
+        run.begin()
         self.emit(StageState(stage, "running", "undoing" if undo else ""))
-        run.thread.start()
+        running.thread.start()
 
     async def start_all(self) -> None:
         """Run every preparation stage that is not done, in order, stopping at the first that fails."""
@@ -217,16 +192,16 @@ class Session:
         if stage == "train":
             await self.stop_job()
             return
-        run = self.running.get(stage)
-        if run is None:
+        running = self.running.get(stage)
+        if running is None:
             raise UserError(f"stage {stage} is not running")
-        run.stop.set()
+        running.run.stop.set()
 
     async def wait_stage(self, stage: str, timeout: float | None = None) -> None:
         """Until the stage's thread ended and its final state is saved."""
-        run = self.running.get(stage)
-        if run is not None:
-            await asyncio.wait_for(run.finished.wait(), timeout)
+        running = self.running.get(stage)
+        if running is not None:
+            await asyncio.wait_for(running.finished.wait(), timeout)
 
     async def set_stage_options(self, stage: str, values: dict[str, Any]) -> None:
         await asyncio.to_thread(self.workspace.set_stage_options, stage, values)
@@ -252,37 +227,23 @@ class Session:
         if stage not in wsmod.STAGES:
             raise UserError(f"unknown stage {stage!r}; stages: {', '.join(wsmod.STAGES)}")
 
-    def _stage_thread(self, stage: str, undo: bool) -> None:
-        run = self.running[stage]
-        sink = _StageSink(self, stage, run.stop)
+    def _stage_thread(self, run: StageRun) -> None:
         try:
-            from engine import api_stages as stage_runner
-
-            stage_runner.run_stage(self.workspace, stage, sink, undo=undo)
-            final = ("pending" if undo else "done"), sink.message
-        except StageStopped:
-            final = "stopped", "stopped; start again to resume"
-        except UserError as exc:
-            final = "failed", str(exc)
-        except Exception as exc:  # noqa: BLE001 - a bug in a stage must reach the console, not kill it
-            final = "failed", f"{type(exc).__name__}: {exc}"
-            self.emit(Failure(source=f"stage {stage}", message=final[1]))
+            run.run()  # saves the stage's end in the workspace
+        except (StageStopped, UserError):
+            pass  # the saved end says it
+        except Exception:  # noqa: BLE001 - a bug in a stage must reach the console, not kill it
+            self.emit(Failure(source=f"stage {run.stage}", message=run.outcome[1]))
         try:
-            self.loop.call_soon_threadsafe(self._stage_finished, stage, final[0], final[1], sink)
-        except RuntimeError:  # the console's loop is gone: save the outcome from here
-            self.workspace.update_stage(stage, state=final[0], message=final[1], **sink.counts())
+            self.loop.call_soon_threadsafe(self._stage_finished, run)
+        except RuntimeError:  # the console's loop is gone: nobody is waiting any more
+            pass
 
-    def _stage_finished(self, stage: str, state: str, message: str, sink: _StageSink) -> None:
-        run = self.running.pop(stage, None)
-        self.workspace.update_stage(stage, state=state, message=message, **sink.counts())
-        if state in ("done", "pending"):
-            self.workspace.mark_stale_from(stage, include_self=False)
-        self._put(StageState(stage, state, message))
-        if run is not None:
-            run.finished.set()
-
-    def _live_status(self, status: wsmod.StageStatus) -> wsmod.StageStatus:
-        return status
+    def _stage_finished(self, run: StageRun) -> None:
+        running = self.running.pop(run.stage, None)
+        self._put(StageState(run.stage, *run.outcome))
+        if running is not None:
+            running.finished.set()
 
     def _recover_interrupted_stages(self) -> None:
         """A stage marked running by a console that died is resumable, not running."""
@@ -294,22 +255,18 @@ class Session:
 
     # ---- jobs --------------------------------------------------------------------------
     async def plan_launch(self, mode: str = "train") -> LaunchPlan:
-        from engine import api_jobs as jobs
-
-        return await asyncio.to_thread(jobs.plan, self.workspace, mode)
+        return await asyncio.to_thread(plan, self.workspace, mode)
 
     async def launch(self, mode: str = "train") -> str:
         """Start a detached job (train | benchmark | test-io) on the workspace's hosts; returns its id."""
-        from engine import api_jobs as jobs
-
         if self.job is not None and getattr(self.job, "active", False):
             raise UserError(
                 f"job {self.job.id} is still running; stop it (t) or kill leftovers (K) first"
             )
         self.rates = RateBoard(baseline=self._baseline(), speedup=mode == "train")
         if self.job is not None:
-            await _maybe_await(self.job.detach())
-        self.job = await jobs.launch(self.workspace, mode, self.emit)
+            await self.job.detach()
+        self.job = await jobs.launch(self.workspace, mode)
         self.workspace.set_job(self.job.id, "starting")
         self._follow_job()
         return self.job.id
@@ -323,20 +280,16 @@ class Session:
     async def stop_job(self) -> None:
         if self.job is None:
             raise UserError("no job to stop")
-        await _maybe_await(self.job.stop())
+        await self.job.stop()
 
     async def relaunch(self) -> None:
         """Relaunch the failed job (resuming from its newest checkpoint)."""
         if self.job is None:
             raise UserError("no job to relaunch; launch one with l")
-        await _maybe_await(
-            self.job.relaunch()
-        )  # the same job: its stream, already followed, goes on
+        await self.job.relaunch()  # the same job: its stream, already followed, goes on
 
     async def kill_leftovers(self) -> int:
         """End every process this tool launched on every host; returns how many were ended."""
-        from engine import api_jobs as jobs
-
         return await jobs.kill_all(self.workspace, self.emit)
 
     def gpus_per_host(self) -> int | None:
@@ -441,8 +394,6 @@ class Session:
         return max(1, -(-workers // max(1, len(self.hosts))))
 
     async def _reattach(self) -> None:
-        from engine import api_jobs as jobs
-
         self.speeds = {k: dict(v) for k, v in self.workspace.state.get("speeds", {}).items()}
         job_id = self.workspace.state.get("job", {}).get("id")
         if not job_id:
@@ -453,65 +404,7 @@ class Session:
             self._follow_job()
 
     def _start_probes(self) -> None:
-        from engine import api_jobs as jobs
-
         self.tasks.append(asyncio.create_task(jobs.watch_hosts(self.workspace, self.emit)))
-
-
-class _StageSink:
-    """The on_event callback a stage thread calls: forwards events, keeps counts, raises on stop."""
-
-    def __init__(self, session: Session, stage: str, stop: threading.Event) -> None:
-        self.session = session
-        self.stage = stage
-        self.stop = stop
-        self.last: StageProgress | None = None
-        self.message = ""  # the stage's own last word ("kept 4 classes, moved 2 …")
-        self.skipped = 0
-        self.last_save = 0.0
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, StageProgress):
-            self.last = event
-            self.skipped = max(self.skipped, event.skipped)
-            self._save_now_and_then()
-        elif type(event).__name__ == "SkippedItem":
-            self.skipped += 1
-        elif isinstance(event, StageState) and event.stage == self.stage:
-            self.message = event.message
-        self.session.emit(event)
-        if self.stop.is_set():
-            raise StageStopped(self.stage)
-
-    def counts(self) -> dict[str, Any]:
-        if self.last is None:
-            return {"skipped": self.skipped}
-        return {
-            "done": self.last.done,
-            "total": self.last.total,
-            "unit": self.last.unit,
-            "skipped": max(self.skipped, self.last.skipped),
-        }
-
-    def _save_now_and_then(self) -> None:
-        # State on disk lets a reopened console show how far a stage got; once a second is enough.
-        now = time.monotonic()
-        if now - self.last_save >= 1.0:
-            self.last_save = now
-            counts = self.counts()
-            self.session.workspace.update_stage(self.stage, **counts)
-
-
-def _host_names(ws: wsmod.Workspace) -> tuple[str, ...]:
-    from engine import api_jobs as jobs
-
-    return jobs.host_names(ws)
-
-
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value
-    return value
 
 
 async def open_workspace(
@@ -528,26 +421,4 @@ def check_workspace(path: str | Path) -> None:
 
 def create_demo_workspace(path: str | Path, classes: int = 6, images: int = 40) -> Path:
     """A demo workspace: a generated ImageNet-shaped tarball, this machine as the only host, small thresholds."""
-    from engine import api_stages as stage_runner
-
     return stage_runner.create_demo(Path(path), classes=classes, images=images)
-
-
-__all__ = [
-    "CAUSE_ADVICE",
-    "HostReading",
-    "host_cause",
-    "RATE_WINDOW_S",
-    "Diagnosis",
-    "FormField",
-    "RateBoard",
-    "Series",
-    "Topology",
-    "HostState",
-    "LaunchPlan",
-    "LogLine",
-    "Session",
-    "create_demo_workspace",
-    "diagnose",
-    "open_workspace",
-]

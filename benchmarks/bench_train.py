@@ -9,7 +9,7 @@
 Ours and the reference run --repeats times each, alternating which goes first; the headline ratio compares the best run of each (the
 least disturbed by other load on a shared machine), the medians are printed beside it.
 
-    python bench/bench_train.py [--batches 30] [--repeats 3] [--mirror]
+    python benchmarks/bench_train.py [--batches 30] [--repeats 3] [--mirror]
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""How the console's Session runs each preparation stage on a workspace (paths and options from workspace.toml).
+"""Each preparation stage run on a workspace (paths and options from workspace.toml), and the demo workspace.
 
 Each function calls the engine.prep stage with the workspace's folders and options and passes the
-event sink through; stages are synchronous and run in a thread of the Session.
+event sink through. Stages are synchronous: the console's Session runs them in a thread,
+`imgscale prepare` (engine.prep.pipeline) in its own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from engine import workspace as wsmod
 from engine.errors import StageRefused, UserError
 from engine.events import EventSink, StageProgress, StageState
+from engine.prep import demo, disk, extract, lst, pack, place, split
+from engine.prep import filter as filter_stage
 from engine.prep import options as prep_options
 from engine.train import options as train_options
 
@@ -58,8 +61,6 @@ def _options(ws: wsmod.Workspace, stage: str) -> Any:
 
 
 def _disk(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    from engine.prep import disk
-
     on_event(StageProgress("disk", 0, 1, unit="checks"))
     source = ws.tarball if ws.tarball.exists() else ws.root
     settings = _options(ws, "pack")
@@ -75,8 +76,6 @@ def _disk(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
 
 
 def _extract(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    from engine.prep import extract
-
     if not ws.tarball.exists():
         if ws.root.is_dir():
             on_event(
@@ -94,21 +93,15 @@ def _extract(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
 
 
 def _filter(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    from engine.prep import filter as filter_stage
-
     options = _options(ws, "filter")
     filter_stage.filter_classes(ws.root, min_images=options.min_images, on_event=on_event)
 
 
 def _undo_filter(ws: wsmod.Workspace, on_event: EventSink) -> None:
-    from engine.prep import filter as filter_stage
-
     filter_stage.undo_filter(ws.root, on_event=on_event)
 
 
 def _split(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    from engine.prep import split
-
     options = _options(ws, "split")
     split.split_validation(
         ws.root, ws.val_root, per_class=options.val_per_class, seed=options.seed, on_event=on_event
@@ -116,8 +109,6 @@ def _split(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
 
 
 def _undo_split(ws: wsmod.Workspace, on_event: EventSink) -> None:
-    from engine.prep import split
-
     split.undo_split(ws.root, on_event=on_event)
 
 
@@ -174,22 +165,16 @@ def list_prefixes(ws: wsmod.Workspace) -> dict[str, Path]:
 
 
 def _list(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    from engine.prep import lst
-
     options = replace(_options(ws, "list"), recursive=True)
     prefixes = list_prefixes(ws)
     passes = Passes(on_event)
     lst.write_lists(prefixes["train"], ws.root, options, on_event=passes)
     passes.next_pass()
     lst.write_lists(prefixes["val"], ws.val_root, replace(options, chunks=1), on_event=passes)
-    from engine.prep.pipeline import check_labels
-
     check_labels(ws)  # train and val must number the same classes the same way
 
 
 def _pack(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    from engine.prep import pack
-
     lists = sorted(ws.lists_dir.glob("*.lst"))
     if not lists:
         raise UserError(f"no .lst files in {ws.lists_dir}; run the list stage first")
@@ -203,9 +188,25 @@ def _pack(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
 
 
 def _place(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    from engine.prep import place
-
     place.place_records(ws.lists_dir, ws.train_dir, ws.val_dir, on_event=on_event)
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    return dict(line.split("\t", 1) for line in path.read_text().splitlines() if "\t" in line)
+
+
+def check_labels(ws: wsmod.Workspace) -> None:
+    """im2rec numbers classes by folder order, so val must hold exactly train's classes."""
+    train = read_labels(ws.lists_dir / "train_labels.txt")
+    val = read_labels(ws.lists_dir / "val_labels.txt")
+    if train and val and train != val:
+        missing = sorted(set(train) - set(val))[:3]
+        raise UserError(
+            f"validation classes differ from training classes (e.g. missing in val: {', '.join(missing) or '-'}); "
+            f"every class needs more than split.val_per_class images: check {ws.val_root}"
+        )
 
 
 RUN: dict[str, Callable[[wsmod.Workspace, dict, EventSink], Any]] = {
@@ -225,8 +226,6 @@ UNDO: dict[str, Callable[[wsmod.Workspace, EventSink], Any]] = {
 
 def create_demo(path: Path, classes: int = 6, images: int = 40) -> Path:
     """A demo workspace: a generated ImageNet-shaped tarball, this machine as the only host, small thresholds."""
-    from engine.prep import demo
-
     folder = Path(path).expanduser().resolve()
     if (folder / wsmod.CONFIG_NAME).exists():
         return folder

@@ -4,7 +4,7 @@ Measures, for `engine.cluster.launcher.launch`: the time until launch() returns 
 started detached) and the time until every process is seen running by the supervisor's status
 channels, then stops the job on every host. Not a test; run:
 
-    .venv/bin/python bench/bench_launch.py [--hosts 16] [--per-host 2] [--rounds 3]
+    .venv/bin/python benchmarks/bench_launch.py [--hosts 16] [--per-host 2] [--rounds 3]
 
 MXNet's tools/launch.py is not run as the reference: it fails on Python >= 3.9 (Thread.isAlive)
 and starts one `ssh` client process per remote process; the figure printed is ours alone.

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
+from pathlib import Path
 
 from engine import options as opt
+from engine.bench import bandwidth, model, published, report, scaling
+from engine.bench.scaling import DEFAULT_NETWORKS, KNOWN_BASES, check_depth, split_network
+from engine.bench.sweep import run_sweep
+from engine.cli_progress import CliProgress
+from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
+from engine.events import Failure, LogLine, ScalingPoint, StageProgress, StageState
 from engine.paths import require_folder_path
-from engine.train.options import CLUSTER, KV_STORES, TrainOptions
-
-__all__ = ["KV_STORES", "register"]  # KV_STORES: the scaling screen's choices
+from engine.train.mxnet import require_mxnet
+from engine.train.options import CLUSTER, TrainOptions, gpu_list, image_shape
 
 SCALING_HELP = (
     "images/s against the number of GPUs (workers): the tutorial's table, CSV, JSON and plot"
@@ -45,8 +53,6 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _add_scaling(p: argparse.ArgumentParser) -> None:
-    from engine.bench.scaling import DEFAULT_NETWORKS
-
     p.add_argument(
         "--networks",
         default=DEFAULT_NETWORKS,
@@ -97,12 +103,8 @@ def _add_scaling(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_scaling)
 
 
-def scaling_config(args: argparse.Namespace):
+def scaling_config(args: argparse.Namespace) -> scaling.SweepConfig:
     """The SweepConfig an `imgscale bench scaling` command line describes."""
-    from pathlib import Path
-
-    from engine.bench import scaling
-
     return scaling.sweep_config(
         args.networks,
         workers=args.workers or "",
@@ -135,10 +137,6 @@ def _env(items: list[str]) -> list[tuple[str, str]]:
 
 def _check_scaling_args(args: argparse.Namespace) -> None:
     """Mistakes that would otherwise show up only after the first run is launched (or never)."""
-    from pathlib import Path
-
-    from engine.train.options import image_shape
-
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder for the reports")
     if args.out:
@@ -149,8 +147,6 @@ def _check_scaling_args(args: argparse.Namespace) -> None:
     if args.num_classes < 1:
         raise UserError(f"--num-classes {args.num_classes}: give 1 or more")
     if args.hosts:  # a bad hosts file is reported before the first run starts
-        from engine.cluster.hosts import read_hosts
-
         read_hosts(args.hosts)
 
 
@@ -164,24 +160,11 @@ def _check_shape(text: str | None, parse) -> None:
 
 
 def _scaling(args: argparse.Namespace) -> int:
-    from engine.bench import report, scaling
-    from engine.train.mxnet import require_mxnet
-
     _check_scaling_args(args)
     require_mxnet("imgscale bench scaling (its workers train with MXNet)", "")
     config = scaling_config(args)
-    result = scaling.run_sweep(config, SweepPrinter(verbose=args.verbose))
+    result = run_sweep(config, SweepPrinter(verbose=args.verbose), args.network_gbits)
     points = result.points
-    if args.network_gbits:
-        points = tuple(predicted_points(config, points, args.network_gbits))
-        result = scaling.SweepResult(
-            points,
-            scaling.write_outputs(
-                points,
-                config.out_dir,
-                {**scaling.sweep_meta(config), "network_gbits": args.network_gbits},
-            ),
-        )
     print(report.format_report(points, f"Scaling, kv-store {config.kv_store}, synthetic data"))
     print()
     print(report.speedup_plot(report.speedup_series(points)).text)
@@ -198,15 +181,11 @@ class SweepPrinter:
     """The CLI's sink for sweep events: progress, each measured cell, failures (and logs with -v)."""
 
     def __init__(self, verbose: bool = False, stream=None) -> None:
-        from engine.cli_progress import CliProgress
-
         self.stream = stream or sys.stderr
         self.verbose = verbose
         self.progress = CliProgress(self.stream)
 
     def __call__(self, event) -> None:
-        from engine.events import Failure, LogLine, ScalingPoint, StageProgress, StageState
-
         if isinstance(event, StageProgress):
             self._line(f"[{event.done}/{event.total}] {event.part}: {event.message}")
         elif isinstance(event, ScalingPoint):
@@ -231,64 +210,6 @@ def _point_line(p) -> str:
         else f", speedup {p.speedup:.2f} of ideal {p.gpus} ({p.efficiency:.0%})"
     )
     return f"  {p.network} on {p.gpus}: {p.images_per_sec:,.1f} images/s{extra}"
-
-
-def network_facts(network: str, image_shape: str, num_classes: int):
-    """The model's facts for a network as our trainer builds it (a subprocess: no mxnet here)."""
-    import json
-    import subprocess
-
-    from engine.bench.model import NetworkFacts
-
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine.bench.bandwidth",
-            "describe",
-            "--network",
-            network,
-            "--image-shape",
-            image_shape,
-            "--num-classes",
-            str(num_classes),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if out.returncode != 0:
-        raise UserError(f"cannot describe {network}: {out.stderr.strip().splitlines()[-1:]}")
-    data = json.loads(out.stdout.strip().splitlines()[-1])
-    return NetworkFacts(network, data["params"], data["largest_array"])
-
-
-def predicted_points(config, points, network_gbits: float) -> list:
-    """Attach the model's efficiency to every point, calibrated on each network's smallest run."""
-    from engine.bench import model, scaling
-
-    predicted = {}
-    for run in config.runs:
-        base = min(
-            (p for p in points if p.network == run.network.name and p.images_per_sec),
-            key=lambda p: p.gpus,
-            default=None,
-        )
-        if base is None:
-            continue
-        facts = network_facts(
-            run.network.name, scaling.image_shape_for(config, run.network), config.num_classes
-        )
-        cluster = model.Cluster(
-            gpus_per_machine=max(1, run.gpus_per_worker),
-            servers=config.servers,
-            network_gbits_s=network_gbits,
-        )
-        one = base.images_per_sec / base.gpus  # per-device rate at the smallest size
-        p = model.predict(facts, run.network.batch_per_gpu, one, run.devices, cluster)
-        predicted[(run.network.name, run.devices)] = p.efficiency
-    return scaling.with_predictions(points, predicted)
 
 
 def time_breakdown(config, points) -> str:
@@ -340,12 +261,6 @@ def _add_bandwidth(p: argparse.ArgumentParser) -> None:
 
 
 def _bandwidth(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-
-    from engine.bench import bandwidth
-    from engine.train.mxnet import require_mxnet
-
     require_mxnet("imgscale bench bandwidth (an MXNet kvstore benchmark)", "")
     if args.rounds < 1:
         raise UserError("--rounds: must be 1 or more")
@@ -378,9 +293,6 @@ def _bandwidth(args: argparse.Namespace) -> int:
 
 def _check_bandwidth_args(args: argparse.Namespace) -> None:
     """Flags the worker would choke on, named here instead of as 'no timed round was reported'."""
-    from engine.bench.scaling import KNOWN_BASES, check_depth, split_network
-    from engine.train.options import gpu_list, image_shape
-
     if args.size_mb < 0:
         raise UserError(f"--size-mb {args.size_mb}: give 0 (use --network) or more megabytes")
     if not args.size_mb and split_network(args.network)[0] not in KNOWN_BASES:
@@ -439,8 +351,6 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
 
 def _model(args: argparse.Namespace) -> int:
-    from engine.bench import model, published, report
-
     if args.network is None:
         rows = model.compare_published()
         worst = max(abs(r.error_points) for r in rows)
@@ -451,13 +361,11 @@ def _model(args: argparse.Namespace) -> int:
             f"{published.NETWORK_GBITS_S:g} Gbps)"
         )
         return 0
-    print(_prediction_table(args, model))
+    print(_prediction_table(args))
     return 0
 
 
-def _prediction_table(args: argparse.Namespace, model) -> str:
-    from engine.bench import report, scaling
-
+def _prediction_table(args: argparse.Namespace) -> str:
     facts = model.KNOWN_NETWORKS.get(args.network)
     if args.params:
         facts = model.NetworkFacts(args.network, args.params, args.largest_array or args.params)

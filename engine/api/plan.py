@@ -1,0 +1,260 @@
+"""What a launch would do: the workers' command line, hosts and roles, batch sizes, pre-flight findings.
+
+Built from the workspace's hosts file and training options; shown for confirmation before a launch
+and used by engine.api.jobs to start the job.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from engine import workspace as wsmod
+from engine.cluster import hosts, launcher, placement
+from engine.cluster.preflight import check_across_hosts
+from engine.cluster.slurm import SlurmRequest
+from engine.cluster.slurm_job import SLURM_HOST, preflight_findings
+from engine.errors import UserError
+from engine.train import options as train_options
+from engine.train.check import preflight
+
+MODE_FLAGS = {"train": (), "benchmark": ("--benchmark",), "test-io": ("--test-io",)}
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What a launch would do, shown for confirmation: hosts, roles, batches and pre-flight findings."""
+
+    mode: str  # train | benchmark | test-io
+    hosts: tuple[str, ...]
+    roles: tuple[tuple[str, str, int | None], ...]  # (host, role, rank)
+    gpus_per_worker: int
+    batch_per_gpu: float
+    batch_per_worker: int
+    global_batch: int
+    mirror: bool
+    data_nthreads: int
+    command: tuple[str, ...]
+    findings: tuple[str, ...] = ()
+    blocking: bool = False  # a finding that makes the launch pointless
+    engine: str = "mxnet"  # torch: roles are ranks ("rank", N), no scheduler or servers
+
+
+def host_specs(ws: wsmod.Workspace) -> list[hosts.HostSpec]:
+    if ws.launcher == "slurm":  # SLURM picks the nodes when the job starts
+        return [hosts.local_host(SLURM_HOST)]
+    if ws.hosts_file is None:
+        return [hosts.local_host()]
+    return hosts.read_hosts(ws.hosts_file)
+
+
+def host_names(ws: wsmod.Workspace) -> tuple[str, ...]:
+    return tuple(spec.name for spec in host_specs(ws))
+
+
+# Workspace training options every worker gets as ``--key value`` (underscores become dashes).
+TRAIN_KEYS = (
+    "network",
+    "num_layers",
+    "batch_size",
+    "kv_store",
+    "num_epochs",
+    "lr",
+    "image_shape",
+    "data_nthreads",
+    "disp_batches",
+    "keep_checkpoints",
+)
+
+
+def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
+    """The `imgscale train` command line every worker runs, from the workspace's training options."""
+    opts = ws.train_options()
+    lists = ws.lists_dir
+    cmd = [sys.executable, "-m", "engine", "train"]
+    if engine_of(ws) == "torch":  # the launcher reads the engine from the command too
+        cmd += ["--engine", "torch"]
+    for key in TRAIN_KEYS:
+        cmd += ["--" + key.replace("_", "-"), train_options.flag_text(key, opts[key])]
+    if mode == "train":  # a benchmark or test-io run must never write over the trained model
+        cmd += ["--model-prefix", str(ws.resolve(str(opts["model_prefix"])))]
+    cmd += ["--data-train", str(ws.train_dir), "--data-val", str(ws.val_dir)]
+    if opts.get("gpus"):
+        cmd += ["--gpus", train_options.flag_text("gpus", opts["gpus"])]
+    cmd += list(MODE_FLAGS[mode])
+    num_classes, num_examples = data_counts(ws, lists)
+    if num_classes:
+        cmd += ["--num-classes", str(num_classes)]
+    if num_examples:
+        cmd += ["--num-examples", str(num_examples)]
+    cmd += [str(a) for a in opts.get("extra_args", [])]
+    return tuple(cmd)
+
+
+def data_counts(ws: wsmod.Workspace, lists: Path) -> tuple[int | None, int | None]:
+    """Classes and training images from the .lst files (so the epoch length and schedule are right)."""
+    train_lists = sorted(lists.glob("train*.lst")) if lists.is_dir() else []
+    if not train_lists:
+        return None, None
+    labels, examples = set(), 0
+    for path in train_lists:
+        for line in path.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                labels.add(parts[1])
+                examples += 1
+    return len(labels) or None, examples or None
+
+
+def job_env(ws: wsmod.Workspace) -> dict[str, str]:
+    opts = ws.train_options()
+    return {
+        "MXNET_BACKWARD_DO_MIRROR": "1" if opts.get("mirror") else "0",
+        "OMP_NUM_THREADS": str(opts.get("omp_threads", 1)),
+    }
+
+
+def engine_of(ws: wsmod.Workspace) -> str:
+    """The workspace's training engine: [train] engine = "mxnet" (default) or "torch"."""
+    return str(ws.train_options().get("engine") or "mxnet")
+
+
+def plan_roles(ws: wsmod.Workspace) -> tuple[tuple[str, str, int | None], ...]:
+    """(host, role, rank) of every process: MXNet's scheduler, servers and workers, or torch's
+    ranks host by host (the launcher's own placement, so the dialog shows what will run)."""
+    specs = host_specs(ws)
+    if engine_of(ws) == "torch":
+        layout = launcher.torch_layout(workers_of(ws), specs)
+        names = [host.name for host, count in layout for _ in range(count)]
+        return tuple((host, "rank", rank) for rank, host in enumerate(names))
+    places = placement.place(workers_of(ws), servers_of(ws), [s.slots for s in specs])
+    return tuple((specs[p.host].name, p.role, p.rank) for p in places)
+
+
+def gpu_count(gpus: Any) -> int:
+    return len(train_options.workspace_value("gpus", gpus))
+
+
+def plan(ws: wsmod.Workspace, mode: str) -> LaunchPlan:
+    """The launch plan shown before launching: placement, batch sizes and pre-flight findings."""
+    if mode not in MODE_FLAGS:
+        raise UserError(f"unknown job mode {mode!r}; one of {', '.join(MODE_FLAGS)}")
+    opts = ws.train_options()
+    specs = host_specs(ws)
+    workers = workers_of(ws)
+    gpus = gpu_count(opts.get("gpus", ""))
+    batch = int(opts["batch_size"])
+    findings = tuple(_preflight(ws, mode))
+    return LaunchPlan(
+        mode=mode,
+        hosts=tuple(s.name for s in specs),
+        roles=plan_roles(ws),
+        engine=engine_of(ws),
+        gpus_per_worker=gpus,
+        batch_per_gpu=batch / max(1, gpus),
+        batch_per_worker=batch,
+        global_batch=batch * workers,
+        mirror=bool(opts.get("mirror")),
+        data_nthreads=int(opts["data_nthreads"]),
+        command=train_command(ws, mode),
+        findings=findings,
+        blocking=any(f.startswith("error") for f in findings),
+    )
+
+
+def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
+    """engine.train.check's findings for this command, hosts and data ("error …", "warning …")."""
+    findings = []
+    if mode != "benchmark" and not any(ws.train_dir.glob("*.rec")):
+        findings.append(
+            f"error   no .rec files in {ws.train_dir}; run the preparation stages first (a on the Stages pane)"
+        )
+        return findings
+    try:
+        train = options_of(ws, mode)
+        found = [*preflight(train, _check_options(ws)), *_across_hosts(ws, train)]
+        findings.extend(f.line().replace("\n        ", " ") for f in found)
+        if ws.launcher == "slurm":
+            findings.extend(_slurm_findings(ws))
+    except UserError as exc:
+        findings.append(f"error   {exc}")
+    except Exception as exc:  # noqa: BLE001 - the check advises; its own fault must not block a launch
+        findings.append(f"warning the pre-flight check could not run ({type(exc).__name__}: {exc})")
+    return findings
+
+
+def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> list[Any]:
+    """With a hosts file: reach every host, compare versions and data, time an all-reduce (torch)."""
+    if ws.hosts_file is None or ws.launcher != "ssh":
+        return []
+    return check_across_hosts(
+        SimpleNamespace(
+            hosts=str(ws.hosts_file),
+            engine=engine_of(ws),
+            data_train=train.data_train,
+            data_val=train.data_val,
+            gpus=train.gpus,
+            port=None,
+            num_workers=workers_of(ws),
+        )
+    )
+
+
+def _slurm_findings(ws: wsmod.Workspace) -> list[str]:
+    """`sinfo` against the workspace's [slurm] table (partition, GPUs per node, time limit)."""
+    options = ws.slurm_options()
+    options["sbatch_args"] = tuple(options.get("sbatch_args") or ())
+    try:
+        request = SlurmRequest(tasks=workers_of(ws), **options)
+    except TypeError:
+        return [f"error   {ws.path / wsmod.CONFIG_NAME} [slurm]: unknown keys in {sorted(options)}"]
+    return preflight_findings(request)
+
+
+def options_of(ws: wsmod.Workspace, mode: str) -> train_options.TrainOptions:
+    """The options every worker will train with: the workspace's, its data and the mode."""
+    opts = ws.train_options()
+    values = {k: train_options.workspace_value(k, opts[k]) for k in train_options.WORKSPACE_FIELDS}
+    num_classes, num_examples = data_counts(ws, ws.lists_dir)
+    values.update(
+        # a benchmark or test-io run is not given the model's prefix (train_command's rule)
+        model_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,
+        data_train=str(ws.train_dir),
+        data_val=str(ws.val_dir),
+        test_io=mode == "test-io",
+        benchmark=mode == "benchmark",
+        num_classes=num_classes or train_options.IMAGENET.num_classes,
+        num_examples=num_examples or train_options.IMAGENET.num_examples,
+    )
+    train = replace(train_options.IMAGENET, **values)
+    return train_options.with_flags(train, [str(a) for a in opts.get("extra_args", [])])
+
+
+def _check_options(ws: wsmod.Workspace) -> train_options.CheckOptions:
+    labels = ws.lists_dir / "train_labels.txt"
+    return train_options.CheckOptions(
+        hosts=str(ws.hosts_file) if ws.hosts_file is not None else None,
+        num_workers=workers_of(ws),
+        num_servers=servers_of(ws),
+        label_map=str(labels) if labels.is_file() else None,
+        lst=[str(p) for p in sorted(ws.lists_dir.glob("train*.lst"))] or None,
+    )
+
+
+def workers_of(ws: wsmod.Workspace) -> int:
+    return int(ws.train_options().get("workers") or len(host_specs(ws)))
+
+
+def servers_of(ws: wsmod.Workspace) -> int:
+    opts = ws.train_options()
+    if engine_of(ws) == "torch":  # DDP ranks all-reduce among themselves
+        return 0
+    return int(opts.get("num_servers", 1)) if str(opts["kv_store"]).startswith("dist") else 0
+
+
+def check_hosts_file(path: str | Path) -> None:
+    """Raise UserError (one line naming the file and line) if ``path`` is not a usable hosts file."""
+    hosts.read_hosts(path)
