@@ -122,15 +122,26 @@ def build(cls: Any, values: dict[str, Any]) -> Any:
 def coerce(cls: Any, name: str, value: Any) -> Any:
     """A value typed in a form or read from workspace.toml, in the field's own type."""
     f, spec = next((f, s) for f, s in fields(cls) if f.name == name)
-    current = default_of(f)
+    if spec.parse is None:
+        return coerce_like(default_of(f), value, name)
     try:
-        if spec.parse is not None:
-            return spec.parse(value)
-        if not isinstance(value, str) or current is None or isinstance(current, str):
-            return value
-        return _from_text(current, value.strip())
+        return spec.parse(value)
     except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-        raise UserError(f"{name}: {value!r} is not valid ({exc})") from None
+        raise _invalid(name, value, exc) from None
+
+
+def coerce_like(current: Any, value: Any, name: str) -> Any:
+    """Text typed in a form, in the type of the option's ``current`` value; other values as given."""
+    if not isinstance(value, str) or current is None or isinstance(current, str):
+        return value
+    try:
+        return _from_text(current, value.strip())
+    except ValueError as exc:
+        raise _invalid(name, value, exc) from None
+
+
+def _invalid(name: str, value: Any, exc: Exception) -> UserError:
+    return UserError(f"{name}: {value!r} is not valid ({exc})")
 
 
 def _from_text(current: Any, text: str) -> Any:

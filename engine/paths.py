@@ -23,3 +23,19 @@ def require_folder_path(path: str | os.PathLike[str], label: str) -> None:
     blocker = blocking_file(path)
     if blocker is not None:
         raise UserError(f"{label} {path}: {blocker} is a file, not a folder; choose another path")
+
+
+def make_folder(path: str | os.PathLike[str], label: str) -> Path:
+    """Create the folder ``path`` with its parents; a file in the way or no permission is one line."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = blocking_file(folder) or folder
+        raise UserError(
+            f"{label} {path}: a file is in the way ({blocker} is a file, not a folder); "
+            "choose another path"
+        ) from None
+    except PermissionError:
+        raise UserError(f"{label} {path}: cannot create it (permission denied)") from None
+    return folder

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine import options as opt
 from engine.errors import UserError
+from engine.paths import make_folder
 from engine.prep import options as prep_options
 from engine.train import options as train_options
 
@@ -254,25 +255,9 @@ def status_from_record(name: str, record: dict[str, Any]) -> StageStatus:
 
 def coerce_like(current: Any, value: Any, name: str) -> Any:
     """Turn text typed in a form into the type the option already has; a bad value names the option."""
-    if not isinstance(value, str) or current is None or isinstance(current, str):
-        return value
-    text = value.strip()
-    try:
-        if isinstance(current, bool):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-        if isinstance(current, list):
-            return text.split()
-    except ValueError:
-        raise UserError(f"{name}: {value!r} is not a valid {type(current).__name__}") from None
-    return value
+    if isinstance(current, list) and isinstance(value, str):
+        return value.split()  # words, as extra_args are given: a comma stays inside its word
+    return opt.coerce_like(current, value, name)
 
 
 # Paths stages extract into, move files in or write to (tarball and hosts are only read).
@@ -392,12 +377,7 @@ def create(path: str | os.PathLike[str], config: dict[str, Any]) -> Workspace:
     folder = Path(path).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; give a new or existing folder for the workspace")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(
-            f"{folder}: a file is in the way of this path; choose another folder"
-        ) from None
+    make_folder(folder, "workspace")
     if (folder / CONFIG_NAME).exists():
         raise UserError(
             f"{folder / CONFIG_NAME} already exists; open it with `imgscale-tui {folder}`"

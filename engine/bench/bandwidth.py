@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from engine import options as opt
-from engine.train.options import CLUSTER, TrainOptions
+from engine.train.options import CLUSTER, KV_STORES, TrainOptions
 
 PREFIX = "imgscale-bandwidth"
 LINE = re.compile(rf"^{PREFIX}\s+(?P<fields>(?:\w+=\S+\s*)+)$")
@@ -121,80 +121,55 @@ def network_gbits_from(result: BandwidthResult) -> float:
     return result.model_bytes * 8 / result.seconds / 1e9
 
 
-def worker_argv(
-    python: str,
-    *,
-    network: str,
-    kv_store: str,
-    image_shape: str = "3,224,224",
-    num_classes: int = 1000,
-    gpus: str = "",
-    devices: int = 1,
-    rounds: int = 5,
-    size_mb: float = 0.0,
-) -> list[str]:
-    """The command a bandwidth worker runs (under the launcher for dist kvstores)."""
-    argv = [
-        python,
-        "-m",
-        "engine.bench.bandwidth",
-        "run",
-        "--network",
-        network,
-        "--kv-store",
-        kv_store,
-        "--image-shape",
-        image_shape,
-        "--num-classes",
-        str(num_classes),
-        "--rounds",
-        str(rounds),
-    ]
-    if gpus:
-        argv += ["--gpus", gpus]
-    else:
-        argv += ["--devices", str(devices)]
-    if size_mb:
-        argv += ["--size-mb", str(size_mb)]
-    return argv
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a bandwidth worker moves and how often: the flags of `imgscale bench bandwidth` and of
+    the worker it starts (``worker_argv`` carries them from one to the other)."""
+
+    network: str = opt.option("resnet-50", "whose parameter arrays to move (resnet-50, alexnet …)")
+    image_shape: str = opt.option("3,224,224", "the network's input shape C,H,W")
+    num_classes: int = opt.option(1000, "the network's number of classes", low=1)
+    size_mb: float = opt.option(0.0, "move N MB of equal arrays instead of a network", low=0)
+    kv_store: str = opt.option(  # the training option's list, help and the cluster's default
+        CLUSTER.kv_store, opt.spec_of(TrainOptions, "kv_store").help, choices=KV_STORES
+    )
+    gpus: str = opt.option("", "GPU ids per worker, e.g. 0,1,2,3")
+    devices: int = opt.option(1, "CPU devices per worker (when no --gpus)", low=1)
+    rounds: int = opt.option(5, "timed push+pull rounds (after one warm-up)", low=1)
+
+    def __post_init__(self) -> None:
+        opt.check(self)
+
+    @property
+    def devices_per_worker(self) -> int:
+        return len(self.gpus.split(",")) if self.gpus else self.devices
+
+
+def worker_argv(python: str, options: WorkerOptions, mode: str = "run") -> list[str]:
+    """The command of a bandwidth worker (under the launcher for dist kvstores), or of ``describe``."""
+    return [python, "-m", "engine.bench.bandwidth", mode, *opt.to_argv(options)]
 
 
 def measure(
+    options: WorkerOptions,
     *,
-    network: str,
-    kv_store: str,
     workers: int = 1,
     servers: int | None = None,
     hosts_file: str | None = None,
-    image_shape: str = "3,224,224",
-    num_classes: int = 1000,
-    gpus: str = "",
-    devices: int = 1,
-    rounds: int = 5,
-    size_mb: float = 0.0,
     timeout_s: float = 600.0,
 ) -> BandwidthResult:
     """Run the bandwidth workers (a distributed job for dist kvstores, one process otherwise)."""
-    argv = worker_argv(
-        sys.executable,
-        network=network,
-        kv_store=kv_store,
-        image_shape=image_shape,
-        num_classes=num_classes,
-        gpus=gpus,
-        devices=devices,
-        rounds=rounds,
-        size_mb=size_mb,
-    )
-    per_worker = len(gpus.split(",")) if gpus else devices
-    if kv_store.startswith("dist"):
+    argv = worker_argv(sys.executable, options)
+    if options.kv_store.startswith("dist"):
         import asyncio
 
-        lines = asyncio.run(_dist_lines(argv, workers, servers, hosts_file, rounds, timeout_s))
+        lines = asyncio.run(
+            _dist_lines(argv, workers, servers, hosts_file, options.rounds, timeout_s)
+        )
     else:
         lines = _local_lines(argv, timeout_s)
     try:
-        return summarize(lines, kv_store, per_worker)
+        return summarize(lines, options.kv_store, options.devices_per_worker)
     except ValueError as exc:
         from engine.errors import UserError
 
@@ -279,10 +254,10 @@ def _count(shape: Sequence[int]) -> int:
     return n
 
 
-def _contexts(mx, args) -> list:
-    if args.gpus:
-        return [mx.gpu(int(i)) for i in args.gpus.split(",")]
-    return [mx.cpu(i) for i in range(args.devices)]
+def _contexts(mx, options: WorkerOptions) -> list:
+    if options.gpus:
+        return [mx.gpu(int(i)) for i in options.gpus.split(",")]
+    return [mx.cpu(i) for i in range(options.devices)]
 
 
 def _one_round(kv, grads, weights) -> float:
@@ -306,22 +281,16 @@ def _error(weights, expected: float) -> float:
     return worst
 
 
-def run_worker(args: argparse.Namespace) -> int:
+def run_worker(options: WorkerOptions) -> int:
     import mxnet as mx
 
-    shapes = (
-        synthetic_shapes(args.size_mb)
-        if args.size_mb
-        else array_shapes(
-            args.network, [int(x) for x in args.image_shape.split(",")], args.num_classes
-        )
-    )
-    devs = _contexts(mx, args)
-    kv = mx.kv.create(args.kv_store)
+    shapes = synthetic_shapes(options.size_mb) if options.size_mb else network_shapes(options)
+    devs = _contexts(mx, options)
+    kv = mx.kv.create(options.kv_store)
     total = sum(_count(s) for s in shapes) * 4
     print(
         f"{PREFIX} arrays={len(shapes)} bytes={total} devices={len(devs)} workers={kv.num_workers} "
-        f"rank={kv.rank} kv_store={args.kv_store}",
+        f"rank={kv.rank} kv_store={options.kv_store}",
         flush=True,
     )
     for key, shape in enumerate(shapes):
@@ -330,13 +299,13 @@ def run_worker(args: argparse.Namespace) -> int:
     weights = [[mx.nd.zeros(s, ctx=d) for d in devs] for s in shapes]
     expected = float(kv.num_workers * len(devs))
     for i in range(
-        args.rounds + 1
+        options.rounds + 1
     ):  # round 0 warms up (allocations, connections) and is not reported
         seconds = _one_round(kv, grads, weights)
         if i > 0:
             print(
                 f"{PREFIX} iter={i} seconds={seconds:.6f} bytes={total} "
-                f"gbytes_per_s={_gbytes_per_s(args.kv_store, total, len(devs), seconds):.4f} "
+                f"gbytes_per_s={_gbytes_per_s(options.kv_store, total, len(devs), seconds):.4f} "
                 f"error={_error(weights, expected):.3g}",
                 flush=True,
             )
@@ -364,25 +333,21 @@ def _gbytes_per_s(kv_store: str, total: int, devices: int, seconds: float) -> fl
     )  # measure.py's per-device figure
 
 
+def network_shapes(options: WorkerOptions) -> list[tuple[int, ...]]:
+    shape = [int(x) for x in options.image_shape.split(",")]
+    return array_shapes(options.network, shape, options.num_classes)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.bench.bandwidth")
     parser.add_argument("mode", choices=("run", "describe"))
-    parser.add_argument("--network", default="resnet-50")
-    parser.add_argument("--image-shape", default="3,224,224")
-    parser.add_argument("--num-classes", type=int, default=1000)
-    opt.add_arguments(parser, TrainOptions, only=("kv_store",), base=CLUSTER)
-    parser.add_argument("--gpus", default="")
-    parser.add_argument("--devices", type=int, default=1, help="CPU contexts when no --gpus")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--size-mb", type=float, default=0.0, help="synthetic arrays instead of a network"
-    )
+    opt.add_arguments(parser, WorkerOptions)
     args = parser.parse_args(argv)
+    options = opt.from_args(WorkerOptions, args)
     if args.mode == "describe":
-        shape = [int(x) for x in args.image_shape.split(",")]
-        print(json.dumps(describe(array_shapes(args.network, shape, args.num_classes))))
+        print(json.dumps(describe(network_shapes(options))))
         return 0
-    return run_worker(args)
+    return run_worker(options)
 
 
 if __name__ == "__main__":

@@ -236,25 +236,10 @@ def time_breakdown(config, points) -> str:
 
 
 def _add_bandwidth(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--network",
-        default="resnet-50",
-        help="whose parameter arrays to move (resnet-50, alexnet …)",
-    )
-    p.add_argument("--image-shape", default="3,224,224")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument(
-        "--size-mb", type=float, default=0.0, help="move N MB of equal arrays instead of a network"
-    )
-    opt.add_arguments(p, TrainOptions, only=("kv_store",), base=CLUSTER)
+    opt.add_arguments(p, bandwidth.WorkerOptions)
     p.add_argument("-n", "--workers", type=int, default=2, help="workers (dist kvstores)")
     p.add_argument("-s", "--servers", type=int, default=None, help="servers (default: = workers)")
     p.add_argument("-H", "--hosts", default=None, help="hosts file (default: all on this machine)")
-    p.add_argument("--devices", type=int, default=1, help="CPU devices per worker (when no --gpus)")
-    p.add_argument("--gpus", default="", help="GPU ids per worker, e.g. 0,1,2,3")
-    p.add_argument(
-        "--rounds", type=int, default=5, help="timed push+pull rounds (after one warm-up)"
-    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_bandwidth)
@@ -262,28 +247,20 @@ def _add_bandwidth(p: argparse.ArgumentParser) -> None:
 
 def _bandwidth(args: argparse.Namespace) -> int:
     require_mxnet("imgscale bench bandwidth (an MXNet kvstore benchmark)", "")
-    if args.rounds < 1:
-        raise UserError("--rounds: must be 1 or more")
-    _check_bandwidth_args(args)
+    options = opt.from_args(bandwidth.WorkerOptions, args)
+    _check_bandwidth_args(options, args)
     result = bandwidth.measure(
-        network=args.network,
-        kv_store=args.kv_store,
+        options,
         workers=args.workers,
         servers=args.servers,
         hosts_file=args.hosts,
-        image_shape=args.image_shape,
-        num_classes=args.num_classes,
-        gpus=args.gpus,
-        devices=args.devices,
-        rounds=args.rounds,
-        size_mb=args.size_mb,
         timeout_s=args.timeout,
     )
     if args.json:
         print(json.dumps(dataclasses.asdict(result), indent=2))
     else:
         print(bandwidth.format_result(result))
-        if args.kv_store.startswith("dist"):
+        if options.kv_store.startswith("dist"):
             print(
                 f"implied usable network bandwidth: {bandwidth.network_gbits_from(result):.2f} Gbit/s "
                 "per direction (use with --network-gbits)"
@@ -291,25 +268,20 @@ def _bandwidth(args: argparse.Namespace) -> int:
     return 0 if result.max_error <= 1e-6 else 1
 
 
-def _check_bandwidth_args(args: argparse.Namespace) -> None:
+def _check_bandwidth_args(options: bandwidth.WorkerOptions, args: argparse.Namespace) -> None:
     """Flags the worker would choke on, named here instead of as 'no timed round was reported'."""
-    if args.size_mb < 0:
-        raise UserError(f"--size-mb {args.size_mb}: give 0 (use --network) or more megabytes")
-    if not args.size_mb and split_network(args.network)[0] not in KNOWN_BASES:
+    if not options.size_mb and split_network(options.network)[0] not in KNOWN_BASES:
         raise UserError(
-            f"--network {args.network}: unknown network; use resnet-18…resnet-152, alexnet, "
+            f"--network {options.network}: unknown network; use resnet-18…resnet-152, alexnet, "
             "inception-v3, vgg-16 or mobilenet (or --size-mb N)"
         )
-    if not args.size_mb:
-        check_depth(args.network, f"--network {args.network}")
-    _check_shape(args.image_shape, image_shape)
+    if not options.size_mb:
+        check_depth(options.network, f"--network {options.network}")
+    _check_shape(options.image_shape, image_shape)
     try:
-        gpu_list(args.gpus)
+        gpu_list(options.gpus)
     except (argparse.ArgumentTypeError, ValueError) as exc:
-        raise UserError(f"--gpus {args.gpus}: {exc}") from None
-    for flag, value in (("--devices", args.devices), ("--num-classes", args.num_classes)):
-        if value < 1:
-            raise UserError(f"{flag} {value}: give 1 or more")
+        raise UserError(f"--gpus {options.gpus}: {exc}") from None
     if args.servers is not None and args.servers < 0:
         raise UserError(f"-s {args.servers}: give 0 or more servers")
     if not args.timeout > 0:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from engine.bench.report import add_speedup
 from engine.cluster import jobs, launcher
+from engine.cluster.faults import FINAL
 from engine.errors import UserError
 from engine.train.logparse import LogParser
 from engine.train.options import RESNET_DEPTHS
@@ -538,9 +539,6 @@ async def launcher_runner(
         await events.aclose()  # closing this runner early must stop the job now, not at GC
 
 
-FINAL_STATES = ("done", "failed", "stopped")
-
-
 async def job_events(
     argv: Sequence[str],
     workers: int,
@@ -578,9 +576,9 @@ async def job_events(
                 )
                 return
             yield event
-            if isinstance(event, JobState) and event.state in FINAL_STATES:
+            if isinstance(event, JobState) and event.state in FINAL:
                 return
     finally:
-        if job.phase not in FINAL_STATES:
+        if job.phase not in FINAL:
             await job.stop("measured")
         await job.close()

@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from engine.bench import model, report
+from engine.bench import bandwidth, model, report
 from engine.bench.scaling import STAGE, JobRunner, SweepConfig, image_shape_for, sweep_events
 from engine.errors import UserError
 from engine.events import Event, Failure, ScalingPoint, StageState
@@ -133,8 +133,10 @@ def sweep_meta(config: SweepConfig) -> dict:
 
 def network_facts(network: str, image_shape: str, num_classes: int) -> model.NetworkFacts:
     """The model's facts for a network as our trainer builds it (a subprocess: no mxnet here)."""
-    argv = [sys.executable, "-m", "engine.bench.bandwidth", "describe", "--network", network]
-    argv += ["--image-shape", image_shape, "--num-classes", str(num_classes)]
+    options = bandwidth.WorkerOptions(
+        network=network, image_shape=image_shape, num_classes=num_classes
+    )
+    argv = bandwidth.worker_argv(sys.executable, options, "describe")
     out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise UserError(f"cannot describe {network}: {out.stderr.strip().splitlines()[-1:]}")

@@ -28,7 +28,6 @@ from .launcher import LaunchSpec, check_spec, launch, open_job, plan_lines
 from .slurm_job import dry_run_script
 from .slurm import SlurmRequest
 
-FINAL = ("done", "failed", "stopped")
 LAUNCH_HELP = (
     "start a distributed job on the hosts, supervised: MXNet (tools/launch.py semantics: "
     "scheduler, servers, workers) or torch (torchrun's variables, one process per slot)"

@@ -19,7 +19,7 @@ from engine.events import Event, Failure, ProcessInfo
 
 from .jobs import JobRecord
 
-FINAL = ("done", "failed", "stopped")
+FINAL = ("done", "failed", "stopped")  # a job state that never changes again (JobState.state)
 LIVE = ("starting", "running")  # a process (or a job's phase) that may still change by itself
 # What the states of a job's processes call for (see next_step).
 KILLED, FAILED, DONE, WORKERS_DONE, RUNNING = "killed", "failed", "done", "workers-done", "running"

@@ -27,7 +27,7 @@ from engine.paths import require_folder_path
 from engine.train.checkpoints import newest_checkpoint
 
 from . import jobs, slurm_job
-from .detach import DetachedProcess
+from .detach import DetachedProcess, shell_path
 from .dpack import pack_planner
 from .dmlc_env import ClusterEnv, forwarded_env, identity_env, process_env
 from .hostpool import HostPool, record_hosts
@@ -467,13 +467,23 @@ async def sync_work_dir(
     entries = sorted(os.listdir(source))
     for host in hosts:  # one host at a time: hosts may share the target filesystem
         transport = await pool.get(host.name)
-        result = await transport.run(f"mkdir -p -- {shlex.quote(target)}", timeout=30)
-        if result.exit_status != 0:
-            raise UserError(
-                f"--sync-dst-dir {target}: cannot create it on {host.name}: {result.stderr.strip()}"
-            )
+        folder = await _make_sync_dir(transport, host.name, target)
         for entry in entries:
-            await transport.put(os.path.join(source, entry), target, recurse=True)
+            await transport.put(os.path.join(source, entry), folder, recurse=True)
+
+
+async def _make_sync_dir(transport: Transport, host: str, target: str) -> str:
+    """Create ``target`` on the host and return its absolute path there.
+
+    The host's shell expands a leading ``~``; SFTP (and a local copy) would take it literally.
+    """
+    quoted = shell_path(target)
+    result = await transport.run(f"mkdir -p -- {quoted} && cd -- {quoted} && pwd", timeout=30)
+    if result.exit_status != 0:
+        raise UserError(
+            f"--sync-dst-dir {target}: cannot create it on {host}: {result.stderr.strip()}"
+        )
+    return result.stdout.strip()
 
 
 async def launch(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from engine.events import Event, Failure, GpuSample, HostSample, HostState
 
 from . import nvsmi
+from .detach import shell_path
 from .hostpool import HostPool
 from .hosts import HostSpec
 from .transport import LineStream, Transport, TransportError
@@ -41,7 +41,7 @@ def stats_command(data_path: str = "/") -> str:
             "echo @mem; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo",
             "echo @load; cat /proc/loadavg",
             "echo @net; cat /proc/net/dev",
-            f"echo @df; df -P -k -- {shlex.quote(data_path)} 2>/dev/null | tail -n 1",
+            f"echo @df; df -P -k -- {shell_path(data_path)} 2>/dev/null | tail -n 1",
             "echo @gpu; command -v nvidia-smi >/dev/null 2>&1 && echo yes || echo no",
         ]
     )

@@ -22,6 +22,7 @@ from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
 from engine.paths import require_folder_path
 from engine.prep.disk import ensure_space
+from engine.prep.filter import moved_out
 from engine.prep.journal import default_journal_path, exclusive_lock, fsync_dir
 from engine.prep.report import one_field, printable
 
@@ -136,6 +137,7 @@ class Extractor:
     def __init__(self, tar_path: Path, root: Path, on_event: EventSink) -> None:
         self.tar_path, self.root, self.on_event = tar_path, root, on_event
         self.manifest = Manifest(root)
+        self.filtered = moved_out(root)
         self.result = ExtractResult(root)
         self.total_bytes = tar_path.stat().st_size if tar_path.is_file() else None
         self.total_classes: int | None = None
@@ -183,9 +185,7 @@ class Extractor:
             self.skip(member.name, "inner tar name is not a usable class folder name")
             return
         final = self.root / cls
-        if cls in self.manifest.done or final.is_dir():
-            if cls not in self.manifest.done:  # renamed but not yet recorded when the run stopped
-                self.manifest.add(cls, count_files(final), 0)
+        if self.finished(cls, final):
             self.result.already += 1
             self.progress(part=cls)
             return
@@ -212,6 +212,17 @@ class Extractor:
         self.manifest.add(cls, files, nbytes)
         self.result.classes += 1
         self.progress(part=cls, force=True)
+
+    def finished(self, cls: str, final: Path) -> bool:
+        """A class is done while its folder is kept: in ROOT, or where filter moved it.
+
+        A recorded class whose folder was deleted since is extracted again.
+        """
+        if final.is_dir():
+            if cls not in self.manifest.done:  # renamed but not yet recorded when the run stopped
+                self.manifest.add(cls, count_files(final), 0)
+            return True
+        return cls in self.manifest.done and cls in self.filtered
 
     def unpack(self, fileobj, folder: Path, inner_name: str) -> tuple[int, int]:
         files = nbytes = 0
@@ -391,7 +402,9 @@ def remaining_bytes(tar_path: Path, root: Path) -> int:
     """Space extraction still needs: the archive's size less what finished classes already hold."""
     if not tar_path.is_file():
         return 0
-    done = sum(int(e.get("bytes", 0)) for e in Manifest(root).done.values())
+    present = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    kept = present | moved_out(root)  # a deleted class will be extracted again: it needs space
+    done = sum(int(e.get("bytes", 0)) for cls, e in Manifest(root).done.items() if cls in kept)
     return max(0, tar_path.stat().st_size - done)
 
 

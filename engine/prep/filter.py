@@ -220,6 +220,12 @@ def moved_earlier(journal: Journal) -> tuple[tuple[str, int], ...]:
     return tuple((p.name, count_images(p)) for p in moved if p.is_dir())
 
 
+def moved_out(root: Path) -> set[str]:
+    """Names of the classes filter moved out of ``root`` that are still where it put them."""
+    journal = Journal(default_journal_path("filter", root))
+    return {Path(dst).name for run in journal.runs() for _, dst in run.moves if Path(dst).is_dir()}
+
+
 def recount(root: Path, moves: list[tuple[str, str]]) -> tuple[list, list]:
     """Keep/remove lists of a resumed run: the planned classes wherever they are now."""
     planned = {Path(src).name: Path(src) if Path(src).exists() else Path(dst) for src, dst in moves}

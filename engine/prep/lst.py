@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, ignore
+from engine.paths import make_folder
 from engine.prep.options import ListOptions
 from engine.prep.report import one_field, printable
 
@@ -183,19 +184,6 @@ def _check_chunks(chunks: int, images: int) -> None:
         )
 
 
-def _make_prefix_folder(prefix: str) -> None:
-    """PREFIX's folder, created; a file in its way or no permission is the user's to fix."""
-    folder = pathlib.Path(prefix).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(
-            f"PREFIX {prefix}: {folder} is not a folder (a file is in the way); choose another PREFIX"
-        ) from None
-    except PermissionError:
-        raise UserError(f"PREFIX {prefix}: cannot create {folder} (permission denied)") from None
-
-
 def _write_side_files(prefix: str, root: str, listing: Listing) -> None:
     by_label = sorted(listing.labels.items(), key=lambda kv: kv[1])
     _write_text(
@@ -239,7 +227,7 @@ def write_lists(
         random.Random(SHUFFLE_SEED).shuffle(
             items
         )  # same sequence as im2rec's random.seed(100); shuffle()
-    _make_prefix_folder(prefix)
+    make_folder(pathlib.Path(prefix).parent, "PREFIX's folder")
     written = []
     for name, chunk in plan_lists(items, prefix, chunks, options.train_ratio, options.test_ratio):
         _write_text(pathlib.Path(name), format_lines(chunk))

@@ -29,16 +29,19 @@ DTYPES = ("float32", "float16")
 # --- typed list options: validated when parsed, stored as lists (never as "30,60" strings) ---
 
 
+def _numbers(text: str | list, kind: Callable[[Any], Any], what: str) -> list:
+    """A comma-separated list of ``kind`` (or a list read back from JSON); '' -> []."""
+    if isinstance(text, list):
+        return [kind(x) for x in text]
+    try:
+        return [kind(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+
+
 def int_list(text: str | list) -> list[int]:
     """'30,60,90' -> [30, 60, 90]; '' -> []."""
-    if isinstance(text, list):
-        return [int(x) for x in text]
-    try:
-        return [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 30,60, got {text!r}"
-        )
+    return _numbers(text, int, "integers such as 30,60")
 
 
 def gpu_list(text: str | list) -> list[int]:
@@ -64,12 +67,8 @@ def image_shape(text: str | list) -> list[int]:
 
 
 def float_list(text: str | list) -> list[float]:
-    if isinstance(text, list):
-        return [float(x) for x in text]
-    try:
-        return [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    """'0.1,0.5' -> [0.1, 0.5]; '' -> []."""
+    return _numbers(text, float, "numbers")
 
 
 def positive_int(text: str) -> int:

@@ -4,6 +4,7 @@ import gzip
 import io
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -17,6 +18,7 @@ from engine.errors import UserError
 from engine.events import SkippedItem, StageProgress
 from engine.prep.demo import make_demo_tar, make_demo_tree
 from engine.prep.extract import Manifest, extract_archive
+from engine.prep.filter import filter_classes, filtered_root
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DEMO = {"classes": 5, "images_per_class": (6, 10), "max_side": 64, "seed": 0, "corrupt": 2}
@@ -47,6 +49,29 @@ def test_second_run_skips_finished_classes(tmp_path):
     again = extract_archive(tmp_path / "demo.tar", tmp_path / "root")
     assert (again.classes, again.already, again.images) == (0, 5, 0)
     assert next((tmp_path / "root").rglob("*.JPEG")).stat().st_ino == inode
+
+
+def test_rerun_extracts_again_a_class_whose_folder_was_deleted(tmp_path):
+    make_demo_tar(tmp_path / "demo.tar", **DEMO)
+    root = tmp_path / "root"
+    extract_archive(tmp_path / "demo.tar", root)
+    gone = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    shutil.rmtree(gone)
+    again = extract_archive(tmp_path / "demo.tar", root)
+    assert (again.classes, again.already) == (1, 4)
+    assert snapshot(root, with_journals=True) == reference_tree(tmp_path)
+
+
+def test_rerun_after_filter_leaves_the_filtered_classes_where_filter_put_them(tmp_path):
+    make_demo_tar(tmp_path / "demo.tar", **DEMO)
+    root = tmp_path / "root"
+    extract_archive(tmp_path / "demo.tar", root)
+    filter_classes(root, min_images=9)
+    moved = sorted(p.name for p in filtered_root(root).iterdir())
+    assert moved  # the demo has classes of 6 to 10 images: some go
+    again = extract_archive(tmp_path / "demo.tar", root)
+    assert (again.classes, again.already) == (0, 5)
+    assert not any((root / name).exists() for name in moved)
 
 
 def test_compressed_archive_is_streamed(tmp_path):

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from tree_helpers import sigkill, start_until_it_stops
+from tree_helpers import sigkill, start_until_it_stops, tmpfs
 
 from engine.errors import UserError
 from engine.prep import pack
@@ -223,19 +223,8 @@ def test_file_size_limit_stops_cleanly_and_resumes(reference, tmp_path):
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs CAP_SYS_ADMIN: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "small", size="256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def test_full_tmpfs_leaves_nothing_that_looks_complete(reference, tmp_path, tiny_tmpfs):
