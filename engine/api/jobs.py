@@ -21,7 +21,6 @@ from engine.api.plan import (
     workers_of,
 )
 from engine.cluster import launcher
-from engine.cluster.kill import kill_everywhere
 from engine.cluster.launcher import LaunchSpec
 from engine.cluster.probes import ProbeSet
 from engine.cluster.slurm_job import watch_allocation
@@ -190,8 +189,3 @@ def _remember_mode(ws: wsmod.Workspace, job_id: str, mode: str) -> None:
     with ws.lock:
         ws.state.setdefault("job_modes", {})[job_id] = mode
         wsmod.save_state(ws.path, ws.state)
-
-
-async def kill_all(ws: wsmod.Workspace, emit: Emit) -> int:
-    """End every process imgscale launched on every host (engine.cluster.kill); returns how many."""
-    return await kill_everywhere(emit=emit)

@@ -1,7 +1,7 @@
-"""The small async API the console uses: open a workspace, read a snapshot, iterate events, start/stop things.
+"""A workspace open in the console: its snapshot, its events, its stages (started, stopped, undone) and its job.
 
-Everything the console does goes through a ``Session``; it never touches asyncssh, OpenCV or MXNet.
-Synchronous engine stages run in threads and their events reach the session's asyncio queue through
+Everything the console does to a workspace goes through a ``Session``; it never touches asyncssh,
+OpenCV or MXNet. Stages run through the one stage runner (engine.prep.runner) in threads and their events reach the session's asyncio queue through
 ``loop.call_soon_threadsafe``. Jobs run detached (engine.cluster.launcher), so closing a session never
 stops one; opening the workspace again re-attaches to it.
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 from engine import workspace as wsmod
 from engine.api import jobs
+from engine.cluster.kill import kill_everywhere
 from engine.api.plan import LaunchPlan, host_names, plan
 from engine.prep import stages as stage_runner
 from engine.prep.runner import StageRun, StageStopped
@@ -290,7 +291,7 @@ class Session:
 
     async def kill_leftovers(self) -> int:
         """End every process this tool launched on every host; returns how many were ended."""
-        return await jobs.kill_all(self.workspace, self.emit)
+        return await kill_everywhere(emit=self.emit)
 
     def gpus_per_host(self) -> int | None:
         """The fewest GPUs any probed host has (0: a host without GPUs), None before any probe."""

@@ -18,15 +18,16 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.events import Event, EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
+from engine.events import EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
 
 from . import jobs, slurm
 from .slurm_driver import Plan, attempt_dir, write_private
+from .jobevents import JobEvents
 from .probes import ProbeSet
 from .remote_cmd import with_python
 from .srun import node_spec
@@ -40,7 +41,7 @@ LAST_LINES = 20
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
 
 
-class SlurmJob:
+class SlurmJob(JobEvents):
     """One recorded SLURM job of ours (``record.scheduler_id`` is SLURM's job id)."""
 
     def __init__(
@@ -54,7 +55,7 @@ class SlurmJob:
     ) -> None:
         self.record = record
         self.request = request
-        self.sink = sink
+        self._init_events(sink)
         self.resume = resume
         self.tail_lines = tail_lines
         self.phase = record.state
@@ -63,7 +64,6 @@ class SlurmJob:
         self.infos: list[ProcessInfo] = []
         self.tails: list[collections.deque[str]] = []
         self.offsets: list[int] = []
-        self._queues: list[asyncio.Queue] = []
         self._final = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.lock = jobs.SupervisorLock(record.job)
@@ -79,18 +79,6 @@ class SlurmJob:
         return JobState(
             self.record.job, self.phase, tuple(self.infos), self.record.restarts, self.message
         )
-
-    async def events(self) -> AsyncIterator[Event]:
-        queue: asyncio.Queue = asyncio.Queue()
-        self._queues.append(queue)
-        queue.put_nowait(self.status())
-        if self._final.is_set():
-            queue.put_nowait(None)
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._queues.remove(queue)
 
     async def start(self) -> None:
         self.supervising = self.lock.take(required=True)
@@ -135,8 +123,7 @@ class SlurmJob:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self.lock.release()
-        for queue in self._queues:
-            queue.put_nowait(None)
+        self._end_events()
 
     # ---- submitting ------------------------------------------------------------------------
     def _submit(self, attempt: int) -> None:
@@ -238,12 +225,12 @@ class SlurmJob:
     def _report_failure(self, message: str) -> None:
         failed = next((i for i, p in enumerate(self.infos) if p.state == "failed"), None)
         if failed is None:
-            self._emit(
+            self.emit(
                 Failure(f"SLURM job {self.record.scheduler_id}", message, job=self.record.job)
             )
             return
         info = self.infos[failed]
-        self._emit(
+        self.emit(
             Failure(
                 f"{info.role} {info.rank} on {info.host}",
                 describe_status(info.exit_status),
@@ -297,7 +284,7 @@ class SlurmJob:
     def _on_log(self, index: int, text: str) -> None:
         info = self.infos[index]
         self.tails[index].append(text)
-        self._emit(
+        self.emit(
             LogLine(
                 info.host, info.role, info.rank, text, level=line_level(text), job=self.record.job
             )
@@ -310,7 +297,7 @@ class SlurmJob:
             if new != self.infos[i]:
                 self.infos[i], changed = new, True
         if changed:
-            self._emit(self.status())
+            self.emit(self.status())
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def _set_phase(self, phase: str, message: str) -> None:
@@ -319,21 +306,13 @@ class SlurmJob:
         self.phase, self.message = phase, message
         if self.supervising:
             self.record = jobs.save(replace(self.record, state=phase, message=message))
-        self._emit(self.status())
+        self.emit(self.status())
 
     def _finish(self, phase: str, message: str) -> None:
         self._set_phase(phase, message)
         if self.supervising:
             self.record = jobs.save(replace(self.record, clean=True))
         self._final.set()
-        for queue in self._queues:
-            queue.put_nowait(None)
-
-    def _emit(self, event: Event) -> None:
-        if self.sink is not None:
-            self.sink(event)
-        for queue in self._queues:
-            queue.put_nowait(event)
 
 
 def process_info(info: ProcessInfo, prefix: str) -> ProcessInfo:

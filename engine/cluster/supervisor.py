@@ -38,14 +38,15 @@ import asyncio
 import collections
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from engine.errors import UserError
-from engine.events import Event, EventSink, HostState, JobState
+from engine.events import EventSink, HostState, JobState
 
 from . import jobs
 from .detach import DetachedProcess, RemoteStatus
+from .jobevents import JobEvents
 from .faults import (
     DONE,
     LIVE,
@@ -96,7 +97,7 @@ class Planned:
 Planner = Callable[[int, Sequence[str]], Awaitable[list[Planned]]]
 
 
-class Job:
+class Job(JobEvents):
     """A job's processes on its hosts, watched; supervised when this object holds the job's lock.
 
     It is each host watcher's listener (watcher.WatchListener), and what the fault policy drives
@@ -116,18 +117,16 @@ class Job:
         self.pool = pool
         self.planner = planner
         self.options = options
-        self.sink = sink
+        self._init_events(sink)
         self.policy = FaultPolicy(options.max_restarts, options.exclude_after)
         self.lock = jobs.SupervisorLock(record.job)
         self.phase = record.state
         self.message = record.message
         self.procs = Processes(record.processes, options.last_lines)
-        self._queues: list[asyncio.Queue] = []
         self._tasks: list[asyncio.Task] = []
         self._acting: asyncio.Task | None = None
         self._final = asyncio.Event()
         self._finish_timer: asyncio.TimerHandle | None = None
-        self._closed = False
 
     # ---- public API ------------------------------------------------------------------------
     @property
@@ -142,19 +141,6 @@ class Job:
         return JobState(
             self.record.job, self.phase, tuple(self.procs.infos), self.record.restarts, self.message
         )
-
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event from now on, until the job is final and no longer watched."""
-        queue: asyncio.Queue = asyncio.Queue()
-        self._queues.append(queue)
-        queue.put_nowait(self.status())
-        if self._closed:
-            queue.put_nowait(None)
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._queues.remove(queue)
 
     async def start(self) -> None:
         """Start the record's attempt on every host (this object supervises it)."""
@@ -200,13 +186,11 @@ class Job:
 
     async def close(self) -> None:
         """Stop watching and supervising; the job's processes keep running on their hosts."""
-        self._closed = True
         await self._cancel_acting()
         await self._cancel_tasks()
         self.lock.release()
         await self.pool.close()
-        for queue in self._queues:
-            queue.put_nowait(None)
+        self._end_events()
 
     # ---- what the host watchers report (watcher.WatchListener) ------------------------------
     def watching(self, attempt: int) -> bool:
@@ -236,12 +220,6 @@ class Job:
             self._fault(Fault(f"host {host}", f"lost: {reason}", host))
 
     # ---- events and the record ---------------------------------------------------------------
-    def emit(self, event: Event) -> None:
-        if self.sink is not None:
-            self.sink(event)
-        for queue in self._queues:
-            queue.put_nowait(event)
-
     def _set_phase(self, phase: str, message: str | None = None) -> None:
         self.phase = phase
         if message is not None:

@@ -139,7 +139,7 @@ def on_cpu(entry: Entry, setup: Setup) -> bytes | str:
     import numpy as np
 
     tj = pack_worker.plane_codec(setup.options)  # the bytes the CPU workers would write
-    return pack_worker.encode_item(cv2, np, entry.item, setup, tj)
+    return pack_worker.encode_item(cv2, np, entry.item, setup, tj, entry.data)
 
 
 def frame(entry: Entry, payload: bytes, opts: PackOptions) -> bytes | str:

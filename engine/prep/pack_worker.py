@@ -24,7 +24,6 @@ from engine.prep.options import PackOptions
 from engine.prep import turbojpeg
 from engine.prep.pack_sniff import ImageInfo, sniff
 
-ENCODER_THREADS = 2
 MAX_PIXELS = 1 << 28  # ~268 Mpixel: above this a full decode would need gigabytes
 REDUCE_FACTORS = (8, 4, 2)  # libjpeg can decode at 1/8, 1/4 and 1/2 scale in the DCT domain
 AS_IS_COMPONENTS = (1, 3)  # greyscale or YCbCr: what every JPEG decoder reads
@@ -269,13 +268,31 @@ def payload_for(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions, tj) ->
     return planes if planes is not None else transform(cv2, np, data, info, opts)
 
 
-def encode_item(cv2, np, item: tuple, setup: Setup, tj=None) -> bytes | str:
-    """One .lst entry -> the framed record bytes, or the reason it was skipped."""
+def read_item(item: tuple, setup: Setup) -> bytes | Skip | None:
+    """The file of one .lst entry, or why it cannot be read; None for a malformed line."""
+    if item[1] is None:
+        return None
+    try:
+        return read_bytes(os.path.join(setup.root, item[2]))
+    except Skip as exc:
+        return exc
+
+
+def encode_item(
+    cv2, np, item: tuple, setup: Setup, tj=None, data: bytes | Skip | None = None
+) -> bytes | str:
+    """One .lst entry -> the framed record bytes, or the reason it was skipped.
+
+    ``data`` is the file as read_item() gave it; None: read it here.
+    """
     if item[1] is None:  # a malformed .lst line: the parser already wrote the reason
         return item[2]
-    path, opts = os.path.join(setup.root, item[2]), setup.options
+    opts = setup.options
     try:
-        data = read_bytes(path)
+        if data is None:
+            data = read_bytes(os.path.join(setup.root, item[2]))
+        if isinstance(data, Skip):
+            raise data
         info = sniff(data)
         if info.problem:
             raise Skip(info.problem)
@@ -317,19 +334,21 @@ def serve(tasks_fd: int, results_fd: int) -> None:
     )  # bounded by the batches the packer has in flight
     sender = threading.Thread(target=_deliver, args=(results, outbox), daemon=True)
     sender.start()
-    # OpenCV releases the GIL while decoding, resizing and encoding, so two threads per process
-    # overlap one image's file read with another's pixels (cold disks) at no cost in CPU time.
-    encoders = ThreadPoolExecutor(ENCODER_THREADS)
+    # One thread encodes: two per process contend for the GIL on a busy machine (measured: 5% more
+    # CPU and up to twice the wall time). Another reads each batch's files ahead of it, so a cold
+    # disk does not leave the core idle.
+    reader = ThreadPoolExecutor(1)
     while True:
         try:
             key, items = pickle.loads(tasks.recv_bytes())
         except EOFError:
             break
-        out = list(encoders.map(lambda item: encode_item(cv2, np, item, setup, tj), items))
+        files = [reader.submit(read_item, item, setup) for item in items]
+        out = [encode_item(cv2, np, i, setup, tj, f.result()) for i, f in zip(items, files)]
         outbox.put(pickle.dumps((key, out), protocol=pickle.HIGHEST_PROTOCOL))
     outbox.put(None)
     sender.join()
-    encoders.shutdown()
+    reader.shutdown()
 
 
 def main() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import logging
+import os
 import sys
+from collections.abc import Iterable
 
 
 def node_label(rank: int, host: str) -> str:
@@ -19,3 +22,23 @@ def setup_logging(rank: int, host: str) -> None:
         handlers=[logging.StreamHandler(sys.stdout)],
         force=True,
     )
+
+
+def append_summary(
+    prefix: str,
+    epoch: int,
+    seconds: float,
+    train: Iterable[tuple[str, float]],
+    validation: Iterable[tuple[str, float]],
+) -> None:
+    """PREFIX-summary.csv: one row per epoch, for plots and for comparing runs (rank 0 writes it)."""
+    path = f"{prefix}-summary.csv"
+    row = {"epoch": epoch, "time_s": f"{seconds:.3f}"}
+    row.update({f"train_{k}": f"{v:.6f}" for k, v in train})
+    row.update({f"val_{k}": f"{v:.6f}" for k, v in validation})
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

@@ -95,8 +95,10 @@ def assert_learned_world_of_two(events: Events, final: JobState, prefix: str) ->
     rank0, rank1 = texts(events, 0), texts(events, 1)
     assert "rank 0 of 2" in rank0 and "rank 1 of 2" in rank1
     assert Path(prefix + "-0001.pt").is_file() and Path(prefix + "-0002.pt").is_file()
-    # only rank 0 writes checkpoints and the resolved options
+    # only rank 0 writes checkpoints, the resolved options and the summary (one row per epoch)
     assert "Saved checkpoint" in rank0 and "Saved checkpoint" not in rank1
+    rows = Path(prefix + "-summary.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("epoch,time_s,train_accuracy"), rows
     # one figure for the job (counts summed over the ranks), above chance (0.25)
     assert accuracy(rank0)[-1] == accuracy(rank1)[-1] > 0.45, accuracy(rank0)
     # every rank's Speedometer lines carry Node[rank@host], which the log parser reads

@@ -88,7 +88,7 @@ OTHER_MEANING = {
     ("prep/cli_pack.py", "--hosts"),
     ("cluster/cli_hosts.py", "--hosts"),
     ("cluster/cli_hosts.py", "--job"),  # a running job to probe, not the new job's name
-    ("cluster/cli_hosts.py", "--json"),  # the host grid as JSON, not the pre-flight's findings
+    ("cluster/cli_hosts.py", "--json"),  # the probed grid as JSON, not the check's findings
     ("cluster/cli_jobs.py", "--hosts"),
     ("train/options.py", "--config"),
 }

@@ -157,3 +157,17 @@ def test_a_threshold_that_filters_everything_can_be_lowered(tmp_path, capsys):
     ]
     assert main(args) == 0
     assert "2 classes, 9 training and 4 validation images" in capsys.readouterr().out
+
+
+def test_the_labels_are_checked_once_after_the_list_stage_and_its_last_word_is_kept(
+    tmp_path, monkeypatch
+):
+    from engine.prep import stages
+
+    calls = []
+    check = stages.check_labels
+    monkeypatch.setattr(stages, "check_labels", lambda ws: calls.append(ws) or check(ws))
+    prepare(tmp_path / "ws", demo=True)
+    assert len(calls) == 1  # the console's runner and prepare's are one: no second check
+    state = json.loads((tmp_path / "ws" / "state.json").read_text())
+    assert state["stages"]["filter"]["message"]  # the stage's own summary, as the console saves it

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import random
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 
 from engine.errors import UserError
 from engine.train import checkpoints as ckpt
-from engine.train.logsetup import setup_logging
+from engine.train.logsetup import append_summary, setup_logging
 from engine.train.mxnet import data, saving
 from engine.train.mxnet.networks import get_symbol
 from engine.train.recfiles import rec_files
@@ -363,13 +362,4 @@ def _append_summary(args, plan: Plan, epoch: int, metric, validation, seconds: f
     """PREFIX-summary.csv: one row per epoch, for plots and for comparing runs."""
     if not args.model_prefix or plan.rank != 0:
         return
-    path = f"{args.model_prefix}-summary.csv"
-    row = {"epoch": epoch, "time_s": f"{seconds:.3f}"}
-    row.update({f"train_{k}": f"{v:.6f}" for k, v in metric.get_name_value()})
-    row.update({f"val_{k}": f"{v:.6f}" for k, v in validation})
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    append_summary(args.model_prefix, epoch, seconds, metric.get_name_value(), validation)

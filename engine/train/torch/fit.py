@@ -12,7 +12,9 @@ import argparse
 import logging
 import os
 import socket
+import sys
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 
 from engine.errors import UserError
 from engine.train import checkpoints as ckpt
-from engine.train.logsetup import setup_logging
+from engine.train.logsetup import append_summary, setup_logging
 from engine.train.options import save_resolved
 from engine.train.torch import data, nets
 
@@ -556,12 +558,28 @@ def fit(args) -> int:
     host = os.environ.get("IMGSCALE_HOST", "") or (socket.gethostname() if rank.world > 1 else "")
     setup_logging(rank.rank, host)
     try:
-        if args.test_io:
-            return run_test_io(args, rank)
-        return train(args, rank)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        status = run_test_io(args, rank) if args.test_io else train(args, rank)
+    except UserError:
+        raise
+    except Exception:
+        if rank.world > 1:
+            leave_at_once()
+        raise
+    # Only after a clean run: with a peer dead or hung, leaving the group would wait on it, and
+    # this rank must exit at once so the supervisor stops the job everywhere.
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return status
+
+
+def leave_at_once() -> None:
+    """A collective failed (a peer died or hung): print why and exit now. A normal exit would
+    shut the data loader's workers down first, which waits seconds per worker, while the job
+    should be stopped everywhere as soon as possible."""
+    traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def run_test_io(args, rank: Rank) -> int:
@@ -644,12 +662,17 @@ def training_data(args, rank: Rank, batch_size: int):
 def run_epoch(trainer: Trainer, epoch: int, start_batch: int, train_data, val_data) -> None:
     tic = time.time()
     train_data.set_epoch(epoch, start_batch)
-    metrics = trainer.train_epoch(epoch, train_data, start_batch)
-    for name, value in metrics.values():
+    metrics = trainer.train_epoch(epoch, train_data, start_batch).values()
+    for name, value in metrics:
         log.info("Epoch[%d] Train-%s=%f", epoch, name, value)
-    log.info("Epoch[%d] Time cost=%.3f", epoch, time.time() - tic)
+    seconds = time.time() - tic
+    log.info("Epoch[%d] Time cost=%.3f", epoch, seconds)
     trainer.save_epoch(epoch + 1)
+    validation: list[tuple[str, float]] = []
     if val_data is not None:
         val_data.set_epoch(epoch)
-        for name, value in trainer.evaluate(val_data):
+        validation = trainer.evaluate(val_data)
+        for name, value in validation:
             log.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
+    if trainer.rank.main and trainer.args.model_prefix:
+        append_summary(trainer.args.model_prefix, epoch, seconds, metrics, validation)

@@ -1,4 +1,4 @@
-"""A stage run as train-then-val passes reports one whole-stage count in the console."""
+"""engine.prep.stages: a stage run as train-then-val passes reports one count; every stage of the one order has a runner."""
 
 from engine.prep.stages import Passes
 from engine.events import StageProgress, StageState
@@ -42,3 +42,12 @@ def test_the_stage_message_names_every_pass_not_only_the_last_chunk():
         "running",
     ]  # a pass ending is not the stage ending
     assert states[-1].message == "train: 110 records, 0 skipped; val: 19 records, 0 skipped"
+
+
+def test_every_preparation_stage_in_the_one_order_has_a_runner():
+    from engine.prep import stages
+    from engine.workspace import PREP_STAGES, STAGES, UNDOABLE
+
+    assert set(stages.RUN) == set(PREP_STAGES)
+    assert STAGES[-1] == "train" and STAGES[:-1] == PREP_STAGES
+    assert set(stages.UNDO) == set(UNDOABLE)
