@@ -55,21 +55,6 @@ def host_names(ws: wsmod.Workspace) -> tuple[str, ...]:
     return tuple(spec.name for spec in host_specs(ws))
 
 
-# Workspace training options every worker gets as ``--key value`` (underscores become dashes).
-TRAIN_KEYS = (
-    "network",
-    "num_layers",
-    "batch_size",
-    "kv_store",
-    "num_epochs",
-    "lr",
-    "image_shape",
-    "data_nthreads",
-    "disp_batches",
-    "keep_checkpoints",
-)
-
-
 def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     """The `imgscale train` command line every worker runs, from the workspace's training options."""
     opts = ws.train_options()
@@ -77,7 +62,7 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     cmd = [sys.executable, "-m", "engine", "train"]
     if engine_of(ws) == "torch":  # the launcher reads the engine from the command too
         cmd += ["--engine", "torch"]
-    for key in TRAIN_KEYS:
+    for key in train_options.PASSED_AS_IS:
         cmd += ["--" + key.replace("_", "-"), train_options.flag_text(key, opts[key])]
     if mode == "train":  # a benchmark or test-io run must never write over the trained model
         cmd += ["--model-prefix", str(ws.resolve(str(opts["model_prefix"])))]

@@ -349,6 +349,11 @@ WORKSPACE_FIELDS = (
     "model_prefix",
     "keep_checkpoints",
 )
+# Of those, what every worker gets as ``--key value`` as it is; the others are set apart: the engine
+# picks the command, --gpus only when set, mirror travels in the environment, model_prefix by mode.
+PASSED_AS_IS = tuple(
+    f for f in WORKSPACE_FIELDS if f not in ("engine", "gpus", "mirror", "model_prefix")
+)
 IMAGENET = TrainOptions(random_crop=1, random_mirror=1)  # the parser's: augmentation level 1
 CLUSTER = TrainOptions(
     num_layers=18, batch_size=32, kv_store="dist_sync", num_epochs=1, model_prefix="model/resnet"
