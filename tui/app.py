@@ -337,50 +337,48 @@ class ImgscaleApp(App[str | None]):
 
         self.engine_call(show, f"plan {mode}")
 
-    def action_stop_job(self) -> None:
+    def confirm_then(
+        self,
+        dialog: ConfirmScreen,
+        call: Callable[[api.Session], Awaitable[Any]],
+        what: str,
+        then: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Ask first; make the engine call only on yes."""
+
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.engine_call(lambda s: s.stop_job(), "stop job")
+                self.engine_call(call, what, then)
 
-        self.push_screen(
-            ConfirmScreen(
-                "Stop the job?",
-                "Stops every process of the job on every host.\n"
-                "Checkpoints stay; relaunch (R) resumes from the newest.",
-            ),
-            confirmed,
+        self.push_screen(dialog, confirmed)
+
+    def action_stop_job(self) -> None:
+        dialog = ConfirmScreen(
+            "Stop the job?",
+            "Stops every process of the job on every host.\n"
+            "Checkpoints stay; relaunch (R) resumes from the newest.",
         )
+        self.confirm_then(dialog, lambda s: s.stop_job(), "stop job")
 
     def action_relaunch(self) -> None:
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self.engine_call(lambda s: s.relaunch(), "relaunch")
-
-        self.push_screen(
-            ConfirmScreen(
-                "Relaunch the job?",
-                "Stops what still runs of the job on every host and starts it again,\n"
-                "resuming from its newest checkpoint.",
-            ),
-            confirmed,
+        dialog = ConfirmScreen(
+            "Relaunch the job?",
+            "Stops what still runs of the job on every host and starts it again,\n"
+            "resuming from its newest checkpoint.",
         )
+        self.confirm_then(dialog, lambda s: s.relaunch(), "relaunch")
 
     def action_kill_leftovers(self) -> None:
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self.engine_call(
-                    lambda s: s.kill_leftovers(),
-                    "kill leftovers",
-                    then=lambda n: self.show_result(f"killed {n} leftover process(es)"),
-                )
-
-        self.push_screen(
-            ConfirmScreen(
-                "Kill leftovers?",
-                "Ends every process imgscale launched, on every host,\nincluding a running job.",
-                danger=True,
-            ),
-            confirmed,
+        dialog = ConfirmScreen(
+            "Kill leftovers?",
+            "Ends every process imgscale launched, on every host,\nincluding a running job.",
+            danger=True,
+        )
+        self.confirm_then(
+            dialog,
+            lambda s: s.kill_leftovers(),
+            "kill leftovers",
+            then=lambda n: self.show_result(f"killed {n} leftover process(es)"),
         )
 
     def action_toggle_mirror(self) -> None:
