@@ -14,6 +14,18 @@ from engine.events import JobState, LogLine
 SAY = "import os; print('hello from', os.environ.get('IMGSCALE_JOB'), flush=True)"
 
 
+def say_hello(tmp_path) -> LaunchSpec:
+    """One local worker that prints a line naming its job."""
+    return LaunchSpec(
+        command=(sys.executable, "-c", SAY),
+        num_workers=1,
+        num_servers=0,
+        launcher="local",
+        run_root=str(tmp_path / "runs"),
+        cwd=str(tmp_path),
+    )
+
+
 async def run_to_end(job) -> None:
     await asyncio.wait_for(job.wait(), 60)
     await job.close()
@@ -39,14 +51,7 @@ async def test_reopening_a_stopped_relaunched_job_shows_its_newest_attempts_log(
 ):
     monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
     ws = wsmod.create(tmp_path / "ws", {"root": "images"})
-    spec = LaunchSpec(
-        command=(sys.executable, "-c", SAY),
-        num_workers=1,
-        num_servers=0,
-        launcher="local",
-        run_root=str(tmp_path / "runs"),
-        cwd=str(tmp_path),
-    )
+    spec = say_hello(tmp_path)
     first = await launch(spec)
     await run_to_end(first)
     again = open_job(first.job_id)
@@ -70,14 +75,7 @@ async def test_a_relaunch_from_the_console_shows_each_line_once(tmp_path, monkey
     monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
     ws = wsmod.create(tmp_path / "ws", {"root": "images"})
     session = api.Session(ws, asyncio.get_running_loop())
-    spec = LaunchSpec(
-        command=(sys.executable, "-c", SAY),
-        num_workers=1,
-        num_servers=0,
-        launcher="local",
-        run_root=str(tmp_path / "runs"),
-        cwd=str(tmp_path),
-    )
+    spec = say_hello(tmp_path)
     session.job = console_jobs.ConsoleJob(await launch(spec), "test-io")
     session._follow_job()
     seen: list = []
