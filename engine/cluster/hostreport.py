@@ -40,7 +40,8 @@ def data_facts(paths: Sequence[str]) -> dict[str, list]:
     size and SHA-256. A path that does not exist maps to an empty list."""
     out: dict[str, list] = {}
     for path in paths:
-        recs = [path] if os.path.isfile(path) else _recs_in(path)
+        where = os.path.expanduser(path)  # ~ is this host's home (the argv reached us quoted)
+        recs = [where] if os.path.isfile(where) else _recs_in(where)
         out[path] = [_rec_entry(rec) for rec in recs]
     return out
 

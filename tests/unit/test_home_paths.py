@@ -3,6 +3,7 @@
 import subprocess
 
 from engine.cluster.hostpool import HostPool
+from engine.cluster.hostreport import data_facts
 from engine.cluster.launcher import sync_work_dir
 from engine.cluster.probes import parse_stats, stats_command
 
@@ -38,3 +39,10 @@ def test_df_of_a_data_path_under_home_is_read(tmp_path, monkeypatch):
         ["/bin/sh", "-c", stats_command("~/data")], capture_output=True, text=True, timeout=30
     ).stdout
     assert parse_stats(out).disk_total
+
+
+def test_the_pre_flight_reads_data_under_home(tmp_path, monkeypatch):
+    home, _ = _home_and_cwd(tmp_path, monkeypatch)
+    (home / "data").mkdir()
+    (home / "data" / "train.rec").write_bytes(b"x" * 10)
+    assert data_facts(["~/data"]) == {"~/data": [["train.rec", 10, None, None]]}
