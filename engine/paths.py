@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import UserError
@@ -44,18 +45,26 @@ def make_folder(path: str | os.PathLike[str], label: str) -> Path:
     return folder
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, *, private: bool = False) -> Path:
-    """Write ``text`` beside ``path`` under a temporary name, then rename: a reader never sees half a
-    file, and a crash leaves the old one. ``private``: readable by its owner alone (secrets)."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+def write_atomic(path: str | os.PathLike[str], write: Callable[[str], object]) -> None:
+    """Call ``write(tmp)`` for a temporary name beside ``path``, then rename it to ``path``: a file
+    with the final name is always whole, and a failed write leaves neither file."""
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, private: bool = False) -> Path:
+    """Write ``text`` whole (see write_atomic); ``private``: readable by its owner alone (secrets)."""
+
+    def write(tmp: str) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+
+    write_atomic(path, write)
+    return Path(path)

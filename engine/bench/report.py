@@ -11,13 +11,12 @@ import io
 import itertools
 import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from engine.events import ScalingPoint
-from engine.paths import write_text_atomic
+from engine.paths import write_atomic, write_text_atomic
 
 TABLE_COLUMNS = (
     "network",
@@ -223,9 +222,7 @@ def write_png(
         _draw_png(ax, series, title)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-        fig.savefig(tmp)
-        tmp.replace(path)
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))  # the name ends in .tmp
     finally:
         plt.close(fig)
     return path

@@ -133,18 +133,3 @@ def prune_epochs(prefix: str, keep: int, save_period: int, suffix: str = MXNET) 
             if os.path.exists(path):
                 os.remove(path)
     return gone
-
-
-def _tmp(path: str) -> str:
-    return f"{path}.tmp{os.getpid()}"
-
-
-def write_atomic(path: str, write) -> None:
-    """Call write(tmp_path), then rename to path: readers never see a partial file."""
-    tmp = _tmp(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -4,6 +4,7 @@ import pathlib
 
 import pytest
 
+from engine.paths import write_atomic
 from engine.train import checkpoints as ck
 
 
@@ -62,7 +63,7 @@ def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        ck.write_atomic(str(target), fail)
+        write_atomic(str(target), fail)
     assert list(tmp_path.iterdir()) == []  # neither the target nor the half-written temp file
 
 

@@ -5,7 +5,8 @@ The names and the search for the newest checkpoint are shared with the torch eng
 
 from __future__ import annotations
 
-from engine.train.checkpoints import symbol_path, write_atomic
+from engine.paths import write_atomic
+from engine.train.checkpoints import symbol_path
 
 
 def save_params(path: str, arg_params: dict, aux_params: dict) -> None:

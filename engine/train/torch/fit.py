@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from engine.errors import UserError
+from engine.paths import write_atomic
 from engine.train import checkpoints as ckpt
 from engine.train.logsetup import append_summary, setup_logging
 from engine.train.options import save_resolved
@@ -138,7 +139,7 @@ def list_checkpoints(prefix: str) -> list[tuple[int, int]]:
 def save_checkpoint(path: str, state: dict) -> None:
     """torch.save to a temporary name, then rename: a file with the final name is always whole."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    ckpt.write_atomic(path, lambda tmp: torch.save(state, tmp))
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def resume_checkpoint(args) -> str | None:
