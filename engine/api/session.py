@@ -24,6 +24,7 @@ from engine.prep import stages as stage_runner
 from engine.prep.runner import StageRun, StageStopped
 from engine.errors import UserError
 from engine.cluster.export import GRID_FIELDS, grid_rows, write_both
+from engine.cluster.faults import FINAL
 from engine.options import FormField
 from engine.train.doctor import Diagnosis, HostReading, Topology, diagnose, host_cause
 from engine.train.progress import progress_text
@@ -356,7 +357,7 @@ class Session:
     def _job_changed(self, job: Any, event: JobState) -> None:
         """Remember the job for re-attaching; a training job is the 'train' stage."""
         self.workspace.set_job(event.job, event.state)
-        if event.state in ("done", "stopped", "failed"):
+        if event.state in FINAL:
             self._record_speed(job)
             summary = self.rates.summary(event.job, event.time)
             if (
