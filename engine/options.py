@@ -141,7 +141,14 @@ def coerce_like(current: Any, value: Any, name: str) -> Any:
 
 
 def _invalid(name: str, value: Any, exc: Exception) -> UserError:
-    return UserError(f"{name}: {value!r} is not valid ({exc})")
+    return UserError(f"{name}: {value!r} is {exc}")
+
+
+def _number(kind: Callable[[str], Any], text: str, what: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"not a valid {what}") from None
 
 
 def _from_text(current: Any, text: str) -> Any:
@@ -150,11 +157,11 @@ def _from_text(current: Any, text: str) -> Any:
             return True
         if text.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError("give true or false")
+        raise ValueError("not valid: give true or false")
     if isinstance(current, int):
-        return int(text)
+        return _number(int, text, "int (a whole number)")
     if isinstance(current, float):
-        return float(text)
+        return _number(float, text, "number")
     if isinstance(current, (list, tuple)):
         return type(current)(text.replace(",", " ").split())
     return text

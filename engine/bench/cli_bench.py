@@ -161,8 +161,9 @@ def _check_shape(text: str | None, parse) -> None:
 
 def _scaling(args: argparse.Namespace) -> int:
     _check_scaling_args(args)
-    require_mxnet("imgscale bench scaling (its workers train with MXNet)", "")
     config = scaling_config(args)
+    # after the flags: a mistake in them is the first thing to say, wherever this runs
+    require_mxnet("imgscale bench scaling (its workers train with MXNet)", "")
     result = run_sweep(config, SweepPrinter(verbose=args.verbose), args.network_gbits)
     points = result.points
     print(report.format_report(points, f"Scaling, kv-store {config.kv_store}, synthetic data"))
@@ -246,9 +247,9 @@ def _add_bandwidth(p: argparse.ArgumentParser) -> None:
 
 
 def _bandwidth(args: argparse.Namespace) -> int:
-    require_mxnet("imgscale bench bandwidth (an MXNet kvstore benchmark)", "")
     options = opt.from_args(bandwidth.WorkerOptions, args)
     _check_bandwidth_args(options, args)
+    require_mxnet("imgscale bench bandwidth (an MXNet kvstore benchmark)", "")
     result = bandwidth.measure(
         options,
         workers=args.workers,

@@ -57,9 +57,11 @@ def next_step(
     """What a running job's process states call for: (one of the steps above or "", failed index)."""
     if stop_requested:
         return KILLED, None
-    failed = next((i for i, p in enumerate(infos) if p.state == "failed"), None)
-    if failed is not None:
-        return FAILED, failed
+    failed = [i for i, p in enumerate(infos) if p.state == "failed"]
+    if failed:
+        # A process killed by a signal is the cause; peers that then failed in a collective are not.
+        killed = [i for i in failed if (infos[i].exit_status or 0) > 128]
+        return FAILED, (killed or failed)[0]
     if all(p.state == "exited" for p in infos):
         return DONE, None
     if workers_done(infos):

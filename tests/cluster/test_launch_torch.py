@@ -192,7 +192,11 @@ async def test_a_sigkilled_rank_stops_the_job_everywhere_and_the_relaunch_resume
         assert stopped - killed <= 15  # generous on a loaded CI machine; ~3-4 s measured
         assert left == []  # every process group of the first attempt, on every host, is gone
         failure = events.failures()[0]
-        assert "worker 1 on node2" in failure.source and "SIGKILL" in failure.message
+        # The fault is seen from whichever host's status round arrives first: rank 1 itself
+        # (SIGKILL), or rank 0, whose collective with the dead rank failed at that moment.
+        assert ("worker 1 on node2" in failure.source and "SIGKILL" in failure.message) or (
+            "worker 0 on node1" in failure.source and "status 1" in failure.message
+        ), failure
         final = await job.wait()
     finally:
         await job.close()

@@ -75,3 +75,15 @@ def test_an_end_while_stopping_is_a_kill_not_a_failure():
     assert after(info, RemoteStatus(0, "exited", exit_status=0), stopping=True).state == "exited"
     gone = after(info, RemoteStatus(0, "gone", exit_status=9), stopping=False)
     assert gone.state == "failed" and gone.exit_status is None
+
+
+def test_a_process_killed_by_a_signal_is_blamed_before_peers_that_failed_after_it():
+    from engine.cluster.faults import FAILED, next_step
+    from engine.events import ProcessInfo
+
+    infos = [
+        ProcessInfo("a", "worker", 0, state="failed", exit_status=1),
+        ProcessInfo("b", "worker", 1, state="failed", exit_status=137),
+    ]
+    assert next_step(infos, "running", False) == (FAILED, 1)
+    assert next_step(infos[:1], "running", False) == (FAILED, 0)
