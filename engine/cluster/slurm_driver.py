@@ -184,11 +184,15 @@ def supervise(procs: Sequence[Process], sruns: Sequence[subprocess.Popen]) -> tu
     workers = [i for i, p in enumerate(procs) if p.record.role == WORKER]
     drain_since = None
     while True:
-        for i, srun in enumerate(sruns):
-            if srun.poll() is not None and exit_status(procs[i], srun) != 0:
-                code = exit_status(procs[i], srun)
-                stop_all(sruns)
-                return code, f"{procs[i].record.name} on {procs[i].node} exited with status {code}"
+        ended = {i: exit_status(procs[i], s) for i, s in enumerate(sruns) if s.poll() is not None}
+        failed = [i for i, code in ended.items() if code != 0]
+        if failed:
+            # a process killed by a signal is the cause; peers failing in a collective follow it
+            i = ([j for j in failed if ended[j] > 128] or failed)[0]
+            stop_all(sruns)
+            return ended[
+                i
+            ], f"{procs[i].record.name} on {procs[i].node} exited with status {ended[i]}"
         if all(srun.poll() is not None for srun in sruns):
             return 0, "every process ended well"
         if all(sruns[i].poll() is not None for i in workers):
