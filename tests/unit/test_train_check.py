@@ -208,3 +208,9 @@ def test_torch_ranks_need_no_dist_kvstore_and_no_servers():
     torch = Facts(num_workers=2, kv_store="device", num_servers=0, engine="torch")
     assert any("train separately" in f.what for f in check_hosts(mxnet))
     assert check_hosts(torch) == []
+
+
+def test_the_torch_engine_takes_inputs_smaller_than_mxnets_symbols_need():
+    assert check_scale(Facts(network="resnet", image_shape=[3, 16, 16], engine="torch")) == []
+    (f,) = check_scale(Facts(network="resnet", image_shape=[3, 16, 16], engine="mxnet"))
+    assert "too small for resnet" in f.what
