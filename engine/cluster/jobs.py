@@ -84,6 +84,16 @@ def new_job_id(prefix: str = "job") -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
+def choose_job_name(requested: str | None, kind: str) -> str:
+    """The job's name: the one asked for with --job (valid and not taken), else a new id."""
+    if not requested:
+        return new_job_id(kind)
+    job = check_job_name(requested)
+    if exists(job):
+        raise UserError(f"--job {job}: a job of that name exists; pick another name")
+    return job
+
+
 def check_job_name(name: str) -> str:
     if not JOB_NAME.match(name):
         raise UserError(

@@ -441,12 +441,7 @@ def job_kind(command: Sequence[str]) -> str:
 
 def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "") -> jobs.JobRecord:
     kind = kind or job_kind(spec.command)
-    if spec.job:
-        job = jobs.check_job_name(spec.job)
-        if jobs.exists(job):
-            raise UserError(f"--job {job}: a job of that name exists; pick another name")
-    else:
-        job = jobs.new_job_id(kind)
+    job = jobs.choose_job_name(spec.job, kind)
     hosts_file = (
         os.path.abspath(spec.hosts_file) if spec.hosts_file and spec.launcher != "local" else None
     )
@@ -499,7 +494,8 @@ async def launch(
     if resume is None and spec.resume_prefix:
         resume = checkpoint_resume(spec.resume_prefix, spec.torch)
     if spec.launcher == "slurm":
-        return await slurm_job.launch(spec.to_dict(), "train", sink=sink, resume=resume)
+        kind = job_kind(spec.command)
+        return await slurm_job.launch(spec.to_dict(), kind, sink=sink, resume=resume)
     hosts = load_hosts(spec.hosts_file, spec.launcher)
     place_processes(spec, hosts)
     record = jobs.save(new_record(spec, hosts))

@@ -421,13 +421,12 @@ async def launch(
 
 
 def new_record(spec_args: dict, kind: str) -> jobs.JobRecord:
-    name = spec_args.get("job")
-    if name:
-        jobs.check_job_name(name)
-        if jobs.exists(name):
-            raise UserError(f"--job {name}: a job of that name exists; pick another name")
+    return _record(spec_args, jobs.choose_job_name(spec_args.get("job"), kind), kind)
+
+
+def _record(spec_args: dict, name: str, kind: str) -> jobs.JobRecord:
     return jobs.JobRecord(
-        name or jobs.new_job_id(kind),
+        name,
         kind,
         tuple(spec_args["command"]),
         None,
@@ -438,7 +437,7 @@ def new_record(spec_args: dict, kind: str) -> jobs.JobRecord:
 
 def dry_run_script(spec_args: dict) -> str:
     """What `--dry-run` prints: the batch script the job would be submitted with."""
-    record = new_record({**spec_args, "job": spec_args.get("job") or "JOB"}, "train")
+    record = _record(spec_args, spec_args.get("job") or "JOB", "train")  # nothing is saved
     folder = attempt_dir(spec_args.get("run_root", jobs.DEFAULT_RUN_ROOT), record.job, 0)
     plan = plan_of(record, 0, record.command)
     lines = [
