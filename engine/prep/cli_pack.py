@@ -8,7 +8,6 @@ import sys
 
 from engine import options as opt
 from engine.cli_progress import CliProgress
-from engine.cluster import dpack
 from engine.errors import UserError
 from engine.events import StageProgress, StageState, ignore
 from engine.prep import lst, pack
@@ -89,6 +88,9 @@ def run_pack(args: argparse.Namespace) -> int:
     if args.hosts:
         if not os.path.isfile(args.hosts):
             raise UserError(f"--hosts {args.hosts}: no such file")
+        # Here, not at the top: the cluster code and asyncio would delay a local pack's start.
+        from engine.cluster import dpack
+
         dpack.pack_on_hosts(args.hosts, lists, os.path.abspath(args.root), options, sink)
         return 0
     result = pack.pack_lists(lists, args.root, options, on_event=sink)

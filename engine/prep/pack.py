@@ -29,10 +29,12 @@ from engine.prep.journal import lock_or_fail
 from engine.prep.options import PackOptions
 from engine.prep.pack_worker import Setup
 from engine.prep.report import one_field, printable
+from engine.paths import start_writeback
 
 MANIFEST_VERSION = 1
 MANIFEST_BLOCK = 4096
 BATCH_SIZE = 16  # list lines per worker task and per durable checkpoint
+WRITEBACK_BYTES = 8 << 20  # records handed to the disk as they accumulate, not all at the end
 ROOT_SAMPLE = 20  # list paths checked up front against ROOT
 PROGRESS_INTERVAL_S = 0.2
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -131,6 +133,7 @@ class Chunk:
         self.identity = {"lst_sha256": checksum, "root": root, "options": options.record_options()}
         self.lines_done = self.records = self.skipped = 0
         self.sizes = {k: 0 for k in self.final}
+        self.written_back = 0  # .rec bytes the disk was told to start writing
         self.files: dict = {}
         self.resumed_at = 0
         self.already_done = False
@@ -225,6 +228,10 @@ class Chunk:
         ):
             _write_all(self.files[key], data)
             self.sizes[key] += len(data)
+        if self.sizes["rec"] - self.written_back >= WRITEBACK_BYTES:
+            start = self.written_back
+            start_writeback(self.files["rec"].fileno(), start, self.sizes["rec"] - start)
+            self.written_back = self.sizes["rec"]
         self.lines_done += len(items)
         self.records += len(rec)
         self.skipped += len(skipped)
@@ -353,6 +360,7 @@ def _run(
     next_seq = 0
     batches = enumerate(_batches(chunks))
     left = {id(c): len(c.remaining()) for c in chunks}
+    unsent = sum(-(-n // BATCH_SIZE) for n in left.values())
     for chunk in chunks:
         if not left[id(chunk)] and not chunk.already_done:
             chunk.finish()
@@ -361,10 +369,11 @@ def _run(
     pool = _pool(root, options, codec)
     try:
         while True:
-            while pool.capacity > 0 and (nxt := next(batches, None)):
+            while pool.room(unsent) > 0 and (nxt := next(batches, None)):
                 seq, (chunk, items) = nxt
                 pending[seq] = (chunk, items)
                 pool.submit(seq, items)
+                unsent -= 1
             if not pool.busy():
                 break
             for seq, results in pool.collect():

@@ -1,7 +1,7 @@
 """`pack --device cuda`: decode, resize and re-encode on the GPU with torchvision's nvJPEG codec.
 
 The CPU side only reads files (threads), checks them and frames records; each batch goes to the GPU
-as one batched decode and one batched encode. It offers the worker pool's interface (``capacity``,
+as one batched decode and one batched encode. It offers the worker pool's interface (``room``,
 ``submit``, ``collect``), so the packer writes the same records in the same .lst order with the same
 .idx as on the CPU; only the JPEG bytes differ (another codec). Images the GPU codec does not take
 (PNG, EXIF-rotated, greyscale or PNG output, a JPEG nvJPEG refuses) go through the CPU path, which
@@ -197,8 +197,8 @@ class GpuPool:
         self.pending: collections.deque[tuple[Any, list[Future]]] = collections.deque()
         self.limit = depth * GPU_BATCH  # images read ahead while the GPU works
 
-    @property
-    def capacity(self) -> int:
+    def room(self, unsent: int) -> int:
+        """One more batch while fewer than ``limit`` images are read ahead (one GPU: no tail to even out)."""
         return 1 if sum(len(f) for _, f in self.pending) < self.limit else 0
 
     def submit(self, key, items: list) -> None:

@@ -22,6 +22,9 @@ STOP_WAIT_S = 5.0
 # Batches queued per worker: on a busy machine the packer (one process among many) may wait for
 # its turn on a core, and the workers keep encoding meanwhile instead of running dry.
 DEPTH = 8
+# Once the list is nearly all handed out, queues this short let whichever worker is free take the
+# last batches: with full queues one worker sat idle for up to 60 ms while the other caught up.
+TAIL_DEPTH = 2
 PIPE_BYTES = (
     1 << 20
 )  # room for a whole batch of records, so a worker rarely waits for the packer to read
@@ -72,8 +75,8 @@ class Worker:
             return self.proc.wait()
 
     def stop(self) -> None:
-        for conn in (self.tasks, self.results):
-            conn.close()
+        self.tasks.close()  # end-of-file on its tasks: the worker exits
+        self.results.close()
         if self.proc.poll() is None:
             self.exit_status()
         self.stderr.close()
@@ -98,9 +101,10 @@ class Pool:
         self.workers = [Worker(self.init, self.env) for _ in range(max(1, processes))]
         self.retries: dict = {}  # batch key -> [results or None] while retried image by image
 
-    @property
-    def capacity(self) -> int:
-        return len(self.workers) * self.depth - sum(len(w.held) for w in self.workers)
+    def room(self, unsent: int) -> int:
+        """How many more batches to submit now, with ``unsent`` batches still to come."""
+        depth = self.depth if unsent > len(self.workers) * self.depth else TAIL_DEPTH
+        return len(self.workers) * min(depth, self.depth) - sum(len(w.held) for w in self.workers)
 
     def submit(self, key, items: list) -> None:
         min(self.workers, key=lambda w: len(w.held)).send(key, items)
@@ -148,5 +152,7 @@ class Pool:
                 self.submit(("retry", key, index), [item])
 
     def close(self) -> None:
+        for worker in self.workers:  # every worker sees end-of-file first, so they exit together
+            worker.tasks.close()
         for worker in self.workers:
             worker.stop()

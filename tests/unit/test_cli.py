@@ -63,7 +63,7 @@ def test_training_workers_keep_the_default_sigterm(monkeypatch):
     seen = {}
     real_parser = cli.build_parser
 
-    def parser_that_records_the_handler():
+    def parser_that_records_the_handler(command=None):
         parser = real_parser()
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         for name in ("train", "jobs"):
@@ -83,3 +83,27 @@ def test_training_workers_keep_the_default_sigterm(monkeypatch):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert seen == {"train": signal.SIG_DFL, "jobs": cli._terminate}
+
+
+def test_the_command_table_names_exactly_what_each_area_registers():
+    """build_parser(COMMAND) loads one area by this table, so it must not drift from register()."""
+    import argparse
+    import importlib
+
+    from engine import cli
+
+    for module, names in cli.COMMAND_MODULES.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        assert tuple(sub.choices) == names, module
+
+
+def test_a_local_pack_loads_neither_the_cluster_nor_the_benchmark_code():
+    """Its workers start once the parser is built: every module loaded first delays them."""
+    code = (
+        "import sys; from engine import cli; cli.build_parser('pack'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('engine.cluster', 'engine.bench', "
+        "'engine.train', 'asyncio'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -440,6 +440,78 @@ def test_worker_that_died_while_idle_is_replaced_on_next_batch(tmp_path):
         pool.close()
 
 
+def test_the_last_batches_go_to_whichever_worker_is_free(tmp_path):
+    from engine.prep.pack_pool import DEPTH, TAIL_DEPTH, Pool
+    from engine.prep.pack_worker import Setup
+
+    pool = Pool(2, Setup(str(tmp_path), PackOptions(pass_through=True)))
+    try:
+        assert pool.room(unsent=1000) == 2 * DEPTH
+        pool.workers[0].held.extend([("a", [])] * 3)  # as if three batches were in flight there
+        assert pool.room(unsent=1000) == 2 * DEPTH - 3
+        assert pool.room(unsent=2 * DEPTH) == 2 * TAIL_DEPTH - 3 < 2
+        pool.workers[0].held.clear()
+    finally:
+        pool.close()
+
+
+def test_a_worker_sends_every_result_before_it_exits_at_end_of_tasks(tmp_path):
+    """Workers skip the interpreter's teardown; nothing they computed may be lost to that."""
+    from engine.prep.pack_pool import Pool
+    from engine.prep.pack_worker import Setup
+
+    root = tmp_path / "images"
+    names = make_images(root, SMALL)
+    pool = Pool(1, Setup(str(root), PackOptions(resize=64)))
+    worker = pool.workers[0]
+    try:
+        for n, name in enumerate(names):
+            worker.send(n, [(n + 1, n, name, (0.0,))])
+        worker.tasks.close()  # end of tasks right behind the last batch
+        got = {}
+        while pool.busy():
+            got.update(pool.collect())
+        assert sorted(got) == list(range(len(names)))
+        assert all(isinstance(r[0], bytes) for r in got.values())
+        assert worker.proc.wait(timeout=30) == 0
+    finally:
+        pool.close()
+
+
+def test_closing_the_pool_tells_every_worker_before_waiting_for_any(tmp_path, monkeypatch):
+    from engine.prep import pack_pool
+    from engine.prep.pack_worker import Setup
+
+    pool = pack_pool.Pool(3, Setup(str(tmp_path), PackOptions(pass_through=True)))
+    told = []
+    real_stop = pack_pool.Worker.stop
+
+    def stop(worker):
+        told.append([w.tasks.closed for w in pool.workers])
+        real_stop(worker)
+
+    monkeypatch.setattr(pack_pool.Worker, "stop", stop)
+    pool.close()
+    assert told and all(all(flags) for flags in told)
+    assert [w.proc.returncode for w in pool.workers] == [0, 0, 0]
+
+
+def test_records_are_handed_to_the_disk_in_order_as_they_grow(tmp_path, monkeypatch):
+    root = tmp_path / "images"
+    names = make_images(root, SMALL * 5)
+    lst = write_lst(tmp_path / "d.lst", names)
+    asked = []
+    monkeypatch.setattr(pack, "WRITEBACK_BYTES", 1)  # every batch
+    monkeypatch.setattr(
+        pack, "start_writeback", lambda fd, start, length: asked.append((start, length))
+    )
+    pack.pack_lists([lst], root, PackOptions(resize=32))
+    size = (tmp_path / "d.rec").stat().st_size
+    assert len(asked) == -(-len(names) // pack.BATCH_SIZE)
+    assert [start for start, _ in asked] == [0, *(s + n for s, n in asked[:-1])]
+    assert sum(n for _, n in asked) == size
+
+
 class _BytesReader(recordio.RecordReader):
     def __init__(self, data: bytes) -> None:
         self.path, self.file = "<bytes>", io.BytesIO(data)

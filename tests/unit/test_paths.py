@@ -5,6 +5,7 @@ import stat
 
 import pytest
 
+from engine import paths
 from engine.errors import UserError
 from engine.paths import make_folder, write_text_atomic
 
@@ -25,3 +26,16 @@ def test_a_file_in_the_way_of_a_folder_is_named(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(UserError, match=r"a file is in the way \(.*/f is a file"):
         make_folder(tmp_path / "f" / "sub", "--out")
+
+
+def test_writeback_is_asked_for_a_written_range_and_a_bad_descriptor_is_only_a_refused_hint(
+    tmp_path,
+):
+    path = tmp_path / "big.bin"
+    with open(path, "wb", buffering=0) as out:
+        out.write(b"x" * (1 << 20))
+        assert paths.start_writeback(out.fileno(), 0, 1 << 20)
+        assert not paths.start_writeback(out.fileno(), 0, 0)  # nothing to write
+    fd = os.open(path, os.O_RDONLY)
+    os.close(fd)
+    assert not paths.start_writeback(fd, 0, 1 << 20)  # closed: refused, no exception
