@@ -221,12 +221,15 @@ def main() -> None:
 def memory_run(workdir, lst, root, common: list[str], threads: int, env: dict) -> None:
     """One default run at --num-thread THREADS: the peak memory of the whole tree, RSS and PSS.
 
-    pack refuses more than 4 worker processes per core, so a small machine measures at its cap.
+    Above pack's own cap (engine.options.PROCESS_CAP) it measures at the cap.
     """
-    cap = 4 * (os.cpu_count() or 1)
-    if threads > cap:
-        print(f"memory run: --num-thread {threads} is over this machine's cap; measuring at {cap}")
-        threads = cap
+    from engine.options import PROCESS_CAP
+
+    if threads > PROCESS_CAP:
+        print(
+            f"memory run: --num-thread {threads} is over this machine's cap; measuring at {PROCESS_CAP}"
+        )
+        threads = PROCESS_CAP
     argv = [*common[:-1], str(threads)]
     out = fresh_dir(workdir, "memory", lst)
     pack = [

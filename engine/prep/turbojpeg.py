@@ -10,7 +10,6 @@ returns None when the library is not installed, and the packer then stays on Ope
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import threading
@@ -117,6 +116,9 @@ class TurboJPEG:
             raise self._fail(handle)
         return Header(*(v.value for v in values))
 
+    # Asked eight times per packed image, and sizes repeat (every target has the same short edge):
+    # a cached answer skips the ctypes calls. One instance per process (see load), so no leak.
+    @functools.lru_cache(maxsize=4096)  # noqa: B019
     def plane_size(self, component: int, width: int, height: int, subsamp: int) -> tuple[int, int]:
         """(height, width) of one plane of a width x height image."""
         lib = self.lib
@@ -199,7 +201,12 @@ def _load(names: tuple[str, ...], search: bool) -> TurboJPEG | None:
             return TurboJPEG(ctypes.CDLL(name))
         except (OSError, AttributeError):
             continue  # missing, or too old to export the TurboJPEG 2 API
-    found = ctypes.util.find_library("turbojpeg") if search else None  # slow: runs ldconfig
+    if not search:
+        return None
+    # Here: only this fallback needs it, and every pack worker loads this module.
+    from ctypes.util import find_library
+
+    found = find_library("turbojpeg")  # slow: runs ldconfig
     if not found or found in names:
         return None
     try:
