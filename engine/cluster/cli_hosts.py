@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shlex
 
 from .export import GRID_FIELDS, grid_rows, to_csv, to_json
 from engine.errors import UserError
@@ -14,6 +13,7 @@ from . import jobs
 from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
 from .probes import ProbeSet, probe_once
+from .remote_cmd import join_argv
 from .slurm_job import node_specs
 from .transport import TransportError
 
@@ -76,8 +76,7 @@ async def _check_all(pool: HostPool) -> list[str]:
 
 async def _check(pool: HostPool, spec: HostSpec) -> str:
     where = _where(spec)
-    python = shlex.quote(spec.python)
-    command = f"{python} -c 'import platform; print(platform.python_version())'"
+    command = join_argv([spec.python, "-c", "import platform; print(platform.python_version())"])
     try:
         await pool[spec.name].connect()
         result = await pool[spec.name].run(command, timeout=20)

@@ -19,6 +19,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .remote_cmd import join_argv, shell_path
+
 # $1 prefix, $2 working directory, $3… the command. Runs under dash as well as bash. The
 # environment comes from PREFIX.env (mode 0600, removed once read), never from a command line.
 # fd 3 is the starter's pipe: closing it, once the pid record exists, tells the starter that this
@@ -127,15 +129,6 @@ echo done
 """
 
 
-def shell_path(path: str) -> str:
-    """Quote a host path for the shell; a leading ``~/`` becomes ``"$HOME"/`` so the host expands it."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
-
-
 def env_assignments(env: Mapping[str, str]) -> str:
     """``K='v' …`` prefix assignments (names are checked by the caller: dmlc_env.check_user_key)."""
     return " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items())
@@ -196,7 +189,8 @@ def start_one(proc: DetachedProcess) -> str:
         "imgscale-run",
         shell_path(proc.prefix),
         shell_path(proc.cwd),
-    ] + [shlex.quote(a) for a in proc.argv]
+        join_argv(proc.argv),
+    ]
     assign = env_assignments(proc.inline_env)
     line = (assign + " " if assign else "") + " ".join(words)
     return f"ready=$({line} 3>&1 </dev/null >/dev/null 2>&1 &)"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -26,9 +25,10 @@ from engine.prep.options import PackOptions
 from engine.prep.pack import ChunkResult, PackResult
 
 from . import jobs
-from .detach import DetachedProcess, shell_path
+from .detach import DetachedProcess
 from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
+from .remote_cmd import join_argv, shell_path
 from .supervisor import Job, Planned, SuperviseOptions
 from .transport import TransportError
 
@@ -63,9 +63,7 @@ def host_script(python: str, chunks: Sequence[str], root: str, args: Sequence[st
     """The shell script a host runs: its chunks one after another, stopping at the first failure."""
     lines = ["set -e"]
     for chunk in chunks:
-        lines.append(
-            shlex.join([python, "-m", "engine.cli", "pack", chunk, root, *args, "--quiet"])
-        )
+        lines.append(join_argv([python, "-m", "engine.cli", "pack", chunk, root, *args, "--quiet"]))
     return "\n".join(lines)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -27,13 +26,13 @@ from engine.paths import require_folder_path
 from engine.train.checkpoints import newest_checkpoint
 
 from . import jobs, slurm_job
-from .detach import DetachedProcess, shell_path
+from .detach import DetachedProcess
 from .dpack import pack_planner
 from .dmlc_env import ClusterEnv, forwarded_env, identity_env, process_env
 from .hostpool import HostPool, record_hosts
 from .hosts import HostSpec, local_host, read_hosts
 from .placement import Placement, describe, place
-from .remote_cmd import with_python
+from .remote_cmd import join_argv, shell_path, with_python
 from .supervisor import Job, Planned, Planner, SuperviseOptions
 from .torch_env import describe as describe_torch
 from .torch_env import interface_env, is_torch_command, torch_env
@@ -175,7 +174,7 @@ FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsoc
 
 async def free_port(transport: Transport, python: str) -> int:
     """A TCP port free on the host right now (its kernel picks it), for DMLC_PS_ROOT_PORT."""
-    result = await transport.run(f"{shlex.quote(python)} -c {shlex.quote(FREE_PORT)}", timeout=30)
+    result = await transport.run(join_argv([python, "-c", FREE_PORT]), timeout=30)
     try:
         return int(result.stdout.strip())
     except ValueError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from .allreduce_probe import TAG
 from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
 from .launcher import LaunchSpec, launch
+from .remote_cmd import join_argv
 from .transport import TransportError
 
 REPORT_TIMEOUT_S = 60.0
@@ -266,7 +266,7 @@ async def _answer(
     words = [host.python, "-m", "engine.cluster.hostreport"]
     words += ["--torch"] if engine == "torch" else []
     words += [f"--port={port}"] if port else []
-    command = " ".join(shlex.quote(w) for w in [*words, *paths])
+    command = join_argv([*words, *paths])
     try:
         transport = await pool.get(host.name)
         result = await transport.run(command, timeout=REPORT_TIMEOUT_S)

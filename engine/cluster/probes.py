@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from engine.events import Event, Failure, GpuSample, HostSample, HostState
 
 from . import nvsmi
-from .detach import shell_path
 from .hostpool import HostPool
 from .hosts import HostSpec
+from .remote_cmd import shell_path
 from .transport import LineStream, Transport, TransportError
 
 SAMPLE_TIMEOUT_S = 5.0

@@ -17,11 +17,26 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PYTHON_WORDS = ("python", "python3")
 
 
+def shell_path(path: str) -> str:
+    """Quote a host path for the shell; a leading ``~/`` becomes ``"$HOME"/`` so the host expands it."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
 def join_argv(argv: Sequence[str]) -> str:
-    """One shell word per argument: ``["python", "a b"]`` -> ``python 'a b'``."""
+    """One shell word per argument: ``["python", "a b"]`` -> ``python 'a b'``.
+
+    The program is a host path (a hosts file's ``python=~/venv/bin/python``): a leading ``~/``
+    is left for the host to expand. Every other argument is passed as it is.
+    """
     for arg in argv:
         _refuse_nul(arg, "argument")
-    return shlex.join(argv)
+    if not argv:
+        return ""
+    return " ".join([shell_path(argv[0]), *(shlex.quote(a) for a in argv[1:])])
 
 
 def env_words(env: Mapping[str, str]) -> list[str]:

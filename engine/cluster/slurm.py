@@ -20,6 +20,8 @@ from engine import options as opt
 from engine.errors import UserError
 from engine.options import option
 
+from .remote_cmd import join_argv
+
 COMMANDS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo")
 TIME_LIMIT = re.compile(r"\A(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\Z")
 # SLURM's own states, and what our JobState calls them.
@@ -182,7 +184,7 @@ def batch_script(
     lines += [f"#SBATCH {shlex.quote(opt)}" for opt in options]
     lines += [
         "# The driver places the processes on the allocated nodes and starts each with srun.",
-        f"exec {shlex.quote(python)} -m engine.cluster.slurm_driver {shlex.quote(plan_path)}",
+        f"exec {join_argv([python, '-m', 'engine.cluster.slurm_driver', plan_path])}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -22,7 +22,6 @@ from .detach import (
     RemoteStatus,
     env_files,
     parse_status,
-    shell_path,
     start_command,
     split_tagged,
     watch_command,
@@ -30,6 +29,7 @@ from .detach import (
 from .faults import LIVE
 from .hostpool import HostPool
 from .jobs import ProcRecord
+from .remote_cmd import shell_path
 from .transport import TransportError
 
 START_TIMEOUT_S = 60.0  # a host that has not started its processes by then has failed

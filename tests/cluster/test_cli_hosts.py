@@ -1,5 +1,7 @@
 """`imgscale hosts check` and `imgscale probe` against the sshd test hosts."""
 
+import os
+
 import pytest
 
 from engine.cli import main
@@ -13,6 +15,16 @@ def test_hosts_check_reports_every_host_ok(cluster, capsys):
     for name, address, port in cluster.addresses:
         assert f"{name}" in out and f"root@{address}:{port}  ok  python 3." in out
     assert "3 of 3 hosts reachable" in out
+
+
+def test_hosts_check_finds_a_python_under_the_hosts_home(cluster, tmp_path, capsys):
+    home = os.path.expanduser("~root")  # the hosts log in as root
+    wrapper = cluster.host_path(cluster.hosts[0].name, f"{home}/.imgscale/home-python")
+    wrapper.write_text(f'#!/bin/sh\nexec {cluster.python} "$@"\n')
+    wrapper.chmod(0o755)
+    hosts = cluster.write_hosts_file(tmp_path / "hosts", {0: "python=~/.imgscale/home-python"})
+    assert main(["hosts", "check", "--hosts", str(hosts)]) == 0
+    assert "3 of 3 hosts reachable" in capsys.readouterr().out
 
 
 def test_hosts_check_names_the_unreachable_host_and_why(cluster, capsys):

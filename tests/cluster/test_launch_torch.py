@@ -7,6 +7,7 @@ from the newest checkpoint; a torch process a launcher started without WORLD_SIZ
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -160,6 +161,31 @@ async def test_any_command_gets_torchruns_variables(cluster, state_home):
     assert seen[1] == f"GROUP_RANK=0 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 {common} RANK=1 WORLD_SIZE=3"
     assert seen[2] == f"GROUP_RANK=1 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 {common} RANK=2 WORLD_SIZE=3"
     assert [p.host for p in final.processes] == ["node1", "node1", "node2"]
+
+
+async def test_a_hosts_python_under_its_home_is_found_there(cluster, state_home):
+    """python=~/… is expanded by each host's shell: the port probe and every rank run that file."""
+    home_python = "~/.imgscale/home-python"
+    for host in cluster.hosts[:2]:
+        wrapper = cluster.host_path(
+            host.name, os.path.expanduser(home_python.replace("~", "~root"))
+        )
+        wrapper.write_text(f'#!/bin/sh\nIMGSCALE_VIA="$0" exec {cluster.python} "$@"\n')
+        wrapper.chmod(0o755)
+    option = f"python={home_python}"
+    hosts = cluster.write_hosts_file(state_home / "hosts", {0: option, 1: option})
+    events = Events()
+    spec = LaunchSpec(
+        command=("python", "-c", "import os; print('via', os.environ['IMGSCALE_VIA'])"),
+        num_workers=2,
+        hosts_file=str(hosts),
+        run_root=str(state_home / "runs"),
+        engine="torch",
+    )
+    _, final = await run_to_end(spec, events)
+    assert final.state == "done", events.failures()
+    via = os.path.expanduser("~root/.imgscale/home-python")  # the hosts log in as root
+    assert [texts(events, rank) for rank in range(2)] == [f"via {via}"] * 2
 
 
 async def test_a_sigkilled_rank_stops_the_job_everywhere_and_the_relaunch_resumes(

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from engine.cluster.remote_cmd import shell_path
 from engine.cluster.detach import (
     DetachedProcess,
     env_files,
     kill_command,
     parse_kill,
     parse_status,
-    shell_path,
     split_tagged,
     start_command,
     status_loop_command,

@@ -86,3 +86,15 @@ def test_nul_bytes_are_refused_instead_of_silently_truncated():
         shell_command("echo", env={"A": "x\0y"})
     with pytest.raises(ValueError, match="NUL"):
         join_argv(["a\0b"])
+
+
+def test_a_program_under_home_is_expanded_by_the_hosts_shell_its_arguments_are_not(tmp_path):
+    program = tmp_path / "bin" / "show"
+    program.parent.mkdir()
+    program.write_text('#!/bin/sh\necho "$0" "$1"\n')
+    program.chmod(0o755)
+    line = join_argv(["~/bin/show", "~/not-expanded"])
+    assert line == "\"$HOME\"/bin/show '~/not-expanded'"
+    result = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True,
+                            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=True)  # fmt: skip
+    assert result.stdout == f"{program} ~/not-expanded\n"
