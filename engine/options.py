@@ -60,6 +60,16 @@ def option(default: Any, help: str, **spec: Any) -> Any:
     return dataclasses.field(default=default, metadata=meta)
 
 
+def num_workers_option(default: int | None, help: str) -> Any:
+    """``-n/--num-workers``, declared once for every command that takes it (launch, check)."""
+    return option(default, help, flags=("-n", "--num-workers"), parse=int, low=1, high=FANOUT_CAP)
+
+
+def num_servers_option(help: str) -> Any:
+    """``-s/--num-servers``; None: not given (launch then starts as many as workers, as launch.py)."""
+    return option(None, help, flags=("-s", "--num-servers"), parse=int, low=0, high=FANOUT_CAP)
+
+
 def fields(cls_or_obj: Any) -> list[tuple[dataclasses.Field, Spec]]:
     return [(f, f.metadata[_SPEC]) for f in dataclasses.fields(cls_or_obj) if _SPEC in f.metadata]
 

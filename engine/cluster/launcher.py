@@ -48,21 +48,10 @@ class LaunchSpec:
     """What `imgscale launch` was asked for (JSON-able: it is kept in the job record)."""
 
     command: tuple[str, ...]
-    num_workers: int = option(
-        1,
-        "number of workers (torch: processes, one per GPU)",
-        flags=("-n", "--num-workers"),
-        low=1,
-        high=opt.FANOUT_CAP,
+    num_workers: int = opt.num_workers_option(
+        1, "number of workers (torch: processes, one per GPU)"
     )
-    num_servers: int | None = option(  # None: as many as workers (launch.py)
-        None,
-        "number of servers (default: as -n)",
-        flags=("-s", "--num-servers"),
-        parse=int,
-        low=0,
-        high=opt.FANOUT_CAP,
-    )
+    num_servers: int | None = opt.num_servers_option("number of servers (default: as -n)")
     hosts_file: str | None = option(  # None: this machine only
         None, "hosts file (see hosts.example)", flags=("-H", "--hostfile", "--hosts")
     )

@@ -303,17 +303,8 @@ class CheckOptions:
     hosts: str | None = opt.option(
         None, "hosts file (launch.py format, slots=N)", flags=("--hosts", "-H")
     )
-    num_workers: int | None = opt.option(
-        None,
-        "total workers",
-        flags=("-n", "--num-workers"),
-        parse=positive_int,
-        low=1,
-        high=opt.FANOUT_CAP,
-    )
-    num_servers: int | None = opt.option(
-        None, "total servers", flags=("-s", "--num-servers"), parse=int, low=0, high=opt.FANOUT_CAP
-    )
+    num_workers: int | None = opt.num_workers_option(None, "total workers")
+    num_servers: int | None = opt.num_servers_option("total servers")
     label_map: str | None = opt.option(None, "the PREFIX_labels.txt written by `imgscale list`")
     lst: list[str] | None = opt.option(None, "a training .lst file (repeatable)", append=True)
     packed_edge: int | None = opt.option(

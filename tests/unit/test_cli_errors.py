@@ -117,7 +117,7 @@ CASES = [
     (["check", "--data-train", "{t}/tree", "--label-map", "{t}/empty"], "--label-map"),
     (["check", "--data-train", "{t}/tree", "-s", "-1"], "-s -1"),
     (["check", "--data-train", "{t}/tree", "--port", "70000"], "--port 70000"),
-    (["check", "--data-train", "{t}/tree", "-n", "0"], "--num-workers"),
+    (["check", "--data-train", "{t}/tree", "-n", "0"], "-n 0: give 1 or more"),
     # bench: checked before the first run is launched
     (["bench", "scaling", "--workers", "1", "--out", "{t}/afile.txt"], "--out"),
     (["bench", "scaling", "--workers", "1", "--run-timeout", "-1"], "--run-timeout"),
