@@ -35,7 +35,7 @@ from .placement import Placement, describe, place
 from .remote_cmd import join_argv, shell_path, with_python
 from .supervisor import Job, Planned, Planner, SuperviseOptions
 from .torch_env import describe as describe_torch
-from .torch_env import interface_env, is_torch_command, torch_env
+from .torch_env import engine_of, interface_env, torch_env
 from .transport import Transport, TransportError
 
 LOCAL_CAP = opt.PROCESS_CAP  # processes one local launch starts (scheduler aside)
@@ -112,7 +112,7 @@ class LaunchSpec:
     @property
     def torch(self) -> bool:
         """A torch.distributed job: torchrun's variables, no scheduler or servers."""
-        return self.engine == "torch" or (self.engine is None and is_torch_command(self.command))
+        return engine_of(self.engine, self.command) == "torch"
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -31,7 +31,7 @@ from .jobevents import JobEvents
 from .probes import ProbeSet
 from .remote_cmd import with_python
 from .srun import node_spec
-from .torch_env import is_torch_command
+from .torch_env import engine_of
 from .faults import FINAL, describe_status
 from .watcher import line_level
 
@@ -332,7 +332,7 @@ def process_info(info: ProcessInfo, prefix: str) -> ProcessInfo:
 
 def plan_of(record: jobs.JobRecord, attempt: int, command: tuple[str, ...]) -> Plan:
     spec = record.launch_args
-    engine = spec.get("engine") or ("torch" if is_torch_command(command) else "mxnet")
+    engine = engine_of(spec.get("engine"), command)
     workers = int(spec["num_workers"])
     servers = spec.get("num_servers")
     return Plan(

@@ -68,6 +68,11 @@ def interface_env(interface: str | None) -> dict[str, str]:
     return {"GLOO_SOCKET_IFNAME": interface, "NCCL_SOCKET_IFNAME": interface}
 
 
+def engine_of(engine: str | None, command: Sequence[str]) -> str:
+    """The engine a launch runs: the one asked for, else torch when the command is, else mxnet."""
+    return engine or ("torch" if is_torch_command(command) else "mxnet")
+
+
 def is_torch_command(argv: Sequence[str]) -> bool:
     """Whether a launched command is the torch engine (``imgscale train --engine torch …``)."""
     words = list(argv)
