@@ -63,7 +63,7 @@ from .faults import (
 from .hostpool import HostPool
 from .jobs import JobRecord, ProcRecord
 from .kill import kill_processes
-from .watcher import HostWatcher, Processes, Start, start_hosts, tail_of
+from .watcher import START_TIMEOUT_S, HostWatcher, Processes, Start, start_hosts, tail_of
 
 DRAIN_QUIET_S = 0.6  # a job is final once its logs were quiet this long …
 DRAIN_MAX_S = 3.0  # … or after this long
@@ -124,6 +124,7 @@ class Job(JobEvents):
         self.message = record.message
         self.procs = Processes(record.processes, options.last_lines)
         self._tasks: list[asyncio.Task] = []
+        self._starts: dict[str, Start] = {}  # the current attempt's starts, by host
         self._acting: asyncio.Task | None = None
         self._final = asyncio.Event()
         self._finish_timer: asyncio.TimerHandle | None = None
@@ -259,7 +260,12 @@ class Job(JobEvents):
         by_host: dict[str, list[DetachedProcess]] = collections.defaultdict(list)
         for p in planned:
             by_host[p.record.host].append(p.process)
-        return await start_hosts(self.pool, by_host, lambda starts: self._watch(None, starts))
+
+        def watch(starts: dict[str, Start]) -> None:
+            self._starts = starts
+            self._watch(None, starts)
+
+        return await start_hosts(self.pool, by_host, watch)
 
     def _start_failed(self, failed: tuple[str, str] | None) -> None:
         if failed:
@@ -413,9 +419,21 @@ class Job(JobEvents):
     async def stop_everywhere(self) -> None:
         """Every recorded process group of every attempt ended on its host (kill.py)."""
         self._set_phase("stopping")
+        await self._starts_answered()
         clean = await kill_processes(self.record, self.pool, self.options.grace_s, self.emit)
         self.record = replace(self.record, clean=clean)
         self.procs.mark("killed")
+
+    async def _starts_answered(self) -> None:
+        """Wait until every host still starting this attempt has answered (bounded like a start).
+
+        A fault can arrive while another host is still starting: a kill sent then would find no
+        process there, and the process would begin after it and outlive the job. Once a host says
+        "started", its processes have their pid records, so the kill finds them.
+        """
+        pending = [s.done for s in self._starts.values() if not s.done.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=START_TIMEOUT_S)
 
     async def _stop_then(self, phase: str, message: str) -> None:
         await self.stop_everywhere()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 
 import pytest
@@ -128,6 +129,32 @@ async def test_failing_worker_exhausts_restarts_and_names_process_host_status_an
         assert failure.message == "exited with status 3"
         assert failure.last_lines == ("about to fail on node2",)
     assert jobs.load(job.job_id).state == "failed"
+    assert cluster.processes_of(job.job_id) == {}
+
+
+async def test_a_fault_while_another_host_still_starts_leaves_nothing_running_there(
+    cluster, state_home
+):
+    """node2's worker fails at once while node1 is still starting its own (a slow mkdir there, the
+    start's first step): a kill sent before node1 answered would find nothing to end, and node1's
+    worker would begin after it and outlive the job."""
+    slow = state_home / "slow-bin"
+    slow.mkdir()
+    mkdir = slow / "mkdir"
+    mkdir.write_text(f'#!/bin/sh\nsleep 1\nexec {shutil.which("mkdir")} "$@"\n')
+    mkdir.chmod(0o755)
+    events = Events()
+    spec = LaunchSpec(
+        command=("sh", "-c", FAIL_RANK_1),
+        num_workers=2,
+        num_servers=0,
+        hosts_file=str(cluster.write_hosts_file(state_home / "hosts", {0: f"path_prepend={slow}"})),
+        run_root=str(state_home / "runs"),
+        grace_s=1,
+    )
+    job, final = await run_to_end(spec, events)
+    assert final.state == "failed"
+    assert [f.source for f in events.failures()] == ["worker 1 on node2"]
     assert cluster.processes_of(job.job_id) == {}
 
 
