@@ -355,12 +355,12 @@ def _run(
     codec=None,
 ) -> None:
     """Feed batches to the workers and write results strictly in list order."""
-    pending = {}  # sequence number -> (chunk, items)
+    pending: dict[int, tuple[Chunk, list]] = {}  # sequence number -> (chunk, items)
     done: dict[int, list] = {}
     next_seq = 0
     batches = enumerate(_batches(chunks))
     left = {id(c): len(c.remaining()) for c in chunks}
-    unsent = sum(-(-n // BATCH_SIZE) for n in left.values())
+    total = sum(len(range(0, n, BATCH_SIZE)) for n in left.values())  # as _batches cuts them
     for chunk in chunks:
         if not left[id(chunk)] and not chunk.already_done:
             chunk.finish()
@@ -369,11 +369,10 @@ def _run(
     pool = _pool(root, options, codec)
     try:
         while True:
-            while pool.room(unsent) > 0 and (nxt := next(batches, None)):
+            while pool.room(total - next_seq - len(pending)) > 0 and (nxt := next(batches, None)):
                 seq, (chunk, items) = nxt
                 pending[seq] = (chunk, items)
                 pool.submit(seq, items)
-                unsent -= 1
             if not pool.busy():
                 break
             for seq, results in pool.collect():

@@ -103,8 +103,10 @@ class Pool:
 
     def room(self, unsent: int) -> int:
         """How many more batches to submit now, with ``unsent`` batches still to come."""
-        depth = self.depth if unsent > len(self.workers) * self.depth else TAIL_DEPTH
-        return len(self.workers) * min(depth, self.depth) - sum(len(w.held) for w in self.workers)
+        depth = (
+            self.depth if unsent > len(self.workers) * self.depth else min(TAIL_DEPTH, self.depth)
+        )
+        return len(self.workers) * depth - sum(len(w.held) for w in self.workers)
 
     def submit(self, key, items: list) -> None:
         min(self.workers, key=lambda w: len(w.held)).send(key, items)
