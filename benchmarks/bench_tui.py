@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -122,81 +123,83 @@ class GridTimer:
         grid.ingest, grid.rebuild, grid.render_line = ingest, rebuild, render_line
 
 
-async def bench_grid(seconds: int) -> dict:
+@contextlib.asynccontextmanager
+async def console_on(tab: str):
+    """The console on a fresh demo workspace, its session open, showing screen TAB: (app, pilot)."""
     with tempfile.TemporaryDirectory() as tmp:
         app = ImgscaleApp(workspace(Path(tmp) / "ws"), telemetry=False)
         async with app.run_test(size=(200, 60)) as pilot:
             while app.session is None:
                 await pilot.pause(0.05)
-            await pilot.press("2")
-            grid = app.grid
-            t0 = time.time()
-            rounds = [
-                sample_round(s, t0) for s in range(seconds + 2)
-            ]  # replayed: generated before timing
-            for event in rounds[0]:  # warm-up second: first layout of 256 hosts
+            await pilot.press(tab)
+            yield app, pilot
+
+
+async def bench_grid(seconds: int) -> dict:
+    async with console_on("2") as (app, pilot):
+        grid = app.grid
+        t0 = time.time()
+        rounds = [
+            sample_round(s, t0) for s in range(seconds + 2)
+        ]  # replayed: generated before timing
+        for event in rounds[0]:  # warm-up second: first layout of 256 hosts
+            app.session.emit(event)
+        while len(grid.rows) < HOSTS or grid.dirty:
+            await pilot.pause(0.05)
+        timer = GridTimer(grid)
+        proc = psutil.Process()
+        cpu0, wall0 = proc.cpu_times(), time.monotonic()
+        for second, events in enumerate(rounds[1 : seconds + 1]):
+            for event in events:
                 app.session.emit(event)
-            while len(grid.rows) < HOSTS or grid.dirty:
-                await pilot.pause(0.05)
-            timer = GridTimer(grid)
-            proc = psutil.Process()
-            cpu0, wall0 = proc.cpu_times(), time.monotonic()
-            for second, events in enumerate(rounds[1 : seconds + 1]):
-                for event in events:
-                    app.session.emit(event)
-                await asyncio.sleep(max(0.0, wall0 + second + 1 - time.monotonic()))
-            wall = time.monotonic() - wall0
-            cpu1 = proc.cpu_times()
-            cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
-            visible = sum(1 for row, part in grid.lines if part == 0)
-            return {
-                "wall": timer.wall[1:],
-                "cpu": timer.cpu[1:],
-                "cpu_percent": cpu,
-                "hosts": visible,
-                "gpus": sum(len(r.gpus) for r in grid.rows.values()),
-            }
+            await asyncio.sleep(max(0.0, wall0 + second + 1 - time.monotonic()))
+        wall = time.monotonic() - wall0
+        cpu1 = proc.cpu_times()
+        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
+        visible = sum(1 for row, part in grid.lines if part == 0)
+        return {
+            "wall": timer.wall[1:],
+            "cpu": timer.cpu[1:],
+            "cpu_percent": cpu,
+            "hosts": visible,
+            "gpus": sum(len(r.gpus) for r in grid.rows.values()),
+        }
 
 
 async def bench_log(seconds: int, rate: int = 2000) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        app = ImgscaleApp(workspace(Path(tmp) / "ws"), telemetry=False)
-        async with app.run_test(size=(200, 60)) as pilot:
-            while app.session is None:
-                await pilot.pause(0.05)
-            await pilot.press("3")
-            log: LogView = app.log_view
-            proc = psutil.Process()
-            rss0 = proc.memory_info().rss
-            cpu0, wall0 = proc.cpu_times(), time.monotonic()
-            sent, lags, step = 0, [], 0.1
-            for tick in range(int(seconds / step)):
-                for _ in range(int(rate * step)):
-                    rank = sent % 64
-                    app.session.emit(
-                        LogLine(
-                            f"gpu-node-{rank:03d}",
-                            "worker",
-                            rank,
-                            f"Epoch[0] Batch [{sent}-{sent + 20}]\tSpeed: 2401.5 samples/sec\taccuracy=0.5",
-                            time=wall0 + tick * step,
-                        )
+    async with console_on("3") as (app, pilot):
+        log: LogView = app.log_view
+        proc = psutil.Process()
+        rss0 = proc.memory_info().rss
+        cpu0, wall0 = proc.cpu_times(), time.monotonic()
+        sent, lags, step = 0, [], 0.1
+        for tick in range(int(seconds / step)):
+            for _ in range(int(rate * step)):
+                rank = sent % 64
+                app.session.emit(
+                    LogLine(
+                        f"gpu-node-{rank:03d}",
+                        "worker",
+                        rank,
+                        f"Epoch[0] Batch [{sent}-{sent + 20}]\tSpeed: 2401.5 samples/sec\taccuracy=0.5",
+                        time=wall0 + tick * step,
                     )
-                    sent += 1
-                await asyncio.sleep(max(0.0, wall0 + (tick + 1) * step - time.monotonic()))
-                lags.append(sent - log.received)
-            while log.received < sent:
-                await pilot.pause(0.01)
-            wall = time.monotonic() - wall0
-            cpu1 = proc.cpu_times()
-            return {
-                "sent": sent,
-                "rate": sent / wall,
-                "max_lag_lines": max(lags),
-                "kept": len(log.all_lines),
-                "cpu_percent": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100,
-                "rss_growth_mib": (proc.memory_info().rss - rss0) / 2**20,
-            }
+                )
+                sent += 1
+            await asyncio.sleep(max(0.0, wall0 + (tick + 1) * step - time.monotonic()))
+            lags.append(sent - log.received)
+        while log.received < sent:
+            await pilot.pause(0.01)
+        wall = time.monotonic() - wall0
+        cpu1 = proc.cpu_times()
+        return {
+            "sent": sent,
+            "rate": sent / wall,
+            "max_lag_lines": max(lags),
+            "kept": len(log.all_lines),
+            "cpu_percent": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100,
+            "rss_growth_mib": (proc.memory_info().rss - rss0) / 2**20,
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
