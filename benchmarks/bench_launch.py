@@ -1,6 +1,6 @@
 """Benchmark: launch 2 processes on each of 16 SSH hosts (16 real sshd on loopback) - target under 5 s.
 
-Measures, for `engine.cluster.launcher.launch`: the time until launch() returns (every process
+Measures, for `engine.train.launch.launch.launch`: the time until launch() returns (every process
 started detached) and the time until every process is seen running by the supervisor's status
 channels, then stops the job on every host. Not a test; run:
 
@@ -28,7 +28,7 @@ TARGET_S = 5.0
 
 
 async def one_round(cluster: SshCluster, per_host: int, run_root: str) -> tuple[float, float]:
-    from engine.cluster.launcher import LaunchSpec, launch
+    from engine.train.launch.launch import LaunchSpec, launch
     from engine.events import JobState
 
     hosts = len(cluster.hosts)

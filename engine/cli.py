@@ -25,7 +25,7 @@ COMMAND_MODULES = {
     ),
     "engine.prep.cli_pack": ("list", "pack"),
     "engine.cluster.cli_hosts": ("hosts", "probe"),
-    "engine.cluster.cli_jobs": ("launch", "attach", "kill", "jobs"),
+    "engine.train.launch.cli_jobs": ("launch", "attach", "kill", "jobs"),
     "engine.train.cli_train": ("train", "check"),
     "engine.bench.cli_bench": ("bench",),
 }

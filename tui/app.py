@@ -512,7 +512,7 @@ def plan_text(plan: api.LaunchPlan) -> str:
     )
     lines = [
         f"mode: {plan.mode}    hosts: {len(plan.hosts)}    processes: {len(plan.roles)}"
-        + ("    engine: torch (DDP ranks)" if plan.engine == "torch" else ""),
+        + (f"    engine: {plan.engine_label}" if not plan.default_engine else ""),
         roles,
         (
             f"batch: {plan.batch_per_gpu:g} per GPU · {plan.batch_per_worker} per worker"

@@ -20,8 +20,8 @@ from engine.api.plan import (
     train_command,
     workers_of,
 )
-from engine.cluster import launcher
-from engine.cluster.launcher import LaunchSpec
+from engine.train.launch import launch as launcher
+from engine.train.launch.launch import LaunchSpec
 from engine.cluster.probes import ProbeSet
 from engine.cluster.slurm_job import watch_allocation
 from engine.errors import UserError
@@ -140,7 +140,7 @@ def launch_spec(ws: wsmod.Workspace, mode: str) -> LaunchSpec:
         cwd=str(ws.path),
         resume_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,
         max_restarts=int(opts.get("max_restarts", 0)),
-        engine=engine_of(ws),
+        engine=engine_of(ws).name,
         **local_only,
     )
 

@@ -13,8 +13,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from engine import workspace as wsmod
-from engine.cluster import hosts, launcher, placement
-from engine.cluster.preflight import check_across_hosts
+from engine.cluster import hosts
+from engine.train.launch import registry
+from engine.train.launch.engines import Engine, Layout
+from engine.train.launch.preflight_hosts import check_across_hosts
 from engine.cluster.slurm import SlurmRequest
 from engine.cluster.slurm_job import SLURM_HOST, preflight_findings
 from engine.errors import UserError
@@ -40,7 +42,12 @@ class LaunchPlan:
     command: tuple[str, ...]
     findings: tuple[str, ...] = ()
     blocking: bool = False  # a finding that makes the launch pointless
-    engine: str = "mxnet"  # torch: roles are ranks ("rank", N), no scheduler or servers
+    engine: str = registry.DEFAULT  # the workspace's engine (torch: ranks, no scheduler or servers)
+    engine_label: str = ""  # what the processes are, in the engine's words
+
+    @property
+    def default_engine(self) -> bool:
+        return self.engine == registry.DEFAULT
 
 
 def host_specs(ws: wsmod.Workspace) -> list[hosts.HostSpec]:
@@ -60,8 +67,9 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     opts = ws.train_options()
     lists = ws.lists_dir
     cmd = [sys.executable, "-m", "engine", "train"]
-    if engine_of(ws) == "torch":  # the launcher reads the engine from the command too
-        cmd += ["--engine", "torch"]
+    engine = engine_of(ws)
+    if engine.name != registry.DEFAULT:  # the launcher reads the engine from the command too
+        cmd += ["--engine", engine.name]
     for key in train_options.PASSED_AS_IS:
         cmd += ["--" + key.replace("_", "-"), train_options.flag_text(key, opts[key])]
     if mode == "train":  # a benchmark or test-io run must never write over the trained model
@@ -102,21 +110,18 @@ def job_env(ws: wsmod.Workspace) -> dict[str, str]:
     }
 
 
-def engine_of(ws: wsmod.Workspace) -> str:
+def engine_of(ws: wsmod.Workspace) -> Engine:
     """The workspace's training engine: [train] engine = "mxnet" (default) or "torch"."""
-    return str(ws.train_options().get("engine") or "mxnet")
+    return registry.engine_named(ws.train_options().get("engine"))
 
 
 def plan_roles(ws: wsmod.Workspace) -> tuple[tuple[str, str, int | None], ...]:
     """(host, role, rank) of every process: MXNet's scheduler, servers and workers, or torch's
     ranks host by host (the launcher's own placement, so the dialog shows what will run)."""
     specs = host_specs(ws)
-    if engine_of(ws) == "torch":
-        layout = launcher.torch_layout(workers_of(ws), specs)
-        names = [host.name for host, count in layout for _ in range(count)]
-        return tuple((host, "rank", rank) for rank, host in enumerate(names))
-    places = placement.place(workers_of(ws), servers_of(ws), [s.slots for s in specs])
-    return tuple((specs[p.host].name, p.role, p.rank) for p in places)
+    engine = engine_of(ws)
+    places = engine.place(Layout(workers_of(ws), servers_of(ws)), [s.slots for s in specs])
+    return tuple((specs[p.host].name, engine.role_name(p.role), p.rank) for p in places)
 
 
 def gpu_count(gpus: Any) -> int:
@@ -137,7 +142,8 @@ def plan(ws: wsmod.Workspace, mode: str) -> LaunchPlan:
         mode=mode,
         hosts=tuple(s.name for s in specs),
         roles=plan_roles(ws),
-        engine=engine_of(ws),
+        engine=engine_of(ws).name,
+        engine_label=engine_of(ws).label,
         gpus_per_worker=gpus,
         batch_per_gpu=batch / max(1, gpus),
         batch_per_worker=batch,
@@ -178,7 +184,7 @@ def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> lis
     return check_across_hosts(
         SimpleNamespace(
             hosts=str(ws.hosts_file),
-            engine=engine_of(ws),
+            engine=engine_of(ws).name,
             data_train=train.data_train,
             data_val=train.data_val,
             gpus=train.gpus,
@@ -235,9 +241,7 @@ def workers_of(ws: wsmod.Workspace) -> int:
 
 def servers_of(ws: wsmod.Workspace) -> int:
     opts = ws.train_options()
-    if engine_of(ws) == "torch":  # DDP ranks all-reduce among themselves
-        return 0
-    return int(opts.get("num_servers", 1)) if str(opts["kv_store"]).startswith("dist") else 0
+    return engine_of(ws).servers(opts.get("num_servers"), str(opts["kv_store"]))
 
 
 def check_hosts_file(path: str | Path) -> None:

@@ -2,7 +2,7 @@
 
 Everything the console does to a workspace goes through a ``Session``; it never touches asyncssh,
 OpenCV or MXNet. Stages run through the one stage runner (engine.prep.runner) in threads and their events reach the session's asyncio queue through
-``loop.call_soon_threadsafe``. Jobs run detached (engine.cluster.launcher), so closing a session never
+``loop.call_soon_threadsafe``. Jobs run detached (engine.train.launch.launch), so closing a session never
 stops one; opening the workspace again re-attaches to it.
 """
 
@@ -70,7 +70,7 @@ class Session:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.running: dict[str, _RunningStage] = {}
         self.hosts: tuple[str, ...] = ()
-        self.job: Any = None  # engine.cluster.launcher job object when one is attached
+        self.job: Any = None  # engine.train.launch.launch job object when one is attached
         self.rates = RateBoard()
         self.progress: TrainProgress | None = None  # the training job's newest progress
         self.latest: dict[tuple[str, str, int | None], Event] = {}  # newest telemetry per source

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from engine import options as opt
+from engine.train.launch.engines import is_distributed
 from engine.train.options import CLUSTER, KV_STORES, TrainOptions
 
 PREFIX = "imgscale-bandwidth"
@@ -160,7 +161,7 @@ def measure(
 ) -> BandwidthResult:
     """Run the bandwidth workers (a distributed job for dist kvstores, one process otherwise)."""
     argv = worker_argv(sys.executable, options)
-    if options.kv_store.startswith("dist"):
+    if is_distributed(options.kv_store):
         import asyncio
 
         lines = asyncio.run(
@@ -326,7 +327,7 @@ def _refill(grads) -> None:
 
 
 def _gbytes_per_s(kv_store: str, total: int, devices: int, seconds: float) -> float:
-    if kv_store.startswith("dist"):
+    if is_distributed(kv_store):
         return 2 * total / seconds / 1e9
     return (
         2 * total * (devices - 1) / max(devices, 1) / seconds / 1e9

@@ -12,6 +12,7 @@ from pathlib import Path
 from engine import options as opt
 from engine.bench import bandwidth, model, published, report, scaling
 from engine.bench.scaling import DEFAULT_NETWORKS, KNOWN_BASES, check_depth, split_network
+from engine.train.launch.engines import is_distributed
 from engine.bench.sweep import run_sweep
 from engine.cli_progress import CliProgress
 from engine.cluster.hosts import read_hosts
@@ -261,7 +262,7 @@ def _bandwidth(args: argparse.Namespace) -> int:
         print(json.dumps(dataclasses.asdict(result), indent=2))
     else:
         print(bandwidth.format_result(result))
-        if options.kv_store.startswith("dist"):
+        if is_distributed(options.kv_store):
             print(
                 f"implied usable network bandwidth: {bandwidth.network_gbits_from(result):.2f} Gbit/s "
                 "per direction (use with --network-gbits)"

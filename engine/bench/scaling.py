@@ -32,7 +32,8 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from engine.bench.report import add_speedup
-from engine.cluster import jobs, launcher
+from engine.cluster import jobs
+from engine.train.launch import launch as launcher
 from engine.cluster.faults import FINAL
 from engine.errors import UserError
 from engine.train.logparse import LogParser

@@ -1,9 +1,9 @@
 """SLURM as a launcher: what to ask `sbatch` for, and how to read `squeue`, `scontrol` and `sinfo`.
 
 Pure functions and the thin calls to SLURM's own commands. A SLURM job of ours is one batch script:
-SLURM runs it on the first node of the allocation, where ``engine.cluster.slurm_driver`` places the
-processes (MXNet scheduler/servers/workers or torch ranks) on the allocated nodes and starts each
-with ``srun``. Logs, pid and status files are written under the job's run folder, which must be on a
+SLURM runs it on the first node of the allocation, where the caller's driver module (for training,
+``engine.train.launch.slurm_driver``) places the job's processes on the allocated nodes and starts
+each with ``srun``. Logs, pid and status files are written under the job's run folder, which must be on a
 file system the login node shares with the nodes (the home folder is, on every site we know of).
 """
 
@@ -162,8 +162,10 @@ def batch_script(
     plan_path: str,
     output: str,
     workdir: str,
+    driver: str,
 ) -> str:
-    """The script `sbatch` runs: the allocation's options as #SBATCH lines, then our driver."""
+    """The script `sbatch` runs: the allocation's options as #SBATCH lines, then the driver
+    module (``python -m DRIVER PLAN``) that places and starts the job's processes."""
     options = [
         f"--job-name=imgscale-{job}",
         f"--ntasks={request.tasks}",
@@ -184,7 +186,7 @@ def batch_script(
     lines += [f"#SBATCH {shlex.quote(opt)}" for opt in options]
     lines += [
         "# The driver places the processes on the allocated nodes and starts each with srun.",
-        f"exec {join_argv([python, '-m', 'engine.cluster.slurm_driver', plan_path])}",
+        f"exec {join_argv([python, '-m', driver, plan_path])}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -19,19 +19,17 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import UserError
 from engine.events import EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
 
 from . import jobs, slurm
-from .slurm_driver import Plan, attempt_dir, write_private
+from .slurm_steps import attempt_dir, write_private
 from .jobevents import JobEvents
 from .probes import ProbeSet
-from .remote_cmd import with_python
 from .srun import node_spec
-from .torch_env import engine_of
 from .faults import FINAL, describe_status
 from .watcher import line_level
 
@@ -39,6 +37,18 @@ POLL_S = 0.5
 LAST_LINES = 20
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
+# (record, attempt, command, attempt folder) -> the working folder: writes the plan file there
+PlanWriter = Callable[[jobs.JobRecord, int, tuple[str, ...], str], str]
+
+
+@dataclass(frozen=True)
+class SlurmPlanner:
+    """What runs inside the allocation, from the caller that knows what the job is: the driver
+    module the batch script starts (``python -m DRIVER PLAN.json``) and the writer of each
+    attempt's plan file for it."""
+
+    driver: str
+    write_plan: PlanWriter
 
 
 class SlurmJob(JobEvents):
@@ -48,6 +58,7 @@ class SlurmJob(JobEvents):
         self,
         record: jobs.JobRecord,
         request: slurm.SlurmRequest,
+        planner: SlurmPlanner,
         *,
         sink: EventSink | None = None,
         resume: ResumeHook | None = None,
@@ -55,6 +66,7 @@ class SlurmJob(JobEvents):
     ) -> None:
         self.record = record
         self.request = request
+        self.planner = planner
         self._init_events(sink)
         self.resume = resume
         self.tail_lines = tail_lines
@@ -134,8 +146,7 @@ class SlurmJob(JobEvents):
             command = tuple(self.resume(command, attempt))
         folder = attempt_dir(spec.get("run_root", jobs.DEFAULT_RUN_ROOT), self.record.job, attempt)
         os.makedirs(folder, exist_ok=True)
-        plan = plan_of(self.record, attempt, command)
-        plan.write(f"{folder}/plan.json")
+        workdir = self.planner.write_plan(self.record, attempt, command, folder)
         script = slurm.batch_script(
             self.request,
             job=self.record.job,
@@ -143,7 +154,8 @@ class SlurmJob(JobEvents):
             python=spec.get("python") or sys.executable,
             plan_path=f"{folder}/plan.json",
             output=f"{folder}/slurm.out",
-            workdir=plan.cwd,
+            workdir=workdir,
+            driver=self.planner.driver,
         )
         write_private(f"{folder}/job.sbatch", script)
         jobs.stop_marker(self.record.job).unlink(missing_ok=True)
@@ -330,26 +342,6 @@ def process_info(info: ProcessInfo, prefix: str) -> ProcessInfo:
     return replace(info, state="running", pid=pid, pgid=pgid)
 
 
-def plan_of(record: jobs.JobRecord, attempt: int, command: tuple[str, ...]) -> Plan:
-    spec = record.launch_args
-    engine = engine_of(spec.get("engine"), command)
-    workers = int(spec["num_workers"])
-    servers = spec.get("num_servers")
-    return Plan(
-        job=record.job,
-        attempt=attempt,
-        engine=engine,
-        command=with_python(command, spec.get("python") or sys.executable),
-        num_workers=workers,
-        num_servers=0 if engine == "torch" else (workers if servers is None else int(servers)),
-        env=dict(spec.get("env") or {}),
-        cwd=spec.get("cwd") or os.getcwd(),
-        run_root=spec.get("run_root") or jobs.DEFAULT_RUN_ROOT,
-        gpus_per_node=int((spec.get("slurm") or {}).get("gpus_per_node") or 0),
-        interface=spec.get("interface"),
-    )
-
-
 def request_of(record: jobs.JobRecord) -> slurm.SlurmRequest:
     options = dict(record.launch_args.get("slurm") or {})
     known = {f.name for f in dataclasses.fields(slurm.SlurmRequest)} - {"tasks"}
@@ -407,58 +399,6 @@ def require_request(request: slurm.SlurmRequest) -> None:
         raise UserError(errors[0][len("error") :].strip())
     for finding in findings:
         print(f"imgscale: {finding}", file=sys.stderr)
-
-
-async def launch(
-    spec_args: dict, kind: str, *, sink: EventSink | None = None, resume: ResumeHook | None = None
-) -> SlurmJob:
-    """Record and submit a new SLURM job (``spec_args``: the LaunchSpec as a dict)."""
-    record = new_record(spec_args, kind)
-    await asyncio.to_thread(require_request, request_of(record))
-    job = SlurmJob(jobs.save(record), request_of(record), sink=sink, resume=resume)
-    await job.start()
-    return job
-
-
-def new_record(spec_args: dict, kind: str) -> jobs.JobRecord:
-    return _record(spec_args, jobs.choose_job_name(spec_args.get("job"), kind), kind)
-
-
-def _record(spec_args: dict, name: str, kind: str) -> jobs.JobRecord:
-    return jobs.JobRecord(
-        name,
-        kind,
-        tuple(spec_args["command"]),
-        None,
-        (),
-        launch_args=spec_args,
-    )
-
-
-def dry_run_script(spec_args: dict) -> str:
-    """What `--dry-run` prints: the batch script the job would be submitted with."""
-    record = _record(spec_args, spec_args.get("job") or "JOB", "train")  # nothing is saved
-    folder = attempt_dir(spec_args.get("run_root", jobs.DEFAULT_RUN_ROOT), record.job, 0)
-    plan = plan_of(record, 0, record.command)
-    lines = [
-        f"# {plan.engine} job: {plan.num_workers} "
-        + (
-            "ranks"
-            if plan.engine == "torch"
-            else f"workers, {plan.num_servers} servers, 1 scheduler"
-        ),
-        "# processes are placed on the allocated nodes and started with srun by engine.cluster.slurm_driver",
-    ]
-    script = slurm.batch_script(
-        request_of(record),
-        job=record.job,
-        attempt=0,
-        python=spec_args.get("python") or sys.executable,
-        plan_path=f"{folder}/plan.json",
-        output=f"{folder}/slurm.out",
-        workdir=plan.cwd,
-    )
-    return "\n".join(lines) + "\n" + script
 
 
 # ---- the hosts grid of a SLURM workspace ---------------------------------------------------------

@@ -89,7 +89,7 @@ def run_pack(args: argparse.Namespace) -> int:
         if not os.path.isfile(args.hosts):
             raise UserError(f"--hosts {args.hosts}: no such file")
         # Here, not at the top: the cluster code and asyncio would delay a local pack's start.
-        from engine.cluster import dpack
+        from engine.prep import pack_remote as dpack
 
         dpack.pack_on_hosts(args.hosts, lists, os.path.abspath(args.root), options, sink)
         return 0

@@ -14,7 +14,9 @@ from engine import options as opt
 from engine.errors import UserError
 from engine.train.checkpoints import kept_epochs, saved_epochs
 from engine.train.facts import Facts, gather_facts
-from engine.train.options import MIN_SIDE, CheckOptions, build_train_parser
+from engine.train.launch import registry
+from engine.train.launch.engines import is_distributed
+from engine.train.options import CheckOptions, build_train_parser
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 TUTORIAL_EDGE = 480  # the tutorial packs with im2rec --resize 480
@@ -162,12 +164,13 @@ def check_scale(f: Facts) -> list[Finding]:
     crop = min(f.image_shape[1:])
     out = []
     # MXNet's symbols have fixed pooling windows; the torch nets pool adaptively and take any size
-    if f.engine != "torch" and crop < MIN_SIDE.get(f.network, 1):
+    smallest = registry.engine_named(f.engine).min_image_side(f.network)
+    if crop < smallest:
         out.append(
             Finding(
                 ERROR,
                 f"--image-shape {','.join(map(str, f.image_shape))} is too small for {f.network}",
-                f"use sides of at least {MIN_SIDE[f.network]}",
+                f"use sides of at least {smallest}",
             )
         )
     if f.packed_edge is None or f.random_resized_crop:
@@ -229,8 +232,9 @@ def check_data_dirs(f: Facts) -> list[Finding]:
 def check_hosts(f: Facts) -> list[Finding]:
     out = []
     workers = f.num_workers
-    ps_lite = f.engine != "torch"  # torch ranks all-reduce among themselves: no kvstore, no servers
-    if ps_lite and workers is not None and workers > 1 and "dist" not in f.kv_store:
+    # torch ranks all-reduce among themselves: no kvstore, no servers
+    ps_lite = registry.engine_named(f.engine).has_servers
+    if ps_lite and workers is not None and workers > 1 and not is_distributed(f.kv_store):
         out.append(
             Finding(
                 ERROR,
@@ -238,7 +242,7 @@ def check_hosts(f: Facts) -> list[Finding]:
                 "use --kv-store dist_sync (or dist_device_sync, dist_async)",
             )
         )
-    if ps_lite and "dist" in f.kv_store and f.num_servers == 0:
+    if ps_lite and is_distributed(f.kv_store) and f.num_servers == 0:
         out.append(
             Finding(
                 ERROR,
@@ -342,7 +346,7 @@ def check_mxnet(f: Facts) -> list[Finding]:
                 "install the same mxnet version and variant on every host",
             )
         )
-    if "dist" in f.kv_store:
+    if is_distributed(f.kv_store):
         for host, build in sorted(builds.items()):
             if build and "dist_kvstore=no" in build:
                 out.append(

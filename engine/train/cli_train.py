@@ -6,7 +6,7 @@ import argparse
 import os
 
 from engine import options as opt
-from engine.cluster.preflight import check_across_hosts
+from engine.train.launch.preflight_hosts import check_across_hosts
 from engine.errors import UserError
 from engine.train import check, run
 from engine.train.options import CheckOptions, build_train_parser, merge_config

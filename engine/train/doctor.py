@@ -10,6 +10,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from engine.train.launch import registry
+
 MODES = (("test-io", "--test-io (i)"), ("benchmark", "--benchmark (b)"), ("train", "training (l)"))
 NEAR = 0.8  # a rate within 80 % of another counts as bound by the same thing
 
@@ -20,10 +22,11 @@ class Topology:
 
     kv_store: str = "dist_sync"
     workers: int = 1
+    engine: str = registry.DEFAULT
 
     @property
     def uses_network(self) -> bool:
-        return self.kv_store.startswith("dist") and self.workers > 1
+        return registry.engine_named(self.engine).crosses_hosts(self.kv_store, self.workers)
 
     def describe(self) -> str:
         return f"kv-store {self.kv_store}, {self.workers} worker{'s' if self.workers != 1 else ''}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
+from engine.train.launch.engines import is_distributed
 from engine.train.options import CheckOptions, TrainOptions
 from engine.train.recfiles import check_magic
 
@@ -386,7 +387,7 @@ def _gather_hosts(f: Facts, check: CheckOptions, probe_local: bool) -> None:
         ):  # probing remote hosts is the console's job; it fills host_gpu_counts from its probes
             local = h.is_local or h.address in ("localhost", "127.0.0.1")
             f.host_gpu_counts[h.name] = local_gpu_count() if local and probe_local else None
-        if probe_local and "dist" in f.kv_store:
+        if probe_local and is_distributed(f.kv_store):
             build = local_mxnet_build()
             for h in specs:
                 if h.is_local or h.address in ("localhost", "127.0.0.1"):

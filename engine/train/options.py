@@ -14,15 +14,14 @@ from typing import Any, cast
 
 from engine import options as opt
 from engine.errors import UserError
+from engine.train.launch import registry
 from engine.paths import write_text_atomic
 from engine.train.checkpoints import DEFAULT_KEEP
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
 # Smallest input side each network accepts (its strides and pooling windows must still fit).
-MIN_SIDE = {"resnet": 32, "alexnet": 67, "inception-v3": 299, "vgg": 32, "mobilenet": 32}
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 KV_STORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
-ENGINES = ("mxnet", "torch")
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop", "adagrad", "adadelta", "ftml", "lamb", "signum")
 DTYPES = ("float32", "float16")
 
@@ -114,7 +113,9 @@ class TrainOptions:
     """train_imagenet.py's options (names, defaults and meaning), plus the torch engine's own."""
 
     engine: str = opt.option(
-        "mxnet", "training engine: mxnet (this one) or torch (PyTorch DDP)", choices=ENGINES
+        registry.DEFAULT,
+        "training engine: mxnet (this one) or torch (PyTorch DDP)",
+        choices=tuple(registry.ENGINES),
     )
     # Training: model and optimisation (common/fit.py)
     network: str = _fit("resnet", "the network to train", choices=NETWORKS)
@@ -523,10 +524,7 @@ def validate(args: argparse.Namespace) -> None:
             f"--batch-size {args.batch_size} is per worker and is split across --gpus {','.join(map(str, args.gpus))};"
             f" make it a multiple of {ngpu} (e.g. {ngpu * max(1, args.batch_size // ngpu)})"
         )
-    if args.dtype == "float16" and not args.gpus and args.engine == "mxnet":
-        raise UserError(
-            "--dtype float16 needs --gpus: MXNet has no float16 matrix multiply on the CPU"
-        )
+    registry.engine_named(args.engine).check_args(args)
     opt.check(args, TrainOptions)
     if (args.load_epoch is not None or args.resume) and not args.model_prefix:
         raise UserError("--load-epoch/--resume need --model-prefix (where the checkpoints are)")

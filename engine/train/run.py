@@ -6,34 +6,33 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from engine.errors import UserError
-from engine.train.mxnet import require_mxnet
-from engine.train.mxnet import run as mxnet_run
+from engine.train.launch import registry
+from engine.train.launch.engines import Engine
 from engine.train.options import build_train_parser, parse_with_config, validate
 
 
 def run(args: argparse.Namespace) -> int:
     """Train with the engine args.engine names."""
     validate(args)
-    if args.engine == "torch":
-        return run_torch(args)
-    require_mxnet()
-    return mxnet_run.main(args)
+    return int(trainer(registry.engine_named(args.engine)).main(args) or 0)
 
 
-def run_torch(args: argparse.Namespace) -> int:
-    """The PyTorch engine lives in engine.train.torch.run (an optional extra)."""
+def trainer(engine: Engine) -> ModuleType:
+    """The engine's training module (engine.train.mxnet.run, engine.train.torch.run); where its
+    library is missing, one line saying what to install."""
+    engine.require()
     try:
-        torch_run = importlib.import_module("engine.train.torch.run")
+        return importlib.import_module(engine.trainer)
     except ModuleNotFoundError as exc:
-        if exc.name and (exc.name.startswith("engine.train.torch") or exc.name == "torch"):
+        if exc.name and (exc.name.startswith(engine.trainer) or exc.name == engine.package):
             raise UserError(
-                f"--engine torch: not available here ({exc.name} missing); install it with "
-                "pip install '.[torch]' or use --engine mxnet"
+                f"--engine {engine.name}: not available here ({exc.name} missing); install it "
+                f"with {engine.install_hint}"
             ) from None
         raise
-    return int(torch_run.main(args) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -104,7 +104,7 @@ def watchers_of(run_dir: str) -> list[int]:
 
 async def run_to_end(spec, events):
     """Launch SPEC, wait for its final state and close it, whatever happens; (job, final state)."""
-    from engine.cluster.launcher import launch
+    from engine.train.launch.launch import launch
 
     job = await launch(spec, sink=events)
     try:

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from engine.cluster import jobs
-from engine.cluster.dpack import pack_on_hosts_async
+from engine.prep.pack_remote import pack_on_hosts_async
 from engine.events import StageProgress
 from engine.prep.demo import make_demo_tree
 from engine.prep.lst import write_lists

@@ -12,7 +12,7 @@ import pytest
 from launch_helpers import Events, pid_record, wait_until
 
 from engine.cluster import jobs
-from engine.cluster.launcher import open_job
+from engine.train.launch.launch import open_job
 from engine.events import JobState
 
 pytestmark = [pytest.mark.cluster]

@@ -6,7 +6,7 @@ import pytest
 from launch_helpers import MX_JOB, Events, run_to_end
 
 from engine.cluster import jobs
-from engine.cluster.launcher import LaunchSpec
+from engine.train.launch.launch import LaunchSpec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mxnet, pytest.mark.slow]
 

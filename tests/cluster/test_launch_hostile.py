@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from launch_helpers import Events, run_to_end
 
-from engine.cluster.launcher import LaunchSpec
+from engine.train.launch.launch import LaunchSpec
 
 pytestmark = [pytest.mark.cluster]
 
@@ -67,7 +67,7 @@ async def test_attaching_to_a_finished_job_shows_the_last_lines_of_every_process
     cluster, state_home
 ):
     """Reopening the console after a job ended shows how it ended, not an empty log."""
-    from engine.cluster.launcher import open_job
+    from engine.train.launch.launch import open_job
 
     spec = LaunchSpec(
         command=("sh", "-c", 'for i in 1 2 3 4 5; do echo "line $i on $IMGSCALE_HOST"; done'),
@@ -94,7 +94,7 @@ async def test_env_values_never_show_in_ps_on_any_host(cluster, state_home):
     """Issue 11 item 7: `--env SECRET=…` reaches the job but no command line on a host shows it."""
     import subprocess
 
-    from engine.cluster.launcher import launch
+    from engine.train.launch.launch import launch
 
     secret = "s3cr3t-token-a8f2"
     spec = LaunchSpec(

@@ -17,7 +17,7 @@ import pytest
 import torchdata
 from launch_helpers import Events, pid_record, run_to_end
 
-from engine.cluster.launcher import LaunchSpec, launch
+from engine.train.launch.launch import LaunchSpec, launch
 from engine.events import JobState, Throughput
 from engine.train.logparse import LogParser
 

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from engine.cluster.preflight import across_hosts
+from engine.train.launch.preflight_hosts import across_hosts
 
 pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
 pytestmark = [pytest.mark.cluster]

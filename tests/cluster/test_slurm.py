@@ -20,7 +20,7 @@ from launch_helpers import MX_JOB, Events, wait_until
 from slurm import SlurmCluster, slurm_available
 
 from engine.cluster import jobs, slurm
-from engine.cluster.launcher import LaunchSpec, launch
+from engine.train.launch.launch import LaunchSpec, launch
 from engine.events import JobState
 
 pytestmark = [pytest.mark.cluster]
@@ -95,7 +95,7 @@ def test_dry_run_prints_the_batch_script(tmp_path):
     for line in ("#SBATCH --ntasks=4", "#SBATCH --nodes=2", "#SBATCH --gpus-per-node=2",
                  "#SBATCH --partition=gpu", "#SBATCH --time=1:00:00", "#SBATCH --qos=high"):  # fmt: skip
         assert line in out.stdout
-    assert "-m engine.cluster.slurm_driver" in out.stdout
+    assert "-m engine.train.launch.slurm_driver" in out.stdout
     assert "# torch job: 4 ranks" in out.stdout
 
 

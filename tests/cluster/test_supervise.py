@@ -18,7 +18,8 @@ from launch_helpers import (
 )
 
 from engine.cluster import jobs
-from engine.cluster.launcher import LaunchSpec, launch, set_option
+from engine.train.launch.engines import set_option
+from engine.train.launch.launch import LaunchSpec, launch
 from engine.events import JobState
 
 pytestmark = [pytest.mark.cluster]

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.mxnet, pytest.mark.slow]
 
 def three_epochs(cluster, data, tmp_path, prefix, *extra):
     """A 2-worker dist_sync resnet-18 job on the test hosts, 3 epochs, checkpoints at PREFIX."""
-    from engine.cluster.launcher import LaunchSpec
+    from engine.train.launch.launch import LaunchSpec
 
     argv = [*COMMON, *data_args(data), "--kv-store", "dist_sync", "--num-epochs", "3"]
     argv += ["--batch-size", "16", "--lr-step-epochs", "10", "--model-prefix", prefix, *extra]
@@ -37,7 +37,7 @@ def three_epochs(cluster, data, tmp_path, prefix, *extra):
 async def test_dist_sync_across_ssh_hosts_learns_and_the_console_parser_reads_every_worker(
     ssh_cluster, demo_rec, tmp_path, monkeypatch
 ):
-    from engine.cluster.launcher import launch
+    from engine.train.launch.launch import launch
 
     monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
     prefix = str(tmp_path / "ck" / "r18")
@@ -77,7 +77,7 @@ async def test_a_sigkilled_worker_relaunches_every_worker_from_the_newest_checkp
     """The real --resume-prefix path: no hook of the test's own, the launcher's checkpoint_resume."""
     from cluster.launch_helpers import Events, pid_record
 
-    from engine.cluster.launcher import launch
+    from engine.train.launch.launch import launch
 
     monkeypatch.setenv("IMGSCALE_HOME", str(tmp_path / "home"))
     prefix = str(tmp_path / "ck" / "r18")  # in the shared folder: rank 0 writes, all read

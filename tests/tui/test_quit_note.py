@@ -8,7 +8,7 @@ from tui_helpers import opened, wait_for
 
 from engine.api import jobs
 from engine.cluster.kill import kill_job
-from engine.cluster.launcher import LaunchSpec, launch
+from engine.train.launch.launch import LaunchSpec, launch
 from tui.app import ImgscaleApp
 
 WAIT = "import time; print('running', flush=True); time.sleep(120)"

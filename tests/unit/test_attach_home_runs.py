@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.cluster.launcher import LaunchSpec, launch, open_job
+from engine.train.launch.launch import LaunchSpec, launch, open_job
 from engine.events import LogLine
 
 

@@ -8,7 +8,7 @@ import sys
 from engine.api import jobs as console_jobs
 from engine import workspace as wsmod
 from engine.cluster import jobs
-from engine.cluster.launcher import LaunchSpec, launch, open_job
+from engine.train.launch.launch import LaunchSpec, launch, open_job
 from engine.events import JobState, LogLine
 
 SAY = "import os; print('hello from', os.environ.get('IMGSCALE_JOB'), flush=True)"

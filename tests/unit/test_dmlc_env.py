@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.cluster.dmlc_env import (
+from engine.train.launch.dmlc_env import (
     ClusterEnv,
     check_user_key,
     forwarded_env,
@@ -10,7 +10,7 @@ from engine.cluster.dmlc_env import (
     parse_role_env,
     process_env,
 )
-from engine.cluster.placement import place
+from engine.train.launch.placement import place
 from engine.errors import UserError
 
 CLUSTER = ClusterEnv("job-1", "10.0.0.1", 9123, num_workers=2, num_servers=1)

@@ -1,6 +1,6 @@
 """Distributed packing's pure parts: sharing chunks out over hosts, and the pack flags sent to them."""
 
-from engine.cluster.dpack import assign, host_script, pack_args
+from engine.prep.pack_remote import assign, host_script, pack_args
 from engine.cluster.hosts import parse_hosts
 from engine.prep.pack import PackOptions
 

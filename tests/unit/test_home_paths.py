@@ -4,7 +4,7 @@ import subprocess
 
 from engine.cluster.hostpool import HostPool
 from engine.cluster.hostreport import data_facts
-from engine.cluster.launcher import sync_work_dir
+from engine.train.launch.launch import sync_work_dir
 from engine.cluster.probes import parse_stats, stats_command
 
 

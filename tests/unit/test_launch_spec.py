@@ -4,14 +4,11 @@ import pytest
 
 from engine.cli import build_parser
 from engine.cluster import jobs
-from engine.cluster.cli_jobs import spec_from_args
-from engine.cluster import launcher
-from engine.cluster.launcher import (
-    LaunchSpec,
-    checkpoint_resume,
-    set_option,
-    with_python,
-)
+from engine.train.launch.cli_jobs import spec_from_args
+from engine.train.launch import mxnet_engine
+from engine.train.launch.engines import set_option
+from engine.train.launch.launch import LaunchSpec, checkpoint_resume, with_python
+from engine.train.launch.registry import ENGINES
 from engine.errors import UserError
 
 
@@ -108,12 +105,12 @@ def test_job_records_round_trip_and_newest_active_is_resolved(tmp_path, monkeypa
 
 def test_resume_hook_sets_load_epoch_to_the_newest_complete_checkpoint(tmp_path):
     prefix = str(tmp_path / "r50")
-    hook = checkpoint_resume(prefix)
+    hook = checkpoint_resume(prefix, ENGINES["mxnet"])
     command = ("python", "train.py", "--load-epoch", "7")
     assert hook(command, 1) == command  # no checkpoint yet: the command as given
     for name in ("r50-symbol.json", "r50-0001.params", "r50-0002.params", "r50-0003.params.tmp41"):
         (tmp_path / name).write_bytes(b"x")
-    assert launcher.newest_checkpoint(prefix) == 2  # the partial epoch 3 does not count
+    assert mxnet_engine.newest_checkpoint(prefix) == 2  # the partial epoch 3 does not count
     assert hook(command, 1) == ("python", "train.py", "--load-epoch", "2")
 
 
@@ -121,6 +118,6 @@ def test_resume_hook_lets_a_failure_through_instead_of_turning_resume_off(tmp_pa
     def broken(prefix):
         raise ImportError("engine.train.checkpoints is missing")
 
-    monkeypatch.setattr(launcher, "newest_checkpoint", broken)
+    monkeypatch.setattr(mxnet_engine, "newest_checkpoint", broken)
     with pytest.raises(ImportError):
-        checkpoint_resume(str(tmp_path / "r50"))(("python", "train.py"), 1)
+        checkpoint_resume(str(tmp_path / "r50"), ENGINES["mxnet"])(("python", "train.py"), 1)

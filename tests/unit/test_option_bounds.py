@@ -8,7 +8,7 @@ import pytest
 from engine import options as opt
 from engine import workspace as wsmod
 from engine.cluster.hosts import parse_hosts
-from engine.cluster.launcher import LOCAL_CAP
+from engine.train.launch.launch import LOCAL_CAP
 from engine.errors import UserError
 from engine.prep import lst
 from engine.prep.options import PackOptions

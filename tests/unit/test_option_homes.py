@@ -14,8 +14,8 @@ from engine.api import plan
 from engine.prep import stages
 from engine import options as opt
 from engine import workspace as wsmod
-from engine.cluster.dpack import pack_args
-from engine.cluster.launcher import LaunchSpec
+from engine.prep.pack_remote import pack_args
+from engine.train.launch.launch import LaunchSpec
 from engine.cluster.slurm import SlurmRequest
 from engine.prep import options as prep_options
 from engine.prep.options import GROUPS, TUTORIAL, ListOptions, PackOptions
@@ -89,7 +89,7 @@ OTHER_MEANING = {
     ("cluster/cli_hosts.py", "--hosts"),
     ("cluster/cli_hosts.py", "--job"),  # a running job to probe, not the new job's name
     ("cluster/cli_hosts.py", "--json"),  # the probed grid as JSON, not the check's findings
-    ("cluster/cli_jobs.py", "--hosts"),
+    ("train/launch/cli_jobs.py", "--hosts"),
     ("train/options.py", "--config"),
 }
 

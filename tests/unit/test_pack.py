@@ -374,7 +374,7 @@ def test_two_packers_on_different_chunks_at_once_match_one_run(tmp_path):
 
 def test_hosts_flag_hands_the_lists_to_distributed_packing(tmp_path, monkeypatch):
     from engine.cli import main
-    from engine.cluster import dpack
+    from engine.prep import pack_remote as dpack
 
     calls = []
     monkeypatch.setattr(dpack, "pack_on_hosts", lambda *args: calls.append(args))

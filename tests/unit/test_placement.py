@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.cluster.placement import Placement, describe, place
+from engine.train.launch.placement import Placement, describe, place
 from engine.errors import UserError
 
 

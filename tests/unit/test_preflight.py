@@ -1,6 +1,7 @@
 """The cross-host pre-flight's comparisons: each finding names the host and the fix."""
 
-from engine.cluster.preflight import (
+from engine.train.launch.registry import ENGINES
+from engine.train.launch.preflight_hosts import (
     HostAnswer,
     bandwidth_findings,
     compare,
@@ -25,14 +26,16 @@ def _lines(findings):
 
 def test_same_versions_and_data_everywhere_give_no_error():
     answers = [HostAnswer(f"node{i}", 8, _facts()) for i in range(3)]
-    found = compare(answers, "torch", gpus_wanted=True)
+    found = compare(answers, ENGINES["torch"], gpus_wanted=True)
     assert [f.level for f in found] == ["info", "info"], _lines(found)
     assert "3 of 3 host(s) reached" in found[0].what
     assert "the same 1 .rec/.idx file(s) on every host" in found[1].what
 
 
 def test_an_unreached_host_is_named_with_the_command_to_check_it():
-    (finding,) = compare([HostAnswer("node2", None, error="connection refused")], "torch", False)
+    (finding,) = compare(
+        [HostAnswer("node2", None, error="connection refused")], ENGINES["torch"], False
+    )
     assert finding.level == "error" and "node2" in finding.what and "refused" in finding.what
     assert "imgscale hosts check -H" in finding.change
 
@@ -43,7 +46,7 @@ def test_a_different_engine_version_or_a_missing_engine_is_an_error_naming_the_h
         HostAnswer("node2", 1, _facts(torch="2.12.0")),
         HostAnswer("node3", 1, _facts(torch=None)),
     ]
-    lines = _lines(versions(answers, "torch"))
+    lines = _lines(versions(answers, ENGINES["torch"]))
     assert lines == [
         "error node2: torch 2.12.0 but node1 has 2.13.0 -> install torch 2.13.0 on node2 "
         "(every host runs the same code)",

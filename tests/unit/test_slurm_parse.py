@@ -3,7 +3,8 @@
 import pytest
 
 from engine.cluster import slurm
-from engine.cluster.slurm_driver import Plan, plan_processes, srun_argv
+from engine.cluster.slurm_steps import srun_argv
+from engine.train.launch.slurm_driver import Plan, plan_processes
 from engine.errors import UserError
 
 SCONTROL_JOB = (
@@ -87,11 +88,12 @@ def test_batch_script_quotes_and_names_the_driver():
         plan_path="/runs/j1/a1/plan.json",
         output="/runs/j1/a1/slurm.out",
         workdir="/work",
+        driver="engine.train.launch.slurm_driver",
     )
     assert script.startswith("#!/bin/sh\n")
     assert "#SBATCH --ntasks=4\n" in script and "#SBATCH --qos=high\n" in script
     assert (
-        "exec '/opt/my env/bin/python' -m engine.cluster.slurm_driver /runs/j1/a1/plan.json"
+        "exec '/opt/my env/bin/python' -m engine.train.launch.slurm_driver /runs/j1/a1/plan.json"
         in script
     )
 

@@ -3,7 +3,7 @@
 import pytest
 
 from engine.errors import UserError
-from engine.cluster.torch_env import torch_env
+from engine.train.launch.torch_env import torch_env
 from engine.train.torch.launch import worker_argv
 
 
@@ -55,15 +55,18 @@ def test_every_worker_runs_the_torch_entry_module_with_the_same_flags():
 
 # ---- the launcher's torch plan: one job, torchrun's variables, no scheduler or servers ----------
 from engine.cluster.hosts import parse_hosts  # noqa: E402
-from engine.cluster.launcher import (  # noqa: E402
+from engine.train.launch.launch import (  # noqa: E402
     LaunchSpec,
     check_spec,
+    place_processes,
     plan_lines,
-    torch_layout,
-    torch_processes,
-    torch_resume,
+    planned_processes,
 )
-from engine.cluster.torch_env import is_torch_command, refuse_without_world  # noqa: E402
+from engine.train.launch.engines import Layout  # noqa: E402
+from engine.train.launch.registry import ENGINES, engine_for  # noqa: E402
+from engine.train.launch.torch_env import refuse_without_world  # noqa: E402
+
+TORCH = ENGINES["torch"]
 
 HOSTS = "node-a slots=2\nnode-b slots=2\n"
 
@@ -76,9 +79,9 @@ def _spec(tmp_path, n=3, command=("python", "my_ddp.py"), **extra):
 
 def test_slots_are_processes_per_host_and_ranks_run_host_by_host(tmp_path):
     spec = _spec(tmp_path, engine="torch", env={"OMP_NUM_THREADS": "2"}, interface="eth1")
-    layout = torch_layout(3, parse_hosts(HOSTS))
-    assert [(h.name, n) for h, n in layout] == [("node-a", 2), ("node-b", 1)]
-    planned = torch_processes(spec, "job-1", 0, layout, 29600, spec.command)
+    hosts = parse_hosts(HOSTS)
+    placement = place_processes(spec, hosts)
+    planned = planned_processes(spec, "job-1", 0, hosts, placement, 29600, spec.command)
     envs = [p.process.env for p in planned]
     assert [(p.record.host, p.record.role, p.record.rank) for p in planned] == [
         ("node-a", "worker", 0),
@@ -98,8 +101,8 @@ def test_slots_are_processes_per_host_and_ranks_run_host_by_host(tmp_path):
 
 
 def test_without_slots_processes_go_round_robin_and_ranks_stay_contiguous_per_host():
-    layout = torch_layout(3, parse_hosts("a\nb\n"))
-    assert [(h.name, n) for h, n in layout] == [("a", 2), ("b", 1)]
+    placement = TORCH.place(Layout(3), [None, None])
+    assert [(p.rank, p.host) for p in placement] == [(0, 0), (1, 0), (2, 1)]
 
 
 @pytest.mark.parametrize(
@@ -113,7 +116,7 @@ def test_without_slots_processes_go_round_robin_and_ranks_stay_contiguous_per_ho
     ],
 )
 def test_the_engine_is_read_from_the_command(command, torch):
-    assert is_torch_command(command) is torch
+    assert (engine_for(None, command) is TORCH) is torch
 
 
 def test_dry_run_shows_the_ranks_of_each_host(tmp_path):
@@ -148,7 +151,7 @@ def test_more_processes_than_slots_is_refused(tmp_path):
 
 def test_a_relaunch_resumes_the_torch_engine_from_its_newest_checkpoint():
     command = ("imgscale", "train", "--engine", "torch", "--load-epoch", "3", "--lr", "0.1")
-    assert torch_resume(command) == (
+    assert TORCH.resume_command(command, "/ckpt/r50") == (
         "imgscale",
         "train",
         "--engine",
@@ -157,7 +160,8 @@ def test_a_relaunch_resumes_the_torch_engine_from_its_newest_checkpoint():
         "0.1",
         "--resume",
     )
-    assert torch_resume((*command[:4], "--resume")) == (*command[:4], "--resume")
+    resumed = TORCH.resume_command((*command[:4], "--resume"), "/ckpt/r50")
+    assert resumed == (*command[:4], "--resume")
 
 
 @pytest.mark.parametrize(

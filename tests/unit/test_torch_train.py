@@ -16,7 +16,7 @@ import torchdata
 torch = pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
 
 from engine.train.logparse import latest_summaries, parse_log
-from engine.cluster.torch_env import torch_env
+from engine.train.launch.torch_env import torch_env
 from engine.train.torch.launch import worker_argv
 from engine.train.torch.run import free_port
 

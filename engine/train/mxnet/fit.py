@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from engine.errors import UserError
 from engine.train import checkpoints as ckpt
+from engine.train.launch.engines import is_distributed
 from engine.train.logsetup import append_summary, setup_logging
 from engine.train.mxnet import data, saving
 from engine.train.mxnet.networks import get_symbol
@@ -103,12 +104,12 @@ def train(args) -> int:
         os.environ["MXNET_BACKWARD_DO_MIRROR"] = "1"  # read by MXNet when it builds the executor
     if args.seed is not None:
         _seed(args.seed)
-    if "dist" in args.kv_store and not os.environ.get("DMLC_PS_ROOT_URI"):
+    if is_distributed(args.kv_store) and not os.environ.get("DMLC_PS_ROOT_URI"):
         raise UserError(
             f"--kv-store {args.kv_store} needs the DMLC_* environment of a launched job: start it with "
             "`imgscale launch -n N -s S -H hosts -- python -m engine.train.run …`, or use --kv-store local"
         )
-    kv = mx.kvstore.create(args.kv_store) if "dist" in args.kv_store else None
+    kv = mx.kvstore.create(args.kv_store) if is_distributed(args.kv_store) else None
     rank, num_workers = (kv.rank, kv.num_workers) if kv else (0, 1)
     # The launcher's IMGSCALE_HOST/IMGSCALE_RANK label the log (its ranks are stable across relaunches;
     # ps-lite numbers workers in the order they register); ps-lite's rank shards the data.

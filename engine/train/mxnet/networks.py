@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.errors import UserError
-from engine.train.options import MIN_SIDE
+from engine.train.launch.mxnet_engine import MIN_SIDE
 
 RESNET_UNITS = {
     18: [2, 2, 2, 2],

@@ -1,4 +1,4 @@
-"""The command line of one torch worker (its environment: engine.cluster.torch_env)."""
+"""The command line of one torch worker (its environment: engine.train.launch.torch_env)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 
-from engine.cluster.torch_env import refuse_without_world, torch_env
+from engine.train.launch.torch_env import refuse_without_world, torch_env
 from engine.errors import UserError
 from engine.train.options import build_train_parser, parse_with_config, validate
 

@@ -68,19 +68,6 @@ def interface_env(interface: str | None) -> dict[str, str]:
     return {"GLOO_SOCKET_IFNAME": interface, "NCCL_SOCKET_IFNAME": interface}
 
 
-def engine_of(engine: str | None, command: Sequence[str]) -> str:
-    """The engine a launch runs: the one asked for, else torch when the command is, else mxnet."""
-    return engine or ("torch" if is_torch_command(command) else "mxnet")
-
-
-def is_torch_command(argv: Sequence[str]) -> bool:
-    """Whether a launched command is the torch engine (``imgscale train --engine torch …``)."""
-    words = list(argv)
-    if "engine.train.torch.run" in words or "--engine=torch" in words:
-        return True
-    return any(a == "--engine" and b == "torch" for a, b in zip(words, words[1:]))
-
-
 def describe(
     host_names: Sequence[str], counts: Sequence[int], master: str, port: int | str
 ) -> list[str]:

@@ -24,13 +24,13 @@ from engine.events import EventSink, StageProgress, StageState, ignore
 from engine.prep.options import PackOptions
 from engine.prep.pack import ChunkResult, PackResult
 
-from . import jobs
-from .detach import DetachedProcess
-from .hostpool import HostPool
-from .hosts import HostSpec, read_hosts
-from .remote_cmd import join_argv, shell_path
-from .supervisor import Job, Planned, SuperviseOptions
-from .transport import TransportError
+from engine.cluster import jobs
+from engine.cluster.detach import DetachedProcess
+from engine.cluster.hostpool import HostPool
+from engine.cluster.hosts import HostSpec, read_hosts
+from engine.cluster.remote_cmd import join_argv, shell_path
+from engine.cluster.supervisor import Job, Planned, SuperviseOptions
+from engine.cluster.transport import TransportError
 
 PROGRESS_S = 1.0
 MANIFEST_MARK = "@@imgscale-manifest@@"

@@ -2,7 +2,7 @@
 
 ``imgscale check -H HOSTS`` (and the console before a launch) runs ``engine.cluster.hostreport`` on
 every host over its SSH connection, compares the answers with the first host's (the master's), and
-for the torch engine launches a two-second all-reduce over every slot (engine.cluster.allreduce_probe).
+for an engine that all-reduces (torch) launches a two-second all-reduce over every slot (engine.train.launch.allreduce_probe).
 Each finding names the host and what to do. The comparisons are pure functions of the answers.
 """
 
@@ -19,11 +19,15 @@ from engine.events import LogLine
 from engine.train.check import ERROR, INFO, WARNING, Finding
 
 from .allreduce_probe import TAG
-from .hostpool import HostPool
-from .hosts import HostSpec, read_hosts
-from .launcher import LaunchSpec, launch
-from .remote_cmd import join_argv
-from .transport import TransportError
+from engine.cluster.hostpool import HostPool
+from engine.cluster.hosts import HostSpec, read_hosts
+from .launch import LaunchSpec, launch
+from engine.cluster.remote_cmd import join_argv
+from engine.cluster.transport import TransportError
+
+from . import registry
+from .engines import Engine
+from .torch_engine import TorchEngine
 
 REPORT_TIMEOUT_S = 60.0
 PROBE_TIMEOUT_S = 120.0
@@ -40,7 +44,7 @@ class HostAnswer:
 
 
 # ---- comparing the answers ------------------------------------------------------------------------
-def compare(answers: Sequence[HostAnswer], engine: str, gpus_wanted: bool) -> list[Finding]:
+def compare(answers: Sequence[HostAnswer], engine: Engine, gpus_wanted: bool) -> list[Finding]:
     """Findings over every host's answer; the first reached host is the reference."""
     out = [_unreached(a) for a in answers if a.facts is None]
     reached = [a for a in answers if a.facts is not None]
@@ -49,7 +53,7 @@ def compare(answers: Sequence[HostAnswer], engine: str, gpus_wanted: bool) -> li
     out += [Finding(INFO, f"{len(reached)} of {len(answers)} host(s) reached")]
     out += versions(reached, engine)
     out += data(reached)
-    if engine == "torch" and gpus_wanted:
+    if engine.times_allreduce and gpus_wanted:  # its host report lists the GPUs it sees
         out += gpus(reached)
     return out
 
@@ -62,18 +66,15 @@ def _unreached(answer: HostAnswer) -> Finding:
     )
 
 
-ENGINE_PACKAGES = {"torch": ("torch",), "mxnet": ("mxnet",)}
-
-
-def versions(reached: Sequence[HostAnswer], engine: str) -> list[Finding]:
+def versions(reached: Sequence[HostAnswer], engine: Engine) -> list[Finding]:
     """imgscale, Python and the engine's package: the same on every host as on the first."""
     first = reached[0]
     out = []
-    for key in ("imgscale", "python", *ENGINE_PACKAGES.get(engine, ())):
+    for key in ("imgscale", "python", engine.package):
         want = first.facts.get(key) if first.facts else None
         for answer in reached:
             have = answer.facts.get(key) if answer.facts else None
-            if have is None and key in ENGINE_PACKAGES.get(engine, ()):
+            if have is None and key == engine.package:
                 out.append(_engine_missing(answer.host, engine, want))
             elif have != want and answer is not first:
                 out.append(
@@ -86,12 +87,8 @@ def versions(reached: Sequence[HostAnswer], engine: str) -> list[Finding]:
     return out
 
 
-def _engine_missing(host: str, engine: str, want: str | None) -> Finding:
-    how = {
-        "torch": f"pip install 'imgscale[torch]'{f' torch=={want}' if want else ''}",
-        "mxnet": "pip install mxnet==1.9.1 (Python <= 3.11; mxnet-cu112 on GPUs), or --engine torch",
-    }[engine]
-    return Finding(ERROR, f"{host}: {engine} is not installed", how)
+def _engine_missing(host: str, engine: Engine, want: str | None) -> Finding:
+    return Finding(ERROR, f"{host}: {engine.name} is not installed", engine.install_advice(want))
 
 
 def data(reached: Sequence[HostAnswer]) -> list[Finding]:
@@ -217,12 +214,12 @@ def probe_results(lines: Sequence[LogLine]) -> list[dict]:
 
 async def allreduce(hosts_file: str, processes: int, gpus_wanted: bool) -> list[Finding]:
     """Launch the two-second all-reduce as a torch job over ``processes`` slots; its findings."""
-    command = ["python", "-m", "engine.cluster.allreduce_probe", "--seconds", "2"]
+    command = ["python", "-m", "engine.train.launch.allreduce_probe", "--seconds", "2"]
     spec = LaunchSpec(
         command=tuple(command + (["--gpu"] if gpus_wanted else [])),
         num_workers=processes,
         hosts_file=hosts_file,
-        engine="torch",
+        engine=TorchEngine.name,  # the probe is a torch.distributed program
         stall_timeout_s=PROBE_TIMEOUT_S,
         grace_s=2,
     )
@@ -250,7 +247,7 @@ async def allreduce(hosts_file: str, processes: int, gpus_wanted: bool) -> list[
 
 # ---- gathering --------------------------------------------------------------------------------------
 async def host_answers(
-    hosts: Sequence[HostSpec], paths: Sequence[str], engine: str, port: int | None
+    hosts: Sequence[HostSpec], paths: Sequence[str], engine: Engine, port: int | None
 ) -> list[HostAnswer]:
     """Every host's report, gathered at once over one connection per host."""
     pool = HostPool(hosts)
@@ -261,10 +258,9 @@ async def host_answers(
 
 
 async def _answer(
-    pool: HostPool, host: HostSpec, paths: Sequence[str], engine: str, port: int | None
+    pool: HostPool, host: HostSpec, paths: Sequence[str], engine: Engine, port: int | None
 ) -> HostAnswer:
-    words = [host.python, "-m", "engine.cluster.hostreport"]
-    words += ["--torch"] if engine == "torch" else []
+    words = [host.python, "-m", "engine.cluster.hostreport", *engine.host_report_args]
     words += [f"--port={port}"] if port else []
     command = join_argv([*words, *paths])
     try:
@@ -288,7 +284,7 @@ def data_paths(args) -> list[str]:
 async def across_hosts(args) -> list[Finding]:
     """The cross-host findings for parsed `imgscale check` options with -H HOSTS."""
     hosts = read_hosts(args.hosts)
-    engine = getattr(args, "engine", "mxnet")
+    engine = registry.engine_named(getattr(args, "engine", None))
     port = getattr(args, "port", None)
     answers = await host_answers(hosts, data_paths(args), engine, port)
     gpus_wanted = bool(getattr(args, "gpus", None))
@@ -296,7 +292,7 @@ async def across_hosts(args) -> list[Finding]:
     first = answers[0]
     if port and first.facts is not None:
         out += port_finding(first.host, port, first.facts.get("port_free"))
-    if engine == "torch" and all(a.facts is not None for a in answers):
+    if engine.times_allreduce and all(a.facts is not None for a in answers):
         processes = getattr(args, "num_workers", None) or sum(h.slots or 1 for h in hosts)
         out += await allreduce(args.hosts, processes, gpus_wanted)
     return out

@@ -1,7 +1,7 @@
 """A two-second all-reduce across every process of a torch job: bus bandwidth per rank.
 
 ``imgscale check -H HOSTS --engine torch`` launches it as a torch job (``python -m
-engine.cluster.allreduce_probe --seconds 2``) on the slots a training run would use: Gloo on the
+engine.train.launch.allreduce_probe --seconds 2``) on the slots a training run would use: Gloo on the
 CPU, NCCL when --gpus. Each rank prints ``allreduce-probe {json}``; a slow link or a wrong network
 interface shows as one host's low figure before a long job starts.
 """
@@ -26,7 +26,7 @@ def bus_bandwidth(nbytes: int, world: int, seconds: float, ops: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.cluster.allreduce_probe")
+    parser = argparse.ArgumentParser(prog="python -m engine.train.launch.allreduce_probe")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--mbytes", type=float, default=16.0, help="tensor size in MB")
     parser.add_argument("--gpu", action="store_true", help="NCCL on GPU LOCAL_RANK")

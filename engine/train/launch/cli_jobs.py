@@ -20,13 +20,13 @@ from engine import options as opt
 from engine.errors import UserError
 from engine.events import Event, Failure, HostState, JobState, LogLine
 
-from . import jobs
+from engine.cluster import jobs
 from .dmlc_env import parse_env_args, parse_role_env
-from .hosts import read_hosts
-from .kill import ended, kill_everywhere, kill_job, sweep_hosts
-from .launcher import LaunchSpec, check_spec, launch, open_job, plan_lines
-from .slurm_job import dry_run_script
-from .slurm import SlurmRequest
+from engine.cluster.hosts import read_hosts
+from engine.cluster.kill import ended, kill_everywhere, kill_job, sweep_hosts
+from .launch import LaunchSpec, check_spec, launch, open_job, plan_lines
+from .slurm_launch import dry_run_script
+from engine.cluster.slurm import SlurmRequest
 
 LAUNCH_HELP = (
     "start a distributed job on the hosts, supervised: MXNet (tools/launch.py semantics: "

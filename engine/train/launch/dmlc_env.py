@@ -98,7 +98,7 @@ def process_env(
 ) -> dict[str, str]:
     """The full extra environment for one process (on top of the host's login environment)."""
     env = dict(user_env or {})
-    env.update(_dmlc(cluster, proc, node_host))
+    env.update(dmlc_env(cluster, proc, node_host))
     env.update(identity_env(cluster.job, cluster.attempt, proc, host_name))
     return env
 
@@ -115,7 +115,8 @@ def identity_env(job: str, attempt: int, proc: Placement, host_name: str) -> dic
     }
 
 
-def _dmlc(cluster: ClusterEnv, proc: Placement, node_host: str) -> dict[str, str]:
+def dmlc_env(cluster: ClusterEnv, proc: Placement, node_host: str) -> dict[str, str]:
+    """DMLC_* (and ps-lite's heartbeat) for one process of an MXNet job."""
     env = {
         "DMLC_ROLE": proc.role,
         "DMLC_PS_ROOT_URI": cluster.root_uri,

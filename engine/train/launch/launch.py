@@ -1,0 +1,378 @@
+"""`imgscale launch` for training: MXNet's tools/launch.py done right - detached, attributed, supervised, relaunchable.
+
+``launch(spec)`` asks the job's Engine (registry.engine_for, decided once) where each process runs
+and with which environment, records the job (engine.cluster.jobs) and starts it supervised
+(engine.cluster.start). ``open_job(job_id)`` rebuilds the ``Job`` of a recorded job for ``attach``,
+``relaunch`` or ``stop``. The cluster layer runs the processes it is handed; only this package and
+the engines read or edit a training flag (a relaunch's resume arguments come from the engine).
+
+The command runs in ``--sync-dst-dir`` if given (this directory is copied there first, as
+launch.py does), else in the host's ``workdir=``, else in this machine's current directory.
+A leading ``python``/``python3`` word is replaced by the host's ``python=`` interpreter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from engine import options as opt
+from engine.cluster import jobs, slurm_job
+from engine.cluster.detach import DetachedProcess
+from engine.cluster.hostpool import HostPool, record_hosts
+from engine.cluster.hosts import HostSpec
+from engine.cluster.remote_cmd import with_python
+from engine.cluster.start import free_port, load_hosts, node_address, start_job, sync_work_dir
+from engine.cluster.supervisor import Job, Planned, Planner, SuperviseOptions
+from engine.cluster.transport import TransportError
+from engine.errors import UserError
+from engine.events import EventSink
+from engine.options import option
+from engine.paths import require_folder_path
+from engine.prep.pack_remote import pack_planner
+
+from . import registry, slurm_launch
+from .dmlc_env import forwarded_env, identity_env
+from .engines import Engine, Layout, Rendezvous
+from .placement import Placement
+
+LOCAL_CAP = opt.PROCESS_CAP  # processes one local launch starts (scheduler aside)
+# (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
+ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What `imgscale launch` was asked for (JSON-able: it is kept in the job record)."""
+
+    command: tuple[str, ...]
+    num_workers: int = opt.num_workers_option(
+        1, "number of workers (torch: processes, one per GPU)"
+    )
+    num_servers: int | None = opt.num_servers_option("number of servers (default: as -n)")
+    hosts_file: str | None = option(  # None: this machine only
+        None, "hosts file (see hosts.example)", flags=("-H", "--hostfile", "--hosts")
+    )
+    launcher: str | None = option(  # None: ssh with a hosts file, else local
+        None, "default: ssh with -H, else local", choices=("ssh", "local", "slurm")
+    )
+    servers_per_host: int | None = option(
+        None, "exactly this many servers on every host", parse=int, low=0, high=opt.FANOUT_CAP
+    )
+    env: Mapping[str, str] = field(default_factory=dict)  # every role
+    env_server: Mapping[str, str] = field(default_factory=dict)  # servers (and the scheduler)
+    env_worker: Mapping[str, str] = field(default_factory=dict)  # workers only
+    sync_dst_dir: str | None = option(
+        None, "copy this directory to DIR on every host and run there"
+    )
+    cwd: str | None = None  # default: the launching process's current directory
+    interface: str | None = option(None, "DMLC_INTERFACE: the network interface ps-lite uses")
+    root_uri: str | None = None  # default: the first host's address
+    root_port: int | None = option(  # default: a free port on the first host
+        None, "scheduler port (default: a free one)", parse=int, low=1, high=65535
+    )
+    heartbeat_interval: int | None = option(None, "PS_HEARTBEAT_INTERVAL seconds", parse=int, low=1)
+    heartbeat_timeout: int | None = option(None, "PS_HEARTBEAT_TIMEOUT seconds", parse=int, low=1)
+    run_root: str = option(
+        jobs.DEFAULT_RUN_ROOT,
+        "logs and pid records on each host (default ~/.imgscale/runs)",
+        flags=("--run-dir",),
+    )
+    job: str | None = option(None, "job name (default: train-DATE-TIME-XXXX)")
+    resume_prefix: str | None = option(  # checkpoint prefix: relaunches add --load-epoch N
+        None, "checkpoint prefix: relaunches add --load-epoch N"
+    )
+    max_restarts: int = option(0, "relaunch after a fault up to K times", low=0, high=1000)
+    stall_timeout_s: float | None = option(
+        None,
+        "no new log line for SEC seconds is a fault (0: off)",
+        flags=("--stall-timeout",),
+        parse=float,
+        low=0,
+    )
+    exclude_after: int = option(
+        0, "leave out a host after it caused this many faults (0: never)", low=0
+    )
+    grace_s: int = option(
+        5, "seconds between TERM and KILL when stopping", flags=("--grace",), low=0
+    )
+    lost_timeout_s: float = 10.0  # a host unreachable this long is lost (the job is stopped)
+    # --launcher slurm: nodes, gpus_per_node, partition, time, account, sbatch_args
+    slurm: Mapping[str, Any] = field(default_factory=dict)
+    engine: str | None = option(  # None: torch when the command is the torch engine, else mxnet
+        None,
+        "torch: every process gets torchrun's variables (MASTER_ADDR, RANK, WORLD_SIZE …) and no "
+        "scheduler or servers start (default: torch when the command is `imgscale train "
+        "--engine torch`, else mxnet)",
+        choices=tuple(registry.ENGINES),
+    )
+
+    @property
+    def training_engine(self) -> Engine:
+        """The job's engine, decided once: the one asked for, else the one its command trains with."""
+        return registry.engine_for(self.engine, self.command)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.num_workers, self.num_servers, self.servers_per_host)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["command"] = list(self.command)
+        for key in ("env", "env_server", "env_worker", "slurm"):
+            data[key] = dict(getattr(self, key))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> LaunchSpec:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["command"] = tuple(values.get("command", ()))
+        return cls(**values)
+
+    def supervise_options(self, **overrides) -> SuperviseOptions:
+        options = SuperviseOptions(
+            max_restarts=self.max_restarts,
+            stall_timeout_s=self.stall_timeout_s,
+            exclude_after=self.exclude_after,
+            grace_s=self.grace_s,
+            lost_timeout_s=self.lost_timeout_s,
+        )
+        return SuperviseOptions(**{**asdict(options), **overrides})
+
+
+# ---- planning -------------------------------------------------------------------------------------
+def work_dir(spec: LaunchSpec, host: HostSpec) -> str:
+    return spec.sync_dst_dir or host.option("workdir") or spec.cwd or os.getcwd()
+
+
+@dataclass(frozen=True)
+class TrainingPlanner:
+    """A training job's Planner, plus ``prefetch(host)`` to start finding the master's port early."""
+
+    plan: Planner
+    prefetch: Callable[[str], None]
+
+    def __call__(self, attempt: int, host_names: Sequence[str]) -> Awaitable[list[Planned]]:
+        return self.plan(attempt, host_names)
+
+
+def training_planner(
+    spec: LaunchSpec, job: str, pool: HostPool, resume: ResumeHook | None = None
+) -> TrainingPlanner:
+    """The Planner of a training job: the engine's placement and environment, a free port on the
+    first host (scheduler or rendezvous), the resume arguments of a relaunch."""
+
+    probes: dict[str, asyncio.Task] = {}
+
+    def prefetch(host: str) -> None:
+        """Start finding the master's port on ``host`` now (launch overlaps it with connecting)."""
+        if host not in probes:
+            probes[host] = asyncio.ensure_future(_port_on(pool, host, pool.spec(host).python))
+
+    async def probe_port(host: str) -> int:
+        prefetch(host)
+        try:
+            return await probes[host]
+        finally:
+            probes.pop(host, None)  # a relaunch looks again
+
+    async def plan(attempt: int, host_names: Sequence[str]) -> list[Planned]:
+        hosts = [pool.spec(name) for name in host_names]
+        command = spec.command
+        if attempt and resume is not None:
+            command = tuple(resume(command, attempt))
+        placement = place_processes(spec, hosts)
+        first = hosts[placement[0].host] if placement else hosts[0]
+        port = spec.root_port or await probe_port(first.name)
+        return planned_processes(spec, job, attempt, hosts, placement, port, command)
+
+    return TrainingPlanner(plan, prefetch)
+
+
+def place_processes(spec: LaunchSpec, hosts: Sequence[HostSpec]) -> list[Placement]:
+    """Where each process runs (raises the user's mistake: more processes than slots …)."""
+    return spec.training_engine.place(spec.layout, [h.slots for h in hosts])
+
+
+def spec_hosts(spec: LaunchSpec) -> list[HostSpec]:
+    return load_hosts(spec.hosts_file, spec.launcher)
+
+
+def planned_processes(
+    spec: LaunchSpec,
+    job: str,
+    attempt: int,
+    hosts: Sequence[HostSpec],
+    placement: Sequence[Placement],
+    port: int,
+    command: Sequence[str],
+) -> list[Planned]:
+    """Every placed process with the engine's environment, our identity and the user's env."""
+    engine = spec.training_engine
+    first = hosts[placement[0].host] if placement else hosts[0]
+    meet = Rendezvous(
+        job,
+        attempt,
+        spec.root_uri or node_address(first),
+        port,
+        spec.interface,
+        spec.heartbeat_interval,
+        spec.heartbeat_timeout,
+    )
+    user_env = {**forwarded_env(spec.env), **spec.env}
+    envs = engine.environments(meet, placement, [node_address(h) for h in hosts])
+    planned = []
+    for proc, engine_env in zip(placement, envs):
+        host = hosts[proc.host]
+        role_env = spec.env_worker if proc.role == "worker" else spec.env_server
+        prefix = jobs.run_prefix(spec.run_root, job, attempt, proc.name)
+        env = {**user_env, **role_env, **engine_env, **identity_env(job, attempt, proc, host.name)}
+        argv = with_python(command, host.python)
+        record = jobs.ProcRecord(host.name, proc.role, proc.rank, prefix)
+        planned.append(Planned(record, DetachedProcess(prefix, work_dir(spec, host), argv, env)))
+    return planned
+
+
+async def _port_on(pool: HostPool, host: str, python: str) -> int:
+    return await free_port(await pool.get(host), python)
+
+
+def plan_lines(spec: LaunchSpec) -> list[str]:
+    """What --dry-run prints: the processes (MXNet roles, or torch ranks) each host would run."""
+    hosts = spec_hosts(spec)
+    placement = place_processes(spec, hosts)
+    first = hosts[placement[0].host] if placement else hosts[0]
+    master = spec.root_uri or node_address(first)
+    port = str(spec.root_port or f"(a free port on {first.name})")
+    engine = spec.training_engine
+    return [
+        f"engine: {engine.name}",
+        *engine.describe(placement, [h.name for h in hosts], master, port),
+    ]
+
+
+def checkpoint_resume(prefix: str, engine: Engine) -> ResumeHook:
+    """Relaunches continue from the newest complete checkpoint under ``prefix``, as the engine
+    resumes (MXNet: --load-epoch N; torch: --resume)."""
+
+    def hook(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
+        return engine.resume_command(command, prefix)
+
+    return hook
+
+
+def resume_hook(spec: LaunchSpec, resume: ResumeHook | None) -> ResumeHook | None:
+    """The hook a job relaunches with: the one given, else the engine's from --resume-prefix."""
+    if resume is None and spec.resume_prefix:
+        return checkpoint_resume(spec.resume_prefix, spec.training_engine)
+    return resume
+
+
+# ---- launching ------------------------------------------------------------------------------------
+def check_spec(spec: LaunchSpec) -> None:
+    if not spec.command:
+        raise UserError(
+            "give the command to run after --, e.g. -- python train.py --kv-store dist_sync"
+        )
+    if spec.launcher not in (None, "ssh", "local", "slurm"):
+        raise UserError(f"--launcher {spec.launcher}: use ssh, local or slurm")
+    if spec.slurm and spec.launcher != "slurm":
+        raise UserError("--nodes, --partition, --time … are for --launcher slurm")
+    if spec.launcher == "ssh" and not spec.hosts_file:
+        raise UserError("-H HOSTS is needed with --launcher ssh (or use --launcher local)")
+    spec.training_engine.check_layout(spec.layout, spec.env_server)
+    check_numbers(spec)
+    if (
+        spec.launcher == "local"
+        and os.path.exists(spec.run_root)
+        and not os.path.isdir(spec.run_root)
+    ):
+        raise UserError(f"--run-dir {spec.run_root} is a file; give a folder for the job's logs")
+    if spec.launcher == "local":
+        require_folder_path(os.path.expanduser(spec.run_root), "--run-dir")
+
+
+def check_numbers(spec: LaunchSpec) -> None:
+    """Ports, timeouts and counts that could never work are refused before anything starts."""
+    opt.check(spec)
+    local = spec.num_workers + (spec.num_workers if spec.num_servers is None else spec.num_servers)
+    if (spec.launcher or ("ssh" if spec.hosts_file else "local")) == "local" and local > LOCAL_CAP:
+        raise UserError(
+            f"-n {spec.num_workers} -s {spec.num_servers}: {local} processes on this machine; "
+            f"give at most {LOCAL_CAP} in all ({opt.PROCESS_WHY}), or spread them with -H"
+        )
+
+
+def new_record(spec: LaunchSpec, hosts: Sequence[HostSpec], kind: str = "") -> jobs.JobRecord:
+    kind = kind or registry.job_kind(spec.command)
+    job = jobs.choose_job_name(spec.job, kind)
+    hosts_file = (
+        os.path.abspath(spec.hosts_file) if spec.hosts_file and spec.launcher != "local" else None
+    )
+    return jobs.JobRecord(
+        job,
+        kind,
+        tuple(spec.command),
+        hosts_file,
+        tuple(h.name for h in hosts),
+        launch_args=spec.to_dict(),
+    )
+
+
+async def launch(
+    spec: LaunchSpec,
+    *,
+    sink: EventSink | None = None,
+    resume: ResumeHook | None = None,
+    pool: HostPool | None = None,
+) -> Job | slurm_job.SlurmJob:
+    """Start a distributed job detached on its hosts and return it, supervised by this process.
+
+    ``pool``: connections to reuse (the console's one pool); by default the job opens its own."""
+    check_spec(spec)
+    # the engine is decided once, here, and kept in the record for every relaunch and re-attach
+    spec = LaunchSpec.from_dict(
+        {**spec.to_dict(), "cwd": spec.cwd or os.getcwd(), "engine": spec.training_engine.name}
+    )
+    resume = resume_hook(spec, resume)
+    if spec.launcher == "slurm":
+        return await slurm_launch.launch(spec.to_dict(), sink=sink, resume=resume)
+    hosts = spec_hosts(spec)
+    place_processes(spec, hosts)
+    record = jobs.save(new_record(spec, hosts))
+    pool = pool or HostPool(hosts)
+    if spec.sync_dst_dir:
+        try:
+            await sync_work_dir(pool, hosts, spec.cwd or os.getcwd(), spec.sync_dst_dir)
+        except TransportError as exc:
+            raise UserError(f"--sync-dst-dir: {exc}") from None
+    planner = training_planner(spec, record.job, pool, resume)
+    if not spec.root_port:
+        planner.prefetch(hosts[0].name)
+    return await start_job(record, pool, planner, spec.supervise_options(), sink)
+
+
+def open_job(
+    job_id: str | None,
+    *,
+    sink: EventSink | None = None,
+    tail_lines: int | None = 20,
+    resume: ResumeHook | None = None,
+    pool: HostPool | None = None,
+) -> Job | slurm_job.SlurmJob:
+    """The recorded job (the newest running one without a name), ready to ``attach()``."""
+    record = jobs.resolve(job_id)
+    if record.launch_args.get("launcher") == "slurm":
+        return slurm_launch.open_job(record, sink=sink, resume=resume, tail_lines=tail_lines)
+    pool = pool or HostPool(record_hosts(record))
+    if record.kind == "pack":
+        planner, options = pack_planner(record, pool), SuperviseOptions(tail_lines=tail_lines)
+    else:
+        spec = LaunchSpec.from_dict(record.launch_args)
+        planner = training_planner(spec, record.job, pool, resume_hook(spec, resume))
+        options = spec.supervise_options(tail_lines=tail_lines)
+    return Job(record, pool, planner=planner, options=options, sink=sink)
