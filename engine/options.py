@@ -140,14 +140,22 @@ def coerce(cls: Any, name: str, value: Any, label: str = "") -> Any:
     else text takes the type of the field's default; other values are kept as given. A bad value is
     one line naming ``label`` (default: the field's name)."""
     f, spec = next((f, s) for f, s in fields(cls) if f.name == name)
+    default = default_of(f)
     try:
+        if isinstance(value, str) and _is_number(default):  # "many" is not a number: say so
+            value = _from_text(default, value.strip())
+            return spec.parse(value) if spec.parse is not None else value
         if spec.parse is not None and isinstance(value, (str, list)):
             return spec.parse(value)
         if isinstance(value, str):
-            return _from_text(default_of(f), value.strip())
+            return _from_text(default, value.strip())
         return value
     except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
         raise _invalid(label or name, value, exc) from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _invalid(name: str, value: Any, exc: Exception) -> UserError:

@@ -311,12 +311,14 @@ def gather_facts(args, check: CheckOptions | None = None, probe_local: bool = Tr
 def _gather_data(f: Facts) -> list[str]:
     recs = []
     for path in (f.train.data_train, f.train.data_val):
+        if not path:
+            continue  # not given: nothing to look at
         files, stray, exists = data_files(path)
         if not exists:
             f.missing_data.append(path)
         if stray:
             f.stray[path] = stray
-        f.bad_data += _bad_data(path, files) if path and exists else []
+        f.bad_data += _bad_data(path, files) if exists else []
         if path == f.train.data_train:
             recs = files
     return recs
