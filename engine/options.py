@@ -348,11 +348,6 @@ def form_fields(
     return tuple(out)
 
 
-def plain_field(name: str, value: Any) -> FormField:
-    """A field no option group declares (a key a user added to workspace.toml)."""
-    return FormField(name, "text", _form_text(value), "", "")
-
-
 def _form_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

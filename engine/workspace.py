@@ -8,7 +8,7 @@ import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from engine import options as opt
 from engine.errors import UserError
@@ -145,6 +145,18 @@ class Workspace:
         return dict(self.config.get("slurm", {}))
 
     # ---- options -----------------------------------------------------------------------
+    @overload
+    def stage_options(self, stage: Literal["disk"]) -> prep_options.DiskOptions: ...
+    @overload
+    def stage_options(self, stage: Literal["filter"]) -> prep_options.FilterOptions: ...
+    @overload
+    def stage_options(self, stage: Literal["split"]) -> prep_options.SplitOptions: ...
+    @overload
+    def stage_options(self, stage: Literal["list"]) -> prep_options.ListOptions: ...
+    @overload
+    def stage_options(self, stage: Literal["pack"]) -> prep_options.PackOptions: ...
+    @overload
+    def stage_options(self, stage: str) -> Any: ...
     def stage_options(self, stage: str) -> Any:
         """A stage's option dataclass (e.g. PackOptions): the tutorial's values, overridden by
         workspace.toml's."""
