@@ -134,17 +134,20 @@ def build(cls: Any, values: dict[str, Any], base: Any = None, where: str = "") -
 
 # ---- text <-> value ---------------------------------------------------------------------------
 def coerce(cls: Any, name: str, value: Any, label: str = "") -> Any:
-    """A value typed in a form, read from workspace.toml or given as a flag, in the field's own type.
+    """A value typed in a form or read from workspace.toml, in the field's own type: the one
+    conversion every workspace option goes through.
 
-    Text and lists go through the field's ``parse`` where it has one (which also takes a TOML array),
-    else text takes the type of the field's default; other values are kept as given. A bad value is
-    one line naming ``label`` (default: the field's name)."""
+    Text for a number is read as one (and then given to the field's ``parse``, if any); other text
+    and lists go through ``parse`` where the field has one (it also takes a TOML array), else text
+    takes the type of the field's default; other values are kept as given. A bad value is one line
+    naming ``label`` (default: the field's name)."""
     f, spec = next((f, s) for f, s in fields(cls) if f.name == name)
     default = default_of(f)
+    number = spec.parse if spec.parse in (int, float) else type(default)
     try:
-        if isinstance(value, str) and _is_number(default):  # "many" is not a number: say so
-            value = _from_text(default, value.strip())
-            return spec.parse(value) if spec.parse is not None else value
+        if isinstance(value, str) and number in NUMBER_WORDS:  # "many" is not a number: say so
+            read = _number(number, value.strip(), NUMBER_WORDS[number])
+            return spec.parse(read) if spec.parse is not None else read
         if spec.parse is not None and isinstance(value, (str, list)):
             return spec.parse(value)
         if isinstance(value, str):
@@ -152,10 +155,6 @@ def coerce(cls: Any, name: str, value: Any, label: str = "") -> Any:
         return value
     except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
         raise _invalid(label or name, value, exc) from None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _invalid(name: str, value: Any, exc: Exception) -> UserError:
@@ -169,6 +168,9 @@ def _number(kind: Callable[[str], Any], text: str, what: str) -> Any:
         raise ValueError(f"not a valid {what}") from None
 
 
+NUMBER_WORDS: dict[Any, str] = {int: "int (a whole number)", float: "number"}
+
+
 def _from_text(current: Any, text: str) -> Any:
     """``text`` in the type of ``current``; text for a text (or unset) option stays as typed."""
     if isinstance(current, bool):
@@ -177,10 +179,8 @@ def _from_text(current: Any, text: str) -> Any:
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError("not valid: give true or false")
-    if isinstance(current, int):
-        return _number(int, text, "int (a whole number)")
-    if isinstance(current, float):
-        return _number(float, text, "number")
+    if isinstance(current, (int, float)):
+        return _number(type(current), text, NUMBER_WORDS[type(current)])
     if isinstance(current, (list, tuple)):  # words, as flags are typed: a comma stays in its word
         return type(current)(text.split())
     return text

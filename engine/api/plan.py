@@ -190,12 +190,11 @@ def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> lis
 
 def _slurm_findings(ws: wsmod.Workspace) -> list[str]:
     """`sinfo` against the workspace's [slurm] table (partition, GPUs per node, time limit)."""
-    options = ws.slurm_options()
-    options["sbatch_args"] = tuple(options.get("sbatch_args") or ())
     try:
-        request = SlurmRequest(tasks=workers_of(ws), **options)
-    except TypeError:
-        return [f"error   {ws.path / wsmod.CONFIG_NAME} [slurm]: unknown keys in {sorted(options)}"]
+        base = SlurmRequest(tasks=workers_of(ws))
+        request = opt.build(SlurmRequest, ws.slurm_options(), base=base, where="slurm.")
+    except UserError as exc:
+        return [f"error   {ws.path / wsmod.CONFIG_NAME}: {exc}"]
     return preflight_findings(request)
 
 

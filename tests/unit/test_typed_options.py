@@ -198,3 +198,14 @@ def test_a_malformed_list_line_is_an_item_with_a_reason_not_a_path():
     assert good == Item(1, 7, "a.jpg", (1.0,)) and not good.malformed
     assert short.malformed and short.path == "" and "2 tab-separated fields" in short.reason
     assert nan.malformed and nan.path == "" and "not a finite number" in nan.reason
+
+
+def test_a_slurm_table_key_that_is_unknown_or_not_a_number_is_one_line_naming_it(tmp_path):
+    ws = wsmod.create(tmp_path / "ws", {"root": "images", "launcher": "slurm"})
+    ws.config["slurm"] = {"nodes": "two"}
+    assert plan._slurm_findings(ws) == [
+        f"error   {ws.path / wsmod.CONFIG_NAME}: slurm.nodes: 'two': not a valid int (a whole number)"
+    ]
+    ws.config["slurm"] = {"node": 2}
+    (finding,) = plan._slurm_findings(ws)
+    assert "unknown option slurm.node; options: nodes, gpus_per_node" in finding
