@@ -91,9 +91,9 @@ def switch(text: str) -> bool:
 
 # --- the options: one dataclass, grouped as MXNet's common/fit.py and common/data.py group them ---
 FIT, DATA, AUG, TORCH = "Training", "Data", "Augmentation", "Torch engine"
-# A field made with ``console=True`` is one of a workspace's [train] keys: its default (CLUSTER's
-# value) goes into a new workspace.toml, the console's training form shows it and every worker gets
-# it as a flag. The other fields keep the values below unless a workspace's extra_args set them.
+# A field made with ``console=True`` is one of a workspace's [train] keys: CLUSTER's value is the
+# workspace's until its workspace.toml says otherwise, the console's training form shows it and every
+# worker gets it as a flag. The other fields keep their values unless a workspace's extra_args set them.
 
 
 def _fit(default: Any, help: str = "", console: bool = False, **spec: Any) -> Any:
