@@ -92,8 +92,8 @@ def switch(text: str) -> bool:
 # --- the options: one dataclass, grouped as MXNet's common/fit.py and common/data.py group them ---
 FIT, DATA, AUG, TORCH = "Training", "Data", "Augmentation", "Torch engine"
 # A field made with ``console=True`` is one of a workspace's [train] keys: CLUSTER's value is the
-# workspace's until its workspace.toml says otherwise, the console's training form shows it and every
-# worker gets it as a flag. The other fields keep their values unless a workspace's extra_args set them.
+# workspace's until its workspace.toml says otherwise, the console's training form shows it and
+# every worker gets it as a flag. The other fields keep their values unless extra_args set them.
 
 
 def _fit(default: Any, help: str = "", console: bool = False, **spec: Any) -> Any:
@@ -339,7 +339,7 @@ class CheckOptions:
     json: bool = opt.option(False, "print the findings as JSON")
 
 
-# A new workspace trains a small network on its own cluster: the console=True fields are its to edit.
+# A new workspace trains a small network on its own cluster: the console=True fields are its own.
 WORKSPACE_FIELDS = tuple(f.name for f, spec in opt.fields(TrainOptions) if spec.console)
 # Of those, what every worker gets as ``--key value`` as it is; the others are set apart: the engine
 # picks the command, --gpus only when set, mirror travels in the environment, model_prefix by mode.
@@ -355,15 +355,16 @@ CLUSTER = TrainOptions(
 
 @dataclass(frozen=True)
 class WorkspaceTrain:
-    """A workspace's [train] table, typed: the training options (CLUSTER's where the table is silent)
-    and the job the console launches with them."""
+    """A workspace's [train] table, typed: the training options (CLUSTER's where the table is
+    silent) and the job the console launches with them."""
 
     train: TrainOptions = CLUSTER
     job: JobOptions = JobOptions()
 
     @classmethod
     def build(cls, values: dict[str, Any], base: WorkspaceTrain | None = None) -> WorkspaceTrain:
-        """From [train] values (stored or typed in), over ``base``; typed, checked, unknown keys refused."""
+        """From [train] values (stored or typed in) over ``base``: typed, checked, unknown keys
+        refused."""
         base = base or cls()
         unknown = sorted(set(values) - set(WORKSPACE_KEYS))
         if unknown:
