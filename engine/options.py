@@ -118,40 +118,47 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def build(cls: Any, values: dict[str, Any]) -> Any:
-    """An instance from stored or typed values; unknown keys are refused by name."""
-    known = {f.name: (f, s) for f, s in fields(cls)}
+def build(cls: Any, values: dict[str, Any], base: Any = None, where: str = "") -> Any:
+    """An instance from stored or typed values over ``base`` (default: the dataclass's defaults),
+    with every bound checked; unknown keys are refused by name. ``where`` prefixes the names a bad
+    value's message gives (e.g. "train.")."""
+    known = [f.name for f, _ in fields(cls)]
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise UserError(f"unknown option {unknown[0]!r}; options: {', '.join(known)}")
-    typed = {k: coerce(cls, k, v) for k, v in values.items()}
-    return cls(**typed)
+        raise UserError(f"unknown option {where}{unknown[0]}; options: {', '.join(known)}")
+    typed = {k: coerce(cls, k, v, label=where + k) for k, v in values.items()}
+    obj = dataclasses.replace(base, **typed) if base is not None else cls(**typed)
+    check(obj)  # a group without a __post_init__ check (TrainOptions) is checked here too
+    return obj
 
 
 # ---- text <-> value ---------------------------------------------------------------------------
-def coerce(cls: Any, name: str, value: Any) -> Any:
-    """A value typed in a form or read from workspace.toml, in the field's own type."""
+def coerce(cls: Any, name: str, value: Any, label: str = "") -> Any:
+    """A value typed in a form or read from workspace.toml, in the field's own type: the one
+    conversion every workspace option goes through.
+
+    Text for a number is read as one (and then given to the field's ``parse``, if any); other text
+    and lists go through ``parse`` where the field has one (it also takes a TOML array), else text
+    takes the type of the field's default; other values are kept as given. A bad value is one line
+    naming ``label`` (default: the field's name)."""
     f, spec = next((f, s) for f, s in fields(cls) if f.name == name)
-    if spec.parse is None:
-        return coerce_like(default_of(f), value, name)
+    default = default_of(f)
+    number = spec.parse if spec.parse in (int, float) else type(default)
     try:
-        return spec.parse(value)
-    except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-        raise _invalid(name, value, exc) from None
-
-
-def coerce_like(current: Any, value: Any, name: str) -> Any:
-    """Text typed in a form, in the type of the option's ``current`` value; other values as given."""
-    if not isinstance(value, str) or current is None or isinstance(current, str):
+        if isinstance(value, str) and number in NUMBER_WORDS:  # "many" is not a number: say so
+            read = _number(number, value.strip(), NUMBER_WORDS[number])
+            return spec.parse(read) if spec.parse is not None else read
+        if spec.parse is not None and isinstance(value, (str, list)):
+            return spec.parse(value)
+        if isinstance(value, str):
+            return _from_text(default, value.strip())
         return value
-    try:
-        return _from_text(current, value.strip())
-    except ValueError as exc:
-        raise _invalid(name, value, exc) from None
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+        raise _invalid(label or name, value, exc) from None
 
 
 def _invalid(name: str, value: Any, exc: Exception) -> UserError:
-    return UserError(f"{name}: {value!r} is {exc}")
+    return UserError(f"{name}: {value!r}: {exc}")
 
 
 def _number(kind: Callable[[str], Any], text: str, what: str) -> Any:
@@ -161,19 +168,21 @@ def _number(kind: Callable[[str], Any], text: str, what: str) -> Any:
         raise ValueError(f"not a valid {what}") from None
 
 
+NUMBER_WORDS: dict[Any, str] = {int: "int (a whole number)", float: "number"}
+
+
 def _from_text(current: Any, text: str) -> Any:
+    """``text`` in the type of ``current``; text for a text (or unset) option stays as typed."""
     if isinstance(current, bool):
         if text.lower() in ("1", "true", "yes", "on"):
             return True
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError("not valid: give true or false")
-    if isinstance(current, int):
-        return _number(int, text, "int (a whole number)")
-    if isinstance(current, float):
-        return _number(float, text, "number")
-    if isinstance(current, (list, tuple)):
-        return type(current)(text.replace(",", " ").split())
+    if isinstance(current, (int, float)):
+        return _number(type(current), text, NUMBER_WORDS[type(current)])
+    if isinstance(current, (list, tuple)):  # words, as flags are typed: a comma stays in its word
+        return type(current)(text.split())
     return text
 
 
@@ -337,11 +346,6 @@ def form_fields(
             )
         )
     return tuple(out)
-
-
-def plain_field(name: str, value: Any) -> FormField:
-    """A field no option group declares (a key a user added to workspace.toml)."""
-    return FormField(name, "text", _form_text(value), "", "")
 
 
 def _form_text(value: Any) -> str:

@@ -8,7 +8,7 @@ import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from engine import options as opt
 from engine.errors import UserError
@@ -26,10 +26,7 @@ STATES = ("pending", "running", "done", "failed", "stale", "stopped")
 
 # What a new workspace starts with: the tutorial's values, from the stages' option dataclasses.
 DEFAULT_STAGE_OPTIONS: dict[str, dict[str, Any]] = {
-    "disk": {"margin": 1.1},
-    "extract": {},
-    **prep_options.workspace_defaults(),
-    "place": {},
+    stage: prep_options.workspace_defaults().get(stage, {}) for stage in PREP_STAGES
 }
 DEFAULT_TRAIN: dict[str, Any] = train_options.workspace_defaults()
 
@@ -148,54 +145,74 @@ class Workspace:
         return dict(self.config.get("slurm", {}))
 
     # ---- options -----------------------------------------------------------------------
-    def stage_options(self, stage: str) -> dict[str, Any]:
-        merged = dict(DEFAULT_STAGE_OPTIONS.get(stage, {}))
-        merged.update(self.config.get("stages", {}).get(stage, {}))
-        return merged
+    @overload
+    def stage_options(self, stage: Literal["disk"]) -> prep_options.DiskOptions: ...
+    @overload
+    def stage_options(self, stage: Literal["filter"]) -> prep_options.FilterOptions: ...
+    @overload
+    def stage_options(self, stage: Literal["split"]) -> prep_options.SplitOptions: ...
+    @overload
+    def stage_options(self, stage: Literal["list"]) -> prep_options.ListOptions: ...
+    @overload
+    def stage_options(self, stage: Literal["pack"]) -> prep_options.PackOptions: ...
+    @overload
+    def stage_options(self, stage: str) -> Any: ...
+    def stage_options(self, stage: str) -> Any:
+        """A stage's option dataclass (e.g. PackOptions): the tutorial's values, overridden by
+        workspace.toml's."""
+        if stage not in prep_options.GROUPS:
+            raise UserError(
+                f"stage {stage!r} has no options (stages: {', '.join(prep_options.GROUPS)})"
+            )
+        return prep_options.stage_options(stage, self._stored(stage))
 
-    def train_options(self) -> dict[str, Any]:
-        merged = dict(DEFAULT_TRAIN)
-        merged.update(self.config.get("train", {}))
-        return merged
+    def train_options(self) -> train_options.WorkspaceTrain:
+        """The [train] table, typed: training options and job options (CLUSTER's where unset)."""
+        return train_options.WorkspaceTrain.build(self._stored("train"))
+
+    def _stored(self, stage: str) -> dict[str, Any]:
+        """The values workspace.toml holds for a stage (or "train") that an option declares; a key
+        nothing declares stays in the file and is read by nothing (an older or hand-added one)."""
+        if stage == "train":
+            table, known = self.config.get("train", {}), train_options.WORKSPACE_KEYS
+        else:
+            table = self.config.get("stages", {}).get(stage, {})
+            known = tuple(f.name for f, _ in opt.fields(prep_options.GROUPS[stage]))
+        return {k: v for k, v in table.items() if k in known}
+
+    def option_values(self, stage: str) -> dict[str, Any]:
+        """What the console shows of a stage's (or "train") options: name -> value."""
+        if stage == "train":
+            return self.train_options().values()
+        if stage not in prep_options.GROUPS:
+            return {}
+        return prep_options.console_values(self.stage_options(stage))
 
     def option_fields(self, stage: str) -> tuple[opt.FormField, ...]:
         """The console's form for a stage's (or "train") options: type, default, bounds and help."""
-        values = self.train_options() if stage == "train" else self.stage_options(stage)
+        values = self.option_values(stage)
         if stage == "train":
-            declared = opt.form_fields(
-                train_options.TrainOptions,
-                values,
-                base=train_options.CLUSTER,
-                only=train_options.WORKSPACE_FIELDS,
+            return opt.form_fields(
+                train_options.TrainOptions, values, base=train_options.CLUSTER
             ) + opt.form_fields(train_options.JobOptions, values)
-        elif stage in prep_options.GROUPS:
-            declared = opt.form_fields(
+        if stage in prep_options.GROUPS:
+            return opt.form_fields(
                 prep_options.GROUPS[stage], values, base=prep_options.TUTORIAL[stage]
             )
-        else:
-            declared = ()
-        names = {f.name for f in declared}
-        return declared + tuple(opt.plain_field(k, v) for k, v in values.items() if k not in names)
+        return ()
 
     def set_stage_options(self, stage: str, values: dict[str, Any]) -> None:
         """Save new options; a finished stage (and those after it) become stale."""
-        if stage not in DEFAULT_STAGE_OPTIONS:
-            raise UserError(
-                f"stage {stage!r} has no options (stages: {', '.join(DEFAULT_STAGE_OPTIONS)})"
-            )
-        current = self.stage_options(stage)
-        typed = {k: coerce_like(current.get(k), v, f"{stage}.{k}") for k, v in values.items()}
-        if stage in prep_options.GROUPS:
-            prep_options.stage_options(stage, {**current, **typed})  # bounds, before saving
-        self.config.setdefault("stages", {}).setdefault(stage, {}).update(typed)
+        current = self.stage_options(stage)  # refuses a stage without options
+        typed = opt.build(type(current), values, base=current, where=f"{stage}.")
+        saved = {k: getattr(typed, k) for k in values}
+        self.config.setdefault("stages", {}).setdefault(stage, {}).update(saved)
         save_config(self.path, self.config)
         self.mark_stale_from(stage)
 
     def set_train_options(self, values: dict[str, Any]) -> None:
-        current = self.train_options()
-        typed = {k: coerce_like(current.get(k), v, f"train.{k}") for k, v in values.items()}
-        typed = {k: train_options.workspace_value(k, v) for k, v in typed.items()}
-        self.config.setdefault("train", {}).update(typed)
+        typed = train_options.WorkspaceTrain.build(values, base=self.train_options())
+        self.config.setdefault("train", {}).update({k: typed.value(k) for k in values})
         save_config(self.path, self.config)
 
     # ---- stage state -------------------------------------------------------------------
@@ -233,7 +250,7 @@ class Workspace:
             root=str(self.root),
             hosts_file=str(self.hosts_file or ""),
             stages=self.stage_statuses(),
-            train=tuple(sorted(self.train_options().items())),
+            train=tuple(sorted(self.option_values("train").items())),
             job=job.get("id", ""),
             job_state=job.get("state", ""),
             hosts=hosts,
@@ -251,13 +268,6 @@ def status_from_record(name: str, record: dict[str, Any]) -> StageStatus:
         message=record.get("message", ""),
         undoable=name in UNDOABLE,
     )
-
-
-def coerce_like(current: Any, value: Any, name: str) -> Any:
-    """Turn text typed in a form into the type the option already has; a bad value names the option."""
-    if isinstance(current, list) and isinstance(value, str):
-        return value.split()  # words, as extra_args are given: a comma stays inside its word
-    return opt.coerce_like(current, value, name)
 
 
 # Paths stages extract into, move files in or write to (tarball and hosts are only read).
@@ -297,12 +307,12 @@ def check_config(config_path: Path, config: dict[str, Any]) -> None:
 
 def _check_bounds(config_path: Path, config: dict[str, Any]) -> None:
     """Values of the right type but outside their option's bounds, named as written in the file."""
+    ws = Workspace(config_path.parent, config)
     try:
-        for stage, options in config.get("stages", {}).items():
+        for stage in config.get("stages", {}):
             if stage in prep_options.GROUPS:
-                prep_options.stage_options(stage, options)
-        for key, value in config.get("train", {}).items():
-            train_options.workspace_value(key, value)
+                ws.stage_options(stage)
+        ws.train_options()
     except UserError as exc:
         raise UserError(f"{config_path}: {exc}; fix the file and reopen") from None
 

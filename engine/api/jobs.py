@@ -16,6 +16,7 @@ from engine.api.plan import (
     engine_of,
     host_specs,
     job_env,
+    model_prefix,
     servers_of,
     train_command,
     workers_of,
@@ -138,8 +139,8 @@ def launch_spec(ws: wsmod.Workspace, mode: str) -> LaunchSpec:
         launcher=launcher_name,
         env=job_env(ws),
         cwd=str(ws.path),
-        resume_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,
-        max_restarts=int(opts.get("max_restarts", 0)),
+        resume_prefix=str(model_prefix(ws)) if mode == "train" else None,
+        max_restarts=opts.job.max_restarts,
         engine=engine_of(ws).name,
         **local_only,
     )
@@ -148,9 +149,7 @@ def launch_spec(ws: wsmod.Workspace, mode: str) -> LaunchSpec:
 async def launch(ws: wsmod.Workspace, mode: str) -> ConsoleJob:
     """Start the job detached on the workspace's hosts; the workspace remembers it for re-attaching."""
     if mode == "train":
-        ws.resolve(str(ws.train_options()["model_prefix"])).parent.mkdir(
-            parents=True, exist_ok=True
-        )
+        model_prefix(ws).parent.mkdir(parents=True, exist_ok=True)
     job = await launcher.launch(launch_spec(ws, mode))
     _remember_mode(ws, job.job_id, mode)
     return console_job(ws, job, mode)
@@ -176,12 +175,12 @@ async def attach(ws: wsmod.Workspace, job_id: str, emit: Emit) -> ConsoleJob | N
 def console_job(ws: wsmod.Workspace, job: Any, mode: str) -> ConsoleJob:
     """The console's view of a launched job; a training job also tracks its progress."""
     opts = ws.train_options()
-    batch, workers = int(opts["batch_size"]), workers_of(ws)
+    batch, workers = opts.train.batch_size, workers_of(ws)
     tracker = None
     if mode == "train":
         examples = data_counts(ws, ws.lists_dir)[1]
         batches = epoch_size(examples, batch, workers) if examples else None
-        tracker = TrainTracker(job.job_id, int(opts["num_epochs"]), batches, batch, workers)
+        tracker = TrainTracker(job.job_id, opts.train.num_epochs, batches, batch, workers)
     return ConsoleJob(job, mode, batch, tracker)
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+from engine import options as opt
 from engine import workspace as wsmod
 from engine.cluster import hosts
 from engine.train.launch import registry
 from engine.train.launch.engines import Engine, Layout
-from engine.train.launch.preflight_hosts import check_across_hosts
+from engine.train.launch.preflight_hosts import AcrossHosts, check_across_hosts
 from engine.cluster.slurm import SlurmRequest
 from engine.cluster.slurm_job import SLURM_HOST, preflight_findings
 from engine.errors import UserError
@@ -70,21 +70,25 @@ def train_command(ws: wsmod.Workspace, mode: str) -> tuple[str, ...]:
     engine = engine_of(ws)
     if engine.name != registry.DEFAULT:  # the launcher reads the engine from the command too
         cmd += ["--engine", engine.name]
-    for key in train_options.PASSED_AS_IS:
-        cmd += ["--" + key.replace("_", "-"), train_options.flag_text(key, opts[key])]
+    cmd += opt.to_argv(opts.train, only=train_options.PASSED_AS_IS)
     if mode == "train":  # a benchmark or test-io run must never write over the trained model
-        cmd += ["--model-prefix", str(ws.resolve(str(opts["model_prefix"])))]
+        cmd += ["--model-prefix", str(model_prefix(ws))]
     cmd += ["--data-train", str(ws.train_dir), "--data-val", str(ws.val_dir)]
-    if opts.get("gpus"):
-        cmd += ["--gpus", train_options.flag_text("gpus", opts["gpus"])]
+    if opts.train.gpus:
+        cmd += opt.to_argv(opts.train, only=("gpus",))
     cmd += list(MODE_FLAGS[mode])
     num_classes, num_examples = data_counts(ws, lists)
     if num_classes:
         cmd += ["--num-classes", str(num_classes)]
     if num_examples:
         cmd += ["--num-examples", str(num_examples)]
-    cmd += [str(a) for a in opts.get("extra_args", [])]
+    cmd += opts.job.extra_args
     return tuple(cmd)
+
+
+def model_prefix(ws: wsmod.Workspace) -> Path:
+    """Where a training job's checkpoints go: [train] model_prefix, inside the workspace if relative."""
+    return ws.resolve(str(ws.train_options().train.model_prefix or ""))
 
 
 def data_counts(ws: wsmod.Workspace, lists: Path) -> tuple[int | None, int | None]:
@@ -105,14 +109,14 @@ def data_counts(ws: wsmod.Workspace, lists: Path) -> tuple[int | None, int | Non
 def job_env(ws: wsmod.Workspace) -> dict[str, str]:
     opts = ws.train_options()
     return {
-        "MXNET_BACKWARD_DO_MIRROR": "1" if opts.get("mirror") else "0",
-        "OMP_NUM_THREADS": str(opts.get("omp_threads", 1)),
+        "MXNET_BACKWARD_DO_MIRROR": "1" if opts.train.mirror else "0",
+        "OMP_NUM_THREADS": str(opts.job.omp_threads),
     }
 
 
 def engine_of(ws: wsmod.Workspace) -> Engine:
     """The workspace's training engine: [train] engine = "mxnet" (default) or "torch"."""
-    return registry.engine_named(ws.train_options().get("engine"))
+    return registry.engine_named(ws.train_options().train.engine)
 
 
 def plan_roles(ws: wsmod.Workspace) -> tuple[tuple[str, str, int | None], ...]:
@@ -124,10 +128,6 @@ def plan_roles(ws: wsmod.Workspace) -> tuple[tuple[str, str, int | None], ...]:
     return tuple((specs[p.host].name, engine.role_name(p.role), p.rank) for p in places)
 
 
-def gpu_count(gpus: Any) -> int:
-    return len(train_options.workspace_value("gpus", gpus))
-
-
 def plan(ws: wsmod.Workspace, mode: str) -> LaunchPlan:
     """The launch plan shown before launching: placement, batch sizes and pre-flight findings."""
     if mode not in MODE_FLAGS:
@@ -135,8 +135,8 @@ def plan(ws: wsmod.Workspace, mode: str) -> LaunchPlan:
     opts = ws.train_options()
     specs = host_specs(ws)
     workers = workers_of(ws)
-    gpus = gpu_count(opts.get("gpus", ""))
-    batch = int(opts["batch_size"])
+    gpus = len(opts.train.gpus)
+    batch = opts.train.batch_size
     findings = tuple(_preflight(ws, mode))
     return LaunchPlan(
         mode=mode,
@@ -148,8 +148,8 @@ def plan(ws: wsmod.Workspace, mode: str) -> LaunchPlan:
         batch_per_gpu=batch / max(1, gpus),
         batch_per_worker=batch,
         global_batch=batch * workers,
-        mirror=bool(opts.get("mirror")),
-        data_nthreads=int(opts["data_nthreads"]),
+        mirror=opts.train.mirror,
+        data_nthreads=opts.train.data_nthreads,
         command=train_command(ws, mode),
         findings=findings,
         blocking=any(f.startswith("error") for f in findings),
@@ -182,7 +182,7 @@ def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> lis
     if ws.hosts_file is None or ws.launcher != "ssh":
         return []
     return check_across_hosts(
-        SimpleNamespace(
+        AcrossHosts(
             hosts=str(ws.hosts_file),
             engine=engine_of(ws).name,
             data_train=train.data_train,
@@ -196,23 +196,22 @@ def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> lis
 
 def _slurm_findings(ws: wsmod.Workspace) -> list[str]:
     """`sinfo` against the workspace's [slurm] table (partition, GPUs per node, time limit)."""
-    options = ws.slurm_options()
-    options["sbatch_args"] = tuple(options.get("sbatch_args") or ())
     try:
-        request = SlurmRequest(tasks=workers_of(ws), **options)
-    except TypeError:
-        return [f"error   {ws.path / wsmod.CONFIG_NAME} [slurm]: unknown keys in {sorted(options)}"]
+        base = SlurmRequest(tasks=workers_of(ws))
+        request = opt.build(SlurmRequest, ws.slurm_options(), base=base, where="slurm.")
+    except UserError as exc:
+        return [f"error   {ws.path / wsmod.CONFIG_NAME}: {exc}"]
     return preflight_findings(request)
 
 
 def options_of(ws: wsmod.Workspace, mode: str) -> train_options.TrainOptions:
     """The options every worker will train with: the workspace's, its data and the mode."""
     opts = ws.train_options()
-    values = {k: train_options.workspace_value(k, opts[k]) for k in train_options.WORKSPACE_FIELDS}
+    values = {k: getattr(opts.train, k) for k in train_options.WORKSPACE_FIELDS}
     num_classes, num_examples = data_counts(ws, ws.lists_dir)
     values.update(
         # a benchmark or test-io run is not given the model's prefix (train_command's rule)
-        model_prefix=str(ws.resolve(str(opts["model_prefix"]))) if mode == "train" else None,
+        model_prefix=str(model_prefix(ws)) if mode == "train" else None,
         data_train=str(ws.train_dir),
         data_val=str(ws.val_dir),
         test_io=mode == "test-io",
@@ -221,7 +220,7 @@ def options_of(ws: wsmod.Workspace, mode: str) -> train_options.TrainOptions:
         num_examples=num_examples or train_options.IMAGENET.num_examples,
     )
     train = replace(train_options.IMAGENET, **values)
-    return train_options.with_flags(train, [str(a) for a in opts.get("extra_args", [])])
+    return train_options.with_flags(train, opts.job.extra_args)
 
 
 def _check_options(ws: wsmod.Workspace) -> train_options.CheckOptions:
@@ -236,12 +235,12 @@ def _check_options(ws: wsmod.Workspace) -> train_options.CheckOptions:
 
 
 def workers_of(ws: wsmod.Workspace) -> int:
-    return int(ws.train_options().get("workers") or len(host_specs(ws)))
+    return ws.train_options().job.workers or len(host_specs(ws))
 
 
 def servers_of(ws: wsmod.Workspace) -> int:
     opts = ws.train_options()
-    return engine_of(ws).servers(opts.get("num_servers"), str(opts["kv_store"]))
+    return engine_of(ws).servers(opts.job.num_servers, opts.train.kv_store)
 
 
 def check_hosts_file(path: str | Path) -> None:

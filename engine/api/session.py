@@ -219,11 +219,7 @@ class Session:
         return self.workspace.option_fields(stage)
 
     def stage_options(self, stage: str) -> dict[str, Any]:
-        return (
-            self.workspace.train_options()
-            if stage == "train"
-            else self.workspace.stage_options(stage)
-        )
+        return self.workspace.option_values(stage)
 
     def _check_stage(self, stage: str) -> None:
         if stage not in wsmod.STAGES:
@@ -305,7 +301,7 @@ class Session:
 
     def topology(self) -> Topology:
         opts = self.workspace.train_options()
-        return Topology(str(opts["kv_store"]), int(opts.get("workers") or len(self.hosts) or 1))
+        return Topology(opts.train.kv_store, opts.job.workers or len(self.hosts) or 1)
 
     async def doctor(self) -> Diagnosis:
         jobs = self.workspace.state.get("speed_jobs", {})
@@ -392,7 +388,7 @@ class Session:
         return per_worker
 
     def _workers_per_host(self) -> int:
-        workers = int(self.workspace.train_options().get("workers") or len(self.hosts) or 1)
+        workers = self.workspace.train_options().job.workers or len(self.hosts) or 1
         return max(1, -(-workers // max(1, len(self.hosts))))
 
     async def _reattach(self) -> None:

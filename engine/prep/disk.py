@@ -17,10 +17,10 @@ from typing import IO
 
 from engine.cli_progress import human_bytes
 from engine.errors import StageRefused, UserError
-from engine.prep.options import TUTORIAL, PackOptions
+from engine.prep.options import TUTORIAL, DiskOptions, PackOptions
 
 IMAGE_EXTS = (".jpeg", ".jpg", ".png")
-MARGIN = 0.05  # estimates are estimates: ask for 5% more than computed
+MARGIN = DiskOptions().margin  # a workspace may ask for another (its disk.margin)
 RECORD_OVERHEAD = 32  # RecordIO framing + image header + .idx line, per image
 LIST_LINE_BYTES = 80  # one .lst line
 SAMPLE_IMAGES = 64  # decoded and re-encoded: about 0.3 s; about +-20% on small, skewed sets
@@ -42,8 +42,9 @@ class SpaceNeed:
         return with_margin(self.need_bytes) <= self.free_bytes
 
 
-def with_margin(need: int) -> int:
-    return int(need * (1 + MARGIN)) if need else 0
+def with_margin(need: int, margin: float = MARGIN) -> int:
+    """``need`` bytes times the margin (a multiplier such as 1.05)."""
+    return int(need * margin) if need else 0
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -253,25 +254,25 @@ def _row(stage: str, need: int, target: Path, note: str) -> SpaceNeed:
     return SpaceNeed(stage, need, Path(target), mount, free, note)
 
 
-def totals_by_mount(rows: list[SpaceNeed]) -> dict[Path, tuple[int, int]]:
+def totals_by_mount(rows: list[SpaceNeed], margin: float = MARGIN) -> dict[Path, tuple[int, int]]:
     """Everything planned on one file system must fit at once: mount -> (need with margin, free)."""
     out: dict[Path, tuple[int, int]] = {}
     for row in rows:
         need, _ = out.get(row.mount, (0, row.free_bytes))
-        out[row.mount] = (need + with_margin(row.need_bytes), row.free_bytes)
+        out[row.mount] = (need + with_margin(row.need_bytes, margin), row.free_bytes)
     return out
 
 
-def format_table(rows: list[SpaceNeed]) -> str:
+def format_table(rows: list[SpaceNeed], margin: float = MARGIN) -> str:
     lines = [f"{'stage':<8} {'needs':>10} {'free':>10}  {'mount':<16} note"]
     for r in rows:
         lines.append(
             f"{r.stage:<8} {human_bytes(r.need_bytes):>10} {human_bytes(r.free_bytes):>10}  {r.mount!s:<16} {r.note}"
         )
-    for mount, (need, free) in totals_by_mount(rows).items():
+    for mount, (need, free) in totals_by_mount(rows, margin).items():
         verdict = "fits" if need <= free else f"DOES NOT FIT: free {human_bytes(need - free)} more"
         lines.append(
-            f"{'total':<8} {human_bytes(need):>10} {human_bytes(free):>10}  {mount!s:<16} {verdict} (+{MARGIN:.0%} margin)"
+            f"{'total':<8} {human_bytes(need):>10} {human_bytes(free):>10}  {mount!s:<16} {verdict} (+{margin - 1:.0%} margin)"
         )
     return "\n".join(lines)
 

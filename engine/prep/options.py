@@ -31,6 +31,21 @@ def ext_list(value: Any) -> list[str]:
 
 
 @dataclass(frozen=True)
+class DiskOptions:
+    """What the disk stage asks of the file systems before the stages write anything."""
+
+    margin: float = opt.option(
+        1.05,
+        "ask for this many times the estimated space: estimates are estimates",
+        low=1.0,
+        high=10.0,
+    )
+
+    def __post_init__(self) -> None:
+        opt.check(self)
+
+
+@dataclass(frozen=True)
 class FilterOptions:
     min_images: int = opt.option(500, "classes with fewer images move aside", low=0)
 
@@ -154,6 +169,7 @@ class PackOptions:
 
 # What a new workspace starts with: the tutorial's values (the demo scales them down further).
 TUTORIAL: dict[str, Any] = {
+    "disk": DiskOptions(),
     "filter": FilterOptions(),
     "split": SplitOptions(seed=1),
     "list": ListOptions(chunks=8),
@@ -172,17 +188,16 @@ def console_values(obj: Any) -> dict[str, Any]:
 
 
 def stage_options(stage: str, values: dict[str, Any]) -> Any:
-    """A stage's options from workspace values: the tutorial's, overridden by what is given."""
-    base = TUTORIAL[stage]
-    typed = {k: opt.coerce(GROUPS[stage], k, v) for k, v in values.items() if hasattr(base, k)}
-    return dataclasses.replace(base, **typed)
+    """A stage's options from workspace values: the tutorial's, overridden by what is given
+    (typed and checked; a key no option declares is refused by name)."""
+    return opt.build(GROUPS[stage], values, base=TUTORIAL[stage])
 
 
 def demo_overrides(values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The demo's values, checked against the fields (a demo may change values, never add options)."""
     for stage, given in values.items():
-        stage_options(stage, given)
         unknown = set(given) - set(console_values(TUTORIAL[stage]))
         if unknown:
             raise ValueError(f"demo option {stage}.{sorted(unknown)[0]} is not a {stage} option")
+        stage_options(stage, given)
     return values

@@ -27,7 +27,7 @@ from engine.events import EventSink, SkippedItem, StageProgress, StageState, ign
 from engine.prep import turbojpeg
 from engine.prep.journal import lock_or_fail
 from engine.prep.options import PackOptions
-from engine.prep.pack_worker import Setup
+from engine.prep.pack_worker import Item, Setup
 from engine.prep.report import one_field, printable
 from engine.paths import start_writeback
 
@@ -84,30 +84,28 @@ def find_lists(prefix: str | os.PathLike) -> list[pathlib.Path]:
     return found
 
 
-def parse_line(number: int, raw: bytes) -> tuple | None:
-    """im2rec's read_list for one line: (line, id, path, labels); (line, None, reason, ()) if malformed."""
+def parse_line(number: int, raw: bytes) -> Item | None:
+    """im2rec's read_list for one line (None for a blank one); a malformed line is an Item with its reason."""
     text = raw.decode("utf-8", "surrogateescape")  # undecodable names still reach the file system
     if not text.strip():
         return None
     parts = [p.strip() for p in text.strip().split("\t")]
     if len(parts) < 3:
-        return (
+        return Item(
             number,
-            None,
-            f"malformed .lst line: {len(parts)} tab-separated fields, need id, label(s), path",
-            (),
+            reason=f"malformed .lst line: {len(parts)} tab-separated fields, need id, label(s), path",
         )
     try:
         labels = tuple(float(v) for v in parts[1:-1])
-        entry = (number, int(parts[0]), parts[-1], labels)
+        entry = Item(number, int(parts[0]), parts[-1], labels)
     except ValueError as exc:
-        return (number, None, f"malformed .lst line: {exc}", ())
+        return Item(number, reason=f"malformed .lst line: {exc}")
     if not all(math.isfinite(v) for v in labels):  # a NaN label would train on garbage silently
-        return (number, None, f"label {'/'.join(parts[1:-1])} is not a finite number", ())
+        return Item(number, reason=f"label {'/'.join(parts[1:-1])} is not a finite number")
     return entry
 
 
-def read_entries(lst: pathlib.Path) -> tuple[list[tuple], str]:
+def read_entries(lst: pathlib.Path) -> tuple[list[Item], str]:
     """All entries of a .lst (blank lines ignored) and the checksum of its bytes."""
     data = lst.read_bytes()
     entries = [e for n, raw in enumerate(data.split(b"\n"), 1) if (e := parse_line(n, raw))]
@@ -204,21 +202,21 @@ class Chunk:
         for key, handle in self.files.items():
             handle.seek(self.sizes[key])
 
-    def remaining(self) -> list[tuple]:
+    def remaining(self) -> list[Item]:
         return [] if self.already_done else self.entries[self.lines_done :]
 
-    def write(self, items: list[tuple], results: list) -> list[tuple]:
+    def write(self, items: list[Item], results: list) -> list[tuple[Item, str]]:
         """Append one batch in list order; return the (item, reason) pairs that were skipped."""
         rec, idx, report, skipped = [], [], [], []
         offset = self.sizes["rec"]
         for item, result in zip(items, results):
             if isinstance(result, str):
                 skipped.append((item, result))
-                key = "" if item[1] is None else item[1]
-                path = "" if item[1] is None else printable(item[2])
-                report.append(f"{item[0]}\t{key}\t{path}\t{one_field(result)}\n")
+                key = "" if item.malformed else item.id
+                path = "" if item.malformed else printable(item.path)
+                report.append(f"{item.line}\t{key}\t{path}\t{one_field(result)}\n")
                 continue
-            idx.append(recordio.index_line(item[1], offset))
+            idx.append(recordio.index_line(item.id, offset))
             rec.append(result)
             offset += len(result)
         for key, data in (
@@ -389,7 +387,7 @@ def _write_batch(
     chunk: Chunk, items, results, progress: Progress, on_event: EventSink, left: dict
 ) -> None:
     for item, reason in chunk.write(items, results):
-        path = f"{chunk.lst.name}:{item[0]}" if item[1] is None else printable(item[2])
+        path = f"{chunk.lst.name}:{item.line}" if item.malformed else printable(item.path)
         on_event(SkippedItem(stage="pack", path=path, reason=reason))
     left[id(chunk)] -= len(items)
     if left[id(chunk)] == 0:
@@ -409,7 +407,7 @@ def _summary(chunk: Chunk) -> str:
 
 def _check_root(chunk: Chunk, root: str) -> None:
     """Refuse a ROOT under which none of a list's first paths exist: almost surely the wrong folder."""
-    sample = [e[2] for e in chunk.entries if e[1] is not None][:ROOT_SAMPLE]
+    sample = [e.path for e in chunk.entries if not e.malformed][:ROOT_SAMPLE]
     if sample and not any(os.path.lexists(os.path.join(root, path)) for path in sample):
         raise UserError(
             f"none of the first {len(sample)} paths in {chunk.lst} exist under ROOT {root} "

@@ -107,19 +107,19 @@ def resize(codec: Codec, img, opts: PackOptions, full: tuple[int, int]):
 class Entry:
     """One .lst item on its way: the file's bytes and header, or its final result."""
 
-    item: tuple
+    item: pack_worker.Item
     data: bytes = b""
     info: ImageInfo = ImageInfo()
     result: bytes | str | None = None  # a framed record, a skip reason, or None: needs the GPU
 
 
-def read_entry(item: tuple, setup: Setup) -> Entry:
+def read_entry(item: pack_worker.Item, setup: Setup) -> Entry:
     """Read and check one item; settle it here unless the GPU has to re-encode it."""
-    if item[1] is None:
-        return Entry(item, result=item[2])  # a malformed .lst line: the parser wrote the reason
+    if item.malformed:
+        return Entry(item, result=item.reason)  # the parser wrote the reason
     opts = setup.options
     try:
-        data = pack_worker.read_bytes(os.path.join(setup.root, item[2]))
+        data = pack_worker.read_bytes(os.path.join(setup.root, item.path))
     except pack_worker.Skip as exc:
         return Entry(item, result=str(exc))
     info = sniff(data)

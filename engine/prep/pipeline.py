@@ -82,12 +82,12 @@ def apply_options(ws: wsmod.Workspace, options: dict[str, dict]) -> None:
     """Options given on the command line: saved while their stage has not started, else checked."""
     for stage, values in options.items():
         current = ws.stage_options(stage)
-        changed = {k: v for k, v in values.items() if v is not None and current.get(k) != v}
+        changed = {k: v for k, v in values.items() if v is not None and getattr(current, k) != v}
         later = wsmod.PREP_STAGES[wsmod.PREP_STAGES.index(stage) :]
         if changed and not all(untouched(ws.stage_record(s)) for s in later):
             key, value = next(iter(changed.items()))
             raise UserError(
-                f"{ws.path} was prepared with {stage}.{key} = {current.get(key)!r}, not {value!r}; "
+                f"{ws.path} was prepared with {stage}.{key} = {getattr(current, key)!r}, not {value!r}; "
                 "use a new folder (or change it in the console, which redoes the later stages)"
             )
         if changed:
@@ -102,8 +102,8 @@ def untouched(record: dict) -> bool:
 
 
 def check_thresholds(ws: wsmod.Workspace) -> None:
-    min_images = int(ws.stage_options("filter")["min_images"])
-    per_class = int(ws.stage_options("split")["val_per_class"])
+    min_images = ws.stage_options("filter").min_images
+    per_class = ws.stage_options("split").val_per_class
     if min_images <= per_class:
         raise UserError(
             f"--min-images {min_images} must be above --per-class {per_class}: every kept class must keep "

@@ -52,30 +52,27 @@ def run_stage(ws: wsmod.Workspace, stage: str, on_event: EventSink, undo: bool =
     ws.check_paths()
     if undo:
         return UNDO[stage](ws, on_event)
-    return RUN[stage](ws, ws.stage_options(stage), on_event)
+    return RUN[stage](ws, on_event)
 
 
-def _options(ws: wsmod.Workspace, stage: str) -> Any:
-    """The stage's option dataclass from workspace.toml (the tutorial's values where unset)."""
-    return prep_options.stage_options(stage, ws.stage_options(stage))
-
-
-def _disk(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+def _disk(ws: wsmod.Workspace, on_event: EventSink) -> None:
     on_event(StageProgress("disk", 0, 1, unit="checks"))
     source = ws.tarball if ws.tarball.exists() else ws.root
-    settings = _options(ws, "pack")
-    rows = disk.estimate_space(source, ws.path, settings, extract_root=ws.root)
-    for mount, (need, free) in disk.totals_by_mount(rows).items():
+    margin = ws.stage_options("disk").margin
+    rows = disk.estimate_space(source, ws.path, ws.stage_options("pack"), extract_root=ws.root)
+    for mount, (need, free) in disk.totals_by_mount(rows, margin).items():
         if need > free:
             raise StageRefused(
                 f"the stages need {need:,} bytes on {mount} but {free:,} are free; free space or move the workspace"
             )
     on_event(
-        StageProgress("disk", 1, 1, unit="checks", message=disk.format_table(rows).splitlines()[-1])
+        StageProgress(
+            "disk", 1, 1, unit="checks", message=disk.format_table(rows, margin).splitlines()[-1]
+        )
     )
 
 
-def _extract(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+def _extract(ws: wsmod.Workspace, on_event: EventSink) -> None:
     if not ws.tarball.exists():
         if ws.root.is_dir():
             on_event(
@@ -92,8 +89,8 @@ def _extract(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
     extract.extract_archive(ws.tarball, ws.root, on_event=on_event)
 
 
-def _filter(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    options = _options(ws, "filter")
+def _filter(ws: wsmod.Workspace, on_event: EventSink) -> None:
+    options = ws.stage_options("filter")
     filter_stage.filter_classes(ws.root, min_images=options.min_images, on_event=on_event)
 
 
@@ -101,8 +98,8 @@ def _undo_filter(ws: wsmod.Workspace, on_event: EventSink) -> None:
     filter_stage.undo_filter(ws.root, on_event=on_event)
 
 
-def _split(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    options = _options(ws, "split")
+def _split(ws: wsmod.Workspace, on_event: EventSink) -> None:
+    options = ws.stage_options("split")
     split.split_validation(
         ws.root, ws.val_root, per_class=options.val_per_class, seed=options.seed, on_event=on_event
     )
@@ -164,8 +161,8 @@ def list_prefixes(ws: wsmod.Workspace) -> dict[str, Path]:
     return {"train": ws.lists_dir / "train", "val": ws.lists_dir / "val"}
 
 
-def _list(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
-    options = replace(_options(ws, "list"), recursive=True)
+def _list(ws: wsmod.Workspace, on_event: EventSink) -> None:
+    options = replace(ws.stage_options("list"), recursive=True)
     prefixes = list_prefixes(ws)
     passes = Passes(on_event)
     lst.write_lists(prefixes["train"], ws.root, options, on_event=passes)
@@ -174,11 +171,11 @@ def _list(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
     check_labels(ws)  # train and val must number the same classes the same way
 
 
-def _pack(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+def _pack(ws: wsmod.Workspace, on_event: EventSink) -> None:
     lists = sorted(ws.lists_dir.glob("*.lst"))
     if not lists:
         raise UserError(f"no .lst files in {ws.lists_dir}; run the list stage first")
-    options = _options(ws, "pack")
+    options = ws.stage_options("pack")
     train = [p for p in lists if p.name.startswith("train")]
     val = [p for p in lists if p.name.startswith("val")]
     passes = Passes(on_event)
@@ -187,7 +184,7 @@ def _pack(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
     pack.pack_lists(val, ws.val_root, options, on_event=passes)
 
 
-def _place(ws: wsmod.Workspace, opts: dict, on_event: EventSink) -> None:
+def _place(ws: wsmod.Workspace, on_event: EventSink) -> None:
     place.place_records(ws.lists_dir, ws.train_dir, ws.val_dir, on_event=on_event)
 
 
@@ -209,7 +206,8 @@ def check_labels(ws: wsmod.Workspace) -> None:
         )
 
 
-RUN: dict[str, Callable[[wsmod.Workspace, dict, EventSink], Any]] = {
+# Each stage reads what it uses from the workspace: its folders and its own options.
+RUN: dict[str, Callable[[wsmod.Workspace, EventSink], Any]] = {
     "disk": _disk,
     "extract": _extract,
     "filter": _filter,

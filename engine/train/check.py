@@ -51,11 +51,11 @@ class Finding:
 
 def check_num_classes(f: Facts) -> list[Finding]:
     if f.label_map_classes is None:
-        if f.max_label is not None and f.max_label >= f.num_classes:
+        if f.max_label is not None and f.max_label >= f.train.num_classes:
             return [
                 Finding(
                     ERROR,
-                    f"--num-classes {f.num_classes} but the lists use label {f.max_label}",
+                    f"--num-classes {f.train.num_classes} but the lists use label {f.max_label}",
                     f"set --num-classes {f.max_label + 1}",
                 )
             ]
@@ -66,15 +66,15 @@ def check_num_classes(f: Facts) -> list[Finding]:
                 "pass --label-map FILE to check it",
             )
         ]
-    if f.label_map_classes != f.num_classes:
+    if f.label_map_classes != f.train.num_classes:
         return [
             Finding(
                 ERROR,
-                f"--num-classes {f.num_classes} but {f.label_map} has {f.label_map_classes} classes",
+                f"--num-classes {f.train.num_classes} but {f.label_map} has {f.label_map_classes} classes",
                 f"set --num-classes {f.label_map_classes}",
             )
         ]
-    return [Finding(INFO, f"--num-classes {f.num_classes} matches {f.label_map}")]
+    return [Finding(INFO, f"--num-classes {f.train.num_classes} matches {f.label_map}")]
 
 
 def check_lists(f: Facts) -> list[Finding]:
@@ -99,13 +99,13 @@ def check_num_examples(f: Facts) -> list[Finding]:
                 "pass --lst FILE (repeatable) to check it",
             )
         ]
-    if f.examples_found == f.num_examples:
-        return [Finding(INFO, f"--num-examples {f.num_examples} matches {f.example_source}")]
-    off = abs(f.num_examples - f.examples_found) / max(1, f.examples_found)
+    if f.examples_found == f.train.num_examples:
+        return [Finding(INFO, f"--num-examples {f.train.num_examples} matches {f.example_source}")]
+    off = abs(f.train.num_examples - f.examples_found) / max(1, f.examples_found)
     return [
         Finding(
             ERROR if off > 0.01 else WARNING,
-            f"--num-examples {f.num_examples} but {f.example_source} hold {f.examples_found} images "
+            f"--num-examples {f.train.num_examples} but {f.example_source} hold {f.examples_found} images "
             f"({off:.1%} off): the epoch length and learning-rate steps would be wrong",
             f"set --num-examples {f.examples_found}",
         )
@@ -113,22 +113,22 @@ def check_num_examples(f: Facts) -> list[Finding]:
 
 
 def check_batch(f: Facts) -> list[Finding]:
-    ngpu = max(1, len(f.gpus))
+    ngpu = max(1, len(f.train.gpus))
     workers = f.num_workers or 1
-    if f.batch_size % ngpu:
+    if f.train.batch_size % ngpu:
         return [
             Finding(
                 ERROR,
-                f"--batch-size {f.batch_size} is not a multiple of the {ngpu} GPUs of each worker",
-                f"use --batch-size {ngpu * max(1, f.batch_size // ngpu)}",
+                f"--batch-size {f.train.batch_size} is not a multiple of the {ngpu} GPUs of each worker",
+                f"use --batch-size {ngpu * max(1, f.train.batch_size // ngpu)}",
             )
         ]
-    per_gpu = f.batch_size // ngpu
+    per_gpu = f.train.batch_size // ngpu
     out = [
         Finding(
             INFO,
-            f"batch: {per_gpu} per {'GPU' if f.gpus else 'device'}, {f.batch_size} per worker "
-            f"(--batch-size is per worker), {f.batch_size * workers} global over {workers} worker(s)",
+            f"batch: {per_gpu} per {'GPU' if f.train.gpus else 'device'}, {f.train.batch_size} per worker "
+            f"(--batch-size is per worker), {f.train.batch_size * workers} global over {workers} worker(s)",
         )
     ]
     if per_gpu < 8:
@@ -139,21 +139,21 @@ def check_batch(f: Facts) -> list[Finding]:
                 f"use --batch-size {8 * ngpu} or more",
             )
         )
-    if per_gpu > 256 and f.network != "alexnet":
+    if per_gpu > 256 and f.train.network != "alexnet":
         out.append(
             Finding(
                 WARNING,
-                f"{per_gpu} images per GPU is likely to run out of GPU memory for {f.network} "
+                f"{per_gpu} images per GPU is likely to run out of GPU memory for {f.train.network} "
                 "(the tutorial's 8192 is a per-worker batch over many GPUs, not per GPU)",
                 f"use --batch-size {32 * ngpu} (32 per GPU) and scale --lr with the global batch",
             )
         )
-    batches = f.num_examples // (f.batch_size * workers)
+    batches = f.train.num_examples // (f.train.batch_size * workers)
     if batches < 1:
         out.append(
             Finding(
                 ERROR,
-                f"{f.num_examples} examples make no full global batch of {f.batch_size * workers}",
+                f"{f.train.num_examples} examples make no full global batch of {f.train.batch_size * workers}",
                 "lower --batch-size or use fewer workers",
             )
         )
@@ -161,19 +161,19 @@ def check_batch(f: Facts) -> list[Finding]:
 
 
 def check_scale(f: Facts) -> list[Finding]:
-    crop = min(f.image_shape[1:])
+    crop = min(f.train.image_shape[1:])
     out = []
     # MXNet's symbols have fixed pooling windows; the torch nets pool adaptively and take any size
-    smallest = registry.engine_named(f.engine).min_image_side(f.network)
+    smallest = registry.engine_named(f.train.engine).min_image_side(f.train.network)
     if crop < smallest:
         out.append(
             Finding(
                 ERROR,
-                f"--image-shape {','.join(map(str, f.image_shape))} is too small for {f.network}",
+                f"--image-shape {','.join(map(str, f.train.image_shape))} is too small for {f.train.network}",
                 f"use sides of at least {smallest}",
             )
         )
-    if f.packed_edge is None or f.random_resized_crop:
+    if f.packed_edge is None or f.train.random_resized_crop:
         return out
     edge = f.packed_edge
     if edge < crop:
@@ -185,16 +185,16 @@ def check_scale(f: Facts) -> list[Finding]:
                 f"pack with --resize at least {crop}",
             )
         )
-    elif edge * f.min_random_scale < crop:
+    elif edge * f.train.min_random_scale < crop:
         out.append(
             Finding(
                 ERROR,
-                f"--min-random-scale {f.min_random_scale} shrinks {edge}-pixel images to "
-                f"{edge * f.min_random_scale:.0f} pixels, below the {crop}-pixel crop",
+                f"--min-random-scale {f.train.min_random_scale} shrinks {edge}-pixel images to "
+                f"{edge * f.train.min_random_scale:.0f} pixels, below the {crop}-pixel crop",
                 f"set --min-random-scale {crop / edge:.3f} or more",
             )
         )
-    elif f.min_random_scale >= 1.0 and edge >= 1.5 * crop:
+    elif f.train.min_random_scale >= 1.0 and edge >= 1.5 * crop:
         suggest = round(crop * 256 / 224) / edge
         out.append(
             Finding(
@@ -233,20 +233,20 @@ def check_hosts(f: Facts) -> list[Finding]:
     out = []
     workers = f.num_workers
     # torch ranks all-reduce among themselves: no kvstore, no servers
-    ps_lite = registry.engine_named(f.engine).has_servers
-    if ps_lite and workers is not None and workers > 1 and not is_distributed(f.kv_store):
+    ps_lite = registry.engine_named(f.train.engine).has_servers
+    if ps_lite and workers is not None and workers > 1 and not is_distributed(f.train.kv_store):
         out.append(
             Finding(
                 ERROR,
-                f"-n {workers} workers with --kv-store {f.kv_store}: they would train separately",
+                f"-n {workers} workers with --kv-store {f.train.kv_store}: they would train separately",
                 "use --kv-store dist_sync (or dist_device_sync, dist_async)",
             )
         )
-    if ps_lite and is_distributed(f.kv_store) and f.num_servers == 0:
+    if ps_lite and is_distributed(f.train.kv_store) and f.num_servers == 0:
         out.append(
             Finding(
                 ERROR,
-                f"--kv-store {f.kv_store} needs parameter servers but -s is 0",
+                f"--kv-store {f.train.kv_store} needs parameter servers but -s is 0",
                 "use -s equal to the number of hosts (one server per host)",
             )
         )
@@ -286,29 +286,29 @@ def check_hosts(f: Facts) -> list[Finding]:
 def check_gpus(f: Facts) -> list[Finding]:
     out = []
     for name, _, allowed in f.hosts or []:
-        if allowed is not None and f.gpus and not set(f.gpus) <= set(allowed):
+        if allowed is not None and f.train.gpus and not set(f.train.gpus) <= set(allowed):
             out.append(
                 Finding(
                     ERROR,
-                    f"--gpus {_ids(f.gpus)} but the hosts file allows gpus={_ids(allowed)} on {name}",
+                    f"--gpus {_ids(f.train.gpus)} but the hosts file allows gpus={_ids(allowed)} on {name}",
                     f"use --gpus within {_ids(allowed)}",
                 )
             )
     for name, count in sorted(f.host_gpu_counts.items()):
         if count is None:
             out.append(Finding(INFO, f"{name}: GPU count unknown (not probed)"))
-        elif f.gpus and max(f.gpus) >= count:
+        elif f.train.gpus and max(f.train.gpus) >= count:
             have = f"GPUs 0-{count - 1}" if count else "no GPU"
             out.append(
                 Finding(
                     ERROR,
-                    f"--gpus {_ids(f.gpus)} but {name} has {have}",
+                    f"--gpus {_ids(f.train.gpus)} but {name} has {have}",
                     f"use --gpus {_ids(range(count))}"
                     if count
                     else "leave --gpus empty to train on CPU",
                 )
             )
-        elif not f.gpus and count:
+        elif not f.train.gpus and count:
             out.append(
                 Finding(
                     WARNING,
@@ -346,7 +346,7 @@ def check_mxnet(f: Facts) -> list[Finding]:
                 "install the same mxnet version and variant on every host",
             )
         )
-    if is_distributed(f.kv_store):
+    if is_distributed(f.train.kv_store):
         for host, build in sorted(builds.items()):
             if build and "dist_kvstore=no" in build:
                 out.append(
@@ -372,11 +372,17 @@ def check_ports(f: Facts) -> list[Finding]:
 
 def checkpoint_bytes(f: Facts) -> int:
     """Bytes of the checkpoints a run keeps: params (+ momentum states) per epoch --keep-checkpoints keeps."""
-    millions = PARAMS_M.get((f.network, f.num_layers if f.network == "resnet" else 0), 60.0)
-    per_class = 2048 if f.network == "resnet" and f.num_layers >= 50 else 512
-    params = millions * 1e6 + (f.num_classes - 1000) * per_class
+    millions = PARAMS_M.get(
+        (f.train.network, f.train.num_layers if f.train.network == "resnet" else 0), 60.0
+    )
+    per_class = 2048 if f.train.network == "resnet" and f.train.num_layers >= 50 else 512
+    params = millions * 1e6 + (f.train.num_classes - 1000) * per_class
     saves = len(
-        kept_epochs(saved_epochs(f.num_epochs, f.save_period), f.keep_checkpoints, f.save_period)
+        kept_epochs(
+            saved_epochs(f.train.num_epochs, f.train.save_period),
+            f.train.keep_checkpoints,
+            f.train.save_period,
+        )
     )
     return int(params * 4 * 2 * max(1, saves))
 
@@ -430,7 +436,7 @@ DATA_CHECKS = (check_num_classes, check_num_examples, check_scale, check_data_di
 
 
 def run_checks(facts: Facts) -> list[Finding]:
-    checks = [c for c in CHECKS if not (facts.benchmark and c in DATA_CHECKS)]
+    checks = [c for c in CHECKS if not (facts.train.benchmark and c in DATA_CHECKS)]
     findings = [finding for check in checks for finding in check(facts)]
     order = {ERROR: 0, WARNING: 1, INFO: 2}
     return sorted(findings, key=lambda x: order[x.level])

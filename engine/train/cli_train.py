@@ -6,7 +6,7 @@ import argparse
 import os
 
 from engine import options as opt
-from engine.train.launch.preflight_hosts import check_across_hosts
+from engine.train.launch.preflight_hosts import AcrossHosts, check_across_hosts
 from engine.errors import UserError
 from engine.train import check, run
 from engine.train.options import CheckOptions, build_train_parser, merge_config
@@ -43,4 +43,13 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             what = "is a folder" if os.path.isdir(path) else "does not exist"
             raise UserError(f"{flag} {path} {what}; give the file `imgscale list` wrote")
     args = merge_config(parser, args)
-    return check.main(args, check_across_hosts(args))
+    across = AcrossHosts(
+        hosts=args.hosts or "",
+        engine=args.engine,
+        data_train=args.data_train,
+        data_val=args.data_val,
+        gpus=args.gpus,
+        port=args.port,
+        num_workers=args.num_workers,
+    )
+    return check.main(args, check_across_hosts(across))

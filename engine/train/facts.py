@@ -13,36 +13,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from engine import options as opt
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
 from engine.train.launch.engines import is_distributed
 from engine.train.options import CheckOptions, TrainOptions
 from engine.train.recfiles import check_magic
 
-DEFAULT = TrainOptions()  # what the checks assume of an option they were not given
-
 
 @dataclass
 class Facts:
-    """Everything the checks look at; None where it could not be found out."""
+    """Everything the checks look at: the training options as given, and what was found out about
+    the data, hosts and machine (None where it could not be found out)."""
 
-    network: str = DEFAULT.network
-    num_layers: int = DEFAULT.num_layers
-    num_classes: int = DEFAULT.num_classes
-    num_examples: int = DEFAULT.num_examples
-    batch_size: int = DEFAULT.batch_size
-    gpus: list[int] = field(default_factory=list)
-    kv_store: str = DEFAULT.kv_store
-    engine: str = DEFAULT.engine  # torch: DDP ranks, no kvstore or parameter servers
-    image_shape: list[int] = field(default_factory=lambda: list(DEFAULT.image_shape))
-    min_random_scale: float = DEFAULT.min_random_scale
-    max_random_scale: float = DEFAULT.max_random_scale
-    random_resized_crop: int = DEFAULT.random_resized_crop
-    num_epochs: int = DEFAULT.num_epochs
-    save_period: int = DEFAULT.save_period
-    keep_checkpoints: int = DEFAULT.keep_checkpoints
-    benchmark: bool = False  # synthetic data: nothing about the data applies
-    dtype: str = DEFAULT.dtype
+    train: TrainOptions = field(default_factory=TrainOptions)
     label_map: str | None = None
     label_map_classes: int | None = None
     max_label: int | None = None  # largest label in the training lists
@@ -306,32 +290,10 @@ def gather_facts(args, check: CheckOptions | None = None, probe_local: bool = Tr
     ``args`` carries the training options (TrainOptions or parsed flags); ``check`` the cluster
     and data to check them against."""
     check = check or CheckOptions()
-    f = Facts(
-        **{
-            k: getattr(args, k)
-            for k in (
-                "network",
-                "num_layers",
-                "num_classes",
-                "num_examples",
-                "batch_size",
-                "gpus",
-                "kv_store",
-                "engine",
-                "image_shape",
-                "min_random_scale",
-                "max_random_scale",
-                "random_resized_crop",
-                "num_epochs",
-                "save_period",
-                "keep_checkpoints",
-                "benchmark",
-                "dtype",
-            )
-        }
-    )
+    train = args if isinstance(args, TrainOptions) else opt.from_args(TrainOptions, args)
+    f = Facts(train=train)
     f.num_workers, f.num_servers = check.num_workers, check.num_servers
-    recs = _gather_data(f, args)
+    recs = _gather_data(f)
     lsts = check.lst
     f.examples_found, f.example_source, f.max_label = count_examples(recs, lsts)
     f.list_oddities = list_oddities(lsts or _lists_beside(recs))
@@ -343,20 +305,22 @@ def gather_facts(args, check: CheckOptions | None = None, probe_local: bool = Tr
     if f.packed_edge is None:
         f.packed_edge = packed_edge(recs)
     _gather_hosts(f, check, probe_local)
-    _gather_disk_and_ports(f, args, check)
+    _gather_disk_and_ports(f, check)
     return f
 
 
-def _gather_data(f: Facts, args) -> list[str]:
+def _gather_data(f: Facts) -> list[str]:
     recs = []
-    for path in (args.data_train, args.data_val):
+    for path in (f.train.data_train, f.train.data_val):
+        if not path:
+            continue  # not given: nothing to look at
         files, stray, exists = data_files(path)
         if not exists:
             f.missing_data.append(path)
         if stray:
             f.stray[path] = stray
-        f.bad_data += _bad_data(path, files) if path and exists else []
-        if path == args.data_train:
+        f.bad_data += _bad_data(path, files) if exists else []
+        if path == f.train.data_train:
             recs = files
     return recs
 
@@ -387,17 +351,17 @@ def _gather_hosts(f: Facts, check: CheckOptions, probe_local: bool) -> None:
         ):  # probing remote hosts is the console's job; it fills host_gpu_counts from its probes
             local = h.is_local or h.address in ("localhost", "127.0.0.1")
             f.host_gpu_counts[h.name] = local_gpu_count() if local and probe_local else None
-        if probe_local and is_distributed(f.kv_store):
+        if probe_local and is_distributed(f.train.kv_store):
             build = local_mxnet_build()
             for h in specs:
                 if h.is_local or h.address in ("localhost", "127.0.0.1"):
                     f.host_mxnet[h.name] = build
-    elif probe_local and f.gpus:
+    elif probe_local and f.train.gpus:
         f.host_gpu_counts["this host"] = local_gpu_count()
 
 
-def _gather_disk_and_ports(f: Facts, args, check: CheckOptions) -> None:
-    prefix = getattr(args, "model_prefix", None)
+def _gather_disk_and_ports(f: Facts, check: CheckOptions) -> None:
+    prefix = f.train.model_prefix
     if prefix:
         folder = os.path.dirname(os.path.abspath(prefix))
         while folder and not os.path.isdir(folder):

@@ -90,22 +90,25 @@ def switch(text: str) -> bool:
 
 # --- the options: one dataclass, grouped as MXNet's common/fit.py and common/data.py group them ---
 FIT, DATA, AUG, TORCH = "Training", "Data", "Augmentation", "Torch engine"
+# A field made with ``console=True`` is one of a workspace's [train] keys: CLUSTER's value is the
+# workspace's until its workspace.toml says otherwise, the console's training form shows it and
+# every worker gets it as a flag. The other fields keep their values unless extra_args set them.
 
 
-def _fit(default: Any, help: str = "", **spec: Any) -> Any:
-    return opt.option(default, help, group=FIT, **spec)
+def _fit(default: Any, help: str = "", console: bool = False, **spec: Any) -> Any:
+    return opt.option(default, help, group=FIT, console=console, **spec)
 
 
-def _data(default: Any, help: str = "", **spec: Any) -> Any:
-    return opt.option(default, help, group=DATA, **spec)
+def _data(default: Any, help: str = "", console: bool = False, **spec: Any) -> Any:
+    return opt.option(default, help, group=DATA, console=console, **spec)
 
 
-def _aug(default: Any, help: str = "", **spec: Any) -> Any:
-    return opt.option(default, help, group=AUG, **spec)
+def _aug(default: Any, help: str = "", console: bool = False, **spec: Any) -> Any:
+    return opt.option(default, help, group=AUG, console=console, **spec)
 
 
-def _torch(default: Any, help: str = "", **spec: Any) -> Any:
-    return opt.option(default, help, group=TORCH, **spec)
+def _torch(default: Any, help: str = "", console: bool = False, **spec: Any) -> Any:
+    return opt.option(default, help, group=TORCH, console=console, **spec)
 
 
 @dataclass(frozen=True)
@@ -118,12 +121,16 @@ class TrainOptions:
         choices=tuple(registry.ENGINES),
     )
     # Training: model and optimisation (common/fit.py)
-    network: str = _fit("resnet", "the network to train", choices=NETWORKS)
-    num_layers: int = _fit(50, "resnet depth: 18, 34, 50, 101 or 152")
-    gpus: list[int] = _fit([], "GPU ids such as 0,1,2,3; empty means CPU", parse=gpu_list)
-    kv_store: str = _fit("device", "key-value store type", choices=KV_STORES)
-    num_epochs: int = _fit(80, "total epochs (counted from 0)", parse=positive_int, low=1)
-    lr: float = _fit(0.1, "initial learning rate")
+    network: str = _fit("resnet", "the network to train", choices=NETWORKS, console=True)
+    num_layers: int = _fit(50, "resnet depth: 18, 34, 50, 101 or 152", console=True)
+    gpus: list[int] = _fit(
+        [], "GPU ids such as 0,1,2,3; empty means CPU", parse=gpu_list, console=True
+    )
+    kv_store: str = _fit("device", "key-value store type", choices=KV_STORES, console=True)
+    num_epochs: int = _fit(
+        80, "total epochs (counted from 0)", parse=positive_int, low=1, console=True
+    )
+    lr: float = _fit(0.1, "initial learning rate", console=True)
     lr_factor: float = _fit(0.1, "lr multiplier at each step epoch")
     lr_step_epochs: list[int] = _fit(
         [30, 60], "epochs at which lr steps, e.g. 30,60", parse=int_list
@@ -137,12 +144,16 @@ class TrainOptions:
         "batch size PER WORKER, split evenly across its --gpus (as MXNet defines it)",
         parse=positive_int,
         low=1,
+        console=True,
     )
-    disp_batches: int = _fit(20, "log speed every N batches", parse=positive_int, low=1)
+    disp_batches: int = _fit(
+        20, "log speed every N batches", parse=positive_int, low=1, console=True
+    )
     model_prefix: str | None = _fit(
         None,
         "checkpoint prefix: PREFIX-symbol.json, PREFIX-NNNN.params",
         flags=("--model-prefix", "--model"),
+        console=True,
     )
     save_period: int = _fit(1, "checkpoint every N epochs", parse=positive_int, low=1)
     keep_checkpoints: int = _fit(
@@ -150,6 +161,7 @@ class TrainOptions:
         "keep the newest N epoch checkpoints (0: all) and every --save-period multiple above 1",
         metavar="N",
         low=0,
+        console=True,
     )
     save_batches: int = _fit(
         0,
@@ -170,6 +182,7 @@ class TrainOptions:
     mirror: bool = _fit(
         False,
         "set MXNET_BACKWARD_DO_MIRROR=1: recompute cheap layers in backward to save memory",
+        console=True,
     )
     # train_imagenet.py spells these `--test-io 1` and `--benchmark 1`: both forms are accepted.
     test_io: bool = _fit(
@@ -193,7 +206,9 @@ class TrainOptions:
     rgb_std: list[float] = _data([1.0, 1.0, 1.0], parse=float_list)
     pad_size: int = _data(0)
     fill_value: int = _data(127)
-    image_shape: list[int] = _data([3, 224, 224], "C,H,W of the network input", parse=image_shape)
+    image_shape: list[int] = _data(
+        [3, 224, 224], "C,H,W of the network input", parse=image_shape, console=True
+    )
     num_classes: int = _data(1000, "must match the label map", parse=positive_int, low=1)
     num_examples: int = _data(
         1281167,
@@ -208,6 +223,7 @@ class TrainOptions:
         low=1,
         high=opt.PROCESS_CAP,
         high_why=opt.PROCESS_WHY,
+        console=True,
     )
     # Augmentation, named as ImageRecordIter names it (common/data.py)
     random_crop: int = _aug(0, "1: random crop, 0: centre crop")
@@ -324,72 +340,71 @@ class CheckOptions:
     json: bool = opt.option(False, "print the findings as JSON")
 
 
-# A new workspace trains a small network on its own cluster; these training options are its to edit.
-WORKSPACE_FIELDS = (
-    "engine",
-    "network",
-    "num_layers",
-    "batch_size",
-    "kv_store",
-    "num_epochs",
-    "lr",
-    "image_shape",
-    "data_nthreads",
-    "disp_batches",
-    "gpus",
-    "mirror",
-    "model_prefix",
-    "keep_checkpoints",
-)
+# A new workspace trains a small network on its own cluster: the console=True fields are its own.
+WORKSPACE_FIELDS = tuple(f.name for f, spec in opt.fields(TrainOptions) if spec.console)
 # Of those, what every worker gets as ``--key value`` as it is; the others are set apart: the engine
 # picks the command, --gpus only when set, mirror travels in the environment, model_prefix by mode.
-PASSED_AS_IS = tuple(
-    f for f in WORKSPACE_FIELDS if f not in ("engine", "gpus", "mirror", "model_prefix")
-)
+SET_APART = ("engine", "gpus", "mirror", "model_prefix")
+PASSED_AS_IS = tuple(f for f in WORKSPACE_FIELDS if f not in SET_APART)
+JOB_FIELDS = tuple(f.name for f, _ in opt.fields(JobOptions))
+WORKSPACE_KEYS = (*WORKSPACE_FIELDS, *JOB_FIELDS)  # what a [train] table may set
 IMAGENET = TrainOptions(random_crop=1, random_mirror=1)  # the parser's: augmentation level 1
 CLUSTER = TrainOptions(
     num_layers=18, batch_size=32, kv_store="dist_sync", num_epochs=1, model_prefix="model/resnet"
 )
 
 
+@dataclass(frozen=True)
+class WorkspaceTrain:
+    """A workspace's [train] table, typed: the training options (CLUSTER's where the table is
+    silent) and the job the console launches with them."""
+
+    train: TrainOptions = CLUSTER
+    job: JobOptions = JobOptions()
+
+    @classmethod
+    def build(cls, values: dict[str, Any], base: WorkspaceTrain | None = None) -> WorkspaceTrain:
+        """From [train] values (stored or typed in) over ``base``: typed, checked, unknown keys
+        refused."""
+        base = base or cls()
+        unknown = sorted(set(values) - set(WORKSPACE_KEYS))
+        if unknown:
+            raise UserError(
+                f"train.{unknown[0]} is not a training or job option; "
+                f"options: {', '.join(WORKSPACE_KEYS)}"
+            )
+        train = {k: v for k, v in values.items() if k in WORKSPACE_FIELDS}
+        job = {k: v for k, v in values.items() if k in JOB_FIELDS}
+        return cls(
+            train=opt.build(TrainOptions, train, base=base.train, where="train."),
+            job=opt.build(JobOptions, job, base=base.job, where="train."),
+        )
+
+    def value(self, name: str) -> Any:
+        """One [train] key's value, from the group that declares it."""
+        return getattr(self.job if name in JOB_FIELDS else self.train, name)
+
+    def values(self) -> dict[str, Any]:
+        """The [train] keys a workspace shows and saves, with their values."""
+        train = {name: getattr(self.train, name) for name in WORKSPACE_FIELDS}
+        return {
+            **train,
+            **{f.name: getattr(self.job, f.name) for f, s in opt.fields(JobOptions) if s.console},
+        }
+
+
 def workspace_defaults() -> dict[str, Any]:
     """workspace.toml's [train] table of a new workspace."""
-    train = {name: getattr(CLUSTER, name) for name in WORKSPACE_FIELDS}
-    return {**train, **opt.defaults(JobOptions, console_only=True)}
-
-
-def group_of(name: str) -> Any:
-    """The dataclass a workspace [train] key belongs to."""
-    return JobOptions if name in {f.name for f, _ in opt.fields(JobOptions)} else TrainOptions
-
-
-def workspace_value(name: str, value: Any) -> Any:
-    """A [train] value typed in the console, in its flag's type and checked against its bounds."""
-    group = group_of(name)
-    if name not in {f.name for f, _ in opt.fields(group)}:
-        return value  # a key of the user's own: kept as typed
-    spec = opt.spec_of(group, name)
-    if spec.parse is not None and isinstance(value, (str, list)):
-        try:
-            value = spec.parse(value if isinstance(value, str) else ",".join(map(str, value)))
-        except (argparse.ArgumentTypeError, ValueError) as exc:
-            raise UserError(f"train.{name}: {exc}") from None
-    opt.check_value(spec, name, value)
-    return value
+    return WorkspaceTrain().values()
 
 
 def overrides(values: dict[str, Any]) -> dict[str, Any]:
     """Other values for existing [train] options (the demo's): typed and checked, never new keys."""
-    known = {f.name for group in (TrainOptions, JobOptions) for f, _ in opt.fields(group)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - set(WORKSPACE_KEYS))
     if unknown:
         raise ValueError(f"{unknown[0]!r} is not a training or job option")
-    return {name: workspace_value(name, value) for name, value in values.items()}
-
-
-def flag_text(name: str, value: Any) -> str:
-    """A [train] value as its flag takes it on the command line ([3, 224, 224] -> 3,224,224)."""
-    return opt.text_of(opt.spec_of(group_of(name), name), value)
+    typed = WorkspaceTrain.build(values)
+    return {name: typed.value(name) for name in values}
 
 
 def _add_group(parser: argparse.ArgumentParser, name: str, text: str) -> argparse._ArgumentGroup:

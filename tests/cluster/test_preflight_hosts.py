@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
-from engine.train.launch.preflight_hosts import across_hosts
+from engine.train.launch.preflight_hosts import AcrossHosts, across_hosts
 
 pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
 pytestmark = [pytest.mark.cluster]
@@ -15,7 +13,7 @@ pytestmark = [pytest.mark.cluster]
 def _args(hosts, data_train, **extra):
     values = {"hosts": str(hosts), "engine": "torch", "data_train": str(data_train)}
     values.update({"data_val": None, "gpus": [], "port": None, "num_workers": None})
-    return argparse.Namespace(**{**values, **extra})
+    return AcrossHosts(**{**values, **extra})
 
 
 def _chunk(folder, idx=b"0\t0\n1\t100\n"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine import api
 from engine.train.check import WARNING, run_checks
 from engine.train.facts import Facts
+from engine.train.options import TrainOptions
 
 
 async def test_the_prepared_demo_plans_every_mode_without_warnings(prepared_ws):
@@ -25,5 +26,5 @@ async def test_the_prepared_demo_plans_every_mode_without_warnings(prepared_ws):
 def test_a_benchmark_hears_nothing_about_data_it_does_not_read():
     facts = dict(packed_edge=480, packed_edge_source="first records", missing_data=["/nope"])
     assert any(f.level == WARNING for f in run_checks(Facts(**facts)))
-    quiet = run_checks(Facts(benchmark=True, **facts))
+    quiet = run_checks(Facts(train=TrainOptions(benchmark=True), **facts))
     assert not any("crops" in f.what or "/nope" in f.what for f in quiet)

@@ -84,7 +84,7 @@ def test_io_slower_than_compute_without_network_is_io_bound():
 
 def test_benchmark_and_test_io_runs_never_name_the_training_model_prefix(tmp_path):
     ws = wsmod.create(tmp_path / "ws", {"root": "images"})
-    prefix = str(ws.resolve(ws.train_options()["model_prefix"]))
+    prefix = str(ws.resolve(ws.train_options().train.model_prefix))
     assert prefix in train_command(ws, "train")
     for mode in ("benchmark", "test-io"):
         command = train_command(ws, mode)

@@ -7,6 +7,7 @@ import pytest
 from engine.train import checkpoints as ck
 from engine.train.check import checkpoint_bytes
 from engine.train.facts import Facts
+from engine.train.options import TrainOptions
 
 
 @pytest.mark.parametrize(
@@ -37,8 +38,14 @@ def test_prune_removes_weights_and_states_of_older_epochs_only(tmp_path):
 
 
 def test_disk_estimate_counts_what_is_kept_not_every_epoch_written():
-    every = checkpoint_bytes(Facts(num_epochs=20, save_period=1, keep_checkpoints=0))
-    kept = checkpoint_bytes(Facts(num_epochs=20, save_period=1, keep_checkpoints=3))
+    every = checkpoint_bytes(
+        Facts(train=TrainOptions(num_epochs=20, save_period=1, keep_checkpoints=0))
+    )
+    kept = checkpoint_bytes(
+        Facts(train=TrainOptions(num_epochs=20, save_period=1, keep_checkpoints=3))
+    )
     assert kept * 20 == every * 3
-    asked = checkpoint_bytes(Facts(num_epochs=20, save_period=5, keep_checkpoints=1))
+    asked = checkpoint_bytes(
+        Facts(train=TrainOptions(num_epochs=20, save_period=5, keep_checkpoints=1))
+    )
     assert asked * 20 == every * 4  # 5, 10, 15, 20

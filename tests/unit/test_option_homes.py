@@ -134,7 +134,7 @@ def test_the_demo_changes_values_but_declares_no_option():
 
 
 def test_kv_store_has_one_list_and_one_default():
-    assert Facts().kv_store == TrainOptions().kv_store == "device"
+    assert Facts().train.kv_store == TrainOptions().kv_store == "device"
     for command in ("train", "check"):
         assert (
             tuple(flag_actions(subparser(command))["kv_store"].choices) == train_options.KV_STORES

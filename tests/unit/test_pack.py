@@ -398,11 +398,11 @@ def test_worker_killed_mid_batch_is_replaced_and_its_batch_retried(tmp_path):
     import signal
 
     from engine.prep.pack_pool import Pool
-    from engine.prep.pack_worker import Setup
+    from engine.prep.pack_worker import Item, Setup
 
     root = tmp_path / "images"
     names = make_images(root, SMALL[:3])
-    items = [(i + 1, i, name, (0.0,)) for i, name in enumerate(names)]
+    items = [Item(i + 1, i, name, (0.0,)) for i, name in enumerate(names)]
     pool = Pool(1, Setup(str(root), PackOptions(pass_through=True)))
     try:
         victim = pool.workers[0].proc
@@ -422,7 +422,7 @@ def test_worker_that_died_while_idle_is_replaced_on_next_batch(tmp_path):
     import signal
 
     from engine.prep.pack_pool import Pool
-    from engine.prep.pack_worker import Setup
+    from engine.prep.pack_worker import Item, Setup
 
     root = tmp_path / "images"
     names = make_images(root, SMALL[:2])
@@ -431,7 +431,7 @@ def test_worker_that_died_while_idle_is_replaced_on_next_batch(tmp_path):
         victim = pool.workers[0].proc
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-        pool.submit("batch", [(1, 7, names[0], (0.0,)), (2, 8, names[1], (1.0,))])
+        pool.submit("batch", [Item(1, 7, names[0], (0.0,)), Item(2, 8, names[1], (1.0,))])
         got = {}
         while pool.busy():
             got.update(pool.collect())
@@ -458,7 +458,7 @@ def test_the_last_batches_go_to_whichever_worker_is_free(tmp_path):
 def test_a_worker_sends_every_result_before_it_exits_at_end_of_tasks(tmp_path):
     """Workers skip the interpreter's teardown; nothing they computed may be lost to that."""
     from engine.prep.pack_pool import Pool
-    from engine.prep.pack_worker import Setup
+    from engine.prep.pack_worker import Item, Setup
 
     root = tmp_path / "images"
     names = make_images(root, SMALL)
@@ -466,7 +466,7 @@ def test_a_worker_sends_every_result_before_it_exits_at_end_of_tasks(tmp_path):
     worker = pool.workers[0]
     try:
         for n, name in enumerate(names):
-            worker.send(n, [(n + 1, n, name, (0.0,))])
+            worker.send(n, [Item(n + 1, n, name, (0.0,))])
         worker.tasks.close()  # end of tasks right behind the last batch
         got = {}
         while pool.busy():

@@ -14,6 +14,7 @@ from engine import recordio
 from engine.errors import UserError
 from engine.prep import pack, pack_gpu
 from engine.prep.pack import PackOptions
+from engine.prep.pack_worker import Item
 
 from test_pack import jpeg, make_images, rotated_jpeg, write_lst
 
@@ -136,7 +137,7 @@ def test_a_batch_the_gpu_refuses_is_decoded_image_by_image():
     with pytest.raises(RuntimeError):
         stand_in_decode_jpeg([good, bad])
     entries = [
-        pack_gpu.Entry((1, 1, "a", (0.0,)), data=bytes(t.numpy())) for t in (good, bad, good)
+        pack_gpu.Entry(Item(1, 1, "a", (0.0,)), data=bytes(t.numpy())) for t in (good, bad, good)
     ]
     decoded = pack_gpu.decode_all(STAND_IN, entries)
     assert [None if d is None else tuple(d.shape) for d in decoded] == [

@@ -2,6 +2,7 @@
 
 import argparse
 import struct
+from dataclasses import replace
 
 from engine.train.check import (
     ERROR,
@@ -20,7 +21,7 @@ from engine.train.check import (
     run_checks,
 )
 from engine.train.facts import Facts, gather_facts, image_size, port_busy
-from engine.train.options import build_train_parser
+from engine.train.options import TrainOptions, build_train_parser
 
 
 def levels(findings):
@@ -29,58 +30,70 @@ def levels(findings):
 
 def test_num_classes_against_the_label_map():
     (f,) = check_num_classes(
-        Facts(num_classes=1000, label_map="d/x_labels.txt", label_map_classes=998)
+        Facts(
+            train=TrainOptions(num_classes=1000), label_map="d/x_labels.txt", label_map_classes=998
+        )
     )
     assert f.level == ERROR and f.change == "set --num-classes 998"
     assert levels(
-        check_num_classes(Facts(num_classes=998, label_map="m", label_map_classes=998))
+        check_num_classes(
+            Facts(train=TrainOptions(num_classes=998), label_map="m", label_map_classes=998)
+        )
     ) == [INFO]
 
 
 def test_without_a_map_a_label_beyond_num_classes_is_still_an_error():
-    (f,) = check_num_classes(Facts(num_classes=10, max_label=10))
+    (f,) = check_num_classes(Facts(train=TrainOptions(num_classes=10), max_label=10))
     assert f.level == ERROR and f.change == "set --num-classes 11"
 
 
 def test_num_examples_against_the_packed_count():
     (f,) = check_num_examples(
-        Facts(num_examples=1281167, examples_found=1200000, example_source="8 index files")
+        Facts(
+            train=TrainOptions(num_examples=1281167),
+            examples_found=1200000,
+            example_source="8 index files",
+        )
     )
     assert (
         f.level == ERROR and f.change == "set --num-examples 1200000" and "learning-rate" in f.what
     )
-    (f,) = check_num_examples(Facts(num_examples=1000, examples_found=999, example_source="x"))
+    (f,) = check_num_examples(
+        Facts(train=TrainOptions(num_examples=1000), examples_found=999, example_source="x")
+    )
     assert f.level == WARNING
 
 
 def test_tutorial_batch_8192_on_one_gpu_worker_warns_per_gpu():
-    findings = check_batch(Facts(batch_size=8192, gpus=[0], num_workers=1))
+    findings = check_batch(Facts(train=TrainOptions(batch_size=8192, gpus=[0]), num_workers=1))
     assert any(f.level == WARNING and "per-worker batch" in f.what for f in findings)
     info = next(f for f in findings if f.level == INFO)
     assert "8192 per GPU" in info.what
 
 
 def test_batch_not_divisible_by_gpus_and_tiny_per_gpu_batch():
-    (f,) = check_batch(Facts(batch_size=100, gpus=[0, 1, 2]))
+    (f,) = check_batch(Facts(train=TrainOptions(batch_size=100, gpus=[0, 1, 2])))
     assert f.level == ERROR and f.change == "use --batch-size 99"
     assert WARNING in levels(
-        check_batch(Facts(batch_size=16, gpus=[0, 1, 2, 3], num_examples=10000))
+        check_batch(Facts(train=TrainOptions(batch_size=16, gpus=[0, 1, 2, 3], num_examples=10000)))
     )
 
 
 def test_min_random_scale_for_data_packed_at_480():
-    facts = Facts(image_shape=[3, 224, 224], packed_edge=480, packed_edge_source="x")
+    facts = Facts(
+        train=TrainOptions(image_shape=[3, 224, 224]), packed_edge=480, packed_edge_source="x"
+    )
     (f,) = check_scale(facts)
     assert f.level == WARNING and "--min-random-scale 0.533" in f.change
-    facts.min_random_scale = 0.4  # 192 pixels < 224
+    facts.train = replace(facts.train, min_random_scale=0.4)  # 192 pixels < 224
     (f,) = check_scale(facts)
     assert f.level == ERROR and "0.467" in f.change
-    facts.min_random_scale = 0.533
+    facts.train = replace(facts.train, min_random_scale=0.533)
     assert check_scale(facts) == []
 
 
 def test_network_input_too_small():
-    (f,) = check_scale(Facts(network="inception-v3", image_shape=[3, 224, 224]))
+    (f,) = check_scale(Facts(train=TrainOptions(network="inception-v3", image_shape=[3, 224, 224])))
     assert f.level == ERROR and "299" in f.change
 
 
@@ -93,30 +106,39 @@ def test_stray_files_and_missing_data():
 
 def test_workers_against_slots_and_kvstore():
     hosts = [("a", 2, None), ("b", 2, None)]
-    (f,) = check_hosts(Facts(hosts=hosts, num_workers=5, num_servers=2, kv_store="dist_sync"))
+    (f,) = check_hosts(
+        Facts(train=TrainOptions(kv_store="dist_sync"), hosts=hosts, num_workers=5, num_servers=2)
+    )
     assert f.level == ERROR and f.change.startswith("use -n 4")
-    (f,) = check_hosts(Facts(num_workers=4, kv_store="device"))
+    (f,) = check_hosts(Facts(train=TrainOptions(kv_store="device"), num_workers=4))
     assert f.level == ERROR and "dist_sync" in f.change
     (f,) = check_hosts(
-        Facts(hosts=[("a", None, None)], num_workers=2, num_servers=1, kv_store="dist_sync")
+        Facts(
+            train=TrainOptions(kv_store="dist_sync"),
+            hosts=[("a", None, None)],
+            num_workers=2,
+            num_servers=1,
+        )
     )
     assert f.level == WARNING
 
 
 def test_gpus_against_each_hosts_gpus():
     facts = Facts(
-        gpus=[0, 1, 2, 3], hosts=[("a", None, [0, 1])], host_gpu_counts={"b": 2, "c": None}
+        train=TrainOptions(gpus=[0, 1, 2, 3]),
+        hosts=[("a", None, [0, 1])],
+        host_gpu_counts={"b": 2, "c": None},
     )
     findings = check_gpus(facts)
     assert [f.level for f in findings] == [ERROR, ERROR, INFO]
     assert "gpus=0,1 on a" in findings[0].what and "b has GPUs 0-1" in findings[1].what
-    (f,) = check_gpus(Facts(gpus=[], host_gpu_counts={"a": 8}))
+    (f,) = check_gpus(Facts(train=TrainOptions(gpus=[]), host_gpu_counts={"a": 8}))
     assert f.level == WARNING and f.change == "add --gpus 0,1,2,3,4,5,6,7"
 
 
 def test_mxnet_builds_must_match_and_have_dist_kvstore():
     facts = Facts(
-        kv_store="dist_sync",
+        train=TrainOptions(kv_store="dist_sync"),
         host_mxnet={
             "a": "1.9.1 dist_kvstore=yes cuda=yes",
             "b": "1.8.0 dist_kvstore=no cuda=yes",
@@ -132,13 +154,19 @@ def test_mxnet_builds_must_match_and_have_dist_kvstore():
 def test_busy_port_and_disk():
     assert levels(check_ports(Facts(busy_ports=[9091]))) == [ERROR]
     (f,) = check_disk(
-        Facts(checkpoint_dir="/ck", free_disk_bytes=1 << 30, num_epochs=80, keep_checkpoints=0)
+        Facts(
+            train=TrainOptions(num_epochs=80, keep_checkpoints=0),
+            checkpoint_dir="/ck",
+            free_disk_bytes=1 << 30,
+        )
     )
     assert f.level == ERROR and "GiB" in f.what
 
 
 def test_errors_come_first():
-    findings = run_checks(Facts(num_classes=5, label_map="m", label_map_classes=6))
+    findings = run_checks(
+        Facts(train=TrainOptions(num_classes=5), label_map="m", label_map_classes=6)
+    )
     assert findings[0].level == ERROR
 
 
@@ -204,13 +232,22 @@ def test_preflight_of_a_training_command_line(tmp_path):
 
 
 def test_torch_ranks_need_no_dist_kvstore_and_no_servers():
-    mxnet = Facts(num_workers=2, kv_store="device", num_servers=0)
-    torch = Facts(num_workers=2, kv_store="device", num_servers=0, engine="torch")
+    mxnet = Facts(train=TrainOptions(kv_store="device"), num_workers=2, num_servers=0)
+    torch = Facts(
+        train=TrainOptions(kv_store="device", engine="torch"), num_workers=2, num_servers=0
+    )
     assert any("train separately" in f.what for f in check_hosts(mxnet))
     assert check_hosts(torch) == []
 
 
 def test_the_torch_engine_takes_inputs_smaller_than_mxnets_symbols_need():
-    assert check_scale(Facts(network="resnet", image_shape=[3, 16, 16], engine="torch")) == []
-    (f,) = check_scale(Facts(network="resnet", image_shape=[3, 16, 16], engine="mxnet"))
+    assert (
+        check_scale(
+            Facts(train=TrainOptions(network="resnet", image_shape=[3, 16, 16], engine="torch"))
+        )
+        == []
+    )
+    (f,) = check_scale(
+        Facts(train=TrainOptions(network="resnet", image_shape=[3, 16, 16], engine="mxnet"))
+    )
     assert "too small for resnet" in f.what

@@ -42,10 +42,10 @@ def test_create_load_and_options_keep_their_types(tmp_path):
     ws.set_stage_options("filter", {"min_images": "20"})
     ws.set_train_options({"mirror": "yes", "lr": "0.05", "extra_args": "--a 1"})
     again = wsmod.load(tmp_path / "w")
-    assert again.stage_options("filter")["min_images"] == 20
-    assert again.train_options()["mirror"] is True
-    assert again.train_options()["lr"] == 0.05
-    assert again.train_options()["extra_args"] == ["--a", "1"]
+    assert again.stage_options("filter").min_images == 20
+    assert again.train_options().train.mirror is True
+    assert again.train_options().train.lr == 0.05
+    assert again.train_options().job.extra_args == ["--a", "1"]
 
 
 def test_bad_option_value_names_the_option(tmp_path):
@@ -132,7 +132,7 @@ def test_hand_edited_config_of_the_wrong_type_names_the_key(tmp_path, toml, name
 def test_config_of_the_right_types_loads(tmp_path):
     toml = 'root = "i"\n[stages.disk]\nmargin = 1\n[train]\nlr = 0.5\nextra_args = ["--x"]\nnew_key = 3\n'
     (tmp_path / wsmod.CONFIG_NAME).write_text(toml)
-    assert wsmod.load(tmp_path).stage_options("disk")["margin"] == 1
+    assert wsmod.load(tmp_path).stage_options("disk").margin == 1
 
 
 def test_broken_state_file_is_one_clear_line(tmp_path):

@@ -43,6 +43,21 @@ class HostAnswer:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class AcrossHosts:
+    """What the cross-host pre-flight is asked: the hosts file ("": none, nothing to check), the
+    job's engine, its data paths, whether it wants GPUs, the scheduler port to check (None: none)
+    and its processes (None: a slot each)."""
+
+    hosts: str
+    engine: str
+    data_train: str | None
+    data_val: str | None
+    gpus: Sequence[int]
+    port: int | None
+    num_workers: int | None
+
+
 # ---- comparing the answers ------------------------------------------------------------------------
 def compare(answers: Sequence[HostAnswer], engine: Engine, gpus_wanted: bool) -> list[Finding]:
     """Findings over every host's answer; the first reached host is the reference."""
@@ -277,29 +292,29 @@ async def _answer(
         return HostAnswer(host.name, host.slots, error="its report is not JSON")
 
 
-def data_paths(args) -> list[str]:
-    return [p for p in (getattr(args, "data_train", None), getattr(args, "data_val", None)) if p]
+def data_paths(args: AcrossHosts) -> list[str]:
+    return [p for p in (args.data_train, args.data_val) if p]
 
 
-async def across_hosts(args) -> list[Finding]:
-    """The cross-host findings for parsed `imgscale check` options with -H HOSTS."""
+async def across_hosts(args: AcrossHosts) -> list[Finding]:
+    """The cross-host findings for `imgscale check` with -H HOSTS (or the console's launch plan)."""
     hosts = read_hosts(args.hosts)
-    engine = registry.engine_named(getattr(args, "engine", None))
-    port = getattr(args, "port", None)
+    engine = registry.engine_named(args.engine)
+    port = args.port
     answers = await host_answers(hosts, data_paths(args), engine, port)
-    gpus_wanted = bool(getattr(args, "gpus", None))
+    gpus_wanted = bool(args.gpus)
     out = compare(answers, engine, gpus_wanted)
     first = answers[0]
     if port and first.facts is not None:
         out += port_finding(first.host, port, first.facts.get("port_free"))
     if engine.times_allreduce and all(a.facts is not None for a in answers):
-        processes = getattr(args, "num_workers", None) or sum(h.slots or 1 for h in hosts)
+        processes = args.num_workers or sum(h.slots or 1 for h in hosts)
         out += await allreduce(args.hosts, processes, gpus_wanted)
     return out
 
 
-def check_across_hosts(args) -> list[Finding]:
-    if not getattr(args, "hosts", None):
+def check_across_hosts(args: AcrossHosts) -> list[Finding]:
+    if not args.hosts:
         return []
     try:
         return asyncio.run(across_hosts(args))
