@@ -144,7 +144,7 @@ class ImgscaleApp(App[str | None]):
         status.nthreads = self.train_options.get("data_nthreads")
         self.stages.set_stages(snap.stages)
         self.grid.set_hosts(snap.hosts)
-        self.grid.speeds, self.grid.topology = self.session.speeds, self.session.topology()
+        self.grid.cause_of = self.session.host_cause
         self.show_stage_details()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -178,7 +178,7 @@ class ImgscaleApp(App[str | None]):
             self.status.rate = event.images_per_sec
             self.grid.set_cluster(event.hosts, event.stragglers)
             if self.session is not None:  # a new job starts a new board
-                self.grid.histories = self.session.rates.history
+                self.grid.histories = self.session.rate_history()
         elif isinstance(event, EpochSummary):
             summary = self.summary
             summary.epochs = {**summary.epochs, (event.host, event.rank): event}
@@ -437,7 +437,7 @@ class ImgscaleApp(App[str | None]):
     def action_scaling(self) -> None:
         """The Scaling screen (issue 6), installed once so a running sweep outlives leaving it."""
         if not self.is_screen_installed("scaling"):
-            hosts = self.session.workspace.hosts_file if self.session is not None else None
+            hosts = self.session.hosts_file if self.session is not None else None
             gpus = self.session.gpus_per_host() if self.session is not None else None
             screen = ScalingScreen(
                 hosts_file=hosts, out_dir=self.workspace_path / "scaling", gpus=gpus

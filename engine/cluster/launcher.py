@@ -474,8 +474,11 @@ async def launch(
     *,
     sink: EventSink | None = None,
     resume: ResumeHook | None = None,
+    pool: HostPool | None = None,
 ) -> Job | slurm_job.SlurmJob:
-    """Start a distributed job detached on its hosts and return it, supervised by this process."""
+    """Start a distributed job detached on its hosts and return it, supervised by this process.
+
+    ``pool``: connections to share (the console's); else the job opens its own."""
     check_spec(spec)
     if spec.cwd is None:
         spec = LaunchSpec.from_dict({**spec.to_dict(), "cwd": os.getcwd()})
@@ -487,7 +490,7 @@ async def launch(
     hosts = load_hosts(spec.hosts_file, spec.launcher)
     place_processes(spec, hosts)
     record = jobs.save(new_record(spec, hosts))
-    pool = HostPool(hosts)
+    pool = HostPool(hosts) if pool is None else pool.share(hosts)
     if spec.sync_dst_dir:
         try:
             await sync_work_dir(pool, hosts, spec.cwd or os.getcwd(), spec.sync_dst_dir)
@@ -516,8 +519,11 @@ def open_job(
     sink: EventSink | None = None,
     tail_lines: int | None = 20,
     resume: ResumeHook | None = None,
+    pool: HostPool | None = None,
 ) -> Job | slurm_job.SlurmJob:
-    """The recorded job (the newest running one without a name), ready to ``attach()``."""
+    """The recorded job (the newest running one without a name), ready to ``attach()``.
+
+    ``pool``: connections to share (the console's); else the job opens its own."""
     record = jobs.resolve(job_id)
     if record.launch_args.get("launcher") == "slurm":
         spec = LaunchSpec.from_dict(record.launch_args)
@@ -527,7 +533,7 @@ def open_job(
             record, slurm_job.request_of(record), sink=sink, resume=resume, tail_lines=tail_lines
         )
     hosts = record_hosts(record)
-    pool = HostPool(hosts)
+    pool = HostPool(hosts) if pool is None else pool.share(hosts)
     if record.kind == "pack":
         planner, options = pack_planner(record, pool), SuperviseOptions(tail_lines=tail_lines)
     else:

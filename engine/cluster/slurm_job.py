@@ -27,7 +27,7 @@ from engine.events import EventSink, Failure, HostState, JobState, LogLine, Proc
 
 from . import jobs, slurm
 from .slurm_driver import Plan, attempt_dir, write_private
-from .jobevents import JobEvents
+from .jobevents import ClusterJob, JobEvents
 from .probes import ProbeSet
 from .remote_cmd import with_python
 from .srun import node_spec
@@ -41,7 +41,7 @@ LAST_LINES = 20
 ResumeHook = Callable[[tuple[str, ...], int], tuple[str, ...]]
 
 
-class SlurmJob(JobEvents):
+class SlurmJob(JobEvents, ClusterJob):
     """One recorded SLURM job of ours (``record.scheduler_id`` is SLURM's job id)."""
 
     def __init__(
