@@ -3,7 +3,8 @@
 stream    EventStream: every event of the session on one asyncio queue, from any thread
 stages    StageThreads: the preparation stages, each run in a thread
 follower  JobFollower: the workspace's job, launched or re-attached, its events followed
-speeds    Speeds: the job's rate board and each mode's speeds (the doctor, the hosts' causes)
+figures   Speeds: the job's rate board and each mode's speeds (the doctor, the hosts' causes)
+sweeps    SweepRunner: the Scaling screen's sweep, its events on the same stream
 export    the hosts grid and throughput history as files
 
 Everything the console does to a workspace goes through a ``Session``; it never touches asyncssh,
@@ -25,7 +26,9 @@ from engine.api.follow import JobFollower
 from engine.api.plan import LaunchPlan, host_specs, plan
 from engine.api.speeds import Speeds
 from engine.api.stages import RunningStage, StageThreads
-from engine.api.stream import EventStream
+from engine.api.stream import EventStream, Item
+from engine.api.sweeps import SweepRunner
+from engine.bench.scaling import SweepConfig
 from engine.cluster.hostpool import HostPool
 from engine.events import Event, StageState
 from engine.options import FormField
@@ -55,6 +58,7 @@ class Session:
         self.stream = EventStream(loop, self.figures.rate_of)
         self.stages = StageThreads(ws, self.stream, self._spawn)
         self.follower = JobFollower(ws, self.stream, self.figures, pool, self._spawn)
+        self.sweeps = SweepRunner(self.stream)
 
     # ---- open / close ------------------------------------------------------------------
     @classmethod
@@ -80,6 +84,7 @@ class Session:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.sweeps.close()
         await self.stages.join()
         await self.follower.detach()
         if self.pool is not None:
@@ -101,11 +106,11 @@ class Session:
         """The workspace's hosts file (None: this machine only)."""
         return self.workspace.hosts_file
 
-    def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Item]:
         """Every event of this session, in order, until it closes."""
         return self.stream.events()
 
-    def batches(self, limit: int = 5000) -> AsyncIterator[list[Event]]:
+    def batches(self, limit: int = 5000) -> AsyncIterator[list[Item]]:
         """Events grouped as they arrive: wait for one, then take whatever else is already queued."""
         return self.stream.batches(limit)
 
@@ -198,6 +203,18 @@ class Session:
     async def kill_leftovers(self) -> int:
         """End every process this tool launched on every host; returns how many were ended."""
         return await jobs.kill_leftovers(self.emit, self.pool)
+
+    # ---- the scaling sweep -------------------------------------------------------------
+    def start_sweep(self, config: SweepConfig, network_gbits: float | None = None) -> None:
+        """Start the Scaling screen's sweep: SweepEvents, then one SweepEnd, come with the events."""
+        self.sweeps.start(config, network_gbits)
+
+    def stop_sweep(self) -> None:
+        """Stop the sweep (after the launch under way, if any); its SweepEnd says when it stopped."""
+        self.sweeps.stop()
+
+    def sweep_running(self) -> bool:
+        return self.sweeps.running
 
     # ---- speeds ------------------------------------------------------------------------
     @property
