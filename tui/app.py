@@ -1,4 +1,8 @@
-"""The imgscale console: panes for stages, hosts, log and actions over one engine-event bridge worker."""
+"""The imgscale console: panes for stages, hosts, log and actions over one engine-event bridge worker.
+
+The bridge reads the session's one stream; the Scaling screen's sweep runs in the session too, and
+its events reach that screen through the same bridge.
+"""
 
 from __future__ import annotations
 
@@ -191,6 +195,37 @@ class ImgscaleApp(App[str | None]):
                 severity="error",
                 timeout=10,
             )
+
+    # ---- the Scaling screen's sweep: requests up to the session, its events down the bridge ----
+    def on_scaling_screen_start_sweep(self, message: ScalingScreen.StartSweep) -> None:
+        try:
+            if self.session is None:
+                raise UserError("the workspace is still opening; try again in a moment")
+            self.session.start_sweep(message.config, message.gbits)
+        except UserError as exc:
+            self.on_scaling_end(msg.ScalingEnd(api.SweepEnd("error", str(exc))))
+
+    def on_scaling_screen_stop_sweep(self) -> None:
+        if self.session is not None:
+            self.session.stop_sweep()
+
+    def on_scaling_event(self, message: msg.ScalingEvent) -> None:
+        screen = self.scaling_screen()
+        if screen is not None:
+            screen.post_message(ScalingScreen.SweepEvent(message.event))
+
+    def on_scaling_end(self, message: msg.ScalingEnd) -> None:
+        screen = self.scaling_screen()
+        if screen is not None:
+            screen.post_message(ScalingScreen.SweepEnded(message.end))
+
+    def scaling_screen(self) -> ScalingScreen | None:
+        """The Scaling screen the sweep belongs to: the installed one, else one shown on the stack."""
+        if self.is_screen_installed("scaling"):
+            screen = self.get_screen("scaling")
+            return screen if isinstance(screen, ScalingScreen) else None
+        shown = [s for s in self.screen_stack if isinstance(s, ScalingScreen)]
+        return shown[-1] if shown else None
 
     def show_job_state(self, event: JobState) -> None:
         status = self.status
