@@ -284,3 +284,42 @@ def test_the_sessions_surface_is_what_a_session_has():
 
     missing = sorted(name for name in SESSION_SURFACE if not hasattr(api.Session, name))
     assert missing == []
+
+
+def _private_loop_reads(path: pathlib.Path) -> set[str]:
+    """`loop._x` or getattr(loop, "_x"): an event loop's private state, which other loops lack."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            target, name = node.value, node.attr
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", "") == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and str(node.args[1].value).startswith("_")
+        ):
+            target, name = node.args[0], str(node.args[1].value)
+        else:
+            continue
+        if ast.unparse(target).split(".")[-1] in ("loop", "_loop", "event_loop"):
+            found.add(f"{ast.unparse(target)}.{name}")
+    return found
+
+
+def test_the_engine_reads_no_private_state_of_an_event_loop():
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_private_loop_reads(path))
+        for path in (ROOT / "engine").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_loop_check_catches_the_sessions_old_thread_test(tmp_path):
+    source = tmp_path / "session.py"
+    source.write_text(
+        "def emit(self, event):\n"
+        "    if threading.get_ident() == getattr(self.loop, '_thread_id', None):\n"
+        "        return self.loop._ready\n"
+    )
+    assert _private_loop_reads(source) == {"self.loop._thread_id", "self.loop._ready"}

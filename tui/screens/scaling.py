@@ -62,7 +62,7 @@ class ScalingScreen(Screen[None]):
     ]
 
     class SweepEvent(Message):
-        """One engine event of the running sweep, carried from the worker to the screen."""
+        """One engine event of the running sweep, handed down by the app's bridge."""
 
         def __init__(self, event: Any) -> None:
             super().__init__()
@@ -307,7 +307,7 @@ class ScalingScreen(Screen[None]):
     def action_back(self) -> None:
         """Leave. An installed screen keeps its sweep; a pushed one stops it first (it is removed)."""
         if self.running and not self.app.is_screen_installed(self):
-            self.leaving = True  # dismissed once the job has stopped (see on_worker_state_changed)
+            self.leaving = True  # dismissed once the job has stopped (see its SweepEnded)
             self.request_stop()
             return
         if self.running:
