@@ -9,6 +9,7 @@ import psutil
 import pytest
 from textual.app import App
 from textual.widgets import Input, Select, Static
+from textual.worker import WorkerState
 from tui_helpers import wait_for
 
 from engine.events import JobState, LogLine, ScalingPoint, StageProgress
@@ -251,7 +252,9 @@ async def test_stop_cancels_the_sweep_and_stops_the_job_everywhere(demo_ws, tmp_
     host, marker = sleeping_sweep(demo_ws, tmp_path)
     async with host.run_test(size=(80, 24)) as pilot:
         screen = await start_sleeping_sweep(pilot, marker)
-        assert not screen.workers  # the sweep runs in the session, read by the app's one bridge
+        # the sweep runs in the session and reaches the screen through the app's one bridge
+        running = [w for w in pilot.app.workers if w.state == WorkerState.RUNNING]
+        assert [w.group for w in running] == ["engine"]
         await pilot.press("x")
         await wait_for(pilot, lambda: not screen.running, "the sweep to stop", 60)
         assert screen.outcome == "stopped"
