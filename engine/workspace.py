@@ -242,6 +242,23 @@ class Workspace:
             self.state["job"] = {"id": job_id, "state": state}
             save_state(self.path, self.state)
 
+    def set_job_mode(self, job_id: str, mode: str) -> None:
+        """What a launched job runs (train | benchmark | test-io), for re-attaching to it."""
+        with self.lock:
+            self.state.setdefault("job_modes", {})[job_id] = mode
+            save_state(self.path, self.state)
+
+    def set_speeds(self, mode: str, per_host: dict[str, float], job_id: str) -> None:
+        """Each host's whole-run images/s of the last ``mode`` job, and which job it was."""
+        with self.lock:
+            self.state.setdefault("speeds", {})[mode] = per_host
+            self.state.setdefault("speed_jobs", {})[mode] = job_id
+            save_state(self.path, self.state)
+
+    def set_hosts_file(self, path: Path) -> None:
+        self.config["hosts"] = str(path)
+        save_config(self.path, self.config)
+
     def snapshot(self, hosts: tuple[str, ...] = ()) -> WorkspaceSnapshot:
         job = self.state.get("job", {})
         return WorkspaceSnapshot(

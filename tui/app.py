@@ -1,4 +1,8 @@
-"""The imgscale console: panes for stages, hosts, log and actions over one engine-event bridge worker."""
+"""The imgscale console: panes for stages, hosts, log and actions over one engine-event bridge worker.
+
+The bridge reads the session's one stream; the Scaling screen's sweep runs in the session too, and
+its events reach that screen through the same bridge.
+"""
 
 from __future__ import annotations
 
@@ -144,7 +148,7 @@ class ImgscaleApp(App[str | None]):
         status.nthreads = self.train_options.get("data_nthreads")
         self.stages.set_stages(snap.stages)
         self.grid.set_hosts(snap.hosts)
-        self.grid.speeds, self.grid.topology = self.session.speeds, self.session.topology()
+        self.grid.cause_of = self.session.host_cause
         self.show_stage_details()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -178,7 +182,7 @@ class ImgscaleApp(App[str | None]):
             self.status.rate = event.images_per_sec
             self.grid.set_cluster(event.hosts, event.stragglers)
             if self.session is not None:  # a new job starts a new board
-                self.grid.histories = self.session.rates.history
+                self.grid.histories = self.session.rate_history()
         elif isinstance(event, EpochSummary):
             summary = self.summary
             summary.epochs = {**summary.epochs, (event.host, event.rank): event}
@@ -191,6 +195,37 @@ class ImgscaleApp(App[str | None]):
                 severity="error",
                 timeout=10,
             )
+
+    # ---- the Scaling screen's sweep: requests up to the session, its events down the bridge ----
+    def on_scaling_screen_start_sweep(self, message: ScalingScreen.StartSweep) -> None:
+        try:
+            if self.session is None:
+                raise UserError("the workspace is still opening; try again in a moment")
+            self.session.start_sweep(message.config, message.gbits)
+        except UserError as exc:
+            self.on_scaling_end(msg.ScalingEnd(api.SweepEnd("error", str(exc))))
+
+    def on_scaling_screen_stop_sweep(self) -> None:
+        if self.session is not None:
+            self.session.stop_sweep()
+
+    def on_scaling_event(self, message: msg.ScalingEvent) -> None:
+        screen = self.scaling_screen()
+        if screen is not None:
+            screen.post_message(ScalingScreen.SweepEvent(message.event))
+
+    def on_scaling_end(self, message: msg.ScalingEnd) -> None:
+        screen = self.scaling_screen()
+        if screen is not None:
+            screen.post_message(ScalingScreen.SweepEnded(message.end))
+
+    def scaling_screen(self) -> ScalingScreen | None:
+        """The Scaling screen the sweep belongs to: the installed one, else one shown on the stack."""
+        if self.is_screen_installed("scaling"):
+            screen = self.get_screen("scaling")
+            return screen if isinstance(screen, ScalingScreen) else None
+        shown = [s for s in self.screen_stack if isinstance(s, ScalingScreen)]
+        return shown[-1] if shown else None
 
     def show_job_state(self, event: JobState) -> None:
         status = self.status
@@ -437,7 +472,7 @@ class ImgscaleApp(App[str | None]):
     def action_scaling(self) -> None:
         """The Scaling screen (issue 6), installed once so a running sweep outlives leaving it."""
         if not self.is_screen_installed("scaling"):
-            hosts = self.session.workspace.hosts_file if self.session is not None else None
+            hosts = self.session.hosts_file if self.session is not None else None
             gpus = self.session.gpus_per_host() if self.session is not None else None
             screen = ScalingScreen(
                 hosts_file=hosts, out_dir=self.workspace_path / "scaling", gpus=gpus

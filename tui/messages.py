@@ -90,6 +90,22 @@ class JobEvent(Message):
         )
 
 
+class ScalingEvent(Message):
+    """One event of the Scaling screen's sweep (api.SweepEvent), in order, none coalesced."""
+
+    def __init__(self, event: Any) -> None:
+        super().__init__()
+        self.event = event
+
+
+class ScalingEnd(Message):
+    """The Scaling screen's sweep ended (api.SweepEnd: done, stopped or an error)."""
+
+    def __init__(self, end: Any) -> None:
+        super().__init__()
+        self.end = end
+
+
 class Act(Message):
     """A widget asks the app to do something (an action name with arguments); the app owns the engine."""
 
@@ -112,6 +128,10 @@ def split_batch(events: list[Any]) -> list[Message]:
             lines.append(event)
         elif kind in ("StageProgress", "StageState", "SkippedItem", "TrainProgress"):
             out.append(StageEvent(event))
+        elif kind == "SweepEvent":  # the sweep's own events are the Scaling screen's
+            out.append(ScalingEvent(event.event))
+        elif kind == "SweepEnd":
+            out.append(ScalingEnd(event))
         else:
             out.append(JobEvent(event))
     if lines:

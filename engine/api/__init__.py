@@ -1,6 +1,12 @@
 """The one door the console uses: open a workspace, read a snapshot, iterate events, start/stop things.
 
-session   Session: a workspace's stages, hosts, telemetry and job; events on one asyncio queue
+session   Session: a thin facade over the parts below, over one HostPool (a connection per host)
+stream    EventStream: the session's events on one asyncio queue (SweepEvent, SweepEnd for the sweep)
+stages    StageThreads: the preparation stages, each in a thread
+follow    JobFollower: the workspace's job, launched or re-attached, followed
+speeds    Speeds: the job's rate board, each mode's speeds, the doctor's and the grid's readings
+sweeps    SweepRunner: the Scaling screen's sweep as a session part
+export    the hosts grid and the throughput history as files
 plan      LaunchPlan: the workers' command line, roles, batches and pre-flight findings
 jobs      launch, re-attach, stop and kill detached jobs; probe hosts
 scaling   the scaling sweep (as `imgscale bench scaling` runs it), the published table, rows, plots
@@ -39,6 +45,8 @@ from engine.api.session import (
     create_demo_workspace,
     open_workspace,
 )
+from engine.api.stream import SweepEnd, SweepEvent
+from engine.api.sweeps import launching
 from engine.cli import OneLineParser
 from engine.cli_progress import human_duration
 from engine.options import FormField
@@ -65,6 +73,8 @@ __all__ = [
     "Session",
     "StageStatus",
     "StageStopped",
+    "SweepEnd",
+    "SweepEvent",
     "Sweep",
     "Series",
     "SweepConfig",
@@ -79,6 +89,7 @@ __all__ = [
     "diagnose",
     "host_cause",
     "human_duration",
+    "launching",
     "open_workspace",
     "published_cluster",
     "published_points",

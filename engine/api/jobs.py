@@ -1,7 +1,8 @@
 """How the console's Session reaches the cluster: telemetry, jobs (launch, re-attach, stop) and leftovers.
 
 Thin glue over engine.cluster (probes, launcher, kill) with the workspace's hosts file and the
-command line engine.api.plan builds from its training options.
+command line engine.api.plan builds from its training options. Every call takes the session's
+``HostPool``, so one console holds one connection per host.
 """
 
 from __future__ import annotations
@@ -21,12 +22,23 @@ from engine.api.plan import (
     train_command,
     workers_of,
 )
+from engine.cluster.hostpool import HostPool
+from engine.cluster.jobevents import ClusterJob
+from engine.cluster.kill import kill_everywhere
 from engine.train.launch import launch as launcher
 from engine.train.launch.launch import LaunchSpec
 from engine.cluster.probes import ProbeSet
 from engine.cluster.slurm_job import watch_allocation
 from engine.errors import UserError
-from engine.events import EpochSummary, Event, Failure, LogLine, Throughput, TrainProgress
+from engine.events import (
+    EpochSummary,
+    Event,
+    Failure,
+    JobState,
+    LogLine,
+    Throughput,
+    TrainProgress,
+)
 from engine.train.logparse import LogParser
 from engine.train.options import epoch_size
 from engine.train.progress import TrainTracker
@@ -35,12 +47,14 @@ Emit = Callable[[Event], None]
 PROBE_INTERVAL_S = 1.0
 
 
-async def watch_hosts(ws: wsmod.Workspace, emit: Emit) -> None:
+async def watch_hosts(ws: wsmod.Workspace, emit: Emit, pool: HostPool | None = None) -> None:
     """Probe every host about once a second until cancelled (a SLURM job's allocated nodes)."""
     if ws.launcher == "slurm":
         await watch_allocation(lambda: ws.state.get("job", {}).get("id"), emit, PROBE_INTERVAL_S)
         return
-    probe_set = ProbeSet(host_specs(ws), emit, interval=PROBE_INTERVAL_S)
+    hosts = host_specs(ws)
+    probed = hosts if pool is None else pool.share(hosts)
+    probe_set = ProbeSet(probed, emit, interval=PROBE_INTERVAL_S)
     await probe_set.start()
     try:
         await asyncio.Event().wait()  # until the session cancels this task
@@ -49,11 +63,11 @@ async def watch_hosts(ws: wsmod.Workspace, emit: Emit) -> None:
 
 
 class ConsoleJob:
-    """A launcher Job as the console sees it: its events plus throughput and epochs parsed from its logs."""
+    """A launched job as the console sees it: its events plus throughput and epochs parsed from its logs."""
 
     def __init__(
         self,
-        job: Any,
+        job: ClusterJob,
         mode: str,
         batch_size: int | None = None,
         tracker: TrainTracker | None = None,
@@ -111,10 +125,10 @@ class ConsoleJob:
             self.parsers[key] = LogParser(line.host, line.rank, self.id, self.batch_size)
         return self.parsers[key]
 
-    async def stop(self) -> Any:
+    async def stop(self) -> JobState:
         return await self.job.stop()
 
-    async def relaunch(self) -> Any:
+    async def relaunch(self) -> JobState:
         return await self.job.relaunch()
 
     async def detach(self) -> None:
@@ -146,22 +160,24 @@ def launch_spec(ws: wsmod.Workspace, mode: str) -> LaunchSpec:
     )
 
 
-async def launch(ws: wsmod.Workspace, mode: str) -> ConsoleJob:
+async def launch(ws: wsmod.Workspace, mode: str, pool: HostPool | None = None) -> ConsoleJob:
     """Start the job detached on the workspace's hosts; the workspace remembers it for re-attaching."""
     if mode == "train":
         model_prefix(ws).parent.mkdir(parents=True, exist_ok=True)
-    job = await launcher.launch(launch_spec(ws, mode))
-    _remember_mode(ws, job.job_id, mode)
+    job = await launcher.launch(launch_spec(ws, mode), pool=pool)
+    ws.set_job_mode(job.job_id, mode)
     return console_job(ws, job, mode)
 
 
-async def attach(ws: wsmod.Workspace, job_id: str, emit: Emit) -> ConsoleJob | None:
+async def attach(
+    ws: wsmod.Workspace, job_id: str, emit: Emit, pool: HostPool | None = None
+) -> ConsoleJob | None:
     """Re-attach to the workspace's last job (running or not): its state, recent log lines and metrics."""
     early: list[
         Event
     ] = []  # a finished job's last lines come during attach(), before anyone listens
     try:
-        job = launcher.open_job(job_id, sink=early.append)
+        job = launcher.open_job(job_id, sink=early.append, pool=pool)
     except UserError as exc:
         emit(Failure(source=f"job {job_id}", message=str(exc)))
         return None
@@ -172,7 +188,7 @@ async def attach(ws: wsmod.Workspace, job_id: str, emit: Emit) -> ConsoleJob | N
     return console
 
 
-def console_job(ws: wsmod.Workspace, job: Any, mode: str) -> ConsoleJob:
+def console_job(ws: wsmod.Workspace, job: ClusterJob, mode: str) -> ConsoleJob:
     """The console's view of a launched job; a training job also tracks its progress."""
     opts = ws.train_options()
     batch, workers = opts.train.batch_size, workers_of(ws)
@@ -184,7 +200,6 @@ def console_job(ws: wsmod.Workspace, job: Any, mode: str) -> ConsoleJob:
     return ConsoleJob(job, mode, batch, tracker)
 
 
-def _remember_mode(ws: wsmod.Workspace, job_id: str, mode: str) -> None:
-    with ws.lock:
-        ws.state.setdefault("job_modes", {})[job_id] = mode
-        wsmod.save_state(ws.path, ws.state)
+async def kill_leftovers(emit: Emit, pool: HostPool | None = None) -> int:
+    """End every process this tool launched on every host; returns how many were ended."""
+    return await kill_everywhere(emit=emit, pool=pool)

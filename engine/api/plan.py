@@ -14,6 +14,7 @@ from typing import Any
 from engine import options as opt
 from engine import workspace as wsmod
 from engine.cluster import hosts
+from engine.cluster.hostpool import HostPool
 from engine.train.launch import registry
 from engine.train.launch.engines import Engine, Layout
 from engine.train.launch.preflight_hosts import AcrossHosts, check_across_hosts
@@ -128,8 +129,9 @@ def plan_roles(ws: wsmod.Workspace) -> tuple[tuple[str, str, int | None], ...]:
     return tuple((specs[p.host].name, engine.role_name(p.role), p.rank) for p in places)
 
 
-def plan(ws: wsmod.Workspace, mode: str) -> LaunchPlan:
-    """The launch plan shown before launching: placement, batch sizes and pre-flight findings."""
+def plan(ws: wsmod.Workspace, mode: str, pool: HostPool | None = None) -> LaunchPlan:
+    """The launch plan shown before launching: placement, batch sizes and pre-flight findings
+    (over ``pool``'s connections when given: the console's)."""
     if mode not in MODE_FLAGS:
         raise UserError(f"unknown job mode {mode!r}; one of {', '.join(MODE_FLAGS)}")
     opts = ws.train_options()
@@ -137,7 +139,7 @@ def plan(ws: wsmod.Workspace, mode: str) -> LaunchPlan:
     workers = workers_of(ws)
     gpus = len(opts.train.gpus)
     batch = opts.train.batch_size
-    findings = tuple(_preflight(ws, mode))
+    findings = tuple(_preflight(ws, mode, pool))
     return LaunchPlan(
         mode=mode,
         hosts=tuple(s.name for s in specs),
@@ -156,7 +158,7 @@ def plan(ws: wsmod.Workspace, mode: str) -> LaunchPlan:
     )
 
 
-def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
+def _preflight(ws: wsmod.Workspace, mode: str, pool: HostPool | None = None) -> list[str]:
     """engine.train.check's findings for this command, hosts and data ("error …", "warning …")."""
     findings = []
     if mode != "benchmark" and not any(ws.train_dir.glob("*.rec")):
@@ -166,7 +168,7 @@ def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
         return findings
     try:
         train = options_of(ws, mode)
-        found = [*preflight(train, _check_options(ws)), *_across_hosts(ws, train)]
+        found = [*preflight(train, _check_options(ws)), *_across_hosts(ws, train, pool)]
         findings.extend(f.line().replace("\n        ", " ") for f in found)
         if ws.launcher == "slurm":
             findings.extend(_slurm_findings(ws))
@@ -177,7 +179,9 @@ def _preflight(ws: wsmod.Workspace, mode: str) -> list[str]:
     return findings
 
 
-def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> list[Any]:
+def _across_hosts(
+    ws: wsmod.Workspace, train: train_options.TrainOptions, pool: HostPool | None = None
+) -> list[Any]:
     """With a hosts file: reach every host, compare versions and data, time an all-reduce (torch)."""
     if ws.hosts_file is None or ws.launcher != "ssh":
         return []
@@ -190,7 +194,8 @@ def _across_hosts(ws: wsmod.Workspace, train: train_options.TrainOptions) -> lis
             gpus=train.gpus,
             port=None,
             num_workers=workers_of(ws),
-        )
+        ),
+        pool,
     )
 
 

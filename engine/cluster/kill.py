@@ -27,14 +27,18 @@ async def kill_job(
     *,
     grace_s: int = 5,
     emit: EventSink | None = None,
+    pool: HostPool | None = None,
 ) -> dict[str, KillReport | None]:
-    """End one job's processes on every host; per host its report (None: host unreachable)."""
+    """End one job's processes on every host; per host its report (None: host unreachable).
+
+    ``pool``: connections to share (the console's); else it opens its own."""
     record = job if isinstance(job, jobs.JobRecord) else jobs.load(job)
     if record.scheduler_id:  # a SLURM job: SLURM ends every step of it
         return await _cancel_slurm(record, emit)
     jobs.stop_marker(record.job).parent.mkdir(parents=True, exist_ok=True)
     jobs.stop_marker(record.job).touch()  # a running supervisor must not relaunch it
-    pool = HostPool(record_hosts(record))
+    hosts = record_hosts(record)
+    pool = HostPool(hosts) if pool is None else pool.share(hosts)
     try:
         reports = await _kill_hosts(record, pool, grace_s, emit)
     finally:
@@ -119,7 +123,9 @@ def ended(reports: dict[str, KillReport | None]) -> int:
     return sum(len(r.terminated) for r in reports.values() if r is not None)
 
 
-async def kill_everywhere(*, grace_s: int = 5, emit: EventSink | None = None) -> int:
+async def kill_everywhere(
+    *, grace_s: int = 5, emit: EventSink | None = None, pool: HostPool | None = None
+) -> int:
     """End every job imgscale launched from here that still has processes; returns the groups ended.
 
     Every record is checked, including those marked clean: a launcher killed before it could stop
@@ -128,7 +134,7 @@ async def kill_everywhere(*, grace_s: int = 5, emit: EventSink | None = None) ->
     """
     count = 0
     for record in jobs.all_jobs():
-        count += ended(await kill_job(record, grace_s=grace_s, emit=emit))
+        count += ended(await kill_job(record, grace_s=grace_s, emit=emit, pool=pool))
     return count
 
 

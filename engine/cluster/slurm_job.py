@@ -26,8 +26,8 @@ from engine.errors import UserError
 from engine.events import EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
 
 from . import jobs, slurm
+from .jobevents import ClusterJob, JobEvents
 from .slurm_steps import attempt_dir, write_private
-from .jobevents import JobEvents
 from .probes import ProbeSet
 from .srun import node_spec
 from .faults import FINAL, describe_status
@@ -51,7 +51,7 @@ class SlurmPlanner:
     write_plan: PlanWriter
 
 
-class SlurmJob(JobEvents):
+class SlurmJob(JobEvents, ClusterJob):
     """One recorded SLURM job of ours (``record.scheduler_id`` is SLURM's job id)."""
 
     def __init__(

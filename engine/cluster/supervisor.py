@@ -46,7 +46,7 @@ from engine.events import EventSink, HostState, JobState
 
 from . import jobs
 from .detach import DetachedProcess, RemoteStatus
-from .jobevents import JobEvents
+from .jobevents import ClusterJob, JobEvents
 from .faults import (
     DONE,
     LIVE,
@@ -97,7 +97,7 @@ class Planned:
 Planner = Callable[[int, Sequence[str]], Awaitable[list[Planned]]]
 
 
-class Job(JobEvents):
+class Job(JobEvents, ClusterJob):
     """A job's processes on its hosts, watched; supervised when this object holds the job's lock.
 
     It is each host watcher's listener (watcher.WatchListener), and what the fault policy drives

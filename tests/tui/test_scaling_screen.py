@@ -9,9 +9,11 @@ import psutil
 import pytest
 from textual.app import App
 from textual.widgets import Input, Select, Static
+from textual.worker import WorkerState
 from tui_helpers import wait_for
 
 from engine.events import JobState, LogLine, ScalingPoint, StageProgress
+from tui.app import ImgscaleApp
 from tui.screens.scaling import ScalingScreen
 from tui.widgets.scaling_plot import ScalingPlot
 from tui.widgets.scaling_table import ScalingTable
@@ -40,6 +42,32 @@ class ScalingHost(App):
             return
         if not self.is_screen_installed("scaling"):
             self.install_screen(ScalingScreen(**self.screen_options), "scaling")
+        self.push_screen("scaling")
+
+
+class ConsoleScalingHost(ImgscaleApp):
+    """The console itself opening the Scaling screen once its workspace is open: the sweep runs in
+    its session and reaches the screen through its one bridge."""
+
+    def __init__(self, workspace, installed: bool = False, screen=ScalingScreen, **screen_options):
+        super().__init__(workspace, telemetry=False)
+        self.installed = installed
+        self.screen_class = screen
+        self.screen_options = screen_options
+        self.scaling_opened = False
+
+    def apply_snapshot(self) -> None:
+        super().apply_snapshot()
+        if not self.scaling_opened:
+            self.scaling_opened = True
+            self.open_scaling()
+
+    def open_scaling(self) -> None:
+        if not self.installed:
+            self.push_screen(self.screen_class(**self.screen_options))
+            return
+        if not self.is_screen_installed("scaling"):
+            self.install_screen(self.screen_class(**self.screen_options), "scaling")
         self.push_screen("scaling")
 
 
@@ -194,12 +222,17 @@ async def test_escape_goes_back():
         )
 
 
-def sleeping_sweep(tmp_path, installed: bool = False) -> tuple[ScalingHost, str]:
+def sleeping_sweep(workspace, tmp_path, installed: bool = False) -> tuple[ConsoleScalingHost, str]:
     """A sweep whose job never reports (every process sleeps), tagged so its processes can be found."""
     marker = f"imgscale-scaling-{os.getpid()}-{tmp_path.name}"
     command = f"{sys.executable} -c 'import time; time.sleep(120)' {marker}"
-    host = ScalingHost(
-        installed, networks="resnet-18:2", workers="1", command=command, run_timeout_s=120
+    host = ConsoleScalingHost(
+        workspace,
+        installed,
+        networks="resnet-18:2",
+        workers="1",
+        command=command,
+        run_timeout_s=120,
     )
     return host, marker
 
@@ -214,11 +247,14 @@ async def start_sleeping_sweep(pilot, marker: str) -> ScalingScreen:
 
 
 @pytest.mark.slow
-async def test_stop_cancels_the_sweep_and_stops_the_job_everywhere(tmp_path, monkeypatch):
+async def test_stop_cancels_the_sweep_and_stops_the_job_everywhere(demo_ws, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    host, marker = sleeping_sweep(tmp_path)
+    host, marker = sleeping_sweep(demo_ws, tmp_path)
     async with host.run_test(size=(80, 24)) as pilot:
         screen = await start_sleeping_sweep(pilot, marker)
+        # the sweep runs in the session and reaches the screen through the app's one bridge
+        running = [w for w in pilot.app.workers if w.state == WorkerState.RUNNING]
+        assert [w.group for w in running] == ["engine"]
         await pilot.press("x")
         await wait_for(pilot, lambda: not screen.running, "the sweep to stop", 60)
         assert screen.outcome == "stopped"
@@ -228,10 +264,10 @@ async def test_stop_cancels_the_sweep_and_stops_the_job_everywhere(tmp_path, mon
 
 @pytest.mark.slow
 async def test_leaving_an_installed_screen_keeps_the_sweep_and_a_pushed_one_stops_it(
-    tmp_path, monkeypatch
+    demo_ws, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    host, marker = sleeping_sweep(tmp_path, installed=True)
+    host, marker = sleeping_sweep(demo_ws, tmp_path, installed=True)
     async with host.run_test(size=(80, 24)) as pilot:
         screen = await start_sleeping_sweep(pilot, marker)
         await pilot.press("escape")
@@ -242,7 +278,7 @@ async def test_leaving_an_installed_screen_keeps_the_sweep_and_a_pushed_one_stop
         await pilot.press("x")
         await wait_for(pilot, lambda: not processes_with(marker), "the job's processes to end", 60)
 
-    host, marker = sleeping_sweep(tmp_path / "pushed")
+    host, marker = sleeping_sweep(demo_ws, tmp_path / "pushed")
     async with host.run_test(size=(80, 24)) as pilot:
         screen = await start_sleeping_sweep(pilot, marker)
         await pilot.press("escape")  # the screen goes once the job has stopped
@@ -251,9 +287,9 @@ async def test_leaving_an_installed_screen_keeps_the_sweep_and_a_pushed_one_stop
 
 
 @pytest.mark.slow
-async def test_stop_sweep_returns_once_the_job_has_stopped(tmp_path, monkeypatch):
+async def test_stop_sweep_returns_once_the_job_has_stopped(demo_ws, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    host, marker = sleeping_sweep(tmp_path, installed=True)
+    host, marker = sleeping_sweep(demo_ws, tmp_path, installed=True)
     async with host.run_test(size=(80, 24)) as pilot:
         screen = await start_sleeping_sweep(pilot, marker)
         await pilot.press("escape")  # installed: the sweep goes on behind, as when the app quits
@@ -277,15 +313,16 @@ class StopAtLaunch(ScalingScreen):
 
 @pytest.mark.slow
 async def test_a_stop_during_the_launch_waits_for_the_job_to_start_then_stops_it(
-    tmp_path, monkeypatch
+    demo_ws, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    _, marker = sleeping_sweep(tmp_path)
+    _, marker = sleeping_sweep(demo_ws, tmp_path)
     command = f"{sys.executable} -c 'import time; time.sleep(120)' {marker}"
-    app = App()
+    app = ConsoleScalingHost(
+        demo_ws, screen=StopAtLaunch, networks="resnet-18:2", workers="1", command=command
+    )
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = StopAtLaunch(networks="resnet-18:2", workers="1", command=command)
-        await app.push_screen(screen)
+        screen = await opened(pilot)
         await pilot.press("s")
         await wait_for(pilot, lambda: screen.stop_requested, "the stop at the launch", 30)
         assert "as soon as the job being launched has started" in screen.progress_at_stop
@@ -298,11 +335,12 @@ async def test_a_stop_during_the_launch_waits_for_the_job_to_start_then_stops_it
 @pytest.mark.mxnet
 @pytest.mark.slow
 async def test_a_real_sweep_of_one_and_two_workers_fills_the_table_and_writes_files(
-    tmp_path, monkeypatch
+    demo_ws, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "out"
-    host = ScalingHost(
+    host = ConsoleScalingHost(
+        demo_ws,
         out_dir=out,
         networks="resnet-18:2",
         workers="1,2",

@@ -18,7 +18,7 @@ async def test_the_plan_dialog_of_a_torch_workspace_shows_ranks_and_no_servers(d
     assert [rank for _, _, rank in plan.roles] == list(range(len(plan.roles)))
     assert "--engine" in plan.command and "torch" in plan.command
     spec = api.jobs.launch_spec(wsmod.load(demo_ws), "train")
-    assert spec.torch and spec.num_servers == 0
+    assert spec.training_engine.name == "torch" and spec.num_servers == 0
 
 
 async def test_an_mxnet_workspace_still_plans_mxnet_roles(demo_ws):

@@ -76,13 +76,12 @@ async def test_a_relaunch_from_the_console_shows_each_line_once(tmp_path, monkey
     ws = wsmod.create(tmp_path / "ws", {"root": "images"})
     session = api.Session(ws, asyncio.get_running_loop())
     spec = say_hello(tmp_path)
-    session.job = console_jobs.ConsoleJob(await launch(spec), "test-io")
-    session._follow_job()
+    session.follower.follow(console_jobs.ConsoleJob(await launch(spec), "test-io"))
     seen: list = []
 
     async def until(predicate) -> None:
         while not predicate():
-            seen.append(await session.queue.get())
+            seen.append(await session.stream.queue.get())
 
     def finished(attempts: int) -> bool:
         done = [e for e in seen if isinstance(e, JobState) and e.state == "done"]
@@ -91,8 +90,8 @@ async def test_a_relaunch_from_the_console_shows_each_line_once(tmp_path, monkey
     await asyncio.wait_for(until(lambda: finished(1)), 60)
     await session.relaunch()
     await asyncio.wait_for(until(lambda: finished(2)), 60)
-    while not session.queue.empty():
-        seen.append(session.queue.get_nowait())
+    while not session.stream.queue.empty():
+        seen.append(session.stream.queue.get_nowait())
     hello = [e for e in seen if isinstance(e, LogLine) and "hello from" in e.text]
     assert len(hello) == 2, hello  # one per attempt, not the second one twice
     await session.close()

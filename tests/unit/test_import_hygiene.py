@@ -151,3 +151,175 @@ def test_the_gpu_benchmark_runs_from_a_checkout_without_the_console_or_ssh_packa
         "import bench_torch_loader; import bench_torch_gpu"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+
+
+# What the console may use of a Session: its public face, decided here. Its parts (workspace,
+# stream, stages, follower, figures, sweeps, pool) and the job are the session's own business.
+SESSION_SURFACE = frozenset(
+    {
+        "batches",
+        "close",
+        "closed",
+        "doctor",
+        "emit",
+        "events",
+        "export",
+        "gpus_per_host",
+        "host_cause",
+        "host_reading",
+        "hosts_file",
+        "kill_leftovers",
+        "launch",
+        "option_fields",
+        "plan_launch",
+        "rate_history",
+        "relaunch",
+        "resume_stage",
+        "running_job",
+        "set_stage_options",
+        "set_train_options",
+        "snapshot",
+        "speeds",
+        "stage_options",
+        "start_all",
+        "start_stage",
+        "start_sweep",
+        "stop_job",
+        "stop_stage",
+        "stop_sweep",
+        "sweep_running",
+        "topology",
+        "undo_stage",
+        "wait_stage",
+    }
+)
+ENGINE_CALLS = ("engine_call", "confirm_then")  # tui/app.py: their lambdas are given the session
+
+
+def _session_names(tree: ast.AST) -> list[tuple[ast.AST, set[str]]]:
+    """(scope, names that hold a Session there): `session` anywhere, a parameter annotated
+    Session, and the parameter of a lambda handed to the app's engine calls."""
+    scopes: list[tuple[ast.AST, set[str]]] = [(tree, {"session"})]
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names = {
+                a.arg
+                for a in node.args.args
+                if a.annotation is not None and ast.unparse(a.annotation).endswith("Session")
+            }
+            scopes.append((node, names))
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ENGINE_CALLS:
+            for arg in node.args:
+                if isinstance(arg, ast.Lambda):
+                    scopes.append((arg.body, {a.arg for a in arg.args.args}))
+    return scopes
+
+
+def _holds_session(node: ast.AST, names: set[str]) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in names
+    return isinstance(node, ast.Attribute) and node.attr == "session"
+
+
+def _reaches(path: pathlib.Path) -> set[str]:
+    """What a console file reads of api objects beyond their face: `session.x` outside the
+    Session's surface, and `obj._x` on anything but self (another object's private state)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for scope, names in _session_names(tree):
+        for node in ast.walk(scope):
+            if (
+                isinstance(node, ast.Attribute)
+                and _holds_session(node.value, names)
+                and node.attr not in SESSION_SURFACE
+            ):
+                found.add(f"session.{node.attr}")
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            and not (
+                isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "super"
+            )
+        ):
+            found.add(f"{ast.unparse(node.value)}.{node.attr}")
+    return found
+
+
+def test_console_reads_only_the_sessions_public_face():
+    """tui/ never reaches into the session's parts, its job or any object's private state."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_reaches(path)) for path in (ROOT / "tui").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_reach_check_catches_the_consoles_old_reaches(tmp_path):
+    source = tmp_path / "app.py"
+    source.write_text(
+        "def bridge(self):\n"
+        "    hosts = self.session.workspace.hosts_file\n"
+        "    self.grid.histories = self.session.rates.history\n"
+        "    self.engine_call(lambda s: s.job.stop(), 'stop')\n"
+        "    self.engine_call(lambda s: s.stop_job(), 'stop')\n"
+        "async def show(session: api.Session):\n"
+        "    return session.follower, session.snapshot()\n"
+        "def peek(app):\n"
+        "    return app.session.stream._put, self._mine\n"
+    )
+    assert _reaches(source) == {
+        "session.workspace",
+        "session.rates",
+        "session.job",
+        "session.follower",
+        "session.stream",
+        "app.session.stream._put",
+    }
+
+
+def test_the_sessions_surface_is_what_a_session_has():
+    from engine import api
+
+    missing = sorted(name for name in SESSION_SURFACE if not hasattr(api.Session, name))
+    assert missing == []
+
+
+def _private_loop_reads(path: pathlib.Path) -> set[str]:
+    """`loop._x` or getattr(loop, "_x"): an event loop's private state, which other loops lack."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            target, name = node.value, node.attr
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", "") == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and str(node.args[1].value).startswith("_")
+        ):
+            target, name = node.args[0], str(node.args[1].value)
+        else:
+            continue
+        if ast.unparse(target).split(".")[-1] in ("loop", "_loop", "event_loop"):
+            found.add(f"{ast.unparse(target)}.{name}")
+    return found
+
+
+def test_the_engine_reads_no_private_state_of_an_event_loop():
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_private_loop_reads(path))
+        for path in (ROOT / "engine").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_loop_check_catches_the_sessions_old_thread_test(tmp_path):
+    source = tmp_path / "session.py"
+    source.write_text(
+        "def emit(self, event):\n"
+        "    if threading.get_ident() == getattr(self.loop, '_thread_id', None):\n"
+        "        return self.loop._ready\n"
+    )
+    assert _private_loop_reads(source) == {"self.loop._thread_id", "self.loop._ready"}

@@ -176,7 +176,9 @@ def test_the_launch_plan_asks_the_hosts_with_a_typed_record(tmp_path, monkeypatc
     (ws.path / "hosts").write_text("localhost slots=2\n")
     ws.set_train_options({"gpus": "0", "workers": "2"})
     asked = []
-    monkeypatch.setattr(plan, "check_across_hosts", lambda across: asked.append(across) or [])
+    monkeypatch.setattr(
+        plan, "check_across_hosts", lambda across, pool=None: asked.append(across) or []
+    )
     plan._across_hosts(ws, plan.options_of(ws, "train"))
     assert asked == [
         AcrossHosts(

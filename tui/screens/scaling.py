@@ -1,13 +1,17 @@
-"""The Scaling screen: a sweep of images/s against GPUs, its progress, table and plot of speedup against ideal."""
+"""The Scaling screen: a sweep of images/s against GPUs, its progress, table and plot of speedup against ideal.
+
+The sweep runs in the engine as a part of the console's session: the screen asks the app to start
+or stop it (StartSweep, StopSweep, messages up) and the app's one bridge hands it the sweep's
+events and its end (SweepEvent, SweepEnded, messages down).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Grid, Horizontal
@@ -15,7 +19,6 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, ProgressBar, Select, Static
-from textual.worker import Worker, WorkerState
 
 from engine import api
 from engine.errors import UserError
@@ -31,7 +34,6 @@ from engine.events import (
 from tui.widgets.scaling_plot import ScalingPlot
 from tui.widgets.scaling_table import ScalingTable
 
-GROUP = "scaling"
 IDLE_HINT = "s or enter: start the sweep · x: stop · p: published/yours · tab: the form · esc: back"
 PUBLISHED_CAPTION = (
     "Published: the tutorial's {machines} × {gpus} {gpu}, {gbits:g} Gbps, {kv}; predicted eff: our model, "
@@ -44,7 +46,7 @@ def published_caption(worst_error: float) -> str:
 
 
 class ScalingScreen(Screen[None]):
-    """A form, a progress line, the table and the plot; the sweep runs in one exclusive worker."""
+    """A form, a progress line, the table and the plot; the sweep runs in the session (one at a time)."""
 
     CSS_PATH = Path(__file__).parent.parent / "scaling.tcss"
     HORIZONTAL_BREAKPOINTS = [
@@ -60,19 +62,29 @@ class ScalingScreen(Screen[None]):
     ]
 
     class SweepEvent(Message):
-        """One engine event of the running sweep, carried from the worker to the screen."""
+        """One engine event of the running sweep, handed down by the app's bridge."""
 
         def __init__(self, event: Any) -> None:
             super().__init__()
             self.event = event
 
-    class SweepDone(Message):
-        """The sweep ended: its points (with predictions when asked) and the files written."""
+    class SweepEnded(Message):
+        """The sweep ended (api.SweepEnd): done with its points and files, stopped, or an error."""
 
-        def __init__(self, points: list[ScalingPoint], files: dict[str, Path]) -> None:
+        def __init__(self, end: api.SweepEnd) -> None:
             super().__init__()
-            self.points = points
-            self.files = files
+            self.end = end
+
+    class StartSweep(Message):
+        """Up to the app, which owns the engine: start this sweep."""
+
+        def __init__(self, config: api.SweepConfig, gbits: float | None) -> None:
+            super().__init__()
+            self.config = config
+            self.gbits = gbits
+
+    class StopSweep(Message):
+        """Up to the app: stop the sweep (after the launch under way, if any)."""
 
     running: reactive[bool] = reactive(False)
     showing: reactive[str] = reactive("published")  # "published" or "sweep"
@@ -107,10 +119,10 @@ class ScalingScreen(Screen[None]):
         self.files: dict[str, Path] = {}
         self.config: api.SweepConfig | None = None
         self.outcome = ""  # the last run's end: done, failed, stopped, or an error
-        self.reading: asyncio.Future[None] | None = None  # the task reading the engine's events
-        self.in_launch = False  # the engine is launching a job (not to be interrupted)
+        self.in_launch = False  # the engine is launching a job (a stop waits for it to start)
         self.stop_requested = False
         self.leaving = False
+        self.ended = asyncio.Event()  # set when the running sweep's end has arrived
 
     # ---- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -216,7 +228,8 @@ class ScalingScreen(Screen[None]):
             self.notify(str(exc), severity="error")
             return
         self.config, self.points, self.files = config, [], {}
-        self.reading, self.stop_requested, self.in_launch = None, False, False
+        self.stop_requested, self.in_launch = False, False
+        self.ended.clear()
         self.running = True
         self.add_class("-started")
         self.set_detail("")
@@ -224,7 +237,7 @@ class ScalingScreen(Screen[None]):
         self.show_view()
         self.query_one(ProgressBar).update(total=len(config.runs), progress=0)
         self.set_progress(f"starting {len(config.runs)} runs, {self.estimate(config)} …")
-        self.sweep(config, gbits)
+        self.post_message(self.StartSweep(config, gbits))
 
     def estimate(self, config: api.SweepConfig) -> str:
         return f"about {api.human_duration(api.estimate_seconds(config, self.gpus))} in all"
@@ -266,32 +279,27 @@ class ScalingScreen(Screen[None]):
         return config, gbits
 
     def action_stop(self) -> None:
-        """Stop the sweep: closing the engine's event stream stops the running job on every host."""
+        """Stop the sweep: the engine closes the sweep's event stream, which stops its job on every host."""
         if not self.running:
             self.notify("no sweep is running")
             return
         self.request_stop()
 
     def request_stop(self) -> None:
-        """Close the stream now, or, while a job is being launched, as soon as it has started.
-
-        Interrupting the engine inside its launch would leave the processes it already started.
-        """
+        """Stop now, or, while a job is being launched, as soon as it has started (the engine
+        waits: interrupting it inside its launch would leave the processes it already started)."""
         self.stop_requested = True
         if self.in_launch:
             self.set_progress("stopping as soon as the job being launched has started …")
-            return
-        self.set_progress("stopping the job on every host …")
-        if self.reading is not None:
-            self.reading.cancel()
+        else:
+            self.set_progress("stopping the job on every host …")
+        self.post_message(self.StopSweep())
 
     async def stop_sweep(self) -> None:
-        """Stop a running sweep and return once its job has stopped everywhere (for the app's quit)."""
+        """Stop a running sweep and return once its job has stopped everywhere."""
         if self.running:
             self.request_stop()
-        if self.reading is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self.reading)
+            await self.ended.wait()
 
     def action_toggle_published(self) -> None:
         self.showing = "sweep" if self.showing == "published" else "published"
@@ -299,7 +307,7 @@ class ScalingScreen(Screen[None]):
     def action_back(self) -> None:
         """Leave. An installed screen keeps its sweep; a pushed one stops it first (it is removed)."""
         if self.running and not self.app.is_screen_installed(self):
-            self.leaving = True  # dismissed once the job has stopped (see on_worker_state_changed)
+            self.leaving = True  # dismissed once the job has stopped (see its SweepEnded)
             self.request_stop()
             return
         if self.running:
@@ -310,75 +318,33 @@ class ScalingScreen(Screen[None]):
     def _submitted(self) -> None:
         self.action_start()
 
-    # ---- the sweep worker -----------------------------------------------------------------------
-    @work(exclusive=True, group=GROUP, exit_on_error=False)
-    async def sweep(self, config: api.SweepConfig, gbits: float | None) -> None:
-        """Run the sweep, posting every event; then add predictions and write the files, if asked."""
-        sweep = api.Sweep(config, gbits)
-        self.reading = asyncio.ensure_future(self.read_events(sweep))
-        try:
-            await asyncio.shield(self.reading)
-        except asyncio.CancelledError:
-            # The reader still runs: this worker itself was cancelled (screen removed, app quits).
-            if not self.reading.done():
-                self.request_stop()
-                # A further cancel must not cut the job's stop short: the reader finishes it alone.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(self.reading)
-            raise
-        if self.stop_requested:
-            return
-        result = await sweep.finish(self.post_event)
-        self.post_message(self.SweepDone(list(result.points), result.files))
-
-    async def read_events(self, sweep: api.Sweep) -> None:
-        """Post every event of the sweep (the sweep keeps the newest point of each cell)."""
-        async with contextlib.aclosing(sweep.events()) as events:
-            async for event in events:
-                self.track_launch(event)
-                self.post_message(self.SweepEvent(event))
-                if self.stop_requested and not self.in_launch:
-                    break  # a stop asked for during the launch: the job has started, close now
-
+    # ---- the sweep's events, from the app's bridge ---------------------------------------------
     def track_launch(self, event: Any) -> None:
         """Whether the engine is inside a launch: from a run's progress until its job reports."""
-        if isinstance(event, StageProgress) and event.unit == "readings":
-            self.in_launch = False  # readings come from a running job
-        elif (
-            isinstance(event, StageProgress) and event.total is not None
-        ):  # the sweep's own: counted
-            self.in_launch = event.done < event.total  # the next run is launched when we read on
-        elif isinstance(event, (JobState, ScalingPoint)):
-            self.in_launch = False
+        self.in_launch = api.launching(event, self.in_launch)
 
-    def post_event(self, event: Any) -> None:
-        self.post_message(self.SweepEvent(event))
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+    def on_scaling_screen_sweep_ended(self, message: SweepEnded) -> None:
         """The one place the sweep's end lands: finished, stopped, or an error shown as one line."""
-        if event.worker.group != GROUP:
-            return
-        if event.state in (WorkerState.PENDING, WorkerState.RUNNING):
-            return
+        end = message.end
         self.running = False
-        if event.state == WorkerState.CANCELLED or self.stop_requested:
+        self.ended.set()
+        if end.outcome == "error":
+            self.outcome = end.message
+            self.set_progress(f"✗ {end.message}")
+            self.notify(end.message, severity="error", timeout=8)
+        elif end.outcome == "stopped" or self.stop_requested:
             self.outcome = "stopped"
             self.set_progress("■ sweep stopped; the running job was stopped on every host")
-        elif event.state == WorkerState.ERROR:
-            error = event.worker.error
-            text = (
-                str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-            )
-            self.outcome = text
-            self.set_progress(f"✗ {text}")
-            self.notify(text, severity="error", timeout=8)
+        else:
+            self.show_points(list(end.points), end.files)
         self.show_view()
         if self.leaving:
             self.dismiss(None)
 
-    # ---- engine events → widgets -------------------------------------------------------------
     def on_scaling_screen_sweep_event(self, message: SweepEvent) -> None:
         event = message.event
+        if self.running:
+            self.track_launch(event)
         if isinstance(event, ScalingPoint):
             self.add_point(event)
         elif isinstance(event, StageProgress) and event.unit == "readings":  # the run's own
@@ -422,11 +388,12 @@ class ScalingScreen(Screen[None]):
         self.showing = "sweep"
         self.show_view()
 
-    def on_scaling_screen_sweep_done(self, message: SweepDone) -> None:
-        self.points, self.files = list(message.points), message.files
+    def show_points(self, points: list[ScalingPoint], files: dict[str, Path]) -> None:
+        """A finished sweep: its points (with predictions when asked) and the files written."""
+        self.points, self.files = points, files
         measured = sum(1 for p in self.points if p.images_per_sec is not None)
         self.outcome = "done" if measured else "failed"
-        where = f" · files in {self.out_dir}" if message.files else ""
+        where = f" · files in {self.out_dir}" if files else ""
         self.set_progress(
             f"{'✓' if measured else '✗'} {measured} of {len(self.points)} runs measured{where}"
         )

@@ -7,7 +7,7 @@ Looks come from component classes styled in app.tcss (stragglers, failed and unr
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,8 @@ from tui.keys import HOST_KEYS, bindings
 from tui.messages import Act
 from tui.widgets import fmt
 
+# (host, images/s, mean GPU util, CPU %) -> its cause: input | compute | network | ""
+CauseOf = Callable[[str, float | None, float | None, float | None], str]
 HISTORY = 12
 SPARK = 12  # cells of a host's images/s history (the whole job, squeezed)
 GPU_CELL = 24
@@ -96,9 +98,8 @@ class HostGrid(ScrollView, can_focus=True):
         self.stragglers: frozenset[str] = frozenset()
         self.dirty = True
         self.crowded = False
-        # what the cause column rests on: last test-io/benchmark figures per host, the job's shape
-        self.speeds: dict[str, dict[str, float]] = {}
-        self.topology = api.Topology()
+        # the cause column's verdict, from the session (its speeds and the job's shape)
+        self.cause_of: CauseOf = no_cause
         # host -> images/s over the whole job, kept by the engine (every reading, none coalesced away)
         self.histories: dict[str, api.Series] = {}
         self._style_cache: dict[
@@ -171,15 +172,8 @@ class HostGrid(ScrollView, can_focus=True):
         self.refresh()
 
     def _cause(self, row: HostRow) -> str:
-        s = row.sample
-        reading = api.HostReading(
-            row.rate,
-            row.mean_util,
-            s.cpu_percent if s else None,
-            self.speeds.get("test-io", {}).get(row.name),
-            self.speeds.get("benchmark", {}).get(row.name),
-        )
-        return api.host_cause(reading, self.topology)
+        cpu = row.sample.cpu_percent if row.sample else None
+        return self.cause_of(row.name, row.rate, row.mean_util, cpu)
 
     def _layout(self, compact: bool) -> list[tuple[HostRow | None, int]]:
         per_line = self._cells_per_line()
@@ -363,6 +357,11 @@ class HostGrid(ScrollView, can_focus=True):
 
     def action_filter(self) -> None:
         self.post_message(Act("prompt_host_filter"))
+
+
+def no_cause(host: str, rate: float | None, gpu_util: float | None, cpu: float | None) -> str:
+    """Before the workspace is open: nothing to say."""
+    return ""
 
 
 def _f(percent: float | None) -> float | None:

@@ -344,7 +344,7 @@ async def launch(
     hosts = spec_hosts(spec)
     place_processes(spec, hosts)
     record = jobs.save(new_record(spec, hosts))
-    pool = pool or HostPool(hosts)
+    pool = HostPool(hosts) if pool is None else pool.share(hosts)
     if spec.sync_dst_dir:
         try:
             await sync_work_dir(pool, hosts, spec.cwd or os.getcwd(), spec.sync_dst_dir)
@@ -368,7 +368,7 @@ def open_job(
     record = jobs.resolve(job_id)
     if record.launch_args.get("launcher") == "slurm":
         return slurm_launch.open_job(record, sink=sink, resume=resume, tail_lines=tail_lines)
-    pool = pool or HostPool(record_hosts(record))
+    pool = HostPool(record_hosts(record)) if pool is None else pool.share(record_hosts(record))
     if record.kind == "pack":
         planner, options = pack_planner(record, pool), SuperviseOptions(tail_lines=tail_lines)
     else:

@@ -227,7 +227,9 @@ def probe_results(lines: Sequence[LogLine]) -> list[dict]:
     return found
 
 
-async def allreduce(hosts_file: str, processes: int, gpus_wanted: bool) -> list[Finding]:
+async def allreduce(
+    hosts_file: str, processes: int, gpus_wanted: bool, pool: HostPool | None = None
+) -> list[Finding]:
     """Launch the two-second all-reduce as a torch job over ``processes`` slots; its findings."""
     command = ["python", "-m", "engine.train.launch.allreduce_probe", "--seconds", "2"]
     spec = LaunchSpec(
@@ -239,7 +241,9 @@ async def allreduce(hosts_file: str, processes: int, gpus_wanted: bool) -> list[
         grace_s=2,
     )
     lines: list[LogLine] = []
-    job = await launch(spec, sink=lambda e: lines.append(e) if isinstance(e, LogLine) else None)
+    job = await launch(
+        spec, sink=lambda e: lines.append(e) if isinstance(e, LogLine) else None, pool=pool
+    )
     try:
         final = await asyncio.wait_for(job.wait(), PROBE_TIMEOUT_S)
     except TimeoutError:
@@ -262,10 +266,14 @@ async def allreduce(hosts_file: str, processes: int, gpus_wanted: bool) -> list[
 
 # ---- gathering --------------------------------------------------------------------------------------
 async def host_answers(
-    hosts: Sequence[HostSpec], paths: Sequence[str], engine: Engine, port: int | None
+    hosts: Sequence[HostSpec],
+    paths: Sequence[str],
+    engine: Engine,
+    port: int | None,
+    shared: HostPool | None = None,
 ) -> list[HostAnswer]:
-    """Every host's report, gathered at once over one connection per host."""
-    pool = HostPool(hosts)
+    """Every host's report, gathered at once over one connection per host (``shared``'s if given)."""
+    pool = HostPool(hosts) if shared is None else shared.share(hosts)
     try:
         return list(await asyncio.gather(*(_answer(pool, h, paths, engine, port) for h in hosts)))
     finally:
@@ -296,12 +304,12 @@ def data_paths(args: AcrossHosts) -> list[str]:
     return [p for p in (args.data_train, args.data_val) if p]
 
 
-async def across_hosts(args: AcrossHosts) -> list[Finding]:
+async def across_hosts(args: AcrossHosts, pool: HostPool | None = None) -> list[Finding]:
     """The cross-host findings for `imgscale check` with -H HOSTS (or the console's launch plan)."""
     hosts = read_hosts(args.hosts)
     engine = registry.engine_named(args.engine)
     port = args.port
-    answers = await host_answers(hosts, data_paths(args), engine, port)
+    answers = await host_answers(hosts, data_paths(args), engine, port, pool)
     gpus_wanted = bool(args.gpus)
     out = compare(answers, engine, gpus_wanted)
     first = answers[0]
@@ -309,14 +317,18 @@ async def across_hosts(args: AcrossHosts) -> list[Finding]:
         out += port_finding(first.host, port, first.facts.get("port_free"))
     if engine.times_allreduce and all(a.facts is not None for a in answers):
         processes = args.num_workers or sum(h.slots or 1 for h in hosts)
-        out += await allreduce(args.hosts, processes, gpus_wanted)
+        out += await allreduce(args.hosts, processes, gpus_wanted, pool)
     return out
 
 
-def check_across_hosts(args: AcrossHosts) -> list[Finding]:
+def check_across_hosts(args: AcrossHosts, pool: HostPool | None = None) -> list[Finding]:
+    """``across_hosts`` from synchronous code; with a ``pool`` (the console's, from a worker
+    thread) it runs on the pool's event loop, over the pool's connections."""
     if not args.hosts:
         return []
     try:
+        if pool is not None:
+            return pool.run_from_thread(across_hosts(args, pool))
         return asyncio.run(across_hosts(args))
     except UserError as exc:
         return [Finding(ERROR, str(exc))]
