@@ -24,7 +24,7 @@ from . import jobs
 from .dmlc_env import parse_env_args, parse_role_env
 from .hosts import read_hosts
 from .kill import ended, kill_everywhere, kill_job, sweep_hosts
-from .launcher import LaunchSpec, check_spec, launch, open_job, plan_lines
+from .launcher import LaunchSpec, launch, open_job, plan_lines, validate
 from .slurm_job import dry_run_script
 from .slurm import SlurmRequest
 
@@ -208,7 +208,7 @@ def run_launch(args: argparse.Namespace) -> int:
 
 
 def _dry_run(spec) -> int:
-    check_spec(spec)
+    validate(spec)
     if spec.launcher == "slurm":
         print(dry_run_script(spec.to_dict()), end="")
         return 0

@@ -30,8 +30,8 @@ from .detach import DetachedProcess
 from .dpack import pack_planner
 from .dmlc_env import ClusterEnv, forwarded_env, identity_env, process_env
 from .hostpool import HostPool, record_hosts
-from .hosts import HostSpec, local_host, read_hosts
-from .placement import Placement, describe, place
+from .hosts import HOST_CAP, HostSpec, local_host, read_hosts
+from .placement import Placement, check_per_host, describe, place
 from .remote_cmd import join_argv, shell_path, with_python
 from .supervisor import Job, Planned, Planner, SuperviseOptions
 from .torch_env import describe as describe_torch
@@ -394,6 +394,18 @@ def check_spec(spec: LaunchSpec) -> None:
         require_folder_path(os.path.expanduser(spec.run_root), "--run-dir")
 
 
+def validate(spec: LaunchSpec) -> None:
+    """Every check a launch makes before it starts anything; `--dry-run` makes the same ones."""
+    check_spec(spec)
+    if spec.job:  # a bad or taken name, as the real launch's record would refuse it
+        jobs.choose_job_name(spec.job, job_kind(spec.command))
+    if spec.launcher == "slurm":
+        slurm_job.request_of_args(spec.to_dict()).check()
+        return
+    hosts = load_hosts(spec.hosts_file, spec.launcher)
+    check_per_host(place_processes(spec, hosts), [h.name for h in hosts], HOST_CAP)
+
+
 def check_engine(spec: LaunchSpec) -> None:
     if spec.engine not in (None, "mxnet", "torch"):
         raise UserError(f"--engine {spec.engine}: use mxnet or torch")
@@ -476,7 +488,7 @@ async def launch(
     resume: ResumeHook | None = None,
 ) -> Job | slurm_job.SlurmJob:
     """Start a distributed job detached on its hosts and return it, supervised by this process."""
-    check_spec(spec)
+    validate(spec)
     if spec.cwd is None:
         spec = LaunchSpec.from_dict({**spec.to_dict(), "cwd": os.getcwd()})
     if resume is None and spec.resume_prefix:

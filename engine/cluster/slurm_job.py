@@ -351,7 +351,12 @@ def plan_of(record: jobs.JobRecord, attempt: int, command: tuple[str, ...]) -> P
 
 
 def request_of(record: jobs.JobRecord) -> slurm.SlurmRequest:
-    options = dict(record.launch_args.get("slurm") or {})
+    return request_of_args(record.launch_args)
+
+
+def request_of_args(spec_args: dict) -> slurm.SlurmRequest:
+    """The allocation a launch (a LaunchSpec as a dict) asks for; unknown [slurm] keys refused."""
+    options = dict(spec_args.get("slurm") or {})
     known = {f.name for f in dataclasses.fields(slurm.SlurmRequest)} - {"tasks"}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -359,7 +364,7 @@ def request_of(record: jobs.JobRecord) -> slurm.SlurmRequest:
             f"[slurm] {unknown[0]}: not a SLURM setting (use {', '.join(sorted(known))})"
         )
     options["sbatch_args"] = tuple(options.get("sbatch_args") or ())
-    return slurm.SlurmRequest(tasks=int(record.launch_args["num_workers"]), **options)
+    return slurm.SlurmRequest(tasks=int(spec_args["num_workers"]), **options)
 
 
 def cancel_record(record: jobs.JobRecord) -> bool:
