@@ -400,7 +400,7 @@ def validate(spec: LaunchSpec) -> None:
     if spec.job:  # a bad or taken name, as the real launch's record would refuse it
         jobs.choose_job_name(spec.job, job_kind(spec.command))
     if spec.launcher == "slurm":
-        slurm_job.request_of_args(spec.to_dict()).check()
+        slurm_job.dry_run_script(spec.to_dict())  # building the batch script checks every value
         return
     hosts = load_hosts(spec.hosts_file, spec.launcher)
     check_per_host(place_processes(spec, hosts), [h.name for h in hosts], HOST_CAP)
