@@ -160,11 +160,11 @@ class Session:
         if undo and stage not in wsmod.UNDOABLE:
             raise UserError(f"stage {stage} cannot be undone (only {', '.join(wsmod.UNDOABLE)})")
         run = StageRun(self.workspace, stage, self.emit, undo=undo)
+        run.begin()  # takes the workspace's lock: another run holding it is refused here
         running = _RunningStage(
             run, threading.Thread(target=self._stage_thread, args=(run,), daemon=True)
         )
         self.running[stage] = running
-        run.begin()
         self.emit(StageState(stage, "running", "undoing" if undo else ""))
         running.thread.start()
 
@@ -178,7 +178,11 @@ class Session:
         for status in self.workspace.stage_statuses():
             if status.name == "train" or status.state == "done":
                 continue
-            await self.start_stage(status.name)
+            try:
+                await self.start_stage(status.name)
+            except UserError as exc:  # the workspace is busy (another run holds its lock)
+                self.emit(Failure(source=f"stage {status.name}", message=str(exc)))
+                return
             await self.wait_stage(status.name)
             if self.workspace.stage_record(status.name).get("state") != "done":
                 return

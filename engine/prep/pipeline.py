@@ -17,6 +17,7 @@ from engine.errors import UserError
 from engine.events import EventSink, StageState, ignore
 from engine.prep.runner import run_one
 from engine.prep.stages import create_demo, read_labels
+from engine.prep.wslock import WorkspaceLock, workspace_folders
 
 
 @dataclass(frozen=True)
@@ -147,15 +148,23 @@ def prepare(
     options: dict[str, dict] | None = None,
     on_event: EventSink = ignore,
 ) -> PrepareResult:
-    """Run every preparation stage not yet done on the workspace ``folder`` (creating it if needed)."""
-    ws = open_workspace(folder, source=source, demo=demo)
-    apply_options(ws, options or {})
-    ran, done = [], []
-    for stage in wsmod.PREP_STAGES:
-        if ws.stage_record(stage).get("state") == "done":
-            on_event(StageState(stage, "done", "already done"))
-            done.append(stage)
-            continue
-        run_one(ws, stage, on_event)
-        ran.append(stage)
-    return summarize(ws, ran, done)
+    """Run every preparation stage not yet done on the workspace ``folder`` (creating it if needed),
+    holding the workspace's lock from before it is opened until the last stage ends."""
+    path = Path(folder).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file; give a folder for the workspace")
+    if source is None and not demo and not (path / wsmod.CONFIG_NAME).is_file():
+        open_workspace(path)  # says it is not a workspace yet, before the lock makes a folder
+    with WorkspaceLock([path], "prepare") as lock:
+        ws = open_workspace(path, source=source, demo=demo)
+        with WorkspaceLock(workspace_folders(ws.path, ws.root)[1:], "prepare"):
+            apply_options(ws, options or {})
+            ran, done = [], []
+            for stage in wsmod.PREP_STAGES:
+                if ws.stage_record(stage).get("state") == "done":
+                    on_event(StageState(stage, "done", "already done"))
+                    done.append(stage)
+                    continue
+                run_one(ws, stage, on_event, lock=lock)
+                ran.append(stage)
+            return summarize(ws, ran, done)
