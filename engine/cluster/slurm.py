@@ -182,10 +182,10 @@ def batch_script(
 
     Every value is one line of plain text (else UserError naming it) and shell-quoted."""
     request.check()
-    for what, value in (("--job", job), ("the run folder (--run-dir)", output),
-                        ("the current folder", workdir), ("python", python),
-                        ("the plan", plan_path)):  # fmt: skip
-        plain(what, value)
+    for what, text in (("--job", job), ("the run folder (--run-dir)", output),
+                       ("the current folder", workdir), ("python", python),
+                       ("the plan", plan_path)):  # fmt: skip
+        plain(what, text)
     options = [
         f"--job-name=imgscale-{job}",
         f"--ntasks={request.tasks}",

@@ -104,6 +104,18 @@ class SlurmJob(JobEvents):
         self._finish("stopped", message)
         return self.status()
 
+    async def kill_now(self, message: str = "killed on request") -> JobState:
+        """Stop without SLURM's grace (a second Ctrl-C): KILL every step, cancel, wait for the end."""
+        jobs.stop_marker(self.record.job).touch()
+        if self.record.scheduler_id and self.phase not in FINAL:
+            self._set_phase("stopping", f"scancel --signal=KILL {self.record.scheduler_id}")
+            await asyncio.to_thread(slurm.cancel, self.record.scheduler_id, "KILL")
+            await asyncio.to_thread(slurm.cancel, self.record.scheduler_id)
+            await self._until_ended()
+            self._read_logs(None)
+        self._finish("stopped", message)
+        return self.status()
+
     async def relaunch(self, exclude: Sequence[str] = ()) -> JobState:
         if self.phase not in FINAL:
             await asyncio.to_thread(slurm.cancel, self.record.scheduler_id)
