@@ -292,8 +292,8 @@ class SignalChoice:
     def _choose(self, action: str) -> None:
         if not self.chosen.done():  # a second signal before the wait returns changes nothing
             self.chosen.set_result(action)
-        elif self.again is not None and not self.again.done():
-            self.again.set_result(action)
+        elif action == "stop" and self.again is not None and not self.again.done():
+            self.again.set_result(action)  # Ctrl-C or TERM again escalates; a hang-up does not
 
     async def unless_signalled(self, work):
         """``work``'s result, or None when a further signal comes first (``work`` is cancelled)."""
