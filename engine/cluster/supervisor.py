@@ -175,7 +175,8 @@ class Job(JobEvents):
         """Stop without the grace period (a second Ctrl-C): KILL every process group of the job
         on every host, wait for each host's answer, and end the job as ``stopped``."""
         await self._cancel_acting()
-        jobs.stop_marker(self.record.job).touch()  # no supervisor may relaunch it meanwhile
+        if not self.supervising:  # tell the supervising process not to relaunch
+            jobs.stop_marker(self.record.job).touch()
         self._set_phase("stopping", message)
         await self._starts_answered()
         clean = await kill_processes(self.record, self.pool, 0, self.emit)

@@ -151,20 +151,26 @@ def prepare(
     """Run every preparation stage not yet done on the workspace ``folder`` (creating it if needed),
     holding the workspace's lock from before it is opened until the last stage ends."""
     path = Path(folder).expanduser().resolve()
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{path} is a file; give a folder for the workspace")
     if source is None and not demo and not (path / wsmod.CONFIG_NAME).is_file():
         open_workspace(path)  # says it is not a workspace yet, before the lock makes a folder
     with WorkspaceLock([path], "prepare") as lock:
         ws = open_workspace(path, source=source, demo=demo)
-        with WorkspaceLock(workspace_folders(ws.path, ws.root)[1:], "prepare"):
-            apply_options(ws, options or {})
-            ran, done = [], []
-            for stage in wsmod.PREP_STAGES:
-                if ws.stage_record(stage).get("state") == "done":
-                    on_event(StageState(stage, "done", "already done"))
-                    done.append(stage)
-                    continue
-                run_one(ws, stage, on_event, lock=lock)
-                ran.append(stage)
-            return summarize(ws, ran, done)
+        beside = workspace_folders(ws.path, ws.root)[1:]  # class folders outside the workspace
+        with WorkspaceLock(beside, "prepare"):
+            return run_missing(ws, options or {}, on_event, lock)
+
+
+def run_missing(
+    ws: wsmod.Workspace, options: dict[str, dict], on_event: EventSink, lock: WorkspaceLock
+) -> PrepareResult:
+    """Every stage not done yet, in order, under the lock ``prepare`` holds."""
+    apply_options(ws, options)
+    ran, done = [], []
+    for stage in wsmod.PREP_STAGES:
+        if ws.stage_record(stage).get("state") == "done":
+            on_event(StageState(stage, "done", "already done"))
+            done.append(stage)
+            continue
+        run_one(ws, stage, on_event, lock=lock)
+        ran.append(stage)
+    return summarize(ws, ran, done)
