@@ -336,3 +336,21 @@ def test_no_value_runs_as_a_line_of_the_batch_script_under_real_slurm(sl, state_
     assert f"| {folder}" in ran.stdout, ran.stdout  # the job ran in the odd folder, as written
     assert jobs.load("quoted").state == "done"
     assert not list(tmp_path.rglob("INJECTED")) and not list(state_home.rglob("INJECTED"))
+
+
+async def test_a_second_ctrl_c_kills_a_slurm_job_whose_ranks_ignore_term(sl, state_home):
+    """kill_now (the launcher's second Ctrl-C): every step KILLed, the job cancelled and stopped."""
+    events = Events()
+    ignores_term = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                    "print('ready', flush=True); time.sleep(600)")  # fmt: skip
+    job = await launch(
+        spec(state_home, ["python", "-c", ignores_term], 2, num_servers=0), sink=events
+    )
+    try:
+        await events.wait_for(lambda e: getattr(e, "text", "") == "ready", 120, "a running rank")
+        state = await asyncio.wait_for(job.kill_now("killed (Ctrl-C twice)"), 60)
+    finally:
+        await job.close()
+    assert state.state == "stopped" and jobs.load(job.job_id).state == "stopped"
+    assert slurm.job_state(jobs.load(job.job_id).scheduler_id).state == "CANCELLED"
+    assert processes_of(job.job_id) == []
