@@ -12,7 +12,7 @@ from engine.cli_progress import CliProgress, human_bytes
 from engine.errors import UserError
 from engine.paths import require_folder_path
 from engine.prep import options as prep_options
-from engine.prep.wslock import WorkspaceLock, lock_folder
+from engine.prep.wslock import locked
 from engine.prep.options import (
     GROUPS,
     TUTORIAL,
@@ -37,18 +37,6 @@ def _parser(sub, name: str, text: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=text, description=text)
     p.set_defaults(func=func)
     return p
-
-
-def locked(func, folder_arg: str):
-    """``func`` holding the lock of the workspace its folder lies in (wslock): a stage, an undo
-    or `prepare` running there already makes it stop with one line naming that run."""
-
-    def run(args) -> int:
-        doing = args.command + (" --undo" if getattr(args, "undo", False) else "")
-        with WorkspaceLock([lock_folder(getattr(args, folder_arg))], doing):
-            return func(args)
-
-    return run
 
 
 def _out(text: str = "") -> None:

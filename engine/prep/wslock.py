@@ -4,7 +4,8 @@ Two runs on one workspace at once corrupt it (two `prepare`s race on the same pa
 `split --undo` moves images back while pack reads them). The lock is ``fcntl.flock`` on
 ``.imgscale/lock`` in the workspace folder: the kernel drops it when its holder dies, so a lock
 left by a killed process is simply taken over. The file also says who holds it (command, pid,
-since when), for the one line the second run gets. A workspace whose class folders lie outside
+since when), for the one line the second run gets. `imgscale pack` runs share it with each other
+(they pack different chunks side by side), never with anything else. A workspace whose class folders lie outside
 it also locks the folder beside them, as a stage run on those folders alone does.
 """
 
@@ -16,11 +17,15 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.workspace import CONFIG_NAME
+
+# engine.workspace.CONFIG_NAME, named here so that `imgscale pack` does not load the workspace
+# and training option modules before its workers start (tests/unit/test_workspace_lock.py checks
+# that the two agree).
+CONFIG_NAME = "workspace.toml"
 
 LOCK_DIR = ".imgscale"  # beside the stages' move journals (journal.JOURNAL_DIR)
 LOCK_NAME = "lock"
@@ -46,18 +51,34 @@ def command_line() -> str:
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "python"
 
 
+def locked(
+    command: Callable[..., int], folder_arg: str, shared: bool = False
+) -> Callable[..., int]:
+    """A CLI ``command`` (func(args)) holding the lock of the workspace its folder lies in: a
+    stage, an undo or `prepare` running there already stops it with one line naming that run.
+    ``shared``: runs of this command may hold it together (pack's chunks are packed side by side)."""
+
+    def run(args) -> int:
+        doing = args.command + (" --undo" if getattr(args, "undo", False) else "")
+        with WorkspaceLock([lock_folder(getattr(args, folder_arg))], doing, shared):
+            return command(args)
+
+    return run
+
+
 class WorkspaceLock:
     """The lock of one or more folders, held from ``take()`` (or ``with``) until ``release()``."""
 
-    def __init__(self, folders: Iterable[Path], doing: str) -> None:
+    def __init__(self, folders: Iterable[Path], doing: str, shared: bool = False) -> None:
         self.folders = list(dict.fromkeys(Path(f) for f in folders))
         self.doing = doing
+        self.mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         self.fds: list[int] = []
 
     def take(self) -> WorkspaceLock:
         try:
             for folder in self.folders:
-                fd = _lock(folder, self.doing)
+                fd = _lock(folder, self.doing, self.mode)
                 if fd is not None:
                     self.fds.append(fd)
         except BaseException:
@@ -77,7 +98,7 @@ class WorkspaceLock:
         self.release()
 
 
-def _lock(folder: Path, doing: str) -> int | None:
+def _lock(folder: Path, doing: str, mode: int) -> int | None:
     path = folder / LOCK_DIR / LOCK_NAME
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +108,7 @@ def _lock(folder: Path, doing: str) -> int | None:
     except OSError as exc:
         raise UserError(f"{folder}: cannot lock it for {doing} ({exc.strerror}: {path})") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _read(fd)
         os.close(fd)

@@ -119,3 +119,26 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     finally:
         holder.kill()
         holder.communicate()
+
+
+def test_the_lock_finds_workspaces_by_the_workspace_file_name(tmp_path):
+    from engine.prep import wslock
+
+    assert wslock.CONFIG_NAME == wsmod.CONFIG_NAME
+    wsmod.create(tmp_path / "ws", {"root": "images"})
+    assert wslock.lock_folder(tmp_path / "ws" / "images" / "n01") == tmp_path / "ws"
+    assert wslock.lock_folder(tmp_path / "elsewhere" / "tree") == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize("command", ["filter", "list", "pack"])
+def test_every_cli_stage_is_refused_while_prepare_runs(paused_prepare, command):
+    ws, first = paused_prepare
+    data = ws / "data"
+    args = {
+        "filter": ["filter", str(data / "images"), "--undo"],
+        "list": ["list", str(data / "lists" / "again"), str(data / "images"), "--recursive"],
+        "pack": ["pack", str(data / "lists" / "train"), str(data / "images")],
+    }[command]
+    line = one_line_naming(imgscale(*args), first)
+    assert "prepare" in line
+    assert resume(first) == 0
