@@ -4,9 +4,9 @@ Two runs on one workspace at once corrupt it (two `prepare`s race on the same pa
 `split --undo` moves images back while pack reads them). The lock is ``fcntl.flock`` on
 ``.imgscale/lock`` in the workspace folder: the kernel drops it when its holder dies, so a lock
 left by a killed process is simply taken over. The file also says who holds it (command, pid,
-since when), for the one line the second run gets. `imgscale pack` runs share it with each other
-(they pack different chunks side by side), never with anything else. A workspace whose class folders lie outside
-it also locks the folder beside them, as a stage run on those folders alone does.
+since when), for the one line the second run gets. `imgscale pack` runs share it with each
+other (they pack different chunks side by side), never with anything else. A workspace whose
+class folders lie outside it also locks the folder beside them, as a stage run on them alone does.
 """
 
 from __future__ import annotations
