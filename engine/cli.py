@@ -83,7 +83,12 @@ def _terminate(_signum: int, _frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv[0] if argv else None)
+    try:
+        # Loading a command's modules takes most of a second: a Ctrl-C then is one line too.
+        parser = build_parser(argv[0] if argv else None)
+    except KeyboardInterrupt:
+        print(f"imgscale {argv[0] if argv else ''}: interrupted before it started", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

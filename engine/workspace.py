@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import threading
@@ -320,6 +321,7 @@ def check_config(config_path: Path, config: dict[str, Any]) -> None:
     for key, value in config.get("train", {}).items():
         _check_type(config_path, f"train.{key}", DEFAULT_TRAIN.get(key), value)
     _check_bounds(config_path, config)
+    check_keys(config_path, config)
 
 
 def _check_bounds(config_path: Path, config: dict[str, Any]) -> None:
@@ -332,6 +334,46 @@ def _check_bounds(config_path: Path, config: dict[str, Any]) -> None:
         ws.train_options()
     except UserError as exc:
         raise UserError(f"{config_path}: {exc}; fix the file and reopen") from None
+
+
+# Top-level keys and tables a workspace.toml may hold; [slurm] keys are checked at launch.
+TOP_KEYS = (*PATH_KEYS, "launcher", "slurm", "stages", "train")
+
+
+def known_keys() -> dict[str, set[str]]:
+    """Table -> the keys read from it ("" is the top level); anything else is a typo read by nobody."""
+    known = {"": set(TOP_KEYS), "stages": set(DEFAULT_STAGE_OPTIONS)}
+    for stage, defaults in DEFAULT_STAGE_OPTIONS.items():
+        group = prep_options.GROUPS.get(stage)
+        fields_ = {f.name for f, _ in opt.fields(group)} if group else set()
+        known[f"stages.{stage}"] = set(defaults) | fields_
+    groups = (train_options.TrainOptions, train_options.JobOptions)
+    known["train"] = {f.name for group in groups for f, _ in opt.fields(group)}
+    return known
+
+
+def check_keys(config_path: Path, config: dict[str, Any]) -> None:
+    """A misspelt key would be silently ignored: name it, with the nearest key that is read."""
+    known = known_keys()
+    tables = [
+        ("", config),
+        ("stages", config.get("stages", {})),
+        ("train", config.get("train", {})),
+    ]
+    tables += [
+        (f"stages.{s}", o) for s, o in config.get("stages", {}).items() if s in known["stages"]
+    ]
+    for table, values in tables:
+        for key in values:
+            if key not in known[table]:
+                raise UserError(f"{config_path}: {unknown_key(table, key, known[table])}")
+
+
+def unknown_key(table: str, key: str, known: set[str]) -> str:
+    name = f"{table}.{key}" if table else key
+    near = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"did you mean {near[0]}?" if near else f"known: {', '.join(sorted(known))}"
+    return f"unknown key {name} ({hint}); fix the file and reopen"
 
 
 TYPE_WORDS = {

@@ -20,7 +20,8 @@ Each host is its own PID, mount and UTS (hostname) namespace (``unshare``; tests
 started on one host is invisible from another, and each host has a private /tmp and ~/.imgscale
 (so the default run folder ~/.imgscale/runs is per host). The folders named in ``shared`` (the test
 session's temporary folder in the fixture) are bound back in at the same paths, like a shared file
-system; /work, and with it the venv's python, is the same path on every host. The network is the
+system; so are this checkout and the running interpreter's venv, wherever they are (a clone under
+/tmp runs its tests too), and every folder outside /tmp is the same path on every host. The network is the
 machine's loopback: each sshd listens only on its own 127.0.0.x address. From the test process
 (the launching machine, which sees every namespace):
 
@@ -46,6 +47,10 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
 HOST_INIT = Path(__file__).parent / "host_init.py"
+REPO = Path(__file__).resolve().parents[1]
+# What every host must see at the same path as here: the checkout (its code, test jobs, .venv-np2)
+# and the venv and base interpreter python= names; under /tmp a host's private /tmp would hide them.
+ALWAYS_SHARED = tuple(dict.fromkeys(Path(p).resolve() for p in (REPO, sys.prefix, sys.base_prefix)))
 READY_TIMEOUT_S = 15.0
 FAKE_NVIDIA_SMI = Path(__file__).parent / "data" / "nvsmi" / "fake_nvidia_smi.py"
 
@@ -200,7 +205,7 @@ class SshCluster:
         root = Path(root).absolute()
         root.mkdir(parents=True, exist_ok=True)
         hosts = [cls._plan_host(root, i, first_address + i) for i in range(count)]
-        seen = (root, *(Path(p).absolute() for p in shared))
+        seen = (root, *ALWAYS_SHARED, *(Path(p).absolute() for p in shared))
         cluster = cls(root, hosts, python or sys.executable, seen)
         cluster._write_client_files()
         try:

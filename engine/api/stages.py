@@ -47,9 +47,8 @@ class StageThreads:
             raise UserError(f"stage {stage} cannot be undone (only {', '.join(wsmod.UNDOABLE)})")
         run = StageRun(self.workspace, stage, self.stream.emit, undo=undo)
         thread = threading.Thread(target=self._thread, args=(run,), daemon=True)
-        running = RunningStage(run, thread)
-        self.running[stage] = running
-        run.begin()
+        run.begin()  # takes the workspace's lock: another run holding it is refused here
+        self.running[stage] = RunningStage(run, thread)
         self.stream.emit(StageState(stage, "running", "undoing" if undo else ""))
         thread.start()
 
@@ -63,7 +62,11 @@ class StageThreads:
         for status in self.workspace.stage_statuses():
             if status.name == "train" or status.state == "done":
                 continue
-            await self.start(status.name)
+            try:
+                await self.start(status.name)
+            except UserError as exc:  # the workspace is busy (another run holds its lock)
+                self.stream.emit(Failure(source=f"stage {status.name}", message=str(exc)))
+                return
             await self.wait(status.name)
             if self.workspace.stage_record(status.name).get("state") != "done":
                 return

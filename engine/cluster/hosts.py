@@ -48,6 +48,12 @@ KNOWN_OPTIONS = {
 YES = {"yes", "true", "1", "on"}
 NO = {"no", "false", "0", "off"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# NUL, newline, escape …: no host name or option holds one; a NUL reached open() and exec as a
+# bare "ValueError: embedded null character", a newline would split a remote command line.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Processes one host may be given (slots=, or a placement without slots): more than any machine
+# has GPUs, and far more than its CPUs serve as training processes.
+HOST_CAP = 256
 
 
 @dataclass(frozen=True)
@@ -148,9 +154,16 @@ def _resolve(lines, defaults: dict[str, str], source: str) -> list[HostSpec]:
 
 def _split(raw: str, source: str, number: int) -> list[str]:
     try:
-        return shlex.split(raw, comments=True)
+        words = shlex.split(raw, comments=True)
     except ValueError as exc:  # unbalanced quotes
         raise UserError(f"{source}, line {number}: {exc} in {raw.strip()!r}") from None
+    for word in words:
+        if CONTROL.search(word):
+            raise UserError(
+                f"{source}, line {number}: {word!r} holds a control character "
+                "(NUL, newline, escape …); host names and options are plain text"
+            )
+    return words
 
 
 def _parse_options(words: list[str], source: str, number: int) -> dict[str, str]:
@@ -239,6 +252,8 @@ def _slots(value: str | None, where: str) -> int | None:
         return None
     if not value.isdigit() or int(value) < 1:
         raise UserError(f"{where}: slots={value!r} must be a whole number of at least 1")
+    if int(value) > HOST_CAP:
+        raise UserError(f"{where}: slots={value}: give at most {HOST_CAP} processes per host")
     return int(value)
 
 

@@ -24,6 +24,8 @@ from .remote_cmd import join_argv
 
 COMMANDS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo")
 TIME_LIMIT = re.compile(r"\A(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\Z")
+# A newline in any value written into the batch script would start a line the shell runs.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # SLURM's own states, and what our JobState calls them.
 ENDED = {
     "COMPLETED": "done",
@@ -65,6 +67,10 @@ class SlurmRequest:
     )
 
     def check(self) -> None:
+        for name in ("partition", "time", "account"):
+            plain(f"--{name} (workspace [slurm] {name})", getattr(self, name))
+        for arg in self.sbatch_args:
+            plain("--sbatch-arg (workspace [slurm] sbatch_args)", arg)
         if self.tasks < 1:
             raise UserError(f"-n {self.tasks}: a SLURM job needs at least one process")
         opt.check(self)
@@ -153,6 +159,15 @@ def time_minutes(text: str) -> int | None:
 
 
 # ---- the batch script -----------------------------------------------------------------------------
+def plain(what: str, value: object) -> None:
+    """Refuse a value that would break out of its line of the batch script, naming where it came from."""
+    if value is not None and CONTROL.search(str(value)):
+        raise UserError(
+            f"{what} {str(value)!r}: holds a control character (newline, NUL …), which would "
+            "start a new line of the batch script; give plain text"
+        )
+
+
 def batch_script(
     request: SlurmRequest,
     *,
@@ -165,7 +180,14 @@ def batch_script(
     driver: str,
 ) -> str:
     """The script `sbatch` runs: the allocation's options as #SBATCH lines, then the driver
-    module (``python -m DRIVER PLAN``) that places and starts the job's processes."""
+    module (``python -m DRIVER PLAN``) that places and starts the job's processes.
+
+    Every value is one line of plain text (else UserError naming it) and shell-quoted."""
+    request.check()
+    for what, text in (("--job", job), ("the run folder (--run-dir)", output),
+                       ("the current folder", workdir), ("python", python),
+                       ("the plan", plan_path)):  # fmt: skip
+        plain(what, text)
     options = [
         f"--job-name=imgscale-{job}",
         f"--ntasks={request.tasks}",

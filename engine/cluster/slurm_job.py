@@ -116,6 +116,18 @@ class SlurmJob(JobEvents, ClusterJob):
         self._finish("stopped", message)
         return self.status()
 
+    async def kill_now(self, message: str = "killed on request") -> JobState:
+        """Stop without SLURM's grace (a second Ctrl-C): KILL every step, cancel, wait for the end."""
+        jobs.stop_marker(self.record.job).touch()
+        if self.record.scheduler_id and self.phase not in FINAL:
+            self._set_phase("stopping", f"scancel --signal=KILL {self.record.scheduler_id}")
+            await asyncio.to_thread(slurm.cancel, self.record.scheduler_id, "KILL")
+            await asyncio.to_thread(slurm.cancel, self.record.scheduler_id)
+            await self._until_ended()
+            self._read_logs(None)
+        self._finish("stopped", message)
+        return self.status()
+
     async def relaunch(self, exclude: Sequence[str] = ()) -> JobState:
         if self.phase not in FINAL:
             await asyncio.to_thread(slurm.cancel, self.record.scheduler_id)
@@ -343,7 +355,12 @@ def process_info(info: ProcessInfo, prefix: str) -> ProcessInfo:
 
 
 def request_of(record: jobs.JobRecord) -> slurm.SlurmRequest:
-    options = dict(record.launch_args.get("slurm") or {})
+    return request_of_args(record.launch_args)
+
+
+def request_of_args(spec_args: dict) -> slurm.SlurmRequest:
+    """The allocation a launch (a LaunchSpec as a dict) asks for; unknown [slurm] keys refused."""
+    options = dict(spec_args.get("slurm") or {})
     known = {f.name for f in dataclasses.fields(slurm.SlurmRequest)} - {"tasks"}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -351,7 +368,7 @@ def request_of(record: jobs.JobRecord) -> slurm.SlurmRequest:
             f"[slurm] {unknown[0]}: not a SLURM setting (use {', '.join(sorted(known))})"
         )
     options["sbatch_args"] = tuple(options.get("sbatch_args") or ())
-    return slurm.SlurmRequest(tasks=int(record.launch_args["num_workers"]), **options)
+    return slurm.SlurmRequest(tasks=int(spec_args["num_workers"]), **options)
 
 
 def cancel_record(record: jobs.JobRecord) -> bool:

@@ -16,6 +16,7 @@ import os
 import shlex
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,9 @@ BACKOFF_MAX_S = 30.0
 KILL_GRACE_S = 2.0
 PGID_WAIT_S = 10.0  # a loaded host may take seconds to start the shell
 PGID_MARK = "imgscale-pgid:"
+# asyncssh still names DSA keys, and importing it makes cryptography print a four-line warning
+# on every SSH command; we never offer DSA, so that one warning says nothing to the user.
+warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"asyncssh\.")
 ENCRYPTION_ALGS = (
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",

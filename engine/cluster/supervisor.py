@@ -171,6 +171,20 @@ class Job(JobEvents, ClusterJob):
         await self._stop_then("stopped", message)
         return self.status()
 
+    async def kill_now(self, message: str = "killed on request") -> JobState:
+        """Stop without the grace period (a second Ctrl-C): KILL every process group of the job
+        on every host, wait for each host's answer, and end the job as ``stopped``."""
+        await self._cancel_acting()
+        if not self.supervising:  # tell the supervising process not to relaunch
+            jobs.stop_marker(self.record.job).touch()
+        self._set_phase("stopping", message)
+        await self._starts_answered()
+        clean = await kill_processes(self.record, self.pool, 0, self.emit)
+        self.record = replace(self.record, clean=clean)
+        self.procs.mark("killed")
+        self._finish("stopped", message)
+        return self.status()
+
     async def relaunch(self, exclude: Sequence[str] = ()) -> JobState:
         """Stop what still runs and start a new attempt (resume hook applied); on request."""
         self.lock.take(required=True)  # only one process may start attempts

@@ -12,6 +12,7 @@ from engine.errors import UserError
 from engine.events import StageProgress, StageState, ignore
 from engine.prep import lst, pack
 from engine.prep.options import ListOptions, PackOptions
+from engine.prep.wslock import locked
 
 LIST_HELP = (
     "write .lst files exactly as `im2rec.py --list` does, plus PREFIX_labels.txt (class -> label)"
@@ -109,7 +110,7 @@ def register(sub) -> None:
     parser = sub.add_parser("list", help=LIST_HELP, description=LIST_HELP)
     add_list_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
-    parser.set_defaults(func=run_list)
+    parser.set_defaults(func=locked(run_list, "prefix"))
     parser = sub.add_parser("pack", help=PACK_HELP, description=PACK_HELP)
     add_pack_arguments(parser)
-    parser.set_defaults(func=run_pack)
+    parser.set_defaults(func=locked(run_pack, "prefix", shared=True))

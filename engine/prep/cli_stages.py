@@ -12,6 +12,7 @@ from engine.cli_progress import CliProgress, human_bytes
 from engine.errors import UserError
 from engine.paths import require_folder_path
 from engine.prep import options as prep_options
+from engine.prep.wslock import locked
 from engine.prep.options import (
     GROUPS,
     TUTORIAL,
@@ -197,7 +198,7 @@ def _extract_parser(sub) -> None:
         sub,
         "extract",
         "extract a tar of per-class tars into ROOT/<class>/ (resumable, streaming)",
-        _extract,
+        locked(_extract, "root"),
     )
     p.add_argument("tar", metavar="TAR", help="the archive, e.g. fall11_whole.tar")
     p.add_argument("root", metavar="ROOT", help="the folder to extract into")
@@ -221,7 +222,10 @@ def _extract(args) -> int:
 # -- filter ---------------------------------------------------------------------------------------
 def _filter_parser(sub) -> None:
     p = _parser(
-        sub, "filter", "move classes with fewer than N images to ROOT_filtered/ (undoable)", _filter
+        sub,
+        "filter",
+        "move classes with fewer than N images to ROOT_filtered/ (undoable)",
+        locked(_filter, "root"),
     )
     p.add_argument("root", metavar="ROOT", help="the folder of class folders")
     opt.add_arguments(p, FilterOptions)
@@ -270,7 +274,7 @@ def _split_parser(sub) -> None:
         sub,
         "split",
         "move K random images per class to VAL_ROOT/<class>/ (seeded, undoable)",
-        _split,
+        locked(_split, "root"),
     )
     p.add_argument("root", metavar="ROOT", help="the folder of class folders")
     p.add_argument(
@@ -313,7 +317,7 @@ def _place_parser(sub) -> None:
         sub,
         "place",
         "move packed .rec files into TRAIN_DIR and VAL_DIR (indexes stay put; undoable)",
-        _place,
+        locked(_place, "prefix_dir"),
     )
     p.add_argument("prefix_dir", metavar="PREFIX_DIR", help="where pack wrote .rec/.idx/.lst")
     p.add_argument(

@@ -17,6 +17,7 @@ from engine.errors import UserError
 from engine.events import EventSink, StageState, ignore
 from engine.prep.runner import run_one
 from engine.prep.stages import create_demo, read_labels
+from engine.prep.wslock import WorkspaceLock, workspace_folders
 
 
 @dataclass(frozen=True)
@@ -147,15 +148,29 @@ def prepare(
     options: dict[str, dict] | None = None,
     on_event: EventSink = ignore,
 ) -> PrepareResult:
-    """Run every preparation stage not yet done on the workspace ``folder`` (creating it if needed)."""
-    ws = open_workspace(folder, source=source, demo=demo)
-    apply_options(ws, options or {})
+    """Run every preparation stage not yet done on the workspace ``folder`` (creating it if needed),
+    holding the workspace's lock from before it is opened until the last stage ends."""
+    path = Path(folder).expanduser().resolve()
+    if source is None and not demo and not (path / wsmod.CONFIG_NAME).is_file():
+        open_workspace(path)  # says it is not a workspace yet, before the lock makes a folder
+    with WorkspaceLock([path], "prepare") as lock:
+        ws = open_workspace(path, source=source, demo=demo)
+        beside = workspace_folders(ws.path, ws.root)[1:]  # class folders outside the workspace
+        with WorkspaceLock(beside, "prepare"):
+            return run_missing(ws, options or {}, on_event, lock)
+
+
+def run_missing(
+    ws: wsmod.Workspace, options: dict[str, dict], on_event: EventSink, lock: WorkspaceLock
+) -> PrepareResult:
+    """Every stage not done yet, in order, under the lock ``prepare`` holds."""
+    apply_options(ws, options)
     ran, done = [], []
     for stage in wsmod.PREP_STAGES:
         if ws.stage_record(stage).get("state") == "done":
             on_event(StageState(stage, "done", "already done"))
             done.append(stage)
             continue
-        run_one(ws, stage, on_event)
+        run_one(ws, stage, on_event, lock=lock)
         ran.append(stage)
     return summarize(ws, ran, done)

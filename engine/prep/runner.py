@@ -14,6 +14,7 @@ from engine import workspace as wsmod
 from engine.errors import UserError
 from engine.events import Event, EventSink, SkippedItem, StageProgress, StageState
 from engine.prep.stages import run_stage
+from engine.prep.wslock import WorkspaceLock, workspace_folders
 
 SAVE_EVERY_S = 1.0
 STOPPED = "stopped; start again to resume"
@@ -39,8 +40,13 @@ class StageRun:
         on_event: EventSink,
         undo: bool = False,
         stop: threading.Event | None = None,
+        lock: WorkspaceLock | None = None,
     ) -> None:
         self.ws = ws
+        # The workspace lock: one the caller holds (`prepare` holds it over every stage), else
+        # this run's own, taken by begin() and dropped when run() ends.
+        self.held = lock
+        self.own_lock: WorkspaceLock | None = None
         self.stage = stage
         self.on_event = on_event
         self.undo = undo
@@ -65,12 +71,25 @@ class StageRun:
             raise StageStopped(self.stage)
 
     def begin(self) -> None:
-        """Mark the stage running (before its thread starts, so a snapshot shows it at once)."""
+        """Take the workspace's lock and mark the stage running (before its thread starts, so a
+        snapshot shows it at once); another run holding the lock is a UserError naming it."""
+        if self.held is None and self.own_lock is None:
+            folders = workspace_folders(self.ws.path, self.ws.root)
+            doing = f"{self.stage} undo" if self.undo else self.stage
+            self.own_lock = WorkspaceLock(folders, doing).take()
         message = "undo" if self.undo else ""
         self.ws.update_stage(self.stage, state="running", message=message, done=0, skipped=0)
 
     def run(self) -> None:
         """Run (or undo) the stage and save how it ended; its exception, if any, propagates."""
+        try:
+            self._run()
+        finally:
+            if self.own_lock is not None:
+                self.own_lock.release()
+                self.own_lock = None
+
+    def _run(self) -> None:
         try:
             run_stage(self.ws, self.stage, self, undo=self.undo)
         except StageStopped:
@@ -113,8 +132,10 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_one(ws: wsmod.Workspace, stage: str, on_event: EventSink) -> None:
-    """Run one stage to its end in this thread (`imgscale prepare`)."""
-    run = StageRun(ws, stage, on_event)
+def run_one(
+    ws: wsmod.Workspace, stage: str, on_event: EventSink, lock: WorkspaceLock | None = None
+) -> None:
+    """Run one stage to its end in this thread (`imgscale prepare`, which holds ``lock``)."""
+    run = StageRun(ws, stage, on_event, lock=lock)
     run.begin()
     run.run()

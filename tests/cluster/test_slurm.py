@@ -314,3 +314,43 @@ def _state_of(events, host: str, words: str) -> bool:
     return any(
         type(e).__name__ == "HostState" and e.host == host and words in e.reason for e in events
     )
+
+
+def test_no_value_runs_as_a_line_of_the_batch_script_under_real_slurm(sl, state_home, tmp_path):
+    """A newline in --sbatch-arg is refused before sbatch; shell words in the folder stay words."""
+    folder = tmp_path / "a $(touch INJECTED) b"
+    folder.mkdir()
+    env = {**os.environ, "IMGSCALE_HOME": os.environ["IMGSCALE_HOME"]}
+
+    def launch_here(*flags: str) -> subprocess.CompletedProcess:
+        argv = ["launch", "--launcher", "slurm", "-n", "1", "-s", "0", *flags,
+                "--run-dir", str(state_home / "runs"), "--", "sh", "-c", "pwd"]  # fmt: skip
+        return subprocess.run([sys.executable, "-m", "engine", *argv], capture_output=True,
+                              text=True, timeout=120, cwd=folder, env=env)  # fmt: skip
+
+    refused = launch_here("--sbatch-arg=--comment=x\ntouch INJECTED")
+    assert refused.returncode == 2 and "--sbatch-arg" in refused.stderr, refused.stderr
+    assert sl.job_ids() == []
+    ran = launch_here("--job", "quoted", "--sbatch-arg=--comment=$(touch INJECTED)")
+    assert ran.returncode == 0, ran.stderr
+    assert f"| {folder}" in ran.stdout, ran.stdout  # the job ran in the odd folder, as written
+    assert jobs.load("quoted").state == "done"
+    assert not list(tmp_path.rglob("INJECTED")) and not list(state_home.rglob("INJECTED"))
+
+
+async def test_a_second_ctrl_c_kills_a_slurm_job_whose_ranks_ignore_term(sl, state_home):
+    """kill_now (the launcher's second Ctrl-C): every step KILLed, the job cancelled and stopped."""
+    events = Events()
+    ignores_term = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                    "print('ready', flush=True); time.sleep(600)")  # fmt: skip
+    job = await launch(
+        spec(state_home, ["python", "-c", ignores_term], 2, num_servers=0), sink=events
+    )
+    try:
+        await events.wait_for(lambda e: getattr(e, "text", "") == "ready", 120, "a running rank")
+        state = await asyncio.wait_for(job.kill_now("killed (Ctrl-C twice)"), 60)
+    finally:
+        await job.close()
+    assert state.state == "stopped" and jobs.load(job.job_id).state == "stopped"
+    assert slurm.job_state(jobs.load(job.job_id).scheduler_id).state == "CANCELLED"
+    assert processes_of(job.job_id) == []

@@ -94,3 +94,19 @@ def test_each_sshd_answers_only_at_its_own_address(ssh_cluster):
     one, two = ssh_cluster.hosts[0], ssh_cluster.hosts[1]
     assert port_accepts(one.address, one.port)
     assert not port_accepts(two.address, one.port)
+
+
+def test_every_host_runs_this_checkout_with_this_interpreter_wherever_it_lies(ssh_cluster):
+    """A clone under /tmp: the hosts' private /tmp hid the checkout and its venv ("not found")."""
+    import shlex
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    code = "import engine, sys; print(engine.__file__, sys.prefix)"
+    command = f"cd {shlex.quote(str(repo))} && {shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+    for name, _address, _port in ssh_cluster.addresses:
+        out = subprocess.run(
+            ssh_argv(ssh_cluster, name, command), capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0, f"{name}: {out.stderr}"
+        assert out.stdout.split() == [str(repo / "engine" / "__init__.py"), sys.prefix]

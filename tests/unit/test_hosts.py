@@ -86,6 +86,9 @@ def test_host_key_checking_is_on_unless_the_line_opts_out():
         ("[fe80::1", "IPv6"),
         ('node-a workdir="/unterminated', "quotation"),
         ("node-a connect_timeout=0", "seconds"),
+        ("node-a slots=100000", "at most 256 processes per host"),
+        ("node\0a slots=2", "control character"),
+        ("node-a workdir=/x\x1b[2J", "control character"),
     ],
 )
 def test_bad_line_error_names_file_line_and_problem(line, words):

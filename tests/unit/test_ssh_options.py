@@ -68,3 +68,14 @@ def test_host_key_failure_without_an_entry_is_unknown_with_advice(tmp_path):
     spec = parse_hosts(f"127.0.0.2:2222 known_hosts={kh}\n", "hosts")[0]
     reason = classify(asyncssh.HostKeyNotVerifiable("Host key is not trusted"), spec)
     assert reason.startswith("host key unknown") and "ssh-keyscan" in reason
+
+
+def test_ssh_commands_print_no_dsa_deprecation_warning():
+    """asyncssh's import made cryptography print four lines on every SSH command."""
+    import subprocess
+    import sys
+
+    code = "from engine.cluster import ssh; ssh.classify(OSError('x'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "DSA" not in result.stderr and "Warning" not in result.stderr, result.stderr

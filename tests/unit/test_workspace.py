@@ -130,9 +130,30 @@ def test_hand_edited_config_of_the_wrong_type_names_the_key(tmp_path, toml, name
 
 
 def test_config_of_the_right_types_loads(tmp_path):
-    toml = 'root = "i"\n[stages.disk]\nmargin = 1\n[train]\nlr = 0.5\nextra_args = ["--x"]\nnew_key = 3\n'
+    toml = 'root = "i"\n[stages.disk]\nmargin = 1\n[train]\nlr = 0.5\nextra_args = ["--x"]\n'
     (tmp_path / wsmod.CONFIG_NAME).write_text(toml)
     assert wsmod.load(tmp_path).stage_options("disk").margin == 1
+
+
+@pytest.mark.parametrize(
+    "toml, says",
+    [
+        ('root = "i"\nlauncer = "ssh"\n', "unknown key launcer (did you mean launcher?)"),
+        (
+            'root = "i"\n[train]\nlr_step_epoch = "30"\n',
+            "train.lr_step_epoch (did you mean lr_step_epochs?)",
+        ),
+        ('root = "i"\n[stages.pack]\nqualty = 80\n', "stages.pack.qualty (did you mean quality?)"),
+        ('root = "i"\n[stages.pak]\nquality = 80\n', "stages.pak (did you mean pack?)"),
+    ],
+)
+def test_misspelt_config_key_is_named_with_the_nearest_known_key(tmp_path, toml, says):
+    """A typo in workspace.toml was silently ignored: the option kept its default."""
+    (tmp_path / wsmod.CONFIG_NAME).write_text(toml)
+    with pytest.raises(UserError) as exc:
+        wsmod.load(tmp_path)
+    assert says in str(exc.value) and str(tmp_path / wsmod.CONFIG_NAME) in str(exc.value)
+    assert "\n" not in str(exc.value)
 
 
 def test_broken_state_file_is_one_clear_line(tmp_path):

@@ -24,9 +24,10 @@ from engine.cluster import jobs
 from .dmlc_env import parse_env_args, parse_role_env
 from engine.cluster.hosts import read_hosts
 from engine.cluster.kill import ended, kill_everywhere, kill_job, sweep_hosts
-from .launch import LaunchSpec, check_spec, launch, open_job, plan_lines
-from .slurm_launch import dry_run_script
 from engine.cluster.slurm import SlurmRequest
+
+from .launch import LaunchSpec, launch, open_job, plan_lines, validate
+from .slurm_launch import dry_run_script
 
 LAUNCH_HELP = (
     "start a distributed job on the hosts, supervised: MXNet (tools/launch.py semantics: "
@@ -208,7 +209,7 @@ def run_launch(args: argparse.Namespace) -> int:
 
 
 def _dry_run(spec) -> int:
-    check_spec(spec)
+    validate(spec)
     if spec.launcher == "slurm":
         print(dry_run_script(spec.to_dict()), end="")
         return 0
@@ -233,17 +234,42 @@ async def _launch(spec, args: argparse.Namespace) -> int:
             outcome = "detach"
         else:
             outcome = await signals.wait(job)
-    if outcome == "stop":
-        _err("interrupted: stopping the job on every host")
-        state = await job.stop("interrupted (Ctrl-C)")
-        await job.close()
-        return 130 if state.state == "stopped" else 1
+        if outcome == "stop":  # still catching signals: a second Ctrl-C escalates
+            state = await _stop(job, signals)
+            if state is None:
+                return 130
+            await job.close()
+            _advise(job, state)
+            return 130 if state.state == "stopped" else 1
     if outcome == "detach":
         await job.close()
         _hand_over(job.job_id)
         return 0
     await job.close()
     return exit_status(job.status())
+
+
+async def _stop(job, signals: SignalChoice):
+    """Stop the job (TERM, KILL after --grace); a second Ctrl-C kills at once and waits for every
+    host; a third leaves without waiting (None), saying how to end what may be left."""
+    _err("interrupted: stopping the job on every host (Ctrl-C again: kill it now)")
+    state = await signals.unless_signalled(job.stop("interrupted (Ctrl-C)"))
+    if state is not None:
+        return state
+    _err("interrupted again: killing the job's processes on every host (Ctrl-C again: leave)")
+    state = await signals.unless_signalled(job.kill_now("killed (Ctrl-C twice)"))
+    if state is None:
+        await job.close()
+        _err(f"left without waiting; `imgscale kill {job.job_id}` ends what may be left of it")
+    return state
+
+
+def _advise(job, state: JobState) -> None:
+    """What to run next: `imgscale kill` while processes may be left, else where the logs are."""
+    if not getattr(job.record, "clean", True):
+        _err(f"some processes may be left: `imgscale kill {job.job_id}` ends them")
+    else:
+        _err(f"job {job.job_id} {state.state}; `imgscale attach {job.job_id}` shows its logs")
 
 
 class SignalChoice:
@@ -253,6 +279,7 @@ class SignalChoice:
         self.actions = actions
         self.loop = asyncio.get_running_loop()
         self.chosen: asyncio.Future = self.loop.create_future()
+        self.again: asyncio.Future | None = None  # the next signal after the first (escalation)
 
     def __enter__(self) -> SignalChoice:
         for sig, action in self.actions.items():
@@ -266,6 +293,19 @@ class SignalChoice:
     def _choose(self, action: str) -> None:
         if not self.chosen.done():  # a second signal before the wait returns changes nothing
             self.chosen.set_result(action)
+        elif action == "stop" and self.again is not None and not self.again.done():
+            self.again.set_result(action)  # Ctrl-C or TERM again escalates; a hang-up does not
+
+    async def unless_signalled(self, work):
+        """``work``'s result, or None when a further signal comes first (``work`` is cancelled)."""
+        self.again = self.loop.create_future()
+        task = asyncio.ensure_future(work)
+        await asyncio.wait({task, self.again}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
 
     async def wait(self, job) -> str:
         """Wait for the job's end or a signal; returns "final" or the chosen action."""

@@ -23,7 +23,7 @@ from engine import options as opt
 from engine.cluster import jobs, slurm_job
 from engine.cluster.detach import DetachedProcess
 from engine.cluster.hostpool import HostPool, record_hosts
-from engine.cluster.hosts import HostSpec
+from engine.cluster.hosts import HOST_CAP, HostSpec
 from engine.cluster.remote_cmd import with_python
 from engine.cluster.start import free_port, load_hosts, node_address, start_job, sync_work_dir
 from engine.cluster.supervisor import Job, Planned, Planner, SuperviseOptions
@@ -37,7 +37,7 @@ from engine.prep.pack_remote import pack_planner
 from . import registry, slurm_launch
 from .dmlc_env import forwarded_env, identity_env
 from .engines import Engine, Layout, Rendezvous
-from .placement import Placement
+from .placement import Placement, check_per_host
 
 LOCAL_CAP = opt.PROCESS_CAP  # processes one local launch starts (scheduler aside)
 # (command, attempt) -> the command of that attempt, e.g. with --load-epoch N added
@@ -296,6 +296,18 @@ def check_spec(spec: LaunchSpec) -> None:
         require_folder_path(os.path.expanduser(spec.run_root), "--run-dir")
 
 
+def validate(spec: LaunchSpec) -> None:
+    """Every check a launch makes before it starts anything; `--dry-run` makes the same ones."""
+    check_spec(spec)
+    if spec.job:  # a bad or taken name, as the real launch's record would refuse it
+        jobs.choose_job_name(spec.job, registry.job_kind(spec.command))
+    if spec.launcher == "slurm":
+        slurm_launch.dry_run_script(spec.to_dict())  # building the batch script checks every value
+        return
+    hosts = spec_hosts(spec)
+    check_per_host(place_processes(spec, hosts), [h.name for h in hosts], HOST_CAP)
+
+
 def check_numbers(spec: LaunchSpec) -> None:
     """Ports, timeouts and counts that could never work are refused before anything starts."""
     opt.check(spec)
@@ -333,7 +345,7 @@ async def launch(
     """Start a distributed job detached on its hosts and return it, supervised by this process.
 
     ``pool``: connections to reuse (the console's one pool); by default the job opens its own."""
-    check_spec(spec)
+    validate(spec)
     # the engine is decided once, here, and kept in the record for every relaunch and re-attach
     spec = LaunchSpec.from_dict(
         {**spec.to_dict(), "cwd": spec.cwd or os.getcwd(), "engine": spec.training_engine.name}

@@ -100,6 +100,17 @@ def _workers_by_slots(count: int, host_slots: Sequence[int | None]) -> list[Plac
     return plan
 
 
+def check_per_host(plan: Sequence[Placement], host_names: Sequence[str], cap: int) -> None:
+    """Refuse a placement that gives one host more than ``cap`` processes, naming the host."""
+    for index, name in enumerate(host_names):
+        count = sum(1 for p in plan if p.host == index)
+        if count > cap:
+            raise UserError(
+                f"host {name} would run {count} processes; give at most {cap} per host: "
+                "list more hosts, or lower -n/-s"
+            )
+
+
 def describe(plan: Sequence[Placement], host_names: Sequence[str]) -> list[str]:
     """One line per host: which processes it runs (for `imgscale launch --dry-run` and the docs)."""
     lines = []
