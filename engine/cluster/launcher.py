@@ -338,7 +338,10 @@ def checkpoint_resume(prefix: str, torch: bool = False) -> ResumeHook:
         if torch:
             return torch_resume(command)
         epoch = newest_checkpoint(prefix)
-        return command if epoch is None else set_option(command, "--load-epoch", str(epoch))
+        if epoch is None:  # none loads yet: --resume takes a batch checkpoint, or starts anew
+            given = any(a == "--resume" or a.startswith("--load-epoch") for a in command)
+            return command if given else (*command, "--resume")
+        return set_option(command, "--load-epoch", str(epoch))
 
     return hook
 

@@ -15,7 +15,7 @@ from typing import Any, cast
 from engine import options as opt
 from engine.errors import UserError
 from engine.paths import write_text_atomic
-from engine.train.checkpoints import DEFAULT_KEEP
+from engine.train.checkpoints import DEFAULT_KEEP, refuse_overwrite
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
 # Smallest input side each network accepts (its strides and pooling windows must still fit).
@@ -172,6 +172,11 @@ class TrainOptions:
         False,
         "resume from the newest complete checkpoint of --model-prefix (epoch or batch), if any",
     )
+    fresh: bool = _fit(
+        False,
+        "train from scratch although --model-prefix holds checkpoints: they are deleted first "
+        "(without --resume, --fresh or a new prefix, such a run is refused)",
+    )
     top_k: int = _fit(0, "also report top-k accuracy (0: off)")
     loss: str = _fit("", "extra metric: ce (cross-entropy)")
     dtype: str = _fit("float32", "float16 trains in half precision", choices=DTYPES)
@@ -208,6 +213,13 @@ class TrainOptions:
         "training images in all chunks; sets the epoch length and lr schedule",
         parse=positive_int,
         low=1,
+    )
+    max_bad_images: float = _data(
+        0.01,
+        "largest share of a worker's images in an epoch that may fail to decode (each is trained "
+        "as a black image) before training stops and names the file",
+        low=0,
+        high=1,
     )
     data_nthreads: int = _data(
         4,
@@ -542,6 +554,8 @@ def validate(args: argparse.Namespace) -> None:
     opt.check(args, TrainOptions)
     if (args.load_epoch is not None or args.resume) and not args.model_prefix:
         raise UserError("--load-epoch/--resume need --model-prefix (where the checkpoints are)")
+    if not args.test_io:
+        refuse_overwrite(args.model_prefix, args.resume, args.load_epoch, args.fresh)
     if args.load_epoch is not None and args.load_epoch >= args.num_epochs:
         raise UserError(
             f"--load-epoch {args.load_epoch} is not below --num-epochs {args.num_epochs}: nothing to train"
