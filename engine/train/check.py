@@ -75,6 +75,44 @@ def check_num_classes(f: Facts) -> list[Finding]:
     return [Finding(INFO, f"--num-classes {f.num_classes} matches {f.label_map}")]
 
 
+def check_labels(f: Facts) -> list[Finding]:
+    """Labels training would refuse (outside 0..--num-classes-1) or that the label map does not give."""
+    out = []
+    for source, labels in (("records", f.data_labels), ("lists", f.list_labels)):
+        if labels is None:
+            continue
+        low, high = labels
+        if low < 0 or high >= f.num_classes:
+            bad = _label_text(low if low < 0 else high)
+            out.append(
+                Finding(
+                    ERROR,
+                    f"the training {source} hold label {bad}, outside 0..{f.num_classes - 1} "
+                    f"(--num-classes {f.num_classes}): training stops at it",
+                    "list and pack the data again with `imgscale list`/`pack`"
+                    if low < 0 or high > 100_000
+                    else f"set --num-classes {int(high) + 1}, or list and pack the data again",
+                )
+            )
+            break
+        if f.label_map_labels and not {int(low), int(high)} <= f.label_map_labels:
+            bad = _label_text(low if int(low) not in f.label_map_labels else high)
+            out.append(
+                Finding(
+                    ERROR,
+                    f"the training {source} hold label {bad}, which {f.label_map} does not give "
+                    "any class: the data was listed with another label map",
+                    "give the label map `imgscale list` wrote for this data (--label-map)",
+                )
+            )
+            break
+    return out
+
+
+def _label_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
 def check_lists(f: Facts) -> list[Finding]:
     """Lines the packer reads anyway (paths outside ROOT) or skips (NaN/inf labels): say so."""
     return [
@@ -410,6 +448,7 @@ def check_disk(f: Facts) -> list[Finding]:
 
 CHECKS = (
     check_num_classes,
+    check_labels,
     check_num_examples,
     check_lists,
     check_batch,
@@ -422,7 +461,7 @@ CHECKS = (
     check_disk,
 )
 # About the data: a --benchmark run reads none (synthetic batches), so these say nothing about it.
-DATA_CHECKS = (check_num_classes, check_num_examples, check_scale, check_data_dirs)
+DATA_CHECKS = (check_num_classes, check_labels, check_num_examples, check_scale, check_data_dirs)
 
 
 def run_checks(facts: Facts) -> list[Finding]:
