@@ -376,8 +376,8 @@ def _save(args, module, plan: Plan, epoch: int, batch: int) -> None:
     arg_params, aux_params = module.get_params()
     if not (saving.finite(arg_params) and saving.finite(aux_params)):
         raise UserError(
-            f"the weights are not finite (nan or inf) at epoch {epoch} batch {batch}: training "
-            "diverged and no checkpoint is written from it; lower --lr or --wd"
+            f"the weights are not finite (nan or inf) after {epoch} epoch(s) and {batch} "
+            "batch(es): training diverged and no checkpoint is written from it; lower --lr or --wd"
         )
     prefix = args.model_prefix
     saving.save_symbol(prefix, module.symbol)
