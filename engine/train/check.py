@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -415,6 +416,21 @@ def checkpoint_bytes(f: Facts) -> int:
     return int(params * 4 * 2 * max(1, saves))
 
 
+def check_old_checkpoints(f: Facts) -> list[Finding]:
+    """Training refuses to start over an earlier run's checkpoints unless told what to do."""
+    if not f.old_checkpoints:
+        return []
+    return [
+        Finding(
+            ERROR,
+            f"{f.checkpoint_dir} holds {len(f.old_checkpoints)} checkpoint(s) of an earlier run "
+            f"(newest {os.path.basename(f.old_checkpoints[-1])}) under this --model-prefix",
+            "add --resume to continue from them, --fresh to delete them and start anew, "
+            "or choose a new --model-prefix",
+        )
+    ]
+
+
 def check_disk(f: Facts) -> list[Finding]:
     if f.free_disk_bytes is None or f.checkpoint_dir is None:
         return []
@@ -458,6 +474,7 @@ CHECKS = (
     check_gpus,
     check_mxnet,
     check_ports,
+    check_old_checkpoints,
     check_disk,
 )
 # About the data: a --benchmark run reads none (synthetic batches), so these say nothing about it.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
+from engine.train.checkpoints import existing_files, refuse_overwrite
 from engine.train.options import CheckOptions, TrainOptions
 from engine.train.recfiles import Survey, check_magic, survey
 
@@ -69,6 +70,8 @@ class Facts:
     host_mxnet: dict[str, str | None] = field(default_factory=dict)  # "1.9.1 dist_kvstore=yes"
     busy_ports: list[int] = field(default_factory=list)
     checkpoint_dir: str | None = None
+    # an earlier run's checkpoints under --model-prefix, when this run neither resumes nor is --fresh
+    old_checkpoints: list[str] = field(default_factory=list)
     free_disk_bytes: int | None = None
 
 
@@ -463,6 +466,15 @@ def _gather_disk_and_ports(f: Facts, args, check: CheckOptions) -> None:
             folder = os.path.dirname(folder)
         f.checkpoint_dir = folder
         f.free_disk_bytes = shutil.disk_usage(folder).free
+        try:
+            refuse_overwrite(
+                prefix,
+                bool(getattr(args, "resume", False)),
+                getattr(args, "load_epoch", None),
+                bool(getattr(args, "fresh", False)) or bool(getattr(args, "test_io", False)),
+            )
+        except UserError:
+            f.old_checkpoints = existing_files(prefix)
     port = check.port or int(os.environ.get("DMLC_PS_ROOT_PORT", "0") or 0)
     if port and port_busy(port):
         f.busy_ports.append(port)

@@ -192,3 +192,15 @@ def test_a_big_index_is_sampled_and_still_matched_against_the_rec(tmp_path, monk
     assert any("training would read only" in p for p in recfiles.survey(str(rec)).problems)
     offsets_shifted(tmp_path / "b")
     assert recfiles.survey(str(tmp_path / "b" / "data" / "train.rec")).problems
+
+
+def test_old_checkpoints_under_the_prefix_are_an_error_unless_resume_or_fresh(tmp_path):
+    rec = good(tmp_path)
+    (tmp_path / "m-0002.pt").write_bytes(b"x")
+    prefix = ["--model-prefix", str(tmp_path / "m")]
+    parser = build_train_parser(argparse.ArgumentParser(add_help=False))
+    base = ["--data-train", str(rec), "--num-classes", str(CLASSES), "--num-examples", str(IMAGES)]
+    for extra, refused in (([], True), (["--resume"], False), (["--fresh"], False)):
+        findings = check.preflight(parser.parse_args([*base, *prefix, *extra]), CheckOptions())
+        errors = [f for f in findings if f.level == check.ERROR and "m-0002.pt" in f.what]
+        assert bool(errors) == refused, (extra, findings)
