@@ -269,9 +269,10 @@ def refusing_write(prefix: str, what: str, free_then: list[int] | None = None) -
         raise
     except Exception as exc:
         why = _why_unwritable(folder, exc, free_then[0] if free_then else None)
+        advice = "free space there" if "space" in why else "make it writable"
         raise UserError(
             f"--model-prefix {prefix}: cannot write {what} in {folder} ({why}); "
-            "free space there or choose another --model-prefix"
+            f"{advice} or choose another --model-prefix"
         ) from None
 
 

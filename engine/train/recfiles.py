@@ -95,8 +95,10 @@ def first_undecodable(paths: list[str]) -> str | None:
 
 
 # ---- what a reader will meet: every record's framing, header and label, and the .idx against them ----
-WALK_LIMIT = 200_000  # records walked one by one; a bigger file is checked at SAMPLES places
-SAMPLES = 20_000
+# Records walked one by one (a read of 36 bytes each, about 0.1 s); a bigger file is checked at
+# SAMPLES places and at its index's end, so the console's plan stays quick on ImageNet's chunks.
+WALK_LIMIT = 50_000
+SAMPLES = 4_096
 
 
 @dataclass

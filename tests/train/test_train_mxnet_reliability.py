@@ -56,3 +56,21 @@ def test_a_damaged_newest_params_is_skipped_and_the_one_before_resumes(tmp_path)
     assert again.returncode == 0, again.stdout
     assert f"skipping checkpoint {newest}: cut short" in again.stdout
     assert f"resume: from {tmp_path / 'm-0001.params'} at epoch 1" in again.stdout
+
+
+def test_a_non_finite_output_stops_naming_epoch_and_batch():
+    import mxnet as mx
+
+    from engine.errors import UserError
+    from engine.train.mxnet.fit import _refuse_diverged
+
+    class Module:  # what Module.get_outputs gives after a step whose loss overflowed
+        def __init__(self, value: float):
+            self.value = value
+
+        def get_outputs(self):
+            return [mx.nd.array([[0.5, self.value]])]
+
+    _refuse_diverged(Module(0.5), 2, 7)
+    with pytest.raises(UserError, match=r"loss is not finite \(nan or inf\) at epoch 2 batch 7"):
+        _refuse_diverged(Module(float("nan")), 2, 7)

@@ -67,8 +67,9 @@ def test_weights_that_diverged_in_the_last_step_are_not_saved(tmp_path, monkeypa
     assert not list(tmp_path.glob("m-*.pt"))
 
 
-def gif_rec(folder, count=8) -> str:
-    """A --pass-through .rec of GIFs: MXNet's and OpenCV's readers decode none of them."""
+def gif_rec(folder, count=8, gifs=None) -> str:
+    """A --pass-through .rec of GIFs (MXNet's and OpenCV's readers decode none of them), or of
+    JPEGs with GIFs at the positions ``gifs``."""
     from PIL import Image
 
     rec = str(folder / "gif.rec")
@@ -76,7 +77,8 @@ def gif_rec(folder, count=8) -> str:
     rng = np.random.default_rng(0)
     for i in range(count):
         out = io.BytesIO()
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(out, format="GIF")
+        kind = "GIF" if gifs is None or i in gifs else "JPEG"
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(out, format=kind)
         writer.write_idx(i, recordio.pack(recordio.IRHeader(0, float(i % 2), i, 0), out.getvalue()))
     writer.close()
     return rec
@@ -88,10 +90,20 @@ def test_undecodable_images_stop_training_naming_the_file(tmp_path):
                 "--model-prefix", str(tmp_path / "m"))  # fmt: skip
     with pytest.raises(
         UserError,
-        match=rf"4 of 4 images in epoch 0 did not decode.* --max-bad-images 0.01 .*{rec} \(offset",
+        match=rf"8 of 8 images in epoch 0 did not decode.* --max-bad-images 0.01 .*{rec} \(offset",
     ):
         fit.train(args, CPU)
     assert not list(tmp_path.glob("m-*.pt"))
+
+
+def test_undecodable_images_are_counted_each_epoch_and_judged_against_the_bound(tmp_path, caplog):
+    rec = gif_rec(tmp_path, gifs=(5,))  # one GIF among 8 JPEGs: 12.5 %
+    caplog.set_level(logging.INFO, "imgscale.train")
+    flags = ["--data-train", rec, "--num-examples", "8", "--num-epochs", "1"]
+    assert fit.train(tiny(*flags, "--max-bad-images", "0.2"), CPU) == 0
+    assert f"Epoch[0] Undecodable images: 1 of 8 (first: {rec} (offset" in caplog.text
+    with pytest.raises(UserError, match=r"1 of 8 images in epoch 0 did not decode"):
+        fit.train(tiny(*flags), CPU)  # the default bound: 1 %
 
 
 def test_a_damaged_newest_checkpoint_is_skipped_and_the_one_before_resumes(tmp_path, caplog):

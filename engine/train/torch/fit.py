@@ -272,6 +272,9 @@ class Speedometer:
 # ---------------------------------------------------------------- the loop
 
 
+JUDGE_AFTER = 1000  # images seen before the share of undecodable ones is judged mid-epoch
+
+
 @dataclass
 class Trainer:
     """Everything one epoch needs; built once by ``build_trainer``."""
@@ -314,7 +317,7 @@ class Trainer:
             if (nbatch + 1) % self.args.disp_batches == 0:
                 self.check_sound(epoch)
             self.maybe_save_batch(epoch, nbatch + 1)
-        self.check_sound(epoch)
+        self.check_sound(epoch, end=True)
         log.info(
             "Epoch[%d] Undecodable images: %d of %d%s",
             epoch,
@@ -329,7 +332,7 @@ class Trainer:
         self.corrupt += batch.corrupt
         self.corrupt_at = self.corrupt_at or getattr(batch, "corrupt_at", "")
 
-    def check_sound(self, epoch: int) -> None:
+    def check_sound(self, epoch: int, end: bool = False) -> None:
         """Stop on a diverged loss or on more undecodable images than --max-bad-images allows."""
         bad = int(self.bad_step) if self.bad_step is not None else -1
         if bad >= 0:
@@ -339,7 +342,8 @@ class Trainer:
                 "or --wd, or resume from the last checkpoint with --resume"
             )
         limit = getattr(self.args, "max_bad_images", 0.01)
-        if self.corrupt and self.corrupt > limit * self.seen:
+        judged = end or self.seen >= JUDGE_AFTER  # a few unlucky first batches are no share yet
+        if judged and self.corrupt and self.corrupt > limit * self.seen:
             raise UserError(
                 f"{self.corrupt} of {self.seen} images in epoch {epoch} did not decode, more than "
                 f"--max-bad-images {limit} allows (first: {self.corrupt_at}); "
