@@ -12,7 +12,10 @@ from engine.errors import UserError
 from engine.train.options import TrainOptions, workspace_value
 from test_cli_errors import assert_one_line
 
-BENCH = ["train", "--engine", "torch", "--benchmark", "--num-epochs", "1"]
+# a run that finishes in a second where an option is let through (what the old code did)
+BENCH = ["train", "--engine", "torch", "--benchmark", "--num-epochs", "1", "--num-batches", "1",
+         "--num-layers", "18", "--width", "4", "--image-shape", "3,8,8", "--batch-size", "2",
+         "--num-classes", "2", "--kv-store", "local"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
