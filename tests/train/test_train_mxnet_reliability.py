@@ -68,8 +68,9 @@ def test_a_non_finite_output_stops_naming_epoch_and_batch():
         def __init__(self, value: float):
             self.value = value
 
-        def get_outputs(self):
-            return [mx.nd.array([[0.5, self.value]])]
+        def get_outputs(self, merge_multi_context=True):
+            parts = [mx.nd.array([[0.5, 0.5]]), mx.nd.array([[0.5, self.value]])]  # two devices
+            return [mx.nd.concat(*parts, dim=0)] if merge_multi_context else [parts]
 
     _refuse_diverged(Module(0.5), 2, 7)
     with pytest.raises(UserError, match=r"loss is not finite \(nan or inf\) at epoch 2 batch 7"):

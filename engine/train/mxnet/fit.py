@@ -327,10 +327,12 @@ def _train_epoch(
 
 def _refuse_diverged(module, epoch: int, nbatch: int) -> None:
     """Stop at the first batch whose output (and so its loss) is nan or inf. The accuracy metric
-    above has already waited for this output, so reading it costs no extra sync."""
+    above has already waited for this output, so reading it costs no extra sync; each device's
+    part is read where it is (merging them would be one more copy per batch)."""
     import numpy as np
 
-    if not np.isfinite(module.get_outputs()[0].asnumpy()).all():
+    parts = module.get_outputs(merge_multi_context=False)[0]
+    if not all(np.isfinite(part.asnumpy()).all() for part in parts):
         raise UserError(
             f"the loss is not finite (nan or inf) at epoch {epoch} batch {nbatch}: training "
             "diverged and no checkpoint is written from it; lower --lr or --wd, or resume from "

@@ -508,9 +508,9 @@ def load_state(trainer: Trainer, path: str | None) -> None:
     try:
         state = torch.load(path, map_location=trainer.rank.device, weights_only=False)
     except Exception as exc:  # damage the framing check cannot see: unpickling fails somewhere
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"{path} cannot be loaded ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
-            "move it aside and resume from the one before"
+            f"{path} cannot be loaded ({why}); move it aside and resume from the one before"
         ) from None
     if state.get("arch") != arch_of(trainer.args):
         raise UserError(
