@@ -196,6 +196,12 @@ def find_label_map(recs: list[str], lsts: Sequence[str] | None) -> str | None:
         path = list_prefix(lst) + "_labels.txt"
         if os.path.isfile(path):
             return path
+    for rec in recs:  # PREFIX[_i]_train.rec: PREFIX_labels.txt where its lists or indexes live
+        name = os.path.basename(list_prefix(rec[: -len(".rec")] + ".lst"))
+        for candidate in _candidates(rec, ("",)):
+            path = os.path.join(os.path.dirname(candidate), name + "_labels.txt")
+            if os.path.isfile(path):
+                return path
     return None
 
 
