@@ -405,7 +405,8 @@ def _gather_data(f: Facts, args) -> tuple[list[str], list[Survey]]:
         if stray:
             f.stray[path] = stray
         surveys: list[Survey] = []
-        f.bad_data += _bad_data(path, files, args.engine, surveys) if path and exists else []
+        limit = getattr(args, "max_bad_images", DEFAULT.max_bad_images)
+        f.bad_data += _bad_data(path, files, args.engine, surveys, limit) if path and exists else []
         if path == args.data_train:
             recs, train_surveys = files, surveys
             f.data_labels = record_labels(surveys)
@@ -413,7 +414,11 @@ def _gather_data(f: Facts, args) -> tuple[list[str], list[Survey]]:
 
 
 def _bad_data(
-    path: str, recs: list[str], engine: str = "mxnet", surveys: list[Survey] | None = None
+    path: str,
+    recs: list[str],
+    engine: str = "mxnet",
+    surveys: list[Survey] | None = None,
+    max_bad: float = DEFAULT.max_bad_images,
 ) -> list[str]:
     """What training could not read in a data path: no .rec at all, files that are not RecordIO,
     records too short for an image, an .idx that does not match its .rec."""
@@ -431,6 +436,14 @@ def _bad_data(
             problems.append(f"{rec}: cannot read it ({exc.strerror})")
             continue
         problems += found.problems
+        # MXNet stops at the first such image; the torch engine above --max-bad-images
+        allowed = 0 if engine != "torch" else max_bad * found.images
+        if found.undecodable > allowed:
+            problems.append(
+                f"{rec}: {found.undecodable} of {found.images} records looked at hold no image "
+                f"OpenCV decodes (the first at offset {found.first_undecodable}, e.g. a GIF "
+                "stored by pack --pass-through): training stops on them"
+            )
         if surveys is not None:
             surveys.append(found)
         if found.idx is None and engine == "torch":

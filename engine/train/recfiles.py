@@ -111,6 +111,9 @@ class Survey:
     low: float | None = None  # smallest and largest label met
     high: float | None = None
     problems: list[str] = field(default_factory=list)
+    images: int = 0  # records whose image's first bytes were looked at
+    undecodable: int = 0  # of those, images OpenCV does not read (a GIF stored by --pass-through)
+    first_undecodable: int | None = None  # its offset
 
     def label(self, value: float) -> None:
         if not math.isfinite(value):
@@ -118,6 +121,16 @@ class Survey:
             return
         self.low = value if self.low is None else min(self.low, value)
         self.high = value if self.high is None else max(self.high, value)
+
+
+HEAD_BYTES = 72  # of a payload after its header: up to 14 labels and the image's first 8 bytes
+# What OpenCV's imdecode reads (both engines decode with it): JPEG, PNG, BMP, TIFF, WebP, PNM,
+# JPEG 2000, Sun raster, OpenEXR, Radiance HDR. A GIF or anything else is trained as black or stops.
+IMAGE_MAGICS = (
+    b"\xff\xd8", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"P1", b"P2", b"P3",
+    b"P4", b"P5", b"P6", b"P7", b"\x00\x00\x00\x0cjP", b"\xffO\xffQ", b"\x59\xa6\x6a\x95",
+    b"v/1\x01", b"#?RADIANCE", b"#?RGBE",
+)  # fmt: skip
 
 
 def survey(rec: str) -> Survey:
@@ -145,7 +158,7 @@ def _head(f, offset: int, size: int) -> tuple[int, int, bytes] | None:
     """(payload length, cflag, the first bytes of the payload) of the record part at ``offset``."""
     if offset < 0 or offset + 8 > size:
         return None
-    head = os.pread(f.fileno(), 8 + IR_SIZE + 4, offset)
+    head = os.pread(f.fileno(), 8 + IR_SIZE + HEAD_BYTES, offset)
     magic, lrec = struct.unpack_from("<II", head)
     if magic != MAGIC:
         return None
@@ -165,6 +178,13 @@ def _record(found: Survey, offset: int, length: int, cflag: int, payload: bytes)
         if flag > 0 and len(payload) >= IR_SIZE + 4:
             label = struct.unpack_from("<f", payload, IR_SIZE)[0]
         found.label(label)
+        image = payload[IR_SIZE + 4 * flag : IR_SIZE + 4 * flag + 8]
+        if len(image) == 8 or (cflag == 0 and len(image) == length - IR_SIZE - 4 * flag):
+            found.images += 1
+            if not image.startswith(IMAGE_MAGICS):
+                found.undecodable += 1
+                if found.first_undecodable is None:
+                    found.first_undecodable = offset
 
 
 def _walk(f, size: int, found: Survey, offsets: list[int]) -> None:

@@ -4,6 +4,7 @@ at, check reports an error first; and it reads the label map and index that belo
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 from pathlib import Path
 
@@ -73,6 +74,18 @@ def two_byte_record(folder: Path) -> Path:
     return write_rec(folder, [0.0], payloads=[b"ab"])
 
 
+def gifs(folder: Path) -> Path:
+    """What `pack --pass-through` stores of GIF files: records OpenCV cannot decode."""
+    from PIL import Image
+
+    payloads = []
+    for i in range(IMAGES):
+        out = io.BytesIO()
+        Image.fromarray(np.full((16, 16, 3), i * 20, dtype=np.uint8)).save(out, format="GIF")
+        payloads.append(recordio.pack((0, float(i % CLASSES), i, 0), out.getvalue()))
+    return write_rec(folder, [float(i % CLASSES) for i in range(IMAGES)], payloads)
+
+
 def not_recordio(folder: Path) -> Path:
     rec = good(folder)
     rec.write_bytes(b"GIF89a" + bytes(200))
@@ -86,18 +99,20 @@ def no_index(folder: Path) -> Path:
 
 
 def train_refuses(rec: Path) -> str | None:
-    """The torch engine's loader over every record, as training reads them: its refusal or None."""
+    """The torch engine's loader over every record, as training reads them, and the trainer's
+    bound on undecodable images (--max-bad-images, 1 %): its refusal or None."""
     try:
         index = data.open_index(str(rec))
         loader = data.RecordLoader(
             index, 1, data.Augment(size=8), threads=0, num_classes=CLASSES
         )  # fmt: skip
         loader.set_epoch(0)
-        for _batch in loader:
-            pass
+        corrupt = sum(batch.corrupt for batch in loader)
     except UserError as exc:
         return str(exc)
-    return None
+    return (
+        f"{corrupt} of {len(index)} images did not decode" if corrupt > 0.01 * len(index) else None
+    )
 
 
 def check_errors(rec: Path, **given) -> list[check.Finding]:
@@ -117,6 +132,7 @@ def check_errors(rec: Path, **given) -> list[check.Finding]:
         label(1e10),
         offsets_shifted,
         two_byte_record,
+        gifs,
         not_recordio,
         no_index,
     ],
@@ -126,6 +142,7 @@ def check_errors(rec: Path, **given) -> list[check.Finding]:
         "label-1e10",
         "idx-offsets",
         "2-byte-record",
+        "gif-records",
         "not-recordio",
         "no-idx",
     ],  # fmt: skip

@@ -38,7 +38,7 @@ def test_check_reports_findings_and_fails_on_errors(tmp_path, capsys):
     lists.mkdir()
     # two whole image records (check reads their framing and labels, decodes nothing)
     (train / "d_0.rec").write_bytes(
-        b"".join(frame(pack((0, float(i), i, 0), b"x" * 8)) for i in range(2))
+        b"".join(frame(pack((0, float(i), i, 0), b"\xff\xd8" + b"x" * 6)) for i in range(2))
     )
     (lists / "d_0.idx").write_text("0\t0\n1\t40\n")
     (lists / "d_labels.txt").write_text("".join(f"c{i}\t{i}\n" for i in range(5)))
