@@ -216,8 +216,9 @@ class TrainOptions:
     )
     max_bad_images: float = _data(
         0.01,
-        "largest share of a worker's images in an epoch that may fail to decode (each is trained "
-        "as a black image) before training stops and names the file",
+        "torch engine: largest share of a worker's images in an epoch that may fail to decode "
+        "(each is trained as a black image) before training stops and names the file; MXNet's "
+        "reader stops at the first",
         low=0,
         high=1,
     )
