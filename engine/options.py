@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -105,13 +106,29 @@ def check_value(spec: Spec, name: str, value: Any) -> None:
         return
     if spec.choices and value not in spec.choices:
         raise UserError(f"{flag} {value}: use one of {', '.join(map(str, spec.choices))}")
+    if isinstance(value, (list, tuple)) and any(_not_finite(v) for v in value):
+        raise UserError(f"{flag} {text_of(spec, value)}: every value must be a finite number")
     if not isinstance(value, (int, float)):
         return
+    if _not_finite(value):
+        raise UserError(f"{flag} {value}: give a finite number")
     if spec.low is not None and value < spec.low:
         raise UserError(f"{flag} {value}: give {_num(spec.low)} or more")
     if spec.high is not None and value > spec.high:
         why = f" ({spec.high_why})" if spec.high_why else ""
         raise UserError(f"{flag} {value}: give at most {_num(spec.high)}{why}")
+
+
+def _not_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def finite(text: Any) -> float:
+    """A float flag's or form's value: nan and inf parse as floats but no option can use them."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def _num(value: float) -> str:
@@ -163,12 +180,12 @@ def _invalid(name: str, value: Any, exc: Exception) -> UserError:
 
 def _number(kind: Callable[[str], Any], text: str, what: str) -> Any:
     try:
-        return kind(text)
-    except ValueError:
+        return finite(text) if kind is float else kind(text)
+    except (ValueError, argparse.ArgumentTypeError):
         raise ValueError(f"not a valid {what}") from None
 
 
-NUMBER_WORDS: dict[Any, str] = {int: "int (a whole number)", float: "number"}
+NUMBER_WORDS: dict[Any, str] = {int: "int (a whole number)", float: "finite number"}
 
 
 def _from_text(current: Any, text: str) -> Any:
@@ -247,8 +264,10 @@ def _add_one(parser: Any, name: str, spec: Spec, default: Any, kind: Any, help_t
         kwargs["type"] = spec.parse
     elif spec.choices:
         kwargs["type"] = type(spec.choices[0])
-    elif isinstance(kind, (int, float)):
-        kwargs["type"] = type(kind)
+    elif isinstance(kind, float):
+        kwargs["type"] = finite
+    elif isinstance(kind, int):
+        kwargs["type"] = int
     if spec.choices:
         kwargs["choices"] = spec.choices
     if spec.metavar:

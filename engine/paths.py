@@ -49,15 +49,27 @@ def make_folder(path: str | os.PathLike[str], label: str) -> Path:
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[str], object]) -> None:
     """Call ``write(tmp)`` for a temporary name beside ``path``, then rename it to ``path``: a file
-    with the final name is always whole, and a failed write leaves neither file."""
+    with the final name is always whole, even after a power cut (the file is flushed to disk before
+    the rename, the folder after it), and a failed write leaves neither file."""
     path = os.fspath(path)
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         write(tmp)
+        _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
+        _fsync(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        # a write that never made its file (a read-only folder) must keep its own error, not this one
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def _fsync(path: str, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, private: bool = False) -> Path:

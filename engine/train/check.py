@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -75,6 +76,44 @@ def check_num_classes(f: Facts) -> list[Finding]:
             )
         ]
     return [Finding(INFO, f"--num-classes {f.train.num_classes} matches {f.label_map}")]
+
+
+def check_labels(f: Facts) -> list[Finding]:
+    """Labels training would refuse (outside 0..--num-classes-1) or that the label map does not give."""
+    out = []
+    for source, labels in (("records", f.data_labels), ("lists", f.list_labels)):
+        if labels is None:
+            continue
+        low, high = labels
+        if low < 0 or high >= f.train.num_classes:
+            bad = _label_text(low if low < 0 else high)
+            out.append(
+                Finding(
+                    ERROR,
+                    f"the training {source} hold label {bad}, outside 0..{f.train.num_classes - 1} "
+                    f"(--num-classes {f.train.num_classes}): training stops at it",
+                    "list and pack the data again with `imgscale list`/`pack`"
+                    if low < 0 or high > 100_000
+                    else f"set --num-classes {int(high) + 1}, or list and pack the data again",
+                )
+            )
+            break
+        if f.label_map_labels and not {int(low), int(high)} <= f.label_map_labels:
+            bad = _label_text(low if int(low) not in f.label_map_labels else high)
+            out.append(
+                Finding(
+                    ERROR,
+                    f"the training {source} hold label {bad}, which {f.label_map} does not give "
+                    "any class: the data was listed with another label map",
+                    "give the label map `imgscale list` wrote for this data (--label-map)",
+                )
+            )
+            break
+    return out
+
+
+def _label_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 def check_lists(f: Facts) -> list[Finding]:
@@ -387,6 +426,21 @@ def checkpoint_bytes(f: Facts) -> int:
     return int(params * 4 * 2 * max(1, saves))
 
 
+def check_old_checkpoints(f: Facts) -> list[Finding]:
+    """Training refuses to start over an earlier run's checkpoints unless told what to do."""
+    if not f.old_checkpoints:
+        return []
+    return [
+        Finding(
+            ERROR,
+            f"{f.checkpoint_dir} holds {len(f.old_checkpoints)} checkpoint(s) of an earlier run "
+            f"(newest {os.path.basename(f.old_checkpoints[-1])}) under this --model-prefix",
+            "add --resume to continue from them, --fresh to delete them and start anew, "
+            "or choose a new --model-prefix",
+        )
+    ]
+
+
 def check_disk(f: Facts) -> list[Finding]:
     if f.free_disk_bytes is None or f.checkpoint_dir is None:
         return []
@@ -420,6 +474,7 @@ def check_disk(f: Facts) -> list[Finding]:
 
 CHECKS = (
     check_num_classes,
+    check_labels,
     check_num_examples,
     check_lists,
     check_batch,
@@ -429,10 +484,11 @@ CHECKS = (
     check_gpus,
     check_mxnet,
     check_ports,
+    check_old_checkpoints,
     check_disk,
 )
 # About the data: a --benchmark run reads none (synthetic batches), so these say nothing about it.
-DATA_CHECKS = (check_num_classes, check_num_examples, check_scale, check_data_dirs)
+DATA_CHECKS = (check_num_classes, check_labels, check_num_examples, check_scale, check_data_dirs)
 
 
 def run_checks(facts: Facts) -> list[Finding]:

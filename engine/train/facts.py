@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import struct
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from engine import options as opt
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
+from engine.train.checkpoints import existing_files, refuse_overwrite
 from engine.train.launch.engines import is_distributed
 from engine.train.options import CheckOptions, TrainOptions
-from engine.train.recfiles import check_magic
+from engine.train.recfiles import Survey, check_magic, survey
 
 
 @dataclass
@@ -30,6 +32,10 @@ class Facts:
     label_map: str | None = None
     label_map_classes: int | None = None
     max_label: int | None = None  # largest label in the training lists
+    # (smallest, largest) label of the training records themselves, what training reads
+    data_labels: tuple[float, float] | None = None
+    list_labels: tuple[float, float] | None = None  # the same of the training lists
+    label_map_labels: set[int] | None = None  # the labels the label map gives its classes
     example_source: str | None = None  # the .idx/.lst files counted
     examples_found: int | None = None
     packed_edge: int | None = None
@@ -49,6 +55,8 @@ class Facts:
     host_mxnet: dict[str, str | None] = field(default_factory=dict)  # "1.9.1 dist_kvstore=yes"
     busy_ports: list[int] = field(default_factory=list)
     checkpoint_dir: str | None = None
+    # an earlier run's checkpoints under --model-prefix, when this run neither resumes nor is --fresh
+    old_checkpoints: list[str] = field(default_factory=list)
     free_disk_bytes: int | None = None
 
 
@@ -167,15 +175,49 @@ def _number(text: str) -> float:
 
 
 def find_label_map(recs: list[str], lsts: Sequence[str] | None) -> str | None:
-    """PREFIX_labels.txt, which the list stage writes next to the .lst files."""
-    dirs = {os.path.dirname(os.path.abspath(p)) for p in (lsts or [])}
-    for rec in recs:
-        dirs.update(os.path.dirname(p) for p in _candidates(rec, (".lst",)))
-    for folder in sorted(dirs):
-        maps = sorted(n for n in _listdir(folder) if n.endswith("_labels.txt"))
-        if maps:
-            return os.path.join(folder, maps[0])
+    """PREFIX_labels.txt, which the list stage writes beside PREFIX[_i][_train|_val|_test].lst:
+    the map of the lists found, never another run's map that happens to lie nearby."""
+    for lst in [*(lsts or []), *_lists_beside(recs)]:
+        path = list_prefix(lst) + "_labels.txt"
+        if os.path.isfile(path):
+            return path
+    for rec in recs:  # PREFIX[_i]_train.rec: PREFIX_labels.txt where its lists or indexes live
+        name = os.path.basename(list_prefix(rec[: -len(".rec")] + ".lst"))
+        for candidate in _candidates(rec, ("",)):
+            path = os.path.join(os.path.dirname(candidate), name + "_labels.txt")
+            if os.path.isfile(path):
+                return path
     return None
+
+
+def list_prefix(lst: str) -> str:
+    """The PREFIX `imgscale list` was given for one of its lists (im2rec's names)."""
+    stem = re.sub(r"(_train|_val|_test)?\.lst$", "", os.path.abspath(lst))
+    return re.sub(r"_\d+$", "", stem) if not os.path.isfile(stem + "_labels.txt") else stem
+
+
+def label_range(lsts: Sequence[str]) -> tuple[float, float] | None:
+    """(smallest, largest) finite label of the lists' lines."""
+    labels = []
+    for path in lsts:
+        with open(path, errors="replace") as f:
+            for line in f:
+                parts = line.split("\t")
+                if len(parts) >= 3 and math.isfinite(value := _number(parts[1])):
+                    labels.append(value)
+    return (min(labels), max(labels)) if labels else None
+
+
+def map_labels(path: str) -> set[int] | None:
+    """The labels a label map gives its classes (None when they are not whole numbers)."""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+        if path.endswith(".json"):
+            return {int(v) for v in json.loads(text).values()}
+        return {int(line.rsplit("\t", 1)[-1]) for line in text.splitlines() if line.strip()}
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def count_label_map(path: str) -> int:
@@ -293,13 +335,20 @@ def gather_facts(args, check: CheckOptions | None = None, probe_local: bool = Tr
     train = args if isinstance(args, TrainOptions) else opt.from_args(TrainOptions, args)
     f = Facts(train=train)
     f.num_workers, f.num_servers = check.num_workers, check.num_servers
-    recs = _gather_data(f)
+    recs, surveys = _gather_data(f)
     lsts = check.lst
     f.examples_found, f.example_source, f.max_label = count_examples(recs, lsts)
+    counted = [s.records for s in surveys]
+    if recs and not lsts and None not in counted and len(counted) == len(recs):
+        # the records themselves, not an index that may list fewer of them
+        f.examples_found = sum(c for c in counted if c is not None)
+        f.example_source = f"the {len(recs)} .rec file(s) of --data-train"
     f.list_oddities = list_oddities(lsts or _lists_beside(recs))
+    f.list_labels = label_range(lsts or _lists_beside(recs))
     f.label_map = check.label_map or find_label_map(recs, lsts)
     if f.label_map and os.path.isfile(f.label_map):
         f.label_map_classes = count_label_map(f.label_map)
+        f.label_map_labels = map_labels(f.label_map)
     f.packed_edge = check.packed_edge
     f.packed_edge_source = "--packed-edge" if f.packed_edge else "read from the first records"
     if f.packed_edge is None:
@@ -309,8 +358,9 @@ def gather_facts(args, check: CheckOptions | None = None, probe_local: bool = Tr
     return f
 
 
-def _gather_data(f: Facts) -> list[str]:
-    recs = []
+def _gather_data(f: Facts) -> tuple[list[str], list[Survey]]:
+    recs: list[str] = []
+    train_surveys: list[Survey] = []
     for path in (f.train.data_train, f.train.data_val):
         if not path:
             continue  # not given: nothing to look at
@@ -319,25 +369,57 @@ def _gather_data(f: Facts) -> list[str]:
             f.missing_data.append(path)
         if stray:
             f.stray[path] = stray
-        f.bad_data += _bad_data(path, files) if exists else []
+        surveys: list[Survey] = []
+        limit = f.train.max_bad_images
+        f.bad_data += _bad_data(path, files, f.train.engine, surveys, limit) if exists else []
         if path == f.train.data_train:
-            recs = files
-    return recs
+            recs, train_surveys = files, surveys
+            f.data_labels = record_labels(surveys)
+    return recs, train_surveys
 
 
-def _bad_data(path: str, recs: list[str]) -> list[str]:
-    """What MXNet could not read in a data path: no .rec at all, or files that are not RecordIO."""
+def _bad_data(
+    path: str,
+    recs: list[str],
+    engine: str = "mxnet",
+    surveys: list[Survey] | None = None,
+    max_bad: float = TrainOptions.max_bad_images,
+) -> list[str]:
+    """What training could not read in a data path: no .rec at all, files that are not RecordIO,
+    records too short for an image, an .idx that does not match its .rec."""
     if not recs:
         return [f"{path}: no .rec files here"]
     problems = []
     for rec in recs:
         try:
             check_magic(rec, "")
+            found = survey(rec)
         except UserError as exc:
             problems.append(str(exc).strip().split(";")[0])
+            continue
         except OSError as exc:
             problems.append(f"{rec}: cannot read it ({exc.strerror})")
+            continue
+        problems += found.problems
+        # MXNet stops at the first such image; the torch engine above --max-bad-images
+        allowed = 0 if engine != "torch" else max_bad * found.images
+        if found.undecodable > allowed:
+            problems.append(
+                f"{rec}: {found.undecodable} of {found.images} records looked at hold no image "
+                f"OpenCV decodes (the first at offset {found.first_undecodable}, e.g. a GIF "
+                "stored by pack --pass-through): training stops on them"
+            )
+        if surveys is not None:
+            surveys.append(found)
+        if found.idx is None and engine == "torch":
+            problems.append(f"{rec}: no .idx beside it; the torch engine reads by index")
     return problems
+
+
+def record_labels(surveys: list[Survey]) -> tuple[float, float] | None:
+    """(smallest, largest) label of the surveyed records: what training reads."""
+    ranges = [(s.low, s.high) for s in surveys if s.low is not None and s.high is not None]
+    return (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
 
 
 def _gather_hosts(f: Facts, check: CheckOptions, probe_local: bool) -> None:
@@ -368,6 +450,15 @@ def _gather_disk_and_ports(f: Facts, check: CheckOptions) -> None:
             folder = os.path.dirname(folder)
         f.checkpoint_dir = folder
         f.free_disk_bytes = shutil.disk_usage(folder).free
+        try:
+            refuse_overwrite(
+                prefix,
+                f.train.resume,
+                f.train.load_epoch,
+                f.train.fresh or f.train.test_io,
+            )
+        except UserError:
+            f.old_checkpoints = existing_files(prefix)
     port = check.port or int(os.environ.get("DMLC_PS_ROOT_PORT", "0") or 0)
     if port and port_busy(port):
         f.busy_ports.append(port)

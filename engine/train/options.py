@@ -16,7 +16,7 @@ from engine import options as opt
 from engine.errors import UserError
 from engine.train.launch import registry
 from engine.paths import write_text_atomic
-from engine.train.checkpoints import DEFAULT_KEEP
+from engine.train.checkpoints import DEFAULT_KEEP, refuse_overwrite
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
 # Smallest input side each network accepts (its strides and pooling windows must still fit).
@@ -35,7 +35,7 @@ def _numbers(text: str | list, kind: Callable[[Any], Any], what: str) -> list:
         return [kind(x) for x in text]
     try:
         return [kind(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
+    except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
 
 
@@ -56,19 +56,28 @@ def gpu_list(text: str | list) -> list[int]:
     return values
 
 
+# Largest input side: 15x the biggest network input here (inception-v3's 299); a batch of larger
+# images is gigabytes per image before the first step.
+MAX_SIDE = 4096
+
+
 def image_shape(text: str | list) -> list[int]:
-    """'3,224,224' -> [3, 224, 224]; channels 1 or 3, sides >= 8."""
+    """'3,224,224' -> [3, 224, 224]; channels 1 or 3, sides 8 to MAX_SIDE."""
     shape = int_list(text)
-    if len(shape) != 3 or shape[0] not in (1, 3) or min(shape[1:]) < 8:
+    if (
+        len(shape) != 3
+        or shape[0] not in (1, 3)
+        or not 8 <= min(shape[1:]) <= max(shape[1:]) <= MAX_SIDE
+    ):
         raise argparse.ArgumentTypeError(
-            f"expected C,H,W with C 1 or 3 and H,W >= 8, such as 3,224,224; got {text!r}"
+            f"expected C,H,W with C 1 or 3 and H,W from 8 to {MAX_SIDE}, such as 3,224,224; got {text!r}"
         )
     return shape
 
 
 def float_list(text: str | list) -> list[float]:
-    """'0.1,0.5' -> [0.1, 0.5]; '' -> []."""
-    return _numbers(text, float, "numbers")
+    """'0.1,0.5' -> [0.1, 0.5]; '' -> []; nan and inf are refused."""
+    return _numbers(text, opt.finite, "finite numbers")
 
 
 def positive_int(text: str) -> int:
@@ -130,15 +139,15 @@ class TrainOptions:
     num_epochs: int = _fit(
         80, "total epochs (counted from 0)", parse=positive_int, low=1, console=True
     )
-    lr: float = _fit(0.1, "initial learning rate", console=True)
-    lr_factor: float = _fit(0.1, "lr multiplier at each step epoch")
+    lr: float = _fit(0.1, "initial learning rate", low=0, high=100, console=True)
+    lr_factor: float = _fit(0.1, "lr multiplier at each step epoch", low=0, high=1)
     lr_step_epochs: list[int] = _fit(
         [30, 60], "epochs at which lr steps, e.g. 30,60", parse=int_list
     )
     initializer: str = _fit("default", choices=("default", "xavier", "msra"))
     optimizer: str = _fit("sgd", choices=OPTIMIZERS)
-    mom: float = _fit(0.9, "momentum (sgd, nag)")
-    wd: float = _fit(0.0001, "weight decay")
+    mom: float = _fit(0.9, "momentum (sgd, nag)", low=0, high=1)
+    wd: float = _fit(0.0001, "weight decay", low=0, high=1)
     batch_size: int = _fit(
         128,
         "batch size PER WORKER, split evenly across its --gpus (as MXNet defines it)",
@@ -176,6 +185,11 @@ class TrainOptions:
         False,
         "resume from the newest complete checkpoint of --model-prefix (epoch or batch), if any",
     )
+    fresh: bool = _fit(
+        False,
+        "train from scratch although --model-prefix holds checkpoints: they are deleted first "
+        "(without --resume, --fresh or a new prefix, such a run is refused)",
+    )
     top_k: int = _fit(0, "also report top-k accuracy (0: off)")
     loss: str = _fit("", "extra metric: ce (cross-entropy)")
     dtype: str = _fit("float32", "float16 trains in half precision", choices=DTYPES)
@@ -204,8 +218,8 @@ class TrainOptions:
     data_val: str | None = _data(None, "a .rec file or a directory of .rec chunks")
     rgb_mean: list[float] = _data([123.68, 116.779, 103.939], parse=float_list)
     rgb_std: list[float] = _data([1.0, 1.0, 1.0], parse=float_list)
-    pad_size: int = _data(0)
-    fill_value: int = _data(127)
+    pad_size: int = _data(0, low=0, high=MAX_SIDE)
+    fill_value: int = _data(127, low=0, high=255)
     image_shape: list[int] = _data(
         [3, 224, 224], "C,H,W of the network input", parse=image_shape, console=True
     )
@@ -215,6 +229,14 @@ class TrainOptions:
         "training images in all chunks; sets the epoch length and lr schedule",
         parse=positive_int,
         low=1,
+    )
+    max_bad_images: float = _data(
+        0.01,
+        "torch engine: largest share of a worker's images in an epoch that may fail to decode "
+        "(each is trained as a black image) before training stops and names the file; MXNet's "
+        "reader stops at the first",
+        low=0,
+        high=1,
     )
     data_nthreads: int = _data(
         4,
@@ -228,25 +250,28 @@ class TrainOptions:
     # Augmentation, named as ImageRecordIter names it (common/data.py)
     random_crop: int = _aug(0, "1: random crop, 0: centre crop")
     random_mirror: int = _aug(0, "1: random horizontal flip")
-    max_random_h: int = _aug(0, "max hue change (0-180)")
-    max_random_s: int = _aug(0, "max saturation change (0-255)")
-    max_random_l: int = _aug(0, "max lightness change (0-255)")
-    min_random_aspect_ratio: float | None = _aug(None, parse=float)
-    max_random_aspect_ratio: float = _aug(0.0)
-    max_random_rotate_angle: int = _aug(0)
-    max_random_shear_ratio: float = _aug(0.0)
-    max_random_scale: float = _aug(1.0)
+    max_random_h: int = _aug(0, "max hue change", low=0, high=180)
+    max_random_s: int = _aug(0, "max saturation change", low=0, high=255)
+    max_random_l: int = _aug(0, "max lightness change", low=0, high=255)
+    min_random_aspect_ratio: float | None = _aug(None, parse=opt.finite, low=0.01, high=100)
+    max_random_aspect_ratio: float = _aug(0.0, low=0, high=100)
+    max_random_rotate_angle: int = _aug(0, low=0, high=360)
+    max_random_shear_ratio: float = _aug(0.0, low=0, high=1)
+    max_random_scale: float = _aug(1.0, low=0.01, high=100)
     min_random_scale: float = _aug(
-        1.0, "for data packed at short edge 480 and 224 crops the tutorial uses 0.533"
+        1.0,
+        "for data packed at short edge 480 and 224 crops the tutorial uses 0.533",
+        low=0.01,
+        high=100,
     )
-    max_random_area: float = _aug(1.0)
-    min_random_area: float = _aug(1.0)
+    max_random_area: float = _aug(1.0, low=0.01, high=1)
+    min_random_area: float = _aug(1.0, low=0.01, high=1)
     min_crop_size: int = _aug(-1)
     max_crop_size: int = _aug(-1)
-    brightness: float = _aug(0.0)
-    contrast: float = _aug(0.0)
-    saturation: float = _aug(0.0)
-    pca_noise: float = _aug(0.0)
+    brightness: float = _aug(0.0, low=0, high=1)
+    contrast: float = _aug(0.0, low=0, high=1)
+    saturation: float = _aug(0.0, low=0, high=1)
+    pca_noise: float = _aug(0.0, low=0, high=1)
     random_resized_crop: int = _aug(
         0, "1: Inception-style crop of random area and aspect ratio, resized to the input"
     )
@@ -266,7 +291,7 @@ class TrainOptions:
         "--data-nthreads worker processes; auto = gpu when torchvision is importable",
         choices=("auto", "cpu", "gpu"),
     )
-    warmup_epochs: float = _torch(0.0, "linear learning-rate warm-up, in epochs")
+    warmup_epochs: float = _torch(0.0, "linear learning-rate warm-up, in epochs", low=0, high=1000)
     dist_timeout: float = _torch(
         5.0,
         "seconds a training step's all-reduce waits for the other ranks before the job fails "
@@ -543,6 +568,8 @@ def validate(args: argparse.Namespace) -> None:
     opt.check(args, TrainOptions)
     if (args.load_epoch is not None or args.resume) and not args.model_prefix:
         raise UserError("--load-epoch/--resume need --model-prefix (where the checkpoints are)")
+    if not args.test_io:
+        refuse_overwrite(args.model_prefix, args.resume, args.load_epoch, args.fresh)
     if args.load_epoch is not None and args.load_epoch >= args.num_epochs:
         raise UserError(
             f"--load-epoch {args.load_epoch} is not below --num-epochs {args.num_epochs}: nothing to train"

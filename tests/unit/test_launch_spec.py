@@ -1,5 +1,7 @@
 """The launch command line and spec: parsing, the resume hook's option editing, the job record."""
 
+import struct
+
 import pytest
 
 from engine.cli import build_parser
@@ -108,10 +110,18 @@ def test_resume_hook_sets_load_epoch_to_the_newest_complete_checkpoint(tmp_path)
     hook = checkpoint_resume(prefix, ENGINES["mxnet"])
     command = ("python", "train.py", "--load-epoch", "7")
     assert hook(command, 1) == command  # no checkpoint yet: the command as given
+    whole = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # an mx.nd.save file of no arrays
     for name in ("r50-symbol.json", "r50-0001.params", "r50-0002.params", "r50-0003.params.tmp41"):
-        (tmp_path / name).write_bytes(b"x")
+        (tmp_path / name).write_bytes(whole)
     assert mxnet_engine.newest_checkpoint(prefix) == 2  # the partial epoch 3 does not count
     assert hook(command, 1) == ("python", "train.py", "--load-epoch", "2")
+    (tmp_path / "r50-0002.params").write_bytes(whole[:20])  # cut: the one before it is used
+    assert hook(command, 1) == ("python", "train.py", "--load-epoch", "1")
+
+
+def test_a_relaunch_before_any_epoch_checkpoint_resumes_instead_of_being_refused(tmp_path):
+    hook = checkpoint_resume(str(tmp_path / "r50"), ENGINES["mxnet"])
+    assert hook(("python", "train.py"), 1) == ("python", "train.py", "--resume")
 
 
 def test_resume_hook_lets_a_failure_through_instead_of_turning_resume_off(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 import sys
 
 from engine.cli import main
-from engine.recordio import MAGIC_BYTES
+from engine.recordio import frame, pack
 
 
 def test_train_without_data_is_one_line_and_exit_2(capsys):
@@ -36,10 +36,11 @@ def test_check_reports_findings_and_fails_on_errors(tmp_path, capsys):
     train, lists = tmp_path / "train", tmp_path / "lists"
     train.mkdir()
     lists.mkdir()
+    # two whole image records (check reads their framing and labels, decodes nothing)
     (train / "d_0.rec").write_bytes(
-        MAGIC_BYTES + bytes(4)
-    )  # one whole (empty) record: check reads its framing
-    (lists / "d_0.idx").write_text("0\t0\n1\t100\n")
+        b"".join(frame(pack((0, float(i), i, 0), b"\xff\xd8" + b"x" * 6)) for i in range(2))
+    )
+    (lists / "d_0.idx").write_text("0\t0\n1\t40\n")
     (lists / "d_labels.txt").write_text("".join(f"c{i}\t{i}\n" for i in range(5)))
     argv = [
         "check",

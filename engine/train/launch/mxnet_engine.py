@@ -54,7 +54,10 @@ class MXNetEngine(Engine):
     def resume_command(self, command: Sequence[str], prefix: str) -> tuple[str, ...]:
         """--load-epoch N: MXNet loads ``prefix-NNNN.params`` of the newest complete epoch."""
         epoch = newest_checkpoint(prefix)
-        return tuple(command) if epoch is None else set_option(command, "--load-epoch", str(epoch))
+        if epoch is None:  # none loads yet: --resume takes a batch checkpoint, or starts anew
+            given = any(a == "--resume" or a.startswith("--load-epoch") for a in command)
+            return tuple(command) if given else (*command, "--resume")
+        return set_option(command, "--load-epoch", str(epoch))
 
     def crosses_hosts(self, kv_store: str, workers: int) -> bool:
         return is_distributed(kv_store) and workers > 1

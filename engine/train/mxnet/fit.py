@@ -71,6 +71,13 @@ def resume_point(args) -> ckpt.ResumePoint | None:
                 f"--load-epoch {args.load_epoch}: {params} does not exist; newest complete checkpoint: "
                 f"{ckpt.newest_checkpoint(args.model_prefix)}"
             )
+        problem = ckpt.load_problem(params)
+        if problem is not None:
+            newest = ckpt.newest_loadable(args.model_prefix, warn=lambda _line: None)
+            raise UserError(
+                f"--load-epoch {args.load_epoch}: {params} cannot be loaded ({problem}); "
+                f"newest checkpoint that loads: {newest[0] if newest else 'none'}"
+            )
         states = ckpt.states_path(args.model_prefix, args.load_epoch)
         return ckpt.ResumePoint(
             args.load_epoch, 0, params, states if os.path.isfile(states) else None
@@ -168,9 +175,11 @@ def _log_start(args, plan: Plan) -> None:
 
 
 def _prepare_prefix(args) -> None:
-    folder = os.path.dirname(os.path.abspath(args.model_prefix))
-    os.makedirs(folder, exist_ok=True)
-    save_resolved(args, f"{args.model_prefix}-args.json")
+    prefix = args.model_prefix
+    with ckpt.refusing_write(prefix, os.path.basename(f"{prefix}-args.json")):
+        os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+        ckpt.start_fresh(prefix, args.resume, args.load_epoch, args.fresh)
+        save_resolved(args, f"{prefix}-args.json")
 
 
 def _train_source(args, rank: int, parts: int):
@@ -229,7 +238,14 @@ def _build_module(args, train_it, plan: Plan, kv):
         optimizer_params=_optimizer_params(args, plan),
     )
     if plan.resume and plan.resume.states and not kv:
-        module.load_optimizer_states(plan.resume.states)
+        try:
+            module.load_optimizer_states(plan.resume.states)
+        except Exception as exc:  # a damaged states file: the weights still resume
+            log.warning(
+                "%s cannot be loaded (%s): the optimizer's momentum starts again from zero",
+                plan.resume.states,
+                type(exc).__name__,
+            )
     return module
 
 
@@ -302,11 +318,27 @@ def _train_epoch(
         module.forward_backward(batch)
         module.update()
         module.update_metric(metric, batch.label)
+        _refuse_diverged(module, epoch, nbatch)
         speedometer(
             mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric, locals=None)
         )
         if _due(args.save_batches, nbatch + 1) and nbatch + 1 < plan.epoch_batches:
             _save(args, module, plan, epoch, nbatch + 1)
+
+
+def _refuse_diverged(module, epoch: int, nbatch: int) -> None:
+    """Stop at the first batch whose output (and so its loss) is nan or inf. The accuracy metric
+    above has already waited for this output, so reading it costs no extra sync; each device's
+    part is read where it is (merging them would be one more copy per batch)."""
+    import numpy as np
+
+    parts = module.get_outputs(merge_multi_context=False)[0]
+    if not all(np.isfinite(part.asnumpy()).all() for part in parts):
+        raise UserError(
+            f"the loss is not finite (nan or inf) at epoch {epoch} batch {nbatch}: training "
+            "diverged and no checkpoint is written from it; lower --lr or --wd, or resume from "
+            "the last checkpoint with --resume"
+        )
 
 
 def _due(period: int, count: int) -> bool:
@@ -345,14 +377,19 @@ def _save(args, module, plan: Plan, epoch: int, batch: int) -> None:
     # tracking; without this wait a checkpoint can catch them one update stale.
     mx.nd.waitall()
     arg_params, aux_params = module.get_params()
+    if not (saving.finite(arg_params) and saving.finite(aux_params)):
+        raise UserError(
+            f"the weights are not finite (nan or inf) after {epoch} epoch(s) and {batch} "
+            "batch(es): training diverged and no checkpoint is written from it; lower --lr or --wd"
+        )
     prefix = args.model_prefix
     saving.save_symbol(prefix, module.symbol)
     params = ckpt.params_path(prefix, epoch, batch)
-    saving.save_params(params, arg_params, aux_params)
+    saving.save_params(params, arg_params, aux_params, prefix)
     if (
         "dist" not in args.kv_store
     ):  # with a distributed store the optimizer state lives on the servers
-        saving.save_states(ckpt.states_path(prefix, epoch, batch), module)
+        saving.save_states(ckpt.states_path(prefix, epoch, batch), module, prefix)
     ckpt.remove_batch_checkpoints(prefix, keep=(epoch, batch) if batch else None)
     log.info('Saved checkpoint to "%s"', params)
     if not batch:

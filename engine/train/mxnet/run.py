@@ -13,7 +13,7 @@ from engine.errors import UserError
 from engine.recordio import first_damage
 from engine.train.mxnet.fit import train
 from engine.train.oom import diagnose_text, failure_lines
-from engine.train.recfiles import rec_files
+from engine.train.recfiles import first_undecodable, rec_files
 
 
 def main(args: argparse.Namespace) -> int:
@@ -103,6 +103,7 @@ def _train(args: argparse.Namespace) -> int:
             dtype=args.dtype,
         )
         if failure is None:
+            _refuse_undecodable(str(exc), args)
             raise
         for line in failure_lines(failure):
             logging.getLogger("imgscale.train").error("%s", line)
@@ -111,3 +112,17 @@ def _train(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
+
+
+def _refuse_undecodable(text: str, args: argparse.Namespace) -> None:
+    """ImageRecordIter stops at the first image OpenCV cannot decode (a GIF packed with
+    --pass-through) with a C++ traceback: name the file and the record instead. MXNet trains on
+    no undecodable image, so --max-bad-images is 0 for this engine."""
+    if "OpenCV" not in text and "decode" not in text.lower():
+        return
+    where = first_undecodable(_data_files(args))
+    if where is not None:
+        raise UserError(
+            f"{where}; MXNet's reader stops at such an image: pack that file again with "
+            "`imgscale pack` (without --pass-through)"
+        )

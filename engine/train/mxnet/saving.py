@@ -5,17 +5,24 @@ The names and the search for the newest checkpoint are shared with the torch eng
 
 from __future__ import annotations
 
-from engine.paths import write_atomic
-from engine.train.checkpoints import symbol_path
+from engine.errors import UserError
+from engine.train.checkpoints import save_file, symbol_path
 
 
-def save_params(path: str, arg_params: dict, aux_params: dict) -> None:
+def save_params(path: str, arg_params: dict, aux_params: dict, prefix: str = "") -> None:
     """The params format mx.model.load_checkpoint reads: 'arg:NAME' and 'aux:NAME' NDArrays."""
     import mxnet as mx
 
     data = {f"arg:{k}": v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
     data.update({f"aux:{k}": v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
-    write_atomic(path, lambda tmp: mx.nd.save(tmp, data))
+    save_file(prefix or path, path, lambda tmp: mx.nd.save(tmp, data))
+
+
+def finite(params: dict) -> bool:
+    """Every array of ``params`` is free of nan and inf."""
+    import numpy as np
+
+    return all(np.isfinite(v.asnumpy()).all() for v in params.values())
 
 
 def load_params(path: str) -> tuple[dict, dict]:
@@ -23,15 +30,20 @@ def load_params(path: str) -> tuple[dict, dict]:
 
     arg_params: dict = {}
     aux_params: dict = {}
-    for key, value in mx.nd.load(path).items():
+    try:
+        saved = mx.nd.load(path)
+    except mx.base.MXNetError as exc:  # damage the framing check cannot see
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "MXNetError"
+        raise UserError(f"{path} cannot be loaded ({first}); move it aside and resume") from None
+    for key, value in saved.items():
         kind, name = key.split(":", 1)
         (arg_params if kind == "arg" else aux_params)[name] = value
     return arg_params, aux_params
 
 
 def save_symbol(prefix: str, symbol) -> None:
-    write_atomic(symbol_path(prefix), symbol.save)
+    save_file(prefix, symbol_path(prefix), symbol.save)
 
 
-def save_states(path: str, module) -> None:
-    write_atomic(path, module.save_optimizer_states)
+def save_states(path: str, module, prefix: str = "") -> None:
+    save_file(prefix or path, path, module.save_optimizer_states)

@@ -276,13 +276,16 @@ class RecordBatchDataset:
         plans = [pick_box(jpeg_size(buf), self.aug, rng) for _, buf in records]
         flips = (rng.random(len(records)) < 0.5) & self.aug.train & self.aug.mirror
         if self.raw:
-            return _pack_blobs([buf for _, buf in records]), [p[0] for p in plans], flips, labels
+            blobs = _pack_blobs([buf for _, buf in records])
+            return blobs, [p[0] for p in plans], flips, labels, positions
         # Tensors (not numpy arrays) travel from worker processes through shared memory, not a pipe.
         out = torch.empty((len(records), self.aug.size, self.aug.size, 3), dtype=torch.uint8)
-        pixels, bad = out.numpy(), 0
+        pixels, bad, first_bad = out.numpy(), 0, -1
         for i, ((_, buf), (box, r)) in enumerate(zip(records, plans, strict=True)):
-            bad += not decode_into(pixels[i], buf, box, r, bool(flips[i]))
-        return out, labels, bad
+            if not decode_into(pixels[i], buf, box, r, bool(flips[i])):
+                bad += 1
+                first_bad = int(positions[i]) if first_bad < 0 else first_bad
+        return out, labels, bad, first_bad
 
 
 @dataclass(frozen=True)
@@ -349,6 +352,7 @@ class Batch:
     data: object
     label: object
     corrupt: int = 0
+    corrupt_at: str = ""  # where the first image that did not decode is: file and offset
 
 
 class RecordLoader:
@@ -429,12 +433,18 @@ class RecordLoader:
     def _to_device(self, item) -> Batch:
         if isinstance(item, ReadFailure):
             raise UserError(f"{item.message}; re-pack it if its .idx does not belong to it")
-        self._check_labels(item[-1] if self.gpu_decode else item[1])
+        self._check_labels(item[3] if self.gpu_decode else item[1])
         if self.gpu_decode:
             return self._gpu_batch(*item)
-        pixels, labels, bad = item
+        pixels, labels, bad, first_bad = item
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        return Batch(self._normalise(x), labels.to(self.device, non_blocking=True), bad)
+        where = self.place(first_bad) if bad else ""
+        return Batch(self._normalise(x), labels.to(self.device, non_blocking=True), bad, where)
+
+    def place(self, position: int) -> str:
+        """A record's file and offset, as a person looks for it."""
+        file_no = int(self.index.file_of[position])
+        return f"{self.index.files[file_no]} (offset {int(self.index.offsets[position])})"
 
     def _check_labels(self, labels) -> None:
 
@@ -454,7 +464,7 @@ class RecordLoader:
         x = x_nchw.to(torch.float32).mul_(self._scale).add_(self._shift)
         return x.contiguous(memory_format=torch.channels_last)
 
-    def _gpu_batch(self, packed, boxes, flips, labels) -> Batch:
+    def _gpu_batch(self, packed, boxes, flips, labels, positions) -> Batch:
         import torch
         import torch.nn.functional as F
 
@@ -468,7 +478,9 @@ class RecordLoader:
             )
             out.append(crop.flip(3) if flip else crop)
         x = torch.cat(out).clamp_(0, 255)
-        return Batch(self._normalise(x), labels.to(self.device, non_blocking=True), corrupt)
+        # nvJPEG decodes the batch as one: the batch's first record names its file
+        where = self.place(int(positions[0])) if corrupt else ""
+        return Batch(self._normalise(x), labels.to(self.device, non_blocking=True), corrupt, where)
 
 
 def _nvjpeg():

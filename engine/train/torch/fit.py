@@ -24,7 +24,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from engine.errors import UserError
-from engine.paths import write_atomic
 from engine.train import checkpoints as ckpt
 from engine.train.logsetup import append_summary, setup_logging
 from engine.train.options import save_resolved
@@ -136,14 +135,14 @@ def list_checkpoints(prefix: str) -> list[tuple[int, int]]:
     return ckpt.checkpoints(prefix, ckpt.TORCH)
 
 
-def save_checkpoint(path: str, state: dict) -> None:
-    """torch.save to a temporary name, then rename: a file with the final name is always whole."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+def save_checkpoint(path: str, state: dict, prefix: str | None = None) -> None:
+    """torch.save to a temporary name, then rename: a file with the final name is always whole; a
+    read-only folder or a full disk is one line naming the folder."""
+    ckpt.save_file(prefix or path, path, lambda tmp: torch.save(state, tmp))
 
 
 def resume_checkpoint(args) -> str | None:
-    """--load-epoch N (that file, which must exist) or --resume (the newest, if any)."""
+    """--load-epoch N (that file, which must exist and load) or --resume (the newest that loads)."""
     prefix = args.model_prefix
     if getattr(args, "load_epoch", None) is not None:
         path = checkpoint_path(prefix, args.load_epoch)
@@ -155,11 +154,26 @@ def resume_checkpoint(args) -> str | None:
             raise UserError(
                 f"--load-epoch {args.load_epoch}: {path} does not exist (checkpoints: {have})"
             )
+        refuse_unloadable(path, f"--load-epoch {args.load_epoch}", prefix)
         return path
     if getattr(args, "resume", False) and prefix:
-        points = list_checkpoints(prefix)
-        return checkpoint_path(prefix, *points[-1]) if points else None
+        point = ckpt.newest_loadable(prefix, ckpt.TORCH)
+        return checkpoint_path(prefix, *point) if point else None
     return None
+
+
+def refuse_unloadable(path: str, flag: str, prefix: str) -> None:
+    problem = ckpt.load_problem(path)
+    if problem is not None:
+        point = ckpt.newest_loadable(prefix, ckpt.TORCH, warn=lambda _line: None)
+        other = f"; --resume would use {checkpoint_path(prefix, *point)}" if point else ""
+        raise UserError(f"{flag}: {path} cannot be loaded ({problem}){other}")
+
+
+def finite_weights(model: torch.nn.Module) -> bool:
+    """Every floating tensor of the model (weights and BatchNorm statistics) is finite."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
 # ---------------------------------------------------------------- learning rate
@@ -258,6 +272,9 @@ class Speedometer:
 # ---------------------------------------------------------------- the loop
 
 
+JUDGE_AFTER = 1000  # images seen before the share of undecodable ones is judged mid-epoch
+
+
 @dataclass
 class Trainer:
     """Everything one epoch needs; built once by ``build_trainer``."""
@@ -273,6 +290,12 @@ class Trainer:
     amp: bool
     begin_epoch: int = 0
     begin_batch: int = 0
+    # The first batch of the epoch whose loss was nan or inf (-1: none), kept on the device so
+    # that watching costs no GPU sync per step; read where the Speedometer syncs anyway.
+    bad_step: Any = None
+    corrupt: int = 0  # images of this epoch that did not decode (trained as black)
+    seen: int = 0
+    corrupt_at: str = ""  # the first of them: file and offset
 
     def autocast(self):
         return torch.autocast(self.rank.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -282,13 +305,50 @@ class Trainer:
         epoch_metrics = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
         window = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
         speed = Speedometer(self.batch_size, self.args.disp_batches)
+        self.bad_step = torch.full((), -1, dtype=torch.int64, device=self.rank.device)
+        self.corrupt = self.seen = 0
+        self.corrupt_at = ""
         for nbatch, batch in enumerate(self.synced(batches), start_batch):
             if nbatch >= self.epoch_batches:
                 break
-            self.step(batch, (window, epoch_metrics))
+            self.count_corrupt(batch)
+            self.step(batch, (window, epoch_metrics), nbatch)
             speed(epoch, nbatch, window)
+            if (nbatch + 1) % self.args.disp_batches == 0:
+                self.check_sound(epoch)
             self.maybe_save_batch(epoch, nbatch + 1)
+        self.check_sound(epoch, end=True)
+        log.info(
+            "Epoch[%d] Undecodable images: %d of %d%s",
+            epoch,
+            self.corrupt,
+            self.seen,
+            f" (first: {self.corrupt_at})" if self.corrupt else "",
+        )
         return epoch_metrics
+
+    def count_corrupt(self, batch) -> None:
+        self.seen += len(batch.label)
+        self.corrupt += batch.corrupt
+        self.corrupt_at = self.corrupt_at or getattr(batch, "corrupt_at", "")
+
+    def check_sound(self, epoch: int, end: bool = False) -> None:
+        """Stop on a diverged loss or on more undecodable images than --max-bad-images allows."""
+        bad = int(self.bad_step) if self.bad_step is not None else -1
+        if bad >= 0:
+            raise UserError(
+                f"the loss is not finite (nan or inf) at epoch {epoch} batch {bad}: training "
+                f"diverged and no checkpoint is written from it; lower --lr ({self.args.lr}) "
+                "or --wd, or resume from the last checkpoint with --resume"
+            )
+        limit = getattr(self.args, "max_bad_images", 0.01)
+        judged = end or self.seen >= JUDGE_AFTER  # a few unlucky first batches are no share yet
+        if judged and self.corrupt and self.corrupt > limit * self.seen:
+            raise UserError(
+                f"{self.corrupt} of {self.seen} images in epoch {epoch} did not decode, more than "
+                f"--max-bad-images {limit} allows (first: {self.corrupt_at}); "
+                "pack that data again with `imgscale pack` (without --pass-through)"
+            )
 
     def synced(self, batches):
         """The batches, every rank waiting for the others once its first batch is ready: loader
@@ -300,10 +360,13 @@ class Trainer:
             yield first
             yield from it
 
-    def step(self, batch, meters) -> None:
+    def step(self, batch, meters, nbatch: int = 0) -> None:
         with self.autocast():
             logits = self.step_model(batch.data)
             loss = F.cross_entropy(logits.float(), batch.label)
+        if self.bad_step is not None:
+            first = (self.bad_step < 0) & ~torch.isfinite(loss.detach())
+            self.bad_step = torch.where(first, nbatch, self.bad_step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -327,9 +390,13 @@ class Trainer:
         due = every and done % every == 0 and done < self.epoch_batches
         if not (due and self.args.model_prefix):
             return
+        self.check_sound(epoch)
         if self.rank.main:
+            self.refuse_diverged(epoch, done)
             save_checkpoint(
-                checkpoint_path(self.args.model_prefix, epoch, done), self.state(epoch, done)
+                checkpoint_path(self.args.model_prefix, epoch, done),
+                self.state(epoch, done),
+                self.args.model_prefix,
             )
         self.rank.sync()  # the others wait here, not in a short-timeout step, while rank 0 writes
 
@@ -339,12 +406,21 @@ class Trainer:
         if not (prefix and self.rank.main and done_epochs % max(1, self.args.save_period) == 0):
             return
         path = checkpoint_path(prefix, done_epochs)
-        save_checkpoint(path, self.state(done_epochs, 0))
+        self.refuse_diverged(done_epochs - 1, self.epoch_batches)
+        save_checkpoint(path, self.state(done_epochs, 0), prefix)
         log.info('Saved checkpoint to "%s"', path)
         for e, b in list_checkpoints(prefix):
             if b and (e, b) < (done_epochs, 0):
                 os.remove(checkpoint_path(prefix, e, b))
         ckpt.prune_epochs(prefix, self.args.keep_checkpoints, self.args.save_period, ckpt.TORCH)
+
+    def refuse_diverged(self, epoch: int, batch: int) -> None:
+        """The last update may make the weights nan or inf with no loss computed after it yet."""
+        if not finite_weights(self.model):
+            raise UserError(
+                f"the weights are not finite (nan or inf) after epoch {epoch} batch {batch}: "
+                f"training diverged and no checkpoint is written from it; lower --lr ({self.args.lr})"
+            )
 
     def evaluate(self, loader) -> list[tuple[str, float]]:
         """Accuracy over the whole validation set: each rank scores its shard, the counts are summed."""
@@ -429,7 +505,13 @@ def build_trainer(args, rank: Rank, epoch_batches: int, batch_size: int) -> Trai
 def load_state(trainer: Trainer, path: str | None) -> None:
     if not path:
         return
-    state = torch.load(path, map_location=trainer.rank.device, weights_only=False)
+    try:
+        state = torch.load(path, map_location=trainer.rank.device, weights_only=False)
+    except Exception as exc:  # damage the framing check cannot see: unpickling fails somewhere
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{path} cannot be loaded ({why}); move it aside and resume from the one before"
+        ) from None
     if state.get("arch") != arch_of(trainer.args):
         raise UserError(
             f"{path}: saved for {state.get('arch')}, but the options ask for {arch_of(trainer.args)}"
@@ -631,8 +713,11 @@ def train(args, rank: Rank) -> int:
         )
     trainer = build_trainer(args, rank, epoch_batches, batch_size)
     if rank.main and args.model_prefix:
-        os.makedirs(os.path.dirname(os.path.abspath(args.model_prefix)), exist_ok=True)
-        save_resolved(args, f"{args.model_prefix}-args.json")
+        prefix = args.model_prefix
+        with ckpt.refusing_write(prefix, os.path.basename(f"{prefix}-args.json")):
+            os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+            ckpt.start_fresh(prefix, args.resume, args.load_epoch, getattr(args, "fresh", False))
+            save_resolved(args, f"{prefix}-args.json")
     log.info(
         "torch engine: rank %d of %d on %s, batch %d per process, %d batches per epoch, bf16 %s, mirror %s",
         rank.rank,
