@@ -215,18 +215,24 @@ def estimate_space(
 
 
 SCAN_HEADERS = 200_000  # a small archive's headers are all read; extraction guards the rest
+# No photograph in a dataset comes near this; extract skips a bigger file (a sparse bomb, not an image).
+MAX_IMAGE_BYTES = 256 << 20
 
 
 def tar_real_bytes(path: Path, budget: int = SCAN_HEADERS) -> int:
     """The archive's size plus what its sparse members (outer or in inner tars) expand to once
-    written: a 20 KiB tar can hold a 2 GiB sparse file. Reads headers only, up to ``budget``."""
+    written: a 20 KiB tar can hold a 200 MiB sparse file. What extract skips (a sparse class tar,
+    a file over MAX_IMAGE_BYTES) writes nothing. Reads headers only, up to ``budget``."""
     extra, seen = 0, 0
     try:
         with tarfile.open(path, "r:") as outer:  # a compressed archive is not scanned
             for member in outer:
                 seen += 1
+                class_tar = member.isfile() and member.name.endswith(".tar")
+                if class_tar and member.sparse is not None:
+                    continue  # extract skips it: its holes are never written
                 extra += sparse_extra(member)
-                if member.isfile() and member.name.endswith(".tar"):
+                if class_tar:
                     inner_file = outer.extractfile(member)
                     with tarfile.open(fileobj=inner_file, mode="r:") as inner:
                         for m in inner:
@@ -244,7 +250,7 @@ def tar_real_bytes(path: Path, budget: int = SCAN_HEADERS) -> int:
 def sparse_extra(member: tarfile.TarInfo) -> int:
     """Bytes a sparse member writes beyond the bytes it stores in the archive."""
     chunks: list[tuple[int, int]] | None = member.sparse  # type: ignore[assignment]  # typeshed: int
-    if not chunks:
+    if not chunks or member.size > MAX_IMAGE_BYTES:  # extract skips one over the limit
         return 0
     return max(0, member.size - sum(size for _offset, size in chunks))
 

@@ -21,7 +21,7 @@ from typing import Self
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
 from engine.paths import require_folder_path
-from engine.prep.disk import ensure_space
+from engine.prep.disk import MAX_IMAGE_BYTES, ensure_space
 from engine.prep.filter import moved_out
 from engine.prep.journal import default_journal_path, exclusive_lock, fsync_dir
 from engine.prep.report import one_field, printable
@@ -30,8 +30,7 @@ PARTIAL = ".partial-"
 PROGRESS_EVERY_S = 0.25
 NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits on one path component and on a whole path
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
-# No photograph in a dataset comes near this; a bigger member is a sparse-file bomb or not an image.
-MAX_IMAGE_BYTES = 256 << 20
+SPARSE_CLASS = "{size:,} bytes, a sparse member (holes, not a tar of images); class not extracted"
 SHOWN_NAME_CHARS = 120  # a name in a message or report, cut to stay one readable line
 
 
@@ -150,22 +149,33 @@ class Extractor:
         outer, streaming = open_outer(self.tar_path)
         with outer:
             if not streaming:
-                self.total_classes = sum(1 for m in outer.getmembers() if is_inner_tar(m))
+                self.total_classes = count_classes(outer)
             self.progress(force=True)
-            for member in outer:
-                self.position = member.offset_data + member.size
-                self.member(outer, member)
+            try:
+                for member in outer:
+                    self.position = member.offset_data + member.size
+                    self.member(outer, member)
+            except tarfile.ReadError as exc:
+                if "unexpected end of data" not in str(exc):
+                    raise
+                raise self.truncated("ends inside a member") from None
             if cut_short(outer):
-                raise self.truncated()
+                raise self.truncated("ends without its end-of-archive marker")
         self.progress(force=True)
         return self.result
 
-    def truncated(self) -> Truncated:
-        r = self.result
+    def truncated(self, where: str) -> Truncated:
+        """The archive is cut short; says which classes are kept, as the next run will find them."""
+        kept = self.result.classes + self.result.already
+        keeps = (
+            f"the {kept} finished class{'es' if kept != 1 else ''} before the cut "
+            f"{'are' if kept != 1 else 'is'} kept"
+            if kept
+            else "no class was complete before the cut, so none is kept"
+        )
         return Truncated(
-            f"{self.tar_path}: truncated: the archive ends without its end-of-archive marker "
-            f"({r.classes + r.already} classes read); the file is incomplete: copy or download "
-            "it again, then rerun (finished classes are kept)"
+            f"{self.tar_path}: truncated: the archive {where}; the file is incomplete: copy or "
+            f"download it again, then rerun ({keeps})"
         )
 
     def member(self, outer: tarfile.TarFile, member: tarfile.TarInfo) -> None:
@@ -183,6 +193,9 @@ class Extractor:
         cls = PurePosixPath(member.name).name[: -len(".tar")]
         if not cls or cls.startswith(".") or "\\" in cls:
             self.skip(member.name, "inner tar name is not a usable class folder name")
+            return
+        if member.sparse is not None:  # a tar of images has no holes: this one is a bomb
+            self.skip(member.name, SPARSE_CLASS.format(size=member.size))
             return
         final = self.root / cls
         if self.finished(cls, final):
@@ -334,6 +347,14 @@ def is_inner_tar(member: tarfile.TarInfo) -> bool:
     return member.isfile() and member.name.endswith(".tar")
 
 
+def count_classes(outer: tarfile.TarFile) -> int | None:
+    """Inner tars in a seekable archive (None when it is cut short: the run then says so)."""
+    try:
+        return sum(1 for m in outer.getmembers() if is_inner_tar(m))
+    except tarfile.ReadError:
+        return None
+
+
 def write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     src = tar.extractfile(member)
@@ -429,11 +450,6 @@ def extract_archive(
         ) from None
     except tarfile.TarError as exc:
         on_event(StageState("extract", "failed", str(exc)))
-        if "unexpected end of data" in str(exc):  # a member's data cut short: the file is too
-            raise UserError(
-                f"{tar_path}: truncated: the archive ends inside a member; copy or download it "
-                "again, then rerun (finished classes are kept)"
-            ) from None
         raise UserError(
             f"{tar_path}: not a readable tar archive ({exc}); check the file is complete"
         ) from None

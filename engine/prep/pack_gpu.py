@@ -124,13 +124,26 @@ def read_entry(item: pack_worker.Item, setup: Setup) -> Entry:
         return Entry(item, result=str(exc))
     info = sniff(data)
     entry = Entry(item, data, info)
-    if info.problem:
-        entry.result = info.problem
+    if problem := info.problem or (opts.pass_through and pack_worker.pass_through_problem(info)):
+        entry.result = problem
     elif opts.pass_through or pack_worker.can_store_as_is(info, opts):
         entry.result = frame(entry, data, opts)
     elif not gpu_suitable(info, opts):
         entry.result = on_cpu(entry, setup)
+    elif problem := target_problem(info, opts):
+        entry.result = problem
     return entry
+
+
+def target_problem(info: ImageInfo, opts: PackOptions) -> str:
+    """Why the GPU must not resize this image (a target no JPEG holds, or gigabytes); '' if none."""
+    if not opts.resize or opts.no_upscale and min(info.width, info.height) <= opts.resize:
+        return ""
+    try:
+        pack_worker.checked_target(info.height, info.width, opts)
+    except pack_worker.Skip as exc:
+        return str(exc)
+    return ""
 
 
 def on_cpu(entry: Entry, setup: Setup) -> bytes | str:

@@ -1,7 +1,9 @@
 """Cheap image checks from the file bytes alone: format, size and truncation, without decoding pixels.
 
 OpenCV decodes a truncated JPEG without complaint (the missing rows come out grey), so a JPEG is
-checked for its end-of-image marker after the scan data; a PNG for its IEND chunk.
+checked for its end-of-image marker after the scan data, and for holding at least the few bits per
+block that its claimed size needs (a header edited to 65500x65500 over 73 KB of data); a PNG for its
+IEND chunk.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
 SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}
+# Huffman-coded baseline, extended and progressive frames: every 8x8 block costs at least one bit
+# (its DC code) in some component; half a bit per block of the image is a bound no whole file is under.
+HUFFMAN_FRAMES = {0xC0, 0xC1, 0xC2}
+MIN_BLOCKS_PER_BYTE = 16
 OTHER_SIGNATURES = (
     (b"BM", "bmp"),
     (b"GIF87a", "gif"),
@@ -37,6 +43,7 @@ class ImageInfo:
     precision: int = 0  # bits per sample
     problem: str = ""
     orientation: int = 1  # EXIF orientation (OpenCV turns the pixels by it); 0: unreadable EXIF
+    frame: int = 0  # a JPEG's start-of-frame marker (0xC0 baseline, 0xC2 progressive …)
 
 
 def sniff(data: bytes) -> ImageInfo:
@@ -72,7 +79,7 @@ def _sniff_jpeg(data: bytes) -> ImageInfo:
         (length,) = struct.unpack_from(">H", data, pos + 2)
         if marker in SOF_MARKERS and pos + 10 <= size:
             precision, height, width, components = struct.unpack_from(">BHHB", data, pos + 4)
-            frame = (width, height, components, precision)
+            frame = (width, height, components, precision, marker)
         if marker == 0xE1 and data.startswith(b"Exif\0\0", pos + 4):
             orientation = exif_orientation(data[pos + 10 : pos + 2 + length])
         if marker == 0xDA:  # start of scan: pixels follow
@@ -84,11 +91,24 @@ def _sniff_jpeg(data: bytes) -> ImageInfo:
         pos += 2 + length
     if frame is None:
         return ImageInfo(format="jpeg", problem="corrupt JPEG: no frame header (size unknown)")
-    width, height, components, precision = frame
+    width, height, components, precision, marker = frame
     # Searched from the end, where it sits: a forward search stops at every 0xFF of the scan data.
-    whole = data.rfind(JPEG_EOI, pos + 2) >= 0
-    problem = "" if whole else "truncated JPEG: no end-of-image marker"
-    return ImageInfo("jpeg", width, height, components, precision, problem, orientation)
+    end = data.rfind(JPEG_EOI, pos + 2)
+    problem = "truncated JPEG: no end-of-image marker" if end < 0 else ""
+    if not problem and marker in HUFFMAN_FRAMES:
+        problem = too_little_data(width, height, end - pos)
+    return ImageInfo("jpeg", width, height, components, precision, problem, orientation, marker)
+
+
+def too_little_data(width: int, height: int, scan_bytes: int) -> str:
+    """Why a Huffman-coded JPEG of width x height cannot be whole with scan_bytes of image data ('' if it can)."""
+    need = -(-width // 8) * -(-height // 8) // MIN_BLOCKS_PER_BYTE
+    if scan_bytes >= need:
+        return ""
+    return (
+        f"corrupt JPEG: the header says {width}x{height} pixels, which needs at least {need:,} bytes "
+        f"of image data; the file holds {scan_bytes:,} (most of the image would be grey)"
+    )
 
 
 def exif_orientation(tiff: bytes) -> int:

@@ -14,6 +14,7 @@ import pickle
 import queue
 import stat
 import sys
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,9 +23,15 @@ from dataclasses import dataclass
 from engine import recordio
 from engine.prep.options import PackOptions
 from engine.prep import turbojpeg
-from engine.prep.pack_sniff import ImageInfo, sniff
+from engine.prep.pack_sniff import HUFFMAN_FRAMES, ImageInfo, sniff
 
-MAX_PIXELS = 1 << 28  # ~268 Mpixel: above this a full decode would need gigabytes
+MAX_PIXELS = 1 << 28  # ~268 Mpixel: above this a full decode (or a resize's output) needs gigabytes
+JPEG_MAX_SIDE = 65535  # the frame header's 16-bit width and height
+# --pass-through: every training read decodes the stored file whole. 128 Mpixel (384 MiB per read)
+# still takes a 108-Mpixel phone photo (12000x9000); a 16000x16000 image (768 MiB) is refused.
+PASS_THROUGH_MAX_PIXELS = 1 << 27
+# What libjpeg warns when the image data runs out before the last block: the rest comes out grey.
+SHORT_DATA_WARNING = "premature end"
 REDUCE_FACTORS = (8, 4, 2)  # libjpeg can decode at 1/8, 1/4 and 1/2 scale in the DCT domain
 AS_IS_COMPONENTS = (1, 3)  # greyscale or YCbCr: what every JPEG decoder reads
 
@@ -39,6 +46,43 @@ class Setup:
 
 class Skip(Exception):
     """This image cannot be packed; the message is the reason written to the report."""
+
+
+class DecoderLog:
+    """libjpeg's warnings during OpenCV's decodes, which OpenCV prints to stderr and does not return.
+
+    A worker process points its stderr at a private file (``capture``); after each decode the new
+    text is read and the file emptied. Not captured (in the packer's own process): no judgement.
+    """
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+
+    def capture(self) -> None:
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - fd 2 holds it for the process's life
+        os.dup2(log.fileno(), 2)
+        log.close()
+        self.fd = 2
+
+    def short_data(self) -> str:
+        """libjpeg's warning if the last decode's image data ended early ('' otherwise)."""
+        if self.fd is None or not (end := os.lseek(self.fd, 0, os.SEEK_END)):
+            return ""
+        text = os.pread(self.fd, end, 0).decode(errors="replace")
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        lines = [line for line in text.splitlines() if SHORT_DATA_WARNING in line.lower()]
+        return lines[0].strip() if lines else ""
+
+
+DECODER_LOG = DecoderLog()
+
+
+def short_data_skip(warning: str) -> Skip:
+    detail = warning.removeprefix("Corrupt JPEG data: ")
+    return Skip(
+        f"corrupt JPEG: its image data ends early, the rest would be grey (libjpeg: {detail})"
+    )
 
 
 def read_bytes(path: str) -> bytes:
@@ -126,6 +170,8 @@ def can_store_as_is(info: ImageInfo, opts: PackOptions) -> bool:
         return False
     if opts.encoding.lower() not in (".jpg", ".jpeg") or info.precision != 8:
         return False
+    if info.frame not in HUFFMAN_FRAMES:
+        return False
     if info.components not in AS_IS_COMPONENTS or (opts.color == 0 and info.components != 1):
         return False
     if opts.center_crop and info.width != info.height:
@@ -158,6 +204,8 @@ def decode(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions, factor: int
                 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
             }[factor]
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    if warning := DECODER_LOG.short_data():
+        raise short_data_skip(warning)
     if img is None:
         raise Skip(f"not a decodable image ({info.format or 'unknown format'})")
     expected = (-(-info.height // factor), -(-info.width // factor))
@@ -179,6 +227,22 @@ def decode_scaled(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions):
     return img, (info.height, info.width)
 
 
+def checked_target(height: int, width: int, opts: PackOptions) -> tuple[int, int]:
+    """target_size(), refused when no JPEG can hold it or its pixels would take gigabytes."""
+    size = target_size(height, width, opts.resize, opts.center_crop)
+    if max(size) > JPEG_MAX_SIDE and opts.encoding.lower() in (".jpg", ".jpeg"):
+        raise Skip(
+            f"{width}x{height} resized to a short edge of {opts.resize} is {size[0]}x{size[1]}, "
+            f"over JPEG's {JPEG_MAX_SIDE:,} pixels per side"
+        )
+    if size[0] * size[1] > MAX_PIXELS:
+        raise Skip(
+            f"{width}x{height} resized to a short edge of {opts.resize} is {size[0]}x{size[1]}: "
+            "too large to resize safely"
+        )
+    return size
+
+
 def reshape(cv2, img, full: tuple[int, int] | None, opts: PackOptions):
     """im2rec's centre crop and short-edge resize (never enlarging with --no-upscale)."""
     height, width = full or img.shape[:2]
@@ -186,7 +250,7 @@ def reshape(cv2, img, full: tuple[int, int] | None, opts: PackOptions):
         img = center_crop(img)
     if not opts.resize or opts.no_upscale and min(height, width) <= opts.resize:
         return img
-    return cv2.resize(img, target_size(height, width, opts.resize, opts.center_crop))
+    return cv2.resize(img, checked_target(height, width, opts))
 
 
 def encode(cv2, img, opts: PackOptions) -> bytes:
@@ -266,21 +330,51 @@ def transform_planes(tj, cv2, np, data: bytes, info: ImageInfo, opts: PackOption
         same_frame = (header.width, header.height) == (info.width, info.height)
         if not same_frame or width * height > MAX_PIXELS:
             return None
-        planes = tj.decode_planes(np, data, header, width, height)
-        planes[0] = planes[0][:height, :width]  # Y comes padded to whole blocks; chroma is exact
-        size = target_size(info.height, info.width, opts.resize, False)
         if opts.no_upscale and min(info.width, info.height) <= opts.resize:
             size = (info.width, info.height)
+        else:
+            size = checked_target(info.height, info.width, opts)
+        planes = tj.decode_planes(np, data, header, width, height)
+        planes[0] = planes[0][:height, :width]  # Y comes padded to whole blocks; chroma is exact
         planes = resize_planes(tj, cv2, np, planes, size)
         return tj.encode_planes(planes, size, turbojpeg.SAMP_420, opts.quality)
+    except turbojpeg.ShortData as exc:
+        raise short_data_skip(str(exc)) from None  # OpenCV would decode it grey again
     except (turbojpeg.TurboJPEGError, cv2.error):
         # Corrupt data (even a warning) or a plane that would scale to nothing: OpenCV's path
         # then skips or packs the image exactly as it would without this codec.
         return None
 
 
+def pass_through_problem(info: ImageInfo) -> str:
+    """Why a file stored as it is would fail its readers ('' if ImageRecordIter and OpenCV read it).
+
+    They decode 8-bit Huffman JPEGs (baseline or progressive) and PNGs, whole, on every read.
+    """
+    if info.format not in ("jpeg", "png"):
+        name = (info.format or "unknown format").upper()
+        return (
+            f"{name} stored as it is: readers decode only JPEG and PNG; pack without --pass-through"
+        )
+    if info.format == "jpeg" and (info.precision != 8 or info.frame not in HUFFMAN_FRAMES):
+        kind = f"{info.precision}-bit" if info.precision != 8 else f"frame type 0x{info.frame:X}"
+        return (
+            f"{kind} JPEG stored as it is: readers decode only 8-bit baseline or progressive "
+            "JPEGs; pack without --pass-through"
+        )
+    if info.width * info.height > PASS_THROUGH_MAX_PIXELS:
+        mib = info.width * info.height * 3 >> 20
+        return (
+            f"{info.width}x{info.height} pixels stored as it is: every read would decode {mib:,} MiB "
+            f"(limit {PASS_THROUGH_MAX_PIXELS >> 20} Mpixel); pack without --pass-through to resize it"
+        )
+    return ""
+
+
 def payload_for(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions, tj) -> bytes:
     """The record's image bytes: the file itself, the YUV-plane path's, or OpenCV's."""
+    if opts.pass_through and (problem := pass_through_problem(info)):
+        raise Skip(problem)
     if opts.pass_through or can_store_as_is(info, opts):
         return data
     planes = (
@@ -349,6 +443,7 @@ def serve(tasks_fd: int, results_fd: int) -> None:
     import numpy as np
 
     cv2.setNumThreads(1)  # one process per core already; OpenCV threads would only contend
+    DECODER_LOG.capture()
     tasks, results = Connection(tasks_fd, writable=False), Connection(results_fd, readable=False)
     setup: Setup = pickle.loads(tasks.recv_bytes())
     tj = plane_codec(setup.options)

@@ -22,12 +22,20 @@ SAMP_GRAY = 3
 CS_YCBCR = 1
 CS_GRAY = 2
 FLAG_FASTDCT = 2048
+ERROR_WARNING = 0  # tjGetErrorCode: the call finished, but the data was not as it should be
+SHORT_DATA_WARNING = (
+    "premature end"  # libjpeg's words when the image data ends before its last block
+)
 UNSIGNED = ctypes.POINTER(ctypes.c_ubyte)
 FAST_FACTORS = ((1, 8), (1, 4), (1, 2), (1, 1))
 
 
 class TurboJPEGError(Exception):
     """A fatal decode or encode error, or a warning about corrupt data (the caller falls back)."""
+
+
+class ShortData(TurboJPEGError):
+    """The image data ended before the last block: the decoder filled the rest with grey."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.tjDestroy.argtypes = [handle]
     lib.tjGetErrorStr2.argtypes = [handle]
     lib.tjGetErrorStr2.restype = ctypes.c_char_p
+    lib.tjGetErrorCode.argtypes = [handle]
     lib.tjDecompressHeader3.argtypes = [handle, ctypes.c_char_p, size, p_int, p_int, p_int, p_int]
     lib.tjDecompressToYUVPlanes.argtypes = [
         handle,
@@ -106,7 +115,10 @@ class TurboJPEG:
         return handle
 
     def _fail(self, handle: int) -> TurboJPEGError:
-        return TurboJPEGError(self.lib.tjGetErrorStr2(handle).decode(errors="replace"))
+        message = self.lib.tjGetErrorStr2(handle).decode(errors="replace")
+        warning = self.lib.tjGetErrorCode(handle) == ERROR_WARNING
+        short = warning and SHORT_DATA_WARNING in message.lower()
+        return ShortData(message) if short else TurboJPEGError(message)
 
     def header(self, data: bytes) -> Header:
         handle = self._handle("decoder")
@@ -149,7 +161,7 @@ class TurboJPEG:
         if self.lib.tjDecompressToYUVPlanes(
             handle, data, len(data), pointers, width, strides, height, flags
         ):
-            raise self._fail(handle)  # a warning too: corrupt data is left to OpenCV's judgement
+            raise self._fail(handle)  # a warning too: ShortData, or another for OpenCV to judge
         return planes
 
     def encode_planes(

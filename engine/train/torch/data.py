@@ -14,7 +14,10 @@ import logging
 import math
 import os
 import queue
+import shutil
+import stat
 import struct
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -340,6 +343,61 @@ def _worker_init(_worker_id: int) -> None:
     # Each worker is one decoding thread: the user's --data-nthreads is the number of workers.
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    use_loader_temp_dir(os.getppid())
+
+
+LOADER_TEMP_PREFIX = "imgscale-loader-"
+# A Unix socket's path holds 107 bytes; multiprocessing adds /pymp-XXXXXXXX/listener-XXXXXXXX.
+SOCKET_PATH_MAX, SOCKET_IN_FOLDER = 107, 32
+
+
+def loader_temp_dir(trainer_pid: int) -> str:
+    return os.path.join(tempfile.gettempdir(), f"{LOADER_TEMP_PREFIX}{trainer_pid}")
+
+
+def use_loader_temp_dir(trainer_pid: int) -> None:
+    """Put this worker's multiprocessing temp folder (a pymp-* one, made to pass batches by file
+    descriptor) inside the trainer's own folder: a worker killed with SIGKILL cannot remove it, and
+    the next loader on this host removes the folders of trainers that are gone."""
+    folder = loader_temp_dir(trainer_pid)
+    if len(os.fsencode(folder)) + SOCKET_IN_FOLDER > SOCKET_PATH_MAX:
+        return  # its sockets could not be made there, and the loader would wait for ever
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        st = os.lstat(folder)
+    except OSError:
+        return  # an unwritable temp folder: multiprocessing's default place, as before
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+        tempfile.tempdir = folder  # only a real folder of ours: another user's could read the data
+
+
+def remove_stale_loader_temp_dirs() -> None:
+    """Remove the loader folders of trainers no longer running (killed runs leave them behind)."""
+    base = tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        pid = name.removeprefix(LOADER_TEMP_PREFIX)
+        if pid == name or not pid.isdigit() or _running(int(pid)):
+            continue
+        path = os.path.join(base, name)
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 # ---------------------------------------------------------------- the loader the trainer iterates
@@ -407,6 +465,7 @@ class RecordLoader:
             "pin_memory": pin,
         }
         if self.threads > 0:
+            remove_stale_loader_temp_dirs()
             # Spawned, not forked: a fork of a process that already runs OpenMP/OpenCV thread pools
             # (torch, mxnet, cv2 all do) can deadlock in the child's first set_num_threads.
             kwargs.update(
