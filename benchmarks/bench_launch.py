@@ -28,8 +28,8 @@ TARGET_S = 5.0
 
 
 async def one_round(cluster: SshCluster, per_host: int, run_root: str) -> tuple[float, float]:
-    from engine.train.launch.launch import LaunchSpec, launch
     from engine.events import JobState
+    from engine.train.launch.launch import LaunchSpec, launch
 
     hosts = len(cluster.hosts)
     running = asyncio.Event()

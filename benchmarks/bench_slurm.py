@@ -26,8 +26,8 @@ from launch_helpers import Events  # noqa: E402
 from slurm import SlurmCluster, slurm_available  # noqa: E402
 
 from engine.cluster import jobs  # noqa: E402
-from engine.train.launch.launch import LaunchSpec, launch  # noqa: E402
 from engine.events import JobState  # noqa: E402
+from engine.train.launch.launch import LaunchSpec, launch  # noqa: E402
 
 TORCH_JOB = str(ROOT / "tests" / "cluster" / "torch_dist_job.py")
 

@@ -33,8 +33,8 @@ from launch_helpers import Events, pid_record  # noqa: E402
 from sshd import SshCluster, sshd_available  # noqa: E402
 from torchdata import demo_rec  # noqa: E402
 
-from engine.train.launch.launch import LaunchSpec, launch  # noqa: E402
 from engine.events import JobState  # noqa: E402
+from engine.train.launch.launch import LaunchSpec, launch  # noqa: E402
 
 REFERENCE_LIMIT_S = 120.0  # torchrun with a hung rank waits for Gloo's 30 min default: cut here
 

@@ -8,8 +8,8 @@ New event types go above ``Event`` and are listed in it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 
 def _now() -> float:

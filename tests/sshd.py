@@ -40,10 +40,10 @@ import socket
 import subprocess
 import sys
 import time
-
-import psutil
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 SSHD = "/usr/sbin/sshd"
 HOST_INIT = Path(__file__).parent / "host_init.py"

@@ -15,9 +15,9 @@ from typing import Any
 
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
+from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.containers import Container, Horizontal, Vertical
 from textual.widgets import Footer, OptionList, Static, Tab, Tabs
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
@@ -26,6 +26,7 @@ from engine import api
 from engine.errors import UserError
 from engine.events import ClusterRate, EpochSummary, Failure, JobState
 from tui import messages as msg
+from tui.keys import ACTIONS, GLOBAL_KEYS, bindings, help_keymap
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.form import OptionsForm
 from tui.screens.help import HelpScreen
@@ -34,7 +35,6 @@ from tui.screens.scaling import ScalingScreen
 from tui.widgets.hostgrid import HostGrid
 from tui.widgets.logview import LogView
 from tui.widgets.panels import JobSummary, StageDetails, StatusBar
-from tui.keys import ACTIONS, GLOBAL_KEYS, bindings, help_keymap
 from tui.widgets.stagetable import StageTable
 
 PANE_TITLES = (

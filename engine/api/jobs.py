@@ -25,8 +25,6 @@ from engine.api.plan import (
 from engine.cluster.hostpool import HostPool
 from engine.cluster.jobevents import ClusterJob
 from engine.cluster.kill import kill_everywhere
-from engine.train.launch import launch as launcher
-from engine.train.launch.launch import LaunchSpec
 from engine.cluster.probes import ProbeSet
 from engine.cluster.slurm_job import watch_allocation
 from engine.errors import UserError
@@ -39,6 +37,8 @@ from engine.events import (
     Throughput,
     TrainProgress,
 )
+from engine.train.launch import launch as launcher
+from engine.train.launch.launch import LaunchSpec
 from engine.train.logparse import LogParser
 from engine.train.options import epoch_size
 from engine.train.progress import TrainTracker

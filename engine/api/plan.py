@@ -15,14 +15,14 @@ from engine import options as opt
 from engine import workspace as wsmod
 from engine.cluster import hosts
 from engine.cluster.hostpool import HostPool
-from engine.train.launch import registry
-from engine.train.launch.engines import Engine, Layout
-from engine.train.launch.preflight_hosts import AcrossHosts, check_across_hosts
 from engine.cluster.slurm import SlurmRequest
 from engine.cluster.slurm_job import SLURM_HOST, preflight_findings
 from engine.errors import UserError
 from engine.train import options as train_options
 from engine.train.check import preflight
+from engine.train.launch import registry
+from engine.train.launch.engines import Engine, Layout
+from engine.train.launch.preflight_hosts import AcrossHosts, check_across_hosts
 
 MODE_FLAGS = {"train": (), "benchmark": ("--benchmark",), "test-io": ("--test-io",)}
 

@@ -12,13 +12,13 @@ from pathlib import Path
 from engine import options as opt
 from engine.bench import bandwidth, model, published, report, scaling
 from engine.bench.scaling import DEFAULT_NETWORKS, KNOWN_BASES, check_depth, split_network
-from engine.train.launch.engines import is_distributed
 from engine.bench.sweep import run_sweep
 from engine.cli_progress import CliProgress
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
 from engine.events import Failure, LogLine, ScalingPoint, StageProgress, StageState
 from engine.paths import require_folder_path
+from engine.train.launch.engines import is_distributed
 from engine.train.mxnet import require_mxnet
 from engine.train.options import CLUSTER, TrainOptions, gpu_list, image_shape
 

@@ -31,13 +31,11 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from engine.bench.report import add_speedup
 from engine.cluster import jobs
-from engine.train.launch import launch as launcher
 from engine.cluster.faults import FINAL
 from engine.errors import UserError
-from engine.train.logparse import LogParser
-from engine.train.options import RESNET_DEPTHS
 from engine.events import (
     Event,
     Failure,
@@ -48,6 +46,9 @@ from engine.events import (
     StageState,
     Throughput,
 )
+from engine.train.launch import launch as launcher
+from engine.train.logparse import LogParser
+from engine.train.options import RESNET_DEPTHS
 
 STAGE = "scaling"
 DEFAULT_NETWORKS = "alexnet:512,inception-v3:32,resnet-152:32"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from .export import GRID_FIELDS, grid_rows, to_csv, to_json
 from engine.errors import UserError
 from engine.events import Event, GpuSample, HostSample, HostState
 
 from . import jobs
+from .export import GRID_FIELDS, grid_rows, to_csv, to_json
 from .hostpool import HostPool
 from .hosts import HostSpec, read_hosts
 from .probes import ProbeSet, probe_once

@@ -9,8 +9,8 @@ one like ``a; b``. The remote login shell must be a POSIX shell (sh, bash, dash,
 from __future__ import annotations
 
 import re
-import sys
 import shlex
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -26,11 +26,11 @@ from engine.errors import UserError
 from engine.events import EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
 
 from . import jobs, slurm
-from .jobevents import ClusterJob, JobEvents
-from .slurm_steps import attempt_dir, write_private
-from .probes import ProbeSet
-from .srun import node_spec
 from .faults import FINAL, describe_status
+from .jobevents import ClusterJob, JobEvents
+from .probes import ProbeSet
+from .slurm_steps import attempt_dir, write_private
+from .srun import node_spec
 from .watcher import line_level
 
 POLL_S = 0.5

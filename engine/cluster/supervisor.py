@@ -46,13 +46,12 @@ from engine.events import EventSink, HostState, JobState
 
 from . import jobs
 from .detach import DetachedProcess, RemoteStatus
-from .jobevents import ClusterJob, JobEvents
 from .faults import (
     DONE,
-    LIVE,
     FAILED,
     FINAL,
     KILLED,
+    LIVE,
     RUNNING,
     WORKERS_DONE,
     Fault,
@@ -61,6 +60,7 @@ from .faults import (
     next_step,
 )
 from .hostpool import HostPool
+from .jobevents import ClusterJob, JobEvents
 from .jobs import JobRecord, ProcRecord
 from .kill import kill_processes
 from .watcher import START_TIMEOUT_S, HostWatcher, Processes, Start, start_hosts, tail_of

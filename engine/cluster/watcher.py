@@ -22,8 +22,8 @@ from .detach import (
     RemoteStatus,
     env_files,
     parse_status,
-    start_command,
     split_tagged,
+    start_command,
     watch_command,
 )
 from .faults import LIVE

@@ -12,7 +12,6 @@ from engine.cli_progress import CliProgress, human_bytes
 from engine.errors import UserError
 from engine.paths import require_folder_path
 from engine.prep import options as prep_options
-from engine.prep.wslock import locked
 from engine.prep.options import (
     GROUPS,
     TUTORIAL,
@@ -21,6 +20,7 @@ from engine.prep.options import (
     SplitOptions,
     console_values,
 )
+from engine.prep.wslock import locked
 
 
 def register(sub) -> None:

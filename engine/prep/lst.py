@@ -14,11 +14,11 @@ order (the class is the folder relative to ROOT, "." for ROOT itself), what im2r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import random
 from collections.abc import Iterator
-import dataclasses
 from dataclasses import dataclass, field
 
 from engine.errors import UserError

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import math
 import json
+import math
 import os
 import pathlib
 import time
@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from engine import recordio
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
+from engine.paths import start_writeback
 from engine.prep import turbojpeg
 from engine.prep.journal import lock_or_fail
 from engine.prep.options import PackOptions
 from engine.prep.pack_worker import Item, Setup
 from engine.prep.report import one_field, printable
-from engine.paths import start_writeback
 
 MANIFEST_VERSION = 1
 MANIFEST_BLOCK = 4096

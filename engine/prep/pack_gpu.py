@@ -21,8 +21,8 @@ from engine import recordio
 from engine.errors import UserError
 from engine.prep import pack_worker
 from engine.prep.options import PackOptions
-from engine.prep.pack_worker import Setup
 from engine.prep.pack_sniff import ImageInfo, sniff
+from engine.prep.pack_worker import Setup
 
 GPU_BATCH = 128  # images per batched decode/encode: enough to fill the codec, small in GPU memory
 READ_THREADS = 8

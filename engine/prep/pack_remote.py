@@ -19,11 +19,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from engine import options as opt
-from engine.errors import UserError
-from engine.events import EventSink, StageProgress, StageState, ignore
-from engine.prep.options import PackOptions
-from engine.prep.pack import ChunkResult, PackResult
-
 from engine.cluster import jobs
 from engine.cluster.detach import DetachedProcess
 from engine.cluster.hostpool import HostPool
@@ -31,6 +26,10 @@ from engine.cluster.hosts import HostSpec, read_hosts
 from engine.cluster.remote_cmd import join_argv, shell_path
 from engine.cluster.supervisor import Job, Planned, SuperviseOptions
 from engine.cluster.transport import TransportError
+from engine.errors import UserError
+from engine.events import EventSink, StageProgress, StageState, ignore
+from engine.prep.options import PackOptions
+from engine.prep.pack import ChunkResult, PackResult
 
 PROGRESS_S = 1.0
 MANIFEST_MARK = "@@imgscale-manifest@@"

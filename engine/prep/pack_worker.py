@@ -17,12 +17,11 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-
 from dataclasses import dataclass
 
 from engine import recordio
-from engine.prep.options import PackOptions
 from engine.prep import turbojpeg
+from engine.prep.options import PackOptions
 from engine.prep.pack_sniff import HUFFMAN_FRAMES, ImageInfo, sniff
 
 MAX_PIXELS = 1 << 28  # ~268 Mpixel: above this a full decode (or a resize's output) needs gigabytes

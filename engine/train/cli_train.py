@@ -6,9 +6,9 @@ import argparse
 import os
 
 from engine import options as opt
-from engine.train.launch.preflight_hosts import AcrossHosts, check_across_hosts
 from engine.errors import UserError
 from engine.train import check, run
+from engine.train.launch.preflight_hosts import AcrossHosts, check_across_hosts
 from engine.train.options import CheckOptions, build_train_parser, merge_config
 
 TRAIN_HELP = "train a network on RecordIO data (train_imagenet.py's options; --engine mxnet|torch)"

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
 import tomllib
 from collections.abc import Callable, Sequence
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, cast
 
 from engine import options as opt
 from engine.errors import UserError
-from engine.train.launch import registry
 from engine.paths import write_text_atomic
 from engine.train.checkpoints import DEFAULT_KEEP, refuse_overwrite
+from engine.train.launch import registry
 
 NETWORKS = ("resnet", "alexnet", "inception-v3", "vgg", "mobilenet")
 # Smallest input side each network accepts (its strides and pooling windows must still fit).

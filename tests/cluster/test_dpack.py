@@ -7,11 +7,11 @@ import shutil
 import pytest
 
 from engine.cluster import jobs
-from engine.prep.pack_remote import pack_on_hosts_async
 from engine.events import StageProgress
 from engine.prep.demo import make_demo_tree
 from engine.prep.lst import write_lists
 from engine.prep.pack import PackOptions, pack_lists
+from engine.prep.pack_remote import pack_on_hosts_async
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

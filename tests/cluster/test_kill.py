@@ -12,8 +12,8 @@ import pytest
 from launch_helpers import Events, pid_record, wait_until
 
 from engine.cluster import jobs
-from engine.train.launch.launch import open_job
 from engine.events import JobState
+from engine.train.launch.launch import open_job
 
 pytestmark = [pytest.mark.cluster]
 

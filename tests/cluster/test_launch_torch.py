@@ -17,8 +17,8 @@ import pytest
 import torchdata
 from launch_helpers import Events, pid_record, run_to_end
 
-from engine.train.launch.launch import LaunchSpec, launch
 from engine.events import JobState, Throughput
+from engine.train.launch.launch import LaunchSpec, launch
 from engine.train.logparse import LogParser
 
 pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")

@@ -20,8 +20,8 @@ from launch_helpers import MX_JOB, Events, wait_until
 from slurm import SlurmCluster, slurm_available
 
 from engine.cluster import jobs, slurm
-from engine.train.launch.launch import LaunchSpec, launch
 from engine.events import JobState
+from engine.train.launch.launch import LaunchSpec, launch
 
 pytestmark = [pytest.mark.cluster]
 EPOCHS = 4  # a kill during epoch 1 leaves epochs to resume, even when training runs fast

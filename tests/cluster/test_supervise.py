@@ -18,9 +18,9 @@ from launch_helpers import (
 )
 
 from engine.cluster import jobs
+from engine.events import JobState
 from engine.train.launch.engines import set_option
 from engine.train.launch.launch import LaunchSpec, launch
-from engine.events import JobState
 
 pytestmark = [pytest.mark.cluster]
 

@@ -15,8 +15,8 @@ from psjob import run_dist
 from trainrun import COMMON, ROOT, data_args, run_train
 
 from engine.train import checkpoints as ck
-from engine.train.mxnet import saving
 from engine.train.logparse import latest_summaries, parse_log
+from engine.train.mxnet import saving
 
 pytestmark = [pytest.mark.mxnet, pytest.mark.slow]
 CHANCE = 0.1  # 10 classes

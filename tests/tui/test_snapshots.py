@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from tui_helpers import cluster_events, job_events, log_events, opened, train_progress, wait_for
 
-from engine.events import StageState
-
 from engine.api import LaunchPlan
+from engine.events import StageState
 from tui.app import ImgscaleApp, plan_text
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.hostgrid import HostGrid

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from engine import api
-from engine.prep.runner import StageRun
 from engine.events import StageProgress, StageState, Throughput
+from engine.prep.runner import StageRun
 
 
 def tp(host: str, rank: int, rate: float, t: float = 100.0) -> Throughput:

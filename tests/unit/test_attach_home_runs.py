@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.train.launch.launch import LaunchSpec, launch, open_job
 from engine.events import LogLine
+from engine.train.launch.launch import LaunchSpec, launch, open_job
 
 
 async def test_attach_to_a_finished_job_in_a_home_run_folder_shows_its_last_lines(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from engine.api import jobs as console_jobs
 from engine import workspace as wsmod
+from engine.api import jobs as console_jobs
 from engine.cluster import jobs
-from engine.train.launch.launch import LaunchSpec, launch, open_job
 from engine.events import JobState, LogLine
+from engine.train.launch.launch import LaunchSpec, launch, open_job
 
 SAY = "import os; print('hello from', os.environ.get('IMGSCALE_JOB'), flush=True)"
 

@@ -7,8 +7,8 @@ import pytest
 from engine import api
 from engine import workspace as wsmod
 from engine.api.plan import train_command
-from engine.train.launch.registry import job_kind
 from engine.events import Throughput
+from engine.train.launch.registry import job_kind
 from engine.train.logparse import LogParser
 
 

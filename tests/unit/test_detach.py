@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from engine.cluster.remote_cmd import shell_path
 from engine.cluster.detach import (
     DetachedProcess,
     env_files,
@@ -20,6 +19,7 @@ from engine.cluster.detach import (
     status_loop_command,
     watch_command,
 )
+from engine.cluster.remote_cmd import shell_path
 
 HOSTILE = "a b;$(touch /tmp/pwned) `id` 'q' \"d\" \\ $HOME\nline2 * ?"
 JOB = "job-test-1"

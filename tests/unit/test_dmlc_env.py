@@ -2,6 +2,7 @@
 
 import pytest
 
+from engine.errors import UserError
 from engine.train.launch.dmlc_env import (
     ClusterEnv,
     check_user_key,
@@ -11,7 +12,6 @@ from engine.train.launch.dmlc_env import (
     process_env,
 )
 from engine.train.launch.placement import place
-from engine.errors import UserError
 
 CLUSTER = ClusterEnv("job-1", "10.0.0.1", 9123, num_workers=2, num_servers=1)
 

@@ -1,8 +1,8 @@
 """Distributed packing's pure parts: sharing chunks out over hosts, and the pack flags sent to them."""
 
-from engine.prep.pack_remote import assign, host_script, pack_args
 from engine.cluster.hosts import parse_hosts
 from engine.prep.pack import PackOptions
+from engine.prep.pack_remote import assign, host_script, pack_args
 
 
 def test_chunks_are_balanced_by_lines_and_weighted_by_slots(tmp_path):

@@ -4,8 +4,8 @@ import subprocess
 
 from engine.cluster.hostpool import HostPool
 from engine.cluster.hostreport import data_facts
-from engine.train.launch.launch import sync_work_dir
 from engine.cluster.probes import parse_stats, stats_command
+from engine.train.launch.launch import sync_work_dir
 
 
 def _home_and_cwd(tmp_path, monkeypatch):

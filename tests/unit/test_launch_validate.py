@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from engine.cluster.hosts import HOST_CAP
-from engine.train.launch.launch import LaunchSpec, validate
 from engine.errors import UserError
+from engine.train.launch.launch import LaunchSpec, validate
 
 MISTAKES = [
     (["--job", "../../x"], "--job '../../x'"),

@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
 pytest.importorskip("cv2", reason="OpenCV decodes the images")
 
-from engine.train.torch import data
-
 from test_torch_data import _loader, solid_rec  # noqa: F401 - the fixture is used by name
+
+from engine.train.torch import data
 
 # A trainer's loader with one worker process: one batch read, then it waits to be killed.
 TRAINER = """

@@ -4,17 +4,17 @@ launch and probe fan-out are refused above a sane ceiling with one line naming t
 from __future__ import annotations
 
 import pytest
+from test_cli_errors import assert_one_line
+from tree_helpers import make_tree
 
 from engine import options as opt
 from engine import workspace as wsmod
 from engine.cluster.hosts import parse_hosts
-from engine.train.launch.launch import LOCAL_CAP
 from engine.errors import UserError
 from engine.prep import lst
 from engine.prep.options import PackOptions
+from engine.train.launch.launch import LOCAL_CAP
 from engine.train.options import build_train_parser, parse_with_config, validate
-from test_cli_errors import assert_one_line
-from tree_helpers import make_tree
 
 ABOVE = opt.PROCESS_CAP + 1  # the smallest refused count: harmless if an old build starts them
 

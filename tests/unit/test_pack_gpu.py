@@ -9,14 +9,13 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
+from test_pack import jpeg, make_images, rotated_jpeg, write_lst
 
 from engine import recordio
 from engine.errors import UserError
 from engine.prep import pack, pack_gpu
 from engine.prep.pack import PackOptions
 from engine.prep.pack_worker import Item
-
-from test_pack import jpeg, make_images, rotated_jpeg, write_lst
 
 torch = pytest.importorskip("torch", reason="the stand-in codec works on torch tensors")
 REFUSED = b"\xff\xfe\x00\x10NVJPEG-REFUSES"  # a COM segment the stand-in decoder rejects

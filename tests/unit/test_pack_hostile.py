@@ -8,14 +8,13 @@ import struct
 import cv2
 import numpy as np
 import pytest
+from test_pack_bad_input import encode, photo, write_raw_lst
 
 from engine import recordio
 from engine.prep import pack, pack_worker, turbojpeg
 from engine.prep.pack import PackOptions
 from engine.prep.pack_sniff import sniff
 from engine.prep.report import read_report
-
-from test_pack_bad_input import encode, photo, write_raw_lst
 
 
 def with_frame_size(data: bytes, width: int, height: int, precision: int = 8) -> bytes:

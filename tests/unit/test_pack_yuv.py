@@ -3,13 +3,12 @@
 import cv2
 import numpy as np
 import pytest
+from test_pack import jpeg, write_lst
 
 from engine import recordio
 from engine.events import StageState
 from engine.prep import pack, turbojpeg
 from engine.prep.pack import PackOptions
-
-from test_pack import jpeg, write_lst
 
 TJ = turbojpeg.load()
 needs_turbojpeg = pytest.mark.skipif(

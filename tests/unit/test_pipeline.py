@@ -11,8 +11,8 @@ from engine.errors import UserError
 from engine.events import StageProgress
 from engine.prep.demo import make_demo_tree
 from engine.prep.pipeline import prepare
-from engine.workspace import PREP_STAGES
 from engine.recordio import RecordReader, unpack
+from engine.workspace import PREP_STAGES
 
 
 def labels_in(rec_dir):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from engine.train.launch.placement import Placement, describe, place
 from engine.errors import UserError
+from engine.train.launch.placement import Placement, describe, place
 
 
 def by_host(plan, hosts):

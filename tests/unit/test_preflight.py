@@ -1,6 +1,5 @@
 """The cross-host pre-flight's comparisons: each finding names the host and the fix."""
 
-from engine.train.launch.registry import ENGINES
 from engine.train.launch.preflight_hosts import (
     HostAnswer,
     bandwidth_findings,
@@ -10,6 +9,7 @@ from engine.train.launch.preflight_hosts import (
     port_finding,
     versions,
 )
+from engine.train.launch.registry import ENGINES
 
 REC = ["demo_train.rec", 1000, 80, "ab" * 32]
 

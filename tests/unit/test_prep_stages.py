@@ -1,7 +1,7 @@
 """engine.prep.stages: a stage run as train-then-val passes reports one count; every stage of the one order has a runner."""
 
-from engine.prep.stages import Passes
 from engine.events import StageProgress, StageState
+from engine.prep.stages import Passes
 
 
 def test_second_pass_adds_to_the_first_and_chunk_events_pass_unchanged():

@@ -4,8 +4,8 @@ import pytest
 
 from engine.cluster import slurm
 from engine.cluster.slurm_steps import srun_argv
-from engine.train.launch.slurm_driver import Plan, plan_processes
 from engine.errors import UserError
+from engine.train.launch.slurm_driver import Plan, plan_processes
 
 SCONTROL_JOB = (
     "JobId=7 JobName=imgscale-train-1 UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=1 "

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from engine.train.launch.launch import LaunchSpec, validate
 from engine.errors import UserError
+from engine.train.launch.launch import LaunchSpec, validate
 
 INJECTED = "\ntouch INJECTED\n"
 

@@ -55,6 +55,7 @@ def test_every_worker_runs_the_torch_entry_module_with_the_same_flags():
 
 # ---- the launcher's torch plan: one job, torchrun's variables, no scheduler or servers ----------
 from engine.cluster.hosts import parse_hosts  # noqa: E402
+from engine.train.launch.engines import Layout  # noqa: E402
 from engine.train.launch.launch import (  # noqa: E402
     LaunchSpec,
     check_spec,
@@ -62,7 +63,6 @@ from engine.train.launch.launch import (  # noqa: E402
     plan_lines,
     planned_processes,
 )
-from engine.train.launch.engines import Layout  # noqa: E402
 from engine.train.launch.registry import ENGINES, engine_for  # noqa: E402
 from engine.train.launch.torch_env import refuse_without_world  # noqa: E402
 

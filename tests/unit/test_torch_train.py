@@ -15,8 +15,8 @@ import torchdata
 
 torch = pytest.importorskip("torch", reason="the torch engine is an extra: pip install -e .[torch]")
 
-from engine.train.logparse import latest_summaries, parse_log
 from engine.train.launch.torch_env import torch_env
+from engine.train.logparse import latest_summaries, parse_log
 from engine.train.torch.launch import worker_argv
 from engine.train.torch.run import free_port
 

@@ -10,7 +10,6 @@ import pytest
 from engine.paths import write_atomic
 from engine.train import checkpoints as ck
 
-
 EMPTY_PARAMS = struct.pack("<QQQQ", 0x112, 0, 0, 0)  # mx.nd.save of no arrays: a whole file
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from test_cli_errors import assert_one_line
 
 from engine import options as opt
 from engine.errors import UserError
 from engine.train.options import TrainOptions, WorkspaceTrain
-from test_cli_errors import assert_one_line
 
 # a run that finishes in a second where an option is let through (what the old code did)
 BENCH = ["train", "--engine", "torch", "--benchmark", "--num-epochs", "1", "--num-batches", "1",

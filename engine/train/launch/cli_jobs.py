@@ -17,15 +17,14 @@ import sys
 import time
 
 from engine import options as opt
-from engine.errors import UserError
-from engine.events import Event, Failure, HostState, JobState, LogLine
-
 from engine.cluster import jobs
-from .dmlc_env import parse_env_args, parse_role_env
 from engine.cluster.hosts import read_hosts
 from engine.cluster.kill import ended, kill_everywhere, kill_job, sweep_hosts
 from engine.cluster.slurm import SlurmRequest
+from engine.errors import UserError
+from engine.events import Event, Failure, HostState, JobState, LogLine
 
+from .dmlc_env import parse_env_args, parse_role_env
 from .launch import LaunchSpec, launch, open_job, plan_lines, validate
 from .slurm_launch import dry_run_script
 

@@ -14,19 +14,18 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.cluster.hostpool import HostPool
+from engine.cluster.hosts import HostSpec, read_hosts
+from engine.cluster.remote_cmd import join_argv
+from engine.cluster.transport import TransportError
 from engine.errors import UserError
 from engine.events import LogLine
 from engine.train.check import ERROR, INFO, WARNING, Finding
 
-from .allreduce_probe import TAG
-from engine.cluster.hostpool import HostPool
-from engine.cluster.hosts import HostSpec, read_hosts
-from .launch import LaunchSpec, launch
-from engine.cluster.remote_cmd import join_argv
-from engine.cluster.transport import TransportError
-
 from . import registry
+from .allreduce_probe import TAG
 from .engines import Engine
+from .launch import LaunchSpec, launch
 from .torch_engine import TorchEngine
 
 REPORT_TIMEOUT_S = 60.0

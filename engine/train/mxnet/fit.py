@@ -15,8 +15,8 @@ from engine.train.launch.engines import is_distributed
 from engine.train.logsetup import append_summary, setup_logging
 from engine.train.mxnet import data, saving
 from engine.train.mxnet.networks import get_symbol
-from engine.train.recfiles import rec_files
 from engine.train.options import batch_sizes, epoch_size, save_resolved
+from engine.train.recfiles import rec_files
 
 log = logging.getLogger("imgscale.train")
 

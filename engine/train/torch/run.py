@@ -12,8 +12,8 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 
-from engine.train.launch.torch_env import refuse_without_world, torch_env
 from engine.errors import UserError
+from engine.train.launch.torch_env import refuse_without_world, torch_env
 from engine.train.options import build_train_parser, parse_with_config, validate
 
 
