@@ -40,7 +40,7 @@ GPU_ROWS = "".join(
 def serve(workdir: Path, count: int) -> None:
     import asyncssh
 
-    from engine.cluster.probes import stats_command
+    from engine.cluster.probes.grid import stats_command
 
     reading = subprocess.run(
         ["/bin/sh", "-c", stats_command("/")], capture_output=True, text=True
@@ -125,7 +125,7 @@ def cpu_seconds() -> float:
 async def measure(hosts_file: Path, refreshes: int, seconds: float) -> dict:
     from engine.cluster.hostpool import HostPool
     from engine.cluster.hosts import read_hosts
-    from engine.cluster.probes import ProbeSet, probe_once
+    from engine.cluster.probes.grid import ProbeSet, probe_once
     from engine.events import GpuSample, HostSample, HostState
 
     pool = HostPool(read_hosts(hosts_file))

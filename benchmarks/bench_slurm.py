@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cluster")]
 from launch_helpers import Events  # noqa: E402
 from slurm import SlurmCluster, slurm_available  # noqa: E402
 
-from engine.cluster import jobs  # noqa: E402
+from engine.cluster.process import jobs  # noqa: E402
 from engine.events import JobState  # noqa: E402
 from engine.train.launch.launch import LaunchSpec, launch  # noqa: E402
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.api.speeds import Speeds
-from engine.cluster.export import GRID_FIELDS, grid_rows, write_both
+from engine.cluster.probes.export import GRID_FIELDS, grid_rows, write_both
 from engine.events import Event
 
 HISTORY_FIELDS = ("time", "host", "images_per_sec")

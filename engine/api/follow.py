@@ -14,8 +14,8 @@ from engine import workspace as wsmod
 from engine.api import jobs
 from engine.api.speeds import Speeds
 from engine.api.stream import EventStream
-from engine.cluster.faults import FINAL
 from engine.cluster.hostpool import HostPool
+from engine.cluster.process.faults import FINAL
 from engine.errors import UserError
 from engine.events import JobState, StageState, TrainProgress
 from engine.train.progress import progress_text

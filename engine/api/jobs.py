@@ -23,10 +23,10 @@ from engine.api.plan import (
     workers_of,
 )
 from engine.cluster.hostpool import HostPool
-from engine.cluster.jobevents import ClusterJob
-from engine.cluster.kill import kill_everywhere
-from engine.cluster.probes import ProbeSet
-from engine.cluster.slurm_job import watch_allocation
+from engine.cluster.probes.grid import ProbeSet
+from engine.cluster.process.jobevents import ClusterJob
+from engine.cluster.process.kill import kill_everywhere
+from engine.cluster.slurm.job import watch_allocation
 from engine.errors import UserError
 from engine.events import (
     EpochSummary,

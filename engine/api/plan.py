@@ -15,8 +15,8 @@ from engine import options as opt
 from engine import workspace as wsmod
 from engine.cluster import hosts
 from engine.cluster.hostpool import HostPool
-from engine.cluster.slurm import SlurmRequest
-from engine.cluster.slurm_job import SLURM_HOST, preflight_findings
+from engine.cluster.slurm.job import SLURM_HOST, preflight_findings
+from engine.cluster.slurm.sbatch import SlurmRequest
 from engine.errors import UserError
 from engine.train import options as train_options
 from engine.train.check import preflight

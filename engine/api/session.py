@@ -32,10 +32,10 @@ from engine.bench.scaling import SweepConfig
 from engine.cluster.hostpool import HostPool
 from engine.events import Event, StageState
 from engine.options import FormField
-from engine.prep import stages as stage_runner
-from engine.prep.runner import StageStopped
 from engine.train.doctor import Diagnosis, HostReading, Topology
 from engine.train.rates import Series
+from engine.workspace import stages as stage_runner
+from engine.workspace.runner import StageStopped
 
 __all__ = ["Session", "StageStopped", "check_workspace", "create_demo_workspace", "open_workspace"]
 

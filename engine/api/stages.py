@@ -1,6 +1,6 @@
 """The workspace's preparation stages run in threads: started, stopped, undone, resumed, all in order.
 
-Each stage runs through the one stage runner (engine.prep.runner) in a thread of its own; its
+Each stage runs through the one stage runner (engine.workspace.runner) in a thread of its own; its
 events reach the session's stream with ``emit`` (thread-safe) and its end is put on the stream
 from the stream's loop, once the stage's final state is saved in the workspace.
 """
@@ -17,7 +17,7 @@ from engine import workspace as wsmod
 from engine.api.stream import EventStream
 from engine.errors import UserError
 from engine.events import Failure, StageState
-from engine.prep.runner import StageRun, StageStopped
+from engine.workspace.runner import StageRun, StageStopped
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 

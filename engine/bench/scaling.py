@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.bench.report import add_speedup
-from engine.cluster import jobs
-from engine.cluster.faults import FINAL
+from engine.cluster.process import jobs
+from engine.cluster.process.faults import FINAL
 from engine.errors import UserError
 from engine.events import (
     Event,

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from engine.cluster.hostpool import HostPool
+from engine.cluster.hosts import HostSpec, read_hosts
+from engine.cluster.probes.export import GRID_FIELDS, grid_rows, to_csv, to_json
+from engine.cluster.probes.grid import ProbeSet, probe_once
+from engine.cluster.process import jobs
+from engine.cluster.remote_cmd import join_argv
+from engine.cluster.slurm.job import node_specs
+from engine.cluster.transport.base import TransportError
 from engine.errors import UserError
 from engine.events import Event, GpuSample, HostSample, HostState
-
-from . import jobs
-from .export import GRID_FIELDS, grid_rows, to_csv, to_json
-from .hostpool import HostPool
-from .hosts import HostSpec, read_hosts
-from .probes import ProbeSet, probe_once
-from .remote_cmd import join_argv
-from .slurm_job import node_specs
-from .transport import TransportError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -15,14 +15,13 @@ import asyncio
 from collections.abc import Coroutine, Hashable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from engine.cluster.hosts import HostSpec, local_host, read_hosts
+from engine.cluster.process.jobs import JobRecord
+from engine.cluster.slurm.srun import SrunTransport
+from engine.cluster.transport.base import Transport, TransportError
+from engine.cluster.transport.local import LocalTransport
+from engine.cluster.transport.ssh import SshTransport
 from engine.errors import UserError
-
-from .hosts import HostSpec, local_host, read_hosts
-from .jobs import JobRecord
-from .local import LocalTransport
-from .srun import SrunTransport
-from .ssh import SshTransport
-from .transport import Transport, TransportError
 
 T = TypeVar("T")
 

@@ -1,1 +1,2 @@
-"""Data preparation stages: disk, extract, filter, split, list, pack, place; each run on a workspace by one runner."""
+"""Data preparation stages: disk, extract, filter, split, list, pack (also over hosts), place; each
+works on folders it is given (engine.workspace runs them on a workspace)."""

@@ -1,24 +1,19 @@
-"""CLI subcommands demo-data, disk, extract, filter, split, place and prepare (engine.prep underneath)."""
+"""CLI subcommands demo-data, disk, extract, filter, split and place (engine.prep underneath)."""
 
 from __future__ import annotations
 
 import argparse
-import shlex
-import time
 from pathlib import Path
 
 from engine import options as opt
 from engine.cli_progress import CliProgress, human_bytes
 from engine.errors import UserError
 from engine.paths import require_folder_path
-from engine.prep import options as prep_options
 from engine.prep.options import (
-    GROUPS,
     TUTORIAL,
     FilterOptions,
     PackOptions,
     SplitOptions,
-    console_values,
 )
 from engine.prep.wslock import locked
 
@@ -30,22 +25,21 @@ def register(sub) -> None:
     _filter_parser(sub)
     _split_parser(sub)
     _place_parser(sub)
-    _prepare_parser(sub)
 
 
-def _parser(sub, name: str, text: str, func) -> argparse.ArgumentParser:
+def command_parser(sub, name: str, text: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=text, description=text)
     p.set_defaults(func=func)
     return p
 
 
-def _out(text: str = "") -> None:
+def say(text: str = "") -> None:
     print(text, flush=True)
 
 
 # -- demo-data ------------------------------------------------------------------------------------
 def _demo_parser(sub) -> None:
-    p = _parser(
+    p = command_parser(
         sub,
         "demo-data",
         "write a small ImageNet-shaped demo dataset (tar of per-class tars, or a tree)",
@@ -125,14 +119,14 @@ def _demo(args) -> int:
         size_scale=args.size_scale, max_side=args.max_side, corrupt=args.corrupt,
     )  # fmt: skip
     counts = ", ".join(str(n) for _, n in summary.classes)
-    _out(f"wrote {summary.path}: {len(summary.classes)} classes, {summary.images} images ({counts} per class), "
+    say(f"wrote {summary.path}: {len(summary.classes)} classes, {summary.images} images ({counts} per class), "
          f"{human_bytes(summary.bytes)}" + (f", {len(summary.corrupt)} broken files" if summary.corrupt else ""))  # fmt: skip
     return 0
 
 
 # -- disk -----------------------------------------------------------------------------------------
 def _disk_parser(sub) -> None:
-    p = _parser(
+    p = command_parser(
         sub, "disk", "estimate the space extract, list and pack need against free space", _disk
     )
     p.add_argument(
@@ -160,15 +154,15 @@ def _check_disk_paths(source: Path, target: Path) -> None:
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file; give the folder the outputs go to as TARGET")
     require_folder_path(target, "TARGET")
-    if source.is_file() and not _is_tar(source):  # never read a pipe here: extract streams it
+    if source.is_file() and not is_tar(source):  # never read a pipe here: extract streams it
         raise UserError(f"{source} is not a tar archive; give the ImageNet tar or a class tree")
-    if source.is_dir() and not _has_image(source):
+    if source.is_dir() and not has_image(source):
         raise UserError(
             f"{source} holds no images; give the ImageNet tar or a folder of class folders"
         )
 
 
-def _has_image(root: Path) -> bool:
+def has_image(root: Path) -> bool:
     """Stops at the first image: a full walk of ImageNet's tree is the estimate's job."""
     import os
 
@@ -188,13 +182,13 @@ def _disk(args) -> int:
     settings = opt.from_args(PackOptions, args)
     _check_disk_paths(source, target)
     rows = disk.estimate_space(source, target, settings)
-    _out(disk.format_table(rows))
+    say(disk.format_table(rows))
     return 0 if all(need <= free for need, free in disk.totals_by_mount(rows).values()) else 1
 
 
 # -- extract --------------------------------------------------------------------------------------
 def _extract_parser(sub) -> None:
-    p = _parser(
+    p = command_parser(
         sub,
         "extract",
         "extract a tar of per-class tars into ROOT/<class>/ (resumable, streaming)",
@@ -208,20 +202,20 @@ def _extract(args) -> int:
     from engine.prep.extract import extract_archive
 
     result = extract_archive(args.tar, args.root, on_event=CliProgress())
-    _out(f"{result.root}: {result.classes} classes extracted now ({result.images} files, {human_bytes(result.bytes)}), "
+    say(f"{result.root}: {result.classes} classes extracted now ({result.images} files, {human_bytes(result.bytes)}), "
          f"{result.already} done before")  # fmt: skip
     for name, reason in result.skipped:
-        _out(f"  skipped {name}: {reason}")
+        say(f"  skipped {name}: {reason}")
     if result.skipped:
         from engine.prep.extract import report_path
 
-        _out(f"  skipped members are listed in {report_path(result.root)}")
+        say(f"  skipped members are listed in {report_path(result.root)}")
     return 0
 
 
 # -- filter ---------------------------------------------------------------------------------------
 def _filter_parser(sub) -> None:
-    p = _parser(
+    p = command_parser(
         sub,
         "filter",
         "move classes with fewer than N images to ROOT_filtered/ (undoable)",
@@ -251,26 +245,26 @@ def _filter(args) -> int:
         for c, n in result.earlier
     ]
     for verdict, cls, n, where in sorted(rows, key=lambda row: row[1]):
-        _out(f"{verdict:<7} {cls}  {n:>6} images{where}")
+        say(f"{verdict:<7} {cls}  {n:>6} images{where}")
     moved = len(result.removed) + len(result.earlier)
-    _out(f"kept {len(result.kept)} classes, {moved} moved aside in {result.dest}; "
+    say(f"kept {len(result.kept)} classes, {moved} moved aside in {result.dest}; "
          f"undo with: imgscale filter {result.root} --undo")  # fmt: skip
     return 0
 
 
 def _report_undo(result, unit: str) -> int:
-    _out(
+    say(
         f"moved {result.restored} {unit} back"
         + (f"; {result.already} were already in place" if result.already else "")
     )
     for conflict in result.conflicts:
-        _out(f"  left alone: {conflict}")
+        say(f"  left alone: {conflict}")
     return 1 if result.conflicts else 0
 
 
 # -- split ----------------------------------------------------------------------------------------
 def _split_parser(sub) -> None:
-    p = _parser(
+    p = command_parser(
         sub,
         "split",
         "move K random images per class to VAL_ROOT/<class>/ (seeded, undoable)",
@@ -304,16 +298,16 @@ def _split(args) -> int:
                                     seed=options.seed, on_event=CliProgress())  # fmt: skip
     moved = sum(n for _, n in result.moved)
     state = "moved" if result.moved_now or not moved else "already moved"
-    _out(f"{state} {moved} images of {len(result.moved)} classes to {result.val_root}")
+    say(f"{state} {moved} images of {len(result.moved)} classes to {result.val_root}")
     for cls, n in result.short:
-        _out(f"  left whole: {cls} has only {n} images (need more than {options.val_per_class})")
-    _out(f"undo with: imgscale split {result.root} --undo")
+        say(f"  left whole: {cls} has only {n} images (need more than {options.val_per_class})")
+    say(f"undo with: imgscale split {result.root} --undo")
     return 0
 
 
 # -- place ----------------------------------------------------------------------------------------
 def _place_parser(sub) -> None:
-    p = _parser(
+    p = command_parser(
         sub,
         "place",
         "move packed .rec files into TRAIN_DIR and VAL_DIR (indexes stay put; undoable)",
@@ -352,108 +346,20 @@ def _place(args) -> int:
         raise UserError("missing TRAIN_DIR and VAL_DIR: e.g. imgscale place lists train val")
     result = place.place_records(args.prefix_dir, args.train_dir, args.val_dir, train_glob=args.train,
                                  val_glob=args.val, on_event=CliProgress())  # fmt: skip
-    _out(
+    say(
         f"{result.train_dir}: {len(result.train)} .rec files; {result.val_dir}: {len(result.val)} .rec files"
     )
     for stray in result.strays:
-        _out(
+        say(
             f"  warning: {stray} is not a .rec file; MXNet's reader would read it as data: move it out"
         )
     return 0
 
 
 # -- prepare --------------------------------------------------------------------------------------
-def _prepare_parser(sub) -> None:
-    p = _parser(sub, "prepare", "run every preparation stage on a workspace (resumes; skips finished stages)",
-                _prepare)  # fmt: skip
-    p.add_argument("workspace", metavar="DIR", help="the workspace folder (created when new)")
-    p.add_argument(
-        "--demo", action="store_true", help="generate a small demo tarball in DIR and prepare it"
-    )
-    p.add_argument(
-        "--source",
-        default=None,
-        metavar="TAR|FOLDER",
-        help="the ImageNet tar or a folder of classes",
-    )
-    g = p.add_argument_group(
-        "stage options (a new workspace saves them; default: the tutorial's values)"
-    )
-    for options in TUTORIAL.values():
-        opt.add_arguments(
-            g, type(options), only=console_values(options), base=options, keep_unset=True
-        )
 
 
-def stage_options(args) -> dict[str, dict]:
-    """The stage options given on the command line (checked against their bounds), by stage."""
-    given = {stage: opt.given(cls, args) for stage, cls in GROUPS.items()}
-    for stage, values in given.items():
-        prep_options.stage_options(stage, values)
-    return given
-
-
-def _check_prepare_args(args) -> None:
-    """Bad numbers or paths are refused before a workspace is created and saves them."""
-    folder = Path(args.workspace).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder} is a file; give a folder for the workspace (DIR)")
-    stage_options(args)
-    source = Path(args.source).expanduser() if args.source else None
-    if source is not None and source.is_file() and not _is_tar(source):
-        raise UserError(
-            f"--source {source} is not a tar archive; give the ImageNet tar or a class tree"
-        )
-    if source is not None and source.is_dir() and not _has_image(source):
-        raise UserError(f"--source {source} holds no images; give a folder of class folders")
-
-
-def _is_tar(path: Path) -> bool:
+def is_tar(path: Path) -> bool:
     import tarfile
 
     return tarfile.is_tarfile(path)
-
-
-def _prepare(args) -> int:
-    from engine.prep.pipeline import prepare
-
-    _check_prepare_args(args)
-    start = time.monotonic()
-    result = prepare(args.workspace, source=args.source, demo=args.demo, options=stage_options(args),
-                     on_event=CliProgress())  # fmt: skip
-    for line in summary_lines(result, time.monotonic() - start):
-        _out(line)
-    return 0
-
-
-def summary_lines(result, seconds: float) -> list[str]:
-    new = "ran " + ", ".join(result.ran) if result.ran else "nothing left to do"
-    lines = [
-        "",
-        f"Prepared {result.workspace} in {seconds:.1f} s ({new}).",
-        f"  {result.num_classes} classes, {result.num_examples} training and {result.val_examples} validation images",
-        f"  training data    {result.train_dir}   (only .rec files: give this folder as --data-train)",
-        f"  validation data  {result.val_dir}",
-        f"  lists, indexes and the class->label map: {result.lists_dir}",
-    ]
-    for report in result.reports:
-        lines.append(f"  skipped files are listed in {report}")
-    lines.append(
-        f"Training needs: --num-classes {result.num_classes} --num-examples {result.num_examples}"
-    )
-    lines += next_commands(result)
-    return lines
-
-
-def next_commands(result) -> list[str]:
-    """What to run next: the console on this workspace, or a training run on this machine."""
-    train = (
-        f"imgscale train --data-train {shlex.quote(str(result.train_dir))} "
-        f"--data-val {shlex.quote(str(result.val_dir))} --num-classes {result.num_classes} "
-        f"--num-examples {result.num_examples} --kv-store local"
-    )
-    return [
-        "Next:",
-        f"  imgscale-tui {shlex.quote(str(result.workspace))}    (then l: launch training)",
-        f"  or {train}",
-    ]

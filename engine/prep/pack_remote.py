@@ -19,13 +19,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from engine import options as opt
-from engine.cluster import jobs
-from engine.cluster.detach import DetachedProcess
 from engine.cluster.hostpool import HostPool
 from engine.cluster.hosts import HostSpec, read_hosts
+from engine.cluster.process import jobs
+from engine.cluster.process.detach import DetachedProcess
+from engine.cluster.process.supervisor import Job, Planned, SuperviseOptions
 from engine.cluster.remote_cmd import join_argv, shell_path
-from engine.cluster.supervisor import Job, Planned, SuperviseOptions
-from engine.cluster.transport import TransportError
+from engine.cluster.transport.base import TransportError
 from engine.errors import UserError
 from engine.events import EventSink, StageProgress, StageState, ignore
 from engine.prep.options import PackOptions

@@ -1,3 +1,4 @@
-"""Training. Shared by both engines here (importing neither): options, the log format and its parser,
-checkpoint names, .rec discovery, OOM diagnosis, the pre-flight check; ``run`` picks the engine.
-The engines, which never import each other: ``mxnet/`` (Module.fit, ps-lite) and ``torch/`` (DDP)."""
+"""Training. Shared by both engines here: options, the log format and its parser, checkpoint
+names, .rec discovery, OOM diagnosis, the pre-flight check; ``launch/`` holds the Engine interface and
+the registry that picks one engine per job (``run`` runs its trainer). The engines' training code
+never imports each other: ``mxnet/`` (Module.fit, ps-lite) and ``torch/`` (DDP)."""

@@ -18,7 +18,8 @@ from engine import options as opt
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
 from engine.train.checkpoints import existing_files, refuse_overwrite
-from engine.train.launch.engines import is_distributed
+from engine.train.launch import registry
+from engine.train.launch.engines import Engine, is_distributed
 from engine.train.options import CheckOptions, TrainOptions
 from engine.train.recfiles import Survey, check_magic, survey
 
@@ -371,7 +372,8 @@ def _gather_data(f: Facts) -> tuple[list[str], list[Survey]]:
             f.stray[path] = stray
         surveys: list[Survey] = []
         limit = f.train.max_bad_images
-        f.bad_data += _bad_data(path, files, f.train.engine, surveys, limit) if exists else []
+        engine = registry.engine_named(f.train.engine)
+        f.bad_data += _bad_data(path, files, engine, surveys, limit) if exists else []
         if path == f.train.data_train:
             recs, train_surveys = files, surveys
             f.data_labels = record_labels(surveys)
@@ -381,7 +383,7 @@ def _gather_data(f: Facts) -> tuple[list[str], list[Survey]]:
 def _bad_data(
     path: str,
     recs: list[str],
-    engine: str = "mxnet",
+    engine: Engine = registry.ENGINES[registry.DEFAULT],
     surveys: list[Survey] | None = None,
     max_bad: float = TrainOptions.max_bad_images,
 ) -> list[str]:
@@ -402,7 +404,7 @@ def _bad_data(
             continue
         problems += found.problems
         # MXNet stops at the first such image; the torch engine above --max-bad-images
-        allowed = 0 if engine != "torch" else max_bad * found.images
+        allowed = max_bad * found.images if engine.skips_bad_images else 0
         if found.undecodable > allowed:
             problems.append(
                 f"{rec}: {found.undecodable} of {found.images} records looked at hold no image "
@@ -411,8 +413,8 @@ def _bad_data(
             )
         if surveys is not None:
             surveys.append(found)
-        if found.idx is None and engine == "torch":
-            problems.append(f"{rec}: no .idx beside it; the torch engine reads by index")
+        if found.idx is None and engine.reads_by_index:
+            problems.append(f"{rec}: no .idx beside it; the {engine.name} engine reads by index")
     return problems
 
 

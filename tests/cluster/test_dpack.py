@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from engine.cluster import jobs
+from engine.cluster.process import jobs
 from engine.events import StageProgress
 from engine.prep.demo import make_demo_tree
 from engine.prep.lst import write_lists

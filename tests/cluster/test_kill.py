@@ -11,7 +11,7 @@ import sys
 import pytest
 from launch_helpers import Events, pid_record, wait_until
 
-from engine.cluster import jobs
+from engine.cluster.process import jobs
 from engine.events import JobState
 from engine.train.launch.launch import open_job
 

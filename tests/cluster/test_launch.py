@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from launch_helpers import MX_JOB, Events, run_to_end
 
-from engine.cluster import jobs
+from engine.cluster.process import jobs
 from engine.train.launch.launch import LaunchSpec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mxnet, pytest.mark.slow]

@@ -7,7 +7,7 @@ import pytest
 
 from engine.cluster.hostpool import HostPool
 from engine.cluster.hosts import read_hosts
-from engine.cluster.probes import ProbeSet, probe_once
+from engine.cluster.probes.grid import ProbeSet, probe_once
 from engine.events import Failure, GpuSample, HostSample, HostState
 
 pytestmark = pytest.mark.cluster

@@ -19,7 +19,8 @@ import pytest
 from launch_helpers import MX_JOB, Events, wait_until
 from slurm import SlurmCluster, slurm_available
 
-from engine.cluster import jobs, slurm
+from engine.cluster.process import jobs
+from engine.cluster.slurm import sbatch as slurm
 from engine.events import JobState
 from engine.train.launch.launch import LaunchSpec, launch
 

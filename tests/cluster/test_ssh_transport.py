@@ -12,8 +12,8 @@ import pytest
 
 from engine.cluster.hosts import parse_hosts, read_hosts
 from engine.cluster.remote_cmd import join_argv
-from engine.cluster.ssh import SshTransport
-from engine.cluster.transport import CommandTimedOut, TransportError
+from engine.cluster.transport.base import CommandTimedOut, TransportError
+from engine.cluster.transport.ssh import SshTransport
 
 pytestmark = pytest.mark.cluster
 DUMP = "import json, os, sys; print(json.dumps([sys.argv[1:], os.getcwd(), dict(os.environ)]))"

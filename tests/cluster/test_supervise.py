@@ -17,7 +17,7 @@ from launch_helpers import (
     watchers_of,
 )
 
-from engine.cluster import jobs
+from engine.cluster.process import jobs
 from engine.events import JobState
 from engine.train.launch.engines import set_option
 from engine.train.launch.launch import LaunchSpec, launch
@@ -198,7 +198,7 @@ async def test_a_host_that_cannot_start_fails_the_job_naming_the_host(cluster, s
 
 
 async def test_lost_host_stops_the_job_elsewhere_and_kill_cleans_it_when_back(cluster, state_home):
-    from engine.cluster.kill import kill_job
+    from engine.cluster.process.kill import kill_job
 
     events = Events()
     spec = LaunchSpec(

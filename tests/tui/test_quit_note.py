@@ -7,7 +7,7 @@ import sys
 from tui_helpers import opened, wait_for
 
 from engine.api import jobs
-from engine.cluster.kill import kill_job
+from engine.cluster.process.kill import kill_job
 from engine.train.launch.launch import LaunchSpec, launch
 from tui.app import ImgscaleApp
 

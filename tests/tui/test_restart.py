@@ -9,7 +9,7 @@ import pytest
 from tui_helpers import opened, wait_for
 
 from engine import api
-from engine.cluster import jobs
+from engine.cluster.process import jobs
 from tui.app import ImgscaleApp
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.logview import LogView

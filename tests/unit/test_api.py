@@ -8,7 +8,7 @@ import pytest
 
 from engine import api
 from engine.events import StageProgress, StageState, Throughput
-from engine.prep.runner import StageRun
+from engine.workspace.runner import StageRun
 
 
 def tp(host: str, rank: int, rate: float, t: float = 100.0) -> Throughput:

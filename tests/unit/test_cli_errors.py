@@ -179,7 +179,7 @@ def test_the_error_line_names_the_nested_subcommand(junk, capsys):
 
 
 def test_kill_all_reads_the_hosts_file_before_killing_anything(junk, capsys, monkeypatch):
-    from engine.cluster import kill
+    from engine.cluster.process import kill
 
     async def must_not_run(**_kw):
         raise AssertionError("local jobs killed before the bad hosts file was reported")

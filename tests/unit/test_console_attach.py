@@ -7,7 +7,7 @@ import sys
 
 from engine import workspace as wsmod
 from engine.api import jobs as console_jobs
-from engine.cluster import jobs
+from engine.cluster.process import jobs
 from engine.events import JobState, LogLine
 from engine.train.launch.launch import LaunchSpec, launch, open_job
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cluster.detach import (
+from engine.cluster.process.detach import (
     DetachedProcess,
     env_files,
     kill_command,

@@ -1,7 +1,7 @@
 """The supervisor's decisions, as pure functions: each scenario named after the mistake it prevents."""
 
-from engine.cluster.detach import RemoteStatus
-from engine.cluster.faults import (
+from engine.cluster.process.detach import RemoteStatus
+from engine.cluster.process.faults import (
     DONE,
     FAILED,
     KILLED,
@@ -11,8 +11,8 @@ from engine.cluster.faults import (
     describe_status,
     next_step,
 )
-from engine.cluster.jobs import JobRecord
-from engine.cluster.watcher import after
+from engine.cluster.process.jobs import JobRecord
+from engine.cluster.process.watcher import after
 from engine.events import ProcessInfo
 
 
@@ -78,7 +78,7 @@ def test_an_end_while_stopping_is_a_kill_not_a_failure():
 
 
 def test_a_process_killed_by_a_signal_is_blamed_before_peers_that_failed_after_it():
-    from engine.cluster.faults import FAILED, next_step
+    from engine.cluster.process.faults import FAILED, next_step
     from engine.events import ProcessInfo
 
     infos = [

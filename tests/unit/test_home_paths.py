@@ -3,8 +3,8 @@
 import subprocess
 
 from engine.cluster.hostpool import HostPool
-from engine.cluster.hostreport import data_facts
-from engine.cluster.probes import parse_stats, stats_command
+from engine.cluster.probes.grid import parse_stats, stats_command
+from engine.cluster.probes.hostreport import data_facts
 from engine.train.launch.launch import sync_work_dir
 
 

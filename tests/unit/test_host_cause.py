@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine import api
-from engine.cluster.export import GRID_FIELDS, grid_rows, to_csv
+from engine.cluster.probes.export import GRID_FIELDS, grid_rows, to_csv
 from engine.events import GpuSample, HostSample, HostState
 
 DIST = api.Topology("dist_sync", workers=4)

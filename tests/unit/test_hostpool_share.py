@@ -6,7 +6,7 @@ import asyncio
 
 from engine.cluster.hostpool import HostPool
 from engine.cluster.hosts import local_host
-from engine.cluster.local import LocalTransport
+from engine.cluster.transport.local import LocalTransport
 
 
 async def test_closing_an_operations_shared_pool_leaves_the_consoles_connection_open(monkeypatch):

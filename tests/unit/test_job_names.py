@@ -5,7 +5,7 @@ import json
 import pytest
 
 from engine.cli import main
-from engine.cluster import jobs
+from engine.cluster.process import jobs
 from engine.errors import UserError
 
 

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from engine.cluster.jobevents import ClusterJob
-from engine.cluster.slurm_job import SlurmJob
-from engine.cluster.supervisor import Job
+from engine.cluster.process.jobevents import ClusterJob
+from engine.cluster.process.supervisor import Job
+from engine.cluster.slurm.job import SlurmJob
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MEMBERS = [n for n in vars(ClusterJob) if not n.startswith("_")]
@@ -33,9 +33,9 @@ def test_each_job_kind_has_every_member_of_the_protocol_with_its_signature(cls):
 
 
 HOLDS = """
-from engine.cluster.jobevents import ClusterJob
-from engine.cluster.slurm_job import SlurmJob
-from engine.cluster.supervisor import Job
+from engine.cluster.process.jobevents import ClusterJob
+from engine.cluster.slurm.job import SlurmJob
+from engine.cluster.process.supervisor import Job
 
 
 def held(job: Job, slurm: SlurmJob) -> list[ClusterJob]:

@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from engine.cli import build_parser
-from engine.cluster import jobs
+from engine.cluster.process import jobs
 from engine.errors import UserError
 from engine.train.launch import mxnet_engine
 from engine.train.launch.cli_jobs import spec_from_args

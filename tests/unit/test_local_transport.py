@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from engine.cluster.local import LocalTransport
-from engine.cluster.transport import CommandTimedOut
+from engine.cluster.transport.base import CommandTimedOut
+from engine.cluster.transport.local import LocalTransport
 
 
 async def test_run_merges_env_over_os_environ_and_uses_cwd(tmp_path):

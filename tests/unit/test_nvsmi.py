@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.cluster import nvsmi
-from engine.cluster.nvsmi import SampleGrouper, parse_line, parse_output, query_command
+from engine.cluster.probes import nvsmi
+from engine.cluster.probes.nvsmi import SampleGrouper, parse_line, parse_output, query_command
 
 DATA = Path(__file__).parent.parent / "data" / "nvsmi"
 FAKE = DATA / "fake_nvidia_smi.py"

@@ -13,15 +13,15 @@ from engine import cli
 from engine import options as opt
 from engine import workspace as wsmod
 from engine.api import plan
-from engine.cluster.slurm import SlurmRequest
+from engine.cluster.slurm.sbatch import SlurmRequest
 from engine.prep import options as prep_options
-from engine.prep import stages
 from engine.prep.options import GROUPS, TUTORIAL, ListOptions, PackOptions
 from engine.prep.pack_remote import pack_args
 from engine.train import options as train_options
 from engine.train.facts import Facts
 from engine.train.launch.launch import LaunchSpec
 from engine.train.options import CheckOptions, JobOptions, TrainOptions
+from engine.workspace import stages
 
 ENGINE = pathlib.Path(opt.__file__).parent
 

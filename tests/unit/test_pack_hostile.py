@@ -105,7 +105,7 @@ class NoOpenCVDecode:
 @pytest.mark.skipif(turbojpeg.load() is None, reason="the YUV-plane path needs libturbojpeg")
 def test_a_short_jpeg_is_judged_by_its_first_decode():
     setup = pack_worker.Setup("/", PackOptions(resize=100))
-    item = (1, 0, "a.jpg", (0.0,))
+    item = pack_worker.Item(1, 0, "a.jpg", (0.0,))
     data = HOSTILE["claims-4x"]
     result = pack_worker.encode_item(NoOpenCVDecode(), np, item, setup, turbojpeg.load(), data)
     assert result.startswith("corrupt JPEG") and "premature end" in result
@@ -200,5 +200,7 @@ def test_the_gpu_path_refuses_what_the_cpu_path_refuses(tmp_path, data, options,
     from engine.prep import pack_gpu
 
     (tmp_path / "a.img").write_bytes(data)
-    entry = pack_gpu.read_entry((1, 0, "a.img", (0.0,)), pack_worker.Setup(str(tmp_path), options))
+    entry = pack_gpu.read_entry(
+        pack_worker.Item(1, 0, "a.img", (0.0,)), pack_worker.Setup(str(tmp_path), options)
+    )
     assert isinstance(entry.result, str) and words in entry.result

@@ -10,9 +10,9 @@ from engine.cli import main
 from engine.errors import UserError
 from engine.events import StageProgress
 from engine.prep.demo import make_demo_tree
-from engine.prep.pipeline import prepare
 from engine.recordio import RecordReader, unpack
 from engine.workspace import PREP_STAGES
+from engine.workspace.pipeline import prepare
 
 
 def labels_in(rec_dir):
@@ -162,7 +162,7 @@ def test_a_threshold_that_filters_everything_can_be_lowered(tmp_path, capsys):
 def test_the_labels_are_checked_once_after_the_list_stage_and_its_last_word_is_kept(
     tmp_path, monkeypatch
 ):
-    from engine.prep import stages
+    from engine.workspace import stages
 
     calls = []
     check = stages.check_labels

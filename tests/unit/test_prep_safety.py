@@ -9,8 +9,8 @@ from engine import workspace as wsmod
 from engine.errors import UserError
 from engine.events import SkippedItem
 from engine.prep.filter import filter_classes
-from engine.prep.pipeline import prepare
 from engine.prep.split import split_validation
+from engine.workspace.pipeline import prepare
 
 
 def test_workspace_root_leaving_the_workspace_is_refused(tmp_path):

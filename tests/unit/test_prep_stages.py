@@ -1,7 +1,7 @@
-"""engine.prep.stages: a stage run as train-then-val passes reports one count; every stage of the one order has a runner."""
+"""engine.workspace.stages: a stage run as train-then-val passes reports one count; every stage of the one order has a runner."""
 
 from engine.events import StageProgress, StageState
-from engine.prep.stages import Passes
+from engine.workspace.stages import Passes
 
 
 def test_second_pass_adds_to_the_first_and_chunk_events_pass_unchanged():
@@ -45,8 +45,7 @@ def test_the_stage_message_names_every_pass_not_only_the_last_chunk():
 
 
 def test_every_preparation_stage_in_the_one_order_has_a_runner():
-    from engine.prep import stages
-    from engine.workspace import PREP_STAGES, STAGES, UNDOABLE
+    from engine.workspace import PREP_STAGES, STAGES, UNDOABLE, stages
 
     assert set(stages.RUN) == set(PREP_STAGES)
     assert STAGES[-1] == "train" and STAGES[:-1] == PREP_STAGES

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from engine.cluster.probes import HostCounters, host_sample, parse_stats, stats_command
+from engine.cluster.probes.grid import HostCounters, host_sample, parse_stats, stats_command
 
 READING = """@uptime
 1000.00 1900.00

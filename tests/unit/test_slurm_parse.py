@@ -2,8 +2,8 @@
 
 import pytest
 
-from engine.cluster import slurm
-from engine.cluster.slurm_steps import srun_argv
+from engine.cluster.slurm import sbatch as slurm
+from engine.cluster.slurm.steps import srun_argv
 from engine.errors import UserError
 from engine.train.launch.slurm_driver import Plan, plan_processes
 

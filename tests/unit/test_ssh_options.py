@@ -7,7 +7,7 @@ import asyncssh
 import pytest
 
 from engine.cluster.hosts import parse_hosts
-from engine.cluster.ssh import classify, client_options
+from engine.cluster.transport.ssh import classify, client_options
 
 
 def options(line: str) -> dict:
@@ -75,7 +75,7 @@ def test_ssh_commands_print_no_dsa_deprecation_warning():
     import subprocess
     import sys
 
-    code = "from engine.cluster import ssh; ssh.classify(OSError('x'))"
+    code = "from engine.cluster.transport import ssh; ssh.classify(OSError('x'))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "DSA" not in result.stderr and "Warning" not in result.stderr, result.stderr

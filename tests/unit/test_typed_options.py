@@ -14,12 +14,13 @@ from engine import options as opt
 from engine import workspace as wsmod
 from engine.api import jobs, plan
 from engine.errors import StageRefused, UserError
-from engine.prep import disk, extract, lst, pack, place, split, stages
+from engine.prep import disk, extract, lst, pack, place, split
 from engine.prep import filter as filter_stage
 from engine.prep.demo import make_demo_tree
 from engine.prep.pack import parse_line
 from engine.prep.pack_worker import Item
 from engine.train.launch.preflight_hosts import AcrossHosts
+from engine.workspace import stages
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

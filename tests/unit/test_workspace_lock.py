@@ -15,8 +15,8 @@ import pytest
 from engine import workspace as wsmod
 from engine.errors import UserError
 from engine.events import ignore
-from engine.prep.runner import StageRun
 from engine.prep.wslock import WorkspaceLock
+from engine.workspace.runner import StageRun
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

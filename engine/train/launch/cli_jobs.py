@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 
 from engine import options as opt
-from engine.cluster import jobs
 from engine.cluster.hosts import read_hosts
-from engine.cluster.kill import ended, kill_everywhere, kill_job, sweep_hosts
-from engine.cluster.slurm import SlurmRequest
+from engine.cluster.process import jobs
+from engine.cluster.process.kill import ended, kill_everywhere, kill_job, sweep_hosts
+from engine.cluster.slurm.sbatch import SlurmRequest
 from engine.errors import UserError
 from engine.events import Event, Failure, HostState, JobState, LogLine
 
@@ -204,7 +206,17 @@ def run_launch(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     if args.dry_run:
         return _dry_run(spec)
-    return asyncio.run(_launch(spec, args))
+    return asyncio.run(_collected(_launch(spec, args)))
+
+
+async def _collected(work: Awaitable[int]) -> int:
+    """``work``, then a garbage collection while the loop still runs: a command cancelled by a
+    second Ctrl-C leaves its subprocess transport in a reference cycle, and collected after the
+    loop closed it prints "Event loop is closed" with a traceback."""
+    try:
+        return await work
+    finally:
+        gc.collect()
 
 
 def _dry_run(spec) -> int:

@@ -47,11 +47,15 @@ class Engine(ABC):
     package: str  # the Python package every host must have
     install_hint: str  # how to install it (pre-flight advice)
     has_servers: bool  # parameter servers and a scheduler (ps-lite), or ranks alone
-    # pre-flight: the engine's package reports each host's GPUs (engine.cluster.hostreport's
+    # pre-flight: the engine's package reports each host's GPUs (engine.cluster.probes.hostreport's
     # flags), and an all-reduce over every slot is timed before training
     host_report_args: tuple[str, ...] = ()
     times_allreduce: bool = False
     trainer: str  # the module whose main(args) trains (`imgscale train --engine NAME`)
+    # its data loader: skips undecodable images up to --max-bad-images (else stops at the first),
+    # and reads a .rec through its .idx (so the .idx must be there)
+    skips_bad_images: bool = False
+    reads_by_index: bool = False
 
     @abstractmethod
     def place(self, layout: Layout, slots: Sequence[int | None]) -> list[Placement]:

@@ -1,6 +1,6 @@
 """Pre-flight across hosts: reach every host, compare versions, data and GPUs, time an all-reduce.
 
-``imgscale check -H HOSTS`` (and the console before a launch) runs ``engine.cluster.hostreport`` on
+``imgscale check -H HOSTS`` (and the console before a launch) runs ``engine.cluster.probes.hostreport`` on
 every host over its SSH connection, compares the answers with the first host's (the master's), and
 for an engine that all-reduces (torch) launches a two-second all-reduce over every slot (engine.train.launch.allreduce_probe).
 Each finding names the host and what to do. The comparisons are pure functions of the answers.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from engine.cluster.hostpool import HostPool
 from engine.cluster.hosts import HostSpec, read_hosts
 from engine.cluster.remote_cmd import join_argv
-from engine.cluster.transport import TransportError
+from engine.cluster.transport.base import TransportError
 from engine.errors import UserError
 from engine.events import LogLine
 from engine.train.check import ERROR, INFO, WARNING, Finding
@@ -34,7 +34,7 @@ PROBE_TIMEOUT_S = 120.0
 
 @dataclass(frozen=True)
 class HostAnswer:
-    """One host's report (engine.cluster.hostreport's JSON), or why there is none."""
+    """One host's report (engine.cluster.probes.hostreport's JSON), or why there is none."""
 
     host: str
     slots: int | None
@@ -282,7 +282,7 @@ async def host_answers(
 async def _answer(
     pool: HostPool, host: HostSpec, paths: Sequence[str], engine: Engine, port: int | None
 ) -> HostAnswer:
-    words = [host.python, "-m", "engine.cluster.hostreport", *engine.host_report_args]
+    words = [host.python, "-m", "engine.cluster.probes.hostreport", *engine.host_report_args]
     words += [f"--port={port}"] if port else []
     command = join_argv([*words, *paths])
     try:

@@ -1,10 +1,10 @@
 """Inside a SLURM allocation: place a training job's processes on the allocated nodes and run them.
 
-`sbatch` runs this on the first node of the allocation (engine.cluster.slurm writes the batch
+`sbatch` runs this on the first node of the allocation (engine.cluster.slurm.sbatch writes the batch
 script). From the plan file it asks the job's Engine to place the processes as `imgscale launch`
 places them over SSH — MXNet's scheduler on the first node, servers round-robin, workers filling
 each node's tasks; torch ranks node by node with torchrun's variables — and hands them to
-engine.cluster.slurm_steps, which starts each as an srun step and stops the rest when one fails. The
+engine.cluster.slurm.steps, which starts each as an srun step and stops the rest when one fails. The
 batch script's exit status is the job's. ``PREFIX/../procs.json`` tells the login node which
 process runs where.
 """
@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.cluster import jobs, slurm
-from engine.cluster.slurm_steps import (
+from engine.cluster.process import jobs
+from engine.cluster.slurm import sbatch as slurm
+from engine.cluster.slurm.steps import (
     Process,
     allocation,
     attempt_dir,

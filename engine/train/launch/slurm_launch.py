@@ -1,6 +1,6 @@
 """A training job under SLURM: its plan file for the driver, submitting, re-opening, --dry-run's script.
 
-The login-node side of `imgscale launch --launcher slurm`: engine.cluster.slurm_job submits and
+The login-node side of `imgscale launch --launcher slurm`: engine.cluster.slurm.job submits and
 follows the job; this module says what runs inside the allocation (this package's slurm_driver, with
 a plan naming the job's engine) and applies the engine's resume arguments on a relaunch.
 """
@@ -11,42 +11,43 @@ import asyncio
 import os
 import sys
 
-from engine.cluster import jobs, slurm
+from engine.cluster.process import jobs
 from engine.cluster.remote_cmd import with_python
-from engine.cluster.slurm_job import (
+from engine.cluster.slurm import sbatch as slurm
+from engine.cluster.slurm.job import (
     ResumeHook,
     SlurmJob,
     SlurmPlanner,
     request_of,
     require_request,
 )
-from engine.cluster.slurm_steps import attempt_dir
+from engine.cluster.slurm.steps import attempt_dir
 from engine.events import EventSink
 
 from . import registry
 from .slurm_driver import Plan
+from .spec import LaunchSpec
 
 DRIVER = "engine.train.launch.slurm_driver"
 
 
 def plan_of(record: jobs.JobRecord, attempt: int, command: tuple[str, ...]) -> Plan:
     """The driver's plan for one attempt: the engine, the process counts, the command and env."""
-    spec = record.launch_args
-    engine = registry.engine_for(spec.get("engine"), command)
-    workers = int(spec["num_workers"])
-    servers = spec.get("num_servers")
+    spec = LaunchSpec.from_dict(record.launch_args)
+    engine = registry.engine_for(spec.engine, command)
+    workers, servers = spec.num_workers, spec.num_servers
     return Plan(
         job=record.job,
         attempt=attempt,
         engine=engine.name,
-        command=with_python(command, spec.get("python") or sys.executable),
+        command=with_python(command, sys.executable),
         num_workers=workers,
-        num_servers=(workers if servers is None else int(servers)) if engine.has_servers else 0,
-        env=dict(spec.get("env") or {}),
-        cwd=spec.get("cwd") or os.getcwd(),
-        run_root=spec.get("run_root") or jobs.DEFAULT_RUN_ROOT,
-        gpus_per_node=int((spec.get("slurm") or {}).get("gpus_per_node") or 0),
-        interface=spec.get("interface"),
+        num_servers=(workers if servers is None else servers) if engine.has_servers else 0,
+        env=dict(spec.env),
+        cwd=spec.cwd or os.getcwd(),
+        run_root=spec.run_root,
+        gpus_per_node=int(spec.slurm.get("gpus_per_node") or 0),
+        interface=spec.interface,
     )
 
 
@@ -80,9 +81,10 @@ def open_job(
     tail_lines: int | None = None,
 ) -> SlurmJob:
     """A recorded SLURM job, ready to ``attach()``; relaunches resume as its engine does."""
-    prefix = record.launch_args.get("resume_prefix")
+    spec = LaunchSpec.from_dict(record.launch_args)
+    prefix = spec.resume_prefix
     if resume is None and prefix:
-        engine = registry.engine_for(record.launch_args.get("engine"), record.command)
+        engine = spec.training_engine
 
         def resume(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
             return engine.resume_command(command, prefix)

@@ -21,6 +21,8 @@ class TorchEngine(Engine):
     trainer = "engine.train.torch.run"
     host_report_args = ("--torch",)
     times_allreduce = True
+    skips_bad_images = True
+    reads_by_index = True
 
     def install_advice(self, version: str | None) -> str:
         return self.install_hint + (f" torch=={version}" if version else "")

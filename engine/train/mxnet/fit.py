@@ -386,9 +386,7 @@ def _save(args, module, plan: Plan, epoch: int, batch: int) -> None:
     saving.save_symbol(prefix, module.symbol)
     params = ckpt.params_path(prefix, epoch, batch)
     saving.save_params(params, arg_params, aux_params, prefix)
-    if (
-        "dist" not in args.kv_store
-    ):  # with a distributed store the optimizer state lives on the servers
+    if not is_distributed(args.kv_store):  # else the optimizer state lives on the servers
         saving.save_states(ckpt.states_path(prefix, epoch, batch), module, prefix)
     ckpt.remove_batch_checkpoints(prefix, keep=(epoch, batch) if batch else None)
     log.info('Saved checkpoint to "%s"', params)

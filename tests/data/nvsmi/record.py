@@ -3,7 +3,7 @@
 The file gets a provenance line (host, time, driver, exit status), a ``# query:`` line naming the
 fields in the order they were asked for, then what nvidia-smi printed (stdout and stderr, verbatim).
 tests/data/nvsmi/fake_nvidia_smi.py answers any query over a subset of those fields from it.
-Record every field the probes query (engine.cluster.nvsmi.QUERY_FIELDS) plus a few more, in the
+Record every field the probes query (engine.cluster.probes.nvsmi.QUERY_FIELDS) plus a few more, in the
 tool's own order, so that a probe asking in another order is answered in that order.
 """
 
@@ -16,9 +16,9 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2]))  # the repository root, for engine.cluster.nvsmi
+sys.path.insert(0, str(HERE.parents[2]))  # the repository root, for engine.cluster.probes.nvsmi
 
-from engine.cluster.nvsmi import QUERY_FIELDS  # noqa: E402
+from engine.cluster.probes.nvsmi import QUERY_FIELDS  # noqa: E402
 
 EXTRA_FIELDS = ("pci.bus_id", "driver_version", "mig.mode.current")
 RECORD_FIELDS = (*QUERY_FIELDS, *EXTRA_FIELDS)

@@ -19,7 +19,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .remote_cmd import join_argv, shell_path
+from engine.cluster.remote_cmd import join_argv, shell_path
 
 # $1 prefix, $2 working directory, $3… the command. Runs under dash as well as bash. The
 # environment comes from PREFIX.env (mode 0600, removed once read), never from a command line.

@@ -19,13 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from engine.cluster.hostpool import HostPool
+from engine.cluster.hosts import HostSpec
+from engine.cluster.probes import nvsmi
+from engine.cluster.remote_cmd import shell_path
+from engine.cluster.transport.base import LineStream, Transport, TransportError
 from engine.events import Event, Failure, GpuSample, HostSample, HostState
-
-from . import nvsmi
-from .hostpool import HostPool
-from .hosts import HostSpec
-from .remote_cmd import shell_path
-from .transport import LineStream, Transport, TransportError
 
 SAMPLE_TIMEOUT_S = 5.0
 BACKOFF_FIRST_S = 1.0

@@ -41,12 +41,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from engine.errors import UserError
-from engine.events import EventSink, HostState, JobState
-
-from . import jobs
-from .detach import DetachedProcess, RemoteStatus
-from .faults import (
+from engine.cluster.hostpool import HostPool
+from engine.cluster.process import jobs
+from engine.cluster.process.detach import DetachedProcess, RemoteStatus
+from engine.cluster.process.faults import (
     DONE,
     FAILED,
     FINAL,
@@ -59,11 +57,19 @@ from .faults import (
     describe_status,
     next_step,
 )
-from .hostpool import HostPool
-from .jobevents import ClusterJob, JobEvents
-from .jobs import JobRecord, ProcRecord
-from .kill import kill_processes
-from .watcher import START_TIMEOUT_S, HostWatcher, Processes, Start, start_hosts, tail_of
+from engine.cluster.process.jobevents import ClusterJob, JobEvents
+from engine.cluster.process.jobs import JobRecord, ProcRecord
+from engine.cluster.process.kill import kill_processes
+from engine.cluster.process.watcher import (
+    START_TIMEOUT_S,
+    HostWatcher,
+    Processes,
+    Start,
+    start_hosts,
+    tail_of,
+)
+from engine.errors import UserError
+from engine.events import EventSink, HostState, JobState
 
 DRAIN_QUIET_S = 0.6  # a job is final once its logs were quiet this long …
 DRAIN_MAX_S = 3.0  # … or after this long

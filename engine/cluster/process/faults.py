@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from engine.cluster.process.jobs import JobRecord
 from engine.events import Event, Failure, ProcessInfo
-
-from .jobs import JobRecord
 
 FINAL = ("done", "failed", "stopped")  # a job state that never changes again (JobState.state)
 LIVE = ("starting", "running")  # a process (or a job's phase) that may still change by itself

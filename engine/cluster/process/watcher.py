@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from engine.events import HostState, LogLine, ProcessInfo
-
-from .detach import (
+from engine.cluster.hostpool import HostPool
+from engine.cluster.process.detach import (
     DetachedProcess,
     RemoteStatus,
     env_files,
@@ -26,11 +25,11 @@ from .detach import (
     start_command,
     watch_command,
 )
-from .faults import LIVE
-from .hostpool import HostPool
-from .jobs import ProcRecord
-from .remote_cmd import shell_path
-from .transport import TransportError
+from engine.cluster.process.faults import LIVE
+from engine.cluster.process.jobs import ProcRecord
+from engine.cluster.remote_cmd import shell_path
+from engine.cluster.transport.base import TransportError
+from engine.events import HostState, LogLine, ProcessInfo
 
 START_TIMEOUT_S = 60.0  # a host that has not started its processes by then has failed
 MAX_ERRORS = 20  # stderr lines kept to say why a channel ended

@@ -8,8 +8,8 @@ pinned to one node. Everything else is LocalTransport's (a process group per com
 
 from __future__ import annotations
 
-from .hosts import HostSpec
-from .local import LocalTransport
+from engine.cluster.hosts import HostSpec
+from engine.cluster.transport.local import LocalTransport
 
 
 def srun_prefix(slurm_job: str, node: str) -> list[str]:

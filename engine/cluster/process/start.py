@@ -11,15 +11,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 
+from engine.cluster.hostpool import HostPool
+from engine.cluster.hosts import HostSpec, local_host, read_hosts
+from engine.cluster.process import jobs
+from engine.cluster.process.supervisor import Job, Planner, SuperviseOptions
+from engine.cluster.remote_cmd import join_argv, shell_path
+from engine.cluster.transport.base import Transport, TransportError
 from engine.errors import UserError
 from engine.events import EventSink
-
-from . import jobs
-from .hostpool import HostPool
-from .hosts import HostSpec, local_host, read_hosts
-from .remote_cmd import join_argv, shell_path
-from .supervisor import Job, Planner, SuperviseOptions
-from .transport import Transport, TransportError
 
 FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
 

@@ -1,7 +1,7 @@
 """The one stage runner: a stage run (or undone) on a workspace, its counts and end saved in state.json.
 
 The console's Session runs it in a thread (and stops it through ``stop``); `imgscale prepare`
-(engine.prep.pipeline) runs it in its own (and stops it with Ctrl-C).
+(engine.workspace.pipeline) runs it in its own (and stops it with Ctrl-C).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 from engine import workspace as wsmod
 from engine.errors import UserError
 from engine.events import Event, EventSink, SkippedItem, StageProgress, StageState
-from engine.prep.stages import run_stage
 from engine.prep.wslock import WorkspaceLock, workspace_folders
+from engine.workspace.stages import run_stage
 
 SAVE_EVERY_S = 1.0
 STOPPED = "stopped; start again to resume"

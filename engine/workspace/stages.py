@@ -2,7 +2,7 @@
 
 Each function calls the engine.prep stage with the workspace's folders and options and passes the
 event sink through. Stages are synchronous: the console's Session runs them in a thread,
-`imgscale prepare` (engine.prep.pipeline) in its own.
+`imgscale prepare` (engine.workspace.pipeline) in its own.
 """
 
 from __future__ import annotations

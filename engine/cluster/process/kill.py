@@ -12,14 +12,13 @@ import asyncio
 import collections
 from dataclasses import replace
 
+from engine.cluster.hostpool import HostPool, record_hosts
+from engine.cluster.hosts import read_hosts
+from engine.cluster.process import jobs
+from engine.cluster.process.detach import KillReport, kill_command, parse_kill, sweep_command
+from engine.cluster.slurm.job import cancel_record
+from engine.cluster.transport.base import TransportError
 from engine.events import EventSink, Failure
-
-from . import jobs
-from .detach import KillReport, kill_command, parse_kill, sweep_command
-from .hostpool import HostPool, record_hosts
-from .hosts import read_hosts
-from .slurm_job import cancel_record
-from .transport import TransportError
 
 
 async def kill_job(

@@ -2,7 +2,7 @@
 
 Commands are shell command lines built by pure functions with ``shlex.quote`` (see remote_cmd.py),
 so the same line runs the same way locally (``/bin/sh -c``) and over SSH (the login shell runs it).
-Implementations: ``engine.cluster.local.LocalTransport`` and ``engine.cluster.ssh.SshTransport``.
+Implementations: ``engine.cluster.transport.local.LocalTransport`` and ``engine.cluster.transport.ssh.SshTransport``.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .remote_cmd import shell_command
-from .transport import (
+from engine.cluster.remote_cmd import shell_command
+from engine.cluster.transport.base import (
     CommandResult,
     CommandTimedOut,
     LineSplitter,

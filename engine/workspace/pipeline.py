@@ -1,7 +1,7 @@
 """`imgscale prepare`: every preparation stage, in order, on a workspace; finished stages are skipped.
 
 The workspace is the console's (engine.workspace: workspace.toml + state.json) and each stage runs
-through the console's own runner (engine.prep.runner), so the CLI and the console share paths,
+through the console's own runner (engine.workspace.runner), so the CLI and the console share paths,
 options, state and code. A stage
 interrupted part-way is started again and resumes by itself (extract's manifest, the move journals,
 pack's per-chunk resume).
@@ -15,9 +15,9 @@ from pathlib import Path
 from engine import workspace as wsmod
 from engine.errors import UserError
 from engine.events import EventSink, StageState, ignore
-from engine.prep.runner import run_one
-from engine.prep.stages import create_demo, read_labels
 from engine.prep.wslock import WorkspaceLock, workspace_folders
+from engine.workspace.runner import run_one
+from engine.workspace.stages import create_demo, read_labels
 
 
 @dataclass(frozen=True)

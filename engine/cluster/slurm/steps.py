@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.cluster.process import jobs
+from engine.cluster.process.detach import WRAPPER
+from engine.cluster.slurm import sbatch as slurm
 from engine.paths import write_text_atomic
-
-from . import jobs, slurm
-from .detach import WRAPPER
 
 POLL_S = 0.2
 GRACE_S = 5.0

@@ -22,16 +22,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from engine.cluster.probes.grid import ProbeSet
+from engine.cluster.process import jobs
+from engine.cluster.process.faults import FINAL, describe_status
+from engine.cluster.process.jobevents import ClusterJob, JobEvents
+from engine.cluster.process.watcher import line_level
+from engine.cluster.slurm import sbatch as slurm
+from engine.cluster.slurm.srun import node_spec
+from engine.cluster.slurm.steps import attempt_dir, write_private
 from engine.errors import UserError
 from engine.events import EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
-
-from . import jobs, slurm
-from .faults import FINAL, describe_status
-from .jobevents import ClusterJob, JobEvents
-from .probes import ProbeSet
-from .slurm_steps import attempt_dir, write_private
-from .srun import node_spec
-from .watcher import line_level
 
 POLL_S = 0.5
 LAST_LINES = 20

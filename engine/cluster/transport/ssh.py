@@ -20,9 +20,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .hosts import HostSpec
-from .remote_cmd import shell_command
-from .transport import (
+from engine.cluster.hosts import HostSpec
+from engine.cluster.remote_cmd import shell_command
+from engine.cluster.transport.base import (
     CommandResult,
     CommandTimedOut,
     LineSplitter,

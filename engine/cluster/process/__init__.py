@@ -1,0 +1,1 @@
+"""Detached processes and their supervision: records, the wrapper, watcher, supervisor, faults, kill."""

@@ -1,0 +1,1 @@
+"""One Transport interface (base), two implementations: local subprocesses and asyncssh."""
