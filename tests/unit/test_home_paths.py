@@ -4,7 +4,7 @@ import subprocess
 
 from engine.cluster.hostpool import HostPool
 from engine.cluster.probes.grid import parse_stats, stats_command
-from engine.cluster.probes.hostreport import data_facts
+from engine.train.launch.hostreport import data_facts
 from engine.train.launch.launch import sync_work_dir
 
 

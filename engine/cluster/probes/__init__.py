@@ -1,1 +1,1 @@
-"""Telemetry: the probe set behind the hosts grid, nvidia-smi parsing, host reports, exports."""
+"""Telemetry: the probe set behind the hosts grid, nvidia-smi parsing, exports."""

@@ -47,7 +47,7 @@ class Engine(ABC):
     package: str  # the Python package every host must have
     install_hint: str  # how to install it (pre-flight advice)
     has_servers: bool  # parameter servers and a scheduler (ps-lite), or ranks alone
-    # pre-flight: the engine's package reports each host's GPUs (engine.cluster.probes.hostreport's
+    # pre-flight: the engine's package reports each host's GPUs (engine.train.launch.hostreport's
     # flags), and an all-reduce over every slot is timed before training
     host_report_args: tuple[str, ...] = ()
     times_allreduce: bool = False

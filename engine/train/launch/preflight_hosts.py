@@ -1,6 +1,6 @@
 """Pre-flight across hosts: reach every host, compare versions, data and GPUs, time an all-reduce.
 
-``imgscale check -H HOSTS`` (and the console before a launch) runs ``engine.cluster.probes.hostreport`` on
+``imgscale check -H HOSTS`` (and the console before a launch) runs ``engine.train.launch.hostreport`` on
 every host over its SSH connection, compares the answers with the first host's (the master's), and
 for an engine that all-reduces (torch) launches a two-second all-reduce over every slot (engine.train.launch.allreduce_probe).
 Each finding names the host and what to do. The comparisons are pure functions of the answers.
@@ -34,7 +34,7 @@ PROBE_TIMEOUT_S = 120.0
 
 @dataclass(frozen=True)
 class HostAnswer:
-    """One host's report (engine.cluster.probes.hostreport's JSON), or why there is none."""
+    """One host's report (engine.train.launch.hostreport's JSON), or why there is none."""
 
     host: str
     slots: int | None
@@ -282,7 +282,7 @@ async def host_answers(
 async def _answer(
     pool: HostPool, host: HostSpec, paths: Sequence[str], engine: Engine, port: int | None
 ) -> HostAnswer:
-    words = [host.python, "-m", "engine.cluster.probes.hostreport", *engine.host_report_args]
+    words = [host.python, "-m", "engine.train.launch.hostreport", *engine.host_report_args]
     words += [f"--port={port}"] if port else []
     command = join_argv([*words, *paths])
     try:

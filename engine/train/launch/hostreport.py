@@ -1,6 +1,6 @@
 """What one host says about itself before a job: versions, GPUs, the data files (run there).
 
-``python -m engine.cluster.probes.hostreport [--torch] [--port=N] PATH …`` prints one JSON object; the pre-flight
+``python -m engine.train.launch.hostreport [--torch] [--port=N] PATH …`` prints one JSON object; the pre-flight
 (engine.train.launch.preflight_hosts) runs it on every host and compares the answers. Standard library only,
 plus torch when asked (for its version and the GPUs it sees).
 """
