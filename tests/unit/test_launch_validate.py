@@ -53,3 +53,37 @@ def test_all_processes_on_one_host_are_bounded_naming_the_host(tmp_path):
         validate(spec)
     validate(LaunchSpec(command=("true",), num_workers=HOST_CAP, num_servers=0,
                         hosts_file=str(tmp_path / "hosts")))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("command", "refused"),
+    [
+        (("imgscale", "train", "--model-prefix", "{p}"), True),
+        ((sys.executable, "-m", "engine", "train", "--engine", "torch"), True),
+        (("imgscale", "train", "--resume"), False),
+        (("imgscale", "train", "--load-epoch", "1"), False),
+        (("imgscale", "train", "--fresh"), False),
+        (("python", "my_train.py", "--lr", "0.1"), False),  # not ours: its flags mean nothing here
+    ],
+)
+def test_a_first_launch_over_old_checkpoints_is_refused_before_restarts_could_resume_it(
+    tmp_path, command, refused
+):
+    """Refused by the trainer only, its exit was a fault that --max-restarts relaunched with
+    --resume: the old run went on although the user had not asked to continue it."""
+    prefix = tmp_path / "ckpt" / "r50"
+    prefix.parent.mkdir()
+    (tmp_path / "ckpt" / "r50-0003.pt").write_bytes(b"x")
+    spec = LaunchSpec(
+        tuple(w.format(p=prefix) for w in command),
+        1,
+        launcher="local",
+        run_root=str(tmp_path / "runs"),
+        resume_prefix=str(prefix),
+        max_restarts=3,
+    )
+    if refused:
+        with pytest.raises(UserError, match="--resume"):
+            validate(spec)
+    else:
+        validate(spec)

@@ -38,6 +38,7 @@ from engine.errors import UserError
 from engine.events import EventSink
 from engine.paths import require_folder_path
 from engine.prep.pack_remote import pack_planner
+from engine.train.checkpoints import refuse_overwrite
 
 from . import registry, slurm_launch
 from .dmlc_env import forwarded_env, identity_env
@@ -203,11 +204,25 @@ def validate(spec: LaunchSpec) -> None:
     check_spec(spec)
     if spec.job:  # a bad or taken name, as the real launch's record would refuse it
         jobs.choose_job_name(spec.job, registry.job_kind(spec.command))
+    refuse_overwrite_on_relaunch(spec)
     if spec.launcher == "slurm":
         slurm_launch.dry_run_script(spec.to_dict())  # building the batch script checks every value
         return
     hosts = spec_hosts(spec)
     check_per_host(place_processes(spec, hosts), [h.name for h in hosts], HOST_CAP)
+
+
+def refuse_overwrite_on_relaunch(spec: LaunchSpec) -> None:
+    """A first attempt that neither resumes nor starts anew over a prefix holding checkpoints is
+    refused here, before anything starts: refused by the trainer instead, its exit would be a
+    fault that --max-restarts relaunches with the resume arguments, continuing the old run."""
+    words = spec.command
+    if not spec.resume_prefix or not registry.is_imgscale_train(words):
+        return
+    load_epoch = any(w == "--load-epoch" or w.startswith("--load-epoch=") for w in words)
+    refuse_overwrite(
+        spec.resume_prefix, "--resume" in words, 0 if load_epoch else None, "--fresh" in words
+    )
 
 
 def check_numbers(spec: LaunchSpec) -> None:

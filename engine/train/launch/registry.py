@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from engine.errors import UserError
@@ -46,3 +47,13 @@ def job_kind(command: Sequence[str]) -> str:
     if "--benchmark" in command:
         return "bench"
     return "testio" if "--test-io" in command else "train"
+
+
+def is_imgscale_train(argv: Sequence[str]) -> bool:
+    """Whether a launched command is our own trainer (`imgscale train …`, `python -m engine train
+    …`, `python -m engine.train.run …`), whose flags (--resume, --fresh …) we may read."""
+    words = list(argv)
+    if any(w in ("engine.train.run", "engine.train.torch.run") for w in words):
+        return True
+    names = [os.path.basename(w) for w in words[:3]]
+    return "train" in words[:4] and ("imgscale" in names or "engine" in words[:3])
