@@ -6,12 +6,13 @@ import pytest
 
 from engine.cli import build_parser
 from engine.cluster.process import jobs
+from engine.cluster.remote_cmd import with_python
 from engine.errors import UserError
 from engine.train.launch import mxnet_engine
 from engine.train.launch.cli_jobs import spec_from_args
 from engine.train.launch.engines import set_option
-from engine.train.launch.launch import LaunchSpec, checkpoint_resume, with_python
 from engine.train.launch.registry import ENGINES
+from engine.train.launch.spec import LaunchSpec, checkpoint_resume
 
 
 def parse(*argv):

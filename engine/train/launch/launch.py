@@ -42,9 +42,9 @@ from engine.train.checkpoints import refuse_overwrite
 
 from . import registry, slurm_launch
 from .dmlc_env import forwarded_env, identity_env
-from .engines import Engine, Rendezvous
+from .engines import Rendezvous
 from .placement import Placement, check_per_host
-from .spec import LOCAL_CAP, LaunchSpec, ResumeHook
+from .spec import LOCAL_CAP, LaunchSpec, ResumeHook, resume_hook
 
 
 # ---- planning -------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def training_planner(
         if attempt and resume is not None:
             command = tuple(resume(command, attempt))
         placement = place_processes(spec, hosts)
-        first = hosts[placement[0].host] if placement else hosts[0]
+        first = master_host(hosts, placement)
         port = spec.root_port or await probe_port(first.name)
         return planned_processes(spec, job, attempt, hosts, placement, port, command)
 
@@ -99,6 +99,11 @@ def training_planner(
 def place_processes(spec: LaunchSpec, hosts: Sequence[HostSpec]) -> list[Placement]:
     """Where each process runs (raises the user's mistake: more processes than slots …)."""
     return spec.training_engine.place(spec.layout, [h.slots for h in hosts])
+
+
+def master_host(hosts: Sequence[HostSpec], placement: Sequence[Placement]) -> HostSpec:
+    """The host of the first process (the scheduler, or rank 0): where the others meet."""
+    return hosts[placement[0].host] if placement else hosts[0]
 
 
 def spec_hosts(spec: LaunchSpec) -> list[HostSpec]:
@@ -116,7 +121,7 @@ def planned_processes(
 ) -> list[Planned]:
     """Every placed process with the engine's environment, our identity and the user's env."""
     engine = spec.training_engine
-    first = hosts[placement[0].host] if placement else hosts[0]
+    first = master_host(hosts, placement)
     meet = Rendezvous(
         job,
         attempt,
@@ -148,7 +153,7 @@ def plan_lines(spec: LaunchSpec) -> list[str]:
     """What --dry-run prints: the processes (MXNet roles, or torch ranks) each host would run."""
     hosts = spec_hosts(spec)
     placement = place_processes(spec, hosts)
-    first = hosts[placement[0].host] if placement else hosts[0]
+    first = master_host(hosts, placement)
     master = spec.root_uri or node_address(first)
     port = str(spec.root_port or f"(a free port on {first.name})")
     engine = spec.training_engine
@@ -156,23 +161,6 @@ def plan_lines(spec: LaunchSpec) -> list[str]:
         f"engine: {engine.name}",
         *engine.describe(placement, [h.name for h in hosts], master, port),
     ]
-
-
-def checkpoint_resume(prefix: str, engine: Engine) -> ResumeHook:
-    """Relaunches continue from the newest complete checkpoint under ``prefix``, as the engine
-    resumes (MXNet: --load-epoch N; torch: --resume)."""
-
-    def hook(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
-        return engine.resume_command(command, prefix)
-
-    return hook
-
-
-def resume_hook(spec: LaunchSpec, resume: ResumeHook | None) -> ResumeHook | None:
-    """The hook a job relaunches with: the one given, else the engine's from --resume-prefix."""
-    if resume is None and spec.resume_prefix:
-        return checkpoint_resume(spec.resume_prefix, spec.training_engine)
-    return resume
 
 
 # ---- launching ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from engine.events import EventSink
 
 from . import registry
 from .slurm_driver import Plan
-from .spec import LaunchSpec
+from .spec import LaunchSpec, resume_hook
 
 DRIVER = "engine.train.launch.slurm_driver"
 
@@ -81,14 +81,7 @@ def open_job(
     tail_lines: int | None = None,
 ) -> SlurmJob:
     """A recorded SLURM job, ready to ``attach()``; relaunches resume as its engine does."""
-    spec = LaunchSpec.from_dict(record.launch_args)
-    prefix = spec.resume_prefix
-    if resume is None and prefix:
-        engine = spec.training_engine
-
-        def resume(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
-            return engine.resume_command(command, prefix)
-
+    resume = resume_hook(LaunchSpec.from_dict(record.launch_args), resume)
     return SlurmJob(
         record, request_of(record), PLANNER, sink=sink, resume=resume, tail_lines=tail_lines
     )

@@ -117,3 +117,20 @@ class LaunchSpec:
             lost_timeout_s=self.lost_timeout_s,
         )
         return SuperviseOptions(**{**asdict(options), **overrides})
+
+
+def checkpoint_resume(prefix: str, engine: Engine) -> ResumeHook:
+    """Relaunches continue from the newest complete checkpoint under ``prefix``, as the engine
+    resumes (MXNet: --load-epoch N; torch: --resume)."""
+
+    def hook(command: tuple[str, ...], attempt: int) -> tuple[str, ...]:
+        return engine.resume_command(command, prefix)
+
+    return hook
+
+
+def resume_hook(spec: LaunchSpec, resume: ResumeHook | None) -> ResumeHook | None:
+    """The hook a job relaunches with: the one given, else the engine's from --resume-prefix."""
+    if resume is None and spec.resume_prefix:
+        return checkpoint_resume(spec.resume_prefix, spec.training_engine)
+    return resume
