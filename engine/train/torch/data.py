@@ -26,7 +26,7 @@ import numpy as np
 
 from engine import recordio
 from engine.errors import UserError
-from engine.train.recfiles import rec_files
+from engine.train.recfiles import IMAGE_MAGICS, rec_files
 
 # Per-channel mean/std in 0..255 RGB, as train_imagenet.py's --rgb-mean/--rgb-std defaults.
 RGB_MEAN = (123.68, 116.779, 103.939)
@@ -316,10 +316,14 @@ def decode_into(out: np.ndarray, buf, box, r: int, flip: bool) -> bool:
     import cv2
 
     flags = _REDUCED[r] if r > 1 else cv2.IMREAD_COLOR
-    try:
-        img = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), flags)
-    except cv2.error:  # an empty payload: OpenCV asserts instead of returning None
-        img = None
+    img = None
+    # Only the formats MXNet's reader (and `check`) decode: OpenCV 4.11+ also reads GIF, which
+    # would make the same .rec train in one engine and stop the other.
+    if bytes(buf[:16]).startswith(IMAGE_MAGICS):
+        try:
+            img = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), flags)
+        except cv2.error:  # a cut payload: OpenCV may assert instead of returning None
+            img = None
     if img is None or img.ndim != 3:
         out[:] = 0
         return False
@@ -579,6 +583,8 @@ def _cv2_chw(buf: np.ndarray):
     import cv2
     import torch
 
+    if not bytes(buf[:16]).startswith(IMAGE_MAGICS):  # as decode_into: MXNet's formats only
+        return None
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error:  # an empty payload
