@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import options as opt
 from engine.cli_progress import CliProgress, human_bytes
@@ -22,8 +24,12 @@ from engine.prep.options import (
 )
 from engine.prep.wslock import locked
 
+if TYPE_CHECKING:  # loaded by the commands that run them, not by every `imgscale` start
+    from engine.prep.journal import UndoResult
+    from engine.prep.pipeline import PrepareResult
 
-def register(sub) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _demo_parser(sub)
     _disk_parser(sub)
     _extract_parser(sub)
@@ -33,7 +39,12 @@ def register(sub) -> None:
     _prepare_parser(sub)
 
 
-def _parser(sub, name: str, text: str, func) -> argparse.ArgumentParser:
+def _parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    text: str,
+    func: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=text, description=text)
     p.set_defaults(func=func)
     return p
@@ -44,7 +55,7 @@ def _out(text: str = "") -> None:
 
 
 # -- demo-data ------------------------------------------------------------------------------------
-def _demo_parser(sub) -> None:
+def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _parser(
         sub,
         "demo-data",
@@ -85,7 +96,7 @@ def _demo_parser(sub) -> None:
     )
 
 
-def images_per_class(text: str):
+def images_per_class(text: str) -> int | tuple[int, int]:
     try:
         if ":" in text:
             lo, hi = text.split(":", 1)
@@ -100,7 +111,7 @@ def images_per_class(text: str):
     return count
 
 
-def _check_demo_numbers(args) -> None:
+def _check_demo_numbers(args: argparse.Namespace) -> None:
     """Refuse impossible sizes before any file is written."""
     if args.classes < 1:
         raise UserError(f"--classes {args.classes}: give 1 or more")
@@ -112,10 +123,11 @@ def _check_demo_numbers(args) -> None:
         raise UserError(f"--size-scale {args.size_scale}: give a number above 0, e.g. 0.5")
 
 
-def _demo(args) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from engine.prep import demo
 
     _check_demo_numbers(args)
+    counts: int | tuple[int, int] | str  # the numbers asked for, then the numbers written
     counts = images_per_class(args.images_per_class)
     # a bad LO:HI fails here, before any .partial file is written
     demo.class_counts(args.classes, counts, args.seed)
@@ -131,7 +143,7 @@ def _demo(args) -> int:
 
 
 # -- disk -----------------------------------------------------------------------------------------
-def _disk_parser(sub) -> None:
+def _disk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _parser(
         sub, "disk", "estimate the space extract, list and pack need against free space", _disk
     )
@@ -151,7 +163,7 @@ def _disk_parser(sub) -> None:
 DISK_FIELDS = ("resize", "quality", "center_crop", "no_upscale", "pass_through")
 
 
-def _pack_size_args(p) -> None:
+def _pack_size_args(p: argparse.ArgumentParser) -> None:
     opt.add_arguments(p, PackOptions, only=DISK_FIELDS, base=TUTORIAL["pack"])
 
 
@@ -180,7 +192,7 @@ def _has_image(root: Path) -> bool:
     return False
 
 
-def _disk(args) -> int:
+def _disk(args: argparse.Namespace) -> int:
     from engine.prep import disk
 
     source = Path(args.source)
@@ -193,7 +205,7 @@ def _disk(args) -> int:
 
 
 # -- extract --------------------------------------------------------------------------------------
-def _extract_parser(sub) -> None:
+def _extract_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _parser(
         sub,
         "extract",
@@ -204,7 +216,7 @@ def _extract_parser(sub) -> None:
     p.add_argument("root", metavar="ROOT", help="the folder to extract into")
 
 
-def _extract(args) -> int:
+def _extract(args: argparse.Namespace) -> int:
     from engine.prep.extract import extract_archive
 
     result = extract_archive(args.tar, args.root, on_event=CliProgress())
@@ -220,7 +232,7 @@ def _extract(args) -> int:
 
 
 # -- filter ---------------------------------------------------------------------------------------
-def _filter_parser(sub) -> None:
+def _filter_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _parser(
         sub,
         "filter",
@@ -235,7 +247,7 @@ def _filter_parser(sub) -> None:
     p.add_argument("--undo", action="store_true", help="move every filtered class back")
 
 
-def _filter(args) -> int:
+def _filter(args: argparse.Namespace) -> int:
     from engine.prep import filter as stage
 
     if args.undo:
@@ -258,7 +270,7 @@ def _filter(args) -> int:
     return 0
 
 
-def _report_undo(result, unit: str) -> int:
+def _report_undo(result: UndoResult, unit: str) -> int:
     _out(
         f"moved {result.restored} {unit} back"
         + (f"; {result.already} were already in place" if result.already else "")
@@ -269,7 +281,7 @@ def _report_undo(result, unit: str) -> int:
 
 
 # -- split ----------------------------------------------------------------------------------------
-def _split_parser(sub) -> None:
+def _split_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _parser(
         sub,
         "split",
@@ -288,7 +300,7 @@ def _split_parser(sub) -> None:
     p.add_argument("--undo", action="store_true", help="move every validation image back")
 
 
-def _split(args) -> int:
+def _split(args: argparse.Namespace) -> int:
     from engine.prep import split
 
     if args.undo:
@@ -312,7 +324,7 @@ def _split(args) -> int:
 
 
 # -- place ----------------------------------------------------------------------------------------
-def _place_parser(sub) -> None:
+def _place_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _parser(
         sub,
         "place",
@@ -343,7 +355,7 @@ def _place_parser(sub) -> None:
     p.add_argument("--undo", action="store_true", help="move the placed files back into PREFIX_DIR")
 
 
-def _place(args) -> int:
+def _place(args: argparse.Namespace) -> int:
     from engine.prep import place
 
     if args.undo:
@@ -363,7 +375,7 @@ def _place(args) -> int:
 
 
 # -- prepare --------------------------------------------------------------------------------------
-def _prepare_parser(sub) -> None:
+def _prepare_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _parser(sub, "prepare", "run every preparation stage on a workspace (resumes; skips finished stages)",
                 _prepare)  # fmt: skip
     p.add_argument("workspace", metavar="DIR", help="the workspace folder (created when new)")
@@ -385,7 +397,7 @@ def _prepare_parser(sub) -> None:
         )
 
 
-def stage_options(args) -> dict[str, dict]:
+def stage_options(args: argparse.Namespace) -> dict[str, dict]:
     """The stage options given on the command line (checked against their bounds), by stage."""
     given = {stage: opt.given(cls, args) for stage, cls in GROUPS.items()}
     for stage, values in given.items():
@@ -393,7 +405,7 @@ def stage_options(args) -> dict[str, dict]:
     return given
 
 
-def _check_prepare_args(args) -> None:
+def _check_prepare_args(args: argparse.Namespace) -> None:
     """Bad numbers or paths are refused before a workspace is created and saves them."""
     folder = Path(args.workspace).expanduser()
     if folder.exists() and not folder.is_dir():
@@ -414,7 +426,7 @@ def _is_tar(path: Path) -> bool:
     return tarfile.is_tarfile(path)
 
 
-def _prepare(args) -> int:
+def _prepare(args: argparse.Namespace) -> int:
     from engine.prep.pipeline import prepare
 
     _check_prepare_args(args)
@@ -426,7 +438,7 @@ def _prepare(args) -> int:
     return 0
 
 
-def summary_lines(result, seconds: float) -> list[str]:
+def summary_lines(result: PrepareResult, seconds: float) -> list[str]:
     new = "ran " + ", ".join(result.ran) if result.ran else "nothing left to do"
     lines = [
         "",
@@ -445,7 +457,7 @@ def summary_lines(result, seconds: float) -> list[str]:
     return lines
 
 
-def next_commands(result) -> list[str]:
+def next_commands(result: PrepareResult) -> list[str]:
     """What to run next: the console on this workspace, or a training run on this machine."""
     train = (
         f"imgscale train --data-train {shlex.quote(str(result.train_dir))} "
