@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import options as opt
 from engine.cluster import jobs
@@ -25,12 +25,15 @@ from engine.cluster.detach import DetachedProcess
 from engine.cluster.hostpool import HostPool
 from engine.cluster.hosts import HostSpec, read_hosts
 from engine.cluster.remote_cmd import join_argv, shell_path
-from engine.cluster.supervisor import Job, Planned, Planner, SuperviseOptions
+from engine.cluster.supervisor import Job, Planned, SuperviseOptions
 from engine.cluster.transport import TransportError
 from engine.errors import UserError
 from engine.events import EventSink, StageProgress, StageState, ignore
 from engine.prep.options import PackOptions
 from engine.prep.pack import ChunkResult, PackResult
+
+if TYPE_CHECKING:
+    from engine.cluster.supervisor import Planner
 
 PROGRESS_S = 1.0
 MANIFEST_MARK = "@@imgscale-manifest@@"
