@@ -7,6 +7,7 @@ import importlib
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from engine.errors import UserError
 
@@ -34,7 +35,7 @@ COMMAND_MODULES = {
 class OneLineParser(argparse.ArgumentParser):
     """A wrong flag gets one line naming it and where to look, not a usage dump (subcommands inherit this)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 

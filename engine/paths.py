@@ -88,7 +88,7 @@ SYNC_FILE_RANGE_WRITE = 2  # start writing the range's dirty pages; do not wait 
 
 
 @functools.cache
-def _sync_file_range():
+def _sync_file_range() -> Callable[..., int] | None:
     """Linux's sync_file_range from the C library, or None where there is none."""
     try:
         call = ctypes.CDLL(None, use_errno=True).sync_file_range

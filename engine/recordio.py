@@ -13,8 +13,11 @@ import numbers
 import os
 import struct
 from collections import namedtuple
-from collections.abc import Iterator
-from typing import BinaryIO, cast
+from collections.abc import Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Self, cast
+
+if TYPE_CHECKING:  # numpy is imported lazily: `import engine` stays light
+    from numpy import ndarray
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -103,7 +106,9 @@ def unpack(record: bytes) -> tuple[IRHeader, bytes]:
     return header, body
 
 
-def pack_img(header: IRHeader | tuple, img, quality: int = 95, img_fmt: str = ".jpg") -> bytes:
+def pack_img(
+    header: IRHeader | tuple, img: ndarray, quality: int = 95, img_fmt: str = ".jpg"
+) -> bytes:
     """Encode an image with OpenCV and pack it, as ``mxnet.recordio.pack_img`` does."""
     import cv2
 
@@ -118,7 +123,7 @@ def pack_img(header: IRHeader | tuple, img, quality: int = 95, img_fmt: str = ".
     return pack(header, buf.tobytes())
 
 
-def unpack_img(record: bytes, iscolor: int = -1):
+def unpack_img(record: bytes, iscolor: int = -1) -> tuple[IRHeader, ndarray | None]:
     """Unpack a record and decode its image with OpenCV."""
     import cv2
     import numpy as np
@@ -132,7 +137,7 @@ def index_line(key: int | str, offset: int) -> str:
     return f"{key}\t{offset}\n"
 
 
-def read_index(path: str | os.PathLike, key_type=int) -> list[tuple]:
+def read_index(path: str | os.PathLike, key_type: Callable[[str], Hashable] = int) -> list[tuple]:
     """(key, offset) pairs of a .idx file, in file order."""
     pairs = []
     with open(path, encoding="utf-8") as lines:
@@ -163,10 +168,10 @@ class _RecordFile:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.close()
 
 
@@ -244,7 +249,10 @@ class IndexedRecordReader(RecordReader):
     Without ``rec_path`` the records are read from the .rec beside the .idx (same name)."""
 
     def __init__(
-        self, idx_path: str | os.PathLike, rec_path: str | os.PathLike | None = None, key_type=int
+        self,
+        idx_path: str | os.PathLike,
+        rec_path: str | os.PathLike | None = None,
+        key_type: Callable[[str], Hashable] = int,
     ) -> None:
         pairs = read_index(idx_path, key_type)
         if rec_path is None:  # the usual layout: NAME.idx beside NAME.rec
@@ -253,7 +261,7 @@ class IndexedRecordReader(RecordReader):
         self.keys = [key for key, _ in pairs]
         self.idx = dict(pairs)
 
-    def read_idx(self, key) -> bytes:
+    def read_idx(self, key: Hashable) -> bytes:
         self.seek(self.idx[key])
         record = self.read()
         if record is None:

@@ -27,6 +27,8 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any  # mxnet kvstore and NDArrays: mxnet is imported lazily, no type hints
 
 from engine import options as opt
 from engine.train.launch.engines import is_distributed
@@ -255,13 +257,13 @@ def _count(shape: Sequence[int]) -> int:
     return n
 
 
-def _contexts(mx, options: WorkerOptions) -> list:
+def _contexts(mx: ModuleType, options: WorkerOptions) -> list:
     if options.gpus:
         return [mx.gpu(int(i)) for i in options.gpus.split(",")]
     return [mx.cpu(i) for i in range(options.devices)]
 
 
-def _one_round(kv, grads, weights) -> float:
+def _one_round(kv: Any, grads: list[list[Any]], weights: list[list[Any]]) -> float:
     tic = time.perf_counter()
     for key, g in enumerate(grads):
         kv.push(key, g, priority=-key)
@@ -273,7 +275,7 @@ def _one_round(kv, grads, weights) -> float:
     return time.perf_counter() - tic
 
 
-def _error(weights, expected: float) -> float:
+def _error(weights: list[list[Any]], expected: float) -> float:
     """Largest relative difference between what was pulled and workers × devices."""
     worst = 0.0
     for ws in weights:
@@ -314,7 +316,7 @@ def run_worker(options: WorkerOptions) -> int:
     return 0
 
 
-def _refill(grads) -> None:
+def _refill(grads: list[list[Any]]) -> None:
     """Set the gradients back to ones between rounds (untimed).
 
     With one CPU device the dist kvstore reduces in place and pulls through the same buffer, so the

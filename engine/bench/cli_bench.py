@@ -7,7 +7,9 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 from engine import options as opt
 from engine.bench import bandwidth, model, published, report, scaling
@@ -16,7 +18,7 @@ from engine.bench.sweep import run_sweep
 from engine.cli_progress import CliProgress
 from engine.cluster.hosts import read_hosts
 from engine.errors import UserError
-from engine.events import Failure, LogLine, ScalingPoint, StageProgress, StageState
+from engine.events import Event, Failure, LogLine, ScalingPoint, StageProgress, StageState
 from engine.paths import require_folder_path
 from engine.train.launch.engines import is_distributed
 from engine.train.mxnet import require_mxnet
@@ -151,7 +153,7 @@ def _check_scaling_args(args: argparse.Namespace) -> None:
         read_hosts(args.hosts)
 
 
-def _check_shape(text: str | None, parse) -> None:
+def _check_shape(text: str | None, parse: Callable[[str], object]) -> None:
     if text is None:
         return
     try:
@@ -182,12 +184,12 @@ def _scaling(args: argparse.Namespace) -> int:
 class SweepPrinter:
     """The CLI's sink for sweep events: progress, each measured cell, failures (and logs with -v)."""
 
-    def __init__(self, verbose: bool = False, stream=None) -> None:
+    def __init__(self, verbose: bool = False, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.verbose = verbose
         self.progress = CliProgress(self.stream)
 
-    def __call__(self, event) -> None:
+    def __call__(self, event: Event) -> None:
         if isinstance(event, StageProgress):
             self._line(f"[{event.done}/{event.total}] {event.part}: {event.message}")
         elif isinstance(event, ScalingPoint):
@@ -203,7 +205,7 @@ class SweepPrinter:
         self.stream.flush()
 
 
-def _point_line(p) -> str:
+def _point_line(p: ScalingPoint) -> str:
     if p.images_per_sec is None:
         return f"  {p.network} on {p.gpus}: no figure - {p.message}"
     extra = (
@@ -214,11 +216,12 @@ def _point_line(p) -> str:
     return f"  {p.network} on {p.gpus}: {p.images_per_sec:,.1f} images/s{extra}"
 
 
-def time_breakdown(config, points) -> str:
+def time_breakdown(config: scaling.SweepConfig, points: Sequence[ScalingPoint]) -> str:
     """Where the time goes: compute per batch (smallest run) and the rest at each size."""
     lines = ["Where the time goes (per batch, per device):"]
     for name in dict.fromkeys(p.network for p in points):
-        mine = sorted(
+        # Any: only points with a figure are kept, which mypy cannot see through the filter
+        mine: list[Any] = sorted(
             (p for p in points if p.network == name and p.images_per_sec), key=lambda p: p.gpus
         )
         if not mine:

@@ -11,12 +11,16 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine.events import ScalingPoint
 from engine.paths import write_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from engine.bench.model import Comparison
 
 TABLE_COLUMNS = (
     "network",
@@ -228,7 +232,7 @@ def write_png(
     return path
 
 
-def _draw_png(ax, series: Series, title: str) -> None:
+def _draw_png(ax: Any, series: Series, title: str) -> None:  # Any: matplotlib is imported lazily
     xs = sorted({x for _, pts in series for x, _ in pts}) or [1.0]
     ax.plot(xs, xs, linestyle="--", color="grey", label="ideal")
     for name, pts in series:
@@ -363,14 +367,22 @@ def _range(values: list[float]) -> tuple[float, float]:
     return lo, (hi if hi > lo else lo * 2)
 
 
-def _scaler(lo: float, hi: float, log: bool):
+def _scaler(lo: float, hi: float, log: bool) -> Callable[[float], float]:
     if log:
         span = math.log2(hi) - math.log2(lo)
         return lambda v: (math.log2(max(v, lo)) - math.log2(lo)) / span
     return lambda v: (v - lo) / (hi - lo)
 
 
-def _frame(canvas: _Canvas, y_range, y_scale, x_scale, log, legend, series) -> TextPlot:
+def _frame(
+    canvas: _Canvas,
+    y_range: tuple[float, float],
+    y_scale: Callable[[float], float],
+    x_scale: Callable[[float], float],
+    log: bool,
+    legend: Sequence[tuple[str, str]],
+    series: Series,
+) -> TextPlot:
     """Add the y labels, the x axis with the GPU counts under their columns, and the legend."""
     lo, hi = y_range
     labels = {0: f"{hi:.3g}", canvas.height - 1: f"{lo:.3g}"}
@@ -391,7 +403,7 @@ def _frame(canvas: _Canvas, y_range, y_scale, x_scale, log, legend, series) -> T
     return TextPlot(tuple(lines), tuple(owners), tuple(legend))
 
 
-def _x_labels(width: int, scale, series: Series) -> str:
+def _x_labels(width: int, scale: Callable[[float], float], series: Series) -> str:
     row = [" "] * (width + 8)
     xs = sorted({x for _, pts in series for x, _ in pts})
     end = -1
@@ -404,7 +416,7 @@ def _x_labels(width: int, scale, series: Series) -> str:
     return "".join(row).rstrip()
 
 
-def format_comparison(rows, title: str = "") -> str:
+def format_comparison(rows: Iterable[Comparison], title: str = "") -> str:
     """The model against the published table: images/s and efficiency, predicted and published."""
     header = (
         "network",

@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.bench.report import add_speedup
 from engine.cluster.process import jobs
@@ -211,7 +212,7 @@ def sweep_config(
     workers: str = "",
     gpus: str = "",
     gpus_per_host: int = 0,
-    **options,
+    **options: Any,
 ) -> SweepConfig:
     """A SweepConfig from the same text the CLI takes (``"resnet-18:4"``, ``workers="1,2"``).
 

@@ -136,7 +136,9 @@ def parse_hosts(text: str, source: str = "hosts file") -> list[HostSpec]:
     return _resolve(lines, defaults, source)
 
 
-def _resolve(lines, defaults: dict[str, str], source: str) -> list[HostSpec]:
+def _resolve(
+    lines: list[tuple[int, str, dict[str, str]]], defaults: dict[str, str], source: str
+) -> list[HostSpec]:
     hosts: list[HostSpec] = []
     seen: dict[str, int] = {}
     for number, word, options in lines:

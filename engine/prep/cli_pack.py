@@ -9,7 +9,7 @@ import sys
 from engine import options as opt
 from engine.cli_progress import CliProgress
 from engine.errors import UserError
-from engine.events import StageProgress, StageState, ignore
+from engine.events import Event, EventSink, StageProgress, StageState, ignore
 from engine.prep import lst, pack
 from engine.prep.options import ListOptions, PackOptions
 from engine.prep.wslock import locked
@@ -50,10 +50,10 @@ def add_pack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _progress(args):
+def _progress(args: argparse.Namespace) -> EventSink:
     draw = CliProgress(quiet=args.quiet)
 
-    def sink(event):
+    def sink(event: Event) -> None:
         # The bar shows the whole run; per-chunk events are for the console. Quiet keeps skips only.
         if (
             isinstance(event, StageProgress)
@@ -67,7 +67,7 @@ def _progress(args):
     return sink
 
 
-def write_lists_from(args: argparse.Namespace, on_event=None) -> list:
+def write_lists_from(args: argparse.Namespace, on_event: EventSink | None = None) -> list:
     """Write the .lst files that the `list` command's parsed arguments describe."""
 
     options = opt.from_args(ListOptions, args)
@@ -105,7 +105,7 @@ def run_pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `list` and `pack` to the `imgscale` parser."""
     parser = sub.add_parser("list", help=LIST_HELP, description=LIST_HELP)
     add_list_arguments(parser)

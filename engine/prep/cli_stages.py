@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import options as opt
 from engine.cli_progress import CliProgress, human_bytes
@@ -17,8 +19,11 @@ from engine.prep.options import (
 )
 from engine.prep.wslock import locked
 
+if TYPE_CHECKING:  # loaded by the commands that run them, not by every `imgscale` start
+    from engine.prep.journal import UndoResult
 
-def register(sub) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _demo_parser(sub)
     _disk_parser(sub)
     _extract_parser(sub)
@@ -27,7 +32,12 @@ def register(sub) -> None:
     _place_parser(sub)
 
 
-def command_parser(sub, name: str, text: str, func) -> argparse.ArgumentParser:
+def command_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    text: str,
+    func: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=text, description=text)
     p.set_defaults(func=func)
     return p
@@ -38,7 +48,7 @@ def say(text: str = "") -> None:
 
 
 # -- demo-data ------------------------------------------------------------------------------------
-def _demo_parser(sub) -> None:
+def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = command_parser(
         sub,
         "demo-data",
@@ -79,7 +89,7 @@ def _demo_parser(sub) -> None:
     )
 
 
-def images_per_class(text: str):
+def images_per_class(text: str) -> int | tuple[int, int]:
     try:
         if ":" in text:
             lo, hi = text.split(":", 1)
@@ -94,7 +104,7 @@ def images_per_class(text: str):
     return count
 
 
-def _check_demo_numbers(args) -> None:
+def _check_demo_numbers(args: argparse.Namespace) -> None:
     """Refuse impossible sizes before any file is written."""
     if args.classes < 1:
         raise UserError(f"--classes {args.classes}: give 1 or more")
@@ -106,10 +116,11 @@ def _check_demo_numbers(args) -> None:
         raise UserError(f"--size-scale {args.size_scale}: give a number above 0, e.g. 0.5")
 
 
-def _demo(args) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from engine.prep import demo
 
     _check_demo_numbers(args)
+    counts: int | tuple[int, int] | str  # the numbers asked for, then the numbers written
     counts = images_per_class(args.images_per_class)
     # a bad LO:HI fails here, before any .partial file is written
     demo.class_counts(args.classes, counts, args.seed)
@@ -125,7 +136,7 @@ def _demo(args) -> int:
 
 
 # -- disk -----------------------------------------------------------------------------------------
-def _disk_parser(sub) -> None:
+def _disk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = command_parser(
         sub, "disk", "estimate the space extract, list and pack need against free space", _disk
     )
@@ -145,7 +156,7 @@ def _disk_parser(sub) -> None:
 DISK_FIELDS = ("resize", "quality", "center_crop", "no_upscale", "pass_through")
 
 
-def _pack_size_args(p) -> None:
+def _pack_size_args(p: argparse.ArgumentParser) -> None:
     opt.add_arguments(p, PackOptions, only=DISK_FIELDS, base=TUTORIAL["pack"])
 
 
@@ -174,7 +185,7 @@ def has_image(root: Path) -> bool:
     return False
 
 
-def _disk(args) -> int:
+def _disk(args: argparse.Namespace) -> int:
     from engine.prep import disk
 
     source = Path(args.source)
@@ -187,7 +198,7 @@ def _disk(args) -> int:
 
 
 # -- extract --------------------------------------------------------------------------------------
-def _extract_parser(sub) -> None:
+def _extract_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = command_parser(
         sub,
         "extract",
@@ -198,7 +209,7 @@ def _extract_parser(sub) -> None:
     p.add_argument("root", metavar="ROOT", help="the folder to extract into")
 
 
-def _extract(args) -> int:
+def _extract(args: argparse.Namespace) -> int:
     from engine.prep.extract import extract_archive
 
     result = extract_archive(args.tar, args.root, on_event=CliProgress())
@@ -214,7 +225,7 @@ def _extract(args) -> int:
 
 
 # -- filter ---------------------------------------------------------------------------------------
-def _filter_parser(sub) -> None:
+def _filter_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = command_parser(
         sub,
         "filter",
@@ -229,7 +240,7 @@ def _filter_parser(sub) -> None:
     p.add_argument("--undo", action="store_true", help="move every filtered class back")
 
 
-def _filter(args) -> int:
+def _filter(args: argparse.Namespace) -> int:
     from engine.prep import filter as stage
 
     if args.undo:
@@ -252,7 +263,7 @@ def _filter(args) -> int:
     return 0
 
 
-def _report_undo(result, unit: str) -> int:
+def _report_undo(result: UndoResult, unit: str) -> int:
     say(
         f"moved {result.restored} {unit} back"
         + (f"; {result.already} were already in place" if result.already else "")
@@ -263,7 +274,7 @@ def _report_undo(result, unit: str) -> int:
 
 
 # -- split ----------------------------------------------------------------------------------------
-def _split_parser(sub) -> None:
+def _split_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = command_parser(
         sub,
         "split",
@@ -282,7 +293,7 @@ def _split_parser(sub) -> None:
     p.add_argument("--undo", action="store_true", help="move every validation image back")
 
 
-def _split(args) -> int:
+def _split(args: argparse.Namespace) -> int:
     from engine.prep import split
 
     if args.undo:
@@ -306,7 +317,7 @@ def _split(args) -> int:
 
 
 # -- place ----------------------------------------------------------------------------------------
-def _place_parser(sub) -> None:
+def _place_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = command_parser(
         sub,
         "place",
@@ -337,7 +348,7 @@ def _place_parser(sub) -> None:
     p.add_argument("--undo", action="store_true", help="move the placed files back into PREFIX_DIR")
 
 
-def _place(args) -> int:
+def _place(args: argparse.Namespace) -> int:
     from engine.prep import place
 
     if args.undo:
@@ -354,9 +365,6 @@ def _place(args) -> int:
             f"  warning: {stray} is not a .rec file; MXNet's reader would read it as data: move it out"
         )
     return 0
-
-
-# -- prepare --------------------------------------------------------------------------------------
 
 
 def is_tar(path: Path) -> bool:

@@ -11,12 +11,17 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import UserError
 from engine.paths import blocking_file, require_folder_path
+
+if TYPE_CHECKING:  # numpy is imported lazily, by the functions that draw
+    from numpy import ndarray
+    from numpy.random import Generator
 
 # Real ImageNet-1k WordNet ids, so paths look like the real thing; more classes get made-up ids.
 WNIDS = (
@@ -53,7 +58,7 @@ def wnid(index: int) -> str:
     return WNIDS[index] if index < len(WNIDS) else f"n{9000000 + index * 7919:08d}"
 
 
-def class_counts(classes: int, images_per_class, seed: int) -> list[int]:
+def class_counts(classes: int, images_per_class: int | Sequence[int], seed: int) -> list[int]:
     """Per-class image counts: a list (one per class), or a (lo, hi) tuple or a mean M (M/2..3M/2) spread
     evenly over the classes and shuffled by the seed."""
     import numpy as np
@@ -78,7 +83,9 @@ def class_counts(classes: int, images_per_class, seed: int) -> list[int]:
 
 
 # -- pixels -------------------------------------------------------------------------------------
-def image_size(rng, size_scale: float = 1.0, max_side: int | None = None) -> tuple[int, int]:
+def image_size(
+    rng: Generator, size_scale: float = 1.0, max_side: int | None = None
+) -> tuple[int, int]:
     """(width, height): mostly about 500x375, some over 1000 px, a few tiny; a quarter portrait."""
     kind = rng.random()
     if kind < 0.05:
@@ -96,7 +103,7 @@ def image_size(rng, size_scale: float = 1.0, max_side: int | None = None) -> tup
     return max(8, round(w * scale)), max(8, round(h * scale))
 
 
-def class_colour(index: int, rng):
+def class_colour(index: int, rng: Generator) -> tuple[int, ...]:
     """A BGR colour near the class hue, with some brightness and saturation jitter."""
     import cv2
     import numpy as np
@@ -108,7 +115,8 @@ def class_colour(index: int, rng):
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
-def background(rng, w: int, h: int):
+# rng is Any: with numpy's Generator types `grain` would change dtype between its two assignments.
+def background(rng: Any, w: int, h: int) -> ndarray:
     """Muted low-frequency blotches plus a little grain, like an out-of-focus photo."""
     import cv2
     import numpy as np
@@ -123,7 +131,7 @@ def background(rng, w: int, h: int):
     )
 
 
-def draw_shape(img, shape: str, colour, rng) -> None:
+def draw_shape(img: ndarray, shape: str, colour: tuple[int, ...], rng: Generator) -> None:
     """Draw the class's shape at a random place and scale (25-55% of the short side)."""
     import cv2
     import numpy as np
@@ -151,7 +159,7 @@ def draw_shape(img, shape: str, colour, rng) -> None:
         cv2.fillPoly(img, [pts], colour, cv2.LINE_AA)
 
 
-def _pattern(img, shape: str, colour, cx: int, cy: int, r: int) -> None:
+def _pattern(img: ndarray, shape: str, colour: tuple[int, ...], cx: int, cy: int, r: int) -> None:
     import numpy as np
 
     y0, y1, x0, x1 = max(0, cy - r), cy + r, max(0, cx - r), cx + r
@@ -166,7 +174,9 @@ def _pattern(img, shape: str, colour, cx: int, cy: int, r: int) -> None:
     img[ys[mask], xs[mask]] = colour
 
 
-def demo_image(index: int, rng, size_scale: float = 1.0, max_side: int | None = None) -> bytes:
+def demo_image(
+    index: int, rng: Generator, size_scale: float = 1.0, max_side: int | None = None
+) -> bytes:
     """One JPEG of class ``index``."""
     import cv2
 
@@ -178,7 +188,7 @@ def demo_image(index: int, rng, size_scale: float = 1.0, max_side: int | None = 
     return buf.tobytes()
 
 
-def corrupt_file(kind: str, rng, good: bytes) -> bytes:
+def corrupt_file(kind: str, rng: Generator, good: bytes) -> bytes:
     if kind == "truncated":
         return good[: max(10, len(good) * 2 // 5)]
     if kind == "empty":
@@ -199,7 +209,7 @@ def iter_demo(
     size_scale: float = 1.0,
     max_side: int | None = None,
     corrupt: int = 0,
-):
+) -> Iterator[tuple[str, list[tuple[str, bytes, bool]]]]:
     """Yield (wnid, [(file name, bytes, is_image)]) per class; the whole dataset follows from the seed."""
     import numpy as np
 
@@ -246,7 +256,7 @@ def _tally(name: str, files: list, per_class: list, bad: list) -> None:
     bad += [f"{name}/{fname}" for fname, _, good in files if not good]
 
 
-def make_demo_tree(root, **options) -> DemoSummary:
+def make_demo_tree(root: str | os.PathLike[str], **options: Any) -> DemoSummary:
     """Write ROOT/<wnid>/<wnid>_<n>.JPEG, the layout extraction produces; options as iter_demo's."""
     root = Path(root)
     _check_empty_dir(root)
@@ -263,7 +273,7 @@ def make_demo_tree(root, **options) -> DemoSummary:
     return _summary(root, per_class, bad, total)
 
 
-def make_demo_tar(path, **options) -> DemoSummary:
+def make_demo_tar(path: str | os.PathLike[str], **options: Any) -> DemoSummary:
     """Write a tar of per-class tars (``<wnid>.tar``), shaped like ImageNet's fall11_whole.tar;
     options as iter_demo's."""
     path = Path(path)
@@ -289,7 +299,7 @@ def make_demo_tar(path, **options) -> DemoSummary:
     return _summary(path, per_class, bad, path.stat().st_size)
 
 
-def _inner_tar(files) -> bytes:
+def _inner_tar(files: list[tuple[str, bytes, bool]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for fname, data, _good in files:

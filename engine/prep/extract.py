@@ -16,7 +16,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Self
+from typing import IO, Self
 
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, StageState, ignore
@@ -237,7 +237,7 @@ class Extractor:
             return True
         return cls in self.manifest.done and cls in self.filtered
 
-    def unpack(self, fileobj, folder: Path, inner_name: str) -> tuple[int, int]:
+    def unpack(self, fileobj: IO[bytes] | None, folder: Path, inner_name: str) -> tuple[int, int]:
         files = nbytes = 0
         with tarfile.open(fileobj=fileobj, mode="r|") as inner:
             for m in inner:
@@ -406,7 +406,9 @@ def check_paths(tar_path: Path, root: Path) -> None:
     require_folder_path(root, "ROOT")
 
 
-def require_class_folders(tar_path: Path, root: Path, result, on_event: EventSink) -> None:
+def require_class_folders(
+    tar_path: Path, root: Path, result: ExtractResult, on_event: EventSink
+) -> None:
     """A single class's tar (or any tar of loose files) gives ROOT no class folder: later stages would
     see no classes, so say what was given instead of reporting '0 classes extracted'."""
     if any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
@@ -430,7 +432,11 @@ def remaining_bytes(tar_path: Path, root: Path) -> int:
 
 
 def extract_archive(
-    tar_path, root, *, on_event: EventSink = ignore, check_space: bool = True
+    tar_path: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    *,
+    on_event: EventSink = ignore,
+    check_space: bool = True,
 ) -> ExtractResult:
     """Extract ``tar_path`` (a tar of per-class tars, or of class folders) into ``root``."""
     tar_path, root = Path(tar_path), Path(root)

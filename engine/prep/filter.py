@@ -90,7 +90,7 @@ def refuse_system_root(root: Path, what: str) -> None:
         )
 
 
-def check_root(root: Path, what: str = "ROOT") -> Path:
+def check_root(root: str | os.PathLike[str], what: str = "ROOT") -> Path:
     root = Path(root)
     if not root.exists():
         raise UserError(
@@ -167,12 +167,12 @@ def require_classes(root: Path) -> None:
 
 
 def filter_classes(
-    root,
+    root: str | os.PathLike[str],
     *,
     min_images: int = 500,
-    dest=None,
+    dest: str | os.PathLike[str] | None = None,
     on_event: EventSink = ignore,
-    journal_path=None,
+    journal_path: str | os.PathLike[str] | None = None,
 ) -> FilterResult:
     """Move every class folder of ``root`` with fewer than ``min_images`` images to ``dest``.
 
@@ -234,7 +234,12 @@ def recount(root: Path, moves: list[tuple[str, str]]) -> tuple[list, list]:
     return kept, removed
 
 
-def undo_filter(root, *, on_event: EventSink = ignore, journal_path=None) -> UndoResult:
+def undo_filter(
+    root: str | os.PathLike[str],
+    *,
+    on_event: EventSink = ignore,
+    journal_path: str | os.PathLike[str] | None = None,
+) -> UndoResult:
     """Move every filtered class back into ``root`` (newest first); safe to repeat after a crash."""
     root = Path(root).resolve()
     path = Path(journal_path or default_journal_path("filter", root))

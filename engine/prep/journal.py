@@ -19,12 +19,13 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self, TextIO
+from typing import IO, Any, Self, TextIO
 
 from engine.errors import UserError
-from engine.events import StageProgress, StageState
+from engine.events import EventSink, StageProgress, StageState
 
 JOURNAL_DIR = ".imgscale"
 SYNC_EVERY = (
@@ -66,7 +67,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def move_path(src: Path, dst: Path, on_copied=None) -> None:
+def move_path(src: Path, dst: Path, on_copied: Callable[[], None] | None = None) -> None:
     """Move a file or folder without ever overwriting; across file systems copy, sync, then remove.
 
     ``on_copied()`` runs between a complete, durable copy and the removal of the original."""
@@ -81,7 +82,7 @@ def move_path(src: Path, dst: Path, on_copied=None) -> None:
         _copy_then_remove(src, dst, on_copied)
 
 
-def _copy_then_remove(src: Path, dst: Path, on_copied=None) -> None:
+def _copy_then_remove(src: Path, dst: Path, on_copied: Callable[[], None] | None = None) -> None:
     tmp = moving_path(dst)
     remove_path(tmp)
     if src.is_dir() and not src.is_symlink():
@@ -96,7 +97,7 @@ def _copy_then_remove(src: Path, dst: Path, on_copied=None) -> None:
     remove_path(src)
 
 
-def _copy_synced(src, dst) -> None:
+def _copy_synced(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     shutil.copy2(src, dst, follow_symlinks=False)
     if not os.path.islink(dst):
         with open(dst, "rb") as f:
@@ -119,11 +120,11 @@ def remove_path(path: Path) -> None:
 class Journal:
     """A move journal file: read its runs, append a new run, record moves, undo everything."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._file: TextIO | None = None
         self._unsynced = 0
-        self._lock = None
+        self._lock: IO[Any] | None = None
 
     # -- reading ---------------------------------------------------------------------------
     def runs(self) -> list[Run]:
@@ -144,7 +145,7 @@ class Journal:
                 runs[run_id].copied[int(record.get("index", -1))] = str(record.get("whole", "dst"))
         return list(runs.values())
 
-    def _records(self):
+    def _records(self) -> Iterator[dict[str, Any]]:
         with open(self.path, encoding="utf-8") as f:
             for line in f:
                 try:
@@ -181,7 +182,7 @@ class Journal:
         )
         return Run(run_id, params, pairs)
 
-    def copied(self, run: Run, index: int, whole: str):
+    def copied(self, run: Run, index: int, whole: str) -> Callable[[], None]:
         """The ``on_copied`` of one cross-file-system move: records which side is now whole."""
 
         def record() -> None:
@@ -207,10 +208,10 @@ class Journal:
         self._lock = exclusive_lock(self.path.with_name(self.path.name + ".lock"))
         return self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def execute(self, run: Run, on_move=None) -> int:
+    def execute(self, run: Run, on_move: Callable[[int, Path, Path], None] | None = None) -> int:
         """Carry out (or resume) a run's moves; returns how many moves were made now."""
         made = 0
         touched: set[Path] = set()
@@ -240,7 +241,7 @@ class Journal:
         return made
 
 
-def exclusive_lock(path: Path):
+def exclusive_lock(path: Path) -> IO[Any]:
     """Hold an exclusive lock file so two runs never work on the same tree at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a")  # noqa: SIM115 - held until the run ends
@@ -249,7 +250,7 @@ def exclusive_lock(path: Path):
     )
 
 
-def lock_or_fail(handle, busy: str):
+def lock_or_fail(handle: IO[Any], busy: str) -> IO[Any]:
     """Lock the open file HANDLE exclusively without waiting; if another process holds it, close
     HANDLE and raise UserError(BUSY)."""
     import fcntl
@@ -296,7 +297,7 @@ class UndoResult:
     journal: Path | None
 
 
-def undo_journal(path: Path, on_move=None) -> UndoResult:
+def undo_journal(path: Path, on_move: Callable[[Path, Path], None] | None = None) -> UndoResult:
     """Move everything back, newest move first; then retire the journal so a new run starts fresh.
 
     Holds the journal's lock, like the run it undoes: an undo never races a running stage."""
@@ -344,13 +345,13 @@ class MoveProgress:
 
     EVERY_S = 0.25
 
-    def __init__(self, stage: str, total: int, on_event, unit: str = "files") -> None:
+    def __init__(self, stage: str, total: int, on_event: EventSink, unit: str = "files") -> None:
         self.stage, self.total, self.on_event, self.unit = stage, total, on_event, unit
         self.done = 0
         self.last = time.monotonic()
         self.emit()  # 0 of total: watchers learn the total and start their clocks now
 
-    def __call__(self, *_args) -> None:
+    def __call__(self, *_args: object) -> None:
         self.done += 1
         now = time.monotonic()
         if now - self.last >= self.EVERY_S or self.done == self.total:
@@ -363,7 +364,9 @@ class MoveProgress:
         )
 
 
-def undo_stage(stage: str, path: Path, on_event, unit: str = "files", what: str = "") -> UndoResult:
+def undo_stage(
+    stage: str, path: Path, on_event: EventSink, unit: str = "files", what: str = ""
+) -> UndoResult:
     """Undo a stage's journal with progress events; a missing journal is the user's to hear about."""
     path = Path(path)
     if not path.exists():

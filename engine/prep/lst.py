@@ -20,6 +20,7 @@ import pathlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.errors import UserError
 from engine.events import EventSink, SkippedItem, StageProgress, ignore
@@ -196,7 +197,7 @@ def write_lists(
     options: ListOptions | None = None,
     *,
     on_event: EventSink = ignore,
-    **values,
+    **values: Any,
 ) -> list[pathlib.Path]:
     """Write PREFIX[_i][_train|_val|_test].lst as `im2rec.py --list` would; return the paths written.
 

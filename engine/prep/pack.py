@@ -19,7 +19,9 @@ import math
 import os
 import pathlib
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
 
 from engine import recordio
 from engine.errors import UserError
@@ -30,6 +32,10 @@ from engine.prep.journal import lock_or_fail
 from engine.prep.options import PackOptions
 from engine.prep.pack_worker import Item, Setup
 from engine.prep.report import one_field, printable
+
+if TYPE_CHECKING:
+    from engine.prep.pack_gpu import Codec, GpuPool
+    from engine.prep.pack_pool import Pool
 
 MANIFEST_VERSION = 1
 MANIFEST_BLOCK = 4096
@@ -112,7 +118,7 @@ def read_entries(lst: pathlib.Path) -> tuple[list[Item], str]:
     return entries, hashlib.sha256(data).hexdigest()
 
 
-def _write_all(handle, data: bytes) -> None:
+def _write_all(handle: IO[bytes], data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[handle.write(view) :]
@@ -138,7 +144,7 @@ class Chunk:
         self.manifest_fd: int | None = None
         self.lock = self._lock()
 
-    def _lock(self):
+    def _lock(self) -> IO[Any]:
         handle = open(self.lst, "rb")  # noqa: SIM115 - held until the chunk is closed
         busy = f"{self.lst} is being packed by another process; wait for it or stop it"
         return lock_or_fail(handle, busy)
@@ -324,7 +330,7 @@ class Progress:
         )
 
 
-def _batches(chunks: list[Chunk]):
+def _batches(chunks: list[Chunk]) -> Iterator[tuple[Chunk, list[Item]]]:
     """(chunk, items) in list order, chunk after chunk."""
     for chunk in chunks:
         todo = chunk.remaining()
@@ -332,7 +338,7 @@ def _batches(chunks: list[Chunk]):
             yield chunk, todo[start : start + BATCH_SIZE]
 
 
-def _pool(root: str, options: PackOptions, codec):
+def _pool(root: str, options: PackOptions, codec: Codec | None) -> GpuPool | Pool:
     """Worker processes on the CPU, or the GPU codec fed by reader threads."""
     setup = Setup(root, options)  # typed options, the same for both
     if codec is not None:
@@ -350,7 +356,7 @@ def _run(
     options: PackOptions,
     progress: Progress,
     on_event: EventSink,
-    codec=None,
+    codec: Codec | None = None,
 ) -> None:
     """Feed batches to the workers and write results strictly in list order."""
     pending: dict[int, tuple[Chunk, list]] = {}  # sequence number -> (chunk, items)
@@ -384,7 +390,12 @@ def _run(
 
 
 def _write_batch(
-    chunk: Chunk, items, results, progress: Progress, on_event: EventSink, left: dict
+    chunk: Chunk,
+    items: list[Item],
+    results: list,
+    progress: Progress,
+    on_event: EventSink,
+    left: dict,
 ) -> None:
     for item, reason in chunk.write(items, results):
         path = f"{chunk.lst.name}:{item.line}" if item.malformed else printable(item.path)
@@ -436,7 +447,12 @@ def codec_note(options: PackOptions) -> str:
     )
 
 
-def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink) -> list[Chunk]:
+def _open_chunks(
+    lst_paths: Iterable[str | os.PathLike[str]],
+    root: str,
+    options: PackOptions,
+    on_event: EventSink,
+) -> list[Chunk]:
     chunks: list[Chunk] = []
     try:
         for lst in dict.fromkeys(pathlib.Path(p).absolute() for p in lst_paths):
@@ -454,12 +470,12 @@ def _open_chunks(lst_paths, root: str, options: PackOptions, on_event: EventSink
 
 
 def pack_lists(
-    lst_paths,
+    lst_paths: Sequence[str | os.PathLike[str]],
     root: str | os.PathLike,
     options: PackOptions,
     *,
     on_event: EventSink = ignore,
-    gpu_codec=None,
+    gpu_codec: Codec | None = None,
 ) -> PackResult:
     """Pack each .lst into .rec/.idx beside it (see the module docstring); resumes interrupted chunks.
 

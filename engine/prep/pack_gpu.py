@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +86,7 @@ def gpu_suitable(info: ImageInfo, opts: PackOptions) -> bool:
     return plain and info.orientation == 1 and opts.color == 1 and opts.encoding == ".jpg"
 
 
-def resize(codec: Codec, img, opts: PackOptions, full: tuple[int, int]):
+def resize(codec: Codec, img: Any, opts: PackOptions, full: tuple[int, int]) -> Any:
     """im2rec's centre crop and short-edge resize of one CHW image, bilinear like cv2.INTER_LINEAR."""
     height, width = full
     if opts.center_crop:
@@ -174,7 +174,7 @@ def decode_all(codec: Codec, entries: list[Entry]) -> list:
         return [decode_one(codec, t) for t in tensors]
 
 
-def decode_one(codec: Codec, tensor):
+def decode_one(codec: Codec, tensor: Any) -> Any:
     try:
         (img,) = codec.decode_jpeg([tensor], mode=codec.rgb_mode, device=codec.device)
     except Exception:  # noqa: BLE001 - the CPU path decides what is wrong with it
@@ -214,15 +214,16 @@ class GpuPool:
         """One more batch while fewer than ``limit`` images are read ahead (one GPU: no tail to even out)."""
         return 1 if sum(len(f) for _, f in self.pending) < self.limit else 0
 
-    def submit(self, key, items: list) -> None:
+    def submit(self, key: Any, items: list) -> None:
         futures = [self.readers.submit(read_entry, item, self.setup) for item in items]
         self.pending.append((key, futures))
 
     def busy(self) -> bool:
         return bool(self.pending)
 
-    def collect(self):
+    def collect(self) -> Iterator[tuple[Any, list]]:
         """Code the oldest batches (up to GPU_BATCH images) together; yield (key, results) for each."""
+        batches: list[tuple[Any, list[Entry]]]
         batches, count = [], 0
         while self.pending and (not batches or count + len(self.pending[0][1]) <= GPU_BATCH):
             key, futures = self.pending.popleft()

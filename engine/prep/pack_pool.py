@@ -15,7 +15,9 @@ import pickle
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
+from typing import Any, cast
 
 CRASH_REASON = "crashed the image decoder (worker process died with status {status})"
 STOP_WAIT_S = 5.0
@@ -60,7 +62,7 @@ class Worker:
         self.held: collections.deque = collections.deque()
         self.tasks.send_bytes(init)
 
-    def send(self, key, items: list) -> None:
+    def send(self, key: Any, items: list) -> None:
         self.held.append((key, items))
         try:
             self.tasks.send_bytes(pickle.dumps((key, items), protocol=pickle.HIGHEST_PROTOCOL))
@@ -108,16 +110,16 @@ class Pool:
         )
         return len(self.workers) * depth - sum(len(w.held) for w in self.workers)
 
-    def submit(self, key, items: list) -> None:
+    def submit(self, key: Any, items: list) -> None:
         min(self.workers, key=lambda w: len(w.held)).send(key, items)
 
     def busy(self) -> bool:
         return any(w.held for w in self.workers)
 
-    def collect(self):
+    def collect(self) -> Iterator[tuple[Any, list]]:
         """Wait for at least one finished batch and yield every batch that is complete."""
         by_conn = {w.results: w for w in self.workers if w.held}
-        for conn in wait(list(by_conn)):
+        for conn in cast(list[Connection], wait(list(by_conn))):  # wait() returns what it was given
             worker = by_conn[conn]
             try:
                 key, results = pickle.loads(conn.recv_bytes())
@@ -127,7 +129,7 @@ class Pool:
             worker.held.popleft()
             yield from self._finish(key, results)
 
-    def _finish(self, key, results: list):
+    def _finish(self, key: Any, results: list) -> Iterator[tuple[Any, list]]:
         if not (isinstance(key, tuple) and key and key[0] == "retry"):
             yield key, results
             return
@@ -138,7 +140,7 @@ class Pool:
             del self.retries[batch_key]
             yield batch_key, slots
 
-    def _replace(self, dead: Worker):
+    def _replace(self, dead: Worker) -> Iterator[tuple[Any, list]]:
         """Start a new worker in place of a dead one and retry what the dead one held."""
         status = dead.exit_status()
         held = list(dead.held)

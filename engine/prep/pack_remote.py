@@ -14,9 +14,10 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine import options as opt
 from engine.cluster.hostpool import HostPool
@@ -30,6 +31,9 @@ from engine.errors import UserError
 from engine.events import EventSink, StageProgress, StageState, ignore
 from engine.prep.options import PackOptions
 from engine.prep.pack import ChunkResult, PackResult
+
+if TYPE_CHECKING:
+    from engine.cluster.process.supervisor import Planner
 
 PROGRESS_S = 1.0
 MANIFEST_MARK = "@@imgscale-manifest@@"
@@ -66,7 +70,7 @@ def host_script(python: str, chunks: Sequence[str], root: str, args: Sequence[st
     return "\n".join(lines)
 
 
-def pack_planner(record: jobs.JobRecord, pool: HostPool):
+def pack_planner(record: jobs.JobRecord, pool: HostPool) -> Planner:
     """The Planner of a distributed pack job (also used to relaunch it: chunks resume)."""
     args = record.launch_args
 
@@ -186,7 +190,7 @@ class ProgressReader:
         )
 
     @staticmethod
-    def _bytes(manifests) -> int:
+    def _bytes(manifests: Iterable[dict[str, Any]]) -> int:
         return sum(m.get("sizes", {}).get("rec", 0) for m in manifests)
 
 
@@ -195,7 +199,7 @@ def new_pack_record(
     hosts: list[HostSpec],
     lists: list[str],
     root: str,
-    options,
+    options: PackOptions,
     run_root: str,
     job: str | None,
 ) -> jobs.JobRecord:
@@ -221,15 +225,15 @@ def new_pack_record(
 
 async def pack_on_hosts_async(
     hosts_file: str,
-    lst_paths,
+    lst_paths: Iterable[str | os.PathLike[str]],
     root: str,
-    options,
+    options: PackOptions,
     on_event: EventSink = ignore,
     *,
     run_root: str = jobs.DEFAULT_RUN_ROOT,
     job: str | None = None,
     max_restarts: int = 0,
-):
+) -> PackResult:
     """Pack on every host and wait; returns engine.prep.pack.PackResult, like a local pack."""
     lists = [os.path.abspath(p) for p in lst_paths]
     if not lists:
@@ -274,7 +278,7 @@ async def pack_on_hosts_async(
     return result
 
 
-def collect_result(lists: Sequence[str], seconds: float):
+def collect_result(lists: Sequence[str], seconds: float) -> PackResult:
     """The PackResult a local pack would return, read from the finished chunks' manifests."""
     chunks = []
     for lst in lists:
@@ -295,8 +299,13 @@ def collect_result(lists: Sequence[str], seconds: float):
 
 
 def pack_on_hosts(
-    hosts_file: str, lst_paths, root: str, options, on_event: EventSink = ignore, **kwargs
-):
+    hosts_file: str,
+    lst_paths: Iterable[str | os.PathLike[str]],
+    root: str,
+    options: PackOptions,
+    on_event: EventSink = ignore,
+    **kwargs: Any,
+) -> PackResult:
     """Synchronous entry for `imgscale pack --hosts FILE` (see pack_on_hosts_async)."""
     try:
         return asyncio.run(

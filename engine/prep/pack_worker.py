@@ -18,11 +18,18 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from engine import recordio
 from engine.prep import turbojpeg
 from engine.prep.options import PackOptions
 from engine.prep.pack_sniff import HUFFMAN_FRAMES, ImageInfo, sniff
+
+if TYPE_CHECKING:  # numpy is imported lazily: only worker processes load it
+    from multiprocessing.connection import Connection
+
+    from numpy import ndarray
 
 MAX_PIXELS = 1 << 28  # ~268 Mpixel: above this a full decode (or a resize's output) needs gigabytes
 JPEG_MAX_SIDE = 65535  # the frame header's 16-bit width and height
@@ -178,7 +185,7 @@ def can_store_as_is(info: ImageInfo, opts: PackOptions) -> bool:
     return opts.color != -1 and min(info.width, info.height) <= opts.resize
 
 
-def center_crop(img):
+def center_crop(img: ndarray) -> ndarray:
     height, width = img.shape[:2]
     if height > width:
         margin = (height - width) // 2
@@ -187,7 +194,9 @@ def center_crop(img):
     return img[:, margin : margin + height]
 
 
-def decode(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions, factor: int):
+def decode(
+    cv2: ModuleType, np: ModuleType, data: bytes, info: ImageInfo, opts: PackOptions, factor: int
+) -> ndarray | None:
     """Decode at 1/factor scale; None if the decoded shape does not match the header (EXIF rotation)."""
     flag = opts.color
     if factor > 1:
@@ -215,7 +224,9 @@ def decode(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions, factor: int
     return img
 
 
-def decode_scaled(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions):
+def decode_scaled(
+    cv2: ModuleType, np: ModuleType, data: bytes, info: ImageInfo, opts: PackOptions
+) -> tuple[Any, tuple[int, int] | None]:  # Any: decode() is None only at factor > 1
     """The decoded image and the full-size (height, width) that im2rec's geometry is computed from."""
     factor = reduce_factor(info, opts)
     if (info.width // factor) * (info.height // factor) > MAX_PIXELS:
@@ -242,7 +253,9 @@ def checked_target(height: int, width: int, opts: PackOptions) -> tuple[int, int
     return size
 
 
-def reshape(cv2, img, full: tuple[int, int] | None, opts: PackOptions):
+def reshape(
+    cv2: ModuleType, img: ndarray, full: tuple[int, int] | None, opts: PackOptions
+) -> ndarray:
     """im2rec's centre crop and short-edge resize (never enlarging with --no-upscale)."""
     height, width = full or img.shape[:2]
     if opts.center_crop:
@@ -252,7 +265,7 @@ def reshape(cv2, img, full: tuple[int, int] | None, opts: PackOptions):
     return cv2.resize(img, checked_target(height, width, opts))
 
 
-def encode(cv2, img, opts: PackOptions) -> bytes:
+def encode(cv2: ModuleType, img: ndarray, opts: PackOptions) -> bytes:
     params = [cv2.IMWRITE_JPEG_QUALITY, opts.quality]
     if opts.encoding.lower() == ".png":
         params = [cv2.IMWRITE_PNG_COMPRESSION, opts.quality]
@@ -266,7 +279,9 @@ def encode(cv2, img, opts: PackOptions) -> bytes:
     return buf.tobytes()
 
 
-def transform(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions) -> bytes:
+def transform(
+    cv2: ModuleType, np: ModuleType, data: bytes, info: ImageInfo, opts: PackOptions
+) -> bytes:
     """im2rec's image_encode: decode, centre-crop, resize the short edge, encode."""
     img, full = decode_scaled(cv2, np, data, info, opts)
     return encode(cv2, reshape(cv2, img, full, opts), opts)
@@ -291,7 +306,7 @@ def can_use_planes(info: ImageInfo, opts: PackOptions) -> bool:
     )
 
 
-def fit(cv2, plane, shape: tuple[int, int]):
+def fit(cv2: ModuleType, plane: ndarray, shape: tuple[int, int]) -> ndarray:
     """Cut or edge-extend a plane to (rows, cols): the codec reads whole blocks."""
     plane = plane[: shape[0], : shape[1]]
     rows, cols = shape[0] - plane.shape[0], shape[1] - plane.shape[1]
@@ -300,7 +315,13 @@ def fit(cv2, plane, shape: tuple[int, int]):
     )
 
 
-def resize_planes(tj, cv2, np, planes: list, size: tuple[int, int]) -> list:
+def resize_planes(
+    tj: turbojpeg.TurboJPEG,
+    cv2: ModuleType,
+    np: ModuleType,
+    planes: list[ndarray],
+    size: tuple[int, int],
+) -> list[ndarray]:
     """Y to the target size, chroma to its 4:2:0 size, each in the padded shape the encoder reads.
 
     Chroma is scaled by exactly Y's factors (fx, fy), not to its rounded size: a chroma plane is
@@ -319,7 +340,14 @@ def resize_planes(tj, cv2, np, planes: list, size: tuple[int, int]) -> list:
     return [luma, *(fit(cv2, cv2.resize(p, None, fx=fx, fy=fy), chroma) for p in planes[1:])]
 
 
-def transform_planes(tj, cv2, np, data: bytes, info: ImageInfo, opts: PackOptions) -> bytes | None:
+def transform_planes(
+    tj: turbojpeg.TurboJPEG,
+    cv2: ModuleType,
+    np: ModuleType,
+    data: bytes,
+    info: ImageInfo,
+    opts: PackOptions,
+) -> bytes | None:
     """im2rec's geometry on the JPEG's own YUV planes, DCT-scaled when large; None: OpenCV decides."""
     try:
         header = tj.header(data)
@@ -370,7 +398,14 @@ def pass_through_problem(info: ImageInfo) -> str:
     return ""
 
 
-def payload_for(cv2, np, data: bytes, info: ImageInfo, opts: PackOptions, tj) -> bytes:
+def payload_for(
+    cv2: ModuleType,
+    np: ModuleType,
+    data: bytes,
+    info: ImageInfo,
+    opts: PackOptions,
+    tj: turbojpeg.TurboJPEG | None,
+) -> bytes:
     """The record's image bytes: the file itself, the YUV-plane path's, or OpenCV's."""
     if opts.pass_through and (problem := pass_through_problem(info)):
         raise Skip(problem)
@@ -395,7 +430,12 @@ def read_item(item: Item, setup: Setup) -> bytes | Skip | None:
 
 
 def encode_item(
-    cv2, np, item: Item, setup: Setup, tj=None, data: bytes | Skip | None = None
+    cv2: ModuleType,
+    np: ModuleType,
+    item: Item,
+    setup: Setup,
+    tj: turbojpeg.TurboJPEG | None = None,
+    data: bytes | Skip | None = None,
 ) -> bytes | str:
     """One .lst entry -> the framed record bytes, or the reason it was skipped.
 
@@ -426,7 +466,7 @@ def encode_item(
         )
 
 
-def _deliver(results, outbox: queue.SimpleQueue) -> None:
+def _deliver(results: Connection, outbox: queue.SimpleQueue) -> None:
     """Send finished batches; runs beside the encoder so a slow reader never stalls the encoding."""
     while (message := outbox.get()) is not None:
         try:

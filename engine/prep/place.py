@@ -7,6 +7,7 @@ move: the .idx, .lst, label map and skip reports stay in the lists folder beside
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,11 @@ def plan_place(
     return moves
 
 
-def check_dirs(prefix_dir, train_dir, val_dir) -> tuple[Path, Path, Path]:
+def check_dirs(
+    prefix_dir: str | os.PathLike[str],
+    train_dir: str | os.PathLike[str],
+    val_dir: str | os.PathLike[str],
+) -> tuple[Path, Path, Path]:
     prefix_dir, train_dir, val_dir = (Path(p).resolve() for p in (prefix_dir, train_dir, val_dir))
     if not prefix_dir.is_dir():
         raise UserError(
@@ -86,14 +91,14 @@ def check_dirs(prefix_dir, train_dir, val_dir) -> tuple[Path, Path, Path]:
 
 
 def place_records(
-    prefix_dir,
-    train_dir,
-    val_dir,
+    prefix_dir: str | os.PathLike[str],
+    train_dir: str | os.PathLike[str],
+    val_dir: str | os.PathLike[str],
     *,
     train_glob: str = TRAIN_GLOB,
     val_glob: str = VAL_GLOB,
     on_event: EventSink = ignore,
-    journal_path=None,
+    journal_path: str | os.PathLike[str] | None = None,
 ) -> PlaceResult:
     """Move ``train_glob`` .rec files of ``prefix_dir`` into ``train_dir`` and ``val_glob`` ones into
     ``val_dir``; resumes an interrupted run; a second run with nothing left to move is a no-op."""
@@ -142,7 +147,12 @@ def summarize(train_dir: Path, val_dir: Path, made: int, journal: Path) -> Place
     )
 
 
-def undo_place(prefix_dir, *, on_event: EventSink = ignore, journal_path=None) -> UndoResult:
+def undo_place(
+    prefix_dir: str | os.PathLike[str],
+    *,
+    on_event: EventSink = ignore,
+    journal_path: str | os.PathLike[str] | None = None,
+) -> UndoResult:
     """Move the placed .rec files back into ``prefix_dir``; safe to repeat after a crash."""
     prefix_dir = Path(prefix_dir).resolve()
     path = Path(journal_path or default_journal_path("place", prefix_dir))

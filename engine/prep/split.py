@@ -24,7 +24,14 @@ from engine.prep.filter import (
     report_non_classes,
     require_classes,
 )
-from engine.prep.journal import Journal, MoveProgress, UndoResult, default_journal_path, undo_stage
+from engine.prep.journal import (
+    Journal,
+    MoveProgress,
+    Run,
+    UndoResult,
+    default_journal_path,
+    undo_stage,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,9 @@ def choose(images: list[Path], per_class: int, seed: int, cls: str) -> list[Path
     return sorted(random.Random(f"{seed}:{cls}").sample(images, per_class))
 
 
-def plan_split(root: Path, val_root: Path, per_class: int, seed: int, on_event: EventSink = ignore):
+def plan_split(
+    root: Path, val_root: Path, per_class: int, seed: int, on_event: EventSink = ignore
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[tuple[Path, Path]]]:
     moved, short, moves = [], [], []
     found = {folder.name: class_images(folder) for folder in class_folders(root)}
     counts = {name: len(images) for name, images in found.items()}
@@ -66,7 +75,9 @@ def plan_split(root: Path, val_root: Path, per_class: int, seed: int, on_event: 
     return moved, short, moves
 
 
-def check_split_paths(root: Path, val_root: Path, per_class: int) -> tuple[Path, Path]:
+def check_split_paths(
+    root: str | os.PathLike[str], val_root: str | os.PathLike[str], per_class: int
+) -> tuple[Path, Path]:
     root = check_root(root)
     val_root = Path(val_root).resolve()
     if val_root.exists() and not val_root.is_dir():
@@ -87,13 +98,13 @@ def check_split_paths(root: Path, val_root: Path, per_class: int) -> tuple[Path,
 
 
 def split_validation(
-    root,
-    val_root,
+    root: str | os.PathLike[str],
+    val_root: str | os.PathLike[str],
     *,
     per_class: int = 50,
     seed: int = 0,
     on_event: EventSink = ignore,
-    journal_path=None,
+    journal_path: str | os.PathLike[str] | None = None,
 ) -> SplitResult:
     """Move ``per_class`` random images of each class to ``val_root``; resumes an interrupted run and
     does nothing when the split is already done (undo it first to split differently)."""
@@ -141,7 +152,7 @@ def tally(moves: list[tuple[str, str]]) -> list[tuple[str, int]]:
 
 
 def already_split(
-    root: Path, val_root: Path, run, journal: Path, on_event: EventSink
+    root: Path, val_root: Path, run: Run, journal: Path, on_event: EventSink
 ) -> SplitResult:
     if run.params.get("val_root") != str(val_root):
         raise UserError(
@@ -156,7 +167,11 @@ def already_split(
 
 
 def undo_split(
-    root, val_root=None, *, on_event: EventSink = ignore, journal_path=None
+    root: str | os.PathLike[str],
+    val_root: str | os.PathLike[str] | None = None,
+    *,
+    on_event: EventSink = ignore,
+    journal_path: str | os.PathLike[str] | None = None,
 ) -> UndoResult:
     """Move every validation image back to its class folder in ``root``; safe to repeat after a crash.
     ``val_root``, when given, must be the folder the split used (a guard against undoing the wrong one)."""

@@ -14,6 +14,7 @@ import functools
 import os
 import threading
 from dataclasses import dataclass
+from types import ModuleType
 
 LIBRARY_NAMES = ("libturbojpeg.so.0", "libturbojpeg.so")
 LIBRARY_ENV = "IMGSCALE_TURBOJPEG"  # a library path to use instead; a missing one means OpenCV
@@ -147,7 +148,7 @@ class TurboJPEG:
         return width, height
 
     def decode_planes(
-        self, np, data: bytes, header: Header, width: int, height: int, flags: int = 0
+        self, np: ModuleType, data: bytes, header: Header, width: int, height: int, flags: int = 0
     ) -> list:
         """The Y (and Cb, Cr) planes of the image decoded at width x height (a DCT scaling size)."""
         count = 1 if header.subsamp == SAMP_GRAY else 3

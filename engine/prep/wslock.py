@@ -11,6 +11,7 @@ class folders lie outside it also locks the folder beside them, as a stage run o
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
@@ -58,7 +59,7 @@ def locked(
     stage, an undo or `prepare` running there already stops it with one line naming that run.
     ``shared``: runs of this command may hold it together (pack's chunks are packed side by side)."""
 
-    def run(args) -> int:
+    def run(args: argparse.Namespace) -> int:
         doing = args.command + (" --undo" if getattr(args, "undo", False) else "")
         with WorkspaceLock([lock_folder(getattr(args, folder_arg))], doing, shared):
             return command(args)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from engine import options as opt
@@ -17,7 +17,7 @@ from engine.train.checkpoints import kept_epochs, saved_epochs
 from engine.train.facts import Facts, gather_facts
 from engine.train.launch import registry
 from engine.train.launch.engines import is_distributed
-from engine.train.options import CheckOptions, build_train_parser
+from engine.train.options import CheckOptions, TrainOptions, build_train_parser
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 TUTORIAL_EDGE = 480  # the tutorial packs with im2rec --resize 480
@@ -358,7 +358,7 @@ def check_gpus(f: Facts) -> list[Finding]:
     return out
 
 
-def _ids(values) -> str:
+def _ids(values: Iterable[int]) -> str:
     return ",".join(str(v) for v in values)
 
 
@@ -498,7 +498,9 @@ def run_checks(facts: Facts) -> list[Finding]:
     return sorted(findings, key=lambda x: order[x.level])
 
 
-def preflight(train, check: CheckOptions | None = None) -> list[Finding]:
+def preflight(
+    train: TrainOptions | argparse.Namespace, check: CheckOptions | None = None
+) -> list[Finding]:
     """All findings for training options (TrainOptions or parsed flags) against ``check``'s cluster and data."""
     return run_checks(gather_facts(train, check or CheckOptions()))
 
@@ -520,7 +522,7 @@ def preflight_argv(
     return preflight(args, check)
 
 
-def main(args, across_hosts: Sequence[Finding] = ()) -> int:
+def main(args: argparse.Namespace, across_hosts: Sequence[Finding] = ()) -> int:
     """`imgscale check`: print the findings (with those from reaching the hosts, ``across_hosts``);
     exit status 1 when any is an error."""
     order = {ERROR: 0, WARNING: 1, INFO: 2}

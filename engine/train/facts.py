@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from engine import options as opt
 from engine.cluster.hosts import read_hosts
@@ -250,7 +252,7 @@ def packed_edge(recs: list[str], samples: int = 8) -> int | None:
     return max(edges) if edges else None
 
 
-def _next_record(f) -> bytes | None:
+def _next_record(f: BinaryIO) -> bytes | None:
     """One RecordIO record (magic, length with continuation flag in the top 3 bits, 4-byte padding)."""
     data = b""
     while True:
@@ -327,7 +329,11 @@ def local_gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-def gather_facts(args, check: CheckOptions | None = None, probe_local: bool = True) -> Facts:
+def gather_facts(
+    args: TrainOptions | argparse.Namespace,
+    check: CheckOptions | None = None,
+    probe_local: bool = True,
+) -> Facts:
     """Read what the checks need: lists, label map, first records, hosts file, ports, free disk.
 
     ``args`` carries the training options (TrainOptions or parsed flags); ``check`` the cluster

@@ -217,7 +217,9 @@ def _merge(summary: EpochSummary, parsed: Parsed, stamp: dict) -> EpochSummary:
     return replace(summary, checkpoint=parsed.path, **stamp)
 
 
-def _upsert(pairs: tuple[tuple[str, float], ...], new: tuple[tuple[str, float], ...]):
+def _upsert(
+    pairs: tuple[tuple[str, float], ...], new: tuple[tuple[str, float], ...]
+) -> tuple[tuple[str, float], ...]:
     names = {name for name, _ in new}
     return tuple(p for p in pairs if p[0] not in names) + new
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from engine.events import Failure
 
@@ -42,7 +42,7 @@ MIRROR_EFFECT = (
 )
 
 
-def _matches(patterns, text: str) -> re.Match | None:
+def _matches(patterns: Iterable[re.Pattern[str]], text: str) -> re.Match | None:
     for pattern in patterns:
         m = pattern.search(text)
         if m:
@@ -141,14 +141,28 @@ def diagnose_exit(
     return None
 
 
-def _kernel_failure(source, message, batch_size, job, lines, certain: bool = True) -> Failure:
+def _kernel_failure(
+    source: str,
+    message: str,
+    batch_size: int | None,
+    job: str,
+    lines: Sequence[str],
+    certain: bool = True,
+) -> Failure:
     diagnosis = KERNEL_DIAGNOSIS
     if not certain:
         diagnosis += " (confirm with `dmesg | grep -i oom` on the host)"
     return _failure(source, message, diagnosis, host_advice(batch_size), job, lines)
 
 
-def _failure(source, message, diagnosis, advice, job, lines) -> Failure:
+def _failure(
+    source: str,
+    message: str,
+    diagnosis: str,
+    advice: tuple[str, ...],
+    job: str,
+    lines: Sequence[str],
+) -> Failure:
     return Failure(
         source=source,
         message=message,

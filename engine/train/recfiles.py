@@ -8,6 +8,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from engine.errors import UserError
 from engine.recordio import (
@@ -154,7 +155,7 @@ def survey(rec: str) -> Survey:
     return found
 
 
-def _head(f, offset: int, size: int) -> tuple[int, int, bytes] | None:
+def _head(f: BinaryIO, offset: int, size: int) -> tuple[int, int, bytes] | None:
     """(payload length, cflag, the first bytes of the payload) of the record part at ``offset``."""
     if offset < 0 or offset + 8 > size:
         return None
@@ -187,7 +188,7 @@ def _record(found: Survey, offset: int, length: int, cflag: int, payload: bytes)
                     found.first_undecodable = offset
 
 
-def _walk(f, size: int, found: Survey, offsets: list[int]) -> None:
+def _walk(f: BinaryIO, size: int, found: Survey, offsets: list[int]) -> None:
     starts, pos = [], 0
     while pos < size:
         head = _head(f, pos, size)
@@ -218,7 +219,7 @@ def _match_index(found: Survey, offsets: list[int], starts: set[int]) -> None:
         )
 
 
-def _sample(f, size: int, found: Survey, offsets: list[int]) -> None:
+def _sample(f: BinaryIO, size: int, found: Survey, offsets: list[int]) -> None:
     step = max(1, len(offsets) // SAMPLES)
     for i in [*range(0, len(offsets), step), len(offsets) - 1]:
         head = _head(f, offsets[i], size)

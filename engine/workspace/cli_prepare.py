@@ -3,6 +3,7 @@ finished ones (engine.workspace.pipeline underneath)."""
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import time
 from pathlib import Path
@@ -13,14 +14,14 @@ from engine.errors import UserError
 from engine.prep import options as prep_options
 from engine.prep.cli_stages import command_parser, has_image, is_tar, say
 from engine.prep.options import GROUPS, TUTORIAL, console_values
-from engine.workspace.pipeline import prepare
+from engine.workspace.pipeline import PrepareResult, prepare
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _prepare_parser(sub)
 
 
-def _prepare_parser(sub) -> None:
+def _prepare_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = command_parser(sub, "prepare", "run every preparation stage on a workspace (resumes; skips finished stages)",
                 _prepare)  # fmt: skip
     p.add_argument("workspace", metavar="DIR", help="the workspace folder (created when new)")
@@ -42,7 +43,7 @@ def _prepare_parser(sub) -> None:
         )
 
 
-def stage_options(args) -> dict[str, dict]:
+def stage_options(args: argparse.Namespace) -> dict[str, dict]:
     """The stage options given on the command line (checked against their bounds), by stage."""
     given = {stage: opt.given(cls, args) for stage, cls in GROUPS.items()}
     for stage, values in given.items():
@@ -50,7 +51,7 @@ def stage_options(args) -> dict[str, dict]:
     return given
 
 
-def _check_prepare_args(args) -> None:
+def _check_prepare_args(args: argparse.Namespace) -> None:
     """Bad numbers or paths are refused before a workspace is created and saves them."""
     folder = Path(args.workspace).expanduser()
     if folder.exists() and not folder.is_dir():
@@ -65,7 +66,7 @@ def _check_prepare_args(args) -> None:
         raise UserError(f"--source {source} holds no images; give a folder of class folders")
 
 
-def _prepare(args) -> int:
+def _prepare(args: argparse.Namespace) -> int:
     _check_prepare_args(args)
     start = time.monotonic()
     result = prepare(args.workspace, source=args.source, demo=args.demo, options=stage_options(args),
@@ -75,7 +76,7 @@ def _prepare(args) -> int:
     return 0
 
 
-def summary_lines(result, seconds: float) -> list[str]:
+def summary_lines(result: PrepareResult, seconds: float) -> list[str]:
     new = "ran " + ", ".join(result.ran) if result.ran else "nothing left to do"
     lines = [
         "",
@@ -94,7 +95,7 @@ def summary_lines(result, seconds: float) -> list[str]:
     return lines
 
 
-def next_commands(result) -> list[str]:
+def next_commands(result: PrepareResult) -> list[str]:
     """What to run next: the console on this workspace, or a training run on this machine."""
     train = (
         f"imgscale train --data-train {shlex.quote(str(result.train_dir))} "

@@ -9,6 +9,7 @@ pack's per-chunk resume).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,12 @@ def new_config(folder: Path, source: Path) -> dict:
     return dict(config, root="images", tarball=str(source), val_root="images_val")
 
 
-def open_workspace(folder, *, source=None, demo: bool = False) -> wsmod.Workspace:
+def open_workspace(
+    folder: str | os.PathLike[str],
+    *,
+    source: str | os.PathLike[str] | None = None,
+    demo: bool = False,
+) -> wsmod.Workspace:
     """Open ``folder``'s workspace, creating it from ``source`` or as the demo when it has none yet."""
     folder = Path(folder).expanduser().resolve()
     exists = (folder / wsmod.CONFIG_NAME).is_file()
@@ -141,9 +147,9 @@ def summarize(ws: wsmod.Workspace, ran: list[str], done: list[str]) -> PrepareRe
 
 
 def prepare(
-    folder,
+    folder: str | os.PathLike[str],
     *,
-    source=None,
+    source: str | os.PathLike[str] | None = None,
     demo: bool = False,
     options: dict[str, dict] | None = None,
     on_event: EventSink = ignore,

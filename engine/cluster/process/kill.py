@@ -46,7 +46,9 @@ async def kill_job(
     return reports
 
 
-async def _kill_hosts(record: jobs.JobRecord, pool: HostPool, grace_s: int, emit) -> dict:
+async def _kill_hosts(
+    record: jobs.JobRecord, pool: HostPool, grace_s: int, emit: EventSink | None
+) -> dict:
     by_host: dict[str, list[str]] = collections.defaultdict(list)
     for proc in record.processes + record.past_processes:
         by_host[proc.host].append(proc.prefix)
@@ -66,7 +68,12 @@ async def kill_processes(
 
 
 async def _kill_on(
-    pool: HostPool, job: str, host: str, prefixes: list[str], grace_s: int, emit
+    pool: HostPool,
+    job: str,
+    host: str,
+    prefixes: list[str],
+    grace_s: int,
+    emit: EventSink | None,
 ) -> KillReport | None:
     """The kill script's report from one host; None if the host could not be reached."""
     try:
@@ -101,7 +108,9 @@ def _report(emit: EventSink | None, failure: Failure) -> None:
         emit(failure)
 
 
-async def _cancel_slurm(record: jobs.JobRecord, emit) -> dict[str, KillReport | None]:
+async def _cancel_slurm(
+    record: jobs.JobRecord, emit: EventSink | None
+) -> dict[str, KillReport | None]:
     """scancel the job; one report with the SLURM job id as its group when it was still there."""
     cancelled = await asyncio.to_thread(cancel_record, record)
     group = int(record.scheduler_id) if record.scheduler_id.isdigit() else 0
@@ -161,7 +170,9 @@ async def sweep_hosts(
     return dict(zip(names, results, strict=True))
 
 
-async def _sweep_on(pool, host: str, run_root: str, grace_s: int, emit) -> KillReport | None:
+async def _sweep_on(
+    pool: HostPool, host: str, run_root: str, grace_s: int, emit: EventSink | None
+) -> KillReport | None:
     try:
         transport = await pool.get(host)
         result = await transport.run(sweep_command(run_root, grace_s), timeout=grace_s + 60)

@@ -134,7 +134,7 @@ async def tail_of(pool: HostPool, host: str, path: str, lines: int) -> list[str]
     return result.stdout.splitlines() if result.exit_status == 0 else None
 
 
-async def close_stream(stream) -> None:
+async def close_stream(stream: object) -> None:
     closer = getattr(stream, "aclose", None)
     if closer is not None:
         try:

@@ -39,7 +39,7 @@ class TransportError(Exception):
 class CommandTimedOut(TransportError):
     """``run`` gave up waiting for a command (the host may be fine); the command was ended."""
 
-    def __init__(self, host: str, seconds: float) -> None:
+    def __init__(self, host: str, seconds: float | None) -> None:
         super().__init__(host, f"command timed out after {seconds:g} s")
         self.seconds = seconds
 

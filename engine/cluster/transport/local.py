@@ -6,7 +6,7 @@ import asyncio
 import os
 import shutil
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 from engine.cluster.remote_cmd import shell_command
@@ -62,7 +62,15 @@ class LocalTransport(Transport):
         except OSError as exc:
             raise TransportError(self.host, f"cannot start {argv[0]}: {exc.strerror}") from None
 
-    async def run(self, command, *, env=None, cwd=None, timeout=30.0, input=None) -> CommandResult:
+    async def run(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = 30.0,
+        input: str | None = None,
+    ) -> CommandResult:
         stdin = asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL
         proc = await self._spawn(self._line(command, env, cwd), stdin)
         data = input.encode() if input is not None else None
@@ -76,7 +84,15 @@ class LocalTransport(Transport):
             raise
         return _result(proc.returncode, out, err)
 
-    def stream(self, command, *, env=None, cwd=None, stdin=False, kill_on_close=True) -> LineStream:
+    def stream(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: bool = False,
+        kill_on_close: bool = True,
+    ) -> LineStream:
         # kill_on_close is accepted for parity with SSH; ending a local group is always cheap
         line = self._line(command, env, cwd)
         holder: dict[str, asyncio.subprocess.Process] = {}
@@ -136,7 +152,9 @@ class LocalTransport(Transport):
         return None
 
 
-def _stdin_writer(host: str, lines: LineStream, holder: dict, started: asyncio.Event):
+def _stdin_writer(
+    host: str, lines: LineStream, holder: dict, started: asyncio.Event
+) -> Callable[[str], Awaitable[None]]:
     async def write(text: str) -> None:
         await started.wait()
         if "proc" not in holder or lines.finished:

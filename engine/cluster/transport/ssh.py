@@ -17,7 +17,7 @@ import shlex
 import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from engine.cluster.hosts import HostSpec
@@ -146,7 +146,7 @@ class SshTransport(Transport):
         return TransportError(self.host, classify(exc, self.spec))
 
     # ---- commands -------------------------------------------------------------------------
-    def _line(self, command: str, env, cwd) -> str:
+    def _line(self, command: str, env: Mapping[str, str] | None, cwd: str | None) -> str:
         # The first stderr line names the command's process group: sshd puts every session in
         # its own group, and "exec" keeps that pid. SSH "signal" requests are refused for root
         # sessions by OpenSSH, so ending a command is "kill -- -PGID" on a second channel.
@@ -181,7 +181,15 @@ class SshTransport(Transport):
         conn = await self._connection()
         await conn.run(f"kill -s {shlex.quote(name)} -- -{int(pgid)}", check=False, timeout=10)
 
-    async def run(self, command, *, env=None, cwd=None, timeout=30.0, input=None) -> CommandResult:
+    async def run(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = 30.0,
+        input: str | None = None,
+    ) -> CommandResult:
         cmd = await self._start(self._line(command, env, cwd))
         out, err = bytearray(), bytearray()
         try:
@@ -209,7 +217,15 @@ class SshTransport(Transport):
             status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), sig
         )
 
-    def stream(self, command, *, env=None, cwd=None, stdin=False, kill_on_close=True) -> LineStream:
+    def stream(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: bool = False,
+        kill_on_close: bool = True,
+    ) -> LineStream:
         """See Transport.stream. ``kill_on_close=False`` only closes the channel on ``aclose``:
         cheaper for commands that end by themselves on EOF or SIGPIPE (the probes' loops)."""
         holder: dict[str, _RemoteCommand] = {}
@@ -292,7 +308,9 @@ class SshTransport(Transport):
         sftp = await self._sftp_client()
         await self._sftp_call(sftp.get, remote_path, local_path, preserve=True)
 
-    async def _sftp_call(self, method, *args, **kwargs) -> None:
+    async def _sftp_call(
+        self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> None:
         import asyncssh
 
         try:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 from engine import options as opt
 from engine.cluster.hosts import read_hosts
@@ -30,13 +31,17 @@ from .dmlc_env import parse_env_args, parse_role_env
 from .launch import LaunchSpec, launch, open_job, plan_lines, validate
 from .slurm_launch import dry_run_script
 
+if TYPE_CHECKING:
+    from engine.cluster.process.supervisor import Job
+    from engine.cluster.slurm.job import SlurmJob
+
 LAUNCH_HELP = (
     "start a distributed job on the hosts, supervised: MXNet (tools/launch.py semantics: "
     "scheduler, servers, workers) or torch (torchrun's variables, one process per slot)"
 )
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `launch`, `attach`, `kill` and `jobs` to the `imgscale` parser."""
     _add_launch(sub)
     parser = sub.add_parser("attach", help="re-attach to a job: its logs and state")
@@ -66,7 +71,7 @@ def register(sub) -> None:
     parser.set_defaults(func=run_jobs)
 
 
-def _add_launch(sub) -> None:
+def _add_launch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("launch", help=LAUNCH_HELP, description=LAUNCH_HELP)
     opt.add_arguments(p, LaunchSpec)
     p.set_defaults(num_workers=None)  # -n is required: launch.py has no default either
@@ -110,7 +115,7 @@ def _add_launch(sub) -> None:
     p.set_defaults(func=run_launch)
 
 
-def _add_slurm(p) -> None:
+def _add_slurm(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "--launcher slurm (allocate with sbatch, start each process with srun)"
     )
@@ -123,7 +128,7 @@ def slurm_options(args: argparse.Namespace) -> dict:
     return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in given.items() if v != []}
 
 
-def spec_from_args(args: argparse.Namespace):
+def spec_from_args(args: argparse.Namespace) -> LaunchSpec:
     command = list(args.argv)
     if command and command[0] == "--":
         command = command[1:]
@@ -219,7 +224,7 @@ async def _collected(work: Awaitable[int]) -> int:
         gc.collect()
 
 
-def _dry_run(spec) -> int:
+def _dry_run(spec: LaunchSpec) -> int:
     validate(spec)
     if spec.launcher == "slurm":
         print(dry_run_script(spec.to_dict()), end="")
@@ -229,7 +234,7 @@ def _dry_run(spec) -> int:
     return 0
 
 
-async def _launch(spec, args: argparse.Namespace) -> int:
+async def _launch(spec: LaunchSpec, args: argparse.Namespace) -> int:
     printer = Printer(args.quiet)
     # SIGTERM (a process manager, `kill`) stops the job like Ctrl-C: dying silently would leave
     # it running on every host with nobody supervising it. The signals are caught from before the
@@ -260,7 +265,7 @@ async def _launch(spec, args: argparse.Namespace) -> int:
     return exit_status(job.status())
 
 
-async def _stop(job, signals: SignalChoice):
+async def _stop(job: Job | SlurmJob, signals: SignalChoice) -> JobState | None:
     """Stop the job (TERM, KILL after --grace); a second Ctrl-C kills at once and waits for every
     host; a third leaves without waiting (None), saying how to end what may be left."""
     _err("interrupted: stopping the job on every host (Ctrl-C again: kill it now)")
@@ -275,12 +280,15 @@ async def _stop(job, signals: SignalChoice):
     return state
 
 
-def _advise(job, state: JobState) -> None:
+def _advise(job: Job | SlurmJob, state: JobState) -> None:
     """What to run next: `imgscale kill` while processes may be left, else where the logs are."""
     if not getattr(job.record, "clean", True):
         _err(f"some processes may be left: `imgscale kill {job.job_id}` ends them")
     else:
         _err(f"job {job.job_id} {state.state}; `imgscale attach {job.job_id}` shows its logs")
+
+
+T = TypeVar("T")
 
 
 class SignalChoice:
@@ -297,7 +305,7 @@ class SignalChoice:
             self.loop.add_signal_handler(sig, self._choose, action)
         return self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, *_exc: object) -> None:
         for sig in self.actions:
             self.loop.remove_signal_handler(sig)
 
@@ -307,7 +315,7 @@ class SignalChoice:
         elif action == "stop" and self.again is not None and not self.again.done():
             self.again.set_result(action)  # Ctrl-C or TERM again escalates; a hang-up does not
 
-    async def unless_signalled(self, work):
+    async def unless_signalled(self, work: Awaitable[T]) -> T | None:
         """``work``'s result, or None when a further signal comes first (``work`` is cancelled)."""
         self.again = self.loop.create_future()
         task = asyncio.ensure_future(work)
@@ -318,7 +326,7 @@ class SignalChoice:
         await asyncio.gather(task, return_exceptions=True)
         return None
 
-    async def wait(self, job) -> str:
+    async def wait(self, job: Job | SlurmJob) -> str:
         """Wait for the job's end or a signal; returns "final" or the chosen action."""
         waiter = asyncio.ensure_future(job.wait())
         try:

@@ -108,7 +108,7 @@ class LaunchSpec:
         values["command"] = tuple(values.get("command", ()))
         return cls(**values)
 
-    def supervise_options(self, **overrides) -> SuperviseOptions:
+    def supervise_options(self, **overrides: Any) -> SuperviseOptions:
         options = SuperviseOptions(
             max_restarts=self.max_restarts,
             stall_timeout_s=self.stall_timeout_s,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any, Self  # Any: mxnet objects (imported lazily, no type hints)
 
 from engine.errors import UserError
 from engine.train.recfiles import rec_files
@@ -21,7 +23,7 @@ def imgrec_arg(files: list[str]) -> str:
     return ";".join(files)
 
 
-def _aug_kwargs(args) -> dict:
+def _aug_kwargs(args: argparse.Namespace) -> dict:
     kwargs = {
         "rand_crop": bool(args.random_crop),
         "rand_mirror": bool(args.random_mirror),
@@ -50,7 +52,7 @@ def _aug_kwargs(args) -> dict:
     return kwargs
 
 
-def _common_kwargs(args, rank: int, num_workers: int) -> dict:
+def _common_kwargs(args: argparse.Namespace, rank: int, num_workers: int) -> dict:
     mean, std = args.rgb_mean, args.rgb_std
     kwargs = {
         "label_width": 1,
@@ -73,7 +75,7 @@ def _common_kwargs(args, rank: int, num_workers: int) -> dict:
     return kwargs
 
 
-def train_iter(args, rank: int = 0, num_workers: int = 1):
+def train_iter(args: argparse.Namespace, rank: int = 0, num_workers: int = 1) -> Any:
     """The training ImageRecordIter: this worker's shard of every chunk, augmented and shuffled."""
     import mxnet as mx
 
@@ -86,7 +88,7 @@ def train_iter(args, rank: int = 0, num_workers: int = 1):
     )
 
 
-def val_iter(args, rank: int = 0, num_workers: int = 1):
+def val_iter(args: argparse.Namespace, rank: int = 0, num_workers: int = 1) -> Any:
     """A validation ImageRecordIter (centre crop, no augmentation), or None without --data-val."""
     import mxnet as mx
 
@@ -104,7 +106,7 @@ def val_iter(args, rank: int = 0, num_workers: int = 1):
     )
 
 
-def fixed_batches(it, count: int) -> Iterator:
+def fixed_batches(it: Any, count: int) -> Iterator:
     """Exactly `count` batches from `it`, continuing where the last call stopped and starting over at its end.
 
     Every worker runs the same number of batches per epoch whatever its shard holds, which is what keeps
@@ -124,7 +126,9 @@ def fixed_batches(it, count: int) -> Iterator:
 class SyntheticIter:
     """--benchmark: the same random batch again and again, so only compute and communication are measured."""
 
-    def __init__(self, num_classes: int, data_shape: tuple, batch_size: int, ctx=None) -> None:
+    def __init__(
+        self, num_classes: int, data_shape: tuple, batch_size: int, ctx: Any = None
+    ) -> None:
         import mxnet as mx
         import numpy as np
 
@@ -144,17 +148,19 @@ class SyntheticIter:
             provide_label=self.provide_label,
         )
 
-    def __iter__(self):
+    def __iter__(self) -> Self:
         return self
 
-    def __next__(self):
+    def __next__(self) -> Any:
         return self.batch
 
     def reset(self) -> None:
         pass
 
 
-def run_test_io(it, batch_size: int, num_batches: int, disp_batches: int, logger=log) -> float:
+def run_test_io(
+    it: Any, batch_size: int, num_batches: int, disp_batches: int, logger: logging.Logger = log
+) -> float:
     """Read and decode `num_batches` batches only; log Speedometer-style lines; return images/s."""
     start = tic = time.time()
     for i, batch in enumerate(fixed_batches(it, num_batches)):

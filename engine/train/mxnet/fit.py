@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import random
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any  # mxnet objects: mxnet is imported lazily and ships no type hints
 
 from engine.errors import UserError
 from engine.train import checkpoints as ckpt
@@ -62,7 +65,7 @@ class Plan:
     resume: ckpt.ResumePoint | None
 
 
-def resume_point(args) -> ckpt.ResumePoint | None:
+def resume_point(args: argparse.Namespace) -> ckpt.ResumePoint | None:
     """--load-epoch N (that epoch's checkpoint) or --resume (the newest complete one, if any)."""
     if args.load_epoch is not None:
         params = ckpt.params_path(args.model_prefix, args.load_epoch)
@@ -87,7 +90,7 @@ def resume_point(args) -> ckpt.ResumePoint | None:
     return None
 
 
-def make_plan(args, rank: int, num_workers: int) -> Plan:
+def make_plan(args: argparse.Namespace, rank: int, num_workers: int) -> Plan:
     batches = epoch_size(args.num_examples, args.batch_size, num_workers)
     if args.num_batches > 0:  # --test-io and --benchmark may run longer than an epoch of real data
         batches = (
@@ -103,7 +106,7 @@ def make_plan(args, rank: int, num_workers: int) -> Plan:
 # --- the run ---
 
 
-def train(args) -> int:
+def train(args: argparse.Namespace) -> int:
     """Run `imgscale train` with the MXNet engine in this process; returns the exit status."""
     import mxnet as mx
 
@@ -146,7 +149,7 @@ def _seed(seed: int) -> None:
     mx.random.seed(seed)
 
 
-def _log_start(args, plan: Plan) -> None:
+def _log_start(args: argparse.Namespace, plan: Plan) -> None:
     sizes = batch_sizes(args.batch_size, args.gpus, plan.num_workers)
     devices = ",".join(f"gpu{g}" for g in args.gpus) or "cpu"
     log.info(
@@ -174,7 +177,7 @@ def _log_start(args, plan: Plan) -> None:
         )
 
 
-def _prepare_prefix(args) -> None:
+def _prepare_prefix(args: argparse.Namespace) -> None:
     prefix = args.model_prefix
     with ckpt.refusing_write(prefix, os.path.basename(f"{prefix}-args.json")):
         os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
@@ -182,7 +185,7 @@ def _prepare_prefix(args) -> None:
         save_resolved(args, f"{prefix}-args.json")
 
 
-def _train_source(args, rank: int, parts: int):
+def _train_source(args: argparse.Namespace, rank: int, parts: int) -> Any:
 
     if not args.benchmark:
         return data.train_iter(args, rank, parts)
@@ -192,7 +195,7 @@ def _train_source(args, rank: int, parts: int):
     return data.SyntheticIter(args.num_classes, tuple(args.image_shape), args.batch_size, ctx)
 
 
-def _validation_source(args, rank: int, parts: int):
+def _validation_source(args: argparse.Namespace, rank: int, parts: int) -> Callable[[], Any] | None:
     """A function making a fresh validation iterator (see data.val_iter), or None."""
     if not args.data_val or args.benchmark:
         return None
@@ -201,7 +204,7 @@ def _validation_source(args, rank: int, parts: int):
     return lambda: data.val_iter(args, rank, parts)
 
 
-def _initializer(name: str):
+def _initializer(name: str) -> Any:
     import mxnet as mx
 
     if name == "msra":
@@ -210,7 +213,7 @@ def _initializer(name: str):
     return mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
 
 
-def _build_module(args, train_it, plan: Plan, kv):
+def _build_module(args: argparse.Namespace, train_it: Any, plan: Plan, kv: Any) -> Any:
     import mxnet as mx
 
     symbol = get_symbol(
@@ -249,7 +252,7 @@ def _build_module(args, train_it, plan: Plan, kv):
     return module
 
 
-def _optimizer_params(args, plan: Plan) -> dict:
+def _optimizer_params(args: argparse.Namespace, plan: Plan) -> dict:
     import mxnet as mx
 
     base_lr, steps = lr_schedule(
@@ -272,7 +275,7 @@ def _optimizer_params(args, plan: Plan) -> dict:
     return params
 
 
-def _metrics(args):
+def _metrics(args: argparse.Namespace) -> Any:
     import mxnet as mx
 
     metric = mx.metric.CompositeEvalMetric()
@@ -284,7 +287,13 @@ def _metrics(args):
     return metric
 
 
-def _run_epochs(args, module, train_it, make_val, plan: Plan) -> None:
+def _run_epochs(
+    args: argparse.Namespace,
+    module: Any,
+    train_it: Any,
+    make_val: Callable[[], Any] | None,
+    plan: Plan,
+) -> None:
     import mxnet as mx
 
     metric = _metrics(args)
@@ -308,7 +317,14 @@ def _run_epochs(args, module, train_it, make_val, plan: Plan) -> None:
 
 
 def _train_epoch(
-    args, module, source, metric, speedometer, plan: Plan, epoch: int, first: int
+    args: argparse.Namespace,
+    module: Any,
+    source: Any,
+    metric: Any,
+    speedometer: Any,
+    plan: Plan,
+    epoch: int,
+    first: int,
 ) -> None:
     """Module.fit's inner loop, from batch `first` (a resumed epoch) to the epoch's fixed length."""
     import mxnet as mx
@@ -326,7 +342,7 @@ def _train_epoch(
             _save(args, module, plan, epoch, nbatch + 1)
 
 
-def _refuse_diverged(module, epoch: int, nbatch: int) -> None:
+def _refuse_diverged(module: Any, epoch: int, nbatch: int) -> None:
     """Stop at the first batch whose output (and so its loss) is nan or inf. The accuracy metric
     above has already waited for this output, so reading it costs no extra sync; each device's
     part is read where it is (merging them would be one more copy per batch)."""
@@ -345,7 +361,9 @@ def _due(period: int, count: int) -> bool:
     return period > 0 and count % period == 0
 
 
-def _validate(module, make_val, args, epoch: int) -> list[tuple[str, float]]:
+def _validate(
+    module: Any, make_val: Callable[[], Any] | None, args: argparse.Namespace, epoch: int
+) -> list[tuple[str, float]]:
     if make_val is None:
         return []
     results = score(module, make_val(), _metrics(args))
@@ -354,7 +372,7 @@ def _validate(module, make_val, args, epoch: int) -> list[tuple[str, float]]:
     return results
 
 
-def score(module, it, metric) -> list[tuple[str, float]]:
+def score(module: Any, it: Any, metric: Any) -> list[tuple[str, float]]:
     """Module.score, except that the padding of a last partial batch is not counted: every image once."""
     metric.reset()
     for batch in it:
@@ -367,7 +385,7 @@ def score(module, it, metric) -> list[tuple[str, float]]:
     return metric.get_name_value()
 
 
-def _save(args, module, plan: Plan, epoch: int, batch: int) -> None:
+def _save(args: argparse.Namespace, module: Any, plan: Plan, epoch: int, batch: int) -> None:
     """Rank 0 writes the checkpoint (weights are the same on every worker in dist_sync)."""
     if not args.model_prefix or plan.rank != 0:
         return
@@ -394,7 +412,14 @@ def _save(args, module, plan: Plan, epoch: int, batch: int) -> None:
         ckpt.prune_epochs(prefix, args.keep_checkpoints, args.save_period)
 
 
-def _append_summary(args, plan: Plan, epoch: int, metric, validation, seconds: float) -> None:
+def _append_summary(
+    args: argparse.Namespace,
+    plan: Plan,
+    epoch: int,
+    metric: Any,
+    validation: list[tuple[str, float]],
+    seconds: float,
+) -> None:
     """PREFIX-summary.csv: one row per epoch, for plots and for comparing runs."""
     if not args.model_prefix or plan.rank != 0:
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any  # mxnet symbols: mxnet is imported lazily and ships no type hints
+
 from engine.errors import UserError
 from engine.train.launch.mxnet_engine import MIN_SIDE
 
@@ -20,9 +22,9 @@ def get_symbol(
     network: str,
     num_classes: int,
     num_layers: int = 50,
-    image_shape=(3, 224, 224),
+    image_shape: tuple[int, ...] = (3, 224, 224),
     dtype: str = "float32",
-):
+) -> Any:
     """A training symbol ending in SoftmaxOutput named 'softmax' (label 'softmax_label')."""
     import mxnet as mx
 
@@ -44,13 +46,13 @@ def get_symbol(
     return mx.sym.SoftmaxOutput(logits, name="softmax")
 
 
-def _bn(x, name):
+def _bn(x: Any, name: str) -> Any:
     import mxnet as mx
 
     return mx.sym.BatchNorm(x, fix_gamma=False, eps=2e-5, momentum=BN_MOM, name=name)
 
 
-def _conv(x, filters, kernel, stride, name):
+def _conv(x: Any, filters: int, kernel: int, stride: int, name: str) -> Any:
     import mxnet as mx
 
     pad = (kernel // 2, kernel // 2)
@@ -66,13 +68,15 @@ def _conv(x, filters, kernel, stride, name):
     )
 
 
-def _relu(x, name):
+def _relu(x: Any, name: str) -> Any:
     import mxnet as mx
 
     return mx.sym.Activation(x, act_type="relu", name=name)
 
 
-def _residual_unit(x, filters, stride, same_shape, bottleneck, name):
+def _residual_unit(
+    x: Any, filters: int, stride: int, same_shape: bool, bottleneck: bool, name: str
+) -> Any:
     """Pre-activation unit (He et al., Identity Mappings): BN-ReLU before each convolution."""
     act1 = _relu(_bn(x, f"{name}_bn1"), f"{name}_relu1")
     if bottleneck:
@@ -87,7 +91,7 @@ def _residual_unit(x, filters, stride, same_shape, bottleneck, name):
     return y + shortcut
 
 
-def _resnet(data, num_classes, num_layers):
+def _resnet(data: Any, num_classes: int, num_layers: int) -> Any:
     """ResNet-v2 with the ImageNet stem (7x7/2 conv, 3x3/2 pool); small inputs just end with a small map."""
     import mxnet as mx
 
@@ -110,7 +114,7 @@ def _resnet(data, num_classes, num_layers):
     return mx.sym.FullyConnected(mx.sym.Flatten(x), num_hidden=num_classes, name="fc1")
 
 
-def _gluon_logits(network, data, num_classes, num_layers, dtype):
+def _gluon_logits(network: str, data: Any, num_classes: int, num_layers: int, dtype: str) -> Any:
     """Build a model-zoo network and call it on the symbol, which turns it into a graph."""
     from mxnet.gluon.model_zoo import vision
 

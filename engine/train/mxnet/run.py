@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import traceback
+from types import FrameType
 
 from engine.errors import UserError
 from engine.recordio import first_damage
@@ -69,7 +70,7 @@ def _child(args: argparse.Namespace) -> int:
 def _wait(child: int) -> int:
     """Wait for the child; a signal sent to this process alone is passed on to it."""
 
-    def forward(signum, _frame) -> None:
+    def forward(signum: int, _frame: FrameType | None) -> None:
         os.kill(child, signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -5,6 +5,8 @@ The names and the search for the newest checkpoint are shared with the torch eng
 
 from __future__ import annotations
 
+from typing import Any  # mxnet objects: mxnet is imported lazily and ships no type hints
+
 from engine.errors import UserError
 from engine.train.checkpoints import save_file, symbol_path
 
@@ -41,9 +43,9 @@ def load_params(path: str) -> tuple[dict, dict]:
     return arg_params, aux_params
 
 
-def save_symbol(prefix: str, symbol) -> None:
+def save_symbol(prefix: str, symbol: Any) -> None:
     save_file(prefix, symbol_path(prefix), symbol.save)
 
 
-def save_states(path: str, module, prefix: str = "") -> None:
+def save_states(path: str, module: Any, prefix: str = "") -> None:
     save_file(prefix or path, path, module.save_optimizer_states)

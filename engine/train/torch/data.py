@@ -19,14 +19,18 @@ import stat
 import struct
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine import recordio
 from engine.errors import UserError
 from engine.train.recfiles import IMAGE_MAGICS, rec_files
+
+if TYPE_CHECKING:  # torch is imported lazily: loader workers start without it until they need it
+    import torch
 
 # Per-channel mean/std in 0..255 RGB, as train_imagenet.py's --rgb-mean/--rgb-std defaults.
 RGB_MEAN = (123.68, 116.779, 103.939)
@@ -106,7 +110,7 @@ def open_index(path: str, flag: str = "--data-train") -> RecordIndex:
 # ---------------------------------------------------------------- augmentation (pure)
 
 
-def jpeg_size(buf) -> tuple[int, int] | None:
+def jpeg_size(buf: bytes | np.ndarray) -> tuple[int, int] | None:
     """(height, width) from a JPEG's SOF marker without decoding; None if not a JPEG we understand."""
     data = bytes(buf[:65536])
     if data[:2] != b"\xff\xd8":
@@ -192,7 +196,9 @@ def reduction(h: int, w: int, box: tuple[float, ...], size: int) -> int:
     return r
 
 
-def pick_box(shape: tuple[int, int] | None, aug: Augment, rng: np.random.Generator):
+def pick_box(
+    shape: tuple[int, int] | None, aug: Augment, rng: np.random.Generator
+) -> tuple[tuple[float, ...], int]:
     """Box and decode reduction for one image of (h, w) ``shape`` (None: unknown size, decode full)."""
     h, w = shape if shape else (aug.size, aug.size)
     box = random_box(h, w, aug, rng) if aug.train else centre_box(h, w, aug.centre_fraction)
@@ -216,7 +222,15 @@ class ShardedBatches:
     DDP's collective calls line up; a rank that ran out early would hang the others.
     """
 
-    def __init__(self, count, batch_size, rank=0, world=1, train=True, seed=0):
+    def __init__(
+        self,
+        count: int,
+        batch_size: int,
+        rank: int = 0,
+        world: int = 1,
+        train: bool = True,
+        seed: int = 0,
+    ) -> None:
         self.count, self.batch_size = count, batch_size
         self.rank, self.world, self.train, self.seed = rank, world, train, seed
         self.epoch, self.start_batch = 0, 0
@@ -248,7 +262,9 @@ class RecordBatchDataset:
     ``raw=True`` (GPU decoding) returns the encoded bytes and crop boxes instead of pixels.
     """
 
-    def __init__(self, index: RecordIndex, aug: Augment, rank=0, seed=0, raw=False):
+    def __init__(
+        self, index: RecordIndex, aug: Augment, rank: int = 0, seed: int = 0, raw: bool = False
+    ) -> None:
         self.index, self.aug = index, aug
         self.rank, self.seed, self.raw = rank, seed, raw
         self._readers: dict = {}  # opened lazily so each worker process has its own files
@@ -265,7 +281,7 @@ class RecordBatchDataset:
             raise recordio.RecordIOError(f"{reader.path}: offset {offset} is past the end")
         return unpack_image_record(record)
 
-    def __getitem__(self, item):
+    def __getitem__(self, item: tuple[int, int, np.ndarray]) -> ReadFailure | tuple:
         import torch
 
         epoch, batch_no, positions = item
@@ -298,7 +314,7 @@ class ReadFailure:
     message: str
 
 
-def _pack_blobs(blobs) -> tuple:
+def _pack_blobs(blobs: Sequence[bytes]) -> tuple:
     """Encoded images as one uint8 tensor plus end offsets: one shared-memory block per batch."""
     import torch
 
@@ -311,7 +327,7 @@ def _pack_blobs(blobs) -> tuple:
     return flat, ends
 
 
-def decode_into(out: np.ndarray, buf, box, r: int, flip: bool) -> bool:
+def decode_into(out: np.ndarray, buf: bytes, box: tuple[float, ...], r: int, flip: bool) -> bool:
     """Decode, crop, resize and flip one image into ``out`` (RGB); False and black if it is corrupt."""
     import cv2
 
@@ -336,7 +352,7 @@ def decode_into(out: np.ndarray, buf, box, r: int, flip: bool) -> bool:
     return True
 
 
-def _collate_identity(batch):
+def _collate_identity(batch: Any) -> Any:
     return batch
 
 
@@ -411,8 +427,8 @@ def _running(pid: int) -> bool:
 class Batch:
     """One batch on the training device: float NCHW (channels-last memory) and int64 labels."""
 
-    data: object
-    label: object
+    data: torch.Tensor
+    label: torch.Tensor
     corrupt: int = 0
     corrupt_at: str = ""  # where the first image that did not decode is: file and offset
 
@@ -430,17 +446,17 @@ class RecordLoader:
         batch_size: int,
         aug: Augment,
         *,
-        rank=0,
-        world=1,
-        seed=0,
-        threads=4,
-        device="cpu",
-        prefetch=3,
-        gpu_decode=None,
-        mean=RGB_MEAN,
-        std=RGB_STD,
-        num_classes=None,
-    ):
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        threads: int = 4,
+        device: str | torch.device = "cpu",
+        prefetch: int = 3,
+        gpu_decode: bool | None = None,
+        mean: Sequence[float] = RGB_MEAN,
+        std: Sequence[float] = RGB_STD,
+        num_classes: int | None = None,
+    ) -> None:
         import torch
 
         self.index, self.batch_size, self.aug = index, batch_size, aug
@@ -457,11 +473,11 @@ class RecordLoader:
             * self._scale
         )
 
-    def _make_loader(self):
+    def _make_loader(self) -> Iterable[Any]:
         import torch.utils.data as tud
 
         pin = self.device.type == "cuda" and not self.gpu_decode
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "batch_size": None,
             "sampler": self.sampler,
             "collate_fn": _collate_identity,
@@ -478,7 +494,8 @@ class RecordLoader:
                 prefetch_factor=2,
                 multiprocessing_context="spawn",
             )
-        return tud.DataLoader(self.dataset, **kwargs)
+        # torch's stub asks for a Dataset subclass; any object with __getitem__ is a map-style dataset
+        return tud.DataLoader(self.dataset, **kwargs)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -493,7 +510,7 @@ class RecordLoader:
     def __iter__(self) -> Iterator[Batch]:
         return _prefetch(map(self._to_device, iter(self._loader)), self.prefetch, self.device)
 
-    def _to_device(self, item) -> Batch:
+    def _to_device(self, item: ReadFailure | tuple) -> Batch:
         if isinstance(item, ReadFailure):
             raise UserError(f"{item.message}; re-pack it if its .idx does not belong to it")
         self._check_labels(item[3] if self.gpu_decode else item[1])
@@ -509,7 +526,7 @@ class RecordLoader:
         file_no = int(self.index.file_of[position])
         return f"{self.index.files[file_no]} (offset {int(self.index.offsets[position])})"
 
-    def _check_labels(self, labels) -> None:
+    def _check_labels(self, labels: torch.Tensor) -> None:
 
         if len(labels) and (
             int(labels.min()) < 0 or (self.num_classes and int(labels.max()) >= self.num_classes)
@@ -520,14 +537,21 @@ class RecordLoader:
                 "set --num-classes to the number of classes in the label map"
             )
 
-    def _normalise(self, x_nchw):
+    def _normalise(self, x_nchw: torch.Tensor) -> torch.Tensor:
         """(x - mean) / std in float32; NHWC storage is kept, which is channels-last for the net."""
         import torch
 
         x = x_nchw.to(torch.float32).mul_(self._scale).add_(self._shift)
         return x.contiguous(memory_format=torch.channels_last)
 
-    def _gpu_batch(self, packed, boxes, flips, labels, positions) -> Batch:
+    def _gpu_batch(
+        self,
+        packed: tuple[torch.Tensor, np.ndarray],
+        boxes: list[tuple[float, ...]],
+        flips: np.ndarray,
+        labels: torch.Tensor,
+        positions: np.ndarray,
+    ) -> Batch:
         import torch
         import torch.nn.functional as F
 
@@ -546,14 +570,16 @@ class RecordLoader:
         return Batch(self._normalise(x), labels.to(self.device, non_blocking=True), corrupt, where)
 
 
-def _nvjpeg():
+def _nvjpeg() -> tuple[Callable[..., Any], Any]:
     """torchvision's decode_jpeg and its RGB mode (optional: torchvision is not a dependency)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     return decode_jpeg, ImageReadMode.RGB
 
 
-def _decode_on_gpu(packed, device) -> tuple[list, int]:
+def _decode_on_gpu(
+    packed: tuple[torch.Tensor, np.ndarray], device: torch.device
+) -> tuple[list, int]:
     """nvJPEG batch decode (RGB), and how many images were corrupt.
 
     An image nvJPEG refuses (CMYK, PNG, damaged …) is decoded by OpenCV; one that neither decodes
@@ -578,7 +604,7 @@ def _decode_on_gpu(packed, device) -> tuple[list, int]:
     return images, corrupt
 
 
-def _cv2_chw(buf: np.ndarray):
+def _cv2_chw(buf: np.ndarray) -> torch.Tensor | None:
     """OpenCV decode to an RGB CHW uint8 tensor; None when the image is corrupt."""
     import cv2
     import torch
@@ -594,13 +620,13 @@ def _cv2_chw(buf: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)))
 
 
-def _black_chw():
+def _black_chw() -> torch.Tensor:
     import torch
 
     return torch.zeros((3, 8, 8), dtype=torch.uint8)
 
 
-def gpu_decode_available(device) -> bool:
+def gpu_decode_available(device: torch.device) -> bool:
     if device.type != "cuda":
         return False
     try:
@@ -613,7 +639,7 @@ def gpu_decode_available(device) -> bool:
 _DONE = object()
 
 
-def _prefetch(items: Iterator, depth: int, device) -> Iterator:
+def _prefetch(items: Iterator, depth: int, device: torch.device) -> Iterator:
     """Run ``items`` on a background thread, ``depth`` ahead, on its own CUDA stream if any."""
     import torch
 
@@ -621,7 +647,7 @@ def _prefetch(items: Iterator, depth: int, device) -> Iterator:
     stop = threading.Event()
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    def offer(item) -> bool:
+    def offer(item: object) -> bool:
         """Queue ``item`` unless the consumer has gone; never block on a full queue after that."""
         while not stop.is_set():
             try:
@@ -631,7 +657,7 @@ def _prefetch(items: Iterator, depth: int, device) -> Iterator:
                 continue
         return False
 
-    def produce():
+    def produce() -> None:
         if device.type == "cuda":
             torch.cuda.set_device(device)  # a new thread starts on GPU 0 whatever its rank drives
         try:

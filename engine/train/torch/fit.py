@@ -15,6 +15,8 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -141,7 +143,7 @@ def save_checkpoint(path: str, state: dict, prefix: str | None = None) -> None:
     ckpt.save_file(prefix or path, path, lambda tmp: torch.save(state, tmp))
 
 
-def resume_checkpoint(args) -> str | None:
+def resume_checkpoint(args: argparse.Namespace) -> str | None:
     """--load-epoch N (that file, which must exist and load) or --resume (the newest that loads)."""
     prefix = args.model_prefix
     if getattr(args, "load_epoch", None) is not None:
@@ -180,7 +182,11 @@ def finite_weights(model: torch.nn.Module) -> bool:
 
 
 def lr_multiplier(
-    step: int, epoch_batches: int, step_epochs, factor: float, warmup_epochs=0
+    step: int,
+    epoch_batches: int,
+    step_epochs: Sequence[float],
+    factor: float,
+    warmup_epochs: float = 0,
 ) -> float:
     """lr / --lr after ``step`` updates: x factor at each step epoch passed, linear warm-up first."""
     epoch = step / max(1, epoch_batches)
@@ -190,7 +196,7 @@ def lr_multiplier(
     return mult
 
 
-def make_optimizer(args, model: torch.nn.Module):
+def make_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> torch.optim.Optimizer:
     name = getattr(args, "optimizer", "sgd")
     lr, wd, mom = args.lr, getattr(args, "wd", 1e-4), getattr(args, "mom", 0.9)
     if name in ("sgd", "nag"):
@@ -215,7 +221,7 @@ def make_optimizer(args, model: torch.nn.Module):
 class Metrics:
     """Accuracy (and top-k, cross-entropy) kept on the device: no GPU sync until a line is logged."""
 
-    def __init__(self, device, top_k: int = 0, ce: bool = False):
+    def __init__(self, device: torch.device, top_k: int = 0, ce: bool = False) -> None:
         self.top_k, self.ce = top_k, ce
         self.sums = torch.zeros(
             4, device=device, dtype=torch.float64
@@ -297,10 +303,10 @@ class Trainer:
     seen: int = 0
     corrupt_at: str = ""  # the first of them: file and offset
 
-    def autocast(self):
+    def autocast(self) -> AbstractContextManager[Any]:
         return torch.autocast(self.rank.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
-    def train_epoch(self, epoch: int, batches, start_batch: int) -> Metrics:
+    def train_epoch(self, epoch: int, batches: Iterable[data.Batch], start_batch: int) -> Metrics:
         self.step_model.train()
         epoch_metrics = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
         window = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
@@ -327,7 +333,7 @@ class Trainer:
         )
         return epoch_metrics
 
-    def count_corrupt(self, batch) -> None:
+    def count_corrupt(self, batch: data.Batch) -> None:
         self.seen += len(batch.label)
         self.corrupt += batch.corrupt
         self.corrupt_at = self.corrupt_at or getattr(batch, "corrupt_at", "")
@@ -350,7 +356,7 @@ class Trainer:
                 "pack that data again with `imgscale pack` (without --pass-through)"
             )
 
-    def synced(self, batches):
+    def synced(self, batches: Iterable[data.Batch]) -> Iterator[data.Batch]:
         """The batches, every rank waiting for the others once its first batch is ready: loader
         start-up takes each rank its own time, which the steps' short timeout must not count."""
         it = iter(batches)
@@ -360,7 +366,7 @@ class Trainer:
             yield first
             yield from it
 
-    def step(self, batch, meters, nbatch: int = 0) -> None:
+    def step(self, batch: data.Batch, meters: tuple[Metrics, Metrics], nbatch: int = 0) -> None:
         with self.autocast():
             logits = self.step_model(batch.data)
             loss = F.cross_entropy(logits.float(), batch.label)
@@ -422,7 +428,7 @@ class Trainer:
                 f"training diverged and no checkpoint is written from it; lower --lr ({self.args.lr})"
             )
 
-    def evaluate(self, loader) -> list[tuple[str, float]]:
+    def evaluate(self, loader: Iterable[data.Batch]) -> list[tuple[str, float]]:
         """Accuracy over the whole validation set: each rank scores its shard, the counts are summed."""
         metrics = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
         self.model.eval()
@@ -439,7 +445,7 @@ class Trainer:
         return metrics.values()
 
 
-def arch_of(args) -> dict:
+def arch_of(args: argparse.Namespace) -> dict:
     return {
         "network": args.network,
         "num_layers": args.num_layers,
@@ -448,7 +454,7 @@ def arch_of(args) -> dict:
     }
 
 
-def use_amp(args, device: torch.device) -> bool:
+def use_amp(args: argparse.Namespace, device: torch.device) -> bool:
     """bf16 autocast: on by default on GPUs (--amp auto), and for --dtype float16."""
     amp = getattr(args, "amp", "auto")
     if amp == "off":
@@ -456,11 +462,13 @@ def use_amp(args, device: torch.device) -> bool:
     return amp == "bf16" or device.type == "cuda" or getattr(args, "dtype", "float32") == "float16"
 
 
-def use_mirror(args) -> bool:
+def use_mirror(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "mirror", False)) or os.environ.get("MXNET_BACKWARD_DO_MIRROR") == "1"
 
 
-def build_trainer(args, rank: Rank, epoch_batches: int, batch_size: int) -> Trainer:
+def build_trainer(
+    args: argparse.Namespace, rank: Rank, epoch_batches: int, batch_size: int
+) -> Trainer:
     """Network, optimizer and schedule; loaded from a checkpoint when resuming; wrapped in DDP."""
     torch.manual_seed(args.seed or 0)
     model = nets.build(args.network, args.num_layers, args.num_classes, getattr(args, "width", 64))
@@ -533,7 +541,7 @@ def load_state(trainer: Trainer, path: str | None) -> None:
 # ---------------------------------------------------------------- data
 
 
-def augment(args, train: bool) -> data.Augment:
+def augment(args: argparse.Namespace, train: bool) -> data.Augment:
     """The image pipeline that train_imagenet's augmentation flags describe."""
     size = args.image_shape[1]
     mirror = bool(getattr(args, "random_mirror", 1))
@@ -561,7 +569,7 @@ def augment(args, train: bool) -> data.Augment:
     return data.Augment(size=size, mode="centre", mirror=mirror)
 
 
-def aspect_range(args) -> tuple[float, float]:
+def aspect_range(args: argparse.Namespace) -> tuple[float, float]:
     """Width/height range as ImageRecordIter reads its flags: [min, max] when --min-random-aspect-ratio
     is given, else 1 -/+ --max-random-aspect-ratio; with neither, 3/4..4/3 (fixed 1 would never vary)."""
     high = getattr(args, "max_random_aspect_ratio", 0.0) or 0.0
@@ -573,7 +581,9 @@ def aspect_range(args) -> tuple[float, float]:
     return max(1 - high, 0.05), 1 + high
 
 
-def make_loader(args, rank: Rank, path: str, flag: str, batch_size: int, train: bool):
+def make_loader(
+    args: argparse.Namespace, rank: Rank, path: str, flag: str, batch_size: int, train: bool
+) -> data.RecordLoader:
     index = data.open_index(path, flag)
     return data.RecordLoader(
         index,
@@ -591,7 +601,7 @@ def make_loader(args, rank: Rank, path: str, flag: str, batch_size: int, train: 
     )
 
 
-def gpu_decode_choice(args, device: torch.device) -> bool | None:
+def gpu_decode_choice(args: argparse.Namespace, device: torch.device) -> bool | None:
     """--decode: None lets the loader use nvJPEG when it can; cpu forces OpenCV workers."""
     choice = getattr(args, "decode", "auto")
     if choice == "gpu" and not data.gpu_decode_available(device):
@@ -604,7 +614,7 @@ def gpu_decode_choice(args, device: torch.device) -> bool | None:
 class Synthetic:
     """--benchmark: the same random batch on the device, again and again: compute and network only."""
 
-    def __init__(self, args, rank: Rank, batch_size: int, batches: int):
+    def __init__(self, args: argparse.Namespace, rank: Rank, batch_size: int, batches: int) -> None:
         g = torch.Generator().manual_seed(0)
         c, h, w = args.image_shape
         x = torch.randn(batch_size, c, h, w, generator=g)
@@ -620,19 +630,19 @@ class Synthetic:
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.start = start_batch
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[data.Batch]:
         return (self.batch for _ in range(self.batches - getattr(self, "start", 0)))
 
 
 # ---------------------------------------------------------------- entry points
 
 
-def per_process_batch(args) -> int:
+def per_process_batch(args: argparse.Namespace) -> int:
     """--batch-size is per worker, split over its --gpus, as MXNet has it: one process per GPU gets a share."""
     return max(1, args.batch_size // max(1, len(args.gpus)))
 
 
-def fit(args) -> int:
+def fit(args: argparse.Namespace) -> int:
     """Train (or --test-io / --benchmark) as one rank of the job; returns the exit status."""
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -665,7 +675,7 @@ def leave_at_once() -> None:
     os._exit(1)
 
 
-def run_test_io(args, rank: Rank) -> int:
+def run_test_io(args: argparse.Namespace, rank: Rank) -> int:
     """Read, decode and augment only, as train_imagenet's --test-io; log images/s."""
     batch_size = per_process_batch(args)
     loader = make_loader(args, rank, args.data_train, "--data-train", batch_size, train=True)
@@ -696,7 +706,7 @@ def run_test_io(args, rank: Rank) -> int:
     return 0
 
 
-def train(args, rank: Rank) -> int:
+def train(args: argparse.Namespace, rank: Rank) -> int:
     batch_size = per_process_batch(args)
     train_data, val_data = training_data(args, rank, batch_size)
     epoch_batches = min(len(train_data), args.num_batches) if args.num_batches else len(train_data)
@@ -734,7 +744,9 @@ def train(args, rank: Rank) -> int:
     return 0
 
 
-def training_data(args, rank: Rank, batch_size: int):
+def training_data(
+    args: argparse.Namespace, rank: Rank, batch_size: int
+) -> tuple[data.RecordLoader | Synthetic, data.RecordLoader | None]:
     if args.benchmark:
         batches = args.num_batches or max(1, args.num_examples // (batch_size * rank.world))
         return Synthetic(args, rank, batch_size, batches), None
@@ -745,7 +757,13 @@ def training_data(args, rank: Rank, batch_size: int):
     return train_data, val_data
 
 
-def run_epoch(trainer: Trainer, epoch: int, start_batch: int, train_data, val_data) -> None:
+def run_epoch(
+    trainer: Trainer,
+    epoch: int,
+    start_batch: int,
+    train_data: data.RecordLoader | Synthetic,
+    val_data: data.RecordLoader | None,
+) -> None:
     tic = time.time()
     train_data.set_epoch(epoch, start_batch)
     metrics = trainer.train_epoch(epoch, train_data, start_batch).values()
