@@ -771,6 +771,7 @@ def training_data(args, rank: Rank, batch_size: int):
 def run_epoch(trainer: Trainer, epoch: int, start_batch: int, train_data, val_data) -> None:
     tic = time.time()
     lr = trainer.optimizer.param_groups[0]["lr"]
+    log.info("Epoch[%d] Learning-rate=%g", epoch, lr)  # MXNet's line, for the report's lr curve
     train_data.set_epoch(epoch, start_batch)
     metrics = trainer.train_epoch(epoch, train_data, start_batch).values()
     for name, value in metrics:
