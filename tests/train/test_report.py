@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import html
 import os
 import pathlib
 import re
@@ -18,6 +19,7 @@ from trainrun import ROOT
 
 from engine import cli
 from engine.cluster.process import jobs
+from engine.train import report
 from engine.train.launch.launch import LaunchSpec, launch
 
 pytest.importorskip("matplotlib", reason="the report's plots need matplotlib: pip install .[plot]")
@@ -151,3 +153,16 @@ def test_report_of_a_job_that_does_not_exist_is_one_line_naming_it(tmp_path):
 
 def test_report_is_a_registered_command():
     assert cli.COMMAND_MODULES["engine.train.cli_report"] == ("report",)
+
+
+def test_report_without_matplotlib_still_writes_the_html_saying_why(
+    trained_job, monkeypatch, tmp_path, capsys
+):
+    job_id, home, _tmp = trained_job
+    monkeypatch.setenv("IMGSCALE_HOME", str(home))
+    monkeypatch.setattr(report, "can_plot", lambda: False)
+    assert cli.main(["report", job_id, "-o", str(tmp_path / "plain.html")]) == 0
+    page = (tmp_path / "plain.html").read_text()
+    assert html.escape(report.NO_MATPLOTLIB) in page and "<img" not in page
+    assert all(f"<h2>{heading}</h2>" in page for heading in SECTIONS)
+    assert report.NO_MATPLOTLIB in capsys.readouterr().out
