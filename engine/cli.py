@@ -28,6 +28,7 @@ COMMAND_MODULES = {
     "engine.cluster.cli_hosts": ("hosts", "probe"),
     "engine.train.launch.cli_jobs": ("launch", "attach", "kill", "jobs"),
     "engine.train.cli_train": ("train", "check"),
+    "engine.train.cli_report": ("report",),
     "engine.bench.cli_bench": ("bench",),
 }
 

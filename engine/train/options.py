@@ -164,6 +164,12 @@ class TrainOptions:
         flags=("--model-prefix", "--model"),
         console=True,
     )
+    tensorboard_dir: str | None = _fit(
+        None,
+        "TensorBoard event files (one run per rank: DIR/rankR); default PREFIX-tb beside "
+        "--model-prefix, none without one; 'off': none (needs tensorboardX: imgscale[tb])",
+        metavar="DIR",
+    )
     save_period: int = _fit(1, "checkpoint every N epochs", parse=positive_int, low=1)
     keep_checkpoints: int = _fit(
         DEFAULT_KEEP,

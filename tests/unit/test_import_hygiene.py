@@ -10,7 +10,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FORBIDDEN_EVERYWHERE = ("textual", "rich", "tui")
-HEAVY = ("mxnet", "cv2", "torch", "textual", "rich", "tui", "matplotlib")
+HEAVY = (
+    "mxnet", "cv2", "torch", "textual", "rich", "tui", "matplotlib", "tensorboardX", "tensorboard",
+)  # fmt: skip
 
 
 def _loaded_after(statement: str) -> set[str]:

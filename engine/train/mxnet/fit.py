@@ -20,6 +20,7 @@ from engine.train.mxnet import data, saving
 from engine.train.mxnet.networks import get_symbol
 from engine.train.options import batch_sizes, epoch_size, save_resolved
 from engine.train.recfiles import rec_files
+from engine.train.tboard import Interval, Scalars, open_scalars, report_interval
 
 log = logging.getLogger("imgscale.train")
 
@@ -136,7 +137,14 @@ def train(args: argparse.Namespace) -> int:
     train_it = _train_source(args, rank, num_workers)
     make_val = _validation_source(args, rank, num_workers)
     module = _build_module(args, train_it, plan, kv)
-    _run_epochs(args, module, train_it, make_val, plan)
+    # one writer per worker, tagged with the launcher's stable rank as its log lines are
+    scalars = open_scalars(
+        args.tensorboard_dir, args.model_prefix, int(os.environ.get("IMGSCALE_RANK", "") or rank)
+    )
+    try:
+        _run_epochs(args, module, train_it, make_val, plan, scalars)
+    finally:
+        scalars.close()
     return 0
 
 
@@ -293,6 +301,7 @@ def _run_epochs(
     train_it: Any,
     make_val: Callable[[], Any] | None,
     plan: Plan,
+    scalars: Scalars,
 ) -> None:
     import mxnet as mx
 
@@ -306,14 +315,19 @@ def _run_epochs(
         tic = time.time()
         rate = lr_at_epoch(args.lr, args.lr_factor, args.lr_step_epochs, epoch)
         log.info("Epoch[%d] Learning-rate=%g", epoch, rate)
-        _train_epoch(args, module, source, metric, speedometer, plan, epoch, first)
+        clock = Interval(args.batch_size, args.disp_batches)
+        _train_epoch(
+            args, module, source, metric, (speedometer, clock, scalars), plan, epoch, first
+        )
         for name, value in metric.get_name_value():
             log.info("Epoch[%d] Train-%s=%f", epoch, name, value)
-        log.info("Epoch[%d] Time cost=%.3f", epoch, time.time() - tic)
+        seconds = time.time() - tic
+        log.info("Epoch[%d] Time cost=%.3f", epoch, seconds)
         if _due(args.save_period, epoch + 1) or epoch + 1 == args.num_epochs:
             _save(args, module, plan, epoch + 1, 0)
         validation = _validate(module, make_val, args, epoch)
         _append_summary(args, plan, epoch, metric, validation, time.time() - tic)
+        scalars.epoch(epoch, rate, seconds, metric.get_name_value(), validation)
 
 
 def _train_epoch(
@@ -321,14 +335,16 @@ def _train_epoch(
     module: Any,
     source: Any,
     metric: Any,
-    speedometer: Any,
+    meters: tuple[Any, Any, Scalars],
     plan: Plan,
     epoch: int,
     first: int,
 ) -> None:
-    """Module.fit's inner loop, from batch `first` (a resumed epoch) to the epoch's fixed length."""
+    """Module.fit's inner loop, from batch `first` (a resumed epoch) to the epoch's fixed length.
+    `meters`: MXNet's Speedometer, and the clock and writer of the TensorBoard scalars."""
     import mxnet as mx
 
+    speedometer, clock, scalars = meters
     batches = data.fixed_batches(source, plan.epoch_batches - first)
     for nbatch, batch in enumerate(batches, start=first):
         module.forward_backward(batch)
@@ -338,6 +354,8 @@ def _train_epoch(
         speedometer(
             mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric, locals=None)
         )
+        step = epoch * plan.epoch_batches + nbatch
+        report_interval(scalars, clock, step, nbatch, metric.get_name_value)
         if _due(args.save_batches, nbatch + 1) and nbatch + 1 < plan.epoch_batches:
             _save(args, module, plan, epoch, nbatch + 1)
 

@@ -15,9 +15,9 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from engine.errors import UserError
 from engine.train import checkpoints as ckpt
 from engine.train.logsetup import append_summary, setup_logging
 from engine.train.options import save_resolved
+from engine.train.tboard import Scalars, open_scalars
 from engine.train.torch import data, nets
 
 log = logging.getLogger("imgscale.train")
@@ -254,8 +255,14 @@ class Metrics:
 class Speedometer:
     """MXNet's Speedometer: every ``frequent`` batches, samples/s and the window's metrics, then reset."""
 
-    def __init__(self, batch_size: int, frequent: int):
+    def __init__(
+        self,
+        batch_size: int,
+        frequent: int,
+        report: Callable[[int, int, float, list[tuple[str, float]]], None] | None = None,
+    ):
         self.batch_size, self.frequent = batch_size, frequent
+        self.report = report  # (epoch, nbatch, images/s, metrics) of each line, for TensorBoard
         self.tic: float | None = None
 
     def __call__(self, epoch: int, nbatch: int, metrics: Metrics) -> None:
@@ -271,6 +278,8 @@ class Speedometer:
         log.info(
             msg, epoch, nbatch - self.frequent, nbatch, speed, *[x for kv in values for x in kv]
         )
+        if self.report is not None:
+            self.report(epoch, nbatch, speed, values)
         metrics.reset()
         self.tic = time.time()
 
@@ -302,6 +311,7 @@ class Trainer:
     corrupt: int = 0  # images of this epoch that did not decode (trained as black)
     seen: int = 0
     corrupt_at: str = ""  # the first of them: file and offset
+    scalars: Scalars = field(default_factory=Scalars)  # TensorBoard, on rank 0
 
     def autocast(self) -> AbstractContextManager[Any]:
         return torch.autocast(self.rank.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -310,7 +320,7 @@ class Trainer:
         self.step_model.train()
         epoch_metrics = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
         window = Metrics(self.rank.device, self.args.top_k, self.args.loss == "ce")
-        speed = Speedometer(self.batch_size, self.args.disp_batches)
+        speed = Speedometer(self.batch_size, self.args.disp_batches, self.report_interval)
         self.bad_step = torch.full((), -1, dtype=torch.int64, device=self.rank.device)
         self.corrupt = self.seen = 0
         self.corrupt_at = ""
@@ -332,6 +342,11 @@ class Trainer:
             f" (first: {self.corrupt_at})" if self.corrupt else "",
         )
         return epoch_metrics
+
+    def report_interval(
+        self, epoch: int, nbatch: int, speed: float, values: list[tuple[str, float]]
+    ) -> None:
+        self.scalars.interval(epoch * self.epoch_batches + nbatch, speed, values)
 
     def count_corrupt(self, batch: data.Batch) -> None:
         self.seen += len(batch.label)
@@ -738,9 +753,16 @@ def train(args: argparse.Namespace, rank: Rank) -> int:
         "on" if trainer.amp else "off",
         "on" if use_mirror(args) else "off",
     )
-    for epoch in range(trainer.begin_epoch, args.num_epochs):
-        start_batch = trainer.begin_batch if epoch == trainer.begin_epoch else 0
-        run_epoch(trainer, epoch, start_batch, train_data, val_data)
+    if rank.main:
+        trainer.scalars = open_scalars(
+            getattr(args, "tensorboard_dir", None), args.model_prefix, rank.rank
+        )
+    try:
+        for epoch in range(trainer.begin_epoch, args.num_epochs):
+            start_batch = trainer.begin_batch if epoch == trainer.begin_epoch else 0
+            run_epoch(trainer, epoch, start_batch, train_data, val_data)
+    finally:
+        trainer.scalars.close()
     return 0
 
 
@@ -765,6 +787,8 @@ def run_epoch(
     val_data: data.RecordLoader | None,
 ) -> None:
     tic = time.time()
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    log.info("Epoch[%d] Learning-rate=%g", epoch, lr)  # MXNet's line, for the report's lr curve
     train_data.set_epoch(epoch, start_batch)
     metrics = trainer.train_epoch(epoch, train_data, start_batch).values()
     for name, value in metrics:
@@ -780,3 +804,4 @@ def run_epoch(
             log.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
     if trainer.rank.main and trainer.args.model_prefix:
         append_summary(trainer.args.model_prefix, epoch, seconds, metrics, validation)
+    trainer.scalars.epoch(epoch, lr, seconds, metrics, validation)
