@@ -50,11 +50,8 @@ class Scalars:
         self, step: int, images_per_sec: float, values: Iterable[tuple[str, float]]
     ) -> None:
         """One Speedometer line's figures."""
-        if self.writer is None:
-            return
-        self.writer.add_scalar(f"images_per_sec/rank{self.rank}", images_per_sec, step)
-        for name, value in values:
-            self.writer.add_scalar(f"interval/{name}", value, step)
+        self._write(lambda w: _add(w, step, [(f"images_per_sec/rank{self.rank}", images_per_sec)]))
+        self._write(lambda w: _add(w, step, [(f"interval/{n}", v) for n, v in values]))
 
     def epoch(
         self,
@@ -65,20 +62,32 @@ class Scalars:
         validation: Iterable[tuple[str, float]],
     ) -> None:
         """One epoch's summary; flushed, so a reader sees whole epochs while the run goes on."""
-        if self.writer is None:
-            return
-        self.writer.add_scalar("epoch/lr", lr, epoch)
-        self.writer.add_scalar("epoch/time_s", seconds, epoch)
-        for name, value in train:
-            self.writer.add_scalar(f"epoch/train-{name}", value, epoch)
-        for name, value in validation:
-            self.writer.add_scalar(f"epoch/val-{name}", value, epoch)
-        self.writer.flush()
+        figures = [("epoch/lr", lr), ("epoch/time_s", seconds)]
+        figures += [(f"epoch/train-{n}", v) for n, v in train]
+        figures += [(f"epoch/val-{n}", v) for n, v in validation]
+        self._write(lambda w: _add(w, epoch, figures, flush=True))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self._write(lambda w: w.close())
+        self.writer = None
+
+    def _write(self, work: Callable[[Any], object]) -> None:
+        """The scalars are a by-product: a full or read-only disk stops them with one line, never
+        the training (nor hides the error training itself reports about that disk)."""
+        if self.writer is None:
+            return
+        try:
+            work(self.writer)
+        except OSError as exc:
+            log.warning("TensorBoard scalars stopped: %s", exc.strerror or exc)
             self.writer = None
+
+
+def _add(writer: Any, step: int, figures: Iterable[tuple[str, float]], flush: bool = False) -> None:
+    for tag, value in figures:
+        writer.add_scalar(tag, value, step)
+    if flush:
+        writer.flush()
 
 
 def open_scalars(tensorboard_dir: str | None, model_prefix: str | None, rank: int) -> Scalars:
