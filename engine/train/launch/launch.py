@@ -35,10 +35,11 @@ from engine.cluster.remote_cmd import with_python
 from engine.cluster.slurm import job as slurm_job
 from engine.cluster.transport.base import TransportError
 from engine.errors import UserError
-from engine.events import EventSink
+from engine.events import EventSink, LogLine
 from engine.paths import require_folder_path
 from engine.prep.pack_remote import pack_planner
 from engine.train.checkpoints import refuse_overwrite
+from engine.train.logparse import parse_line
 
 from . import registry, slurm_launch
 from .dmlc_env import forwarded_env, identity_env
@@ -282,7 +283,8 @@ async def launch(
     planner = training_planner(spec, record.job, pool, resume)
     if not spec.root_port:
         planner.prefetch(hosts[0].name)
-    return await start_job(record, pool, planner, spec.supervise_options(), sink)
+    options = spec.supervise_options()
+    return await start_job(record, pool, planner, options, sink, spec.alert_options(), progress_of)
 
 
 def open_job(
@@ -304,4 +306,22 @@ def open_job(
         spec = LaunchSpec.from_dict(record.launch_args)
         planner = training_planner(spec, record.job, pool, resume_hook(spec, resume))
         options = spec.supervise_options(tail_lines=tail_lines)
+        alerts = spec.alert_options()
+        return Job(
+            record,
+            pool,
+            planner=planner,
+            options=options,
+            sink=sink,
+            alerts=alerts,
+            reader=progress_of,
+        )
     return Job(record, pool, planner=planner, options=options, sink=sink)
+
+
+def progress_of(line: LogLine) -> tuple[str, float] | None:
+    """What counts as training progress for the alerts: a speed line -> (host, images/s)."""
+    parsed = parse_line(line.text)
+    if parsed is None or parsed.kind not in ("speed", "summary") or parsed.speed is None:
+        return None
+    return (line.host or parsed.host or "", parsed.speed)
