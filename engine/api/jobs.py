@@ -156,6 +156,7 @@ def launch_spec(ws: wsmod.Workspace, mode: str) -> LaunchSpec:
         resume_prefix=str(model_prefix(ws)) if mode == "train" else None,
         max_restarts=opts.job.max_restarts,
         engine=engine_of(ws).name,
+        alerts=ws.alert_options(),
         **local_only,
     )
 

@@ -14,7 +14,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from engine import workspace as wsmod
+from engine.api import jobs
 from engine.cluster.process.alerts import AlertOptions, Notifier, stragglers
+from engine.errors import UserError
 from engine.events import Alert, LogLine
 from engine.train.launch.launch import progress_of
 
@@ -137,3 +140,16 @@ def test_straggler_alert_raised_once_per_attempt():
         notifier.see(speed_line(host, rate), 0)
     alerts = [e for e in seen if isinstance(e, Alert)]
     assert [(a.kind, a.host) for a in alerts] == [("straggler", "b")]
+
+
+def test_workspace_alerts_table_reaches_the_console_launch(tmp_path):
+    ws = wsmod.create(tmp_path / "ws", {"root": "images"})
+    ws.config["alerts"] = {"notify": "https://hooks.example/T0K3N", "stall_alert_s": 60}
+    spec = jobs.launch_spec(ws, "train")
+    assert spec.alert_options() == AlertOptions("https://hooks.example/T0K3N", 60.0)
+
+
+def test_workspace_alerts_bad_ratio_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "workspace.toml"
+    with pytest.raises(UserError, match="workspace.toml: .*straggler-ratio 3: give at most 1"):
+        wsmod.check_config(path, {"alerts": {"straggler_ratio": 3}})
