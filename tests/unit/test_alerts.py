@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import queue
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from webhook import Webhook
 
 from engine import workspace as wsmod
 from engine.api import jobs
 from engine.cluster.process.alerts import AlertOptions, Notifier, stragglers
 from engine.errors import UserError
 from engine.events import Alert, LogLine
-from engine.train.launch.launch import progress_of
+from engine.train.logparse import progress_of
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 WAIT_S = 30.0
@@ -27,25 +25,10 @@ WAIT_S = 30.0
 
 @pytest.fixture
 def webhook():
-    """A loopback HTTP server; yields (url, queue of the JSON bodies posted to it)."""
-    received: queue.Queue = queue.Queue()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.put((self.path, json.loads(body)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", received
-    server.shutdown()
-    server.server_close()
+    """A loopback HTTP server; yields (url, queue of the (path, JSON body) posted to it)."""
+    hook = Webhook()
+    yield hook.url, hook.received
+    hook.close()
 
 
 def imgscale(tmp_path, *args: str) -> subprocess.CompletedProcess:
@@ -69,7 +52,7 @@ def launch_detached(tmp_path, job: str, notify: str, script: str, *flags: str) -
     assert done.returncode == 0, done.stderr
 
 
-def next_alert(received: queue.Queue) -> tuple[str, dict]:
+def next_alert(received) -> tuple[str, dict]:
     return received.get(timeout=WAIT_S)
 
 

@@ -35,11 +35,11 @@ from engine.cluster.remote_cmd import with_python
 from engine.cluster.slurm import job as slurm_job
 from engine.cluster.transport.base import TransportError
 from engine.errors import UserError
-from engine.events import EventSink, LogLine
+from engine.events import EventSink
 from engine.paths import require_folder_path
 from engine.prep.pack_remote import pack_planner
 from engine.train.checkpoints import refuse_overwrite
-from engine.train.logparse import parse_line
+from engine.train.logparse import progress_of
 
 from . import registry, slurm_launch
 from .dmlc_env import forwarded_env, identity_env
@@ -317,11 +317,3 @@ def open_job(
             reader=progress_of,
         )
     return Job(record, pool, planner=planner, options=options, sink=sink)
-
-
-def progress_of(line: LogLine) -> tuple[str, float] | None:
-    """What counts as training progress for the alerts: a speed line -> (host, images/s)."""
-    parsed = parse_line(line.text)
-    if parsed is None or parsed.kind not in ("speed", "summary") or parsed.speed is None:
-        return None
-    return (line.host or parsed.host or "", parsed.speed)
