@@ -370,5 +370,9 @@ async def test_a_finished_slurm_job_posts_its_alert_to_a_webhook(sl, state_home)
         assert state.state == "done"
         path, alert = hook.next()
         assert path == "/sl" and (alert["job"], alert["kind"]) == (job.job_id, "finished")
+        shared = [
+            p for p in (state_home / "runs").rglob("*") if p.is_file()
+        ]  # the nodes read these
+        assert shared and not [p for p in shared if hook.url.encode() in p.read_bytes()]
     finally:
         hook.close()

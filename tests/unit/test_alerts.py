@@ -94,13 +94,15 @@ def test_command_target_gets_the_json_on_stdin(tmp_path):
     assert (alert["job"], alert["kind"]) == ("al-cmd", "finished")
 
 
-def test_webhook_url_is_kept_in_the_owner_only_job_record(tmp_path, webhook):
+def test_webhook_url_is_kept_in_the_owner_only_job_record_not_the_run_folder(tmp_path, webhook):
     url, received = webhook
     launch_detached(tmp_path, "al-rec", url + "/token123", "print('ok')")
     next_alert(received)
     record = tmp_path / "state" / "jobs" / "al-rec" / "job.json"
     assert json.loads(record.read_text())["launch_args"]["alerts"]["notify"].endswith("/token123")
     assert record.stat().st_mode & 0o077 == 0
+    run_files = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
+    assert run_files and not [p for p in run_files if b"token123" in p.read_bytes()]
 
 
 def speed_line(host: str, rate: float) -> LogLine:
