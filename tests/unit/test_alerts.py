@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -16,7 +17,7 @@ from engine import workspace as wsmod
 from engine.api import jobs
 from engine.cluster.process.alerts import AlertOptions, Notifier, stragglers
 from engine.errors import UserError
-from engine.events import Alert, LogLine
+from engine.events import Alert, JobState, LogLine
 from engine.train.logparse import progress_of
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -138,3 +139,21 @@ def test_workspace_alerts_bad_ratio_is_one_line_naming_the_file(tmp_path):
     path = tmp_path / "workspace.toml"
     with pytest.raises(UserError, match="workspace.toml: .*straggler-ratio 3: give at most 1"):
         wsmod.check_config(path, {"alerts": {"straggler_ratio": 3}})
+
+
+def test_an_undeliverable_alert_is_one_warning_line_not_a_crash():
+    closed = Webhook()
+    closed.close()  # nothing listens there any more: the POST is refused
+
+    async def run() -> list:
+        seen: list = []
+        notifier = Notifier("j", AlertOptions(notify=closed.url + "/T0K3N"), seen.append)
+        notifier.see(JobState("j", "failed", message="worker 0 exited 1"), 0)
+        await notifier.drain()
+        return seen
+
+    seen = asyncio.run(run())
+    warnings = [e for e in seen if isinstance(e, LogLine)]
+    assert [type(e).__name__ for e in seen] == ["Alert", "LogLine"]
+    assert warnings[0].level == "warning" and "alert failed not delivered" in warnings[0].text
+    assert "T0K3N" not in warnings[0].text  # the URL's path may be a secret
