@@ -157,3 +157,11 @@ def test_an_undeliverable_alert_is_one_warning_line_not_a_crash():
     assert [type(e).__name__ for e in seen] == ["Alert", "LogLine"]
     assert warnings[0].level == "warning" and "alert failed not delivered" in warnings[0].text
     assert "T0K3N" not in warnings[0].text  # the URL's path may be a secret
+
+
+def test_an_out_of_bounds_alert_flag_is_refused_in_one_line_before_starting(tmp_path):
+    done = imgscale(tmp_path, "launch", "--launcher", "local", "-n", "1", "-s", "0",
+                    "--straggler-ratio", "2", "--", "true")  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == "imgscale launch: --straggler-ratio 2.0: give at most 1"
+    assert not (tmp_path / "state" / "jobs").exists()

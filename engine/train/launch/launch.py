@@ -229,6 +229,7 @@ def refuse_overwrite_on_relaunch(spec: LaunchSpec) -> None:
 def check_numbers(spec: LaunchSpec) -> None:
     """Ports, timeouts and counts that could never work are refused before anything starts."""
     opt.check(spec)
+    spec.alert_options()  # --notify, --stall-alert, --straggler-ratio (or [alerts]) in bounds
     local = spec.num_workers + (spec.num_workers if spec.num_servers is None else spec.num_servers)
     if (spec.launcher or ("ssh" if spec.hosts_file else "local")) == "local" and local > LOCAL_CAP:
         raise UserError(
