@@ -165,3 +165,8 @@ def test_an_out_of_bounds_alert_flag_is_refused_in_one_line_before_starting(tmp_
     assert done.returncode == 2
     assert done.stderr.strip() == "imgscale launch: --straggler-ratio 2.0: give at most 1"
     assert not (tmp_path / "state" / "jobs").exists()
+
+
+def test_a_console_job_without_an_alerts_table_still_alerts_on_stragglers(tmp_path):
+    ws = wsmod.create(tmp_path / "ws", {"root": "images"})
+    assert jobs.launch_spec(ws, "train").alert_options() == AlertOptions()
