@@ -171,6 +171,19 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class Alert:
+    """A job finished, failed, stalled or has a straggler: the console shows a notice and rings."""
+
+    job: str
+    kind: str  # finished | failed | stalled | straggler
+    message: str
+    host: str = ""
+    attempt: int = 0
+    figures: tuple[tuple[str, float], ...] = ()
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class Failure:
     """Something went wrong, with a diagnosis a person can act on."""
 
@@ -254,6 +267,7 @@ Event = (
     | EpochSummary
     | JobState
     | Failure
+    | Alert
     | ClusterRate
     | TrainProgress
     | ScalingPoint

@@ -16,6 +16,7 @@ from typing import Any
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Container, Horizontal, Vertical
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, OptionList, Static, Tab, Tabs
@@ -24,7 +25,7 @@ from textual.worker import Worker, WorkerState
 
 from engine import api
 from engine.errors import UserError
-from engine.events import ClusterRate, EpochSummary, Failure, JobState
+from engine.events import Alert, ClusterRate, EpochSummary, Failure, JobState
 from tui import messages as msg
 from tui.keys import ACTIONS, GLOBAL_KEYS, bindings, help_keymap
 from tui.screens.confirm import ConfirmScreen
@@ -51,6 +52,7 @@ PANE_FOCUS: dict[str, type[Widget]] = {
     "actions": OptionList,
 }
 
+JOB_ENDS = ("done", "failed", "stopped")  # a job's final states: a notice and the bell
 BLOCKED_IN_DIALOGS = {k.action.split("(")[0] for k in GLOBAL_KEYS} - {"quit"}
 
 
@@ -75,6 +77,7 @@ class ImgscaleApp(App[str | None]):
         self.train_options: dict[str, Any] = {}
         self.last_result = ""
         self.active_pane = "stages"
+        self.job_states: dict[str, str] = {}  # the last state seen per job (for end notices)
 
     # ---- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -188,6 +191,9 @@ class ImgscaleApp(App[str | None]):
             summary.epochs = {**summary.epochs, (event.host, event.rank): event}
         elif isinstance(event, JobState):
             self.show_job_state(event)
+            self.notice_job_end(event)
+        elif isinstance(event, Alert) and event.kind not in ("finished", "failed"):
+            self.ring(f"job {event.job} {event.kind}: {event.message}", "warning")
         elif isinstance(event, Failure):
             self.notify(
                 f"{event.source}: {event.message}"
@@ -232,6 +238,20 @@ class ImgscaleApp(App[str | None]):
         status.job, status.job_state = event.job, event.state
         failed = {p.host for p in event.processes if p.state in ("failed", "lost")}
         self.grid.mark_failed(failed)
+
+    def notice_job_end(self, event: JobState) -> None:
+        """A job seen live that reaches a final state: a notice and the bell (once per end; an old
+        job found finished when the console opens is not news). Finished/failed Alerts say the same."""
+        before = self.job_states.get(event.job)
+        self.job_states[event.job] = event.state
+        if event.state in JOB_ENDS and before is not None and before not in JOB_ENDS:
+            severity: SeverityLevel = "information" if event.state == "done" else "error"
+            message = f" - {event.message}" if event.message else ""
+            self.ring(f"job {event.job} {event.state}{message}", severity)
+
+    def ring(self, text: str, severity: SeverityLevel) -> None:
+        self.notify(text, severity=severity, timeout=10)
+        self.bell()
 
     def show_stage_details(self) -> None:
         table = self.stages

@@ -24,6 +24,7 @@ from engine.api.plan import (
 )
 from engine.cluster.hostpool import HostPool
 from engine.cluster.probes.grid import ProbeSet
+from engine.cluster.process.alerts import AlertOptions
 from engine.cluster.process.jobevents import ClusterJob
 from engine.cluster.process.kill import kill_everywhere
 from engine.cluster.slurm.job import watch_allocation
@@ -156,6 +157,8 @@ def launch_spec(ws: wsmod.Workspace, mode: str) -> LaunchSpec:
         resume_prefix=str(model_prefix(ws)) if mode == "train" else None,
         max_restarts=opts.job.max_restarts,
         engine=engine_of(ws).name,
+        # the console's jobs always alert (stragglers ring the console) even without [alerts]
+        alerts=ws.alert_options() or {"straggler_ratio": AlertOptions().straggler_ratio},
         **local_only,
     )
 

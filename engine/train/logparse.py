@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from engine.events import EpochSummary, Event, Failure, Throughput
+from engine.events import EpochSummary, Event, Failure, LogLine, Throughput
 from engine.train.oom import diagnose_text
 
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
@@ -75,6 +75,14 @@ def parse_line(text: str) -> Parsed | None:
     if node:
         parsed = replace(parsed, rank=int(node.group("rank")), host=node.group("host"))
     return parsed
+
+
+def progress_of(line: LogLine) -> tuple[str, float] | None:
+    """What counts as training progress for the job's alerts: a speed line -> (host, images/s)."""
+    parsed = parse_line(line.text)
+    if parsed is None or parsed.kind not in ("speed", "summary") or parsed.speed is None:
+        return None
+    return (line.host or parsed.host or "", parsed.speed)
 
 
 def _metrics(rest: str) -> tuple[tuple[str, float], ...]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from engine import options as opt
+from engine.cluster.process.alerts import AlertOptions
 from engine.errors import UserError
 from engine.paths import make_folder, write_text_atomic
 from engine.prep import options as prep_options
@@ -140,6 +141,12 @@ class Workspace:
                 f"{self.path / CONFIG_NAME}: launcher = {value!r}; use one of {', '.join(LAUNCHERS)}"
             )
         return str(value)
+
+    def alert_options(self) -> dict[str, Any]:
+        """The [alerts] table (notify, stall_alert_s, straggler_ratio), each value checked."""
+        table = dict(self.config.get("alerts", {}))
+        opt.build(AlertOptions, table, where="alerts.")
+        return table
 
     def slurm_options(self) -> dict[str, Any]:
         """The [slurm] table: nodes, gpus_per_node, partition, time, account, sbatch_args."""
@@ -305,7 +312,7 @@ def check_config(config_path: Path, config: dict[str, Any]) -> None:
             raise UserError(
                 f"{config_path}: {key} = {config[key]!r}: a path cannot hold a NUL byte"
             )
-    for table in ("stages", "train"):
+    for table in ("stages", "train", "alerts"):
         if not isinstance(config.get(table, {}), dict):
             raise UserError(
                 f"{config_path}: {table} must be a table ([{table}]), not {config[table]!r}"
@@ -332,12 +339,13 @@ def _check_bounds(config_path: Path, config: dict[str, Any]) -> None:
             if stage in prep_options.GROUPS:
                 ws.stage_options(stage)
         ws.train_options()
+        ws.alert_options()
     except UserError as exc:
         raise UserError(f"{config_path}: {exc}; fix the file and reopen") from None
 
 
 # Top-level keys and tables a workspace.toml may hold; [slurm] keys are checked at launch.
-TOP_KEYS = (*PATH_KEYS, "launcher", "slurm", "stages", "train")
+TOP_KEYS = (*PATH_KEYS, "launcher", "slurm", "stages", "train", "alerts")
 
 
 def known_keys() -> dict[str, set[str]]:
@@ -349,6 +357,7 @@ def known_keys() -> dict[str, set[str]]:
         known[f"stages.{stage}"] = set(defaults) | fields_
     groups = (train_options.TrainOptions, train_options.JobOptions)
     known["train"] = {f.name for group in groups for f, _ in opt.fields(group)}
+    known["alerts"] = {f.name for f, _ in opt.fields(AlertOptions)}
     return known
 
 
@@ -359,6 +368,7 @@ def check_keys(config_path: Path, config: dict[str, Any]) -> None:
         ("", config),
         ("stages", config.get("stages", {})),
         ("train", config.get("train", {})),
+        ("alerts", config.get("alerts", {})),
     ]
     tables += [
         (f"stages.{s}", o) for s, o in config.get("stages", {}).items() if s in known["stages"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from launch_helpers import MX_JOB, Events, wait_until
 from slurm import SlurmCluster, slurm_available
+from webhook import Webhook
 
 from engine.cluster.process import jobs
 from engine.cluster.slurm import sbatch as slurm
@@ -355,3 +356,23 @@ async def test_a_second_ctrl_c_kills_a_slurm_job_whose_ranks_ignore_term(sl, sta
     assert state.state == "stopped" and jobs.load(job.job_id).state == "stopped"
     assert slurm.job_state(jobs.load(job.job_id).scheduler_id).state == "CANCELLED"
     assert processes_of(job.job_id) == []
+
+
+async def test_a_finished_slurm_job_posts_its_alert_to_a_webhook(sl, state_home):
+    hook = Webhook()
+    command = ["python", TORCH_JOB, "--steps", "3", "--engine", "torch"]
+    try:
+        job = await launch(spec(state_home, command, 2, alerts={"notify": hook.url + "/sl"}))
+        try:
+            state = await job.wait()
+        finally:
+            await job.close()  # waits for the delivery under way
+        assert state.state == "done"
+        path, alert = hook.next()
+        assert path == "/sl" and (alert["job"], alert["kind"]) == (job.job_id, "finished")
+        shared = [
+            p for p in (state_home / "runs").rglob("*") if p.is_file()
+        ]  # the nodes read these
+        assert shared and not [p for p in shared if hook.url.encode() in p.read_bytes()]
+    finally:
+        hook.close()

@@ -8,7 +8,7 @@ from textual.command import CommandPalette
 from textual.widgets import Input, OptionList, Tabs
 from tui_helpers import cluster_events, job_events, log_events, opened, train_progress, wait_for
 
-from engine.events import LogLine, StageProgress, StageState
+from engine.events import Alert, JobState, LogLine, StageProgress, StageState
 from tui.app import ImgscaleApp
 from tui.messages import LogBatch, Telemetry
 from tui.screens.confirm import ConfirmScreen
@@ -563,3 +563,20 @@ async def test_hosts_option_probes_the_file_and_an_unreachable_host_shows_its_re
         assert grid.rows["127.0.0.1:1"].reason
         assert app.is_running
         await pilot.press("q")
+
+
+async def test_a_job_seen_running_then_finished_raises_a_notice_and_the_bell(demo_ws):
+    app = ImgscaleApp(demo_ws, telemetry=False)
+    rings: list[str] = []
+    app.bell = lambda: rings.append("bell")  # type: ignore[method-assign]
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await opened(pilot)
+        app.session.emit(JobState("old-1", "done", message="finished long ago"))
+        app.session.emit(JobState("job-7", "running"))
+        app.session.emit(JobState("job-7", "done", message="every process exited with status 0"))
+        app.session.emit(Alert("job-7", "stalled", "no progress for 60 s"))
+        await wait_for(pilot, lambda: len(rings) == 2, "two rings")
+        notices = [n.message for n in app._notifications]
+        assert any("job-7 done" in n for n in notices), notices
+        assert any("job-7 stalled" in n for n in notices), notices
+        assert not any("old-1" in n for n in notices), notices

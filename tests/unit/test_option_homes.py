@@ -13,6 +13,7 @@ from engine import cli
 from engine import options as opt
 from engine import workspace as wsmod
 from engine.api import plan
+from engine.cluster.process.alerts import AlertOptions
 from engine.cluster.slurm.sbatch import SlurmRequest
 from engine.prep import options as prep_options
 from engine.prep.options import GROUPS, TUTORIAL, ListOptions, PackOptions
@@ -49,7 +50,7 @@ def field_names(cls) -> set[str]:
         ("check", (TrainOptions, CheckOptions), set()),
         (
             "launch",
-            (LaunchSpec, SlurmRequest),
+            (LaunchSpec, SlurmRequest, AlertOptions),
             {"env", "env_server", "env_worker", "detach", "dry_run", "quiet"},
         ),
     ],

@@ -14,6 +14,7 @@ from dataclasses import replace
 from engine.cluster.hostpool import HostPool
 from engine.cluster.hosts import HostSpec, local_host, read_hosts
 from engine.cluster.process import jobs
+from engine.cluster.process.alerts import AlertOptions, Reader
 from engine.cluster.process.supervisor import Job, Planner, SuperviseOptions
 from engine.cluster.remote_cmd import join_argv, shell_path
 from engine.cluster.transport.base import Transport, TransportError
@@ -80,10 +81,14 @@ async def start_job(
     planner: Planner,
     options: SuperviseOptions,
     sink: EventSink | None = None,
+    alerts: AlertOptions | None = None,
+    reader: Reader | None = None,
 ) -> Job:
     """Connect to every host at once and start the planned job, supervised by this process."""
     await pool.connect_all()  # a host that failed is reported when starting there
-    job = Job(record, pool, planner=planner, options=options, sink=sink)
+    job = Job(
+        record, pool, planner=planner, options=options, sink=sink, alerts=alerts, reader=reader
+    )
     try:
         await job.start()
     except TransportError as exc:  # e.g. the master could not be asked for a port

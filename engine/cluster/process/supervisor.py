@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 
 from engine.cluster.hostpool import HostPool
 from engine.cluster.process import jobs
+from engine.cluster.process.alerts import AlertOptions, Notifier, Reader
 from engine.cluster.process.detach import DetachedProcess, RemoteStatus
 from engine.cluster.process.faults import (
     DONE,
@@ -69,7 +70,7 @@ from engine.cluster.process.watcher import (
     tail_of,
 )
 from engine.errors import UserError
-from engine.events import EventSink, HostState, JobState
+from engine.events import Event, EventSink, HostState, JobState
 
 DRAIN_QUIET_S = 0.6  # a job is final once its logs were quiet this long …
 DRAIN_MAX_S = 3.0  # … or after this long
@@ -118,8 +119,11 @@ class Job(JobEvents, ClusterJob):
         planner: Planner | None = None,
         options: SuperviseOptions = SuperviseOptions(),
         sink: EventSink | None = None,
+        alerts: AlertOptions | None = None,
+        reader: Reader | None = None,
     ) -> None:
         self.record = record
+        self.notifier = None if alerts is None else Notifier(record.job, alerts, self.emit, reader)
         self.pool = pool
         self.planner = planner
         self.options = options
@@ -209,6 +213,8 @@ class Job(JobEvents, ClusterJob):
         """Stop watching and supervising; the job's processes keep running on their hosts."""
         await self._cancel_acting()
         await self._cancel_tasks()
+        if self.notifier is not None:
+            await self.notifier.drain()
         self.lock.release()
         await self.pool.close()
         self._end_events()
@@ -230,6 +236,8 @@ class Job(JobEvents, ClusterJob):
 
     def on_round(self) -> None:
         self._evaluate()
+        if self.notifier is not None and self.supervising:
+            self.notifier.tick()
 
     def on_host(self, state: HostState) -> None:
         self.emit(state)
@@ -241,6 +249,11 @@ class Job(JobEvents, ClusterJob):
             self._fault(Fault(f"host {host}", f"lost: {reason}", host))
 
     # ---- events and the record ---------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        super().emit(event)
+        if self.notifier is not None and self.supervising:  # only the supervisor alerts
+            self.notifier.see(event, self.record.attempt)
+
     def _set_phase(self, phase: str, message: str | None = None) -> None:
         self.phase = phase
         if message is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from engine.cluster.probes.grid import ProbeSet
 from engine.cluster.process import jobs
+from engine.cluster.process.alerts import AlertOptions, Notifier, Reader
 from engine.cluster.process.faults import FINAL, describe_status
 from engine.cluster.process.jobevents import ClusterJob, JobEvents
 from engine.cluster.process.watcher import line_level
@@ -31,7 +32,7 @@ from engine.cluster.slurm import sbatch as slurm
 from engine.cluster.slurm.srun import node_spec
 from engine.cluster.slurm.steps import attempt_dir, write_private
 from engine.errors import UserError
-from engine.events import EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
+from engine.events import Event, EventSink, Failure, HostState, JobState, LogLine, ProcessInfo
 
 POLL_S = 0.5
 LAST_LINES = 20
@@ -63,9 +64,12 @@ class SlurmJob(JobEvents, ClusterJob):
         sink: EventSink | None = None,
         resume: ResumeHook | None = None,
         tail_lines: int | None = None,
+        alerts: AlertOptions | None = None,
+        reader: Reader | None = None,
     ) -> None:
         self.record = record
         self.request = request
+        self.notifier = None if alerts is None else Notifier(record.job, alerts, self.emit, reader)
         self.planner = planner
         self._init_events(sink)
         self.resume = resume
@@ -146,8 +150,15 @@ class SlurmJob(JobEvents, ClusterJob):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.notifier is not None:
+            await self.notifier.drain()
         self.lock.release()
         self._end_events()
+
+    def emit(self, event: Event) -> None:
+        super().emit(event)
+        if self.notifier is not None and self.supervising:  # only the supervisor alerts
+            self.notifier.see(event, self.record.attempt)
 
     # ---- submitting ------------------------------------------------------------------------
     def _submit(self, attempt: int) -> None:
@@ -199,6 +210,8 @@ class SlurmJob(JobEvents, ClusterJob):
             self._load_processes()
             self._read_logs(None)
             self._read_statuses()
+            if self.notifier is not None and self.supervising:
+                self.notifier.tick()
             if state is None or state.ended:
                 if await self._ended(state):
                     return

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, TypeVar
 from engine import options as opt
 from engine.cluster.hosts import read_hosts
 from engine.cluster.process import jobs
+from engine.cluster.process.alerts import AlertOptions
 from engine.cluster.process.kill import ended, kill_everywhere, kill_job, sweep_hosts
 from engine.cluster.slurm.sbatch import SlurmRequest
 from engine.errors import UserError
-from engine.events import Event, Failure, HostState, JobState, LogLine
+from engine.events import Alert, Event, Failure, HostState, JobState, LogLine
 
 from .dmlc_env import parse_env_args, parse_role_env
 from .launch import LaunchSpec, launch, open_job, plan_lines, validate
@@ -105,6 +106,8 @@ def _add_launch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="print where each process would run (with --launcher slurm: the batch script)",
     )
     _add_slurm(p)
+    g = p.add_argument_group("alerts (also [alerts] in workspace.toml)")
+    opt.add_arguments(g, AlertOptions, keep_unset=True)
     p.add_argument("--quiet", action="store_true", help="print only state changes and failures")
     p.add_argument(
         "argv",
@@ -144,6 +147,7 @@ def spec_from_args(args: argparse.Namespace) -> LaunchSpec:
         env_worker=parse_role_env(args.env_worker, "--env-worker"),
         cwd=os.getcwd(),
         slurm=slurm_options(args),
+        alerts=opt.given(AlertOptions, args),
     )
 
 
@@ -170,6 +174,8 @@ class Printer:
                 _err(f"    | {line}")
             for advice in event.advice:
                 _err(f"    -> {advice}")
+        elif isinstance(event, Alert):
+            _err(f"ALERT job {event.job} {event.kind}: {event.message}")
         elif isinstance(event, HostState):
             _err(
                 f"host {event.host}: "

@@ -39,6 +39,7 @@ from engine.events import EventSink
 from engine.paths import require_folder_path
 from engine.prep.pack_remote import pack_planner
 from engine.train.checkpoints import refuse_overwrite
+from engine.train.logparse import progress_of
 
 from . import registry, slurm_launch
 from .dmlc_env import forwarded_env, identity_env
@@ -216,6 +217,7 @@ def refuse_overwrite_on_relaunch(spec: LaunchSpec) -> None:
 def check_numbers(spec: LaunchSpec) -> None:
     """Ports, timeouts and counts that could never work are refused before anything starts."""
     opt.check(spec)
+    spec.alert_options()  # --notify, --stall-alert, --straggler-ratio (or [alerts]) in bounds
     local = spec.num_workers + (spec.num_workers if spec.num_servers is None else spec.num_servers)
     if (spec.launcher or ("ssh" if spec.hosts_file else "local")) == "local" and local > LOCAL_CAP:
         raise UserError(
@@ -270,7 +272,8 @@ async def launch(
     planner = training_planner(spec, record.job, pool, resume)
     if not spec.root_port:
         planner.prefetch(hosts[0].name)
-    return await start_job(record, pool, planner, spec.supervise_options(), sink)
+    options = spec.supervise_options()
+    return await start_job(record, pool, planner, options, sink, spec.alert_options(), progress_of)
 
 
 def open_job(
@@ -292,4 +295,14 @@ def open_job(
         spec = LaunchSpec.from_dict(record.launch_args)
         planner = training_planner(spec, record.job, pool, resume_hook(spec, resume))
         options = spec.supervise_options(tail_lines=tail_lines)
+        alerts = spec.alert_options()
+        return Job(
+            record,
+            pool,
+            planner=planner,
+            options=options,
+            sink=sink,
+            alerts=alerts,
+            reader=progress_of,
+        )
     return Job(record, pool, planner=planner, options=options, sink=sink)

@@ -23,6 +23,7 @@ from engine.cluster.slurm.job import (
 )
 from engine.cluster.slurm.steps import attempt_dir
 from engine.events import EventSink
+from engine.train.logparse import progress_of
 
 from . import registry
 from .slurm_driver import Plan
@@ -68,7 +69,16 @@ async def launch(
     kind = registry.job_kind(spec_args["command"])
     record = _record(spec_args, jobs.choose_job_name(spec_args.get("job"), kind), kind)
     await asyncio.to_thread(require_request, request_of(record))
-    job = SlurmJob(jobs.save(record), request_of(record), PLANNER, sink=sink, resume=resume)
+    alerts = LaunchSpec.from_dict(spec_args).alert_options()
+    job = SlurmJob(
+        jobs.save(record),
+        request_of(record),
+        PLANNER,
+        sink=sink,
+        resume=resume,
+        alerts=alerts,
+        reader=progress_of,
+    )
     await job.start()
     return job
 
@@ -81,9 +91,17 @@ def open_job(
     tail_lines: int | None = None,
 ) -> SlurmJob:
     """A recorded SLURM job, ready to ``attach()``; relaunches resume as its engine does."""
-    resume = resume_hook(LaunchSpec.from_dict(record.launch_args), resume)
+    spec = LaunchSpec.from_dict(record.launch_args)
+    resume = resume_hook(spec, resume)
     return SlurmJob(
-        record, request_of(record), PLANNER, sink=sink, resume=resume, tail_lines=tail_lines
+        record,
+        request_of(record),
+        PLANNER,
+        sink=sink,
+        resume=resume,
+        tail_lines=tail_lines,
+        alerts=spec.alert_options(),
+        reader=progress_of,
     )
 
 

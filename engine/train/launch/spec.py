@@ -8,6 +8,7 @@ from typing import Any
 
 from engine import options as opt
 from engine.cluster.process import jobs
+from engine.cluster.process.alerts import AlertOptions
 from engine.cluster.process.supervisor import SuperviseOptions
 from engine.options import option
 
@@ -77,6 +78,9 @@ class LaunchSpec:
     lost_timeout_s: float = 10.0  # a host unreachable this long is lost (the job is stopped)
     # --launcher slurm: nodes, gpus_per_node, partition, time, account, sbatch_args
     slurm: Mapping[str, Any] = field(default_factory=dict)
+    # alerts.AlertOptions given (--notify, --stall-alert, --straggler-ratio, or [alerts]); the
+    # webhook URL may hold a token: it stays in the job record (0600), never in a remote argv
+    alerts: Mapping[str, Any] = field(default_factory=dict)
     engine: str | None = option(  # None: torch when the command is the torch engine, else mxnet
         None,
         "torch: every process gets torchrun's variables (MASTER_ADDR, RANK, WORLD_SIZE …) and no "
@@ -97,7 +101,7 @@ class LaunchSpec:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["command"] = list(self.command)
-        for key in ("env", "env_server", "env_worker", "slurm"):
+        for key in ("env", "env_server", "env_worker", "slurm", "alerts"):
             data[key] = dict(getattr(self, key))
         return data
 
@@ -107,6 +111,10 @@ class LaunchSpec:
         values = {k: v for k, v in data.items() if k in known}
         values["command"] = tuple(values.get("command", ()))
         return cls(**values)
+
+    def alert_options(self) -> AlertOptions | None:
+        """The job's alert settings; None when none were given (no alerts from the supervisor)."""
+        return opt.build(AlertOptions, dict(self.alerts), where="alerts.") if self.alerts else None
 
     def supervise_options(self, **overrides: Any) -> SuperviseOptions:
         options = SuperviseOptions(
