@@ -380,6 +380,9 @@ class SshCluster:
                 host.process.wait()
         for pid in session_pids if sessions else []:
             _kill_quietly(pid)
+        if sessions:  # a connection accepted while the listener was being stopped
+            for pid in self._sessions_left(host):
+                _kill_quietly(pid)
         host.process = None
         self._wait_port_closed(host)
 
@@ -393,6 +396,15 @@ class SshCluster:
         except psutil.NoSuchProcess:
             return [], []
         return [p.pid for p in listener], [c.pid for c in sessions if _is_sshd(c)]
+
+    @staticmethod
+    def _sessions_left(host: SshHost) -> list[int]:
+        """sshd processes still in the host's namespace once its listener is gone: sessions."""
+        try:
+            found = psutil.Process(host.init_pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        return [p.pid for p in found if _is_sshd(p)]
 
     @staticmethod
     def _wait_port_closed(host: SshHost) -> None:

@@ -267,6 +267,9 @@ def test_detached_launch_then_attach_and_jobs_from_the_command_line(sl, state_ho
     assert attached.returncode == 0, attached.stderr
     assert "n1 worker 0 | rank 0 of 2" in attached.stdout
     assert "n2 worker 1 | rank 1 of 2" in attached.stdout
+    # `attach` ends when SLURM says the job ended; the background supervisor records it on its
+    # next poll of SLURM (within POLL_S), so the record may still say running for that moment
+    asyncio.run(wait_until(lambda: not jobs.load("sl1").active, 30, "the supervisor's record"))
     listed = cli("jobs", env=env)
     record = jobs.load("sl1")
     assert record.state == "done" and f"SLURM {record.scheduler_id}" in listed.stdout
