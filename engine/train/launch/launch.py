@@ -261,7 +261,6 @@ async def launch(
     if spec.launcher == "slurm":
         return await slurm_launch.launch(spec.to_dict(), sink=sink, resume=resume)
     hosts = spec_hosts(spec)
-    place_processes(spec, hosts)
     record = jobs.save(new_record(spec, hosts))
     pool = HostPool(hosts) if pool is None else pool.share(hosts)
     if spec.sync_dst_dir:
